@@ -1,0 +1,1 @@
+"""Dataset recipes and the built-in demo corpus."""

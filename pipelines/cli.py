@@ -1,0 +1,137 @@
+"""The `paser` command line: parse, build a config, call the library, print a summary and the artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipelines.config import ConfigError, SelectConfig, load_config
+
+# CLI flag -> dotted config key, for `paser select`
+SELECT_FLAGS = {
+    "original": "models.original",
+    "pruned": "models.pruned",
+    "dtype": "models.dtype",
+    "device": "models.device",
+    "corpus": "corpus.path",
+    "limit": "corpus.limit",
+    "budget": "selection.budget",
+    "strategy": "selection.strategy",
+    "seed": "selection.seed",
+    "clusters": "clustering.n_clusters",
+    "max_length": "formatting.max_length",
+    "out": "out",
+}
+
+
+def select_command(args: argparse.Namespace) -> int:
+    from pipelines.select import format_summary, run_select
+
+    overrides = [
+        f"{key}={getattr(args, flag)}"
+        for flag, key in SELECT_FLAGS.items()
+        if getattr(args, flag) is not None
+    ]
+    config = load_config(SelectConfig, args.config, overrides + list(args.set))
+    output = run_select(config)
+    print(format_summary(output))
+    return 0
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    from recovery.models import load_model
+    from recovery.prune import prune_model, save_pruned
+
+    model, tokenizer = load_model(args.model, dtype="fp32", device="cpu")
+    record = prune_model(model, args.method, args.sparsity)
+    record["model"] = args.model
+    record["calibration"] = None
+    save_pruned(model, tokenizer, Path(args.out), record)
+    print(
+        f"pruned {args.model} with {args.method}: total sparsity {record['total_sparsity']:.4f} -> {args.out}"
+    )
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from data.demo import write_demo_corpus
+    from pipelines.select import format_summary, run_select
+    from recovery.models import load_model
+    from recovery.prune import prune_model, save_pruned
+
+    out = Path(args.out)
+    pruned_dir = out / "pruned-magnitude-50"
+    if not (pruned_dir / "pruning.json").exists():
+        print(
+            "[paser] demo: magnitude-pruning SmolLM2-135M-Instruct to 50% (pruning methods with calibration come later)"
+        )
+        model, tokenizer = load_model("smollm2", dtype="fp32", device="cpu")
+        record = prune_model(model, "magnitude", 0.5)
+        save_pruned(model, tokenizer, pruned_dir, {**record, "model": "smollm2", "calibration": None})
+    corpus = write_demo_corpus(out / "demo_corpus.jsonl")
+    overrides = [
+        f"corpus.path={corpus}",
+        f"models.pruned={pruned_dir}",
+        f"selection.budget={args.budget}",
+        f"out={out / 'selection'}",
+    ]
+    output = run_select(load_config(SelectConfig, None, overrides))
+    print(format_summary(output))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paser", description="Select post-training data that repairs a pruned LLM."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    select = commands.add_parser("select", help="score, cluster and select a subset of a corpus")
+    select.add_argument("--config", help="YAML run config (flags and --set override it)")
+    select.add_argument("--original", help="original model (path, hub id, or `smollm2`)")
+    select.add_argument("--pruned", help="pruned model (path or hub id)")
+    select.add_argument("--corpus", help="JSONL/JSON/Parquet file, datasets folder or hub id")
+    select.add_argument("--budget", help="fraction of valid rows in (0,1], or a row count")
+    select.add_argument("--strategy", help="paser, random, full, cds_topk, loss, ifd, kmeans_diverse")
+    select.add_argument("--clusters", help="fixed number of clusters (default: eigengap)")
+    select.add_argument("--dtype", help="auto, bf16, fp16, fp32")
+    select.add_argument("--device", help="cpu or cuda")
+    select.add_argument("--seed", help="random seed")
+    select.add_argument("--limit", help="use only the first N rows of the corpus")
+    select.add_argument("--max-length", dest="max_length", help="token limit per row")
+    select.add_argument("--out", help="output directory")
+    select.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted"
+    )
+    select.set_defaults(run=select_command)
+
+    prune = commands.add_parser("prune", help="prune a model into a plain HF checkpoint")
+    prune.add_argument("--model", required=True, help="model to prune (path, hub id, or `smollm2`)")
+    prune.add_argument("--method", default="magnitude", help="pruning method (known: magnitude)")
+    prune.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to zero, in (0,1)")
+    prune.add_argument("--out", required=True, help="output directory")
+    prune.set_defaults(run=prune_command)
+
+    demo = commands.add_parser("demo", help="offline demo: prune SmolLM2, select from the built-in corpus")
+    demo.add_argument("--out", default="runs/demo", help="output directory")
+    demo.add_argument("--budget", default="0.1", help="fraction or count to select")
+    demo.set_defaults(run=demo_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `paser` console script; user errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        if os.environ.get("PASER_DEBUG"):
+            raise
+        print(f"paser {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Typed run configs: dataclasses loaded from YAML and overridden from the CLI with dotted keys.
+
+`load_config(SelectConfig, "run.yaml", ["selection.budget=0.05"])` reads the file, applies the overrides
+(`section.field=value`, the value parsed as YAML so `0.05`, `true`, `[a, b]` keep their types) and builds
+the nested dataclasses, refusing unknown keys with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from selection.cluster import ClusterConfig
+from selection.corpus import CorpusConfig
+from selection.degradation import DegradationConfig
+
+ConfigT = TypeVar("ConfigT")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the config's schema."""
+
+
+@dataclasses.dataclass
+class ModelPairConfig:
+    original: str = dataclasses.field(
+        default="smollm2",
+        metadata={
+            "help": "Original (unpruned) model: local path, HF hub id, or the offline alias `smollm2`."
+        },
+    )
+    pruned: str | None = dataclasses.field(
+        default=None, metadata={"help": "Pruned model: local path or HF hub id. Must share the tokenizer."}
+    )
+    dtype: str = dataclasses.field(
+        default="auto", metadata={"help": "auto (bf16 where native, else fp32), bf16, fp16 or fp32."}
+    )
+    device: str | None = dataclasses.field(
+        default=None, metadata={"help": "cuda or cpu; default: cuda if present."}
+    )
+
+
+@dataclasses.dataclass
+class FormattingConfig:
+    template: str = dataclasses.field(
+        default="auto",
+        metadata={"help": "auto (the model's chat template where it has one, else Alpaca), chat or alpaca."},
+    )
+    max_length: int | None = dataclasses.field(
+        default=None, metadata={"help": "Token limit per row; default min(2048, the model's context length)."}
+    )
+    overflow: str = dataclasses.field(
+        default="truncate",
+        metadata={"help": "Rows over max_length: truncate the response tail, or skip them."},
+    )
+
+
+@dataclasses.dataclass
+class EmbeddingConfig:
+    model: str | None = dataclasses.field(
+        default=None, metadata={"help": "sentence-transformers model; default all-MiniLM-L6-v2 (offline)."}
+    )
+    batch_size: int = dataclasses.field(default=64, metadata={"help": "Texts per embedding batch."})
+
+
+@dataclasses.dataclass
+class SelectionConfig:
+    strategy: str = dataclasses.field(
+        default="paser",
+        metadata={"help": "paser, random, full, cds_topk, loss, ifd or kmeans_diverse."},
+    )
+    budget: float = dataclasses.field(
+        default=0.1,
+        metadata={"help": "Rows to select: a fraction in (0, 1] of the valid rows, or a count >= 1."},
+    )
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "Seed for every random choice (selection, clustering)."}
+    )
+    options: dict[str, Any] = dataclasses.field(
+        default_factory=dict,
+        metadata={"help": "Strategy options, e.g. {ccg: false} or {ranking: cds} for the paper's ablations."},
+    )
+
+
+@dataclasses.dataclass
+class SelectConfig:
+    """Everything `paser select` needs: corpus, model pair, scoring, embedding, clustering, strategy, output."""
+
+    corpus: CorpusConfig
+    models: ModelPairConfig = dataclasses.field(default_factory=ModelPairConfig)
+    formatting: FormattingConfig = dataclasses.field(default_factory=FormattingConfig)
+    scoring: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
+    embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
+    clustering: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
+    selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
+    out: str = dataclasses.field(default="runs/select", metadata={"help": "Output directory."})
+
+
+def _is_dataclass_type(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check/convert a YAML value to the annotated field type (ints accepted for floats, lists for tuples)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if _is_dataclass_type(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return build_config(kind, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    if origin is dict or kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(kind, type) and not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def build_config(cls: type[ConfigT], data: dict[str, Any], where: str = "config") -> ConfigT:
+    """Build dataclass `cls` from a nested mapping, refusing unknown keys and values of the wrong type."""
+    hints = typing.get_type_hints(cls)
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    missing = [
+        name
+        for name, field in fields.items()
+        if name not in values
+        and field.default is dataclasses.MISSING
+        and field.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one `dotted.key=value` override to a nested mapping in place (value parsed as YAML)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(
+    cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None
+) -> ConfigT:
+    """Read YAML `path` (optional), apply `overrides` in order, and build `cls`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded or {}
+    for override in overrides or []:
+        apply_override(data, override)
+    return build_config(cls, data, where=str(path) if path else "config")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML/JSON-serialisable mapping of a config (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))

@@ -1,0 +1,339 @@
+"""`paser select` as a Python function: corpus + model pair + budget -> a PASER subset and its statistics.
+
+Stages, each reusing what an earlier run left in the output folder: load and validate the corpus,
+tokenise, score degradation (sharded, resumable), embed (cached), cluster, select, write artifacts:
+
+    selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
+    scores.parquet    every scored row's scalars (cds, token counts, NLLs)
+    clusters.parquet  every scored row's cluster (and manifold coordinates)
+    stats.json        per-cluster and total counts, skipped rows by reason, models, versions, config
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import SelectConfig, config_to_dict
+from recovery.models import describe_model, load_model
+from selection.allocate import resolve_budget
+from selection.cluster import ClusterResult, cluster_embeddings
+from selection.corpus import Corpus, load_corpus
+from selection.corpus import concept_text as sample_concept_text
+from selection.corpus import embed_text as sample_embed_text
+from selection.degradation import score_degradation
+from selection.embed import embed_texts
+from selection.formatting import check_same_tokenizer, encode_corpus
+from selection.prioritize import efficiency_score
+from selection.strategies import SelectionInputs, SelectionResult, get_strategy
+
+VERSIONED_PACKAGES = (
+    "paser",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "scikit-learn",
+    "scipy",
+    "yake",
+)
+
+
+@dataclass
+class SelectOutput:
+    """What `run_select` produced: the in-memory tables plus the paths of the written artifacts."""
+
+    out_dir: Path
+    selection: pd.DataFrame
+    scores: pd.DataFrame
+    clusters: pd.DataFrame
+    stats: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose behaviour the results depend on."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_atomic(path: Path, write: Any) -> Path:
+    """Call `write(tmp_path)` and move the result onto `path`, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(staging))
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write `payload` as indented JSON, atomically."""
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str)))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write one JSON object per line, atomically."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as stream:
+            for row in rows:
+                stream.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+    return write_atomic(path, write)
+
+
+def write_parquet(path: Path, table: pd.DataFrame) -> Path:
+    """Write a DataFrame as Parquet, atomically."""
+    return write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
+
+
+def _log(message: str) -> None:
+    print(f"[paser] {message}", flush=True)
+
+
+def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Load the model pair, tokenise the corpus and score degradation; returns (scores, model info).
+
+    Rows the tokeniser step skips are counted into `corpus.stats`. Models are released before returning.
+    """
+    models = config.models
+    if models.pruned is None:
+        raise ValueError("no pruned model given: pass --pruned PATH (or models.pruned in the config)")
+    _log(f"loading original model {models.original}")
+    original, tokenizer = load_model(models.original, models.dtype, models.device)
+    _log(f"loading pruned model {models.pruned}")
+    pruned, pruned_tokenizer = load_model(models.pruned, models.dtype, models.device)
+    check_same_tokenizer(tokenizer, pruned_tokenizer)
+    model_info = {
+        "original": describe_model(models.original, original).to_dict(),
+        "pruned": describe_model(models.pruned, pruned).to_dict(),
+    }
+    context_length = int(getattr(original.config, "max_position_embeddings", 2048) or 2048)
+    max_length = config.formatting.max_length or min(2048, context_length)
+    encoded, skipped, examples = encode_corpus(
+        corpus.samples,
+        tokenizer,
+        max_length=max_length,
+        overflow=config.formatting.overflow,
+        template=config.formatting.template,
+    )
+    for reason, count in skipped.items():
+        locations = [f"id {row_id}" for row_id in examples.get(reason, [])]
+        for index in range(count):
+            corpus.stats.count(reason, locations[index] if index < len(locations) else "")
+    for row in encoded:
+        if row.truncated:
+            corpus.stats.count("truncated", f"id {row.id}", dropped=False)
+    if not encoded:
+        raise ValueError(f"{corpus.source}: no row fits the model ({dict(skipped)})")
+    scoring = config.scoring
+    if config.selection.strategy == "ifd" and not scoring.unconditioned_nll:
+        scoring.unconditioned_nll = True
+    _log(f"scoring {len(encoded):,} rows (max_length={max_length}, dtype={model_info['original']['dtype']})")
+    scores = score_degradation(original, pruned, encoded, scoring, shard_dir=out_dir / "score_shards")
+    del original, pruned
+    gc.collect()
+    return scores, {**model_info, "max_length": max_length}
+
+
+def cluster_corpus(
+    config: SelectConfig, corpus: Corpus, ids: list[str], out_dir: Path
+) -> tuple[np.ndarray, ClusterResult]:
+    """Embed the scored rows (cached under `out_dir/cache`) and cluster them; returns (embeddings, clusters)."""
+    by_id = {sample.id: sample for sample in corpus.samples}
+    texts = [sample_embed_text(by_id[row_id], tuple(config.corpus.embed_fields)) for row_id in ids]
+    _log(f"embedding {len(texts):,} rows")
+    embeddings = embed_texts(
+        texts,
+        model=config.embedding.model,
+        batch_size=config.embedding.batch_size,
+        cache_dir=out_dir / "cache",
+    )
+    config.clustering.seed = config.selection.seed
+    _log(f"clustering ({config.clustering.method}, {config.clustering.manifold})")
+    return embeddings, cluster_embeddings(embeddings, config.clustering)
+
+
+def run_select(config: SelectConfig) -> SelectOutput:
+    """Run the whole selection and write its artifacts to `config.out`; returns tables, stats and paths.
+
+    Refuses (ValueError) a missing pruned model, a corpus with no valid row, a tokenizer mismatch between
+    the models, and an unknown strategy (listing the known ones) — the last before any model is loaded.
+    """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    out_dir = Path(config.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strategy = get_strategy(config.selection.strategy, **config.selection.options)
+
+    stage = time.perf_counter()
+    corpus = load_corpus(config.corpus)
+    timings["corpus"] = time.perf_counter() - stage
+    _log(f"corpus {corpus.source}: {corpus.stats.rows_valid:,} valid of {corpus.stats.rows_read:,} rows")
+
+    stage = time.perf_counter()
+    scores, model_info = score_corpus(config, corpus, out_dir)
+    timings["scoring"] = time.perf_counter() - stage
+
+    ids = scores["id"].astype(str).tolist()
+    stage = time.perf_counter()
+    embeddings, clustering = cluster_corpus(config, corpus, ids, out_dir)
+    timings["embedding_and_clustering"] = time.perf_counter() - stage
+
+    table = scores.copy()
+    table["cluster"] = clustering.labels.astype(np.int64)
+    table["ies"] = efficiency_score(
+        table["cds"].to_numpy(), table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy()
+    )
+    by_id = {sample.id: sample for sample in corpus.samples}
+    budget = resolve_budget(config.selection.budget, len(table))
+    inputs = SelectionInputs(
+        table=table,
+        embeddings=embeddings,
+        concept_text=lambda row_id: sample_concept_text(by_id[row_id]),
+        seed=config.selection.seed,
+    )
+    stage = time.perf_counter()
+    result = strategy.select(inputs, budget)
+    timings["selection"] = time.perf_counter() - stage
+    if len(result.ids) != budget and config.selection.strategy != "full":
+        raise RuntimeError(
+            f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}"
+        )
+
+    selection = table.set_index("id").loc[result.ids].reset_index()
+    clusters = pd.DataFrame({"id": ids, "cluster": table["cluster"].to_numpy()})
+    if clustering.coordinates is not None:
+        for axis in range(min(2, clustering.coordinates.shape[1])):
+            clusters[f"coordinate_{axis}"] = clustering.coordinates[:, axis]
+    timings["total"] = time.perf_counter() - started
+    stats = build_stats(config, corpus, table, clustering, result, budget, model_info, timings)
+
+    paths = {
+        "selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, by_id)),
+        "scores": write_parquet(out_dir / "scores.parquet", scores),
+        "clusters": write_parquet(out_dir / "clusters.parquet", clusters),
+        "stats": write_json(out_dir / "stats.json", stats),
+    }
+    return SelectOutput(out_dir, selection, scores, clusters, stats, paths)
+
+
+def selection_rows(selection: pd.DataFrame, by_id: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chosen rows as written to `selection.jsonl`: original fields plus id, cluster, cds, ies."""
+    rows = []
+    for record in selection.itertuples(index=False):
+        sample = by_id[record.id]
+        rows.append(
+            {
+                **sample.raw,
+                "id": record.id,
+                "cluster": int(record.cluster),
+                "cds": float(record.cds),
+                "ies": float(record.ies),
+            }
+        )
+    return rows
+
+
+def build_stats(
+    config: SelectConfig,
+    corpus: Corpus,
+    table: pd.DataFrame,
+    clustering: ClusterResult,
+    result: SelectionResult,
+    budget: int,
+    model_info: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The `stats.json` payload: per cluster, totals, skipped rows by reason, models, versions, config."""
+    per_cluster = table.groupby("cluster").agg(size=("id", "size"), mean_cds=("cds", "mean")).reset_index()
+    chosen = table.set_index("id").loc[result.ids, "cluster"].value_counts()
+    per_cluster["selected"] = per_cluster["cluster"].map(chosen).fillna(0).astype(int)
+    if result.clusters is not None and not result.clusters.empty:
+        extra = result.clusters.set_index("cluster")
+        for column in ("budget", "ccg_rejected"):
+            if column in extra:
+                per_cluster[column] = per_cluster["cluster"].map(extra[column]).fillna(0).astype(int)
+    corpus_stats = corpus.stats.to_dict()
+    return {
+        "totals": {
+            "rows_read": corpus.stats.rows_read,
+            "rows_valid": corpus.stats.rows_valid,
+            "rows_scored": len(table),
+            "budget_requested": config.selection.budget,
+            "budget": budget,
+            "selected": len(result.ids),
+            "clusters": clustering.n_clusters,
+            "mean_cds": float(table["cds"].mean()),
+            "mean_cds_selected": float(table.set_index("id").loc[result.ids, "cds"].mean())
+            if result.ids
+            else None,
+        },
+        "skipped": corpus_stats.get("skipped", {}),
+        "flagged": corpus_stats.get("flagged", {}),
+        "skipped_examples": corpus_stats.get("examples", {}),
+        "clusters": per_cluster.to_dict(orient="records"),
+        "strategy": {"name": config.selection.strategy, "options": config.selection.options, **result.stats},
+        "clustering": {
+            "n_clusters": clustering.n_clusters,
+            "n_landmarks": clustering.n_landmarks,
+            "eigenvalues": None
+            if clustering.eigenvalues is None
+            else [float(v) for v in clustering.eigenvalues],
+            "seconds": clustering.seconds,
+        },
+        "models": model_info,
+        "versions": package_versions(),
+        "seconds": {name: round(value, 3) for name, value in timings.items()},
+        "config": config_to_dict(config),
+    }
+
+
+def format_summary(output: SelectOutput, max_clusters: int = 12) -> str:
+    """A one-screen summary of a selection run: totals, skips, the largest clusters, artifact paths."""
+    stats = output.stats
+    totals = stats["totals"]
+    lines = [
+        f"paser select — {stats['strategy']['name']}: {totals['selected']:,} of {totals['rows_scored']:,} scored rows "
+        f"(budget {totals['budget_requested']} -> {totals['budget']:,}), {totals['clusters']} clusters",
+        f"rows read {totals['rows_read']:,}, valid {totals['rows_valid']:,}, scored {totals['rows_scored']:,}; "
+        f"mean CDS {totals['mean_cds']:.4f} (selected {totals['mean_cds_selected'] or 0:.4f})",
+    ]
+    if stats["skipped"]:
+        lines.append(
+            "skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in stats["skipped"].items())
+        )
+    clusters = sorted(stats["clusters"], key=lambda row: -row["mean_cds"])
+    header = f"{'cluster':>7} {'size':>8} {'mean CDS':>9} {'budget':>7} {'selected':>8} {'CCG rej':>7}"
+    lines += ["", header]
+    for row in clusters[:max_clusters]:
+        lines.append(
+            f"{row['cluster']:>7} {row['size']:>8,} {row['mean_cds']:>9.4f} {row.get('budget', '-'):>7} "
+            f"{row['selected']:>8} {row.get('ccg_rejected', '-'):>7}"
+        )
+    if len(clusters) > max_clusters:
+        lines.append(f"… {len(clusters) - max_clusters} more clusters in stats.json")
+    seconds = stats["seconds"]
+    lines += ["", "time: " + ", ".join(f"{name} {value:.1f}s" for name, value in seconds.items())]
+    lines += [f"{name:>9}: {path}" for name, path in output.paths.items()]
+    return "\n".join(lines)

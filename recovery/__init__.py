@@ -1,0 +1,1 @@
+"""The model side of paser: loading models, pruning, (later) recovery training and evaluation."""

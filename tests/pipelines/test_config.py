@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import ConfigError, SelectConfig, apply_override, config_to_dict, load_config
+
+SHIPPED_CONFIGS = sorted((Path(__file__).parents[2] / "pipelines" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(SelectConfig, path)
+    assert config.selection.strategy == "paser"
+    assert config_to_dict(config)["corpus"]["path"]
+
+
+def test_shipped_configs_exist():
+    assert SHIPPED_CONFIGS
+
+
+def test_dotted_overrides_keep_yaml_types():
+    config = load_config(
+        SelectConfig,
+        None,
+        ["corpus.path=rows.jsonl", "selection.budget=0.05", "clustering.n_clusters=7", "selection.options.ccg=false"],
+    )
+    assert config.selection.budget == 0.05
+    assert config.clustering.n_clusters == 7
+    assert config.selection.options == {"ccg": False}
+    assert config.corpus.path == "rows.jsonl"
+
+
+def test_a_budget_count_is_accepted_where_a_fraction_is_declared():
+    config = load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "selection.budget=500"])
+    assert config.selection.budget == 500
+
+
+def test_unknown_key_is_refused_with_the_known_keys():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) budgett.*known: strategy, budget"):
+        load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "selection.budgett=0.1"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="selection.seed"):
+        load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "selection.seed=abc"])
+
+
+def test_missing_corpus_is_refused():
+    with pytest.raises(ConfigError, match="missing required key.*corpus"):
+        load_config(SelectConfig, None, [])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found.*nope.yaml"):
+        load_config(SelectConfig, tmp_path / "nope.yaml")
+
+
+def test_override_without_equals_is_refused():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_override({}, "selection.budget")

@@ -1,0 +1,158 @@
+"""End-to-end `paser select` on tiny random models and the built-in demo corpus."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from data.demo import demo_rows
+from pipelines.cli import main
+from pipelines.config import SelectConfig, load_config
+from pipelines.select import run_select
+
+ARTIFACTS = ("selection.jsonl", "scores.parquet", "clusters.parquet", "stats.json")
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    rows = demo_rows(rows_per_skill=12)
+    rows += [
+        {"instruction": "Say hi.", "input": "", "output": ""},  # empty response
+        {"instruction": "Say hi.", "input": "", "output": None},  # missing output
+        dict(rows[0]),  # exact duplicate
+    ]
+    path = tmp_path_factory.mktemp("corpus") / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return path
+
+
+def select_config(corpus_file, original, pruned, out, *extra):
+    overrides = [
+        f"corpus.path={corpus_file}",
+        f"models.original={original}",
+        f"models.pruned={pruned}",
+        "models.dtype=fp32",
+        "selection.budget=15",
+        "clustering.n_clusters=6",
+        f"out={out}",
+        *extra,
+    ]
+    return load_config(SelectConfig, None, overrides)
+
+
+@pytest.fixture(scope="module")
+def first_run(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("select") / "run"
+    return run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, out))
+
+
+def test_select_writes_every_artifact(first_run):
+    for name in ARTIFACTS:
+        assert (first_run.out_dir / name).is_file(), name
+
+
+def test_exactly_the_budget_is_selected_with_scores_attached(first_run):
+    rows = [json.loads(line) for line in (first_run.out_dir / "selection.jsonl").read_text().splitlines()]
+    assert len(rows) == 15
+    assert len({row["id"] for row in rows}) == 15
+    assert all({"instruction", "output", "id", "cluster", "cds", "ies"} <= row.keys() for row in rows)
+    assert all(row["cds"] > 0 for row in rows)
+
+
+def test_bad_rows_are_counted_in_stats(first_run):
+    stats = json.loads((first_run.out_dir / "stats.json").read_text())
+    assert stats["skipped"] == {"duplicate": 1, "empty_response": 1, "missing_field:output": 1}
+    assert stats["totals"]["rows_read"] == 6 * 12 + 3
+    assert stats["totals"]["rows_scored"] == 6 * 12
+
+
+def test_stats_per_cluster_add_up(first_run):
+    stats = json.loads((first_run.out_dir / "stats.json").read_text())
+    clusters = stats["clusters"]
+    assert sum(row["size"] for row in clusters) == 72
+    assert sum(row["selected"] for row in clusters) == 15
+    assert sum(row["budget"] for row in clusters) == 15
+    assert {"versions", "models", "config", "strategy"} <= stats.keys()
+
+
+def test_scores_and_clusters_cover_every_valid_row(first_run):
+    scores = pd.read_parquet(first_run.out_dir / "scores.parquet")
+    clusters = pd.read_parquet(first_run.out_dir / "clusters.parquet")
+    assert len(scores) == len(clusters) == 72
+    assert list(scores["id"]) == list(clusters["id"])
+    assert {"cds", "prompt_tokens", "response_tokens", "nll_original", "nll_pruned"} <= set(scores.columns)
+
+
+def test_same_seed_gives_identical_selection(first_run, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path):
+    second = run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "again"))
+    assert (second.out_dir / "selection.jsonl").read_bytes() == (first_run.out_dir / "selection.jsonl").read_bytes()
+
+
+def test_identical_models_score_zero_everywhere(corpus_file, tiny_model_dir, tmp_path):
+    output = run_select(
+        select_config(corpus_file, tiny_model_dir, tiny_model_dir, tmp_path / "same", "selection.strategy=random")
+    )
+    assert (output.scores["cds"] == 0.0).all()
+
+
+def test_cli_select_prints_a_summary(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path, capsys):
+    status = main(
+        [
+            "select",
+            "--original",
+            str(tiny_model_dir),
+            "--pruned",
+            str(perturbed_model_dir),
+            "--corpus",
+            str(corpus_file),
+            "--budget",
+            "0.25",
+            "--strategy",
+            "cds_topk",
+            "--clusters",
+            "4",
+            "--dtype",
+            "fp32",
+            "--out",
+            str(tmp_path / "cli"),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "cds_topk: 18 of 72 scored rows" in printed
+    assert "selection.jsonl" in printed
+
+
+def test_cli_unknown_strategy_is_a_one_line_error(corpus_file, tiny_model_dir, tmp_path, capsys):
+    status = main(
+        [
+            "select",
+            "--pruned",
+            str(tiny_model_dir),
+            "--corpus",
+            str(corpus_file),
+            "--strategy",
+            "magic",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "unknown" in error and "paser" in error and "random" in error
+
+
+def test_cli_missing_corpus_names_the_file(tiny_model_dir, tmp_path, capsys):
+    status = main(
+        [
+            "select",
+            "--pruned",
+            str(tiny_model_dir),
+            "--corpus",
+            str(tmp_path / "none.jsonl"),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert status == 2
+    assert "none.jsonl" in capsys.readouterr().err
