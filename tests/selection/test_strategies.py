@@ -1,0 +1,338 @@
+import sys
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from selection.strategies import STRATEGIES, SelectionInputs, get_strategy
+
+
+def split_concepts(text: str) -> tuple[str, ...]:
+    """Test extractor: the concept text is the comma-separated concept list itself."""
+    return tuple(c for c in text.split(",") if c)
+
+
+def make_table(clusters, cds, prompt_tokens=None, response_tokens=None, ids=None) -> pd.DataFrame:
+    n = len(clusters)
+    return pd.DataFrame(
+        {
+            "id": ids if ids is not None else [f"r{i:03d}" for i in range(n)],
+            "cluster": np.asarray(clusters, dtype=np.int64),
+            "cds": np.asarray(cds, dtype=np.float64),
+            "prompt_tokens": prompt_tokens if prompt_tokens is not None else np.full(n, 10),
+            "response_tokens": response_tokens if response_tokens is not None else np.full(n, 20),
+            "nll_original": np.linspace(1.0, 2.0, n),
+            "nll_pruned": np.linspace(3.0, 1.5, n),
+        }
+    )
+
+
+def concept_inputs(table: pd.DataFrame, concepts: dict[str, str], seed: int = 0) -> SelectionInputs:
+    return SelectionInputs(table=table, concept_text=lambda row_id: concepts[row_id], seed=seed)
+
+
+@pytest.fixture
+def random_inputs() -> SelectionInputs:
+    rng = np.random.default_rng(7)
+    n = 240
+    table = make_table(
+        clusters=rng.integers(0, 5, size=n),
+        cds=rng.random(n) * 0.69,
+        prompt_tokens=rng.integers(5, 200, size=n),
+        response_tokens=rng.integers(1, 300, size=n),
+    )
+    table["nll_pruned_unconditioned"] = table["nll_pruned"] + rng.random(n)
+    # A small vocabulary makes the CCG reject a fair share of rows.
+    vocabulary = [f"c{j}" for j in range(25)]
+    concepts = {row_id: ",".join(rng.choice(vocabulary, size=3, replace=False)) for row_id in table["id"]}
+    embeddings = rng.normal(size=(n, 8)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return SelectionInputs(table=table, embeddings=embeddings, concept_text=concepts.__getitem__, seed=3)
+
+
+@pytest.fixture
+def fake_kmeans(monkeypatch):
+    """Replace selection.cluster.kmeans_cluster by round-robin labels; records its calls."""
+    calls = []
+
+    def kmeans_cluster(embeddings, n_clusters, seed=0):
+        calls.append((len(embeddings), n_clusters, seed))
+        return np.arange(len(embeddings)) % n_clusters
+
+    monkeypatch.setitem(sys.modules, "selection.cluster", types.SimpleNamespace(kmeans_cluster=kmeans_cluster))
+    return calls
+
+
+def build(name: str):
+    return get_strategy(name, concept_extractor=split_concepts) if name == "paser" else get_strategy(name)
+
+
+@pytest.mark.parametrize("name", ["paser", "random", "cds_topk", "loss", "ifd", "kmeans_diverse"])
+@pytest.mark.parametrize("budget", [1, 37, 240])
+def test_every_strategy_returns_exactly_budget_unique_ids(name, budget, random_inputs, fake_kmeans):
+    result = build(name).select(random_inputs, budget)
+    assert len(result.ids) == budget and len(set(result.ids)) == budget
+    assert set(result.ids) <= set(random_inputs.table["id"])
+
+
+@pytest.mark.parametrize("name", ["paser", "random", "kmeans_diverse"])
+def test_same_seed_gives_identical_ids(name, random_inputs, fake_kmeans):
+    assert build(name).select(random_inputs, 50).ids == build(name).select(random_inputs, 50).ids
+
+
+def test_full_returns_every_row_in_corpus_order_and_records_the_ignored_budget(random_inputs):
+    result = get_strategy("full").select(random_inputs, 10)
+    assert result.ids == random_inputs.table["id"].tolist()
+    assert result.stats["budget_ignored"] == 10 and result.stats["selected"] == 240
+
+
+def test_random_depends_on_the_seed(random_inputs):
+    other = SelectionInputs(table=random_inputs.table, seed=random_inputs.seed + 1)
+    strategy = get_strategy("random")
+    assert strategy.select(random_inputs, 50).ids != strategy.select(other, 50).ids
+
+
+def test_cds_topk_takes_the_highest_cds_with_ties_by_id():
+    table = make_table([0] * 5, [0.1, 0.5, 0.3, 0.5, 0.2], ids=["e", "d", "c", "b", "a"])
+    assert get_strategy("cds_topk").select(SelectionInputs(table), 3).ids == ["b", "d", "c"]
+
+
+def test_loss_takes_the_highest_pruned_nll():
+    table = make_table([0] * 4, [0.1] * 4)
+    table["nll_pruned"] = [2.0, 4.0, 1.0, 3.0]
+    assert get_strategy("loss").select(SelectionInputs(table), 2).ids == ["r001", "r003"]
+
+
+def test_ifd_ranks_by_conditioned_over_unconditioned_nll():
+    table = make_table([0] * 3, [0.1] * 3)
+    table["nll_pruned"] = [2.0, 1.0, 3.0]
+    table["nll_pruned_unconditioned"] = [4.0, 1.0, 4.0]  # IFD 0.5, 1.0, 0.75
+    result = get_strategy("ifd").select(SelectionInputs(table), 2)
+    assert result.ids == ["r001", "r002"]
+    assert result.scores.tolist() == [0.5, 1.0, 0.75]
+
+
+def test_ifd_without_the_unconditioned_nll_column_names_it():
+    table = make_table([0] * 3, [0.1] * 3)
+    with pytest.raises(ValueError, match="nll_pruned_unconditioned"):
+        get_strategy("ifd").select(SelectionInputs(table), 2)
+
+
+def test_ifd_refuses_non_positive_unconditioned_nll():
+    table = make_table([0] * 2, [0.1] * 2)
+    table["nll_pruned_unconditioned"] = [1.0, 0.0]
+    with pytest.raises(ValueError, match="r001"):
+        get_strategy("ifd").select(SelectionInputs(table), 1)
+
+
+def test_kmeans_diverse_gives_each_cluster_an_equal_water_filled_share(monkeypatch):
+    labels = np.array([0] * 2 + [1] * 10 + [2] * 10)
+    monkeypatch.setitem(
+        sys.modules, "selection.cluster", types.SimpleNamespace(kmeans_cluster=lambda e, k, seed=0: labels)
+    )
+    table = make_table(labels, [0.1] * 22)
+    inputs = SelectionInputs(table, embeddings=np.zeros((22, 4), dtype=np.float32))
+    result = get_strategy("kmeans_diverse").select(inputs, 12)
+    # Equal shares of 4; cluster 0 holds 2, so clusters 1 and 2 take 5 each.
+    assert result.clusters["selected"].tolist() == [2, 5, 5]
+    chosen_labels = labels[[int(i[1:]) for i in result.ids]]
+    assert np.bincount(chosen_labels).tolist() == [2, 5, 5]
+
+
+def test_kmeans_diverse_uses_the_table_cluster_count_unless_given(random_inputs, fake_kmeans):
+    get_strategy("kmeans_diverse").select(random_inputs, 10)
+    get_strategy("kmeans_diverse", n_clusters=3).select(random_inputs, 10)
+    assert fake_kmeans == [(240, 5, 3), (240, 3, 3)]
+
+
+def test_unknown_strategy_is_refused_listing_the_known_ones():
+    with pytest.raises(ValueError) as error:
+        get_strategy("best")
+    for name in ["paser", "random", "full", "cds_topk", "loss", "ifd", "kmeans_diverse"]:
+        assert name in str(error.value)
+    assert set(STRATEGIES) == {"paser", "random", "full", "cds_topk", "loss", "ifd", "kmeans_diverse"}
+
+
+def test_unknown_option_is_refused_listing_the_accepted_ones():
+    with pytest.raises(ValueError, match="unknown option.*ccg_rule.*accepted: manifold"):
+        get_strategy("paser", ccg_rule="strict")
+    with pytest.raises(ValueError, match="accepted: none"):
+        get_strategy("random", seed=3)
+
+
+def test_unknown_paser_ranking_is_refused():
+    with pytest.raises(ValueError, match="ies, cds, random"):
+        get_strategy("paser", ranking="loss")
+
+
+def test_budget_outside_the_table_is_refused(random_inputs):
+    with pytest.raises(ValueError, match=r"\[1, 240\]"):
+        get_strategy("cds_topk").select(random_inputs, 241)
+    with pytest.raises(ValueError, match=r"\[1, 240\]"):
+        get_strategy("random").select(random_inputs, 0)
+
+
+def test_duplicate_ids_are_refused():
+    table = make_table([0, 0], [0.1, 0.2], ids=["a", "a"])
+    with pytest.raises(ValueError, match="unique"):
+        get_strategy("cds_topk").select(SelectionInputs(table), 1)
+
+
+def test_paser_with_ccg_needs_concept_text():
+    table = make_table([0, 0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="concept_text"):
+        get_strategy("paser", concept_extractor=split_concepts).select(SelectionInputs(table), 1)
+
+
+def test_paser_allocates_by_cluster_cds_and_takes_the_best_ies_in_each_cluster():
+    # Cluster 0: mean CDS 0.6, cluster 1: 0.2 -> budget 4 splits 3 : 1.
+    table = make_table([0, 0, 0, 0, 1, 1, 1, 1], [0.5, 0.7, 0.6, 0.6, 0.1, 0.3, 0.2, 0.2])
+    result = get_strategy("paser", ccg=False).select(SelectionInputs(table), 4)
+    assert result.ids == ["r001", "r002", "r003", "r005"]
+    assert result.clusters["budget"].tolist() == [3, 1]
+    assert result.clusters["selected"].tolist() == [3, 1]
+
+
+def test_paser_refills_a_ccg_rejected_slot_from_the_same_cluster():
+    table = make_table([0] * 4 + [1] * 4, [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1])
+    concepts = {
+        "r000": "x,p",
+        "r001": "y,q",
+        "r002": "x,y",  # x and y are both known and never co-occurred: rejected
+        "r003": "z",
+        "r004": "m",
+        "r005": "n",
+        "r006": "o",
+        "r007": "s",
+    }
+    # Mean CDS 0.75 vs 0.25: budget 4 -> 3 : 1.
+    result = get_strategy("paser", concept_extractor=split_concepts).select(concept_inputs(table, concepts), 4)
+    assert result.ids == ["r000", "r001", "r003", "r004"]
+    assert result.clusters["selected"].tolist() == [3, 1]
+    assert result.clusters["ccg_rejected"].tolist() == [1, 0]
+    assert result.stats["ccg"]["rejected"] == 1 and result.stats["ccg_readmitted"] == 0
+
+
+def test_paser_hands_a_ccg_exhausted_clusters_shortfall_to_the_others():
+    table = make_table([0] * 3 + [1] * 6, [0.9, 0.8, 0.7] + [0.3] * 6)
+    concepts = {"r000": "x,p", "r001": "y,q", "r002": "x,y"} | {f"r{i:03d}": f"u{i}" for i in range(3, 9)}
+    # Mean CDS 0.8 vs 0.3: budget 5 -> 40/11 = 3.64 and 15/11 = 1.36 -> [4, 1] by largest remainder... but
+    # cluster 0 holds 3, so water-filling gives [3, 2]; the CCG then rejects r002, so cluster 0 achieves 2
+    # and its missing row goes to cluster 1, which gives 3.
+    result = get_strategy("paser", concept_extractor=split_concepts).select(concept_inputs(table, concepts), 5)
+    assert result.clusters["budget"].tolist() == [3, 2]
+    assert result.clusters["selected"].tolist() == [2, 3]
+    assert result.clusters["exhausted"].tolist() == [True, False]
+    assert result.stats["rows_reallocated"] == 1 and result.stats["allocation_rounds"] == 2
+    assert result.ids == ["r000", "r001", "r003", "r004", "r005"]
+
+
+def test_paser_readmits_ccg_rejected_rows_in_rank_order_when_the_budget_cannot_be_met():
+    table = make_table([0] * 6, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    concepts = {"r000": "a,b", "r001": "c,d"} | {f"r{i:03d}": "a,c" for i in range(2, 6)}
+    result = get_strategy("paser", concept_extractor=split_concepts).select(concept_inputs(table, concepts), 5)
+    assert result.ids == ["r000", "r001", "r002", "r003", "r004"]
+    assert result.stats["ccg"]["rejected"] == 4
+    assert result.stats["ccg_readmitted"] == 3
+    assert result.clusters["ccg_readmitted"].tolist() == [3]
+
+
+def test_paser_without_ccg_keeps_rows_the_ccg_would_reject():
+    table = make_table([0] * 6, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    concepts = {"r000": "a,b", "r001": "c,d"} | {f"r{i:03d}": "a,c" for i in range(2, 6)}
+    result = get_strategy("paser", ccg=False).select(concept_inputs(table, concepts), 3)
+    assert result.ids == ["r000", "r001", "r002"]
+    assert result.stats["ccg"] is None and result.clusters["ccg_rejected"].tolist() == [0]
+
+
+def test_paser_without_degradation_allocation_splits_by_cluster_size():
+    # Cluster 0: 2 rows, mean CDS 0.6; cluster 1: 6 rows, mean CDS 0.1.
+    table = make_table([0, 0] + [1] * 6, [0.6, 0.6] + [0.1] * 6)
+    by_cds = get_strategy("paser", ccg=False).select(SelectionInputs(table), 4)
+    by_size = get_strategy("paser", ccg=False, degradation_allocation=False).select(SelectionInputs(table), 4)
+    # By CDS: 4 * 6/7 = 3.43 > 2 rows, so cluster 0 gives 2 and cluster 1 the other 2; by size: 1 : 3.
+    assert by_cds.clusters["budget"].tolist() == [2, 2]
+    assert by_size.clusters["budget"].tolist() == [1, 3]
+
+
+def test_paser_ies_ranking_prefers_short_rows_that_cds_ranking_would_pass_over():
+    # r000 is slightly more degraded but 100x longer: IES 0.50/ln(1e8) = 0.027 < 0.45/ln(1e4) = 0.049.
+    table = make_table([0, 0], [0.50, 0.45], prompt_tokens=[5_000, 50], response_tokens=[5_000, 50])
+    ies = get_strategy("paser", ccg=False).select(SelectionInputs(table), 1)
+    cds = get_strategy("paser", ccg=False, ranking="cds").select(SelectionInputs(table), 1)
+    assert ies.ids == ["r001"] and cds.ids == ["r000"]
+    assert ies.scores.name == "ies" and cds.scores.name == "cds"
+
+
+def test_paser_random_ranking_depends_on_the_seed(random_inputs):
+    strategy = get_strategy("paser", ccg=False, ranking="random")
+    other = SelectionInputs(table=random_inputs.table, seed=random_inputs.seed + 1)
+    assert strategy.select(random_inputs, 30).ids != strategy.select(other, 30).ids
+
+
+def test_paser_linear_cost_keeps_the_order_and_doubles_the_scores(random_inputs):
+    squared = get_strategy("paser", ccg=False).select(random_inputs, 30)
+    linear = get_strategy("paser", ccg=False, cost="linear").select(random_inputs, 30)
+    assert linear.ids == squared.ids
+    np.testing.assert_allclose(linear.scores.to_numpy(), 2 * squared.scores.to_numpy())
+
+
+def test_paser_without_manifold_clusters_with_kmeans_on_the_embeddings(random_inputs, fake_kmeans):
+    result = get_strategy("paser", ccg=False, manifold=False).select(random_inputs, 30)
+    assert fake_kmeans == [(240, 5, 3)]
+    # Round-robin fake labels give clusters of 48 rows, unlike the table's clusters.
+    assert result.clusters["size"].tolist() == [48] * 5
+    assert result.clusters["size"].tolist() != random_inputs.table["cluster"].value_counts().sort_index().tolist()
+
+
+def test_paser_without_manifold_needs_embeddings():
+    table = make_table([0, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="embeddings"):
+        get_strategy("paser", ccg=False, manifold=False).select(SelectionInputs(table), 1)
+
+
+def test_paser_zero_cds_clusters_are_used_only_once_the_others_are_exhausted():
+    table = make_table([0, 0, 1, 1, 1], [0.4, 0.2, 0.0, 0.0, 0.0])
+    result = get_strategy("paser", ccg=False).select(SelectionInputs(table), 3)
+    assert result.clusters["budget"].tolist() == [2, 1]
+    assert result.ids[:2] == ["r000", "r001"]
+
+
+def test_paser_extracts_concepts_only_for_offered_rows(random_inputs):
+    offered = []
+
+    def recording_extractor(text):
+        offered.append(text)
+        return split_concepts(text)
+
+    inputs = SelectionInputs(random_inputs.table, concept_text=lambda row_id: f"only-{row_id}")
+    result = get_strategy("paser", concept_extractor=recording_extractor).select(inputs, 20)
+    # Every row has its own concept, so nothing is rejected and exactly the budget is offered.
+    assert len(offered) == result.stats["ccg"]["offered"] == 20
+
+
+def test_paser_with_yake_concepts_selects_exactly_the_budget():
+    texts = {
+        "r000": "Explain how photosynthesis turns light energy into chemical energy in plants.",
+        "r001": "Write a Python function that sorts a list of integers in place.",
+        "r002": "Summarise the causes of the French Revolution in three sentences.",
+        "r003": "Translate the sentence 'good morning' into Spanish and French.",
+        "r004": "List three healthy breakfast ideas that contain plenty of protein.",
+    }
+    table = make_table([0, 0, 1, 1, 1], [0.3, 0.2, 0.1, 0.15, 0.05])
+    result = get_strategy("paser").select(concept_inputs(table, texts), 3)
+    assert len(result.ids) == 3 and result.stats["ccg"]["offered"] >= 3
+
+
+def test_kmeans_diverse_with_real_kmeans_draws_equally_from_separated_blobs():
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8, dtype=np.float32)
+    blob = np.repeat(np.arange(3), 20)
+    embeddings = centres[blob] + 0.01 * rng.normal(size=(60, 8)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    table = make_table(blob, np.full(60, 0.1))
+    result = get_strategy("kmeans_diverse").select(SelectionInputs(table, embeddings=embeddings), 9)
+    chosen_blobs = blob[[int(i[1:]) for i in result.ids]]
+    assert np.bincount(chosen_blobs).tolist() == [3, 3, 3]
