@@ -1,0 +1,562 @@
+"""Capability degradation scores (CDS): how far the pruned model's next-token distributions drift from the
+original's on each sample's response.
+
+For sample i, both models are teacher-forced on `prompt + response`; at every response token position t the
+Jensen–Shannon divergence `JSD(p_o,t || p_p,t)` is taken over the full vocabulary (natural log, so in
+[0, ln 2]), and `cds_i` is its mean over the response tokens. The paper's code (PASER, arXiv 2502.12594)
+sums over instruction tokens; we average over the response tokens, the ones recovery training updates, so that
+long samples are not favoured. Per sample we also keep the prompt and response token counts and the mean
+response NLL under both models. Only scalars are stored; no N × vocab tensor is ever kept.
+
+Cost: each model runs its body once per sample (length-sorted batches under a token budget; a token prefix
+shared by a whole shard, such as a chat template's system prompt, runs once and its key/value cache is
+reused), and the output head + float32 log-softmax is applied only at the positions that predict response
+tokens, in chunks, so memory stays bounded by `position_chunk × vocab` whatever the batch. Results are
+written in shards with completion markers; a rerun over the same inputs loads finished shards instead of
+recomputing them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from selection.formatting import EncodedSample
+
+LN2 = math.log(2.0)
+SHARD_FORMAT_VERSION = 1
+COLUMNS = ("id", "cds", "prompt_tokens", "response_tokens", "nll_original", "nll_pruned", "truncated")
+UNCONDITIONED_COLUMN = "nll_pruned_unconditioned"
+
+
+@dataclass
+class DegradationConfig:
+    """How degradation scoring batches and chunks its work; see `score_degradation`."""
+
+    tokens_per_batch: int = field(
+        default=8192,
+        metadata={
+            "help": "Token budget per forward batch: rows × padded length stays within it (a longer row "
+            "runs alone). Rows are length-sorted within a shard, so padding is small."
+        },
+    )
+    max_batch_rows: int = field(default=64, metadata={"help": "Upper bound on rows per forward batch."})
+    max_padding: float = field(
+        default=0.1,
+        metadata={
+            "help": "Largest fraction of a batch that may be padding: a row shorter than the batch's longest "
+            "by more than this fraction starts a new batch (padding costs as much as real tokens)."
+        },
+    )
+    position_chunk: int = field(
+        default=1024,
+        metadata={
+            "help": "Response positions per output-head + log-softmax chunk; peak memory is a few × chunk × "
+            "vocab float32 values, independent of batch size and sequence length."
+        },
+    )
+    shard_size: int = field(
+        default=1024, metadata={"help": "Rows per result shard; finished shards are skipped on a rerun."}
+    )
+    share_prompt_prefix: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the token prefix that all rows of a shard share (e.g. a chat template's system "
+            "prompt) once per model and reuse its key/value cache across the shard's batches. Turn off "
+            "for models whose cache cannot be repeated over a batch (`batch_repeat_interleave`)."
+        },
+    )
+    unconditioned_nll: bool = field(
+        default=False,
+        metadata={
+            "help": "Also score the response alone (after the BOS token only) under the pruned model, column "
+            "nll_pruned_unconditioned; needed by the `ifd` strategy."
+        },
+    )
+    show_progress: bool = field(default=True, metadata={"help": "Show a progress bar (rows/s and ETA)."})
+
+    def __post_init__(self) -> None:
+        for name in ("tokens_per_batch", "max_batch_rows", "position_chunk", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DegradationConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+        if not 0.0 <= self.max_padding < 1.0:
+            raise ValueError(f"DegradationConfig.max_padding must be in [0, 1), got {self.max_padding}")
+
+    def numerics(self) -> dict[str, object]:
+        """The fields that decide which rows share a batch or chunk, and so the exact bits of the results."""
+        fields = asdict(self)
+        del fields["show_progress"]
+        return fields
+
+
+def jensen_shannon(logprobs_a: Tensor, logprobs_b: Tensor) -> Tensor:
+    """Per-position Jensen–Shannon divergence between two distributions given as log-probabilities.
+
+    Inputs have shape (..., vocab); returns float32 of shape (...), in nats, within [0, ln 2]. Vocabulary
+    entries where the two log-probabilities are equal contribute exactly 0 (as they do mathematically), so
+    identical inputs give exactly 0.0. Entries with probability 0 (log-probability -inf) are handled.
+    """
+    if logprobs_a.shape != logprobs_b.shape:
+        raise ValueError(f"shapes differ: {tuple(logprobs_a.shape)} vs {tuple(logprobs_b.shape)}")
+    a, b = logprobs_a.float(), logprobs_b.float()
+    divergence = _jensen_shannon_terms(a, b)
+    if not torch.isfinite(divergence).all():
+        # 0 · (−inf) from a zero-probability entry; a finite floor gives those entries their exact 0 weight.
+        floor = torch.finfo(torch.float32).min
+        divergence = _jensen_shannon_terms(a.clamp_min(floor), b.clamp_min(floor))
+    return divergence.clamp_min_(0.0)
+
+
+def _jensen_shannon_terms(a: Tensor, b: Tensor) -> Tensor:
+    # In-place steps: this runs on chunk × vocab tensors and is memory-bound, so temporaries are kept few.
+    log_mixture = torch.logaddexp(a, b).sub_(LN2)
+    terms = a.exp().mul_(a - log_mixture)
+    terms.add_(b.exp().mul_(b - log_mixture))
+    # An entry with a == b has term p·(a − m) with m == a exactly in real arithmetic; rounding in logaddexp
+    # would leave ~1e-8 per entry, so it is set to 0 explicitly (identical models then score exactly 0).
+    terms = torch.where(a == b, 0.0, terms)
+    return terms.sum(dim=-1).mul_(0.5)
+
+
+class _ModelParts:
+    """A causal LM split into its body (token ids → last hidden states) and output head (hidden → logits)."""
+
+    def __init__(self, model: nn.Module, role: str) -> None:
+        get_decoder = getattr(model, "get_decoder", None)
+        body = get_decoder() if callable(get_decoder) else None
+        if body is None:
+            body = getattr(model, "model", None)
+        get_head = getattr(model, "get_output_embeddings", None)
+        head = get_head() if callable(get_head) else None
+        if head is None:
+            head = getattr(model, "lm_head", None)
+        if not isinstance(body, nn.Module) or not isinstance(head, nn.Module):
+            raise TypeError(
+                f"{role} model {type(model).__name__} is not a causal LM with a decoder body "
+                "(`.model` / `get_decoder()`) and an output head (`lm_head` / `get_output_embeddings()`)"
+            )
+        self.model, self.body, self.head, self.role = model, body, head, role
+        weight = getattr(head, "weight", None)
+        if weight is None:
+            raise TypeError(
+                f"{role} model's output head {type(head).__name__} has no weight; cannot read vocab size"
+            )
+        self.vocab_size = int(weight.shape[0])
+        self.device = weight.device
+
+    def prefix_cache(self, prefix_ids: list[int]) -> Any:
+        """The key/value cache of the body after `prefix_ids` (one row)."""
+        return self.body(
+            input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True
+        ).past_key_values
+
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, prefix_cache: Any = None) -> Tensor:
+        """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix."""
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        if prefix_cache is None:
+            output = self.body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        else:
+            # The forward appends to the cache, so each batch gets its own copy, repeated over its rows.
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(input_ids))
+            prefix_mask = attention_mask.new_ones(len(input_ids), cache.get_seq_length())
+            output = self.body(
+                input_ids=input_ids,
+                attention_mask=torch.cat([prefix_mask, attention_mask], dim=1),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    def log_probs(self, hidden: Tensor) -> Tensor:
+        return torch.log_softmax(self.head(hidden).float(), dim=-1)
+
+    def check_decomposition(self, input_ids: list[int]) -> None:
+        """Refuse a model whose logits are not head(body(x)) (e.g. soft-capped or scaled logits)."""
+        ids = torch.tensor([input_ids], device=self.device)
+        expected = torch.log_softmax(self.model(input_ids=ids, use_cache=False).logits[0, -1].float(), dim=-1)
+        ours = self.log_probs(self.hidden_states(ids, torch.ones_like(ids))[0, -1])
+        if not torch.allclose(ours, expected, atol=1e-3, rtol=0):
+            raise TypeError(
+                f"{self.role} model {type(self.model).__name__}: output head applied to the decoder's last "
+                "hidden state does not reproduce the model's logits (max log-prob difference "
+                f"{(ours - expected).abs().max().item():.3g}); this architecture transforms logits after the "
+                "head and is not supported"
+            )
+
+    def weight_signature(self) -> list[object]:
+        """Cheap identity of the weights (no copy): per tensor its shape, dtype, sum and absolute sum."""
+        signature: list[object] = [type(self.model).__name__]
+        for name, tensor in self.model.state_dict().items():
+            total = torch.sum(tensor, dtype=torch.float64).item() if tensor.is_floating_point() else 0.0
+            magnitude = (
+                torch.sum(tensor.abs(), dtype=torch.float64).item() if tensor.is_floating_point() else 0.0
+            )
+            # 10 significant digits: stable across thread counts, still tells a 50% from a 51% pruned model.
+            signature.append(
+                [name, list(tensor.shape), str(tensor.dtype), f"{total:.10g}", f"{magnitude:.10g}"]
+            )
+        return signature
+
+
+@dataclass
+class _Rows:
+    """Sequences to teacher-force and, per sequence, where its scored (response) span starts."""
+
+    input_ids: list[list[int]]
+    prompt_lengths: list[int]
+
+
+def _batches(lengths: Sequence[int], config: DegradationConfig) -> Iterator[list[int]]:
+    """Row indices grouped longest first under the token budget (rows × longest length ≤ tokens_per_batch),
+    each row at most `max_padding` shorter than its batch's longest."""
+    order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
+    batch: list[int] = []
+    for index in order:
+        padded_length = lengths[batch[0]] if batch else lengths[index]
+        if batch and (
+            len(batch) >= config.max_batch_rows
+            or (len(batch) + 1) * padded_length > config.tokens_per_batch
+            or lengths[index] < (1.0 - config.max_padding) * padded_length
+        ):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+def _padded(rows: _Rows, indices: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Right-padded ids and mask, plus the flattened (row, position, target) of every scored position.
+
+    Position t predicts token t + 1, so a row with prompt length P and length L is scored at positions
+    P − 1 … L − 2 against targets at P … L − 1.
+    """
+    sequences = [rows.input_ids[index] for index in indices]
+    lengths = torch.tensor([len(sequence) for sequence in sequences])
+    prompt_lengths = torch.tensor([rows.prompt_lengths[index] for index in indices])
+    width = int(lengths.max())
+    # Pad value 0 is a valid id for every vocabulary; padded positions are masked and never scored.
+    input_ids = torch.tensor([sequence + [0] * (width - len(sequence)) for sequence in sequences])
+    attention_mask = (torch.arange(width) < lengths[:, None]).long()
+    counts = lengths - prompt_lengths
+    row_of_position = torch.repeat_interleave(torch.arange(len(indices)), counts)
+    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
+    positions = prompt_lengths[row_of_position] - 1 + offsets
+    targets = input_ids[row_of_position, positions + 1]
+    return input_ids, attention_mask, row_of_position, positions, targets, counts
+
+
+def _shared_prefix_length(rows: _Rows) -> int:
+    """Length of the token prefix common to all rows, short of every row's first scored position."""
+    first = rows.input_ids[0]
+    limit = min(rows.prompt_lengths) - 1
+    for sequence in rows.input_ids[1:]:
+        shared = 0
+        while shared < limit and sequence[shared] == first[shared]:
+            shared += 1
+        limit = shared
+    return limit
+
+
+def _score_rows(
+    original: _ModelParts | None, pruned: _ModelParts, rows: _Rows, config: DegradationConfig
+) -> dict[str, np.ndarray]:
+    """Per row, in the order of `rows`: mean JSD ("cds") and mean response NLL under each model, float64 nats.
+
+    With `original` None only "nll_pruned" is computed (the unconditioned pass).
+    """
+    count = len(rows.input_ids)
+    prefix_length = _shared_prefix_length(rows) if config.share_prompt_prefix else 0
+    sums = {name: torch.zeros(count, dtype=torch.float64) for name in ("cds", "nll_original", "nll_pruned")}
+    token_counts = torch.zeros(count, dtype=torch.float64)
+    models = [pruned] if original is None else [original, pruned]
+    prefix_caches = [
+        parts.prefix_cache(rows.input_ids[0][:prefix_length]) if prefix_length else None for parts in models
+    ]
+    for indices in _batches([len(ids) for ids in rows.input_ids], config):
+        input_ids, attention_mask, row_of_position, positions, targets, counts = _padded(rows, indices)
+        batch_rows = torch.tensor(indices)
+        token_counts[batch_rows] = counts.double()
+        # Only the hidden states that predict response tokens go on to the output head.
+        suffix_positions = positions - prefix_length
+        hidden = [
+            parts.hidden_states(input_ids[:, prefix_length:], attention_mask[:, prefix_length:], cache)[
+                row_of_position.to(parts.device), suffix_positions.to(parts.device)
+            ]
+            for parts, cache in zip(models, prefix_caches, strict=True)
+        ]
+        for start in range(0, len(targets), config.position_chunk):
+            chunk = slice(start, start + config.position_chunk)
+            chunk_rows = batch_rows[row_of_position[chunk]]
+            logprobs = [parts.log_probs(states[chunk]) for parts, states in zip(models, hidden, strict=True)]
+            for parts, chunk_logprobs in zip(models, logprobs, strict=True):
+                target_logprobs = chunk_logprobs.gather(1, targets[chunk, None].to(parts.device))[:, 0]
+                sums[f"nll_{parts.role}"].index_add_(0, chunk_rows, target_logprobs.cpu().double().neg_())
+            if original is not None:
+                divergence = jensen_shannon(logprobs[0], logprobs[1].to(logprobs[0].device))
+                sums["cds"].index_add_(0, chunk_rows, divergence.cpu().double())
+    return {name: (total / token_counts).numpy() for name, total in sums.items()}
+
+
+def _score_shard(
+    original: _ModelParts,
+    pruned: _ModelParts,
+    encoded: Sequence[EncodedSample],
+    config: DegradationConfig,
+    bos_token_id: int | None,
+) -> pd.DataFrame:
+    """Scores of one shard's rows, in their input order."""
+    rows = _Rows([sample.input_ids for sample in encoded], [sample.prompt_length for sample in encoded])
+    scores = _score_rows(original, pruned, rows, config)
+    frame = pd.DataFrame(
+        {
+            "id": [sample.id for sample in encoded],
+            "cds": scores["cds"],
+            "prompt_tokens": np.array([sample.prompt_length for sample in encoded], dtype=np.int64),
+            "response_tokens": np.array([sample.response_length for sample in encoded], dtype=np.int64),
+            "nll_original": scores["nll_original"],
+            "nll_pruned": scores["nll_pruned"],
+        }
+    )
+    if bos_token_id is not None:
+        alone = _Rows(
+            [[bos_token_id] + sample.input_ids[sample.prompt_length :] for sample in encoded],
+            [1] * len(encoded),
+        )
+        frame[UNCONDITIONED_COLUMN] = _score_rows(None, pruned, alone, config)["nll_pruned"]
+    frame["truncated"] = np.array([sample.truncated for sample in encoded], dtype=bool)
+    return frame
+
+
+def _ids_hash(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def _content_hash(encoded: Sequence[EncodedSample]) -> str:
+    digest = hashlib.sha256()
+    for sample in encoded:
+        digest.update(sample.id.encode())
+        digest.update(b"\0")
+        digest.update(array("q", [sample.prompt_length, int(sample.truncated), *sample.input_ids]).tobytes())
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def _write_shard(shard_dir: Path, index: int, frame: pd.DataFrame) -> None:
+    """Write shard `index`, then its completion marker; a crash in between leaves no marker (recomputed)."""
+    ids = frame["id"].tolist()
+    _write_atomically(_shard_path(shard_dir, index), lambda path: frame.to_parquet(path, index=False))
+    marker = {"rows": len(ids), "first_id": ids[0], "last_id": ids[-1], "ids_sha256": _ids_hash(ids)}
+    _write_atomically(_marker_path(shard_dir, index), lambda path: path.write_text(json.dumps(marker)))
+
+
+def _shard_path(shard_dir: Path, index: int) -> Path:
+    return shard_dir / f"shard-{index:05d}.parquet"
+
+
+def _marker_path(shard_dir: Path, index: int) -> Path:
+    return shard_dir / f"shard-{index:05d}.done"
+
+
+def _load_shard(shard_dir: Path, index: int, ids: list[str]) -> pd.DataFrame | None:
+    """The finished shard `index` when its marker exists (verified against the expected ids), else None."""
+    marker_path = _marker_path(shard_dir, index)
+    if not marker_path.exists():
+        return None
+    marker = json.loads(marker_path.read_text())
+    expected = {"rows": len(ids), "first_id": ids[0], "last_id": ids[-1], "ids_sha256": _ids_hash(ids)}
+    if marker != expected:
+        raise RuntimeError(
+            f"{marker_path} does not describe the rows this run puts in shard {index}: {marker}"
+        )
+    frame = pd.read_parquet(_shard_path(shard_dir, index))
+    if frame["id"].tolist() != ids:
+        raise RuntimeError(
+            f"{_shard_path(shard_dir, index)} holds other ids than its marker {marker_path} says"
+        )
+    return frame
+
+
+def _prepare_shard_dir(shard_dir: Path, fingerprint: dict[str, object], overwrite: bool) -> None:
+    """Create `shard_dir` with meta.json, or check that an existing one was made by the same inputs."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = shard_dir / "meta.json"
+    if meta_path.exists():
+        recorded = json.loads(meta_path.read_text())
+        if recorded == fingerprint:
+            return
+        if not overwrite:
+            changed = sorted(
+                key
+                for key in fingerprint.keys() | recorded.keys()
+                if recorded.get(key) != fingerprint.get(key)
+            )
+            raise RuntimeError(
+                f"{shard_dir} holds degradation scores of different inputs (changed: {', '.join(changed)}); "
+                "use a fresh shard directory, or pass overwrite=True to discard the old shards"
+            )
+        for stale in [*shard_dir.glob("shard-*.parquet"), *shard_dir.glob("shard-*.done"), meta_path]:
+            stale.unlink()
+    elif any(shard_dir.glob("shard-*")):
+        raise RuntimeError(f"{shard_dir} has shard files but no meta.json; use a fresh shard directory")
+    _write_atomically(meta_path, lambda path: path.write_text(json.dumps(fingerprint, indent=1)))
+
+
+def _validate(encoded: Sequence[EncodedSample], vocab_size: int) -> None:
+    ids = [sample.id for sample in encoded]
+    if len(set(ids)) != len(ids):
+        duplicate = next(sample_id for sample_id, seen in pd.Series(ids).duplicated().items() if seen)
+        raise ValueError(f"encoded sample ids must be unique; {ids[duplicate]!r} occurs more than once")
+    for sample in encoded:
+        if not 1 <= sample.prompt_length < len(sample.input_ids):
+            raise ValueError(
+                f"sample {sample.id!r}: needs >= 1 prompt and >= 1 response token, got prompt_length="
+                f"{sample.prompt_length} of {len(sample.input_ids)} tokens"
+            )
+        if min(sample.input_ids) < 0 or max(sample.input_ids) >= vocab_size:
+            raise ValueError(
+                f"sample {sample.id!r}: token ids outside the models' vocabulary of {vocab_size}"
+            )
+
+
+def _bos_token_id(pruned: nn.Module) -> int:
+    bos = getattr(getattr(pruned, "config", None), "bos_token_id", None)
+    if isinstance(bos, list):
+        bos = bos[0] if bos else None
+    if bos is None:
+        raise ValueError(
+            "unconditioned_nll needs a BOS token to start the response-only sequence; "
+            "the pruned model's config has no bos_token_id"
+        )
+    return int(bos)
+
+
+def score_degradation(
+    original: nn.Module,
+    pruned: nn.Module,
+    encoded: Sequence[EncodedSample],
+    config: DegradationConfig,
+    shard_dir: Path | None = None,
+    *,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Score each encoded sample: how far the pruned model's predictions of its response drift from the
+    original's.
+
+    Returns one row per encoded sample, in input order, with columns: id; cds (mean over response tokens of
+    JSD(p_original,t || p_pruned,t) over the full vocabulary, nats, in [0, ln 2]); prompt_tokens;
+    response_tokens; nll_original and nll_pruned (mean negative log-likelihood of the response tokens, nats);
+    nll_pruned_unconditioned (with `config.unconditioned_nll`: the same tokens after BOS alone); truncated.
+
+    With `shard_dir`, results are written in shards of `config.shard_size` rows, each with a completion
+    marker, and a rerun over the same inputs (models' weights, encoded rows, numeric config) loads finished
+    shards and computes only the rest, giving bitwise the same result. A shard_dir written for other inputs is
+    refused unless `overwrite` discards it. Refused: models without a decoder body + output head, or whose
+    logits are not head(body); output heads of different vocab sizes; duplicate ids; rows without prompt or
+    response tokens; token ids outside the vocabulary. Models run in eval mode (restored afterwards) on their
+    own devices.
+    """
+    original_parts, pruned_parts = _ModelParts(original, "original"), _ModelParts(pruned, "pruned")
+    if original_parts.vocab_size != pruned_parts.vocab_size:
+        raise ValueError(
+            "the models' vocab sizes differ: "
+            f"original {original_parts.vocab_size} vs pruned {pruned_parts.vocab_size}"
+        )
+    _validate(encoded, original_parts.vocab_size)
+    bos_token_id = _bos_token_id(pruned) if config.unconditioned_nll else None
+    shard_starts = range(0, len(encoded), config.shard_size)
+    shard_ids = [
+        [sample.id for sample in encoded[start : start + config.shard_size]] for start in shard_starts
+    ]
+    frames: list[pd.DataFrame | None] = [None] * len(shard_ids)
+    if shard_dir is not None:
+        shard_dir = Path(shard_dir)
+        fingerprint = {
+            "format": SHARD_FORMAT_VERSION,
+            "rows": len(encoded),
+            "encoded_sha256": _content_hash(encoded),
+            "config": config.numerics(),
+            "bos_token_id": bos_token_id,
+            "original_weights_sha256": _signature_hash(original_parts),
+            "pruned_weights_sha256": _signature_hash(pruned_parts),
+        }
+        _prepare_shard_dir(shard_dir, fingerprint, overwrite)
+        frames = [_load_shard(shard_dir, index, ids) for index, ids in enumerate(shard_ids)]
+    pending = [index for index, frame in enumerate(frames) if frame is None]
+    finished_rows = len(encoded) - sum(len(shard_ids[index]) for index in pending)
+    training_modes = [original.training, pruned.training]
+    original.eval()
+    pruned.eval()
+    progress = tqdm(
+        total=len(encoded),
+        initial=finished_rows,
+        desc="degradation",
+        unit="rows",
+        disable=not config.show_progress,
+    )
+    try:
+        with torch.inference_mode():
+            if pending:
+                shortest = min(encoded, key=lambda sample: len(sample.input_ids)).input_ids
+                original_parts.check_decomposition(shortest)
+                pruned_parts.check_decomposition(shortest)
+            for index in pending:
+                start = index * config.shard_size
+                frame = _score_shard(
+                    original_parts,
+                    pruned_parts,
+                    encoded[start : start + config.shard_size],
+                    config,
+                    bos_token_id,
+                )
+                if shard_dir is not None:
+                    _write_shard(shard_dir, index, frame)
+                frames[index] = frame
+                progress.update(len(frame))
+    finally:
+        progress.close()
+        original.train(training_modes[0])
+        pruned.train(training_modes[1])
+    if not frames:
+        columns = [*COLUMNS[:-1], *([UNCONDITIONED_COLUMN] if config.unconditioned_nll else []), COLUMNS[-1]]
+        return pd.DataFrame({name: pd.Series(dtype=_EMPTY_DTYPES[name]) for name in columns})
+    return pd.concat(frames, ignore_index=True)
+
+
+_EMPTY_DTYPES = {
+    "id": "str",
+    "cds": "float64",
+    "prompt_tokens": "int64",
+    "response_tokens": "int64",
+    "nll_original": "float64",
+    "nll_pruned": "float64",
+    UNCONDITIONED_COLUMN: "float64",
+    "truncated": "bool",
+}
+
+
+def _signature_hash(parts: _ModelParts) -> str:
+    return hashlib.sha256(json.dumps(parts.weight_signature()).encode()).hexdigest()
