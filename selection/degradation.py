@@ -153,17 +153,13 @@ class _ModelParts:
         self.model, self.body, self.head, self.role = model, body, head, role
         weight = getattr(head, "weight", None)
         if weight is None:
-            raise TypeError(
-                f"{role} model's output head {type(head).__name__} has no weight; cannot read vocab size"
-            )
+            raise TypeError(f"{role} model's output head {type(head).__name__} has no weight; cannot read vocab size")
         self.vocab_size = int(weight.shape[0])
         self.device = weight.device
 
     def prefix_cache(self, prefix_ids: list[int]) -> Any:
         """The key/value cache of the body after `prefix_ids` (one row)."""
-        return self.body(
-            input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True
-        ).past_key_values
+        return self.body(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True).past_key_values
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, prefix_cache: Any = None) -> Tensor:
         """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix."""
@@ -204,13 +200,9 @@ class _ModelParts:
         signature: list[object] = [type(self.model).__name__]
         for name, tensor in self.model.state_dict().items():
             total = torch.sum(tensor, dtype=torch.float64).item() if tensor.is_floating_point() else 0.0
-            magnitude = (
-                torch.sum(tensor.abs(), dtype=torch.float64).item() if tensor.is_floating_point() else 0.0
-            )
+            magnitude = torch.sum(tensor.abs(), dtype=torch.float64).item() if tensor.is_floating_point() else 0.0
             # 10 significant digits: stable across thread counts, still tells a 50% from a 51% pruned model.
-            signature.append(
-                [name, list(tensor.shape), str(tensor.dtype), f"{total:.10g}", f"{magnitude:.10g}"]
-            )
+            signature.append([name, list(tensor.shape), str(tensor.dtype), f"{total:.10g}", f"{magnitude:.10g}"])
         return signature
 
 
@@ -256,9 +248,7 @@ def _padded(rows: _Rows, indices: list[int]) -> tuple[Tensor, Tensor, Tensor, Te
     attention_mask = (torch.arange(width) < lengths[:, None]).long()
     counts = lengths - prompt_lengths
     row_of_position = torch.repeat_interleave(torch.arange(len(indices)), counts)
-    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
-        torch.cumsum(counts, 0) - counts, counts
-    )
+    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     positions = prompt_lengths[row_of_position] - 1 + offsets
     targets = input_ids[row_of_position, positions + 1]
     return input_ids, attention_mask, row_of_position, positions, targets, counts
@@ -277,11 +267,16 @@ def _shared_prefix_length(rows: _Rows) -> int:
 
 
 def _score_rows(
-    original: _ModelParts | None, pruned: _ModelParts, rows: _Rows, config: DegradationConfig
+    original: _ModelParts | None,
+    pruned: _ModelParts,
+    rows: _Rows,
+    config: DegradationConfig,
+    on_batch: Callable[[int], object] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per row, in the order of `rows`: mean JSD ("cds") and mean response NLL under each model, float64 nats.
 
-    With `original` None only "nll_pruned" is computed (the unconditioned pass).
+    With `original` None only "nll_pruned" is computed (the unconditioned pass). `on_batch(rows)` is called
+    after each batch (progress reporting).
     """
     count = len(rows.input_ids)
     prefix_length = _shared_prefix_length(rows) if config.share_prompt_prefix else 0
@@ -313,6 +308,8 @@ def _score_rows(
             if original is not None:
                 divergence = jensen_shannon(logprobs[0], logprobs[1].to(logprobs[0].device))
                 sums["cds"].index_add_(0, chunk_rows, divergence.cpu().double())
+        if on_batch is not None:
+            on_batch(len(indices))
     return {name: (total / token_counts).numpy() for name, total in sums.items()}
 
 
@@ -322,10 +319,11 @@ def _score_shard(
     encoded: Sequence[EncodedSample],
     config: DegradationConfig,
     bos_token_id: int | None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> pd.DataFrame:
-    """Scores of one shard's rows, in their input order."""
+    """Scores of one shard's rows, in their input order; `on_batch(rows)` reports progress per batch."""
     rows = _Rows([sample.input_ids for sample in encoded], [sample.prompt_length for sample in encoded])
-    scores = _score_rows(original, pruned, rows, config)
+    scores = _score_rows(original, pruned, rows, config, on_batch)
     frame = pd.DataFrame(
         {
             "id": [sample.id for sample in encoded],
@@ -389,14 +387,10 @@ def _load_shard(shard_dir: Path, index: int, ids: list[str]) -> pd.DataFrame | N
     marker = json.loads(marker_path.read_text())
     expected = {"rows": len(ids), "first_id": ids[0], "last_id": ids[-1], "ids_sha256": _ids_hash(ids)}
     if marker != expected:
-        raise RuntimeError(
-            f"{marker_path} does not describe the rows this run puts in shard {index}: {marker}"
-        )
+        raise RuntimeError(f"{marker_path} does not describe the rows this run puts in shard {index}: {marker}")
     frame = pd.read_parquet(_shard_path(shard_dir, index))
     if frame["id"].tolist() != ids:
-        raise RuntimeError(
-            f"{_shard_path(shard_dir, index)} holds other ids than its marker {marker_path} says"
-        )
+        raise RuntimeError(f"{_shard_path(shard_dir, index)} holds other ids than its marker {marker_path} says")
     return frame
 
 
@@ -410,9 +404,7 @@ def _prepare_shard_dir(shard_dir: Path, fingerprint: dict[str, object], overwrit
             return
         if not overwrite:
             changed = sorted(
-                key
-                for key in fingerprint.keys() | recorded.keys()
-                if recorded.get(key) != fingerprint.get(key)
+                key for key in fingerprint.keys() | recorded.keys() if recorded.get(key) != fingerprint.get(key)
             )
             raise RuntimeError(
                 f"{shard_dir} holds degradation scores of different inputs (changed: {', '.join(changed)}); "
@@ -437,9 +429,7 @@ def _validate(encoded: Sequence[EncodedSample], vocab_size: int) -> None:
                 f"{sample.prompt_length} of {len(sample.input_ids)} tokens"
             )
         if min(sample.input_ids) < 0 or max(sample.input_ids) >= vocab_size:
-            raise ValueError(
-                f"sample {sample.id!r}: token ids outside the models' vocabulary of {vocab_size}"
-            )
+            raise ValueError(f"sample {sample.id!r}: token ids outside the models' vocabulary of {vocab_size}")
 
 
 def _bos_token_id(pruned: nn.Module) -> int:
@@ -482,15 +472,12 @@ def score_degradation(
     original_parts, pruned_parts = _ModelParts(original, "original"), _ModelParts(pruned, "pruned")
     if original_parts.vocab_size != pruned_parts.vocab_size:
         raise ValueError(
-            "the models' vocab sizes differ: "
-            f"original {original_parts.vocab_size} vs pruned {pruned_parts.vocab_size}"
+            f"the models' vocab sizes differ: original {original_parts.vocab_size} vs pruned {pruned_parts.vocab_size}"
         )
     _validate(encoded, original_parts.vocab_size)
     bos_token_id = _bos_token_id(pruned) if config.unconditioned_nll else None
     shard_starts = range(0, len(encoded), config.shard_size)
-    shard_ids = [
-        [sample.id for sample in encoded[start : start + config.shard_size]] for start in shard_starts
-    ]
+    shard_ids = [[sample.id for sample in encoded[start : start + config.shard_size]] for start in shard_starts]
     frames: list[pd.DataFrame | None] = [None] * len(shard_ids)
     if shard_dir is not None:
         shard_dir = Path(shard_dir)
@@ -531,11 +518,11 @@ def score_degradation(
                     encoded[start : start + config.shard_size],
                     config,
                     bos_token_id,
+                    progress.update,
                 )
                 if shard_dir is not None:
                     _write_shard(shard_dir, index, frame)
                 frames[index] = frame
-                progress.update(len(frame))
     finally:
         progress.close()
         original.train(training_modes[0])
