@@ -30,9 +30,7 @@ def select_command(args: argparse.Namespace) -> int:
     from pipelines.select import format_summary, run_select
 
     overrides = [
-        f"{key}={getattr(args, flag)}"
-        for flag, key in SELECT_FLAGS.items()
-        if getattr(args, flag) is not None
+        f"{key}={getattr(args, flag)}" for flag, key in SELECT_FLAGS.items() if getattr(args, flag) is not None
     ]
     config = load_config(SelectConfig, args.config, overrides + list(args.set))
     output = run_select(config)
@@ -49,9 +47,7 @@ def prune_command(args: argparse.Namespace) -> int:
     record["model"] = args.model
     record["calibration"] = None
     save_pruned(model, tokenizer, Path(args.out), record)
-    print(
-        f"pruned {args.model} with {args.method}: total sparsity {record['total_sparsity']:.4f} -> {args.out}"
-    )
+    print(f"pruned {args.model} with {args.method}: total sparsity {record['total_sparsity']:.4f} -> {args.out}")
     return 0
 
 
@@ -83,9 +79,7 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="paser", description="Select post-training data that repairs a pruned LLM."
-    )
+    parser = argparse.ArgumentParser(prog="paser", description="Select post-training data that repairs a pruned LLM.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     select = commands.add_parser("select", help="score, cluster and select a subset of a corpus")
@@ -102,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--limit", help="use only the first N rows of the corpus")
     select.add_argument("--max-length", dest="max_length", help="token limit per row")
     select.add_argument("--out", help="output directory")
-    select.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted"
-    )
+    select.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
     select.set_defaults(run=select_command)
 
     prune = commands.add_parser("prune", help="prune a model into a plain HF checkpoint")

@@ -30,9 +30,7 @@ class ConfigError(ValueError):
 class ModelPairConfig:
     original: str = dataclasses.field(
         default="smollm2",
-        metadata={
-            "help": "Original (unpruned) model: local path, HF hub id, or the offline alias `smollm2`."
-        },
+        metadata={"help": "Original (unpruned) model: local path, HF hub id, or the offline alias `smollm2`."},
     )
     pruned: str | None = dataclasses.field(
         default=None, metadata={"help": "Pruned model: local path or HF hub id. Must share the tokenizer."}
@@ -40,9 +38,7 @@ class ModelPairConfig:
     dtype: str = dataclasses.field(
         default="auto", metadata={"help": "auto (bf16 where native, else fp32), bf16, fp16 or fp32."}
     )
-    device: str | None = dataclasses.field(
-        default=None, metadata={"help": "cuda or cpu; default: cuda if present."}
-    )
+    device: str | None = dataclasses.field(default=None, metadata={"help": "cuda or cpu; default: cuda if present."})
 
 
 @dataclasses.dataclass
@@ -78,9 +74,7 @@ class SelectionConfig:
         default=0.1,
         metadata={"help": "Rows to select: a fraction in (0, 1] of the valid rows, or a count >= 1."},
     )
-    seed: int = dataclasses.field(
-        default=0, metadata={"help": "Seed for every random choice (selection, clustering)."}
-    )
+    seed: int = dataclasses.field(default=0, metadata={"help": "Seed for every random choice (selection, clustering)."})
     options: dict[str, Any] = dataclasses.field(
         default_factory=dict,
         metadata={"help": "Strategy options, e.g. {ccg: false} or {ranking: cds} for the paper's ablations."},
@@ -161,9 +155,7 @@ def build_config(cls: type[ConfigT], data: dict[str, Any], where: str = "config"
     missing = [
         name
         for name, field in fields.items()
-        if name not in values
-        and field.default is dataclasses.MISSING
-        and field.default_factory is dataclasses.MISSING
+        if name not in values and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
@@ -187,9 +179,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 
-def load_config(
-    cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None
-) -> ConfigT:
+def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None) -> ConfigT:
     """Read YAML `path` (optional), apply `overrides` in order, and build `cls`."""
     data: dict[str, Any] = {}
     if path is not None:

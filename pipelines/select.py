@@ -217,9 +217,7 @@ def run_select(config: SelectConfig) -> SelectOutput:
     result = strategy.select(inputs, budget)
     timings["selection"] = time.perf_counter() - stage
     if len(result.ids) != budget and config.selection.strategy != "full":
-        raise RuntimeError(
-            f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}"
-        )
+        raise RuntimeError(f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}")
 
     selection = table.set_index("id").loc[result.ids].reset_index()
     clusters = pd.DataFrame({"id": ids, "cluster": table["cluster"].to_numpy()})
@@ -266,14 +264,13 @@ def build_stats(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """The `stats.json` payload: per cluster, totals, skipped rows by reason, models, versions, config."""
-    per_cluster = table.groupby("cluster").agg(size=("id", "size"), mean_cds=("cds", "mean")).reset_index()
-    chosen = table.set_index("id").loc[result.ids, "cluster"].value_counts()
-    per_cluster["selected"] = per_cluster["cluster"].map(chosen).fillna(0).astype(int)
     if result.clusters is not None and not result.clusters.empty:
-        extra = result.clusters.set_index("cluster")
-        for column in ("budget", "ccg_rejected"):
-            if column in extra:
-                per_cluster[column] = per_cluster["cluster"].map(extra[column]).fillna(0).astype(int)
+        # The strategy's own clusters (they differ from the manifold clusters in e.g. paser manifold=False).
+        per_cluster = result.clusters.copy()
+    else:
+        per_cluster = table.groupby("cluster").agg(size=("id", "size"), mean_cds=("cds", "mean")).reset_index()
+        chosen = table.set_index("id").loc[result.ids, "cluster"].value_counts()
+        per_cluster["selected"] = per_cluster["cluster"].map(chosen).fillna(0).astype(int)
     corpus_stats = corpus.stats.to_dict()
     return {
         "totals": {
@@ -285,21 +282,17 @@ def build_stats(
             "selected": len(result.ids),
             "clusters": clustering.n_clusters,
             "mean_cds": float(table["cds"].mean()),
-            "mean_cds_selected": float(table.set_index("id").loc[result.ids, "cds"].mean())
-            if result.ids
-            else None,
+            "mean_cds_selected": float(table.set_index("id").loc[result.ids, "cds"].mean()) if result.ids else None,
         },
         "skipped": corpus_stats.get("skipped", {}),
         "flagged": corpus_stats.get("flagged", {}),
         "skipped_examples": corpus_stats.get("examples", {}),
-        "clusters": per_cluster.to_dict(orient="records"),
+        "clusters": json.loads(per_cluster.to_json(orient="records")),
         "strategy": {"name": config.selection.strategy, "options": config.selection.options, **result.stats},
         "clustering": {
             "n_clusters": clustering.n_clusters,
             "n_landmarks": clustering.n_landmarks,
-            "eigenvalues": None
-            if clustering.eigenvalues is None
-            else [float(v) for v in clustering.eigenvalues],
+            "eigenvalues": None if clustering.eigenvalues is None else [float(v) for v in clustering.eigenvalues],
             "seconds": clustering.seconds,
         },
         "models": model_info,
@@ -320,9 +313,7 @@ def format_summary(output: SelectOutput, max_clusters: int = 12) -> str:
         f"mean CDS {totals['mean_cds']:.4f} (selected {totals['mean_cds_selected'] or 0:.4f})",
     ]
     if stats["skipped"]:
-        lines.append(
-            "skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in stats["skipped"].items())
-        )
+        lines.append("skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in stats["skipped"].items()))
     clusters = sorted(stats["clusters"], key=lambda row: -row["mean_cds"])
     header = f"{'cluster':>7} {'size':>8} {'mean CDS':>9} {'budget':>7} {'selected':>8} {'CCG rej':>7}"
     lines += ["", header]

@@ -156,3 +156,34 @@ def test_cli_missing_corpus_names_the_file(tiny_model_dir, tmp_path, capsys):
     )
     assert status == 2
     assert "none.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options"),
+    [
+        ("paser", "{manifold: false}"),
+        ("paser", "{ccg: false, ranking: cds, degradation_allocation: false}"),
+        ("random", "{}"),
+        ("full", "{}"),
+        ("loss", "{}"),
+        ("ifd", "{}"),
+        ("kmeans_diverse", "{}"),
+    ],
+)
+def test_every_strategy_runs_through_the_pipeline(
+    strategy, options, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path
+):
+    config = select_config(
+        corpus_file,
+        tiny_model_dir,
+        perturbed_model_dir,
+        tmp_path / "run",
+        f"selection.strategy={strategy}",
+        f"selection.options={options}",
+    )
+    output = run_select(config)
+    expected = 72 if strategy == "full" else 15
+    assert len(output.selection) == expected
+    assert sum(row["selected"] for row in output.stats["clusters"]) == expected
+    if strategy == "ifd":
+        assert "nll_pruned_unconditioned" in output.scores.columns

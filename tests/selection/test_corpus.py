@@ -18,9 +18,7 @@ from selection.corpus import (
     read_rows,
 )
 
-DATA_DIR = Path(
-    os.environ.get("PASER_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
-)
+DATA_DIR = Path(os.environ.get("PASER_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 GOOD_ROW = {"instruction": "Name a colour.", "input": "", "output": "Blue."}
 
 
@@ -205,9 +203,7 @@ def test_missing_file_is_refused_naming_the_path(tmp_path):
 def test_unknown_extension_is_refused_listing_supported_formats(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("instruction,output\n", encoding="utf-8")
-    with pytest.raises(
-        CorpusError, match=r"rows.csv: unsupported file format; supported: \.jsonl, \.jsonl\.gz"
-    ):
+    with pytest.raises(CorpusError, match=r"rows.csv: unsupported file format; supported: \.jsonl, \.jsonl\.gz"):
         load(path)
 
 
@@ -403,9 +399,7 @@ def test_source_without_a_valid_row_is_refused_naming_file_and_skip_counts(tmp_p
 
 def test_repeated_id_is_refused_naming_both_locations(tmp_path):
     rows = [dict(GOOD_ROW, uid="a"), dict(ROWS[0], uid="b"), dict(ROWS[1], uid="a")]
-    with pytest.raises(
-        CorpusError, match=r"rows.jsonl:3: id 'a' \(field 'uid'\) repeats the id of rows.jsonl:1"
-    ):
+    with pytest.raises(CorpusError, match=r"rows.jsonl:3: id 'a' \(field 'uid'\) repeats the id of rows.jsonl:1"):
         load(write_jsonl(tmp_path / "rows.jsonl", rows), id_field="uid")
 
 
@@ -483,9 +477,7 @@ def test_a_reason_cannot_be_both_dropped_and_flagged():
 
 
 def test_merge_adds_counts_and_caps_examples():
-    first = CorpusStats(
-        rows_read=10, skipped={"duplicate": 4}, examples={"duplicate": ["a:1", "a:2", "a:3", "a:4"]}
-    )
+    first = CorpusStats(rows_read=10, skipped={"duplicate": 4}, examples={"duplicate": ["a:1", "a:2", "a:3", "a:4"]})
     second = CorpusStats(rows_read=5, skipped={"duplicate": 2}, flagged={"truncated": 1})
     second.examples = {"duplicate": ["b:1", "b:2"], "truncated": ["b:3"]}
     first.merge(second)

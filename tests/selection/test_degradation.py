@@ -92,9 +92,7 @@ def _reference_scores(original, pruned, sample: EncodedSample) -> tuple[float, f
 
 
 def test_batched_scores_equal_per_row_full_logit_scores(original, perturbed, encoded):
-    scores = score_degradation(
-        original, perturbed, encoded, DegradationConfig(tokens_per_batch=4096, **QUIET)
-    )
+    scores = score_degradation(original, perturbed, encoded, DegradationConfig(tokens_per_batch=4096, **QUIET))
     assert scores["cds"].nunique() == len(encoded)
     for row, sample in zip(scores.itertuples(), encoded, strict=True):
         cds, nll_original, nll_pruned = _reference_scores(original, perturbed, sample)
@@ -104,17 +102,13 @@ def test_batched_scores_equal_per_row_full_logit_scores(original, perturbed, enc
 
 
 def test_position_chunk_size_does_not_change_scores(original, perturbed, encoded):
-    whole = score_degradation(
-        original, perturbed, encoded, DegradationConfig(position_chunk=100_000, **QUIET)
-    )
+    whole = score_degradation(original, perturbed, encoded, DegradationConfig(position_chunk=100_000, **QUIET))
     chunked = score_degradation(original, perturbed, encoded, DegradationConfig(position_chunk=7, **QUIET))
     pd.testing.assert_frame_equal(whole, chunked, check_exact=False, atol=1e-6, rtol=0)
 
 
 def test_unconditioned_nll_scores_response_after_bos_alone(original, perturbed, encoded):
-    scores = score_degradation(
-        original, perturbed, encoded[:3], DegradationConfig(unconditioned_nll=True, **QUIET)
-    )
+    scores = score_degradation(original, perturbed, encoded[:3], DegradationConfig(unconditioned_nll=True, **QUIET))
     for row, sample in zip(scores.itertuples(), encoded[:3], strict=True):
         alone = EncodedSample(
             sample.id, [perturbed.config.bos_token_id, *sample.input_ids[sample.prompt_length :]], 1, False
@@ -174,12 +168,8 @@ def test_complete_rerun_loads_every_shard(original, perturbed, encoded, tmp_path
     assert sorted(path.name for path in tmp_path.glob("shard-*")) == [
         f"shard-{index:05d}.{suffix}" for index in range(3) for suffix in ("done", "parquet")
     ]
-    monkeypatch.setattr(
-        degradation, "_score_shard", lambda *args: pytest.fail("a finished shard was recomputed")
-    )
-    pd.testing.assert_frame_equal(
-        score_degradation(original, perturbed, encoded, config, shard_dir=tmp_path), first
-    )
+    monkeypatch.setattr(degradation, "_score_shard", lambda *args: pytest.fail("a finished shard was recomputed"))
+    pd.testing.assert_frame_equal(score_degradation(original, perturbed, encoded, config, shard_dir=tmp_path), first)
 
 
 def test_shard_dir_of_other_inputs_is_refused(original, perturbed, encoded, tmp_path):
@@ -222,9 +212,7 @@ def test_shared_prompt_prefix_reuse_matches_full_forward(original, perturbed, ti
     rows = degradation._Rows([sample.input_ids for sample in encoded], [s.prompt_length for s in encoded])
     assert degradation._shared_prefix_length(rows) >= 20
     shared = score_degradation(original, perturbed, encoded, DegradationConfig(**QUIET))
-    separate = score_degradation(
-        original, perturbed, encoded, DegradationConfig(share_prompt_prefix=False, **QUIET)
-    )
+    separate = score_degradation(original, perturbed, encoded, DegradationConfig(share_prompt_prefix=False, **QUIET))
     pd.testing.assert_frame_equal(shared, separate, check_exact=False, atol=1e-5, rtol=0)
     for row, sample in zip(shared.itertuples(), encoded[:5], strict=False):
         assert row.cds == pytest.approx(_reference_scores(original, perturbed, sample)[0], abs=1e-5)

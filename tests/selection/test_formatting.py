@@ -33,9 +33,7 @@ def test_auto_template_uses_chat_template_when_tokenizer_has_one(tiny_tokenizer)
 
 
 def test_chat_prompt_renders_context_turns_before_user_turn(tiny_tokenizer):
-    sample = dataclasses.replace(
-        SAMPLE, context=(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"))
-    )
+    sample = dataclasses.replace(SAMPLE, context=(("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello")))
     prompt = build_prompt(sample, tiny_tokenizer, template="chat")
     assert prompt == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
@@ -52,16 +50,14 @@ def test_auto_template_falls_back_to_alpaca_without_chat_template(plain_tokenize
 
 def test_alpaca_prompt_with_input_uses_input_preamble_and_section(tiny_tokenizer):
     assert build_prompt(SAMPLE_WITH_INPUT, tiny_tokenizer, template="alpaca") == (
-        f"{ALPACA_PREAMBLE_WITH_INPUT}\n\n"
-        "### Instruction:\nSum them.\n\n### Input:\n2 and 3\n\n### Response:\n"
+        f"{ALPACA_PREAMBLE_WITH_INPUT}\n\n### Instruction:\nSum them.\n\n### Input:\n2 and 3\n\n### Response:\n"
     )
 
 
 def test_alpaca_prompt_renders_context_turns_before_instruction(tiny_tokenizer):
     sample = dataclasses.replace(SAMPLE, context=(("system", "Be brief."),))
     assert build_prompt(sample, tiny_tokenizer, template="alpaca") == (
-        f"{ALPACA_PREAMBLE_NO_INPUT}\n\n"
-        "### System:\nBe brief.\n\n### Instruction:\nName a colour.\n\n### Response:\n"
+        f"{ALPACA_PREAMBLE_NO_INPUT}\n\n### System:\nBe brief.\n\n### Instruction:\nName a colour.\n\n### Response:\n"
     )
 
 
@@ -107,10 +103,7 @@ def test_truncate_cuts_response_tail_to_max_length(tiny_tokenizer):
 
 def test_skip_mode_reports_too_long(tiny_tokenizer):
     full = encode_sample(SAMPLE, tiny_tokenizer, max_length=256)
-    assert (
-        encode_sample(SAMPLE, tiny_tokenizer, max_length=full.prompt_length + 2, overflow="skip")
-        == "too_long"
-    )
+    assert encode_sample(SAMPLE, tiny_tokenizer, max_length=full.prompt_length + 2, overflow="skip") == "too_long"
 
 
 def test_exact_fit_is_not_truncated(tiny_tokenizer):
@@ -121,10 +114,7 @@ def test_exact_fit_is_not_truncated(tiny_tokenizer):
 @pytest.mark.parametrize("overflow", ["truncate", "skip"])
 def test_prompt_leaving_no_response_token_is_skipped_in_both_modes(tiny_tokenizer, overflow):
     full = encode_sample(SAMPLE, tiny_tokenizer, max_length=256)
-    assert (
-        encode_sample(SAMPLE, tiny_tokenizer, max_length=full.prompt_length, overflow=overflow)
-        == "prompt_too_long"
-    )
+    assert encode_sample(SAMPLE, tiny_tokenizer, max_length=full.prompt_length, overflow=overflow) == "prompt_too_long"
 
 
 def test_unknown_overflow_lists_known_ones(tiny_tokenizer):
@@ -139,10 +129,7 @@ def test_encode_corpus_matches_encode_sample_row_by_row(tiny_tokenizer, tiny_sam
 
 
 def test_encode_corpus_counts_skips_with_example_ids(tiny_tokenizer, tiny_samples):
-    lengths = {
-        e.id: e.prompt_length
-        for e in encode_corpus(tiny_samples, tiny_tokenizer, 256, show_progress=False)[0]
-    }
+    lengths = {e.id: e.prompt_length for e in encode_corpus(tiny_samples, tiny_tokenizer, 256, show_progress=False)[0]}
     max_length = sorted(lengths.values())[len(lengths) // 2]
     encoded, skip_counts, skip_examples = encode_corpus(
         tiny_samples, tiny_tokenizer, max_length, overflow="skip", show_progress=False
@@ -165,9 +152,7 @@ def test_tokenizers_with_different_vocab_sizes_are_refused(tiny_tokenizer, tiny_
 
     bigger = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     bigger.add_tokens(["zzzextra"])
-    with pytest.raises(
-        ValueError, match=f"vocab sizes differ: {len(tiny_tokenizer)} vs {len(tiny_tokenizer) + 1}"
-    ):
+    with pytest.raises(ValueError, match=f"vocab sizes differ: {len(tiny_tokenizer)} vs {len(tiny_tokenizer) + 1}"):
         check_same_tokenizer(tiny_tokenizer, bigger)
 
 
@@ -183,9 +168,7 @@ def test_tokenizers_with_different_id_maps_are_refused(tiny_tokenizer, tmp_path)
     vocab[first], vocab[second] = vocab[second], vocab[first]
     (tmp_path / "tokenizer.json").write_text(json.dumps(data))
     swapped = AutoTokenizer.from_pretrained(tmp_path)
-    with pytest.raises(
-        ValueError, match=rf"2 tokens map to different ids, e.g. '{first}': {vocab[second]} vs"
-    ):
+    with pytest.raises(ValueError, match=rf"2 tokens map to different ids, e.g. '{first}': {vocab[second]} vs"):
         check_same_tokenizer(tiny_tokenizer, swapped)
 
 

@@ -10,9 +10,7 @@ from selection import manifold
 from selection.manifold import diffusion_map, knn_graph, umap_embedding
 
 
-def gaussian_mixture(
-    n_rows: int, n_groups: int, seed: int = 0, noise: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_mixture(n_rows: int, n_groups: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Unit-norm 384-d rows around `n_groups` random directions, and their group ids."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_groups, 384))
