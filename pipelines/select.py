@@ -222,8 +222,11 @@ def run_select(config: SelectConfig) -> SelectOutput:
     selection = table.set_index("id").loc[result.ids].reset_index()
     clusters = pd.DataFrame({"id": ids, "cluster": table["cluster"].to_numpy()})
     if clustering.coordinates is not None:
-        for axis in range(min(2, clustering.coordinates.shape[1])):
-            clusters[f"coordinate_{axis}"] = clustering.coordinates[:, axis]
+        # The first diffusion coordinate of a connected graph is constant (the trivial eigenvector): skip
+        # constant columns so the two kept ones make a useful 2-D map.
+        varying = np.flatnonzero(clustering.coordinates.std(axis=0) > 1e-12)
+        for axis, column in enumerate(varying[:2]):
+            clusters[f"coordinate_{axis}"] = clustering.coordinates[:, column]
     timings["total"] = time.perf_counter() - started
     stats = build_stats(config, corpus, table, clustering, result, budget, model_info, timings)
 
@@ -314,6 +317,12 @@ def format_summary(output: SelectOutput, max_clusters: int = 12) -> str:
     ]
     if stats["skipped"]:
         lines.append("skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in stats["skipped"].items()))
+    ccg = stats["strategy"].get("ccg")
+    if ccg:
+        lines.append(
+            f"CCG ({ccg['rule']} rule): offered {ccg['offered']:,}, rejected {ccg['rejected']:,} "
+            f"({ccg['rejection_rate']:.0%}), readmitted {stats['strategy'].get('ccg_readmitted', 0):,}"
+        )
     clusters = sorted(stats["clusters"], key=lambda row: -row["mean_cds"])
     header = f"{'cluster':>7} {'size':>8} {'mean CDS':>9} {'budget':>7} {'selected':>8} {'CCG rej':>7}"
     lines += ["", header]

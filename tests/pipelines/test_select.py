@@ -187,3 +187,9 @@ def test_every_strategy_runs_through_the_pipeline(
     assert sum(row["selected"] for row in output.stats["clusters"]) == expected
     if strategy == "ifd":
         assert "nll_pruned_unconditioned" in output.scores.columns
+
+
+def test_cluster_coordinates_make_a_two_dimensional_map(first_run):
+    clusters = pd.read_parquet(first_run.out_dir / "clusters.parquet")
+    assert clusters["coordinate_0"].std() > 0
+    assert clusters["coordinate_1"].std() > 0
