@@ -75,7 +75,22 @@ def demo_command(args: argparse.Namespace) -> int:
     ]
     output = run_select(load_config(SelectConfig, None, overrides))
     print(format_summary(output))
+    print(skill_agreement(corpus, output.out_dir / "clusters.parquet"))
     return 0
+
+
+def skill_agreement(corpus: Path, clusters_path: Path) -> str:
+    """How well the clusters match the demo corpus's true skills (adjusted Rand index), as one line."""
+    import json
+
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+
+    skills = [json.loads(line)["skill"] for line in corpus.read_text(encoding="utf-8").splitlines()]
+    clusters = pd.read_parquet(clusters_path)
+    true_skills = [skills[int(row_id)] for row_id in clusters["id"]]
+    score = adjusted_rand_score(true_skills, clusters["cluster"])
+    return f"clusters vs the demo corpus's {len(set(skills))} true skills: adjusted Rand index {score:.2f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `paser` console script; user errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    # Our own bars (tokenise, degradation, embedding) say what runs; checkpoint-loading bars are noise.
+    transformers_logging.disable_progress_bar()
     try:
         return args.run(args)
     except (ConfigError, ValueError, FileNotFoundError) as error:
