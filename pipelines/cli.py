@@ -129,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `paser` console script; user errors print one line and exit with status 2."""
+    """Entry point of the `paser` console script; errors print one line and exit with status 2.
+
+    Set PASER_DEBUG=1 to get the traceback instead.
+    """
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers_logging.disable_progress_bar()
     try:
         return args.run(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as error:
         if os.environ.get("PASER_DEBUG"):
             raise
         print(f"paser {args.command}: error: {error}", file=sys.stderr)

@@ -193,3 +193,20 @@ def test_cluster_coordinates_make_a_two_dimensional_map(first_run):
     clusters = pd.read_parquet(first_run.out_dir / "clusters.parquet")
     assert clusters["coordinate_0"].std() > 0
     assert clusters["coordinate_1"].std() > 0
+
+
+def test_rerun_with_another_budget_reuses_the_score_shards(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path):
+    run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run"))
+    shards = sorted((tmp_path / "run" / "score_shards").glob("shard-*.parquet"))
+    written = [shard.stat().st_mtime_ns for shard in shards]
+    output = run_select(
+        select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run", "selection.budget=20")
+    )
+    assert len(output.selection) == 20
+    assert [shard.stat().st_mtime_ns for shard in shards] == written
+
+
+def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path):
+    run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run"))
+    with pytest.raises(RuntimeError, match="different inputs"):
+        run_select(select_config(corpus_file, tiny_model_dir, tiny_model_dir, tmp_path / "run"))
