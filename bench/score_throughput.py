@@ -52,20 +52,12 @@ def naive_cds(original: torch.nn.Module, pruned: torch.nn.Module, sample: Encode
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=256, help="Alpaca rows to score (the first valid ones)")
     parser.add_argument("--original", default="smollm2", help="original model: alias, path or hub id")
-    parser.add_argument(
-        "--pruned", default=None, help="pruned model path; default: 50%% magnitude-pruned copy"
-    )
-    parser.add_argument(
-        "--dtype", default="fp32", choices=["fp32", "bf16"], help="compute dtype of both models"
-    )
-    parser.add_argument(
-        "--max-length", type=int, default=512, help="tokens per row (response tail truncated)"
-    )
+    parser.add_argument("--pruned", default=None, help="pruned model path; default: 50%% magnitude-pruned copy")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="compute dtype of both models")
+    parser.add_argument("--max-length", type=int, default=512, help="tokens per row (response tail truncated)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:

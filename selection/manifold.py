@@ -45,9 +45,7 @@ def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
     array = check_embeddings(embeddings)
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     if (norms == 0).any():
-        raise ValueError(
-            f"{int((norms == 0).sum())} embedding rows are all zero; cosine similarity is undefined"
-        )
+        raise ValueError(f"{int((norms == 0).sum())} embedding rows are all zero; cosine similarity is undefined")
     return array / norms
 
 
@@ -68,9 +66,7 @@ def _exact_neighbours(unit_rows: np.ndarray, n_neighbors: int) -> tuple[np.ndarr
     return indices, similarities
 
 
-def _approximate_neighbours(
-    unit_rows: np.ndarray, n_neighbors: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _approximate_neighbours(unit_rows: np.ndarray, n_neighbors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top-`n_neighbors` cosine neighbours (self excluded) with pynndescent."""
     from pynndescent import NNDescent
 
@@ -163,9 +159,7 @@ def _top_eigenpairs(
     start_vector = np.random.default_rng(seed).standard_normal(n_rows)
     values, vectors = scipy.sparse.linalg.eigsh(deflated, k=remaining, which="LA", v0=start_vector, tol=1e-8)
     order = np.argsort(values)[::-1]
-    return np.concatenate([np.ones(len(part_order)), values[order]]), np.hstack(
-        [unit_vectors, vectors[:, order]]
-    )
+    return np.concatenate([np.ones(len(part_order)), values[order]]), np.hstack([unit_vectors, vectors[:, order]])
 
 
 def diffusion_map(
@@ -192,9 +186,7 @@ def diffusion_map(
         raise ValueError("affinity must be symmetric")
     degree = np.asarray(matrix.sum(axis=1)).ravel()
     if (degree <= 0).any():
-        raise ValueError(
-            f"{int((degree <= 0).sum())} rows of the affinity have zero degree (isolated points)"
-        )
+        raise ValueError(f"{int((degree <= 0).sum())} rows of the affinity have zero degree (isolated points)")
     inverse_sqrt_degree = scipy.sparse.diags(1.0 / np.sqrt(degree))
     normalised = (inverse_sqrt_degree @ matrix @ inverse_sqrt_degree).tocsr()
     eigenvalues, eigenvectors = _top_eigenpairs(normalised, np.sqrt(degree), n_components + 1, seed)
@@ -205,9 +197,7 @@ def diffusion_map(
     return DiffusionMap(coordinates=scaled[:, 1:], eigenvalues=eigenvalues, trivial_coordinate=scaled[:, 0])
 
 
-def umap_embedding(
-    embeddings: np.ndarray, n_components: int = 10, n_neighbors: int = 20, seed: int = 0
-) -> np.ndarray:
+def umap_embedding(embeddings: np.ndarray, n_components: int = 10, n_neighbors: int = 20, seed: int = 0) -> np.ndarray:
     """UMAP coordinates (N, n_components), float32, of the rows of `embeddings` under cosine distance.
 
     Seeded (`random_state=seed`), which makes umap-learn single-threaded and deterministic.
@@ -220,7 +210,5 @@ def umap_embedding(
         raise ValueError(f"n_components must be >= 1; got {n_components}")
     if not 2 <= n_neighbors < array.shape[0]:
         raise ValueError(f"n_neighbors must be in [2, N - 1] = [2, {array.shape[0] - 1}]; got {n_neighbors}")
-    reducer = umap.UMAP(
-        n_components=n_components, n_neighbors=n_neighbors, metric="cosine", random_state=seed
-    )
+    reducer = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
     return reducer.fit_transform(array).astype(np.float32)
