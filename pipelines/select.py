@@ -28,12 +28,12 @@ import pandas as pd
 from pipelines.config import SelectConfig, config_to_dict
 from recovery.models import describe_model, load_model
 from selection.allocate import resolve_budget
-from selection.cluster import ClusterResult, cluster_embeddings
+from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
 from selection.corpus import Corpus, load_corpus
 from selection.corpus import concept_text as sample_concept_text
 from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import score_degradation
-from selection.embed import embed_texts
+from selection.embed import embed_texts, resolve_embedder
 from selection.formatting import check_same_tokenizer, encode_corpus
 from selection.prioritize import efficiency_score
 from selection.strategies import SelectionInputs, SelectionResult, get_strategy
@@ -174,17 +174,29 @@ def cluster_corpus(
     return embeddings, cluster_embeddings(embeddings, config.clustering)
 
 
+def check_before_scoring(config: SelectConfig) -> None:
+    """Refuse (ValueError) a malformed budget, clustering method/manifold or embedder before the hours of
+    scoring, rather than after them."""
+    resolve_budget(config.selection.budget, 2**62)
+    get_clusterer(config.clustering.method)
+    if config.clustering.manifold not in MANIFOLDS:
+        raise ValueError(f"unknown manifold {config.clustering.manifold!r}; known: {', '.join(MANIFOLDS)}")
+    resolve_embedder(config.embedding.model)
+
+
 def run_select(config: SelectConfig) -> SelectOutput:
     """Run the whole selection and write its artifacts to `config.out`; returns tables, stats and paths.
 
     Refuses (ValueError) a missing pruned model, a corpus with no valid row, a tokenizer mismatch between
-    the models, and an unknown strategy (listing the known ones) — the last before any model is loaded.
+    the models; an unknown strategy or clustering method (listing the known ones) and a malformed budget are
+    refused before anything is loaded.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     out_dir = Path(config.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = get_strategy(config.selection.strategy, **config.selection.options)
+    check_before_scoring(config)
 
     stage = time.perf_counter()
     corpus = load_corpus(config.corpus)

@@ -210,3 +210,22 @@ def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir
     run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run"))
     with pytest.raises(RuntimeError, match="different inputs"):
         run_select(select_config(corpus_file, tiny_model_dir, tiny_model_dir, tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("selection.budget=0", "budget as a row count must be >= 1"),
+        ("selection.budget=2.5", "budget"),
+        ("clustering.method=dbscan", "unknown clustering method 'dbscan'; known: kmeans, nmf, spectral"),
+        ("clustering.manifold=tsne", "unknown manifold 'tsne'; known: diffusion, umap"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_model_loads(corpus_file, tmp_path, monkeypatch, override, message):
+    def no_model_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the settings were checked")
+
+    monkeypatch.setattr("pipelines.select.load_model", no_model_loading)
+    config = select_config(corpus_file, "unused", "unused", tmp_path / "run", override)
+    with pytest.raises(ValueError, match=message):
+        run_select(config)
