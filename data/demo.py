@@ -9,11 +9,11 @@ counting letters and writing short formal sentences from templates.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from selection.atomic import write_atomic
 
 Row = dict[str, str]
 
@@ -170,11 +170,5 @@ def demo_rows(rows_per_skill: int = 50, seed: int = 0) -> list[Row]:
 
 def write_demo_corpus(path: Path, rows_per_skill: int = 50, seed: int = 0) -> Path:
     """Write `demo_rows(...)` as JSONL to `path` atomically; returns `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        for row in demo_rows(rows_per_skill, seed):
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(staging, path)
-    return path
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in demo_rows(rows_per_skill, seed))
+    return write_atomic(Path(path), lambda staging: staging.write_text(lines, encoding="utf-8"))

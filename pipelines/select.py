@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -28,6 +26,7 @@ import pandas as pd
 from pipelines.config import SelectConfig, config_to_dict
 from recovery.models import describe_model, load_model
 from selection.allocate import resolve_budget
+from selection.atomic import write_atomic
 from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
 from selection.corpus import Corpus, load_corpus
 from selection.corpus import concept_text as sample_concept_text
@@ -70,20 +69,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def write_atomic(path: Path, write: Any) -> Path:
-    """Call `write(tmp_path)` and move the result onto `path`, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(staging))
-        os.replace(staging, path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
-    return path
 
 
 def write_json(path: Path, payload: Any) -> Path:

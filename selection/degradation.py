@@ -22,7 +22,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from selection.atomic import write_atomic
 from selection.formatting import EncodedSample
 
 LN2 = math.log(2.0)
@@ -357,18 +357,12 @@ def _content_hash(encoded: Sequence[EncodedSample]) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
-
-
 def _write_shard(shard_dir: Path, index: int, frame: pd.DataFrame) -> None:
     """Write shard `index`, then its completion marker; a crash in between leaves no marker (recomputed)."""
     ids = frame["id"].tolist()
-    _write_atomically(_shard_path(shard_dir, index), lambda path: frame.to_parquet(path, index=False))
+    write_atomic(_shard_path(shard_dir, index), lambda path: frame.to_parquet(path, index=False))
     marker = {"rows": len(ids), "first_id": ids[0], "last_id": ids[-1], "ids_sha256": _ids_hash(ids)}
-    _write_atomically(_marker_path(shard_dir, index), lambda path: path.write_text(json.dumps(marker)))
+    write_atomic(_marker_path(shard_dir, index), lambda path: path.write_text(json.dumps(marker)))
 
 
 def _shard_path(shard_dir: Path, index: int) -> Path:
@@ -414,7 +408,7 @@ def _prepare_shard_dir(shard_dir: Path, fingerprint: dict[str, object], overwrit
             stale.unlink()
     elif any(shard_dir.glob("shard-*")):
         raise RuntimeError(f"{shard_dir} has shard files but no meta.json; use a fresh shard directory")
-    _write_atomically(meta_path, lambda path: path.write_text(json.dumps(fingerprint, indent=1)))
+    write_atomic(meta_path, lambda path: path.write_text(json.dumps(fingerprint, indent=1)))
 
 
 def _validate(encoded: Sequence[EncodedSample], vocab_size: int) -> None:

