@@ -15,7 +15,7 @@ import gc
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from recovery.models import describe_model, load_model
 from selection.allocate import resolve_budget
 from selection.atomic import write_atomic
 from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
-from selection.corpus import Corpus, load_corpus
+from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, Sample, load_corpus
 from selection.corpus import concept_text as sample_concept_text
 from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import score_degradation
@@ -122,30 +122,31 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
         overflow=config.formatting.overflow,
         template=config.formatting.template,
     )
-    for reason, count in skipped.items():
-        locations = [f"id {row_id}" for row_id in examples.get(reason, [])]
-        for index in range(count):
-            corpus.stats.count(reason, locations[index] if index < len(locations) else "")
-    for row in encoded:
-        if row.truncated:
-            corpus.stats.count("truncated", f"id {row.id}", dropped=False)
+    truncated = [row.id for row in encoded if row.truncated]
+    corpus.stats.merge(
+        CorpusStats(
+            skipped=skipped,
+            flagged={"truncated": len(truncated)} if truncated else {},
+            examples={
+                reason: [f"id {row_id}" for row_id in row_ids]
+                for reason, row_ids in {**examples, "truncated": truncated[:MAX_EXAMPLES_PER_REASON]}.items()
+                if row_ids
+            },
+        )
+    )
     if not encoded:
         raise ValueError(f"{corpus.source}: no row fits the model ({dict(skipped)})")
-    scoring = config.scoring
-    if config.selection.strategy == "ifd" and not scoring.unconditioned_nll:
-        scoring.unconditioned_nll = True
     _log(f"scoring {len(encoded):,} rows (max_length={max_length}, dtype={model_info['original']['dtype']})")
-    scores = score_degradation(original, pruned, encoded, scoring, shard_dir=out_dir / "score_shards")
+    scores = score_degradation(original, pruned, encoded, config.scoring, shard_dir=out_dir / "score_shards")
     del original, pruned
     gc.collect()
     return scores, {**model_info, "max_length": max_length}
 
 
 def cluster_corpus(
-    config: SelectConfig, corpus: Corpus, ids: list[str], out_dir: Path
+    config: SelectConfig, by_id: dict[str, Sample], ids: list[str], out_dir: Path
 ) -> tuple[np.ndarray, ClusterResult]:
     """Embed the scored rows (cached under `out_dir/cache`) and cluster them; returns (embeddings, clusters)."""
-    by_id = {sample.id: sample for sample in corpus.samples}
     texts = [sample_embed_text(by_id[row_id], tuple(config.corpus.embed_fields)) for row_id in ids]
     _log(f"embedding {len(texts):,} rows")
     embeddings = embed_texts(
@@ -154,9 +155,21 @@ def cluster_corpus(
         batch_size=config.embedding.batch_size,
         cache_dir=out_dir / "cache",
     )
-    config.clustering.seed = config.selection.seed
     _log(f"clustering ({config.clustering.method}, {config.clustering.manifold})")
     return embeddings, cluster_embeddings(embeddings, config.clustering)
+
+
+def effective_config(config: SelectConfig) -> SelectConfig:
+    """`config` with the settings other choices imply, as a new object (the caller's is not changed):
+    clustering uses the selection seed, and the `ifd` strategy needs the unconditioned response NLL."""
+    return replace(
+        config,
+        scoring=replace(
+            config.scoring,
+            unconditioned_nll=config.scoring.unconditioned_nll or config.selection.strategy == "ifd",
+        ),
+        clustering=replace(config.clustering, seed=config.selection.seed),
+    )
 
 
 def check_before_scoring(config: SelectConfig) -> None:
@@ -178,6 +191,7 @@ def run_select(config: SelectConfig) -> SelectOutput:
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    config = effective_config(config)
     out_dir = Path(config.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = get_strategy(config.selection.strategy, **config.selection.options)
@@ -193,8 +207,9 @@ def run_select(config: SelectConfig) -> SelectOutput:
     timings["scoring"] = time.perf_counter() - stage
 
     ids = scores["id"].astype(str).tolist()
+    by_id = {sample.id: sample for sample in corpus.samples}
     stage = time.perf_counter()
-    embeddings, clustering = cluster_corpus(config, corpus, ids, out_dir)
+    embeddings, clustering = cluster_corpus(config, by_id, ids, out_dir)
     timings["embedding_and_clustering"] = time.perf_counter() - stage
 
     table = scores.copy()
@@ -202,7 +217,6 @@ def run_select(config: SelectConfig) -> SelectOutput:
     table["ies"] = efficiency_score(
         table["cds"].to_numpy(), table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy()
     )
-    by_id = {sample.id: sample for sample in corpus.samples}
     budget = resolve_budget(config.selection.budget, len(table))
     inputs = SelectionInputs(
         table=table,
@@ -225,7 +239,7 @@ def run_select(config: SelectConfig) -> SelectOutput:
         for axis, column in enumerate(varying[:2]):
             clusters[f"coordinate_{axis}"] = clustering.coordinates[:, column]
     timings["total"] = time.perf_counter() - started
-    stats = build_stats(config, corpus, table, clustering, result, budget, model_info, timings)
+    stats = build_stats(config, corpus, table, selection, clustering, result, budget, model_info, timings)
 
     paths = {
         "selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, by_id)),
@@ -257,6 +271,7 @@ def build_stats(
     config: SelectConfig,
     corpus: Corpus,
     table: pd.DataFrame,
+    selection: pd.DataFrame,
     clustering: ClusterResult,
     result: SelectionResult,
     budget: int,
@@ -269,7 +284,7 @@ def build_stats(
         per_cluster = result.clusters.copy()
     else:
         per_cluster = table.groupby("cluster").agg(size=("id", "size"), mean_cds=("cds", "mean")).reset_index()
-        chosen = table.set_index("id").loc[result.ids, "cluster"].value_counts()
+        chosen = selection["cluster"].value_counts()
         per_cluster["selected"] = per_cluster["cluster"].map(chosen).fillna(0).astype(int)
     corpus_stats = corpus.stats.to_dict()
     return {
@@ -282,11 +297,11 @@ def build_stats(
             "selected": len(result.ids),
             "clusters": clustering.n_clusters,
             "mean_cds": float(table["cds"].mean()),
-            "mean_cds_selected": float(table.set_index("id").loc[result.ids, "cds"].mean()) if result.ids else None,
+            "mean_cds_selected": float(selection["cds"].mean()) if len(selection) else None,
         },
-        "skipped": corpus_stats.get("skipped", {}),
-        "flagged": corpus_stats.get("flagged", {}),
-        "skipped_examples": corpus_stats.get("examples", {}),
+        "skipped": corpus_stats["skipped"],
+        "flagged": corpus_stats["flagged"],
+        "skipped_examples": corpus_stats["examples"],
         "clusters": json.loads(per_cluster.to_json(orient="records")),
         "strategy": {"name": config.selection.strategy, "options": config.selection.options, **result.stats},
         "clustering": {

@@ -229,3 +229,31 @@ def test_bad_settings_are_refused_before_any_model_loads(corpus_file, tmp_path, 
     config = select_config(corpus_file, "unused", "unused", tmp_path / "run", override)
     with pytest.raises(ValueError, match=message):
         run_select(config)
+
+
+def test_rows_over_the_token_limit_are_flagged_or_skipped(
+    first_run, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path
+):
+    lengths = first_run.scores["prompt_tokens"] + first_run.scores["response_tokens"]
+    limit = int(lengths.median())
+    over = int((lengths > limit).sum())
+    truncating = run_select(
+        select_config(
+            corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "cut", f"formatting.max_length={limit}"
+        )
+    )
+    assert truncating.stats["flagged"] == {"truncated": over}
+    assert int(truncating.scores["truncated"].sum()) == over
+    assert len(truncating.stats["skipped_examples"]["truncated"]) == min(over, 5)
+    skipping = run_select(
+        select_config(
+            corpus_file,
+            tiny_model_dir,
+            perturbed_model_dir,
+            tmp_path / "skip",
+            f"formatting.max_length={limit}",
+            "formatting.overflow=skip",
+        )
+    )
+    assert skipping.stats["skipped"]["too_long"] == over
+    assert skipping.stats["totals"]["rows_scored"] == 72 - over
