@@ -8,8 +8,9 @@ on a seeded random sample of landmarks and every other row joins the cluster of 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,14 @@ import scipy.sparse
 from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
-from selection.manifold import check_embeddings, diffusion_map, knn_graph, l2_normalise, umap_embedding
+from selection.manifold import (
+    check_embeddings,
+    diffusion_map,
+    knn_graph,
+    l2_normalise,
+    normalised_affinity,
+    umap_embedding,
+)
 
 # Rows of the (rows × landmarks) similarity block held at once during assignment (≈128 MB of float32).
 _ASSIGNMENT_BLOCK_ELEMENTS = 32_000_000
@@ -97,20 +105,13 @@ class _StepTimer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
-    def step(self, name: str) -> _TimedStep:
-        return _TimedStep(self.seconds, name)
-
-
-class _TimedStep:
-    def __init__(self, seconds: dict[str, float], name: str) -> None:
-        self._seconds, self._name = seconds, name
-
-    def __enter__(self) -> None:
-        self._start = time.perf_counter()
-
-    def __exit__(self, *exc_info: object) -> None:
-        elapsed = time.perf_counter() - self._start
-        self._seconds[self._name] = self._seconds.get(self._name, 0.0) + elapsed
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def eigengap_n_clusters(eigenvalues: np.ndarray, min_clusters: int, max_clusters: int) -> int:
@@ -183,9 +184,7 @@ def _fit_nmf(embeddings: np.ndarray, config: ClusterConfig, timer: _StepTimer) -
     non-negative components and give each row the component with the largest weight in W."""
     affinity, eigenvalues, _, n_clusters = _graph_spectrum(embeddings, config, timer)
     with timer.step("nmf"):
-        degree = np.asarray(affinity.sum(axis=1)).ravel()
-        inverse_sqrt_degree = scipy.sparse.diags(1.0 / np.sqrt(degree))
-        normalised = (inverse_sqrt_degree @ affinity @ inverse_sqrt_degree).tocsr()
+        normalised, _ = normalised_affinity(affinity)
         model = NMF(n_components=n_clusters, init="nndsvda", max_iter=500, random_state=config.seed)
         factor = model.fit_transform(normalised)
     return _Fit(factor.argmax(axis=1).astype(np.int64), eigenvalues, factor)

@@ -162,6 +162,18 @@ def _top_eigenpairs(
     return np.concatenate([np.ones(len(part_order)), values[order]]), np.hstack([unit_vectors, vectors[:, order]])
 
 
+def normalised_affinity(affinity: scipy.sparse.spmatrix) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    """`(D^-1/2 A D^-1/2, degree)` of a non-negative sparse affinity A, D = diag(row sums).
+
+    Refuses (ValueError) rows with zero degree (isolated points).
+    """
+    degree = np.asarray(affinity.sum(axis=1)).ravel()
+    if (degree <= 0).any():
+        raise ValueError(f"{int((degree <= 0).sum())} rows of the affinity have zero degree (isolated points)")
+    inverse_sqrt_degree = scipy.sparse.diags(1.0 / np.sqrt(degree))
+    return (inverse_sqrt_degree @ affinity @ inverse_sqrt_degree).tocsr(), degree
+
+
 def diffusion_map(
     affinity: scipy.sparse.spmatrix, n_components: int, diffusion_time: float = 1.0, seed: int = 0
 ) -> DiffusionMap:
@@ -184,11 +196,7 @@ def diffusion_map(
         raise ValueError(f"diffusion_time must be >= 0; got {diffusion_time}")
     if abs(matrix - matrix.T).max() > 1e-9:
         raise ValueError("affinity must be symmetric")
-    degree = np.asarray(matrix.sum(axis=1)).ravel()
-    if (degree <= 0).any():
-        raise ValueError(f"{int((degree <= 0).sum())} rows of the affinity have zero degree (isolated points)")
-    inverse_sqrt_degree = scipy.sparse.diags(1.0 / np.sqrt(degree))
-    normalised = (inverse_sqrt_degree @ matrix @ inverse_sqrt_degree).tocsr()
+    normalised, degree = normalised_affinity(matrix)
     eigenvalues, eigenvectors = _top_eigenpairs(normalised, np.sqrt(degree), n_components + 1, seed)
     psi = eigenvectors / np.sqrt(degree)[:, None]
     largest = np.abs(psi).argmax(axis=0)
