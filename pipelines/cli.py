@@ -39,14 +39,9 @@ def select_command(args: argparse.Namespace) -> int:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from recovery.models import load_model
-    from recovery.prune import prune_model, save_pruned
+    from recovery.prune import prune_checkpoint
 
-    model, tokenizer = load_model(args.model, dtype="fp32", device="cpu")
-    record = prune_model(model, args.method, args.sparsity)
-    record["model"] = args.model
-    record["calibration"] = None
-    save_pruned(model, tokenizer, Path(args.out), record)
+    record = prune_checkpoint(args.model, args.method, args.sparsity, Path(args.out))
     print(f"pruned {args.model} with {args.method}: total sparsity {record['total_sparsity']:.4f} -> {args.out}")
     return 0
 
@@ -54,8 +49,7 @@ def prune_command(args: argparse.Namespace) -> int:
 def demo_command(args: argparse.Namespace) -> int:
     from data.demo import write_demo_corpus
     from pipelines.select import format_summary, run_select
-    from recovery.models import load_model
-    from recovery.prune import prune_model, save_pruned
+    from recovery.prune import prune_checkpoint
 
     out = Path(args.out)
     pruned_dir = out / "pruned-magnitude-50"
@@ -63,9 +57,7 @@ def demo_command(args: argparse.Namespace) -> int:
         print(
             "[paser] demo: magnitude-pruning SmolLM2-135M-Instruct to 50% (pruning methods with calibration come later)"
         )
-        model, tokenizer = load_model("smollm2", dtype="fp32", device="cpu")
-        record = prune_model(model, "magnitude", 0.5)
-        save_pruned(model, tokenizer, pruned_dir, {**record, "model": "smollm2", "calibration": None})
+        prune_checkpoint("smollm2", "magnitude", 0.5, pruned_dir)
     corpus = write_demo_corpus(out / "demo_corpus.jsonl")
     overrides = [
         f"corpus.path={corpus}",

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from recovery.models import save_checkpoint
+from recovery.models import load_model, save_checkpoint
 
 PRUNERS: dict[str, Callable[..., dict[str, float]]] = {}
 
@@ -83,8 +83,9 @@ def prune_model(model: torch.nn.Module, method: str, sparsity: float, **options:
     pruner = get_pruner(method)
     started = time.perf_counter()
     per_layer = pruner(model, sparsity, **options)
-    total_weights = sum(layer.weight.numel() for layer in prunable_linears(model).values())
-    total_zeros = sum(int((layer.weight == 0).sum()) for layer in prunable_linears(model).values())
+    layers = prunable_linears(model).values()
+    total_weights = sum(layer.weight.numel() for layer in layers)
+    total_zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
     return {
         "method": method,
         "target_sparsity": sparsity,
@@ -98,3 +99,14 @@ def prune_model(model: torch.nn.Module, method: str, sparsity: float, **options:
 def save_pruned(model: torch.nn.Module, tokenizer: Any, out_dir: Path, record: dict[str, Any]) -> Path:
     """Write the pruned model + tokenizer + `pruning.json` (the `prune_model` record) to `out_dir` atomically."""
     return save_checkpoint(model, tokenizer, out_dir, {"pruning.json": json.dumps(record, indent=2)})
+
+
+def prune_checkpoint(model_name: str, method: str, sparsity: float, out_dir: Path, **options: Any) -> dict[str, Any]:
+    """Load `model_name` (fp32, CPU), prune it with `method` and save it to `out_dir` with its `pruning.json`.
+
+    Methods without calibration data record `calibration: null`. Returns the record.
+    """
+    model, tokenizer = load_model(model_name, dtype="fp32", device="cpu")
+    record = {**prune_model(model, method, sparsity, **options), "model": model_name, "calibration": None}
+    save_pruned(model, tokenizer, Path(out_dir), record)
+    return record
