@@ -273,28 +273,32 @@ class FullStrategy:
         return SelectionResult(ids=[str(i) for i in table["id"]], clusters=None, stats=stats)
 
 
-@register_strategy("cds_topk")
 @dataclass
-class CdsTopKStrategy:
-    """The `budget` rows with the highest CDS (ties by id), no clusters, no CCG."""
+class _ColumnTopK:
+    """The `budget` rows with the highest value in `column` (ties by id), no clusters, no CCG."""
 
     name: ClassVar[str]
+    column: ClassVar[str]
 
     def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
-        table = _validated_table(inputs, budget, ("id", "cds"), self.name)
-        return _top_k(self.name, table, table["cds"].to_numpy(dtype=np.float64), budget, "cds")
+        table = _validated_table(inputs, budget, ("id", self.column), self.name)
+        return _top_k(self.name, table, table[self.column].to_numpy(dtype=np.float64), budget, self.column)
+
+
+@register_strategy("cds_topk")
+@dataclass
+class CdsTopKStrategy(_ColumnTopK):
+    """The `budget` rows with the highest CDS (ties by id), no clusters, no CCG."""
+
+    column: ClassVar[str] = "cds"
 
 
 @register_strategy("loss")
 @dataclass
-class LossStrategy:
+class LossStrategy(_ColumnTopK):
     """The `budget` rows the pruned model finds hardest: highest mean response NLL (`nll_pruned`)."""
 
-    name: ClassVar[str]
-
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
-        table = _validated_table(inputs, budget, ("id", "nll_pruned"), self.name)
-        return _top_k(self.name, table, table["nll_pruned"].to_numpy(dtype=np.float64), budget, "nll_pruned")
+    column: ClassVar[str] = "nll_pruned"
 
 
 @register_strategy("ifd")
