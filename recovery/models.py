@@ -222,3 +222,19 @@ def describe_model(name: str, model: torch.nn.Module) -> ModelInfo:
         parameters=sum(parameter.numel() for parameter in model.parameters()),
         linear_sparsity=round(linear_sparsity(model), 6),
     )
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The stack of decoder blocks of a causal LM (`model.model.layers` in Llama/Mistral/Qwen/SmolLM layouts).
+
+    Refuses (ValueError naming the class) a model whose blocks are not at that standard place, rather than
+    guessing: pruning and layer drop rewrite exactly this list.
+    """
+    body = getattr(model, "model", None)
+    layers = getattr(body, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
+        raise ValueError(
+            f"{type(model).__name__} has no decoder block list at model.model.layers; "
+            "layer-wise pruning supports Llama-style causal LMs"
+        )
+    return layers
