@@ -1,0 +1,548 @@
+"""Evaluation of a (pruned, recovered) model: perplexity and the paper's seven zero-shot tasks.
+
+Perplexity follows the protocol of SparseGPT, Wanda and LLM-Pruner: the test split is joined into one
+text, tokenized once, cut into non-overlapping windows of `seqlen` tokens, and the perplexity is the
+exponential of the mean next-token NLL over every predicted token. The zero-shot tasks run in-process
+through lm-evaluation-harness (`recovery.zero_shot`). `run_eval` is the entry point behind `paser eval`:
+it loads a model (and optionally a LoRA adapter), evaluates, and writes `metrics.json` and `metrics.md`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from data.paths import data_file
+from recovery.tasks.utils import TASK_FILES
+from recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, run_zero_shot
+from selection.atomic import write_atomic
+
+PPL_TASKS: tuple[str, ...] = ("wikitext2", "ptb")
+ALL_TASKS: tuple[str, ...] = PPL_TASKS + ZERO_SHOT_TASKS
+
+# Test splits, relative to the data directory (see the data README, "Perplexity").
+PPL_FILES: dict[str, str] = {
+    "wikitext2": "eval/wikitext2_raw_v1_test.jsonl",
+    "ptb": "eval/ptb.test.txt",
+}
+DEFAULT_SEQLEN = 2048
+
+# Table columns in the order of the paper's tables: (task, header, metric shown).
+# acc_norm where lm-eval's length-normalised accuracy is the reported one (as in LLM-Pruner and PASER);
+# BoolQ and WinoGrande have single-token or shared continuations, so lm-eval reports acc for them.
+PPL_COLUMNS: tuple[tuple[str, str], ...] = (("wikitext2", "WikiText-2 PPL"), ("ptb", "PTB PPL"))
+ACCURACY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("boolq", "BoolQ", "acc"),
+    ("piqa", "PIQA", "acc_norm"),
+    ("hellaswag", "HellaSwag", "acc_norm"),
+    ("winogrande", "WinoGrande", "acc"),
+    ("arc_easy", "ARC-e", "acc_norm"),
+    ("arc_challenge", "ARC-c", "acc_norm"),
+    ("openbookqa", "OBQA", "acc_norm"),
+)
+MISSING = "–"
+PARTIAL_AVERAGE = "†"  # marks an Average over fewer than the seven accuracies
+
+# Largest float32 logit block (positions x vocabulary) turned into log-probabilities at once: 2**24
+# elements is 64 MiB, about 340 positions of SmolLM2's 49,152-token vocabulary.
+_LOGIT_CHUNK_ELEMENTS = 2**24
+
+
+def parse_tasks(tasks: str | Iterable[str]) -> list[str]:
+    """The task names in `tasks` ("wikitext2,piqa", a list, or "all"), duplicates removed, order kept.
+
+    Refuses (ValueError listing the known names) an unknown task and an empty selection.
+    """
+    names = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    chosen: list[str] = []
+    for raw in names:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        expanded = list(ALL_TASKS) if name == "all" else [name]
+        for task in expanded:
+            if task not in ALL_TASKS:
+                raise ValueError(f"unknown task {raw.strip()!r}; known: all, {', '.join(ALL_TASKS)}")
+            if task not in chosen:
+                chosen.append(task)
+    if not chosen:
+        raise ValueError(f"no task given; known: all, {', '.join(ALL_TASKS)}")
+    return chosen
+
+
+def ppl_file(task: str, data_dir: str | Path | None = None) -> Path:
+    """The local test-split file of perplexity task `task`; FileNotFoundError naming it when missing."""
+    if task not in PPL_FILES:
+        raise ValueError(f"unknown perplexity task {task!r}; known: {', '.join(PPL_TASKS)}")
+    return data_file(PPL_FILES[task], data_dir)
+
+
+def load_ppl_text(task: str, data_dir: str | Path | None = None) -> str:
+    """The evaluation text of a perplexity task, built as SparseGPT/Wanda build it.
+
+    wikitext2: the rows of WikiText-2-raw test joined with "\\n\\n" (1,294,336 characters).
+    ptb: the PTB test sentences (each line stripped) joined with " ", as `" ".join(testdata["sentence"])`.
+    Refuses an unknown task (ValueError) and a missing file (FileNotFoundError naming it).
+    """
+    path = ppl_file(task, data_dir)
+    if task == "wikitext2":
+        with path.open(encoding="utf-8") as stream:
+            return "\n\n".join(json.loads(line)["text"] for line in stream)
+    # split("\n"), not splitlines(): the file's only line separator is "\n".
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return " ".join(line.strip() for line in lines)
+
+
+def required_files(
+    tasks: str | Iterable[str], data_dir: str | Path | None = None, source: str = "local"
+) -> dict[str, list[Path]]:
+    """The local files every task in `tasks` reads: {task: [paths]}, empty for zero-shot tasks from the hub.
+
+    Perplexity tasks always read local files; zero-shot tasks do when `source` is "local". Refuses an unknown
+    task or source (ValueError) and a missing file (FileNotFoundError naming it), so a run fails before it
+    spends time on the tasks that come first.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    files: dict[str, list[Path]] = {}
+    for task in parse_tasks(tasks):
+        if task in PPL_TASKS:
+            files[task] = [ppl_file(task, data_dir)]
+        elif source == "local":
+            files[task] = [data_file(relative, data_dir) for relative in TASK_FILES[task]]
+        else:
+            files[task] = []
+    return files
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest sequence the model's config allows (max_position_embeddings or n_positions), or None."""
+    config = model.config
+    for field in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def default_seqlen(model: Any) -> int:
+    """min(2048, the model's maximum positions); 2048 when the config states no maximum."""
+    limit = max_positions(model)
+    return DEFAULT_SEQLEN if limit is None else min(DEFAULT_SEQLEN, limit)
+
+
+def _check_counts(limit: int | None, batch_size: int) -> None:
+    """Refuse (ValueError) a limit or batch size below 1 before anything loads or runs."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of windows/examples or None, got {limit!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _window_nll_sum(logits: torch.Tensor, window: torch.Tensor) -> float:
+    """Sum of next-token NLL (nats) over one window's seqlen-1 predicted tokens, in float32 chunks."""
+    predicted = logits[:-1]
+    targets = window[1:]
+    step = max(1, _LOGIT_CHUNK_ELEMENTS // predicted.shape[-1])
+    total = 0.0
+    for start in range(0, predicted.shape[0], step):
+        chunk = predicted[start : start + step].float()
+        total += float(torch.nn.functional.cross_entropy(chunk, targets[start : start + step], reduction="sum"))
+    return total
+
+
+def perplexity(
+    model: Any,
+    tokenizer: Any,
+    text: str,
+    *,
+    seqlen: int | None = None,
+    batch_size: int = 4,
+    limit: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Perplexity of `model` on `text` with the SparseGPT/Wanda protocol.
+
+    The text is tokenized once (with the tokenizer's usual specials, so a Llama tokenizer adds one BOS at
+    the very start, as in SparseGPT); it is cut into `n = tokens // seqlen` non-overlapping windows (the
+    trailing remainder is dropped, as SparseGPT does), the first `limit` of them are kept, and windows run
+    through the model `batch_size` at a time. Every window predicts its tokens 2..seqlen from the ones
+    before, so it contributes seqlen-1 NLL terms, computed in float32 from the logits.
+
+    Returns {"ppl": exp(mean_nll), "mean_nll": nats per predicted token, "n_tokens": predicted tokens,
+    "n_windows": windows evaluated, "seqlen", "windows_available": windows the whole text gives}.
+
+    Deliberate difference from SparseGPT's code: it multiplies each window's mean loss by seqlen, i.e.
+    counts seqlen rather than seqlen-1 tokens per window; with equal windows both give the same ppl, and
+    `n_tokens` / `mean_nll` here count the tokens actually predicted.
+
+    Memory: the model's logits for one batch (batch_size x seqlen x vocab, in the model's dtype); the
+    float32 log-softmax works on chunks of at most 2**24 elements. Works with a peft model as well; the
+    model runs in eval mode and is handed back in the mode it came in.
+    Refuses (ValueError) seqlen < 2 or beyond the model's maximum positions, batch_size or limit < 1,
+    and a text shorter than one window.
+    """
+    seqlen = default_seqlen(model) if seqlen is None else seqlen
+    longest = max_positions(model)
+    if seqlen < 2:
+        raise ValueError(f"seqlen must be at least 2, got {seqlen}")
+    if longest is not None and seqlen > longest:
+        raise ValueError(f"seqlen {seqlen} exceeds the model's maximum positions ({longest})")
+    _check_counts(limit, batch_size)
+    # verbose=False: the "longer than the maximum sequence length" warning is expected here, as we window.
+    input_ids = tokenizer(text, return_tensors="pt", verbose=False).input_ids[0]
+    windows_available = input_ids.numel() // seqlen
+    if windows_available == 0:
+        raise ValueError(f"text has {input_ids.numel()} tokens, fewer than one window of seqlen {seqlen}")
+    n_windows = windows_available if limit is None else min(limit, windows_available)
+    windows = input_ids[: n_windows * seqlen].view(n_windows, seqlen)
+    device = model.get_input_embeddings().weight.device
+    nll_sum = 0.0
+    progress = tqdm(total=n_windows, desc="perplexity", unit="windows", disable=not show_progress)
+    was_training = model.training
+    model.eval()  # no dropout; the caller gets the model back in the mode it came in
+    try:
+        with torch.inference_mode():
+            for start in range(0, n_windows, batch_size):
+                batch = windows[start : start + batch_size].to(device)
+                logits = model(input_ids=batch, use_cache=False).logits
+                nll_sum += sum(_window_nll_sum(logits[row], batch[row]) for row in range(batch.shape[0]))
+                progress.update(batch.shape[0])
+    finally:
+        model.train(was_training)
+        progress.close()
+    n_tokens = n_windows * (seqlen - 1)
+    mean_nll = nll_sum / n_tokens
+    return {
+        # exp overflows past ~709.8 nats; a NaN mean (e.g. fp16 overflow in the model) stays NaN.
+        "ppl": math.inf if mean_nll > math.log(sys.float_info.max) else math.exp(mean_nll),
+        "mean_nll": mean_nll,
+        "n_tokens": n_tokens,
+        "n_windows": n_windows,
+        "seqlen": seqlen,
+        "windows_available": windows_available,
+    }
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide the numbers (paser, lm_eval, transformers, torch, peft)."""
+    versions = {}
+    for key, distribution in (
+        ("paser", "paser"),
+        ("lm_eval", "lm_eval"),
+        ("transformers", "transformers"),
+        ("torch", "torch"),
+        ("peft", "peft"),
+    ):
+        try:
+            versions[key] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _progress(message: str) -> None:
+    print(f"[paser eval] {message}", file=sys.stderr, flush=True)
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    tasks: str | Iterable[str],
+    *,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+    source: str = "local",
+    batch_size: int = 8,
+    seqlen: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate a loaded model on `tasks`; returns the content of `metrics.json`.
+
+    {"tasks": {name: record}, "limit", "seed", "source", "dtype", "device", "versions", "seqlen"}. A
+    perplexity record is {"metrics": {"ppl", "mean_nll"}, "n": predicted tokens, "n_windows",
+    "windows_available", "seqlen", "source": "local", "files", "seconds"}; a zero-shot record is what
+    `recovery.zero_shot.run_zero_shot` returns for it. `limit` caps windows for perplexity and examples for
+    zero-shot tasks. Perplexity reads local files (the test splits in the data directory) whatever `source`
+    says; `source` ("local" or "hub") applies to the zero-shot tasks. Every data file is checked before
+    anything runs (`required_files`), so a missing one fails fast (FileNotFoundError naming it); unknown
+    tasks or sources, and a limit or batch size below 1, raise ValueError.
+    """
+    _check_counts(limit, batch_size)
+    names = parse_tasks(tasks)
+    files = required_files(names, data_dir, source)
+    ppl_tasks = [name for name in names if name in PPL_TASKS]
+    zero_shot_tasks = [name for name in names if name in ZERO_SHOT_TASKS]
+    seqlen = default_seqlen(model) if seqlen is None else seqlen
+    records: dict[str, dict[str, Any]] = {}
+    for task in ppl_tasks:
+        started = time.perf_counter()
+        _progress(f"{task}: perplexity on windows of {seqlen} tokens")
+        result = perplexity(
+            model,
+            tokenizer,
+            load_ppl_text(task, data_dir),
+            seqlen=seqlen,
+            batch_size=batch_size,
+            limit=limit,
+            show_progress=True,
+        )
+        seconds = time.perf_counter() - started
+        records[task] = {
+            "metrics": {"ppl": result["ppl"], "mean_nll": result["mean_nll"]},
+            "n": result["n_tokens"],
+            "n_windows": result["n_windows"],
+            "windows_available": result["windows_available"],
+            "seqlen": result["seqlen"],
+            "source": "local",
+            "files": [str(path) for path in files[task]],
+            "seconds": seconds,
+        }
+        _progress(f"{task}: ppl {result['ppl']:.4f} ({result['n_windows']} windows, {seconds:.1f} s)")
+    if zero_shot_tasks:
+        _progress(f"zero-shot: {', '.join(zero_shot_tasks)}" + (f" (limit {limit})" if limit else ""))
+        zero_shot = run_zero_shot(
+            model,
+            tokenizer,
+            zero_shot_tasks,
+            limit=limit,
+            data_dir=data_dir,
+            source=source,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        for task in zero_shot_tasks:
+            records[task] = zero_shot[task]
+            metrics = zero_shot[task]["metrics"]
+            _progress(f"{task}: acc {metrics['acc']:.4f} (n={zero_shot[task]['n']})")
+    # The embedding's dtype is the model's: with an adapter, the first parameter may be a float32 LoRA weight.
+    embedding = model.get_input_embeddings().weight
+    return {
+        "tasks": {name: records[name] for name in names},
+        "limit": limit,
+        "seed": seed,
+        "source": source,
+        "dtype": str(embedding.dtype).replace("torch.", ""),
+        "device": str(embedding.device),
+        "versions": package_versions(),
+        "seqlen": seqlen,
+    }
+
+
+def _adapter_dir(adapter: str | Path) -> Path:
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter folder {path} does not exist or has no adapter_config.json")
+    return path
+
+
+def run_eval(
+    model: str,
+    *,
+    adapter: str | Path | None = None,
+    tasks: str | Iterable[str] = ALL_TASKS,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+    source: str = "local",
+    dtype: str = "auto",
+    device: str | None = None,
+    batch_size: int = 8,
+    seqlen: int | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Load `model` (a path, hub id or alias such as `smollm2`), optionally with a peft `adapter` folder,
+    evaluate it on `tasks` and return the `evaluate_model` record plus "model" and "adapter".
+
+    With `out_dir`, also writes `metrics.json` (that record) and `metrics.md` (the paper-shaped table and
+    per-task details) atomically. The task names, every data file and the adapter folder are checked
+    before the model loads. Refuses a missing model path (`ModelLoadError`), a missing adapter folder or
+    data file (FileNotFoundError naming it), unknown tasks or sources and a limit or batch size below 1
+    (ValueError).
+    """
+    from recovery.models import load_model
+
+    _check_counts(limit, batch_size)
+    names = parse_tasks(tasks)
+    required_files(names, data_dir, source)
+    adapter_path = None if adapter is None else _adapter_dir(adapter)
+    loaded, tokenizer = load_model(model, dtype=dtype, device=device)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        loaded = PeftModel.from_pretrained(loaded, str(adapter_path))
+    loaded.eval()
+    record = {
+        "model": model,
+        "adapter": None if adapter_path is None else str(adapter_path),
+        **evaluate_model(
+            loaded,
+            tokenizer,
+            names,
+            limit=limit,
+            data_dir=data_dir,
+            source=source,
+            batch_size=batch_size,
+            seqlen=seqlen,
+            seed=seed,
+        ),
+    }
+    if out_dir is not None:
+        write_results(record, out_dir)
+    return record
+
+
+def result_label(record: dict[str, Any]) -> str:
+    """The row name of an evaluation record: its model, plus its adapter when it has one."""
+    model = str(record.get("model", "model"))
+    return f"{model} + {record['adapter']}" if record.get("adapter") else model
+
+
+def write_results(record: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write `metrics.json` and `metrics.md` for one evaluation record into `out_dir`, each atomically.
+
+    Returns the two paths.
+    """
+    out_dir = Path(out_dir)
+    json_text = json.dumps(record, indent=2) + "\n"
+    markdown = metrics_markdown(record)
+    json_path = write_atomic(out_dir / "metrics.json", lambda path: path.write_text(json_text, encoding="utf-8"))
+    markdown_path = write_atomic(out_dir / "metrics.md", lambda path: path.write_text(markdown, encoding="utf-8"))
+    return json_path, markdown_path
+
+
+def _format_metric(value: float | None, digits: int = 4) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def metrics_markdown(record: dict[str, Any]) -> str:
+    """`metrics.md`: the paper-shaped table for one record, then every task's metrics, n and time, then
+    the settings (limit, seed, dtype, device, seqlen, versions)."""
+    lines = [f"# Evaluation: {result_label(record)}", "", results_table({result_label(record): record}), ""]
+    lines += ["| task | metric | value | stderr | n | seconds |", "|---|---|---:|---:|---:|---:|"]
+    for task, task_record in record["tasks"].items():
+        metrics = task_record["metrics"]
+        for metric, value in metrics.items():
+            if metric.endswith("_stderr"):
+                continue
+            stderr = metrics.get(f"{metric}_stderr")
+            lines.append(
+                f"| {task} | {metric} | {_format_metric(value)} | {_format_metric(stderr)} | "
+                f"{task_record['n']} | {task_record['seconds']:.1f} |"
+            )
+    versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
+    lines += [
+        "",
+        f"limit: {record['limit']}; seed: {record['seed']}; source: {record['source']}; "
+        f"dtype: {record['dtype']}; device: {record['device']}; seqlen: {record['seqlen']}",
+        f"versions: {versions}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def results_table(results: dict[str, dict[str, Any]]) -> str:
+    """A markdown table in the shape of the paper's tables: one row per named evaluation record.
+
+    Columns: WikiText-2 PPL, PTB PPL, BoolQ, PIQA, HellaSwag, WinoGrande, ARC-e, ARC-c, OBQA, Average.
+    PPL to 2 decimals; accuracies in % to 2 decimals, acc_norm for PIQA, HellaSwag, ARC-e, ARC-c and
+    OBQA and acc for BoolQ and WinoGrande (a footnote says so). A task the record lacks shows "–". The
+    Average is over the seven accuracies; with some missing it is the mean of those present, marked "†"
+    and footnoted (so a `--limit` run on a few tasks still shows one); with none it is "–". Rows
+    evaluated with a limit are listed in a footnote. Refuses (ValueError) a record whose task lacks the
+    metric its column shows.
+    """
+    header = ["Model", *(title for _, title in PPL_COLUMNS), *(title for _, title, _ in ACCURACY_COLUMNS), "Average"]
+    rows: list[list[str]] = []
+    partial_average = False
+    limited: list[str] = []
+    for name, record in results.items():
+        tasks = record["tasks"]
+        cells = [_markdown_cell(name)]
+        for task, _ in PPL_COLUMNS:
+            cells.append(f"{tasks[task]['metrics']['ppl']:.2f}" if task in tasks else MISSING)
+        accuracies = []
+        for task, _, metric in ACCURACY_COLUMNS:
+            if task not in tasks:
+                cells.append(MISSING)
+                continue
+            value = tasks[task]["metrics"].get(metric)
+            if value is None:
+                raise ValueError(f"result {name!r}: task {task} has no {metric}, which its column shows")
+            accuracies.append(value)
+            cells.append(f"{100 * value:.2f}")
+        if len(accuracies) == len(ACCURACY_COLUMNS):
+            cells.append(f"{100 * sum(accuracies) / len(accuracies):.2f}")
+        elif accuracies:
+            partial_average = True
+            cells.append(f"{100 * sum(accuracies) / len(accuracies):.2f}{PARTIAL_AVERAGE}")
+        else:
+            cells.append(MISSING)
+        rows.append(cells)
+        if record.get("limit") is not None:
+            limited.append(f"{_markdown_cell(name)} ({record['limit']})")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    separator = [":" + "-" * (widths[0] - 1)] + ["-" * (width - 1) + ":" for width in widths[1:]]
+
+    def line(cells: list[str]) -> str:
+        padded = [cells[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    lines = [line(header), line(separator), *(line(row) for row in rows), ""]
+    lines.append(
+        "Accuracies in %: acc_norm for PIQA, HellaSwag, ARC-e, ARC-c and OBQA; acc for BoolQ and WinoGrande. "
+        "PPL: lower is better."
+    )
+    if partial_average:
+        lines.append(
+            "\\* Average of the accuracies present only (fewer than seven tasks): not comparable to a full one."
+        )
+    if limited:
+        lines.append(
+            "Evaluated with a limit (first N windows per PPL task, first N examples per zero-shot task): "
+            + ", ".join(limited)
+            + "."
+        )
+    return "\n".join(lines)
+
+
+def format_summary(record: dict[str, Any]) -> str:
+    """A one-screen text of an evaluation record for the CLI: settings, one line per task, and the table."""
+    head = f"paser eval: {result_label(record)} ({record['dtype']} on {record['device']}, seed {record['seed']}"
+    head += f", limit {record['limit']})" if record["limit"] is not None else ")"
+    lines = [head]
+    for task, task_record in record["tasks"].items():
+        metrics = task_record["metrics"]
+        if task in PPL_TASKS:
+            detail = (
+                f"ppl {metrics['ppl']:.4f}  mean NLL {metrics['mean_nll']:.4f} nats  "
+                f"{task_record['n_windows']} windows x {task_record['seqlen']}  {task_record['n']} tokens"
+            )
+        else:
+            parts = []
+            for metric in ("acc", "acc_norm"):
+                if metrics.get(metric) is None:
+                    continue
+                stderr = metrics.get(f"{metric}_stderr")
+                parts.append(f"{metric} {metrics[metric]:.4f}" + ("" if stderr is None else f" ± {stderr:.4f}"))
+            detail = "  ".join(parts) + f"  n={task_record['n']}"
+        lines.append(f"  {task:<14} {detail}  ({task_record['seconds']:.1f} s)")
+    lines += ["", results_table({result_label(record): record})]
+    return "\n".join(lines)
