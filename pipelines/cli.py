@@ -46,6 +46,29 @@ def prune_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_command(args: argparse.Namespace) -> int:
+    from recovery.evaluate import format_summary, run_eval
+
+    record = run_eval(
+        args.model,
+        adapter=args.adapter,
+        tasks=args.tasks,
+        limit=args.limit,
+        data_dir=args.data_dir,
+        source=args.source,
+        dtype=args.dtype,
+        device=args.device,
+        batch_size=args.batch_size,
+        seqlen=args.seqlen,
+        seed=args.seed,
+        out_dir=args.out,
+    )
+    print(format_summary(record))
+    if args.out:
+        print(f"metrics: {Path(args.out) / 'metrics.json'}, table: {Path(args.out) / 'metrics.md'}")
+    return 0
+
+
 def demo_command(args: argparse.Namespace) -> int:
     from data.demo import write_demo_corpus
     from pipelines.select import format_summary, run_select
@@ -112,6 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to zero, in (0,1)")
     prune.add_argument("--out", required=True, help="output directory")
     prune.set_defaults(run=prune_command)
+
+    evaluate = commands.add_parser("eval", help="perplexity and zero-shot accuracy (lm-eval, in-process, offline)")
+    evaluate.add_argument("--model", required=True, help="model to evaluate (path, hub id, or `smollm2`)")
+    evaluate.add_argument("--adapter", help="peft adapter folder to apply on top of the model")
+    evaluate.add_argument(
+        "--tasks",
+        default="all",
+        help="comma list of wikitext2, ptb, boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, "
+        "openbookqa, or `all` (default)",
+    )
+    evaluate.add_argument("--limit", type=int, help="at most N items per zero-shot task / N windows per ppl task")
+    evaluate.add_argument("--data-dir", dest="data_dir", help="offline data folder (default: $PASER_DATA_DIR)")
+    evaluate.add_argument(
+        "--source", default="local", choices=["local", "hub"], help="zero-shot data: local files or lm-eval's hub tasks"
+    )
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="windows / requests per batch")
+    evaluate.add_argument("--seqlen", type=int, help="perplexity window (default: min(2048, model maximum))")
+    evaluate.add_argument("--dtype", default="auto", help="auto, bf16, fp16, fp32")
+    evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed for lm-eval")
+    evaluate.add_argument("--out", help="folder for metrics.json and metrics.md (default: print only)")
+    evaluate.set_defaults(run=eval_command)
 
     demo = commands.add_parser("demo", help="offline demo: prune SmolLM2, select from the built-in corpus")
     demo.add_argument("--out", default="runs/demo", help="output directory")

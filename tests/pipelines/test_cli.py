@@ -26,3 +26,39 @@ def test_demo_selects_ten_percent_of_the_demo_corpus(tmp_path, capsys):
     assert "paser: 30 of 300 scored rows" in printed
     assert "adjusted Rand index" in printed
     assert len((tmp_path / "demo" / "selection" / "selection.jsonl").read_text().splitlines()) == 30
+
+
+def _shared_data_or_skip():
+    from data.paths import data_dir
+
+    try:
+        return data_dir()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+
+
+def test_eval_command_writes_metrics_and_prints_the_table(tiny_model_dir, tmp_path, capsys):
+    _shared_data_or_skip()
+    out = tmp_path / "eval"
+    status = main(
+        ["eval", "--model", str(tiny_model_dir), "--tasks", "wikitext2,piqa", "--limit", "2", "--out", str(out)]
+    )
+    assert status == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert set(record["tasks"]) == {"wikitext2", "piqa"} and record["limit"] == 2
+    assert 0.0 <= record["tasks"]["piqa"]["metrics"]["acc"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "WikiText-2 PPL" in printed and str(out / "metrics.json") in printed
+
+
+def test_eval_command_refuses_an_unknown_task_in_one_line(tiny_model_dir, capsys):
+    status = main(["eval", "--model", str(tiny_model_dir), "--tasks", "wikitext2,mmlu"])
+    assert status == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "unknown task 'mmlu'" in error
+
+
+def test_eval_command_names_a_missing_data_file(tiny_model_dir, tmp_path, capsys):
+    status = main(["eval", "--model", str(tiny_model_dir), "--tasks", "ptb", "--data-dir", str(tmp_path)])
+    assert status == 2
+    assert str(tmp_path / "eval" / "ptb.test.txt") in capsys.readouterr().err
