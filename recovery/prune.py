@@ -1,16 +1,23 @@
 """Pruning a causal LM into a plain Hugging Face checkpoint.
 
-Pruners are registered by name. This module holds magnitude pruning (the baseline of the Wanda and
-SparseGPT papers: smallest |W| within each linear layer of the decoder, embeddings and lm_head kept);
-the calibration-based methods plug into the same registry. The zeros of a pruned checkpoint are its
-mask: nothing else is stored.
+Pruners are registered by name with `register_pruner`; each takes `(model, target, calibration, **options)`,
+prunes the model in place and returns extra fields for the record written to `pruning.json`. This module holds
+the target (`PruneTarget`: a sparsity, an N:M pattern, or a fraction of blocks to drop), the N:M helpers every
+weight pruner shares, and magnitude pruning (the baseline of the Wanda and SparseGPT papers: smallest |W|
+within each linear layer of the decoder, embeddings and lm_head kept). Wanda and SparseGPT live in
+`recovery.wanda` and `recovery.sparsegpt`, block removal in `recovery.layer_drop`; they are imported on the
+first registry lookup, so importing this module stays cheap and free of import cycles. The zeros of a pruned
+checkpoint are its mask: nothing else is stored.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +25,138 @@ import torch
 
 from recovery.models import load_model, save_checkpoint
 
-PRUNERS: dict[str, Callable[..., dict[str, float]]] = {}
+# Modules that register pruners when imported; loaded lazily by `_load_methods`.
+METHOD_MODULES = ("recovery.wanda", "recovery.sparsegpt", "recovery.layer_drop")
+
+Pruner = Callable[..., dict[str, Any]]
 
 
-def register_pruner(
-    name: str,
-) -> Callable[[Callable[..., dict[str, float]]], Callable[..., dict[str, float]]]:
-    """Register a pruning function `fn(model, sparsity, **options) -> {layer name: sparsity}`."""
+@dataclass(frozen=True)
+class PruneTarget:
+    """How much to prune: exactly one of an unstructured `sparsity`, an N:M `pattern`, or a block `drop` fraction.
 
-    def decorator(
-        function: Callable[..., dict[str, float]],
-    ) -> Callable[..., dict[str, float]]:
-        PRUNERS[name] = function
+    `sparsity`: fraction of the weights of every prunable linear layer set to zero, in (0, 1).
+    `pattern`: (N, M) with 0 < N < M: at most N of every M consecutive input weights of a row stay non-zero
+    (N kept per group, as in the Wanda/SparseGPT papers and NVIDIA's 2:4).
+    `drop`: fraction of decoder blocks removed, in (0, 1) (structured layer drop).
+    """
+
+    sparsity: float | None = None
+    pattern: tuple[int, int] | None = None
+    drop: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("sparsity", "pattern", "drop") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of sparsity, pattern or drop; got {', '.join(given) or 'none'}")
+        if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be in (0, 1), got {self.sparsity}")
+        if self.drop is not None and not 0.0 < self.drop < 1.0:
+            raise ValueError(f"drop must be in (0, 1), got {self.drop}")
+        if self.pattern is not None:
+            kept, group = self.pattern
+            if not 0 < kept < group:
+                raise ValueError(f"N:M pattern needs 0 < N < M (N weights kept per group of M), got {kept}:{group}")
+
+    @classmethod
+    def from_args(
+        cls, sparsity: float | None = None, pattern: str | None = None, drop: float | None = None
+    ) -> PruneTarget:
+        """The target from command-line style values; `pattern` is "N:M" (e.g. "2:4"). Refuses malformed values."""
+        parsed_pattern = None
+        if pattern is not None:
+            parts = pattern.split(":")
+            if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+                raise ValueError(f"pattern must look like N:M (e.g. 2:4), got {pattern!r}")
+            parsed_pattern = (int(parts[0]), int(parts[1]))
+        return cls(sparsity=sparsity, pattern=parsed_pattern, drop=drop)
+
+    @property
+    def kind(self) -> str:
+        """ "sparsity", "pattern" or "drop": which field is set."""
+        if self.sparsity is not None:
+            return "sparsity"
+        return "pattern" if self.pattern is not None else "drop"
+
+    @property
+    def fraction_pruned(self) -> float:
+        """The fraction of weights (sparsity, pattern) or of decoder blocks (drop) removed."""
+        if self.pattern is not None:
+            kept, group = self.pattern
+            return (group - kept) / group
+        return self.sparsity if self.sparsity is not None else self.drop
+
+    @property
+    def density(self) -> float:
+        """The fraction kept: 1 - `fraction_pruned`."""
+        return 1.0 - self.fraction_pruned
+
+    def describe(self) -> str:
+        """A short label: "50%", "2:4" or "drop 25%"."""
+        if self.pattern is not None:
+            return f"{self.pattern[0]}:{self.pattern[1]}"
+        if self.sparsity is not None:
+            return f"{self.sparsity * 100:g}%"
+        return f"drop {self.drop * 100:g}%"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form recorded in `pruning.json`: the set field, the pattern as "N:M", and the label."""
+        value: Any = self.describe() if self.pattern is not None else getattr(self, self.kind)
+        return {self.kind: value, "fraction_pruned": self.fraction_pruned, "label": self.describe()}
+
+
+@dataclass(frozen=True)
+class RegisteredPruner:
+    """A pruning function and whether it needs calibration token ids."""
+
+    function: Pruner
+    needs_calibration: bool
+
+
+PRUNERS: dict[str, RegisteredPruner] = {}
+
+
+def register_pruner(name: str, needs_calibration: bool = False) -> Callable[[Pruner], Pruner]:
+    """Register `fn(model, target: PruneTarget, calibration: Tensor | None, **options) -> dict` as method `name`.
+
+    The function prunes in place and returns fields to merge into the `pruning.json` record. With
+    `needs_calibration`, `prune_model` refuses to call it without calibration token ids.
+    """
+
+    def decorator(function: Pruner) -> Pruner:
+        PRUNERS[name] = RegisteredPruner(function, needs_calibration)
         return function
 
     return decorator
 
 
-def get_pruner(name: str) -> Callable[..., dict[str, float]]:
-    """The registered pruner `name`; unknown names raise ValueError listing the known ones."""
+def _load_methods() -> None:
+    """Import the modules that register the calibration-based and structural methods."""
+    for module in METHOD_MODULES:
+        importlib.import_module(module)
+
+
+def known_methods() -> list[str]:
+    """The names of all registered pruning methods, sorted."""
+    _load_methods()
+    return sorted(PRUNERS)
+
+
+def _registered(name: str) -> RegisteredPruner:
+    _load_methods()
     if name not in PRUNERS:
         raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(sorted(PRUNERS))}")
     return PRUNERS[name]
+
+
+def get_pruner(name: str) -> Pruner:
+    """The registered pruner `name`; unknown names raise ValueError listing the known ones."""
+    return _registered(name).function
+
+
+def needs_calibration(name: str) -> bool:
+    """Whether method `name` needs calibration token ids; unknown names raise ValueError listing the known ones."""
+    return _registered(name).needs_calibration
 
 
 def prunable_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
@@ -52,61 +169,152 @@ def prunable_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
     }
 
 
-def check_sparsity(sparsity: float) -> None:
-    """Refuse a target sparsity outside the open interval (0, 1)."""
-    if not 0.0 < sparsity < 1.0:
-        raise ValueError(f"sparsity must be in (0, 1), got {sparsity}")
+def check_pattern(layer_name: str, in_features: int, pattern: tuple[int, int]) -> None:
+    """Refuse an N:M pattern whose group size M does not divide the layer's input width (groups run along inputs)."""
+    kept, group = pattern
+    if in_features % group:
+        raise ValueError(
+            f"pattern {kept}:{group} does not fit layer {layer_name}: its input width {in_features} "
+            f"is not a multiple of {group}"
+        )
+
+
+def check_weight_target(method: str, model: torch.nn.Module, target: PruneTarget) -> None:
+    """Refuse a target a weight pruner cannot meet: a block drop, or an N:M pattern some layer's width breaks.
+
+    Checked for every prunable layer before any work, so a bad pattern fails in seconds, not mid-model.
+    """
+    if target.drop is not None:
+        raise ValueError(f"method {method!r} prunes weights: give a sparsity or an N:M pattern, not drop")
+    if target.pattern is not None:
+        for name, layer in prunable_linears(model).items():
+            check_pattern(name, layer.in_features, target.pattern)
+
+
+def nm_prune_mask(metric: torch.Tensor, pattern: tuple[int, int]) -> torch.Tensor:
+    """Boolean mask (True = prune) of the M - N smallest `metric` entries in every group of M consecutive columns.
+
+    `metric` is [rows, columns] with columns a multiple of M (see `check_pattern`); each group keeps exactly N.
+    """
+    kept, group = pattern
+    rows, columns = metric.shape
+    grouped = metric.reshape(rows, columns // group, group)
+    smallest = torch.topk(grouped, group - kept, dim=-1, largest=False).indices
+    mask = torch.zeros_like(grouped, dtype=torch.bool)
+    mask.scatter_(-1, smallest, True)
+    return mask.reshape(rows, columns)
+
+
+@torch.no_grad()
+def magnitude_prune_layer(layer: torch.nn.Linear, target: PruneTarget) -> None:
+    """Zero the smallest-|W| weights of one linear layer in place.
+
+    Unstructured: exactly `round(sparsity * numel)` weights over the whole layer (ties broken by position, via
+    a stable sort). N:M: the M - N smallest in every group of M consecutive input weights of each row.
+    """
+    weight = layer.weight
+    magnitude = weight.detach().abs().float()
+    if target.pattern is not None:
+        weight[nm_prune_mask(magnitude, target.pattern)] = 0
+        return
+    n_pruned = round(target.sparsity * weight.numel())
+    order = torch.sort(magnitude.flatten(), stable=True).indices
+    weight.view(-1)[order[:n_pruned]] = 0
 
 
 @register_pruner("magnitude")
-@torch.no_grad()
-def magnitude_prune(model: torch.nn.Module, sparsity: float) -> dict[str, float]:
-    """Zero the `sparsity` fraction of smallest-|W| weights in every prunable linear layer, in place.
+def magnitude_prune(model: torch.nn.Module, target: PruneTarget, calibration: torch.Tensor | None) -> dict[str, Any]:
+    """Magnitude-prune every prunable linear layer in place (`magnitude_prune_layer`); calibration is unused.
 
-    Exactly `round(sparsity * numel)` weights per layer become zero (ties broken by position, via a
-    stable sort). Returns the achieved sparsity per layer.
+    Returns no extra record fields.
     """
-    check_sparsity(sparsity)
-    achieved: dict[str, float] = {}
-    for name, layer in prunable_linears(model).items():
-        weight = layer.weight
-        n_pruned = round(sparsity * weight.numel())
-        order = torch.sort(weight.detach().abs().flatten().float(), stable=True).indices
-        flat = weight.view(-1)
-        flat[order[:n_pruned]] = 0
-        achieved[name] = float((weight == 0).sum()) / weight.numel()
-    return achieved
+    check_weight_target("magnitude", model, target)
+    for layer in prunable_linears(model).values():
+        magnitude_prune_layer(layer, target)
+    return {}
 
 
-def prune_model(model: torch.nn.Module, method: str, sparsity: float, **options: Any) -> dict[str, Any]:
-    """Prune `model` in place with the registered `method`; returns the record written to `pruning.json`."""
-    pruner = get_pruner(method)
+def layer_sparsity(model: torch.nn.Module) -> dict[str, float]:
+    """Fraction of exact zeros in the weight of every prunable linear layer, by qualified name."""
+    return {
+        name: float((layer.weight == 0).sum()) / layer.weight.numel() for name, layer in prunable_linears(model).items()
+    }
+
+
+def _effective_options(pruner: Pruner, options: dict[str, Any]) -> dict[str, Any]:
+    """The pruner's keyword defaults overridden by `options`, so the record shows every setting that was used."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(pruner).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **options}
+
+
+def prune_model(
+    model: torch.nn.Module,
+    method: str,
+    target: PruneTarget,
+    calibration: torch.Tensor | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Prune `model` in place with the registered `method`; returns the record written to `pruning.json`.
+
+    The record holds the method, the target (`PruneTarget.to_dict`), the options in effect (the pruner's defaults
+    plus `options`), the calibration shape [windows, tokens] or None, the sparsity of every prunable linear layer
+    and over all of them measured after pruning, the wall time in seconds, and the pruner's own fields (the
+    measured fields win a name clash). Refuses a method that needs calibration when `calibration` is None.
+    """
+    registered = _registered(method)
+    if registered.needs_calibration and calibration is None:
+        raise ValueError(f"method {method!r} needs calibration token ids (a [windows, tokens] tensor)")
     started = time.perf_counter()
-    per_layer = pruner(model, sparsity, **options)
+    fields = registered.function(model, target, calibration, **options)
+    seconds = time.perf_counter() - started
     layers = prunable_linears(model).values()
     total_weights = sum(layer.weight.numel() for layer in layers)
     total_zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
     return {
         "method": method,
-        "target_sparsity": sparsity,
-        "options": options,
-        "per_layer_sparsity": per_layer,
-        "total_sparsity": total_zeros / total_weights,
-        "seconds": round(time.perf_counter() - started, 3),
+        "target": target.to_dict(),
+        "options": _effective_options(registered.function, options),
+        "calibration_shape": list(calibration.shape) if calibration is not None else None,
+        **fields,
+        "per_layer_sparsity": layer_sparsity(model),
+        "total_sparsity": total_zeros / total_weights if total_weights else 0.0,
+        "seconds": round(seconds, 3),
     }
 
 
 def save_pruned(model: torch.nn.Module, tokenizer: Any, out_dir: Path, record: dict[str, Any]) -> Path:
-    """Write the pruned model + tokenizer + `pruning.json` (the `prune_model` record) to `out_dir` atomically."""
-    return save_checkpoint(model, tokenizer, out_dir, {"pruning.json": json.dumps(record, indent=2)})
+    """Write the pruned model + tokenizer + `pruning.json` (the `prune_model` record) to `out_dir` atomically.
 
-
-def prune_checkpoint(model_name: str, method: str, sparsity: float, out_dir: Path, **options: Any) -> dict[str, Any]:
-    """Load `model_name` (fp32, CPU), prune it with `method` and save it to `out_dir` with its `pruning.json`.
-
-    Methods without calibration data record `calibration: null`. Returns the record.
+    Values JSON cannot encode (a `torch.device` option) are written as strings.
     """
-    model, tokenizer = load_model(model_name, dtype="fp32", device="cpu")
-    record = {**prune_model(model, method, sparsity, **options), "model": model_name, "calibration": None}
+    text = json.dumps(record, indent=2, default=str)
+    return save_checkpoint(model, tokenizer, out_dir, {"pruning.json": text})
+
+
+def prune_checkpoint(
+    model_name: str,
+    method: str,
+    target: PruneTarget,
+    out_dir: Path,
+    calibration: torch.Tensor | None = None,
+    calibration_record: dict[str, Any] | None = None,
+    device: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Load `model_name` (fp32, on `device`, CPU by default), prune it and save it to `out_dir` with `pruning.json`.
+
+    The record is `prune_model`'s plus `model` and `calibration` (`calibration_record`, describing where the
+    calibration windows came from, or None). Returns the record.
+    """
+    model, tokenizer = load_model(model_name, dtype="fp32", device=device or "cpu")
+    record = {
+        **prune_model(model, method, target, calibration, **options),
+        "model": model_name,
+        "calibration": calibration_record,
+    }
     save_pruned(model, tokenizer, Path(out_dir), record)
     return record
