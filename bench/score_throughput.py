@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recovery.models import load_model  # noqa: E402
-from recovery.prune import magnitude_prune  # noqa: E402
+from recovery.prune import PruneTarget, prune_model  # noqa: E402
 from selection.corpus import CorpusConfig, load_corpus  # noqa: E402
 from selection.degradation import DegradationConfig, score_degradation  # noqa: E402
 from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus  # noqa: E402
@@ -71,7 +71,7 @@ def main() -> None:
         check_same_tokenizer(tokenizer, pruned_tokenizer)
     else:
         pruned = copy.deepcopy(original)
-        magnitude_prune(pruned, 0.5)
+        prune_model(pruned, "magnitude", PruneTarget(sparsity=0.5))
     encoded, _, _ = encode_corpus(corpus.samples, tokenizer, args.max_length, show_progress=False)
     encoded = encoded[: args.rows]
     if len(encoded) < args.rows:

@@ -39,11 +39,43 @@ def select_command(args: argparse.Namespace) -> int:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from recovery.prune import prune_checkpoint
+    from recovery.prune import PruneTarget, prune_checkpoint
 
-    record = prune_checkpoint(args.model, args.method, args.sparsity, Path(args.out))
-    print(f"pruned {args.model} with {args.method}: total sparsity {record['total_sparsity']:.4f} -> {args.out}")
+    sparsity = args.sparsity
+    if sparsity is None and args.pattern is None and args.drop is None and args.method != "layer_drop":
+        sparsity = 0.5
+    target = PruneTarget.from_args(sparsity=sparsity, pattern=args.pattern, drop=args.drop)
+    record = prune_checkpoint(
+        args.model,
+        args.method,
+        target,
+        Path(args.out),
+        device=args.device,
+        calibration_source=args.calibration,
+        calibration_samples=args.calibration_samples,
+        calibration_seqlen=args.seqlen,
+        seed=args.seed,
+    )
+    print(format_pruning(record, args.out))
     return 0
+
+
+def format_pruning(record: dict, out: str) -> str:
+    """One line on what `paser prune` did: method, target, what was removed, calibration, time, where."""
+    calibration = record.get("calibration")
+    source = (
+        "no calibration"
+        if calibration is None
+        else (f"calibration {calibration['n_samples']} x {calibration['seqlen']} tokens from {calibration['source']}")
+    )
+    if "dropped_layers" in record:
+        removed = f"dropped blocks {record['dropped_layers']} ({record['layers_before']} -> {record['layers_after']})"
+    else:
+        removed = f"total sparsity {record['total_sparsity']:.4f}"
+    return (
+        f"pruned {record['model']} with {record['method']} {record['target']['label']}: {removed}; {source}; "
+        f"{record['seconds']:.1f} s -> {out}"
+    )
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -72,15 +104,21 @@ def eval_command(args: argparse.Namespace) -> int:
 def demo_command(args: argparse.Namespace) -> int:
     from data.demo import write_demo_corpus
     from pipelines.select import format_summary, run_select
-    from recovery.prune import prune_checkpoint
+    from recovery.prune import PruneTarget, prune_checkpoint
 
     out = Path(args.out)
-    pruned_dir = out / "pruned-magnitude-50"
+    pruned_dir = out / "pruned-wanda-50"
     if not (pruned_dir / "pruning.json").exists():
-        print(
-            "[paser] demo: magnitude-pruning SmolLM2-135M-Instruct to 50% (pruning methods with calibration come later)"
+        print("[paser] demo: Wanda-pruning SmolLM2-135M-Instruct to 50%, calibrated on 32 x 256 demo-corpus tokens")
+        prune_checkpoint(
+            "smollm2",
+            "wanda",
+            PruneTarget(sparsity=0.5),
+            pruned_dir,
+            calibration_source="demo",
+            calibration_samples=32,
+            calibration_seqlen=256,
         )
-        prune_checkpoint("smollm2", "magnitude", 0.5, pruned_dir)
     corpus = write_demo_corpus(out / "demo_corpus.jsonl")
     overrides = [
         f"corpus.path={corpus}",
@@ -131,8 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = commands.add_parser("prune", help="prune a model into a plain HF checkpoint")
     prune.add_argument("--model", required=True, help="model to prune (path, hub id, or `smollm2`)")
-    prune.add_argument("--method", default="magnitude", help="pruning method (known: magnitude)")
-    prune.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to zero, in (0,1)")
+    prune.add_argument(
+        "--method", default="magnitude", help="magnitude (default), wanda, sparsegpt, or layer_drop (structured)"
+    )
+    amount = prune.add_mutually_exclusive_group()
+    amount.add_argument("--sparsity", type=float, help="fraction of weights to zero, in (0,1) (default 0.5)")
+    amount.add_argument("--pattern", help="N:M semi-structured sparsity, e.g. 2:4 (N kept in every M inputs)")
+    amount.add_argument("--drop", type=float, help="layer_drop: fraction of decoder blocks to remove, in (0,1)")
+    prune.add_argument(
+        "--calibration",
+        help="calibration text for wanda/sparsegpt/layer_drop: a corpus file, a .txt file, `demo`, or "
+        "`wikitext2`/`c4` (hub); never an evaluation test split",
+    )
+    prune.add_argument(
+        "--calibration-samples", dest="calibration_samples", type=int, default=128, help="calibration windows"
+    )
+    prune.add_argument("--seqlen", type=int, help="tokens per calibration window (default: min(2048, model max))")
+    prune.add_argument("--seed", type=int, default=0, help="seed for drawing calibration windows")
+    prune.add_argument("--device", help="device to prune on (default cpu; cuda moves one block at a time)")
     prune.add_argument("--out", required=True, help="output directory")
     prune.set_defaults(run=prune_command)
 
@@ -177,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers_logging.disable_progress_bar()
     try:
         return args.run(args)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, ConnectionError, RuntimeError) as error:
         if os.environ.get("PASER_DEBUG"):
             raise
         print(f"paser {args.command}: error: {error}", file=sys.stderr)

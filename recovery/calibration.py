@@ -28,11 +28,11 @@ import torch
 
 from data.demo import demo_rows
 from data.paths import data_dir as resolve_data_dir
+from recovery.models import DEFAULT_SEQLEN
 from selection.corpus import FILE_SUFFIXES, CorpusConfig, Sample, load_corpus
 from selection.formatting import build_prompt
 
 DEFAULT_N_SAMPLES = 128
-DEFAULT_SEQLEN = 2048
 DOCUMENT_SEPARATOR = "\n\n"
 HUB_SOURCES = ("wikitext2", "c4")
 # C4 shard the Wanda code calibrates on (allenai/c4, English, first training shard).
@@ -45,19 +45,6 @@ EVALUATION_FILE_PATTERN = re.compile(r"^(wikitext2_raw_v1_test.*|ptb\.test\.txt)
 _HASH_CHUNK_BYTES = 1 << 20
 # Documents tokenised per call when counting C4 tokens.
 _C4_COUNT_BATCH = 256
-
-
-def default_seqlen(config: Any) -> int:
-    """The calibration window length for a model config, in tokens: min(2048, the model's max positions).
-
-    Reads `max_position_embeddings` (Llama, Mistral, Qwen, SmolLM) or `n_positions` (GPT-2 style); refuses
-    (ValueError naming the class) a config with neither.
-    """
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return min(DEFAULT_SEQLEN, value)
-    raise ValueError(f"{type(config).__name__} has no max_position_embeddings or n_positions; pass seqlen explicitly")
 
 
 def load_calibration(
@@ -73,8 +60,8 @@ def load_calibration(
 
     `source` is `demo`, `wikitext2`, `c4`, a `.txt` file, or a corpus file (`.jsonl`, `.jsonl.gz`, `.json`,
     `.json.gz`, `.parquet`; Alpaca or chat rows). `seqlen=None` means min(2048, `max_length`), `max_length`
-    being the model's maximum positions (`default_seqlen(model.config)`; 2048 when not given). `data_dir` is
-    the data directory whose `eval/` folder is refused (default: `data.paths.data_dir()` when one exists).
+    being the model's maximum positions (`recovery.models.max_positions(model.config)`; 2048 when not given).
+    `data_dir` is the data directory whose `eval/` folder is refused (default: `data.paths.data_dir()` when one exists).
 
     Returns `(input_ids, record)`: a `[n_samples, seqlen]` torch.long tensor, and the JSON-serialisable record
     for `pruning.json`: source, kind (`corpus`, `text`, `demo`, `hub`), n_samples, seqlen, seed,

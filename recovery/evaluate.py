@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data.paths import data_file
+from recovery.models import default_seqlen, max_positions
 from recovery.tasks.utils import TASK_FILES
 from recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, run_zero_shot
 from selection.atomic import write_atomic
@@ -34,7 +35,6 @@ PPL_FILES: dict[str, str] = {
     "wikitext2": "eval/wikitext2_raw_v1_test.jsonl",
     "ptb": "eval/ptb.test.txt",
 }
-DEFAULT_SEQLEN = 2048
 
 # Table columns in the order of the paper's tables: (task, header, metric shown).
 # acc_norm where lm-eval's length-normalised accuracy is the reported one (as in LLM-Pruner and PASER);
@@ -126,22 +126,6 @@ def required_files(
     return files
 
 
-def max_positions(model: Any) -> int | None:
-    """The longest sequence the model's config allows (max_position_embeddings or n_positions), or None."""
-    config = model.config
-    for field in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, field, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def default_seqlen(model: Any) -> int:
-    """min(2048, the model's maximum positions); 2048 when the config states no maximum."""
-    limit = max_positions(model)
-    return DEFAULT_SEQLEN if limit is None else min(DEFAULT_SEQLEN, limit)
-
-
 def _check_counts(limit: int | None, batch_size: int) -> None:
     """Refuse (ValueError) a limit or batch size below 1 before anything loads or runs."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -193,8 +177,8 @@ def perplexity(
     Refuses (ValueError) seqlen < 2 or beyond the model's maximum positions, batch_size or limit < 1,
     and a text shorter than one window.
     """
-    seqlen = default_seqlen(model) if seqlen is None else seqlen
-    longest = max_positions(model)
+    seqlen = default_seqlen(model.config) if seqlen is None else seqlen
+    longest = max_positions(model.config)
     if seqlen < 2:
         raise ValueError(f"seqlen must be at least 2, got {seqlen}")
     if longest is not None and seqlen > longest:
@@ -284,7 +268,7 @@ def evaluate_model(
     files = required_files(names, data_dir, source)
     ppl_tasks = [name for name in names if name in PPL_TASKS]
     zero_shot_tasks = [name for name in names if name in ZERO_SHOT_TASKS]
-    seqlen = default_seqlen(model) if seqlen is None else seqlen
+    seqlen = default_seqlen(model.config) if seqlen is None else seqlen
     records: dict[str, dict[str, Any]] = {}
     for task in ppl_tasks:
         started = time.perf_counter()

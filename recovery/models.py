@@ -238,3 +238,22 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
             "layer-wise pruning supports Llama-style causal LMs"
         )
     return layers
+
+
+# The window length of the published pruning and perplexity protocols (SparseGPT, Wanda, LLM-Pruner).
+DEFAULT_SEQLEN = 2048
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a model config allows (`max_position_embeddings`, or GPT-2's `n_positions`), or None."""
+    for field in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def default_seqlen(config: Any) -> int:
+    """Tokens per calibration or perplexity window: min(2048, the model's maximum); 2048 when it states none."""
+    limit = max_positions(config)
+    return DEFAULT_SEQLEN if limit is None else min(DEFAULT_SEQLEN, limit)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from recovery.models import load_model, save_checkpoint
+from recovery.models import load_model, max_positions, save_checkpoint
 
 # Modules that register pruners when imported; loaded lazily by `_load_methods`.
 METHOD_MODULES = ("recovery.wanda", "recovery.sparsegpt", "recovery.layer_drop")
@@ -303,14 +303,41 @@ def prune_checkpoint(
     calibration: torch.Tensor | None = None,
     calibration_record: dict[str, Any] | None = None,
     device: str | None = None,
+    *,
+    calibration_source: str | None = None,
+    calibration_samples: int = 128,
+    calibration_seqlen: int | None = None,
+    seed: int = 0,
     **options: Any,
 ) -> dict[str, Any]:
     """Load `model_name` (fp32, on `device`, CPU by default), prune it and save it to `out_dir` with `pruning.json`.
 
-    The record is `prune_model`'s plus `model` and `calibration` (`calibration_record`, describing where the
-    calibration windows came from, or None). Returns the record.
+    Calibration comes either as token ids (`calibration`, described by `calibration_record`) or is drawn here
+    from `calibration_source` (see `recovery.calibration.load_calibration`: a corpus or text file, `demo`,
+    `wikitext2`, `c4`): `calibration_samples` windows of `calibration_seqlen` tokens (default min(2048, the
+    model's maximum)) chosen under `seed`. The record is `prune_model`'s plus `model` and `calibration` (where
+    the windows came from, or None). Refuses, before the model loads, an unknown method, a method that needs
+    calibration without any, and both kinds of calibration at once (ValueError). Returns the record.
     """
+    if calibration is not None and calibration_source is not None:
+        raise ValueError("give calibration token ids or a calibration source, not both")
+    if needs_calibration(method) and calibration is None and calibration_source is None:
+        raise ValueError(
+            f"method {method!r} needs calibration data: a corpus file (JSONL/JSON/Parquet), a .txt file, "
+            "`demo`, or `wikitext2`/`c4` from the hub"
+        )
     model, tokenizer = load_model(model_name, dtype="fp32", device=device or "cpu")
+    if calibration_source is not None:
+        from recovery.calibration import load_calibration
+
+        calibration, calibration_record = load_calibration(
+            calibration_source,
+            tokenizer,
+            n_samples=calibration_samples,
+            seqlen=calibration_seqlen,
+            seed=seed,
+            max_length=max_positions(model.config),
+        )
     record = {
         **prune_model(model, method, target, calibration, **options),
         "model": model_name,

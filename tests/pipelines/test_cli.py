@@ -19,11 +19,46 @@ def test_prune_command_refuses_a_missing_model_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith(f"model path does not exist: {tmp_path / 'missing'}")
 
 
+def test_prune_command_runs_wanda_at_two_four_with_demo_calibration(tiny_model_dir, tmp_path, capsys):
+    args = ["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--pattern", "2:4", "--out", str(tmp_path)]
+    status = main(args + ["--calibration", "demo", "--calibration-samples", "4", "--seqlen", "32"])
+    assert status == 0
+    record = json.loads((tmp_path / "pruning.json").read_text())
+    assert record["target"]["pattern"] == "2:4" and record["calibration"]["source"] == "demo"
+    assert record["calibration_shape"] == [4, 32]
+    assert "wanda 2:4: total sparsity 0.5000; calibration 4 x 32 tokens from demo" in capsys.readouterr().out
+
+
+def test_prune_command_drops_layers(tiny_model_dir, tmp_path, capsys):
+    args = ["prune", "--model", str(tiny_model_dir), "--method", "layer_drop", "--drop", "0.5", "--out", str(tmp_path)]
+    assert main(args + ["--calibration", "demo", "--calibration-samples", "2", "--seqlen", "16"]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    assert "(2 -> 1)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "wanda"], "method 'wanda' needs calibration data"),
+        (["--method", "pruneit"], "unknown pruning method 'pruneit'; known: layer_drop, magnitude, sparsegpt, wanda"),
+        (["--sparsity", "1.5"], "sparsity must be in (0, 1), got 1.5"),
+        (["--pattern", "2:5"], "its input width 48 is not a multiple of 5"),
+        (["--method", "layer_drop", "--calibration", "demo"], "give exactly one of sparsity, pattern or drop"),
+    ],
+)
+def test_prune_command_refuses_bad_input_in_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
+    assert main(["prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "p"), *extra]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.slow
 def test_demo_selects_ten_percent_of_the_demo_corpus(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     printed = capsys.readouterr().out
-    assert "paser: 30 of 300 scored rows" in printed
+    assert "Wanda-pruning" in printed and "paser: 30 of 300 scored rows" in printed
     assert "adjusted Rand index" in printed
     assert len((tmp_path / "demo" / "selection" / "selection.jsonl").read_text().splitlines()) == 30
 

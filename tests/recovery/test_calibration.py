@@ -7,7 +7,8 @@ import torch
 from transformers import LlamaConfig
 
 from data.paths import data_file
-from recovery.calibration import DOCUMENT_SEPARATOR, default_seqlen, formatted_rows, load_calibration
+from recovery.calibration import DOCUMENT_SEPARATOR, formatted_rows, load_calibration
+from recovery.models import default_seqlen
 from selection.corpus import CorpusConfig, load_corpus
 
 
