@@ -157,6 +157,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> 
     return directory
 
 
+@pytest.fixture
+def tiny_model(tiny_model_dir: Path, single_torch_thread) -> torch.nn.Module:
+    """A fresh fp32 copy of the tiny model per test (pruning and training change it in place), in eval mode."""
+    from recovery.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
+    return model
+
+
 @pytest.fixture(scope="session")
 def perturbed_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
     """The tiny model plus seeded Gaussian noise on every weight (so predictions differ), same tokenizer."""

@@ -21,12 +21,6 @@ WEIGHT_METHODS = ["magnitude", "wanda", "sparsegpt"]
 
 
 @pytest.fixture
-def tiny_model(tiny_model_dir, single_torch_thread):
-    model, _ = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
-    return model
-
-
-@pytest.fixture
 def calibration(tiny_tokenizer):
     generator = torch.Generator().manual_seed(0)
     return torch.randint(10, len(tiny_tokenizer), (4, 16), generator=generator)

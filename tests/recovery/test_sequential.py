@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from recovery.models import decoder_layers, load_model
+from recovery.models import decoder_layers
 from recovery.prune import PruneTarget, magnitude_prune_layer
 from recovery.sequential import prune_sequentially
 
@@ -12,12 +12,6 @@ class TokenCount:
 
     def add_batch(self, inputs: torch.Tensor) -> None:
         self.tokens += inputs.reshape(-1, inputs.shape[-1]).shape[0]
-
-
-@pytest.fixture
-def tiny_model(tiny_model_dir, single_torch_thread):
-    model, _ = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
-    return model
 
 
 @pytest.fixture
