@@ -296,20 +296,20 @@ def evaluate_model(
         _progress(f"{task}: ppl {result['ppl']:.4f} ({result['n_windows']} windows, {seconds:.1f} s)")
     if zero_shot_tasks:
         _progress(f"zero-shot: {', '.join(zero_shot_tasks)}" + (f" (limit {limit})" if limit else ""))
-        zero_shot = run_zero_shot(
-            model,
-            tokenizer,
-            zero_shot_tasks,
-            limit=limit,
-            data_dir=data_dir,
-            source=source,
-            batch_size=batch_size,
-            seed=seed,
-        )
         for task in zero_shot_tasks:
-            records[task] = zero_shot[task]
-            metrics = zero_shot[task]["metrics"]
-            _progress(f"{task}: acc {metrics['acc']:.4f} (n={zero_shot[task]['n']})")
+            # One task per call, so each result is reported (and kept) as soon as it is known.
+            records[task] = run_zero_shot(
+                model,
+                tokenizer,
+                [task],
+                limit=limit,
+                data_dir=data_dir,
+                source=source,
+                batch_size=batch_size,
+                seed=seed,
+            )[task]
+            metrics = records[task]["metrics"]
+            _progress(f"{task}: acc {metrics['acc']:.4f} (n={records[task]['n']}, {records[task]['seconds']:.1f} s)")
     # The embedding's dtype is the model's: with an adapter, the first parameter may be a float32 LoRA weight.
     embedding = model.get_input_embeddings().weight
     return {
@@ -496,7 +496,7 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     )
     if partial_average:
         lines.append(
-            "\\* Average of the accuracies present only (fewer than seven tasks): not comparable to a full one."
+            f"{PARTIAL_AVERAGE} Mean of the accuracies present only (fewer than seven): not comparable to a full one."
         )
     if limited:
         lines.append(

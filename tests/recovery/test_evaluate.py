@@ -197,7 +197,7 @@ def test_average_over_fewer_than_seven_tasks_is_marked_and_footnoted():
     table = results_table({"pruned": _record(limit=4, boolq=0.6, piqa=0.7)})
     cells = [cell.strip() for cell in table.splitlines()[2].strip("|").split("|")]
     assert cells[-1] == "65.50†"
-    assert "fewer than seven tasks" in table
+    assert "† Mean of the accuracies present only (fewer than seven)" in table
     assert "pruned (4)" in table
     assert "acc_norm for PIQA, HellaSwag, ARC-e, ARC-c and OBQA; acc for BoolQ and WinoGrande" in table
 
