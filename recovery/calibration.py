@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,11 @@ WIKITEXT_CONFIG = "wikitext-2-raw-v1"
 # Test-split file names of the perplexity benchmarks, wherever they lie.
 EVALUATION_FILE_PATTERN = re.compile(r"^(wikitext2_raw_v1_test.*|ptb\.test\.txt)$")
 _HASH_CHUNK_BYTES = 1 << 20
-# Documents tokenised per call when counting C4 tokens.
-_C4_COUNT_BATCH = 256
+# Documents tokenised per call when counting tokens of a sampled source (C4, corpus rows).
+_COUNT_BATCH = 256
+# Corpus rows are rendered until their text holds this many times the tokens the windows cover, so random
+# windows rarely share text, while a 3M-row corpus is not rendered and tokenised whole for 128 windows.
+CORPUS_TOKEN_FACTOR = 4
 
 
 def load_calibration(
@@ -69,7 +72,8 @@ def load_calibration(
     n_samples * seqlen tokens, so windows must repeat text; random windows of a longer text may still share
     some tokens, as in the published code), text_sha256 (of the tokenised text),
     sha256 (of the file) or hub (dataset id, config/shard, split; for C4 also documents_used), and for corpora
-    and the demo rows_read / rows_used / rows_skipped (by reason).
+    and the demo rows_read / rows_valid / rows_used / rows_skipped (by reason). Corpus and demo rows are taken
+    in seeded random order until they hold `CORPUS_TOKEN_FACTOR` x the windows' tokens (`corpus_documents`).
 
     Refuses: evaluation test text (ValueError: WikiText-2 / PTB test files, anything under the data
     directory's `eval/`), a missing file (FileNotFoundError naming it), an unsupported file type, a text with
@@ -87,8 +91,8 @@ def load_calibration(
             Sample(id=str(index), instruction=row["instruction"], input=row["input"], response=row["output"])
             for index, row in enumerate(rows)
         ]
-        documents = formatted_rows(samples, tokenizer)
-        record.update(rows_read=len(rows), rows_used=len(samples), rows_skipped={})
+        documents = corpus_documents(samples, tokenizer, _corpus_tokens_wanted(n_samples, seqlen), seed)
+        record.update(rows_read=len(rows), rows_valid=len(samples), rows_used=len(documents), rows_skipped={})
     elif source in HUB_SOURCES:
         record["kind"] = "hub"
         documents, hub_fields = _hub_documents(source, tokenizer, n_samples * seqlen + 1, seed)
@@ -108,10 +112,11 @@ def load_calibration(
         elif name.endswith(FILE_SUFFIXES):
             record["kind"] = "corpus"
             corpus = load_corpus(CorpusConfig(path=str(path)))
-            documents = formatted_rows(corpus.samples, tokenizer)
+            documents = corpus_documents(corpus.samples, tokenizer, _corpus_tokens_wanted(n_samples, seqlen), seed)
             record.update(
                 rows_read=corpus.stats.rows_read,
-                rows_used=corpus.stats.rows_valid,
+                rows_valid=corpus.stats.rows_valid,
+                rows_used=len(documents),
                 rows_skipped=dict(sorted(corpus.stats.skipped.items())),
             )
         else:
@@ -151,6 +156,41 @@ def sample_windows(token_ids: torch.Tensor, n_samples: int, seqlen: int, seed: i
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, n_tokens - seqlen, (n_samples,), generator=generator)
     return torch.stack([token_ids[start : start + seqlen] for start in starts.tolist()])
+
+
+def _corpus_tokens_wanted(n_samples: int, seqlen: int) -> int:
+    return CORPUS_TOKEN_FACTOR * n_samples * seqlen + 1
+
+
+def corpus_documents(samples: Sequence[Sample], tokenizer: Any, tokens_wanted: int, seed: int) -> list[str]:
+    """Rendered rows (`formatted_rows`) in a seeded random order, until they hold `tokens_wanted` tokens.
+
+    Rows are rendered and counted in batches as they are taken, so calibration costs what the windows need,
+    not the size of the corpus; a corpus smaller than that is used whole (in the shuffled order).
+    """
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def rendered(indices: list[int]) -> list[str]:
+        return formatted_rows([samples[index] for index in indices], tokenizer)
+
+    return _take_until(rendered, order, tokenizer, tokens_wanted)
+
+
+def _take_until(
+    texts: Callable[[list[int]], list[str]], order: list[int], tokenizer: Any, tokens_wanted: int
+) -> list[str]:
+    """The texts of `order` (fetched `_COUNT_BATCH` at a time) until they hold `tokens_wanted` tokens, or all."""
+    taken: list[str] = []
+    tokens = 0
+    for start in range(0, len(order), _COUNT_BATCH):
+        batch = texts(order[start : start + _COUNT_BATCH])
+        counts = [len(ids) for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]]
+        for text, count in zip(batch, counts, strict=True):
+            taken.append(text)
+            tokens += count
+            if tokens >= tokens_wanted:
+                return taken
+    return taken
 
 
 def formatted_rows(samples: Sequence[Sample], tokenizer: Any) -> list[str]:
@@ -235,19 +275,5 @@ def _hub_documents(name: str, tokenizer: Any, tokens_wanted: int, seed: int) -> 
     # draws one window per random document; we take documents in seeded random order until they hold
     # enough tokens, then sample windows from their concatenation like every other source.
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    documents: list[str] = []
-    tokens = 0
-    for document, n_tokens in _with_token_counts(dataset, order, tokenizer):
-        documents.append(document)
-        tokens += n_tokens
-        if tokens >= tokens_wanted:
-            break
+    documents = _take_until(lambda indices: dataset[indices]["text"], order, tokenizer, tokens_wanted)
     return documents, {"hub": f"{C4_HUB_ID} {C4_TRAIN_SHARD} train", "documents_used": len(documents)}
-
-
-def _with_token_counts(dataset: Any, order: list[int], tokenizer: Any) -> Iterator[tuple[str, int]]:
-    """`(text, token count)` of the dataset's documents in `order`, tokenised in batches as they are consumed."""
-    for start in range(0, len(order), _C4_COUNT_BATCH):
-        batch = dataset[order[start : start + _C4_COUNT_BATCH]]["text"]
-        counts = [len(ids) for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]]
-        yield from zip(batch, counts, strict=True)

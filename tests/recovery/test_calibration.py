@@ -7,9 +7,15 @@ import torch
 from transformers import LlamaConfig
 
 from data.paths import data_file
-from recovery.calibration import DOCUMENT_SEPARATOR, formatted_rows, load_calibration
+from recovery.calibration import (
+    CORPUS_TOKEN_FACTOR,
+    DOCUMENT_SEPARATOR,
+    corpus_documents,
+    formatted_rows,
+    load_calibration,
+)
 from recovery.models import default_seqlen
-from selection.corpus import CorpusConfig, load_corpus
+from selection.corpus import CorpusConfig, Sample, load_corpus
 
 
 def _token_ids(tokenizer, text: str) -> torch.Tensor:
@@ -70,16 +76,33 @@ def test_no_special_token_is_added(text_file, tiny_tokenizer):
 
 
 def test_corpus_rows_are_rendered_like_scoring_and_skips_are_counted(corpus_file, tiny_tokenizer):
-    windows, record = load_calibration(str(corpus_file), tiny_tokenizer, n_samples=4, seqlen=24)
+    windows, record = load_calibration(str(corpus_file), tiny_tokenizer, n_samples=4, seqlen=24, seed=5)
     samples = load_corpus(CorpusConfig(path=str(corpus_file))).samples
     rendered = formatted_rows(samples, tiny_tokenizer)
     assert rendered[0].startswith("<|im_start|>user\nDescribe item 0.<|im_end|>\n<|im_start|>assistant\n")
     assert rendered[0].endswith("Item 0 is fine.</s>")
-    token_ids = _token_ids(tiny_tokenizer, DOCUMENT_SEPARATOR.join(rendered))
+    documents = corpus_documents(samples, tiny_tokenizer, CORPUS_TOKEN_FACTOR * 4 * 24 + 1, seed=5)
+    token_ids = _token_ids(tiny_tokenizer, DOCUMENT_SEPARATOR.join(documents))
     assert all(_is_contiguous_slice(window, token_ids) for window in windows)
-    assert (record["kind"], record["rows_read"], record["rows_used"]) == ("corpus", 32, 30)
+    assert (record["kind"], record["rows_read"], record["rows_valid"]) == ("corpus", 32, 30)
+    assert record["rows_used"] == len(documents)
     assert record["rows_skipped"] == {"duplicate": 1, "empty_response": 1}
     assert len(record["sha256"]) == 64
+
+
+def test_corpus_rows_are_taken_in_seeded_random_order_only_until_the_windows_are_covered(tiny_tokenizer):
+    samples = [
+        Sample(id=str(i), instruction=f"Describe item {i}.", input="", response=f"Item {i}.") for i in range(300)
+    ]
+    wanted = 200
+    documents = corpus_documents(samples, tiny_tokenizer, wanted, seed=1)
+    counts = [len(_token_ids(tiny_tokenizer, text)) for text in documents]
+    assert sum(counts) >= wanted and sum(counts[:-1]) < wanted
+    assert documents != formatted_rows(samples[: len(documents)], tiny_tokenizer)
+    assert documents == corpus_documents(samples, tiny_tokenizer, wanted, seed=1)
+    assert sorted(corpus_documents(samples, tiny_tokenizer, 10**9, seed=1)) == sorted(
+        formatted_rows(samples, tiny_tokenizer)
+    )
 
 
 def test_overlap_is_recorded_when_the_text_is_shorter_than_all_windows(text_file, tiny_tokenizer):
@@ -94,7 +117,8 @@ def test_demo_source_needs_no_file(tiny_tokenizer):
     windows, record = load_calibration("demo", tiny_tokenizer, n_samples=3, seqlen=64)
     assert windows.shape == (3, 64)
     assert record["kind"] == "demo"
-    assert record["rows_used"] == record["rows_read"] > 0
+    assert record["rows_valid"] == record["rows_read"] > 0
+    assert 0 < record["rows_used"] <= record["rows_valid"]
 
 
 @pytest.mark.parametrize(
@@ -211,5 +235,6 @@ def test_alpaca_rows_calibrate(tmp_path, tiny_tokenizer):
     windows, record = load_calibration(str(path), tiny_tokenizer, n_samples=8, seqlen=128, seed=3)
     assert windows.shape == (8, 128)
     assert record["rows_read"] == 200
-    assert record["rows_used"] + sum(record["rows_skipped"].values()) == 200
+    assert record["rows_valid"] + sum(record["rows_skipped"].values()) == 200
+    assert 0 < record["rows_used"] <= record["rows_valid"]
     assert record["n_tokens_available"] > 8 * 128
