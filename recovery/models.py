@@ -201,14 +201,21 @@ class ModelInfo:
         return dict(self.__dict__)
 
 
+def prunable_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """The decoder's linear layers by qualified name; embeddings and the output head are never pruned."""
+    output_embeddings = model.get_output_embeddings()
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output_embeddings
+    }
+
+
 def linear_sparsity(model: torch.nn.Module) -> float:
     """Fraction of exact zeros over the weights of the decoder's linear layers (lm_head excluded)."""
-    zeros = total = 0
-    output_embeddings = model.get_output_embeddings()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module is not output_embeddings:
-            zeros += int((module.weight == 0).sum())
-            total += module.weight.numel()
+    layers = prunable_linears(model).values()
+    total = sum(layer.weight.numel() for layer in layers)
+    zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
     return zeros / total if total else 0.0
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from recovery.models import load_model, max_positions, save_checkpoint
+from recovery.models import linear_sparsity, load_model, max_positions, prunable_linears, save_checkpoint
 
 # Modules that register pruners when imported; loaded lazily by `_load_methods`.
 METHOD_MODULES = ("recovery.wanda", "recovery.sparsegpt", "recovery.layer_drop")
@@ -159,16 +159,6 @@ def needs_calibration(name: str) -> bool:
     return _registered(name).needs_calibration
 
 
-def prunable_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
-    """The decoder's linear layers by qualified name; embeddings and the output head are never pruned."""
-    output_embeddings = model.get_output_embeddings()
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and module is not output_embeddings
-    }
-
-
 def check_pattern(layer_name: str, in_features: int, pattern: tuple[int, int]) -> None:
     """Refuse an N:M pattern whose group size M does not divide the layer's input width (groups run along inputs)."""
     kept, group = pattern
@@ -271,9 +261,6 @@ def prune_model(
     started = time.perf_counter()
     fields = registered.function(model, target, calibration, **options)
     seconds = time.perf_counter() - started
-    layers = prunable_linears(model).values()
-    total_weights = sum(layer.weight.numel() for layer in layers)
-    total_zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
     return {
         "method": method,
         "target": target.to_dict(),
@@ -281,7 +268,7 @@ def prune_model(
         "calibration_shape": list(calibration.shape) if calibration is not None else None,
         **fields,
         "per_layer_sparsity": layer_sparsity(model),
-        "total_sparsity": total_zeros / total_weights if total_weights else 0.0,
+        "total_sparsity": linear_sparsity(model),
         "seconds": round(seconds, 3),
     }
 
