@@ -23,8 +23,7 @@ from tqdm.auto import tqdm
 
 from data.paths import data_file
 from recovery.models import default_seqlen, max_positions
-from recovery.tasks.utils import TASK_FILES
-from recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, run_zero_shot
+from recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, local_task_files, run_zero_shot
 from selection.atomic import write_atomic
 
 PPL_TASKS: tuple[str, ...] = ("wikitext2", "ptb")
@@ -120,7 +119,7 @@ def required_files(
         if task in PPL_TASKS:
             files[task] = [ppl_file(task, data_dir)]
         elif source == "local":
-            files[task] = [data_file(relative, data_dir) for relative in TASK_FILES[task]]
+            files[task] = local_task_files([task], data_dir)[task]
         else:
             files[task] = []
     return files
@@ -222,15 +221,9 @@ def perplexity(
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that decide the numbers (paser, lm_eval, transformers, torch, peft)."""
     versions = {}
-    for key, distribution in (
-        ("paser", "paser"),
-        ("lm_eval", "lm_eval"),
-        ("transformers", "transformers"),
-        ("torch", "torch"),
-        ("peft", "peft"),
-    ):
+    for distribution in ("paser", "lm_eval", "transformers", "torch", "peft"):
         try:
-            versions[key] = importlib.metadata.version(distribution)
+            versions[distribution] = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
@@ -296,20 +289,23 @@ def evaluate_model(
         _progress(f"{task}: ppl {result['ppl']:.4f} ({result['n_windows']} windows, {seconds:.1f} s)")
     if zero_shot_tasks:
         _progress(f"zero-shot: {', '.join(zero_shot_tasks)}" + (f" (limit {limit})" if limit else ""))
-        for task in zero_shot_tasks:
-            # One task per call, so each result is reported (and kept) as soon as it is known.
-            records[task] = run_zero_shot(
+
+        def report(task: str, record: dict[str, Any]) -> None:
+            _progress(f"{task}: acc {record['metrics']['acc']:.4f} (n={record['n']}, {record['seconds']:.1f} s)")
+
+        records.update(
+            run_zero_shot(
                 model,
                 tokenizer,
-                [task],
+                zero_shot_tasks,
                 limit=limit,
                 data_dir=data_dir,
                 source=source,
                 batch_size=batch_size,
                 seed=seed,
-            )[task]
-            metrics = records[task]["metrics"]
-            _progress(f"{task}: acc {metrics['acc']:.4f} (n={records[task]['n']}, {records[task]['seconds']:.1f} s)")
+                on_result=report,
+            )
+        )
     # The embedding's dtype is the model's: with an adapter, the first parameter may be a float32 LoRA weight.
     embedding = model.get_input_embeddings().weight
     return {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,12 @@ def _check_request(tasks: Sequence[str], source: str, limit: int | None) -> list
     return list(dict.fromkeys(tasks))
 
 
+def local_task_files(tasks: Sequence[str], data_dir: str | Path | None = None) -> dict[str, list[Path]]:
+    """The local files each zero-shot task reads, {task: [paths]}; FileNotFoundError naming a missing one."""
+    root = resolve_data_dir(data_dir)
+    return {task: [data_file(relative, root) for relative in TASK_FILES[task]] for task in tasks}
+
+
 def _metrics(task_results: dict[str, Any]) -> dict[str, float | None]:
     """lm-eval's `{"acc,none": ..., "acc_stderr,none": "N/A", "alias": ...}` as `{"acc": ..., "acc_stderr": None}`."""
     metrics: dict[str, float | None] = {}
@@ -109,6 +115,7 @@ def run_zero_shot(
     source: str = "local",
     batch_size: int = 8,
     seed: int = 0,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Zero-shot scores of `model` on `tasks` (names from `ZERO_SHOT_TASKS`), in the order given, each once.
 
@@ -116,7 +123,8 @@ def run_zero_shot(
     task (`acc` and `acc_stderr` for every task, `acc_norm` and `acc_norm_stderr` too except for BoolQ and
     WinoGrande; accuracies are fractions in [0, 1], stderr None where lm-eval gives none), `n` the number of items
     scored (the first `limit` of the task, or all), `source` the data source, `files` the local files read (empty
-    for `hub`), `seconds` the wall time of the task. The model is scored in eval mode and handed back in the
+    for `hub`), `seconds` the wall time of the task. `on_result(task, record)` is called as each task finishes,
+    so a caller can report progress. The model is scored in eval mode and handed back in the
     train/eval mode it came in. Refuses (ValueError) an empty task list, an unknown task or source and a limit below 1,
     and
     (FileNotFoundError naming it) a missing data directory or file, before any scoring starts.
@@ -128,7 +136,7 @@ def run_zero_shot(
     tasks = _check_request(tasks, source, limit)
     if source == "local":
         root = resolve_data_dir(data_dir)
-        files = {task: [str(data_file(relative, root)) for relative in TASK_FILES[task]] for task in tasks}
+        files = {task: [str(path) for path in paths] for task, paths in local_task_files(tasks, root).items()}
         names = {task: LOCAL_TASK_PREFIX + task for task in tasks}
         # Indexing only our folder takes well under a second; lm-eval's defaults are thousands of YAMLs (~14 s).
         task_manager = TaskManager(
@@ -167,6 +175,8 @@ def run_zero_shot(
                     "files": files[task],
                     "seconds": time.perf_counter() - start,
                 }
+                if on_result is not None:
+                    on_result(task, results[task])
     finally:
         model.train(was_training)
     return results
