@@ -16,6 +16,7 @@ import torch
 
 from recovery.models import decoder_layers
 from recovery.prune import register_pruner
+from recovery.sequential import check_calibration
 
 # Config fields holding one entry per decoder block; filtered with the blocks.
 PER_LAYER_CONFIG_FIELDS = (
@@ -36,12 +37,9 @@ def block_influence(model: torch.nn.Module, calibration: torch.Tensor, batch_siz
     The mean runs over all `calibration` tokens (`[n_samples, seqlen]` long ids, every position counted),
     from plain forwards of the whole model in batches of `batch_size` windows (no cache, no gradient);
     cosines are taken in float32. 0 means the block leaves every hidden state's direction unchanged; the
-    value lies in [0, 2]. Refuses (ValueError) an empty or non-2-D calibration tensor and batch_size < 1.
+    value lies in [0, 2]. Refuses (ValueError) calibration that is not [windows, tokens] token ids and batch_size < 1.
     """
-    if calibration.dim() != 2 or calibration.numel() == 0:
-        raise ValueError(
-            f"calibration must be a non-empty [n_samples, seqlen] tensor, got shape {tuple(calibration.shape)}"
-        )
+    check_calibration(calibration)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of windows, got {batch_size}")
     layers = decoder_layers(model)
