@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--seqlen", type=int, help="tokens per calibration window (default: min(2048, model max))")
     prune.add_argument("--seed", type=int, default=0, help="seed for drawing calibration windows")
-    prune.add_argument("--device", help="device to prune on (default cpu; cuda moves one block at a time)")
+    prune.add_argument("--device", help="device to load and prune the model on (default cpu)")
     prune.add_argument("--out", required=True, help="output directory")
     prune.set_defaults(run=prune_command)
 
