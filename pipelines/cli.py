@@ -101,6 +101,40 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# `paser recover` flags that map one-to-one onto TrainConfig fields (flag dest == field name).
+RECOVER_FIELDS = (
+    "objective",
+    "learning_rate",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "template",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "dpo_beta",
+    "sft_weight",
+    "max_new_tokens",
+    "remask_eval",
+    "dtype",
+    "device",
+    "seed",
+)
+
+
+def recover_command(args: argparse.Namespace) -> int:
+    from recovery.train import TrainConfig, format_summary, recover
+
+    values = {name: getattr(args, name) for name in RECOVER_FIELDS if getattr(args, name) is not None}
+    config = TrainConfig(**values, gradient_checkpointing=args.gradient_checkpointing)
+    result = recover(args.pruned, args.subset, args.out, config, original=args.original, data_dir=args.data_dir)
+    if result.record.get("training"):
+        print(format_summary(result))
+    return 0
+
+
 def demo_command(args: argparse.Namespace) -> int:
     from data.demo import write_demo_corpus
     from pipelines.select import format_summary, run_select
@@ -211,6 +245,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for lm-eval")
     evaluate.add_argument("--out", help="folder for metrics.json and metrics.md (default: print only)")
     evaluate.set_defaults(run=eval_command)
+
+    recover = commands.add_parser(
+        "recover", help="LoRA fine-tune a pruned model on a subset (sft, dpo, distill, sft+dpo), sparsity kept"
+    )
+    recover.add_argument("--pruned", required=True, help="pruned model folder (or hub id)")
+    recover.add_argument("--subset", required=True, help="rows to train on: a selection.jsonl or any corpus file")
+    recover.add_argument("--objective", default="sft", help="sft (default), dpo, distill or sft+dpo")
+    recover.add_argument("--original", help="original model: the teacher for distill (required there)")
+    recover.add_argument("--out", required=True, help="output folder (adapter/, merged/, recovery.json, ...)")
+    recover.add_argument("--learning-rate", dest="learning_rate", type=float, help="default 2e-4 (sft), 5e-5 (dpo)")
+    recover.add_argument("--epochs", type=float, help="passes over the subset (default 1)")
+    recover.add_argument("--max-steps", dest="max_steps", type=int, help="stop after N optimiser steps")
+    recover.add_argument("--batch-size", dest="batch_size", type=int, help="rows per device per step (default 8)")
+    recover.add_argument("--grad-accum", dest="grad_accum", type=int, help="gradient accumulation steps (default 1)")
+    recover.add_argument("--max-length", dest="max_length", type=int, help="tokens per row (default 1024)")
+    recover.add_argument("--template", help="auto (default), chat or alpaca: as the subset was scored")
+    recover.add_argument("--lora-r", dest="lora_r", type=int, help="LoRA rank (default 8)")
+    recover.add_argument("--lora-alpha", dest="lora_alpha", type=int, help="LoRA alpha (default 16)")
+    recover.add_argument("--lora-dropout", dest="lora_dropout", type=float, help="LoRA dropout (default 0.05)")
+    recover.add_argument("--dpo-beta", dest="dpo_beta", type=float, help="DPO beta (default 0.1)")
+    recover.add_argument(
+        "--sft-weight", dest="sft_weight", type=float, help="response-NLL weight in sft+dpo (1) / distill (0)"
+    )
+    recover.add_argument(
+        "--max-new-tokens", dest="max_new_tokens", type=int, help="DPO: longest rejected answer (default 256)"
+    )
+    recover.add_argument(
+        "--remask-eval", dest="remask_eval", help="text for the re-masking ppl check: wikitext2, none, or a .txt"
+    )
+    recover.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true")
+    recover.add_argument("--data-dir", dest="data_dir", help="offline data folder (default: $PASER_DATA_DIR)")
+    recover.add_argument("--dtype", help="auto, bf16, fp16, fp32")
+    recover.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    recover.add_argument("--seed", type=int, help="seed (default 0)")
+    recover.set_defaults(run=recover_command)
 
     demo = commands.add_parser("demo", help="offline demo: prune SmolLM2, select from the built-in corpus")
     demo.add_argument("--out", default="runs/demo", help="output directory")

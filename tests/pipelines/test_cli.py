@@ -97,3 +97,35 @@ def test_eval_command_names_a_missing_data_file(tiny_model_dir, tmp_path, capsys
     status = main(["eval", "--model", str(tiny_model_dir), "--tasks", "ptb", "--data-dir", str(tmp_path)])
     assert status == 2
     assert str(tmp_path / "eval" / "ptb.test.txt") in capsys.readouterr().err
+
+
+def _subset(tmp_path, count=8):
+    path = tmp_path / "selection.jsonl"
+    rows = [
+        {"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}.", "id": i}
+        for i in range(count)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_recover_command_trains_merges_and_prints_the_summary(tiny_model_dir, tmp_path, capsys):
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(pruned)]) == 0
+    out = tmp_path / "recovered"
+    argv = ["recover", "--pruned", str(pruned), "--subset", str(_subset(tmp_path)), "--out", str(out)]
+    argv += ["--max-steps", "2", "--batch-size", "4", "--remask-eval", "none", "--device", "cpu", "--dtype", "fp32"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "recover sft: 8 rows" in printed and "2 steps" in printed
+    assert "0.5000 after re-masking" in printed
+    record = json.loads((out / "recovery.json").read_text())
+    assert record["hyperparameters"]["batch_size"] == 4
+
+
+def test_recover_command_refuses_distill_without_the_original_in_one_line(tiny_model_dir, tmp_path, capsys):
+    argv = ["recover", "--pruned", str(tiny_model_dir), "--subset", str(_subset(tmp_path)), "--out", str(tmp_path)]
+    assert main(argv + ["--objective", "distill"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "paser recover: error: objective 'distill' needs the original model as teacher (--original)"
+    )
