@@ -92,6 +92,10 @@ class TrainConfig:
     template: str = dataclasses.field(
         default="auto", metadata={"help": "auto, chat or alpaca: must match the template the subset was scored with."}
     )
+    group_by_length: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "sft/distill: batch rows of similar length (less padding); dpo always samples randomly."},
+    )
     gradient_checkpointing: bool = dataclasses.field(
         default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30% slower)."}
     )
@@ -323,11 +327,16 @@ def _trl_common_args(config: TrainConfig, out_dir: Path, device: str, dtype: tor
     }
 
 
+def _sampling(config: TrainConfig) -> dict[str, str]:
+    """transformers' sampler for pre-tokenised rows: length-grouped mega-batches (shuffled) or plain random."""
+    return {"train_sampling_strategy": "group_by_length" if config.group_by_length else "random"}
+
+
 def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: TrainConfig, common: dict) -> Any:
     """A TRL `SFTTrainer` over the pre-tokenised rows, with the LoRA adapter; loss on response tokens only."""
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(**common, max_length=None, shuffle_dataset=True, remove_unused_columns=True)
+    args = SFTConfig(**common, **_sampling(config), max_length=None, shuffle_dataset=True, remove_unused_columns=True)
     return SFTTrainer(
         model=model,
         args=args,
@@ -432,6 +441,7 @@ def build_distill_trainer(
 
     args = GKDConfig(
         **common,
+        **_sampling(config),
         lmbda=0.0,
         beta=0.0,
         seq_kd=False,
