@@ -26,9 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,10 +37,12 @@ from recovery.models import (
     choose_dtype,
     default_device,
     describe_model,
+    linear_sparsity,
     load_model,
     save_checkpoint,
 )
 from recovery.prune import layer_sparsity
+from selection.atomic import write_atomic
 from selection.corpus import CorpusConfig, CorpusStats, Sample, load_corpus
 from selection.formatting import EncodedSample, build_prompt, check_same_tokenizer, encode_corpus
 
@@ -402,8 +401,8 @@ def build_distill_trainer(
     """TRL's GKD trainer as plain forward-KL distillation on the rows' own responses, plus an optional NLL term.
 
     `lmbda=0` (never sample on-policy) and `beta=0` (generalised JSD = KL(teacher ‖ student)) make GKD's
-    loss the per-response-token forward KL; the subclass adds `sft_weight` × the response cross-entropy
-    computed from the same student logits, and logs both parts.
+    loss the per-response-token forward KL (both normalised by the response-token count of the batch); the
+    subclass adds `sft_weight` × the response cross-entropy computed from the same student logits.
     """
     import torch.nn.functional as functional
     from trl.experimental.gkd import GKDConfig, GKDTrainer
@@ -483,29 +482,8 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=2, default=str)
-    os.replace(staging, path)
-    return path
-
-
-def _save_adapter(peft_model: Any, tokenizer: Any, out_dir: Path) -> Path:
-    """Write the peft adapter (adapter_config.json + adapter_model.safetensors) and tokenizer atomically."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        peft_model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return out_dir
+def _write_json(path: Path, payload: dict[str, Any]) -> Path:
+    return write_atomic(path, lambda staging: staging.write_text(json.dumps(payload, indent=2, default=str)))
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -534,6 +512,117 @@ def _distributed_state() -> Any:
     from accelerate import PartialState
 
     return PartialState()
+
+
+def _build_trainer(
+    model: Any,
+    tokenizer: Any,
+    rows: TrainingRows,
+    config: TrainConfig,
+    state: Any,
+    out_dir: Path,
+    original: str | None,
+) -> tuple[Any, dict[str, Any]]:
+    """The TRL trainer for `config.objective` and what the run record gains from preparing it.
+
+    DPO: the rejected answers are generated (or read from the cache) first, by the pruned model on this
+    process's device; under `accelerate launch` the main process generates and the others read the cache.
+    Distill: the teacher is loaded and its tokenizer checked against the pruned model's.
+    """
+    device = config.device or default_device()
+    dtype = choose_dtype(config.dtype, device)
+    common = _trl_common_args(config, out_dir, device, dtype)
+    if config.objective == "sft":
+        return build_sft_trainer(model, tokenizer, rows, config, common), {}
+    if config.objective == "distill":
+        teacher, teacher_tokenizer = load_model(original, dtype=_dtype_name(dtype), device="cpu")
+        check_same_tokenizer(tokenizer, teacher_tokenizer)
+        trainer = build_distill_trainer(model, teacher, tokenizer, rows, config, common)
+        return trainer, {"teacher": describe_model(original, teacher).to_dict()}
+
+    from recovery.rejections import greedy_answers
+
+    generation_start = time.perf_counter()
+    prompts = [(row.id, row.input_ids[: row.prompt_length]) for row in rows.encoded]
+    fingerprint = {
+        "model": str(getattr(model, "name_or_path", "")),
+        "linear_sparsity": round(linear_sparsity(model), 6),
+        "max_new_tokens": config.max_new_tokens,
+        "template": config.template,
+    }
+    model.to(state.device if device != "cpu" else "cpu")
+    with state.main_process_first():
+        answers, generation_stats = greedy_answers(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=config.generation_batch_size,
+            cache_path=out_dir / "rejections.jsonl",
+            fingerprint=fingerprint,
+            show_progress=config.show_progress,
+        )
+    model.to("cpu")
+    pairs, dropped = preference_pairs(rows, tokenizer, answers, config.template)
+    if not pairs:
+        raise ValueError(f"every DPO pair was dropped ({dropped}); nothing to train on")
+    generation_stats["seconds_total"] = round(time.perf_counter() - generation_start, 3)
+    record = {"pairs": {"used": len(pairs), "dropped": dropped, "generation": generation_stats}}
+    return build_dpo_trainer(model, tokenizer, pairs, config, common), record
+
+
+def _merge_keeping_zeros(
+    peft_model: Any,
+    tokenizer: Any,
+    mask: dict[str, torch.Tensor] | None,
+    mask_reason: str,
+    before: dict[str, float],
+    config: TrainConfig,
+    data_dir: str | Path | None,
+) -> tuple[Any, dict[str, Any]]:
+    """Merge the adapter into the base weights; re-apply `mask` when there is one; return (model, sparsity.json).
+
+    With a mask, the merged model's perplexity is measured before and after re-masking on the configured
+    held-out text (or the skip reason is recorded), and every pruned position is checked to be zero again.
+    """
+    from recovery import sparsity
+
+    merged = peft_model.merge_and_unload().to("cpu")
+    after_merge = layer_sparsity(merged)
+    after_remask = changed = ppl = None
+    if mask is not None:
+        text, text_name = _remask_text(config, data_dir)
+        if text is None:
+            changed = sparsity.apply_mask(merged, mask)
+            ppl = {"skipped": text_name}
+        else:
+            ppl, changed = sparsity.remask_ppl_effect(
+                merged,
+                tokenizer,
+                mask,
+                text,
+                text_name=text_name,
+                seqlen=config.remask_eval_seqlen,
+                windows=config.remask_eval_windows,
+            )
+        # The guarantee is that every pruned weight is zero again; a kept weight that W + BA happens to cancel
+        # to exactly zero (possible in bf16) is not a broken mask.
+        sparsity.check_zeros(merged, mask, exact=False)
+        after_remask = layer_sparsity(merged)
+    report = sparsity.sparsity_report(
+        before,
+        after_merge,
+        after_remask,
+        sizes=sparsity.layer_sizes(merged),
+        policy_reason=mask_reason,
+        changed=changed,
+        ppl=ppl,
+    )
+    return merged, report
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def recover(
@@ -568,7 +657,7 @@ def recover(
     seconds: dict[str, float] = {}
 
     # Load on the CPU in the training dtype; the Trainer moves the model to its (per-process) device.
-    model, tokenizer = load_model(pruned, dtype=str(dtype).replace("torch.", ""), device="cpu")
+    model, tokenizer = load_model(pruned, dtype=_dtype_name(dtype), device="cpu")
     model_info = describe_model(pruned, model).to_dict()
     mask_needed, mask_reason = sparsity.mask_policy(Path(pruned) if Path(pruned).exists() else None, model)
     mask = sparsity.capture_mask(model) if mask_needed else None
@@ -576,52 +665,11 @@ def recover(
 
     rows = load_training_rows(subset, tokenizer, config)
     seconds["load"] = time.perf_counter() - started
-    common = _trl_common_args(config, out_dir, device, dtype)
-    callbacks = [make_log_callback(out_dir / "train_log.jsonl")]
     record: dict[str, Any] = {"objective": config.objective}
-    teacher_info = None
 
-    if config.objective in ("dpo", "sft+dpo"):
-        from recovery.rejections import greedy_answers
-
-        generation_start = time.perf_counter()
-        prompts = [(row.id, row.input_ids[: row.prompt_length]) for row in rows.encoded]
-        fingerprint = {
-            "model": model_info["resolved"],
-            "linear_sparsity": model_info["linear_sparsity"],
-            "max_new_tokens": config.max_new_tokens,
-            "template": config.template,
-        }
-        # This process's own accelerator (cuda:<local rank> under `accelerate launch`), or the CPU.
-        model.to(state.device if device != "cpu" else "cpu")
-        # Under `accelerate launch`, the main process generates and fills the cache; the others then read it.
-        with state.main_process_first():
-            answers, generation_stats = greedy_answers(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=config.max_new_tokens,
-                batch_size=config.generation_batch_size,
-                cache_path=out_dir / "rejections.jsonl",
-                fingerprint=fingerprint,
-                show_progress=config.show_progress,
-            )
-        model.to("cpu")
-        pairs, dropped = preference_pairs(rows, tokenizer, answers, config.template)
-        if not pairs:
-            raise ValueError(f"every DPO pair was dropped ({dropped}); nothing to train on")
-        record["pairs"] = {"used": len(pairs), "dropped": dropped, "generation": generation_stats}
-        seconds["generation"] = time.perf_counter() - generation_start
-        trainer = build_dpo_trainer(model, tokenizer, pairs, config, common)
-    elif config.objective == "distill":
-        teacher, teacher_tokenizer = load_model(original, dtype=str(dtype).replace("torch.", ""), device="cpu")
-        check_same_tokenizer(tokenizer, teacher_tokenizer)
-        teacher_info = describe_model(original, teacher).to_dict()
-        trainer = build_distill_trainer(model, teacher, tokenizer, rows, config, common)
-    else:
-        trainer = build_sft_trainer(model, tokenizer, rows, config, common)
-    for callback in callbacks:
-        trainer.add_callback(callback)
+    trainer, objective_record = _build_trainer(model, tokenizer, rows, config, state, out_dir, original)
+    record.update(objective_record)
+    trainer.add_callback(make_log_callback(out_dir / "train_log.jsonl"))
 
     train_start = time.perf_counter()
     output = trainer.train()
@@ -637,42 +685,11 @@ def recover(
     peft_model = trainer.model
     peft_model.eval()
     trainable = sum(parameter.numel() for parameter in peft_model.parameters() if parameter.requires_grad)
-    paths["adapter"] = _save_adapter(peft_model, tokenizer, out_dir / "adapter")
+    # PeftModel.save_pretrained writes only the adapter (adapter_config.json + adapter_model.safetensors).
+    paths["adapter"] = save_checkpoint(peft_model, tokenizer, out_dir / "adapter")
     merge_start = time.perf_counter()
-    merged = peft_model.merge_and_unload().to("cpu")
-    after_merge = layer_sparsity(merged)
-    after_remask = None
-    changed = None
-    ppl = None
-    if mask is not None:
-        text, text_name = _remask_text(config, data_dir)
-        if text is None:
-            changed = sparsity.apply_mask(merged, mask)
-            ppl = {"skipped": text_name}
-        else:
-            ppl, changed = sparsity.remask_ppl_effect(
-                merged,
-                tokenizer,
-                mask,
-                text,
-                text_name=text_name,
-                seqlen=config.remask_eval_seqlen,
-                windows=config.remask_eval_windows,
-            )
-        # The guarantee is that every pruned weight is zero again; a kept weight that W + BA happens to cancel
-        # to exactly zero (possible in bf16) is not a broken mask.
-        sparsity.check_zeros(merged, mask, exact=False)
-        after_remask = layer_sparsity(merged)
-    sparsity_record = sparsity.sparsity_report(
-        before,
-        after_merge,
-        after_remask,
-        sizes=sparsity.layer_sizes(merged),
-        policy_reason=mask_reason,
-        changed=changed,
-        ppl=ppl,
-    )
-    paths["sparsity"] = _write_json_atomic(out_dir / "sparsity.json", sparsity_record)
+    merged, sparsity_record = _merge_keeping_zeros(peft_model, tokenizer, mask, mask_reason, before, config, data_dir)
+    paths["sparsity"] = _write_json(out_dir / "sparsity.json", sparsity_record)
     seconds["merge"] = time.perf_counter() - merge_start
     seconds["total"] = time.perf_counter() - started
 
@@ -680,7 +697,7 @@ def recover(
     record.update(
         {
             "pruned": model_info,
-            "original": teacher_info or ({"name": original} if original else None),
+            "original": record.pop("teacher", None) or ({"name": original} if original else None),
             "subset": str(subset),
             "rows": {
                 "read": rows.stats.rows_read,
@@ -700,7 +717,7 @@ def recover(
                 "world_size": state.num_processes,
             },
             "sparsity": {
-                "masked": mask is not None,
+                "masked": sparsity_record["remasked"],
                 "reason": mask_reason,
                 "total_before": sparsity_record["total"]["before"],
                 "total_after_merge": sparsity_record["total"]["after_merge"],
@@ -708,7 +725,7 @@ def recover(
             },
             "hyperparameters": config.to_dict(),
             "device": device,
-            "dtype": str(dtype).replace("torch.", ""),
+            "dtype": _dtype_name(dtype),
             "seconds": {key: round(value, 3) for key, value in seconds.items()},
             "versions": _versions(),
         }
@@ -716,7 +733,7 @@ def recover(
     merged_files = {"recovery.json": json.dumps(record, indent=2, default=str)}
     paths["merged"] = save_checkpoint(merged, tokenizer, out_dir / "merged", merged_files)
     record["outputs"] = {name: str(path) for name, path in paths.items()}
-    paths["record"] = _write_json_atomic(out_dir / "recovery.json", record)
+    paths["record"] = _write_json(out_dir / "recovery.json", record)
     return RecoveryResult(out_dir, record, paths)
 
 
