@@ -24,6 +24,7 @@ transformers checkpoint), `OUT/train_log.jsonl` (one line per logged step), `OUT
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -514,6 +515,23 @@ def _distributed_state() -> Any:
     return PartialState()
 
 
+def checkpoint_identity(path: str | Path) -> str | None:
+    """A cheap identity of a local checkpoint folder: sha256 over its config, pruning record and weight files'
+    names, sizes and modification times, so re-pruning into the same folder invalidates cached answers.
+    None for a hub id (not a local folder)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if file.name in ("config.json", "pruning.json"):
+            digest.update(file.name.encode() + file.read_bytes())
+        elif file.suffix in (".safetensors", ".bin"):
+            status = file.stat()
+            digest.update(f"{file.name}:{status.st_size}:{status.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
 def _build_trainer(
     model: Any,
     tokenizer: Any,
@@ -546,9 +564,11 @@ def _build_trainer(
     prompts = [(row.id, row.input_ids[: row.prompt_length]) for row in rows.encoded]
     fingerprint = {
         "model": str(getattr(model, "name_or_path", "")),
+        "checkpoint": checkpoint_identity(getattr(model, "name_or_path", "")),
         "linear_sparsity": round(linear_sparsity(model), 6),
         "max_new_tokens": config.max_new_tokens,
         "template": config.template,
+        "paser": _versions()["paser"],
     }
     model.to(state.device if device != "cpu" else "cpu")
     with state.main_process_first():

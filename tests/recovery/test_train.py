@@ -245,3 +245,16 @@ def test_distill_from_the_original_trains_with_a_positive_kl(pruned_dir, tiny_mo
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
     assert result.record["original"]["name"] == str(tiny_model_dir)
     assert (out / "merged" / "config.json").exists()
+
+
+def test_checkpoint_identity_changes_when_the_folder_is_pruned_again(pruned_dir, tmp_path):
+    import shutil
+
+    from recovery.train import checkpoint_identity
+
+    copy = Path(shutil.copytree(pruned_dir, tmp_path / "copy"))
+    first = checkpoint_identity(copy)
+    assert first == checkpoint_identity(copy)
+    (copy / "pruning.json").write_text((copy / "pruning.json").read_text().replace("magnitude", "wanda"))
+    assert checkpoint_identity(copy) != first
+    assert checkpoint_identity("some-org/some-model") is None
