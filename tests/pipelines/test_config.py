@@ -18,6 +18,18 @@ def test_shipped_configs_exist():
     assert SHIPPED_CONFIGS
 
 
+ACCELERATE_CONFIGS = sorted((Path(__file__).parents[2] / "pipelines" / "configs" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda path: path.name)
+def test_shipped_accelerate_configs_load_with_accelerate(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.num_machines == 1
+    assert not config.use_cpu
+
+
 def test_dotted_overrides_keep_yaml_types():
     config = load_config(
         SelectConfig,
