@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from selection.atomic import write_atomic
 from selection.formatting import EncodedSample
+from selection.shards import ShardStore, shard_bounds
 
 LN2 = math.log(2.0)
 SHARD_FORMAT_VERSION = 1
@@ -109,24 +109,24 @@ def jensen_shannon(logprobs_a: Tensor, logprobs_b: Tensor) -> Tensor:
 
     Inputs have shape (..., vocab); returns float32 of shape (...), in nats, within [0, ln 2]. Vocabulary
     entries where the two log-probabilities are equal contribute exactly 0 (as they do mathematically), so
-    identical inputs give exactly 0.0. Entries with probability 0 (log-probability -inf) are handled.
+    identical inputs give exactly 0.0. Entries with probability 0 (log-probability -inf) are handled. No
+    step reads a value back to the host, so on a GPU it queues without synchronising.
     """
     if logprobs_a.shape != logprobs_b.shape:
         raise ValueError(f"shapes differ: {tuple(logprobs_a.shape)} vs {tuple(logprobs_b.shape)}")
-    a, b = logprobs_a.float(), logprobs_b.float()
-    divergence = _jensen_shannon_terms(a, b)
-    if not torch.isfinite(divergence).all():
-        # 0 · (−inf) from a zero-probability entry; a finite floor gives those entries their exact 0 weight.
-        floor = torch.finfo(torch.float32).min
-        divergence = _jensen_shannon_terms(a.clamp_min(floor), b.clamp_min(floor))
-    return divergence.clamp_min_(0.0)
+    return _jensen_shannon_terms(logprobs_a.float(), logprobs_b.float()).clamp_min_(0.0)
+
+
+_FLOOR = torch.finfo(torch.float32).min
 
 
 def _jensen_shannon_terms(a: Tensor, b: Tensor) -> Tensor:
     # In-place steps: this runs on chunk × vocab tensors and is memory-bound, so temporaries are kept few.
     log_mixture = torch.logaddexp(a, b).sub_(LN2)
-    terms = a.exp().mul_(a - log_mixture)
-    terms.add_(b.exp().mul_(b - log_mixture))
+    # A zero-probability entry (a = −inf) gives 0 · (−inf); the finite floor on (a − m) makes its term the
+    # exact 0 it is, and leaves every finite difference unchanged (none is below the float32 minimum).
+    terms = a.exp().mul_((a - log_mixture).clamp_min_(_FLOOR))
+    terms.add_(b.exp().mul_((b - log_mixture).clamp_min_(_FLOOR)))
     # An entry with a == b has term p·(a − m) with m == a exactly in real arithmetic; rounding in logaddexp
     # would leave ~1e-8 per entry, so it is set to 0 explicitly (identical models then score exactly 0).
     terms = torch.where(a == b, 0.0, terms)
@@ -163,7 +163,7 @@ class _ModelParts:
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, prefix_cache: Any = None) -> Tensor:
         """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix."""
-        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        input_ids, attention_mask = _to_device(input_ids, self.device), _to_device(attention_mask, self.device)
         if prefix_cache is None:
             output = self.body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         else:
@@ -266,6 +266,13 @@ def _shared_prefix_length(rows: _Rows) -> int:
     return limit
 
 
+def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """Copy a CPU tensor to `device`; to a GPU through pinned memory, so the host does not wait for the copy."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _score_rows(
     original: _ModelParts | None,
     pruned: _ModelParts,
@@ -276,13 +283,16 @@ def _score_rows(
     """Per row, in the order of `rows`: mean JSD ("cds") and mean response NLL under each model, float64 nats.
 
     With `original` None only "nll_pruned" is computed (the unconditioned pass). `on_batch(rows)` is called
-    after each batch (progress reporting).
+    after each batch (progress reporting). Sums accumulate on the models' devices and come back to the host
+    once, at the end, so a GPU is never made to wait for the host between batches.
     """
     count = len(rows.input_ids)
     prefix_length = _shared_prefix_length(rows) if config.share_prompt_prefix else 0
-    sums = {name: torch.zeros(count, dtype=torch.float64) for name in ("cds", "nll_original", "nll_pruned")}
-    token_counts = torch.zeros(count, dtype=torch.float64)
     models = [pruned] if original is None else [original, pruned]
+    # JSD sums live where the original model's log-probs are; each NLL sum on its own model's device.
+    sum_devices = {"cds": models[0].device, **{f"nll_{parts.role}": parts.device for parts in models}}
+    sums = {name: torch.zeros(count, dtype=torch.float64, device=device) for name, device in sum_devices.items()}
+    token_counts = torch.zeros(count, dtype=torch.float64)
     prefix_caches = [
         parts.prefix_cache(rows.input_ids[0][:prefix_length]) if prefix_length else None for parts in models
     ]
@@ -290,27 +300,36 @@ def _score_rows(
         input_ids, attention_mask, row_of_position, positions, targets, counts = _padded(rows, indices)
         batch_rows = torch.tensor(indices)
         token_counts[batch_rows] = counts.double()
+        # Row of the shard for every scored position, and its target token, on each device once per batch.
+        position_rows = batch_rows[row_of_position]
+        on_device = {
+            device: (_to_device(position_rows, device), _to_device(targets, device))
+            for device in {parts.device for parts in models}
+        }
         # Only the hidden states that predict response tokens go on to the output head.
         suffix_positions = positions - prefix_length
         hidden = [
             parts.hidden_states(input_ids[:, prefix_length:], attention_mask[:, prefix_length:], cache)[
-                row_of_position.to(parts.device), suffix_positions.to(parts.device)
+                _to_device(row_of_position, parts.device), _to_device(suffix_positions, parts.device)
             ]
             for parts, cache in zip(models, prefix_caches, strict=True)
         ]
         for start in range(0, len(targets), config.position_chunk):
             chunk = slice(start, start + config.position_chunk)
-            chunk_rows = batch_rows[row_of_position[chunk]]
             logprobs = [parts.log_probs(states[chunk]) for parts, states in zip(models, hidden, strict=True)]
             for parts, chunk_logprobs in zip(models, logprobs, strict=True):
-                target_logprobs = chunk_logprobs.gather(1, targets[chunk, None].to(parts.device))[:, 0]
-                sums[f"nll_{parts.role}"].index_add_(0, chunk_rows, target_logprobs.cpu().double().neg_())
+                chunk_rows, chunk_targets = (values[chunk] for values in on_device[parts.device])
+                target_logprobs = chunk_logprobs.gather(1, chunk_targets[:, None])[:, 0]
+                sums[f"nll_{parts.role}"].index_add_(0, chunk_rows, target_logprobs.double().neg_())
             if original is not None:
                 divergence = jensen_shannon(logprobs[0], logprobs[1].to(logprobs[0].device))
-                sums["cds"].index_add_(0, chunk_rows, divergence.cpu().double())
+                sums["cds"].index_add_(0, on_device[original.device][0][chunk], divergence.double())
         if on_batch is not None:
             on_batch(len(indices))
-    return {name: (total / token_counts).numpy() for name, total in sums.items()}
+    result = {name: (total.cpu() / token_counts).numpy() for name, total in sums.items()}
+    if original is None:
+        del result["cds"]
+    return result
 
 
 def _score_shard(
@@ -344,10 +363,6 @@ def _score_shard(
     return frame
 
 
-def _ids_hash(ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
-
-
 def _content_hash(encoded: Sequence[EncodedSample]) -> str:
     digest = hashlib.sha256()
     for sample in encoded:
@@ -357,58 +372,51 @@ def _content_hash(encoded: Sequence[EncodedSample]) -> str:
     return digest.hexdigest()
 
 
-def _write_shard(shard_dir: Path, index: int, frame: pd.DataFrame) -> None:
+def scoring_fingerprint(
+    encoded: Sequence[EncodedSample],
+    config: DegradationConfig,
+    bos_token_id: int | None,
+    original_weights_sha256: str,
+    pruned_weights_sha256: str,
+) -> dict[str, object]:
+    """What a score shard folder's results depend on: the encoded rows, the numeric config, and the weights."""
+    return {
+        "format": SHARD_FORMAT_VERSION,
+        "rows": len(encoded),
+        "encoded_sha256": _content_hash(encoded),
+        "config": config.numerics(),
+        "bos_token_id": bos_token_id,
+        "original_weights_sha256": original_weights_sha256,
+        "pruned_weights_sha256": pruned_weights_sha256,
+    }
+
+
+def open_score_shards(shard_dir: Path, fingerprint: dict[str, object], *, overwrite: bool = False) -> ShardStore:
+    """The score shard folder `shard_dir` for the inputs `fingerprint` describes (see `ShardStore`)."""
+    return ShardStore(shard_dir, fingerprint, suffix=".parquet", what="degradation scores", overwrite=overwrite)
+
+
+def shard_rows(encoded: Sequence[EncodedSample], config: DegradationConfig) -> list[Sequence[EncodedSample]]:
+    """The encoded rows of each shard, in order: consecutive runs of `config.shard_size` rows."""
+    return [encoded[start:stop] for start, stop in shard_bounds(len(encoded), config.shard_size)]
+
+
+def _write_shard(store: ShardStore, index: int, frame: pd.DataFrame) -> None:
     """Write shard `index`, then its completion marker; a crash in between leaves no marker (recomputed)."""
-    ids = frame["id"].tolist()
-    write_atomic(_shard_path(shard_dir, index), lambda path: frame.to_parquet(path, index=False))
-    marker = {"rows": len(ids), "first_id": ids[0], "last_id": ids[-1], "ids_sha256": _ids_hash(ids)}
-    write_atomic(_marker_path(shard_dir, index), lambda path: path.write_text(json.dumps(marker)))
+    store.write(index, frame["id"].tolist(), lambda path: frame.to_parquet(path, index=False))
 
 
-def _shard_path(shard_dir: Path, index: int) -> Path:
-    return shard_dir / f"shard-{index:05d}.parquet"
+write_score_shard = _write_shard
 
 
-def _marker_path(shard_dir: Path, index: int) -> Path:
-    return shard_dir / f"shard-{index:05d}.done"
-
-
-def _load_shard(shard_dir: Path, index: int, ids: list[str]) -> pd.DataFrame | None:
+def load_score_shard(store: ShardStore, index: int, ids: list[str]) -> pd.DataFrame | None:
     """The finished shard `index` when its marker exists (verified against the expected ids), else None."""
-    marker_path = _marker_path(shard_dir, index)
-    if not marker_path.exists():
+    if not store.is_done(index, ids):
         return None
-    marker = json.loads(marker_path.read_text())
-    expected = {"rows": len(ids), "first_id": ids[0], "last_id": ids[-1], "ids_sha256": _ids_hash(ids)}
-    if marker != expected:
-        raise RuntimeError(f"{marker_path} does not describe the rows this run puts in shard {index}: {marker}")
-    frame = pd.read_parquet(_shard_path(shard_dir, index))
+    frame = pd.read_parquet(store.data_path(index))
     if frame["id"].tolist() != ids:
-        raise RuntimeError(f"{_shard_path(shard_dir, index)} holds other ids than its marker {marker_path} says")
+        raise RuntimeError(f"{store.data_path(index)} holds other ids than its marker {store.marker_path(index)} says")
     return frame
-
-
-def _prepare_shard_dir(shard_dir: Path, fingerprint: dict[str, object], overwrite: bool) -> None:
-    """Create `shard_dir` with meta.json, or check that an existing one was made by the same inputs."""
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = shard_dir / "meta.json"
-    if meta_path.exists():
-        recorded = json.loads(meta_path.read_text())
-        if recorded == fingerprint:
-            return
-        if not overwrite:
-            changed = sorted(
-                key for key in fingerprint.keys() | recorded.keys() if recorded.get(key) != fingerprint.get(key)
-            )
-            raise RuntimeError(
-                f"{shard_dir} holds degradation scores of different inputs (changed: {', '.join(changed)}); "
-                "use a fresh shard directory, or pass overwrite=True to discard the old shards"
-            )
-        for stale in [*shard_dir.glob("shard-*.parquet"), *shard_dir.glob("shard-*.done"), meta_path]:
-            stale.unlink()
-    elif any(shard_dir.glob("shard-*")):
-        raise RuntimeError(f"{shard_dir} has shard files but no meta.json; use a fresh shard directory")
-    write_atomic(meta_path, lambda path: path.write_text(json.dumps(fingerprint, indent=1)))
 
 
 def _validate(encoded: Sequence[EncodedSample], vocab_size: int) -> None:
@@ -426,7 +434,8 @@ def _validate(encoded: Sequence[EncodedSample], vocab_size: int) -> None:
             raise ValueError(f"sample {sample.id!r}: token ids outside the models' vocabulary of {vocab_size}")
 
 
-def _bos_token_id(pruned: nn.Module) -> int:
+def bos_token_id_for(pruned: nn.Module) -> int:
+    """The pruned model's BOS token id, which starts the response-only sequence of `unconditioned_nll`."""
     bos = getattr(getattr(pruned, "config", None), "bos_token_id", None)
     if isinstance(bos, list):
         bos = bos[0] if bos else None
@@ -463,29 +472,19 @@ def score_degradation(
     response tokens; token ids outside the vocabulary. Models run in eval mode (restored afterwards) on their
     own devices.
     """
-    original_parts, pruned_parts = _ModelParts(original, "original"), _ModelParts(pruned, "pruned")
-    if original_parts.vocab_size != pruned_parts.vocab_size:
-        raise ValueError(
-            f"the models' vocab sizes differ: original {original_parts.vocab_size} vs pruned {pruned_parts.vocab_size}"
-        )
+    original_parts, pruned_parts = check_model_pair(original, pruned)
     _validate(encoded, original_parts.vocab_size)
-    bos_token_id = _bos_token_id(pruned) if config.unconditioned_nll else None
-    shard_starts = range(0, len(encoded), config.shard_size)
-    shard_ids = [[sample.id for sample in encoded[start : start + config.shard_size]] for start in shard_starts]
-    frames: list[pd.DataFrame | None] = [None] * len(shard_ids)
+    bos_token_id = bos_token_id_for(pruned) if config.unconditioned_nll else None
+    shards = shard_rows(encoded, config)
+    shard_ids = [[sample.id for sample in rows] for rows in shards]
+    frames: list[pd.DataFrame | None] = [None] * len(shards)
+    store = None
     if shard_dir is not None:
-        shard_dir = Path(shard_dir)
-        fingerprint = {
-            "format": SHARD_FORMAT_VERSION,
-            "rows": len(encoded),
-            "encoded_sha256": _content_hash(encoded),
-            "config": config.numerics(),
-            "bos_token_id": bos_token_id,
-            "original_weights_sha256": _signature_hash(original_parts),
-            "pruned_weights_sha256": _signature_hash(pruned_parts),
-        }
-        _prepare_shard_dir(shard_dir, fingerprint, overwrite)
-        frames = [_load_shard(shard_dir, index, ids) for index, ids in enumerate(shard_ids)]
+        fingerprint = scoring_fingerprint(
+            encoded, config, bos_token_id, model_signature(original_parts), model_signature(pruned_parts)
+        )
+        store = open_score_shards(Path(shard_dir), fingerprint, overwrite=overwrite)
+        frames = [load_score_shard(store, index, ids) for index, ids in enumerate(shard_ids)]
     pending = [index for index, frame in enumerate(frames) if frame is None]
     finished_rows = len(encoded) - sum(len(shard_ids[index]) for index in pending)
     training_modes = [original.training, pruned.training]
@@ -505,26 +504,37 @@ def score_degradation(
                 original_parts.check_decomposition(shortest)
                 pruned_parts.check_decomposition(shortest)
             for index in pending:
-                start = index * config.shard_size
-                frame = _score_shard(
-                    original_parts,
-                    pruned_parts,
-                    encoded[start : start + config.shard_size],
-                    config,
-                    bos_token_id,
-                    progress.update,
-                )
-                if shard_dir is not None:
-                    _write_shard(shard_dir, index, frame)
+                frame = _score_shard(original_parts, pruned_parts, shards[index], config, bos_token_id, progress.update)
+                if store is not None:
+                    _write_shard(store, index, frame)
                 frames[index] = frame
     finally:
         progress.close()
         original.train(training_modes[0])
         pruned.train(training_modes[1])
+    return concat_scores(frames, config)
+
+
+def concat_scores(frames: Sequence[pd.DataFrame | None], config: DegradationConfig) -> pd.DataFrame:
+    """The shards' score frames as one table in shard order (an empty, typed table when there are none)."""
+    if any(frame is None for frame in frames):
+        missing = [index for index, frame in enumerate(frames) if frame is None]
+        raise RuntimeError(f"score shards {missing[:10]} are missing")
     if not frames:
         columns = [*COLUMNS[:-1], *([UNCONDITIONED_COLUMN] if config.unconditioned_nll else []), COLUMNS[-1]]
         return pd.DataFrame({name: pd.Series(dtype=_EMPTY_DTYPES[name]) for name in columns})
     return pd.concat(frames, ignore_index=True)
+
+
+def check_model_pair(original: nn.Module, pruned: nn.Module) -> tuple[_ModelParts, _ModelParts]:
+    """Both models split into body + head; refuses (TypeError) a model that is not a causal LM with a decoder
+    body and an output head, and (ValueError) output heads of different vocab sizes."""
+    original_parts, pruned_parts = _ModelParts(original, "original"), _ModelParts(pruned, "pruned")
+    if original_parts.vocab_size != pruned_parts.vocab_size:
+        raise ValueError(
+            f"the models' vocab sizes differ: original {original_parts.vocab_size} vs pruned {pruned_parts.vocab_size}"
+        )
+    return original_parts, pruned_parts
 
 
 _EMPTY_DTYPES = {
@@ -539,5 +549,6 @@ _EMPTY_DTYPES = {
 }
 
 
-def _signature_hash(parts: _ModelParts) -> str:
+def model_signature(parts: _ModelParts) -> str:
+    """sha256 of the weights' cheap identity (`weight_signature`): what the shard fingerprint records."""
     return hashlib.sha256(json.dumps(parts.weight_signature()).encode()).hexdigest()
