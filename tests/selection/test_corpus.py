@@ -13,7 +13,9 @@ from selection.corpus import (
     CorpusStats,
     Sample,
     concept_text,
+    content_digest,
     embed_text,
+    iter_samples,
     load_corpus,
     read_rows,
 )
@@ -496,6 +498,88 @@ def test_stats_dict_is_json_serialisable_and_sorted(tmp_path):
         "flagged": {},
         "examples": {"empty_response": ["rows.jsonl:2"], "missing_field:instruction": ["rows.jsonl:3"]},
     }
+
+
+# --- streaming ------------------------------------------------------------------------------------------
+
+
+def mixed_rows() -> list[Any]:
+    """Good Alpaca and chat rows with bad rows and duplicates (Alpaca and chat) among them."""
+    return [
+        GOOD_ROW,
+        ROWS[2],
+        chat(("system", "s"), ("user", "hi"), ("assistant", "a")),
+        {"instruction": 7, "output": "x"},
+        GOOD_ROW,
+        ROWS[1],
+        chat(("system", "s"), ("user", "hi"), ("assistant", "a")),
+        chat(("user", "hi"), ("assistant", "a")),
+        {"messages": []},
+        ROWS[0],
+    ]
+
+
+def test_iter_samples_gives_exactly_load_corpus_samples_and_stats(tmp_path):
+    config = CorpusConfig(path=str(write_jsonl(tmp_path / "rows.jsonl", mixed_rows())))
+    stats = CorpusStats()
+    streamed = list(iter_samples(config, stats))
+    loaded = load_corpus(config)
+    assert streamed == loaded.samples
+    assert [sample.raw for sample in streamed] == [sample.raw for sample in loaded.samples]
+    assert stats == loaded.stats
+    assert [sample.id for sample in streamed] == ["0", "2", "5", "7", "9"]
+    assert stats.skipped == {
+        "empty_response": 1,
+        "non_string_field:instruction": 1,
+        "duplicate": 2,
+        "bad_messages": 1,
+    }
+
+
+def test_iter_samples_yields_rows_before_the_source_is_read_to_the_end(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(GOOD_ROW) + "\n" + '{"instruction": "x",\n', encoding="utf-8")
+    samples = iter_samples(CorpusConfig(path=str(path)), CorpusStats())
+    assert next(samples).id == "0"
+    with pytest.raises(CorpusError, match=f"{path}:2: invalid JSON"):
+        next(samples)
+
+
+def test_iter_samples_without_raw_leaves_raw_empty(tmp_path):
+    config = CorpusConfig(path=str(write_jsonl(tmp_path / "rows.jsonl", mixed_rows())))
+    samples = list(iter_samples(config, CorpusStats(), keep_raw=False))
+    assert samples == load_corpus(config).samples
+    assert all(sample.raw == {} for sample in samples)
+
+
+def test_iter_samples_refuses_a_source_without_a_valid_row_after_reading_it(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", [ROWS[2], {"instruction": "x"}])
+    stats = CorpusStats()
+    with pytest.raises(CorpusError, match=f"{path}: no valid row among 2 rows read"):
+        list(iter_samples(CorpusConfig(path=str(path)), stats))
+    assert stats.rows_read == 2
+
+
+def test_content_digest_is_16_bytes_and_tells_field_boundaries_apart():
+    digest = content_digest("ab", "c", "r", ())
+    assert len(digest) == 16
+    assert digest == content_digest("ab", "c", "r", ())
+    assert digest != content_digest("a", "bc", "r", ())
+    assert content_digest("u", "", "r", (("system", "s"),)) != content_digest("u", "", "r", ())
+    assert content_digest("u", "", "r", (("user", "ab"),)) != content_digest("u", "", "r", (("usera", "b"),))
+
+
+def test_rows_differing_only_in_field_boundaries_are_not_duplicates(tmp_path):
+    rows = [{"instruction": "ab", "input": "c", "output": "r"}, {"instruction": "a", "input": "bc", "output": "r"}]
+    assert len(load(write_jsonl(tmp_path / "rows.jsonl", rows)).samples) == 2
+
+
+def test_lone_surrogates_do_not_break_duplicate_detection(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    line = '{"instruction": "odd \\ud800 text", "output": "x"}\n'
+    path.write_text(line * 2, encoding="utf-8")
+    corpus = load(path)
+    assert (len(corpus.samples), corpus.stats.skipped) == (1, {"duplicate": 1})
 
 
 # --- texts and config -----------------------------------------------------------------------------------
