@@ -15,11 +15,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pipelines.ray_engine import RayConfig
 from selection.cluster import ClusterConfig
 from selection.corpus import CorpusConfig
 from selection.degradation import DegradationConfig
 
 ConfigT = TypeVar("ConfigT")
+
+
+ENGINES = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -62,6 +66,9 @@ class EmbeddingConfig:
         default=None, metadata={"help": "sentence-transformers model; default all-MiniLM-L6-v2 (offline)."}
     )
     batch_size: int = dataclasses.field(default=64, metadata={"help": "Texts per embedding batch."})
+    shard_size: int = dataclasses.field(
+        default=4096, metadata={"help": "Rows per embedding shard; finished shards are skipped on a rerun."}
+    )
 
 
 @dataclasses.dataclass
@@ -92,7 +99,16 @@ class SelectConfig:
     embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
     clustering: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
+    engine: str = dataclasses.field(
+        default="local",
+        metadata={"help": "Where scoring and embedding run: 'local' (this process) or 'ray' (Ray Data actors)."},
+    )
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     out: str = dataclasses.field(default="runs/select", metadata={"help": "Output directory."})
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
 
 
 def _is_dataclass_type(kind: Any) -> bool:

@@ -1,7 +1,8 @@
 """`paser select` as a Python function: corpus + model pair + budget -> a PASER subset and its statistics.
 
 Stages, each reusing what an earlier run left in the output folder: load and validate the corpus,
-tokenise, score degradation (sharded, resumable), embed (cached), cluster, select, write artifacts:
+tokenise, score degradation and embed (both sharded and resumable, in this process or on Ray: `engine`),
+cluster, select, write artifacts:
 
     selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
     scores.parquet    every scored row's scalars (cds, token counts, NLLs)
@@ -22,9 +23,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from transformers import AutoConfig
 
 from pipelines.config import SelectConfig, config_to_dict
-from recovery.models import describe_model, load_model
+from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray
+from recovery.models import describe_model, load_model, load_tokenizer, max_positions, resolve_model
 from selection.allocate import resolve_budget
 from selection.atomic import write_atomic
 from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
@@ -32,7 +35,7 @@ from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, Sampl
 from selection.corpus import concept_text as sample_concept_text
 from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import score_degradation
-from selection.embed import embed_texts, resolve_embedder
+from selection.embed import embed_in_shards, resolve_embedder
 from selection.formatting import check_same_tokenizer, encode_corpus
 from selection.prioritize import efficiency_score
 from selection.strategies import SelectionInputs, SelectionResult, get_strategy
@@ -97,23 +100,26 @@ def _log(message: str) -> None:
 
 
 def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Load the model pair, tokenise the corpus and score degradation; returns (scores, model info).
+    """Tokenise the corpus and score degradation on the configured engine; returns (scores, model info).
 
-    Rows the tokeniser step skips are counted into `corpus.stats`. Models are released before returning.
+    Rows the tokeniser step skips are counted into `corpus.stats`. The local engine loads the pair here and
+    releases it before returning; the Ray engine loads it in its actors, and this process only reads the
+    tokenizers and the model config.
     """
     models = config.models
     if models.pruned is None:
         raise ValueError("no pruned model given: pass --pruned PATH (or models.pruned in the config)")
-    _log(f"loading original model {models.original}")
-    original, tokenizer = load_model(models.original, models.dtype, models.device)
-    _log(f"loading pruned model {models.pruned}")
-    pruned, pruned_tokenizer = load_model(models.pruned, models.dtype, models.device)
+    if config.engine == "ray":
+        require_ray()
+        tokenizer, pruned_tokenizer = load_tokenizer(models.original), load_tokenizer(models.pruned)
+        context_length = max_positions(AutoConfig.from_pretrained(resolve_model(models.original))) or 2048
+    else:
+        _log(f"loading original model {models.original}")
+        original, tokenizer = load_model(models.original, models.dtype, models.device)
+        _log(f"loading pruned model {models.pruned}")
+        pruned, pruned_tokenizer = load_model(models.pruned, models.dtype, models.device)
+        context_length = int(getattr(original.config, "max_position_embeddings", 2048) or 2048)
     check_same_tokenizer(tokenizer, pruned_tokenizer)
-    model_info = {
-        "original": describe_model(models.original, original).to_dict(),
-        "pruned": describe_model(models.pruned, pruned).to_dict(),
-    }
-    context_length = int(getattr(original.config, "max_position_embeddings", 2048) or 2048)
     max_length = config.formatting.max_length or min(2048, context_length)
     encoded, skipped, examples = encode_corpus(
         corpus.samples,
@@ -136,25 +142,40 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     )
     if not encoded:
         raise ValueError(f"{corpus.source}: no row fits the model ({dict(skipped)})")
+    shard_dir = out_dir / "score_shards"
+    if config.engine == "ray":
+        _log(f"scoring {len(encoded):,} rows on ray (max_length={max_length}, {config.ray.actors} actor(s))")
+        scores, model_info = score_on_ray(
+            models.original, models.pruned, models.dtype, encoded, config.scoring, shard_dir, config.ray
+        )
+        return scores, {**model_info, "max_length": max_length, "engine": "ray"}
+    model_info = {
+        "original": describe_model(models.original, original).to_dict(),
+        "pruned": describe_model(models.pruned, pruned).to_dict(),
+    }
     _log(f"scoring {len(encoded):,} rows (max_length={max_length}, dtype={model_info['original']['dtype']})")
-    scores = score_degradation(original, pruned, encoded, config.scoring, shard_dir=out_dir / "score_shards")
+    scores = score_degradation(original, pruned, encoded, config.scoring, shard_dir=shard_dir)
     del original, pruned
     gc.collect()
-    return scores, {**model_info, "max_length": max_length}
+    return scores, {**model_info, "max_length": max_length, "engine": "local"}
 
 
 def cluster_corpus(
     config: SelectConfig, by_id: dict[str, Sample], ids: list[str], out_dir: Path
 ) -> tuple[np.ndarray, ClusterResult]:
-    """Embed the scored rows (cached under `out_dir/cache`) and cluster them; returns (embeddings, clusters)."""
+    """Embed the scored rows (in shards under `out_dir/embed_shards`, on the configured engine) and cluster
+    them; returns (embeddings, memory-mapped, and clusters)."""
     texts = [sample_embed_text(by_id[row_id], tuple(config.corpus.embed_fields)) for row_id in ids]
-    _log(f"embedding {len(texts):,} rows")
-    embeddings = embed_texts(
-        texts,
-        model=config.embedding.model,
-        batch_size=config.embedding.batch_size,
-        cache_dir=out_dir / "cache",
-    )
+    _log(f"embedding {len(texts):,} rows" + (" on ray" if config.engine == "ray" else ""))
+    options = {
+        "model": config.embedding.model,
+        "batch_size": config.embedding.batch_size,
+        "shard_size": config.embedding.shard_size,
+    }
+    if config.engine == "ray":
+        embeddings = embed_on_ray(ids, texts, out_dir / "embed_shards", config.ray, **options)
+    else:
+        embeddings = embed_in_shards(ids, texts, out_dir / "embed_shards", **options)
     _log(f"clustering ({config.clustering.method}, {config.clustering.manifold})")
     return embeddings, cluster_embeddings(embeddings, config.clustering)
 

@@ -59,7 +59,7 @@ def test_cache_returns_identical_embeddings_without_loading_the_model(
     def refuse_to_load(*args: object) -> None:
         raise AssertionError("the model was loaded although the cache holds these embeddings")
 
-    monkeypatch.setattr(embed, "_load_model", refuse_to_load)
+    monkeypatch.setattr(embed, "load_embedder", refuse_to_load)
     second = embed_texts(SENTENCES, cache_dir=tmp_path, show_progress=False)
     np.testing.assert_array_equal(first, second)
     assert second.dtype == np.float32

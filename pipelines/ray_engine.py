@@ -1,0 +1,395 @@
+"""The Ray engine: degradation scoring and embedding on Ray Data actors, for corpora and models beyond one
+process.
+
+Both stages work the same way. The driver decides the shards exactly as the local engine does (same rows,
+same fingerprint in `meta.json`), skips the finished ones, and writes the rest's inputs (token ids, or texts)
+as one Parquet file per shard. Ray Data reads those files in blocks and feeds them to a pool of actors
+(`map_batches` with a callable class): each actor loads its models once, on its own GPU(s) or CPUs, and turns a
+block into per-row results. The driver streams the results back and writes every shard and its completion
+marker as soon as all of its rows are in. A shard that arrives as one block (the usual case) is computed by
+the same function on the same rows as the local engine, so its results are the same; a job that dies part-way
+resumes from its finished shards on either engine.
+
+Ray is an optional dependency: `pip install 'paser[ray]'`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from selection.atomic import write_atomic
+from selection.degradation import (
+    DegradationConfig,
+    _score_shard,
+    _validate,
+    bos_token_id_for,
+    check_model_pair,
+    concat_scores,
+    load_score_shard,
+    model_signature,
+    open_score_shards,
+    scoring_fingerprint,
+    shard_rows,
+    write_score_shard,
+)
+from selection.embed import (
+    assemble_embeddings,
+    encode_with,
+    load_embedder,
+    prepare_embedding_shards,
+    resolve_embedder,
+    write_embedding_shard,
+)
+from selection.formatting import EncodedSample
+
+RAY_EXTRA_HINT = "pip install 'paser[ray]' (or pip install 'ray[data]')"
+_INPUT_FOLDER = "ray-input"
+
+
+@dataclasses.dataclass
+class RayConfig:
+    """Where Ray runs and how many actors each stage gets."""
+
+    address: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Ray cluster to join ('auto', 'ray://host:10001'); default: the RAY_ADDRESS cluster if set, "
+            "else a local one started for this run."
+        },
+    )
+    actors: int = dataclasses.field(
+        default=1, metadata={"help": "Actors per stage; each loads the models (or the embedder) once."}
+    )
+    gpus_per_actor: float | None = dataclasses.field(
+        default=None,
+        metadata={"help": "GPUs per actor; default 1 when the cluster has GPUs, else 0 (CPU actors)."},
+    )
+    cpus_per_actor: float = dataclasses.field(
+        default=1.0, metadata={"help": "CPUs per actor; CPU actors run that many torch threads."}
+    )
+    num_cpus: int | None = dataclasses.field(
+        default=None, metadata={"help": "CPUs of a local cluster started here; default: all of this machine."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.actors < 1:
+            raise ValueError(f"ray.actors must be >= 1, got {self.actors}")
+        if self.cpus_per_actor <= 0:
+            raise ValueError(f"ray.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ValueError(f"ray.gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
+
+
+def require_ray() -> Any:
+    """The `ray` module; refuses (ModuleNotFoundError, saying how to install it) when Ray is missing."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as error:
+        raise ModuleNotFoundError(f"the ray engine needs Ray Data, which is not installed: {RAY_EXTRA_HINT}") from error
+    return ray
+
+
+def connect(config: RayConfig) -> Any:
+    """Join (or start) the Ray cluster `config` names, once per process; returns the `ray` module."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
+        if config.address is not None:
+            options["address"] = config.address
+        elif config.num_cpus is not None:
+            options["num_cpus"] = config.num_cpus
+        ray.init(**options)
+        context = ray.data.DataContext.get_current()
+        # Our own bar on the driver reports rows/s and ETA; Ray's per-operator bars would repeat it.
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+    return ray
+
+
+def actor_resources(config: RayConfig, ray: Any) -> dict[str, float]:
+    """`num_cpus`/`num_gpus` for each actor: GPUs default to 1 when the cluster has any, else 0."""
+    gpus = config.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"num_cpus": config.cpus_per_actor, "num_gpus": gpus}
+
+
+def _set_threads(cpus: float) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+class _ScoreActor:
+    """Holds the original and pruned models; scores blocks of encoded rows, shard by shard."""
+
+    def __init__(self, original: str, pruned: str, dtype: str, config: DegradationConfig, cpus: float) -> None:
+        import torch
+
+        from recovery.models import load_model
+
+        _set_threads(cpus)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.original, _ = load_model(original, dtype, device)
+        self.pruned, _ = load_model(pruned, dtype, device)
+        self.parts = check_model_pair(self.original, self.pruned)
+        self.config = config
+        self.bos_token_id = bos_token_id_for(self.pruned) if config.unconditioned_nll else None
+        self.checked = False
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        import torch
+
+        frames = []
+        with torch.inference_mode():
+            for shard, rows in batch.groupby("shard", sort=True):
+                rows = rows.sort_values("position")
+                encoded = [
+                    EncodedSample(row_id, [int(token) for token in ids], int(prompt_length), bool(truncated))
+                    for row_id, ids, prompt_length, truncated in zip(
+                        rows["id"], rows["input_ids"], rows["prompt_length"], rows["truncated"], strict=True
+                    )
+                ]
+                if not self.checked:
+                    for parts in self.parts:
+                        parts.check_decomposition(min(encoded, key=lambda sample: len(sample.input_ids)).input_ids)
+                    self.checked = True
+                frame = _score_shard(*self.parts, encoded, self.config, self.bos_token_id)
+                frame.insert(0, "position", rows["position"].to_numpy())
+                frame.insert(0, "shard", np.full(len(frame), shard, dtype=np.int64))
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+
+def _probe_models(original: str, pruned: str, dtype: str, unconditioned: bool, cpus: float) -> dict[str, Any]:
+    """Load the pair where the actors will (same device kind) and return what the shard fingerprint needs."""
+    import torch
+
+    from recovery.models import describe_model, load_model
+
+    _set_threads(cpus)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    original_model, _ = load_model(original, dtype, device)
+    pruned_model, _ = load_model(pruned, dtype, device)
+    original_parts, pruned_parts = check_model_pair(original_model, pruned_model)
+    return {
+        "models": {
+            "original": describe_model(original, original_model).to_dict(),
+            "pruned": describe_model(pruned, pruned_model).to_dict(),
+        },
+        "vocab_size": original_parts.vocab_size,
+        "original_weights_sha256": model_signature(original_parts),
+        "pruned_weights_sha256": model_signature(pruned_parts),
+        "bos_token_id": bos_token_id_for(pruned_model) if unconditioned else None,
+    }
+
+
+def _write_inputs(folder: Path, tables: dict[int, pa.Table]) -> list[str]:
+    """One Parquet file per pending shard (atomic), in shard order; returns their paths."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    paths = []
+    for index, table in tables.items():
+        path = folder / f"shard-{index:05d}.parquet"
+        write_atomic(path, lambda staging, table=table: pq.write_table(table, staging))
+        paths.append(str(path))
+    return paths
+
+
+def _run_actors(
+    ray: Any,
+    paths: list[str],
+    actor: type,
+    constructor_kwargs: dict[str, Any],
+    ray_config: RayConfig,
+) -> Iterator[pd.DataFrame]:
+    """Stream the actors' result blocks for the input files at `paths` (one block per file, usually)."""
+    resources = actor_resources(ray_config, ray)
+    dataset = ray.data.read_parquet(paths, override_num_blocks=len(paths))
+    results = dataset.map_batches(
+        actor,
+        fn_constructor_kwargs={**constructor_kwargs, "cpus": ray_config.cpus_per_actor},
+        batch_size=None,
+        batch_format="pandas",
+        concurrency=ray_config.actors,
+        **resources,
+    )
+    yield from results.iter_batches(batch_size=None, batch_format="pandas")
+
+
+class _ShardCollector:
+    """Gathers result rows per shard and hands over each shard once all of its rows have arrived."""
+
+    def __init__(self, sizes: dict[int, int], finish: Callable[[int, pd.DataFrame], None]) -> None:
+        self.sizes, self.finish = sizes, finish
+        self.parts: dict[int, list[pd.DataFrame]] = {index: [] for index in sizes}
+        self.received = dict.fromkeys(sizes, 0)
+
+    def add(self, block: pd.DataFrame) -> int:
+        """Take a result block; returns how many rows it held."""
+        for shard, rows in block.groupby("shard", sort=False):
+            shard = int(shard)
+            if shard not in self.sizes:
+                raise RuntimeError(f"the ray engine returned rows of shard {shard}, which was not sent")
+            self.parts[shard].append(rows)
+            self.received[shard] += len(rows)
+            if self.received[shard] > self.sizes[shard]:
+                raise RuntimeError(
+                    f"the ray engine returned {self.received[shard]} rows for shard {shard} of {self.sizes[shard]}"
+                )
+            if self.received[shard] == self.sizes[shard]:
+                frame = pd.concat(self.parts.pop(shard)).sort_values("position")
+                self.finish(shard, frame.drop(columns=["shard", "position"]).reset_index(drop=True))
+        return len(block)
+
+    def check_complete(self) -> None:
+        if self.parts:
+            missing = {shard: self.sizes[shard] - self.received[shard] for shard in self.parts}
+            raise RuntimeError(f"the ray engine finished without every row; rows missing per shard: {missing}")
+
+
+def score_on_ray(
+    original: str,
+    pruned: str,
+    dtype: str,
+    encoded: Sequence[EncodedSample],
+    config: DegradationConfig,
+    shard_dir: Path,
+    ray_config: RayConfig,
+    *,
+    overwrite: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """`score_degradation` of the models at `original` and `pruned` on Ray actors: the same table and the same
+    shard files in `shard_dir`; returns (scores, {"original": ModelInfo dict, "pruned": ...}).
+
+    The pair is first loaded once where the actors run, to fingerprint the weights exactly as the local engine
+    does (so either engine resumes the other's shards) and to refuse a bad pair before any actor starts.
+    """
+    ray = connect(ray_config)
+    resources = actor_resources(ray_config, ray)
+    probe = ray.remote(**resources)(_probe_models)
+    info = ray.get(probe.remote(original, pruned, dtype, config.unconditioned_nll, ray_config.cpus_per_actor))
+    _validate(encoded, info["vocab_size"])
+    fingerprint = scoring_fingerprint(
+        encoded, config, info["bos_token_id"], info["original_weights_sha256"], info["pruned_weights_sha256"]
+    )
+    shard_dir = Path(shard_dir)
+    store = open_score_shards(shard_dir, fingerprint, overwrite=overwrite)
+    shards = shard_rows(encoded, config)
+    frames = [load_score_shard(store, index, [row.id for row in rows]) for index, rows in enumerate(shards)]
+    pending = [index for index, frame in enumerate(frames) if frame is None]
+    if pending:
+        tables = {index: _encoded_table(index, shards[index]) for index in pending}
+        paths = _write_inputs(shard_dir / _INPUT_FOLDER, tables)
+
+        def finish(index: int, frame: pd.DataFrame) -> None:
+            expected = [row.id for row in shards[index]]
+            if frame["id"].tolist() != expected:
+                raise RuntimeError(f"the ray engine returned other ids for shard {index} than were sent")
+            write_score_shard(store, index, frame)
+            frames[index] = frame
+
+        collector = _ShardCollector({index: len(shards[index]) for index in pending}, finish)
+        done = len(encoded) - sum(len(shards[index]) for index in pending)
+        constructor = {"original": original, "pruned": pruned, "dtype": dtype, "config": config}
+        with tqdm(
+            total=len(encoded), initial=done, desc="degradation (ray)", unit="rows", disable=not config.show_progress
+        ) as bar:
+            for block in _run_actors(ray, paths, _ScoreActor, constructor, ray_config):
+                bar.update(collector.add(block))
+        collector.check_complete()
+        shutil.rmtree(shard_dir / _INPUT_FOLDER, ignore_errors=True)
+    return concat_scores(frames, config), info["models"]
+
+
+def _encoded_table(index: int, rows: Sequence[EncodedSample]) -> pa.Table:
+    return pa.table(
+        {
+            "shard": pa.array([index] * len(rows), pa.int64()),
+            "position": pa.array(range(len(rows)), pa.int64()),
+            "id": pa.array([row.id for row in rows], pa.string()),
+            "input_ids": pa.array([row.input_ids for row in rows], pa.list_(pa.int32())),
+            "prompt_length": pa.array([row.prompt_length for row in rows], pa.int64()),
+            "truncated": pa.array([row.truncated for row in rows], pa.bool_()),
+        }
+    )
+
+
+class _EmbedActor:
+    """Holds the sentence-transformers embedder; embeds blocks of texts, shard by shard."""
+
+    def __init__(self, model_location: str, batch_size: int, cpus: float) -> None:
+        import torch
+
+        _set_threads(cpus)
+        self.encoder = load_embedder(model_location, "cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        frames = []
+        for _, rows in batch.groupby("shard", sort=True):
+            rows = rows.sort_values("position")
+            embeddings = encode_with(self.encoder, rows["text"].tolist(), self.batch_size)
+            frames.append(rows[["shard", "position", "id"]].assign(embedding=list(embeddings)))
+        return pd.concat(frames, ignore_index=True)
+
+
+def embed_on_ray(
+    ids: Sequence[str],
+    texts: Sequence[str],
+    shard_dir: Path,
+    ray_config: RayConfig,
+    *,
+    model: str | None = None,
+    batch_size: int = 64,
+    shard_size: int = 4096,
+    show_progress: bool = True,
+    overwrite: bool = False,
+) -> np.ndarray:
+    """`selection.embed.embed_in_shards` on Ray actors: the same shards, the same memory-mapped result."""
+    store, bounds, pending = prepare_embedding_shards(
+        ids, texts, shard_dir, model=model, batch_size=batch_size, shard_size=shard_size, overwrite=overwrite
+    )
+    shard_dir = Path(shard_dir)
+    if pending:
+        ray = connect(ray_config)
+        tables = {
+            index: pa.table(
+                {
+                    "shard": pa.array([index] * (bounds[index][1] - bounds[index][0]), pa.int64()),
+                    "position": pa.array(range(bounds[index][1] - bounds[index][0]), pa.int64()),
+                    "id": pa.array(ids[bounds[index][0] : bounds[index][1]], pa.string()),
+                    "text": pa.array(texts[bounds[index][0] : bounds[index][1]], pa.string()),
+                }
+            )
+            for index in pending
+        }
+        paths = _write_inputs(shard_dir / _INPUT_FOLDER, tables)
+
+        def finish(index: int, frame: pd.DataFrame) -> None:
+            start, stop = bounds[index]
+            if frame["id"].tolist() != list(ids[start:stop]):
+                raise RuntimeError(f"the ray engine returned other ids for embedding shard {index} than were sent")
+            write_embedding_shard(store, index, ids[start:stop], np.stack(frame["embedding"].to_list()))
+
+        collector = _ShardCollector({index: bounds[index][1] - bounds[index][0] for index in pending}, finish)
+        done = len(ids) - sum(collector.sizes.values())
+        constructor = {"model_location": resolve_embedder(model), "batch_size": batch_size}
+        with tqdm(total=len(ids), initial=done, desc="embedding (ray)", unit="rows", disable=not show_progress) as bar:
+            for block in _run_actors(ray, paths, _EmbedActor, constructor, ray_config):
+                bar.update(collector.add(block))
+        collector.check_complete()
+        shutil.rmtree(shard_dir / _INPUT_FOLDER, ignore_errors=True)
+    return assemble_embeddings(store, bounds, shard_dir / "embeddings.npy")
