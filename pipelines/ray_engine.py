@@ -3,12 +3,12 @@ process.
 
 Both stages work the same way. The driver decides the shards exactly as the local engine does (same rows,
 same fingerprint in `meta.json`), skips the finished ones, and writes the rest's inputs (token ids, or texts)
-as one Parquet file per shard. Ray Data reads those files in blocks and feeds them to a pool of actors
-(`map_batches` with a callable class): each actor loads its models once, on its own GPU(s) or CPUs, and turns a
-block into per-row results. The driver streams the results back and writes every shard and its completion
-marker as soon as all of its rows are in. A shard that arrives as one block (the usual case) is computed by
-the same function on the same rows as the local engine, so its results are the same; a job that dies part-way
-resumes from its finished shards on either engine.
+as one Parquet file per shard (on a filesystem every node sees, for a multi-node cluster). A Ray Dataset of
+those shards feeds a pool of actors (`map_batches` with a callable class, one shard per call): each actor loads
+its models once, on its own GPU(s) or CPUs, reads its shard and returns per-row results. The driver streams
+the results back and writes every shard and its completion marker as soon as it arrives. Each shard is
+computed by the same function on the same rows as the local engine, so the results agree (bitwise at equal
+thread counts); a job that dies part-way resumes from its finished shards on either engine.
 
 Ray is an optional dependency: `pip install 'paser[ray]'`.
 """
@@ -154,8 +154,8 @@ class _ScoreActor:
 
         frames = []
         with torch.inference_mode():
-            for shard, rows in batch.groupby("shard", sort=True):
-                rows = rows.sort_values("position")
+            for rows in _read_shards(batch):
+                shard = int(rows["shard"].iloc[0])
                 encoded = [
                     EncodedSample(row_id, [int(token) for token in ids], int(prompt_length), bool(truncated))
                     for row_id, ids, prompt_length, truncated in zip(
@@ -215,18 +215,43 @@ def _run_actors(
     constructor_kwargs: dict[str, Any],
     ray_config: RayConfig,
 ) -> Iterator[pd.DataFrame]:
-    """Stream the actors' result blocks for the input files at `paths` (one block per file, usually)."""
+    """Stream the actors' results, one shard per call, for the shard input files at `paths`.
+
+    The dataset holds the files' paths and each actor reads its shard's file itself. `read_parquet` would
+    read them in separate Ray tasks, and those need a free CPU: with actors holding every CPU of the
+    cluster (2 CPUs, 2 actors) the read never starts and the job hangs.
+    """
     resources = actor_resources(ray_config, ray)
-    dataset = ray.data.read_parquet(paths, override_num_blocks=len(paths))
+    dataset = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=len(paths))
     results = dataset.map_batches(
         actor,
         fn_constructor_kwargs={**constructor_kwargs, "cpus": ray_config.cpus_per_actor},
-        batch_size=None,
+        batch_size=1,
         batch_format="pandas",
-        concurrency=ray_config.actors,
+        compute=ray.data.ActorPoolStrategy(size=ray_config.actors),
         **resources,
     )
     yield from results.iter_batches(batch_size=None, batch_format="pandas")
+
+
+def _read_shards(batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
+    """The input rows of every shard file named in `batch`, in their order."""
+    for path in batch["path"]:
+        yield pq.read_table(path).to_pandas()
+
+
+def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with Ray's Arrow-backed columns turned into the dtypes pandas gives the local engine's frames."""
+    columns = {}
+    for name, column in frame.items():
+        if isinstance(column.dtype, pd.ArrowDtype):
+            arrow_type = column.dtype.pyarrow_dtype
+            if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+                column = column.astype("str")
+            elif pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type):
+                column = column.astype(arrow_type.to_pandas_dtype())
+        columns[name] = column
+    return pd.DataFrame(columns, index=frame.index)
 
 
 class _ShardCollector:
@@ -239,6 +264,7 @@ class _ShardCollector:
 
     def add(self, block: pd.DataFrame) -> int:
         """Take a result block; returns how many rows it held."""
+        block = _plain_dtypes(block)
         for shard, rows in block.groupby("shard", sort=False):
             shard = int(shard)
             if shard not in self.sizes:
@@ -339,8 +365,7 @@ class _EmbedActor:
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         frames = []
-        for _, rows in batch.groupby("shard", sort=True):
-            rows = rows.sort_values("position")
+        for rows in _read_shards(batch):
             embeddings = encode_with(self.encoder, rows["text"].tolist(), self.batch_size)
             frames.append(rows[["shard", "position", "id"]].assign(embedding=list(embeddings)))
         return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,212 @@
+"""The Ray engine on a local 2-CPU Ray cluster: the same scores, embeddings and selection as the local engine,
+and a job killed part-way resumes from its finished shards."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.config import SelectConfig, load_config
+from pipelines.select import run_select
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+
+from pipelines import ray_engine  # noqa: E402
+from pipelines.ray_engine import RayConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray_engine.connect(RayConfig(num_cpus=2))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    from data.demo import demo_rows
+
+    path = tmp_path_factory.mktemp("ray_corpus") / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in demo_rows(rows_per_skill=6)) + "\n")
+    return path
+
+
+def config_for(corpus_file, original, pruned, out, engine, *extra):
+    return load_config(
+        SelectConfig,
+        None,
+        [
+            f"corpus.path={corpus_file}",
+            f"models.original={original}",
+            f"models.pruned={pruned}",
+            "models.dtype=fp32",
+            "models.device=cpu",
+            "selection.budget=10",
+            "clustering.n_clusters=4",
+            "scoring.shard_size=8",
+            "scoring.show_progress=false",
+            "embedding.shard_size=16",
+            f"engine={engine}",
+            "ray.actors=2",
+            "ray.cpus_per_actor=1",
+            f"out={out}",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def both_runs(ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path_factory):
+    import torch
+
+    # One thread here too, as in each 1-CPU actor, so both engines do the same arithmetic.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("engines")
+        runs = {
+            engine: run_select(config_for(corpus_file, tiny_model_dir, perturbed_model_dir, root / engine, engine))
+            for engine in ("local", "ray")
+        }
+    finally:
+        torch.set_num_threads(threads)
+    return runs
+
+
+def test_ray_scores_match_the_local_engine(both_runs):
+    local, remote = both_runs["local"].scores, both_runs["ray"].scores
+    assert len(local) == 36  # 6 skills x 6 rows
+    assert local["id"].tolist() == remote["id"].tolist()
+    assert (local["cds"] > 0).all()
+    pd.testing.assert_frame_equal(local, remote, check_exact=False, atol=1e-5, rtol=0)
+
+
+def test_ray_writes_the_same_shard_files(both_runs):
+    for folder in ("score_shards", "embed_shards"):
+        local_dir, ray_dir = (both_runs[engine].out_dir / folder for engine in ("local", "ray"))
+        names = sorted(path.name for path in local_dir.glob("shard-*"))
+        assert names and names == sorted(path.name for path in ray_dir.glob("shard-*"))
+        assert (local_dir / "meta.json").read_text() == (ray_dir / "meta.json").read_text()
+        for marker in local_dir.glob("shard-*.done"):
+            assert marker.read_text() == (ray_dir / marker.name).read_text()
+        assert not (ray_dir / "ray-input").exists()
+
+
+def test_ray_embeddings_match_the_local_engine(both_runs):
+    local, remote = (np.load(both_runs[engine].out_dir / "embed_shards" / "embeddings.npy") for engine in both_runs)
+    assert local.shape == (36, 384)
+    np.testing.assert_allclose(local, remote, atol=1e-5, rtol=0)
+
+
+def test_ray_selects_the_same_rows(both_runs):
+    assert both_runs["local"].selection["id"].tolist() == both_runs["ray"].selection["id"].tolist()
+    assert both_runs["local"].clusters["cluster"].tolist() == both_runs["ray"].clusters["cluster"].tolist()
+
+
+def test_ray_resumes_a_local_run_without_recomputing(both_runs, corpus_file, tiny_model_dir, perturbed_model_dir):
+    """Either engine reads the other's shards: a ray rerun over the local run's folder sends nothing."""
+    sent = []
+    real_write_inputs = ray_engine._write_inputs
+
+    def spy(folder, tables):
+        sent.extend(tables)
+        return real_write_inputs(folder, tables)
+
+    out = both_runs["local"].out_dir
+    config = config_for(corpus_file, tiny_model_dir, perturbed_model_dir, out, "ray")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ray_engine, "_write_inputs", spy)
+        rerun = run_select(config)
+    assert sent == []
+    pd.testing.assert_frame_equal(rerun.scores, both_runs["local"].scores)
+
+
+KILLED_JOB = """
+import os, signal, sys
+from pipelines import ray_engine
+from pipelines.config import SelectConfig, load_config
+from pipelines.select import run_select
+
+written = []
+real_write = ray_engine.write_score_shard
+
+def write_then_die(store, index, frame):
+    real_write(store, index, frame)
+    written.append(index)
+    if len(written) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+ray_engine.write_score_shard = write_then_die
+run_select(load_config(SelectConfig, None, sys.argv[1:]))
+"""
+
+
+def test_killed_ray_job_resumes_from_its_finished_shards(
+    ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path
+):
+    out = tmp_path / "run"
+    # Shards of 4 rows: 9 shards; the job's driver is SIGKILLed right after writing its third.
+    overrides = ["scoring.shard_size=4", "ray.actors=1"]
+    config = config_for(corpus_file, tiny_model_dir, perturbed_model_dir, out, "ray", *overrides)
+    args = [
+        f"corpus.path={corpus_file}",
+        f"models.original={tiny_model_dir}",
+        f"models.pruned={perturbed_model_dir}",
+        "models.dtype=fp32",
+        "models.device=cpu",
+        "selection.budget=10",
+        "clustering.n_clusters=4",
+        "scoring.show_progress=false",
+        "embedding.shard_size=16",
+        "engine=ray",
+        "ray.cpus_per_actor=1",
+        "ray.num_cpus=1",
+        f"out={out}",
+        *overrides,
+    ]
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    environment["PYTHONPATH"] = str(REPO)
+    job = subprocess.Popen(
+        [sys.executable, "-c", KILLED_JOB, *args],
+        cwd=REPO,
+        env=environment,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _, stderr = job.communicate(timeout=300)
+    finally:
+        # The job's own Ray processes live in its session: end them too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    shard_dir = out / "score_shards"
+    finished = sorted(shard_dir.glob("shard-*.done"))
+    assert len(finished) == 3
+    stamps = {path.name: path.stat().st_mtime_ns for path in finished}
+
+    sent = []
+    real_write_inputs = ray_engine._write_inputs
+
+    def spy(folder, tables):
+        if folder.parent == shard_dir:
+            sent.extend(tables)
+        return real_write_inputs(folder, tables)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ray_engine, "_write_inputs", spy)
+        resumed = run_select(config)
+    done_before = {int(name[len("shard-") : -len(".done")]) for name in stamps}
+    assert sorted(sent) == sorted(set(range(9)) - done_before)
+    assert {path.name: path.stat().st_mtime_ns for path in finished} == stamps
+    assert len(resumed.scores) == 36 and (resumed.scores["cds"] > 0).all()
