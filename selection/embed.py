@@ -83,6 +83,16 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def _check_texts(texts: Sequence[str], batch_size: int) -> None:
+    if len(texts) == 0:
+        raise ValueError("no texts to embed")
+    non_strings = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+    if non_strings:
+        raise TypeError(f"texts must be str; {len(non_strings)} are not (first at index {non_strings[0]})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+
+
 def embed_texts(
     texts: Sequence[str],
     model: str | None = None,
@@ -98,13 +108,7 @@ def embed_texts(
     texts, and a later call with the same key loads it without loading the model.
     Refuses (TypeError) non-string texts, and (ValueError) an empty `texts` or `batch_size < 1`.
     """
-    if len(texts) == 0:
-        raise ValueError("no texts to embed")
-    non_strings = [i for i, text in enumerate(texts) if not isinstance(text, str)]
-    if non_strings:
-        raise TypeError(f"texts must be str; {len(non_strings)} are not (first at index {non_strings[0]})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    _check_texts(texts, batch_size)
     model_location = resolve_embedder(model)
     cache_file = None
     if cache_dir is not None:
@@ -233,17 +237,11 @@ def prepare_embedding_shards(
     overwrite: bool = False,
 ) -> tuple[ShardStore, list[tuple[int, int]], list[int]]:
     """Check the inputs, open the shard folder; returns (store, (start, stop) per shard, unfinished shards)."""
-    if len(texts) == 0:
-        raise ValueError("no texts to embed")
+    _check_texts(texts, batch_size)
     if len(ids) != len(texts):
         raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
     if len(set(ids)) != len(ids):
         raise ValueError("ids to embed must be unique")
-    non_strings = [i for i, text in enumerate(texts) if not isinstance(text, str)]
-    if non_strings:
-        raise TypeError(f"texts must be str; {len(non_strings)} are not (first at index {non_strings[0]})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     fingerprint = embedding_fingerprint(ids, texts, resolve_embedder(model), batch_size, shard_size)
     store = open_embedding_shards(Path(shard_dir), fingerprint, overwrite=overwrite)
     bounds = shard_bounds(len(ids), shard_size)

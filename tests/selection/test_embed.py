@@ -78,3 +78,40 @@ def test_non_string_and_empty_inputs_are_refused() -> None:
         embed_texts(["fine", None])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="no texts"):
         embed_texts([])
+
+
+TEN = [f"{sentence} (variant {index})" for index in range(4) for sentence in SENTENCES][:10]
+TEN_IDS = [f"row-{index}" for index in range(10)]
+
+
+@requires_default_embedder
+def test_sharded_embeddings_equal_one_call_and_resume_only_missing_shards(tmp_path: Path, monkeypatch) -> None:
+    whole = embed_texts(TEN, show_progress=False)
+    sharded = embed.embed_in_shards(TEN_IDS, TEN, tmp_path, shard_size=4, show_progress=False)
+    assert isinstance(sharded, np.memmap) and sharded.shape == (10, 384)
+    np.testing.assert_allclose(sharded, whole, atol=1e-6, rtol=0)
+    assert sorted(path.name for path in tmp_path.glob("shard-*.done")) == [f"shard-0000{i}.done" for i in range(3)]
+
+    (tmp_path / "shard-00001.done").unlink()
+    calls = []
+    real_encode = embed.encode_with
+
+    def counting_encode(encoder, texts, batch_size, show_progress=False):
+        calls.append(list(texts))
+        return real_encode(encoder, texts, batch_size, show_progress)
+
+    monkeypatch.setattr(embed, "encode_with", counting_encode)
+    resumed = embed.embed_in_shards(TEN_IDS, TEN, tmp_path, shard_size=4, show_progress=False)
+    assert calls == [TEN[4:8]]
+    np.testing.assert_array_equal(resumed, sharded)
+
+
+@requires_default_embedder
+def test_sharded_embeddings_refuse_other_inputs_and_bad_ids(tmp_path: Path) -> None:
+    embed.embed_in_shards(TEN_IDS[:4], TEN[:4], tmp_path, shard_size=4, show_progress=False)
+    with pytest.raises(RuntimeError, match=r"holds embeddings of different inputs \(changed: .*texts_sha256"):
+        embed.embed_in_shards(TEN_IDS[:4], TEN[1:5], tmp_path, shard_size=4, show_progress=False)
+    with pytest.raises(ValueError, match="3 ids but 4 texts"):
+        embed.embed_in_shards(TEN_IDS[:3], TEN[:4], tmp_path / "other", show_progress=False)
+    with pytest.raises(ValueError, match="must be unique"):
+        embed.embed_in_shards(["a", "a"], TEN[:2], tmp_path / "other", show_progress=False)
