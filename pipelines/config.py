@@ -72,6 +72,28 @@ class EmbeddingConfig:
 
 
 @dataclasses.dataclass
+class TopkConfig:
+    k: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Score through the original's top-k log-probs, one model in memory at a time (for a pair "
+            "that does not fit one device); None: exact JSD with both models side by side. See selection/topk.py."
+        },
+    )
+    tail_samples: int = dataclasses.field(
+        default=16, metadata={"help": "Tokens sampled per position from the original's tail (sampled_tail)."}
+    )
+    estimator: str = dataclasses.field(
+        default="sampled_tail",
+        metadata={"help": "sampled_tail (closer to exact) or bucket (a lower bound of the exact JSD)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.k is not None and self.k < 1:
+            raise ValueError(f"topk.k must be >= 1 or null, got {self.k}")
+
+
+@dataclasses.dataclass
 class SelectionConfig:
     strategy: str = dataclasses.field(
         default="paser",
@@ -96,6 +118,7 @@ class SelectConfig:
     models: ModelPairConfig = dataclasses.field(default_factory=ModelPairConfig)
     formatting: FormattingConfig = dataclasses.field(default_factory=FormattingConfig)
     scoring: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
+    topk: TopkConfig = dataclasses.field(default_factory=TopkConfig)
     embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
     clustering: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
@@ -109,6 +132,11 @@ class SelectConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        if self.engine == "ray" and self.topk.k is not None:
+            raise ValueError(
+                "topk.k runs on the local engine only (it exists to hold one model at a time; each Ray actor "
+                "holds both): drop topk.k, or use engine=local"
+            )
 
 
 def _is_dataclass_type(kind: Any) -> bool:

@@ -36,9 +36,11 @@ from selection.corpus import concept_text as sample_concept_text
 from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import score_degradation
 from selection.embed import embed_in_shards, resolve_embedder
-from selection.formatting import check_same_tokenizer, encode_corpus
+from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus
 from selection.prioritize import efficiency_score
 from selection.strategies import SelectionInputs, SelectionResult, get_strategy
+from selection.topk import ESTIMATORS as TOPK_ESTIMATORS
+from selection.topk import score_degradation_topk
 
 VERSIONED_PACKAGES = (
     "paser",
@@ -100,27 +102,64 @@ def _log(message: str) -> None:
 
 
 def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Tokenise the corpus and score degradation on the configured engine; returns (scores, model info).
+    """Tokenise the corpus and score degradation; returns (scores, model info).
 
-    Rows the tokeniser step skips are counted into `corpus.stats`. The local engine loads the pair here and
-    releases it before returning; the Ray engine loads it in its actors, and this process only reads the
-    tokenizers and the model config.
+    Three ways, by config: both models side by side in this process (`engine: local`, the default); one model
+    at a time through the original's top-k cache (`topk.k`, for a pair that does not fit one device); or on
+    Ray actors (`engine: ray`), where this process only reads the tokenizers and the model config. Rows the
+    tokeniser step skips are counted into `corpus.stats`. Models are released before returning.
     """
     models = config.models
     if models.pruned is None:
         raise ValueError("no pruned model given: pass --pruned PATH (or models.pruned in the config)")
     if config.engine == "ray":
         require_ray()
-        tokenizer, pruned_tokenizer = load_tokenizer(models.original), load_tokenizer(models.pruned)
-        context_length = max_positions(AutoConfig.from_pretrained(resolve_model(models.original))) or 2048
-    else:
-        _log(f"loading original model {models.original}")
-        original, tokenizer = load_model(models.original, models.dtype, models.device)
-        _log(f"loading pruned model {models.pruned}")
-        pruned, pruned_tokenizer = load_model(models.pruned, models.dtype, models.device)
-        context_length = int(getattr(original.config, "max_position_embeddings", 2048) or 2048)
-    check_same_tokenizer(tokenizer, pruned_tokenizer)
+    tokenizer = load_tokenizer(models.original)
+    check_same_tokenizer(tokenizer, load_tokenizer(models.pruned))
+    context_length = max_positions(AutoConfig.from_pretrained(resolve_model(models.original))) or 2048
     max_length = config.formatting.max_length or min(2048, context_length)
+    encoded = encode_rows(config, corpus, tokenizer, max_length)
+    if config.engine == "ray":
+        _log(f"scoring {len(encoded):,} rows on ray (max_length={max_length}, {config.ray.actors} actor(s))")
+        scores, model_info = score_on_ray(
+            models.original, models.pruned, models.dtype, encoded, config.scoring, out_dir / "score_shards", config.ray
+        )
+        return scores, {**model_info, "max_length": max_length, "engine": "ray"}
+    model_info: dict[str, Any] = {}
+
+    def load(role: str) -> Any:
+        name = getattr(models, role)
+        _log(f"loading {role} model {name}")
+        model, _ = load_model(name, models.dtype, models.device)
+        model_info[role] = describe_model(name, model).to_dict()
+        return model
+
+    if config.topk.k is not None:
+        topk = config.topk
+        _log(f"scoring {len(encoded):,} rows, one model at a time (top-{topk.k} cache, {topk.estimator})")
+        scores = score_degradation_topk(
+            lambda: load("original"),
+            lambda: load("pruned"),
+            encoded,
+            config.scoring,
+            out_dir / "topk_cache",
+            k=topk.k,
+            tail_samples=topk.tail_samples,
+            estimator=topk.estimator,
+            shard_dir=out_dir / "topk_score_shards",
+        )
+        return scores, {**model_info, "max_length": max_length, "engine": "local", "topk": config_to_dict(topk)}
+    original, pruned = load("original"), load("pruned")
+    _log(f"scoring {len(encoded):,} rows (max_length={max_length}, dtype={model_info['original']['dtype']})")
+    scores = score_degradation(original, pruned, encoded, config.scoring, shard_dir=out_dir / "score_shards")
+    del original, pruned
+    gc.collect()
+    return scores, {**model_info, "max_length": max_length, "engine": "local"}
+
+
+def encode_rows(config: SelectConfig, corpus: Corpus, tokenizer: Any, max_length: int) -> list[EncodedSample]:
+    """The corpus's samples as token ids under the scorer's template; skipped and truncated rows are counted
+    into `corpus.stats`. Refuses (ValueError) a corpus of which no row fits `max_length`."""
     encoded, skipped, examples = encode_corpus(
         corpus.samples,
         tokenizer,
@@ -142,22 +181,7 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     )
     if not encoded:
         raise ValueError(f"{corpus.source}: no row fits the model ({dict(skipped)})")
-    shard_dir = out_dir / "score_shards"
-    if config.engine == "ray":
-        _log(f"scoring {len(encoded):,} rows on ray (max_length={max_length}, {config.ray.actors} actor(s))")
-        scores, model_info = score_on_ray(
-            models.original, models.pruned, models.dtype, encoded, config.scoring, shard_dir, config.ray
-        )
-        return scores, {**model_info, "max_length": max_length, "engine": "ray"}
-    model_info = {
-        "original": describe_model(models.original, original).to_dict(),
-        "pruned": describe_model(models.pruned, pruned).to_dict(),
-    }
-    _log(f"scoring {len(encoded):,} rows (max_length={max_length}, dtype={model_info['original']['dtype']})")
-    scores = score_degradation(original, pruned, encoded, config.scoring, shard_dir=shard_dir)
-    del original, pruned
-    gc.collect()
-    return scores, {**model_info, "max_length": max_length, "engine": "local"}
+    return encoded
 
 
 def cluster_corpus(
@@ -200,6 +224,8 @@ def check_before_scoring(config: SelectConfig) -> None:
     get_clusterer(config.clustering.method)
     if config.clustering.manifold not in MANIFOLDS:
         raise ValueError(f"unknown manifold {config.clustering.manifold!r}; known: {', '.join(MANIFOLDS)}")
+    if config.topk.estimator not in TOPK_ESTIMATORS:
+        raise ValueError(f"unknown topk.estimator {config.topk.estimator!r}; known: {', '.join(TOPK_ESTIMATORS)}")
     resolve_embedder(config.embedding.model)
 
 

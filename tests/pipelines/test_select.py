@@ -1,6 +1,7 @@
 """End-to-end `paser select` on tiny random models and the built-in demo corpus."""
 
 import json
+import weakref
 
 import pandas as pd
 import pytest
@@ -206,6 +207,39 @@ def test_rerun_with_another_budget_reuses_the_score_shards(corpus_file, tiny_mod
     assert [shard.stat().st_mtime_ns for shard in shards] == written
 
 
+def test_topk_scoring_runs_one_model_at_a_time_and_tracks_exact_scores(
+    first_run, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path, monkeypatch
+):
+    from pipelines import select
+
+    loaded, alive = [], []
+    real_load_model = select.load_model
+
+    def tracking_load_model(name, *args):
+        # Only one model may be alive at once: the previous one must have been collected.
+        assert not any(reference() is not None for reference in alive), "two models in memory at once"
+        model, tokenizer = real_load_model(name, *args)
+        loaded.append(str(name))
+        alive.append(weakref.ref(model))
+        return model, tokenizer
+
+    monkeypatch.setattr(select, "load_model", tracking_load_model)
+    output = run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run", "topk.k=64"))
+    assert loaded == [str(tiny_model_dir), str(perturbed_model_dir)]
+    assert len(output.selection) == 15
+    assert (tmp_path / "run" / "topk_cache" / "meta.json").is_file()
+    exact = first_run.scores.set_index("id")["cds"]
+    approximate = output.scores.set_index("id")["cds"]
+    assert approximate.index.equals(exact.index)
+    assert (approximate - exact).abs().max() < 0.1 * exact.mean()
+    assert output.stats["models"]["topk"]["k"] == 64
+
+
+def test_topk_on_the_ray_engine_is_refused(corpus_file, tmp_path):
+    with pytest.raises(ValueError, match="topk.k runs on the local engine only"):
+        select_config(corpus_file, "unused", "unused", tmp_path / "run", "topk.k=8", "engine=ray")
+
+
 def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path):
     run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run"))
     with pytest.raises(RuntimeError, match="different inputs"):
@@ -219,6 +253,7 @@ def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir
         ("selection.budget=2.5", "budget"),
         ("clustering.method=dbscan", "unknown clustering method 'dbscan'; known: kmeans, nmf, spectral"),
         ("clustering.manifold=tsne", "unknown manifold 'tsne'; known: diffusion, umap"),
+        ("topk.estimator=exact", "unknown topk.estimator 'exact'; known: sampled_tail, bucket"),
     ],
 )
 def test_bad_settings_are_refused_before_any_model_loads(corpus_file, tmp_path, monkeypatch, override, message):
