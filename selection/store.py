@@ -83,12 +83,15 @@ def write_corpus_store(
 ) -> CorpusStoreInfo:
     """Stream `samples` into one Parquet file at `path`, `row_group_rows` rows per row group, in order.
 
-    Only one row group of samples is held at a time, so memory does not grow with the corpus. Columns:
-    `STORE_SCHEMA` (text as given, `context` and `raw` as JSON strings; `raw` is null for a sample whose
-    `raw` is empty, i.e. read with `keep_raw=False`). Written to a staging file beside `path` and renamed
-    onto it once complete, after checking that ids are unique. Refuses (StoreError) `row_group_rows < 1`,
-    no samples, a repeated id (naming it), and a raw row that is not JSON-serialisable (naming its id);
-    the staging file is removed and `path` left as it was.
+    Only one row group of samples is held at a time, so memory does not grow with the corpus (the final
+    id check reads the id column back: ~100 MB for 2.6M short ids). Columns: `STORE_SCHEMA` (text as
+    given, `context` and `raw` as JSON strings; `raw` is null for a sample whose `raw` is empty, i.e. read
+    with `keep_raw=False`). Written to a staging file beside `path` and renamed onto it once complete,
+    after checking that ids are unique. Returns what was written. Refuses (StoreError) `row_group_rows <
+    1`, no samples, a repeated id (naming it and its rows), a raw row that is not JSON-serialisable and
+    text with no UTF-8 form (a lone surrogate, which JSON allows; naming the sample and field); the
+    staging file is removed and `path` left as it was. Errors raised by `samples` itself (e.g. a
+    `CorpusError` from `iter_samples`) pass through, with the same clean-up.
     """
     path = Path(path)
     if row_group_rows < 1:
@@ -283,18 +286,7 @@ class CorpusStore:
         """
         columns = [*SAMPLE_TEXT_COLUMNS, "raw"] if with_raw else list(SAMPLE_TEXT_COLUMNS)
         rows = self._read_rows(self.positions(ids), columns)
-        return [
-            Sample(
-                id=row["id"],
-                instruction=row["instruction"],
-                input=row["input"],
-                response=row["response"],
-                context=_context_from_json(row["context"]),
-                source_index=row["source_index"],
-                raw=json.loads(row["raw"]) if with_raw and row["raw"] is not None else {},
-            )
-            for row in rows
-        ]
+        return [_sample_from_row(row, with_raw=with_raw) for row in rows]
 
     def raw_rows(self, ids: Sequence[str] | np.ndarray) -> list[dict[str, Any]]:
         """The source rows of these ids as read from the corpus, in the order given.
@@ -360,15 +352,8 @@ class SampleLookup:
         position = int(self._index.positions([sample_id])[0])
         chunk = int(np.searchsorted(self._chunk_starts, position, side="right")) - 1
         local = position - int(self._chunk_starts[chunk])
-        value = {name: column.chunk(chunk)[local].as_py() for name, column in self._columns.items()}
-        return Sample(
-            id=value["id"],
-            instruction=value["instruction"],
-            input=value["input"],
-            response=value["response"],
-            context=_context_from_json(value["context"]),
-            source_index=value["source_index"],
-        )
+        row = {name: column.chunk(chunk)[local].as_py() for name, column in self._columns.items()}
+        return _sample_from_row(row, with_raw=False)
 
 
 def _text_sample(instruction: str = "", input: str = "", response: str = "") -> Sample:
@@ -376,8 +361,17 @@ def _text_sample(instruction: str = "", input: str = "", response: str = "") -> 
     return Sample(id="", instruction=instruction, input=input, response=response)
 
 
-def _context_from_json(text: str) -> tuple[tuple[str, str], ...]:
-    return tuple((role, content) for role, content in json.loads(text))
+def _sample_from_row(row: dict[str, Any], *, with_raw: bool) -> Sample:
+    """A store row (a dict of its columns) as a `Sample`; `raw` is `{}` unless asked for and stored."""
+    return Sample(
+        id=row["id"],
+        instruction=row["instruction"],
+        input=row["input"],
+        response=row["response"],
+        context=tuple((role, content) for role, content in json.loads(row["context"])),
+        source_index=row["source_index"],
+        raw=json.loads(row["raw"]) if with_raw and row["raw"] is not None else {},
+    )
 
 
 class EmbeddingWriter:
