@@ -1,0 +1,606 @@
+"""Time and peak memory per stage of selecting 5% of a 2.6M-row corpus on one CPU machine.
+
+A synthetic Alpaca-shaped JSON Lines corpus (40 skills in 8 capability families, a few sentence templates
+each, 100-600 characters a row, a few % bad rows and exact duplicates) goes through the stages of
+`paser select` at scale:
+
+    generate  write the corpus (not a stage of paser; timed for reference)
+    store     stream the corpus (`iter_samples`) into a Parquet corpus store (`write_corpus_store`)
+    embed     N x 384 unit-norm float32 embeddings written block by block into a memory-mapped .npy, and
+              per-row scores (cds, token counts, NLLs) as a Parquet table
+    cluster   `cluster_embeddings` on the memory-mapped embeddings (default ClusterConfig: landmarks)
+    select    the `paser` strategy at a 5% budget without the CCG (allocation ∝ cluster CDS, IES ranking)
+    fetch     the selected rows' raw fields from the store, written as selection.jsonl
+    ccg       the `paser` strategy as shipped (with the CCG: YAKE concepts of each offered row, read from
+              the store's text held in memory), stopped after --ccg-minutes; reports how many rows it
+              offered and accepted, YAKE's cost per row and a lower bound on the time it would need
+
+Embeddings and scores are synthetic: all-MiniLM-L6-v2 on 2 CPU cores embeds a few hundred rows a second
+(hours for 2.6M rows) and scoring needs two LLM forward passes per row (days on this CPU). A row's
+embedding is its skill's centre (near its family's centre) plus Gaussian noise, so clusters exist and the
+clustering can be checked against families and skills with the ARI; CDS is a per-skill level times
+log-normal noise; token counts are the characters / 4 of the real synthetic text.
+
+Each stage runs in its own subprocess, so its peak RSS (VmHWM, the kernel's high-water mark of the
+process's resident pages; ru_maxrss alongside) is that stage's alone. RSS counts the memory-mapped file
+pages a stage touched (RssFile; reclaimable page cache) as well as its heap (RssAnon); both are printed
+as they are at the end of each stage. The last line printed is `key=value` pairs: rows, seconds and peak
+GB per stage, rows_valid, n_clusters, ari_family, ari_skill, selected, and the CCG's progress.
+
+    nice -n 10 python bench/scale_select.py --rows 2600000 --work /tmp/paser_scale
+    python bench/scale_select.py --rows 50000 --ccg-minutes 2     # a quick run in a temporary folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+# Run as a script from a checkout: make the repository's packages importable without installing them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from selection.allocate import resolve_budget  # noqa: E402
+from selection.atomic import write_atomic  # noqa: E402
+from selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
+from selection.consistency import ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
+from selection.corpus import CorpusConfig, CorpusStats, concept_text, iter_samples  # noqa: E402
+from selection.prioritize import efficiency_score  # noqa: E402
+from selection.store import CorpusStore, EmbeddingWriter, open_embeddings, write_corpus_store  # noqa: E402
+from selection.strategies import SelectionInputs, get_strategy  # noqa: E402
+
+STAGES = ("generate", "store", "embed", "cluster", "select", "fetch", "ccg")
+DIMENSION = 384
+BLOCK_ROWS = 65_536
+
+# Capability families of five skills each: (skill, what the instruction asks, words of its domain).
+FAMILIES = {
+    "math": [
+        ("arithmetic", "solve the arithmetic problem", ["sum", "product", "fraction", "remainder", "integer"]),
+        ("algebra", "simplify the algebraic expression", ["variable", "coefficient", "polynomial", "root"]),
+        ("geometry", "compute the geometric quantity", ["triangle", "angle", "radius", "perimeter", "area"]),
+        ("statistics", "interpret the statistics", ["mean", "median", "variance", "sample", "outlier"]),
+        ("logic", "solve the logic puzzle", ["clue", "premise", "deduction", "liar", "knight", "inference"]),
+    ],
+    "language": [
+        ("translation_fr", "translate the sentence into French", ["phrase", "verb", "tense", "accent", "idiom"]),
+        ("translation_es", "translate the text into Spanish", ["greeting", "sentence", "gender", "article"]),
+        ("grammar", "correct the grammar of the sentence", ["comma", "clause", "subject", "agreement"]),
+        ("rewrite", "rewrite the text in a formal tone", ["tone", "register", "wording", "audience", "style"]),
+        ("definition", "define the term", ["term", "meaning", "example", "synonym", "origin", "usage"]),
+    ],
+    "code": [
+        ("python", "write a Python function", ["list", "dictionary", "loop", "exception", "generator"]),
+        ("sql", "write an SQL query", ["table", "join", "index", "column", "aggregate", "subquery"]),
+        ("javascript", "write JavaScript code", ["promise", "callback", "array", "event", "closure"]),
+        ("debugging", "find the bug in the code", ["stacktrace", "off-by-one", "null", "race", "assertion"]),
+        ("regex", "write a regular expression", ["pattern", "match", "group", "anchor", "quantifier"]),
+    ],
+    "writing": [
+        ("poetry", "write a short poem", ["rhyme", "stanza", "metaphor", "moon", "river", "meter"]),
+        ("story", "write a short story", ["hero", "village", "dragon", "journey", "secret", "storm"]),
+        ("email", "draft a professional email", ["meeting", "deadline", "client", "invoice", "schedule"]),
+        ("marketing", "write a product description", ["customer", "feature", "brand", "slogan", "launch"]),
+        ("brainstorm", "brainstorm ideas", ["idea", "theme", "party", "gift", "project", "weekend"]),
+    ],
+    "science": [
+        ("biology", "explain the biological process", ["cell", "protein", "enzyme", "gene", "membrane"]),
+        ("chemistry", "balance the chemical reaction", ["molecule", "reaction", "acid", "bond", "catalyst"]),
+        ("physics", "explain the physical phenomenon", ["force", "energy", "momentum", "wave", "friction"]),
+        ("astronomy", "describe the astronomical object", ["planet", "galaxy", "telescope", "comet", "nebula"]),
+        ("environment", "explain the environmental issue", ["pollution", "recycling", "forest", "carbon"]),
+    ],
+    "humanities": [
+        ("history", "explain the historical event", ["empire", "treaty", "revolution", "century", "dynasty"]),
+        ("geography", "describe the geography", ["mountain", "climate", "border", "capital", "desert"]),
+        ("philosophy", "discuss the philosophical question", ["ethics", "free will", "virtue", "mind"]),
+        ("law", "explain the legal principle", ["contract", "liability", "court", "statute", "copyright"]),
+        ("music", "explain the music theory", ["chord", "scale", "rhythm", "melody", "tempo", "harmony"]),
+    ],
+    "everyday": [
+        ("medicine", "give general health information", ["symptom", "diet", "sleep", "exercise", "vitamin"]),
+        ("nutrition", "suggest a healthy recipe", ["vegetable", "recipe", "calorie", "breakfast", "spice"]),
+        ("finance", "explain the financial concept", ["interest", "budget", "loan", "inflation", "savings"]),
+        ("travel", "plan a travel itinerary", ["itinerary", "museum", "train", "hotel", "beach", "ticket"]),
+        ("career", "give career advice", ["interview", "resume", "skill", "manager", "promotion"]),
+    ],
+    "analysis": [
+        ("summarisation", "summarise the passage", ["paragraph", "argument", "conclusion", "headline"]),
+        ("classification", "classify the items", ["category", "label", "animal", "fruit", "vehicle"]),
+        ("sentiment", "determine the sentiment of the review", ["review", "opinion", "rating", "complaint"]),
+        ("extraction", "extract the named entities", ["person", "organisation", "date", "location"]),
+        ("comparison", "compare the two options", ["advantage", "drawback", "option", "trade-off"]),
+    ],
+}
+SKILLS = [skill for skills in FAMILIES.values() for skill in skills]
+FAMILY_OF_SKILL = np.repeat(np.arange(len(FAMILIES)), [len(skills) for skills in FAMILIES.values()])
+INSTRUCTION_TEMPLATES = [
+    "{Task} about the {a} and the {b}.",
+    "Please {task}, focusing on the {a} of the {b}.",
+    "Can you {task}? Mention the {a}, the {b} and the {c}.",
+    "In a {adj} way, {task} for a {a}.",
+    "Given the {a} below, {task} and explain the {b}.",
+    "{Task}; keep the {a} {adj} and the {b} {adj2}.",
+]
+INPUT_TEMPLATES = [
+    "The {a} is {adj} and the {b} is {adj2}, so the {c} {verb} the {d}.",
+    "{A}: {adj}. {B}: {adj2}. {C}: {adj}.",
+    "Consider a {adj} {a} that {verb} a {b} near the {c}.",
+]
+RESPONSE_SENTENCES = [
+    "The {a} {verb} the {b} because the {c} is {adj}.",
+    "First, consider the {a}: it {verb} the {b} in a {adj} way.",
+    "A {adj} {a} usually means the {b} is {adj2}.",
+    "In short, the {a} and the {b} depend on the {c}.",
+    "Note that every {a} {verb} some {b}, which keeps the {c} {adj}.",
+    "For example, a {adj2} {b} can change how the {a} {verb} the {c}.",
+    "This is why the {a} matters more than the {b} here.",
+    "Finally, the {c} should stay {adj} while the {a} {verb} the {b}.",
+]
+ADJECTIVES = [
+    "simple",
+    "clear",
+    "small",
+    "large",
+    "careful",
+    "quick",
+    "slow",
+    "bright",
+    "dark",
+    "warm",
+    "cold",
+    "formal",
+    "friendly",
+    "precise",
+    "rough",
+    "modern",
+    "ancient",
+    "strong",
+    "weak",
+    "stable",
+    "complex",
+    "useful",
+    "rare",
+    "common",
+    "gentle",
+    "sharp",
+    "quiet",
+    "loud",
+    "narrow",
+    "wide",
+]
+VERBS = [
+    "affects",
+    "changes",
+    "supports",
+    "limits",
+    "explains",
+    "describes",
+    "shapes",
+    "follows",
+    "precedes",
+    "replaces",
+    "reduces",
+    "increases",
+    "balances",
+    "connects",
+    "separates",
+    "improves",
+    "measures",
+    "reveals",
+    "hides",
+]
+COMMON_NOUNS = [
+    "system",
+    "process",
+    "result",
+    "method",
+    "value",
+    "problem",
+    "answer",
+    "reason",
+    "example",
+    "detail",
+    "part",
+    "rule",
+    "step",
+    "case",
+    "question",
+    "pattern",
+    "source",
+    "effect",
+    "model",
+    "level",
+    "point",
+    "range",
+    "context",
+    "goal",
+    "factor",
+]
+BAD_ROWS = [
+    {"instruction": "Summarise the text.", "input": "", "output": ""},
+    {"input": "", "output": "An answer without a question."},
+    {"instruction": "Explain.", "input": ["not", "a", "string"], "output": "x"},
+    {"instruction": "   ", "input": "", "output": "An answer to nothing."},
+    {"instruction": "A question without an answer.", "input": ""},
+]
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+def memory_gb() -> dict[str, float]:
+    """This process's peak and current resident memory in GB: VmHWM (peak), VmRSS (now) and its anonymous
+    (heap) and file-backed (memory-mapped files) parts, from /proc/self/status; ru_maxrss alongside."""
+    wanted = {"VmHWM": "peak_gb", "VmRSS": "rss_gb", "RssAnon": "anon_gb", "RssFile": "file_gb"}
+    values = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in wanted:
+            values[wanted[key]] = int(value.split()[0]) / 1024**2  # kB -> GB
+    values["ru_maxrss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return values
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    # Through a file object: np.save given a path not ending in .npy writes to `path` + ".npy".
+    with path.open("wb") as stream:
+        np.save(stream, array)
+
+
+def log(message: str) -> None:
+    print(f"[scale] {message}", file=sys.stderr, flush=True)
+
+
+# --- the synthetic corpus -------------------------------------------------------------------------------
+
+
+def skill_of_rows(n_rows: int, seed: int) -> np.ndarray:
+    """The skill index of every source row (long-tailed: skill k has weight 1 / (k + 5))."""
+    weights = 1.0 / (np.arange(len(SKILLS)) + 5.0)
+    return np.random.default_rng(seed).choice(len(SKILLS), size=n_rows, p=weights / weights.sum())
+
+
+def synthetic_row(skill: int, rng: random.Random) -> dict[str, str]:
+    """One Alpaca row of `skill`: an instruction from three of the skill's templates, an input half of the
+    time, a response of 2-7 sentences; words from the skill's domain and a shared vocabulary."""
+    name, task, domain = SKILLS[skill]
+
+    def noun() -> str:
+        return rng.choice(domain) if rng.random() < 0.7 else rng.choice(COMMON_NOUNS)
+
+    def fill(template: str) -> str:
+        a, b, c, d = noun(), noun(), noun(), noun()
+        words = {"a": a, "b": b, "c": c, "d": d, "A": a.capitalize(), "B": b.capitalize(), "C": c.capitalize()}
+        words.update(adj=rng.choice(ADJECTIVES), adj2=rng.choice(ADJECTIVES), verb=rng.choice(VERBS))
+        return template.format(task=task, Task=task.capitalize(), **words)
+
+    instruction = fill(INSTRUCTION_TEMPLATES[(skill + 2 * rng.randrange(3)) % len(INSTRUCTION_TEMPLATES)])
+    input_text = fill(rng.choice(INPUT_TEMPLATES)) if rng.random() < 0.5 else ""
+    response = " ".join(fill(rng.choice(RESPONSE_SENTENCES)) for _ in range(rng.randint(2, 7)))
+    return {"instruction": instruction, "input": input_text, "output": response, "category": name}
+
+
+def generate_corpus(path: Path, n_rows: int, seed: int, bad_fraction: float, duplicate_fraction: float) -> dict:
+    """Write `n_rows` JSON lines to `path`: skill rows, with bad rows and exact repeats of earlier rows."""
+    rng = random.Random(seed)
+    skills = skill_of_rows(n_rows, seed)
+    recent: list[str] = []
+    counts = {"bad": 0, "duplicate": 0}
+
+    def write(staging: Path) -> None:
+        with staging.open("w", encoding="utf-8") as stream:
+            for position in range(n_rows):
+                draw = rng.random()
+                if draw < bad_fraction:
+                    line = json.dumps(BAD_ROWS[position % len(BAD_ROWS)])
+                    counts["bad"] += 1
+                elif draw < bad_fraction + duplicate_fraction and recent:
+                    line = rng.choice(recent)
+                    counts["duplicate"] += 1
+                else:
+                    line = json.dumps(synthetic_row(int(skills[position]), rng))
+                    if len(recent) < 4096:
+                        recent.append(line)
+                    else:
+                        recent[rng.randrange(4096)] = line
+                stream.write(line + "\n")
+
+    write_atomic(path, write)
+    return {"rows": n_rows, **counts, "megabytes": round(path.stat().st_size / 1e6, 1)}
+
+
+# --- stages ---------------------------------------------------------------------------------------------
+
+
+def stage_generate(work: Path, args: argparse.Namespace) -> dict:
+    return generate_corpus(work / "corpus.jsonl", args.rows, args.seed, args.bad_fraction, args.duplicate_fraction)
+
+
+def stage_store(work: Path, args: argparse.Namespace) -> dict:
+    stats = CorpusStats()
+    samples = iter_samples(CorpusConfig(path=str(work / "corpus.jsonl")), stats)
+    info = write_corpus_store(samples, work / "corpus.parquet", show_progress=False)
+    (work / "corpus_stats.json").write_text(json.dumps(stats.to_dict()))
+    return {"rows_valid": info.rows, "row_groups": info.row_groups, "megabytes": round(info.bytes / 1e6, 1)} | {
+        f"skipped_{reason}": count for reason, count in stats.skipped.items()
+    }
+
+
+def stage_embed(work: Path, args: argparse.Namespace) -> dict:
+    """Synthetic embeddings (skill centre + noise, unit norm) in blocks into the memmap; synthetic scores."""
+    store = CorpusStore(work / "corpus.parquet")
+    n_rows = len(store)
+    skills = skill_of_rows(args.rows, args.seed)[store.column("source_index").to_numpy()]
+    rng = np.random.default_rng(args.seed + 1)
+    family_centres = unit_rows(rng.standard_normal((len(FAMILIES), DIMENSION), dtype=np.float32))
+    skill_centres = unit_rows(rng.standard_normal((len(SKILLS), DIMENSION), dtype=np.float32))
+    # A skill sits near its family: cosine 0.8 to the family centre, about 0.64 to its sibling skills.
+    centres = unit_rows(0.8 * family_centres[FAMILY_OF_SKILL] + 0.6 * skill_centres)
+    with EmbeddingWriter(work / "embeddings.npy", n_rows, DIMENSION) as writer:
+        for start in range(0, n_rows, BLOCK_ROWS):
+            block_skills = skills[start : start + BLOCK_ROWS]
+            noise = rng.standard_normal((len(block_skills), DIMENSION), dtype=np.float32)
+            block = centres[block_skills] + noise * np.float32(args.noise / np.sqrt(DIMENSION))
+            writer.write(start, unit_rows(block))
+
+    prompt_chars, response_chars = [], []
+    for batch in store.iter_batches(columns=["instruction", "input", "response"]):
+        prompt_chars.append(
+            pc.add(pc.utf8_length(batch.column("instruction")), pc.utf8_length(batch.column("input"))).to_numpy()
+        )
+        response_chars.append(pc.utf8_length(batch.column("response")).to_numpy())
+    # ~4 characters per token, plus the prompt format's own tokens.
+    prompt_tokens = np.concatenate(prompt_chars) // 4 + 12
+    response_tokens = np.concatenate(response_chars) // 4 + 1
+    skill_cds = rng.uniform(0.02, 0.3, len(SKILLS))
+    cds = np.clip(skill_cds[skills] * rng.lognormal(0.0, 0.4, n_rows), 1e-4, np.log(2) - 1e-6)
+    nll_original = rng.gamma(4.0, 0.35, n_rows)
+    scores = pa.table(
+        {
+            "id": store.column("id"),
+            "cds": cds,
+            "prompt_tokens": prompt_tokens.astype(np.int64),
+            "response_tokens": response_tokens.astype(np.int64),
+            "nll_original": nll_original,
+            "nll_pruned": nll_original + 4.0 * cds + rng.normal(0.0, 0.05, n_rows),
+        }
+    )
+    write_atomic(work / "scores.parquet", lambda staging: pq.write_table(scores, staging))
+    return {"embeddings_megabytes": round(n_rows * DIMENSION * 4 / 1e6, 1)}
+
+
+def stage_cluster(work: Path, args: argparse.Namespace) -> dict:
+    store = CorpusStore(work / "corpus.parquet")
+    embeddings = open_embeddings(work / "embeddings.npy", n_rows=len(store), dim=DIMENSION)
+    result = cluster_embeddings(embeddings, ClusterConfig(seed=args.seed))
+    write_atomic(work / "clusters.npy", lambda staging: save_npy(staging, result.labels))
+    from sklearn.metrics import adjusted_rand_score
+
+    skills = skill_of_rows(args.rows, args.seed)[store.column("source_index").to_numpy()]
+    return {
+        "n_clusters": result.n_clusters,
+        "n_landmarks": result.n_landmarks,
+        "ari_family": round(float(adjusted_rand_score(FAMILY_OF_SKILL[skills], result.labels)), 3),
+        "ari_skill": round(float(adjusted_rand_score(skills, result.labels)), 3),
+        **{f"{step}_s": round(seconds, 1) for step, seconds in result.seconds.items()},
+    }
+
+
+def selection_inputs(work: Path, args: argparse.Namespace, *, with_concept_text: bool) -> tuple[SelectionInputs, int]:
+    """The table (scores, clusters, IES) and the memory-mapped embeddings as `run_select` builds them, with
+    the concept text of every row from the store's text held in memory when asked; and the budget in rows."""
+    store = CorpusStore(work / "corpus.parquet")
+    table = pd.read_parquet(work / "scores.parquet")
+    table["cluster"] = np.load(work / "clusters.npy")
+    table["ies"] = efficiency_score(
+        table["cds"].to_numpy(), table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy()
+    )
+    inputs = SelectionInputs(
+        table=table,
+        embeddings=open_embeddings(work / "embeddings.npy", n_rows=len(store), dim=DIMENSION),
+        seed=args.seed,
+    )
+    if with_concept_text:
+        lookup = store.sample_lookup()
+        inputs.concept_text = lambda sample_id: concept_text(lookup[sample_id])
+    return inputs, resolve_budget(args.budget, len(table))
+
+
+def stage_select(work: Path, args: argparse.Namespace) -> dict:
+    """paser without the CCG (allocation ∝ cluster CDS, IES ranking): the part whose cost is per row."""
+    inputs, budget = selection_inputs(work, args, with_concept_text=False)
+    started = time.perf_counter()
+    result = get_strategy("paser", ccg=False).select(inputs, budget)
+    strategy_seconds = time.perf_counter() - started
+    selection = inputs.table.set_index("id").loc[result.ids, ["cluster", "cds", "ies"]].reset_index()
+    write_atomic(work / "selection.parquet", lambda staging: selection.to_parquet(staging, index=False))
+    return {"budget": budget, "selected": len(result.ids), "strategy_s": round(strategy_seconds, 1)}
+
+
+class CcgDeadline(Exception):
+    """The CCG walk ran past `--ccg-minutes`."""
+
+
+class TimedConceptExtractor:
+    """YAKE concepts as the strategy asks for them (once per row offered to the CCG, in offer order),
+    recorded and timed; raises `CcgDeadline` once `deadline` (perf_counter seconds) has passed."""
+
+    def __init__(self, deadline: float):
+        self.extractor = ConceptExtractor()
+        self.deadline = deadline
+        self.concepts: list[tuple[str, ...]] = []
+        self.seconds = 0.0
+
+    def __call__(self, text: str) -> tuple[str, ...]:
+        if time.perf_counter() > self.deadline:
+            raise CcgDeadline
+        started = time.perf_counter()
+        concepts = self.extractor(text)
+        self.seconds += time.perf_counter() - started
+        self.concepts.append(concepts)
+        return concepts
+
+
+def stage_ccg(work: Path, args: argparse.Namespace) -> dict:
+    """paser as shipped (with the CCG), stopped after `--ccg-minutes`; reports how far it got."""
+    started = time.perf_counter()
+    inputs, budget = selection_inputs(work, args, with_concept_text=True)
+    inputs_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    extractor = TimedConceptExtractor(started + 60 * args.ccg_minutes if args.ccg_minutes > 0 else float("inf"))
+    try:
+        result = get_strategy("paser", concept_extractor=extractor).select(inputs, budget)
+        finished = True
+    except CcgDeadline:
+        finished = False
+    seconds = time.perf_counter() - started
+    # The strategy offers each row's concepts to its graph right after extracting them, so replaying the
+    # recorded concepts in order gives exactly its graph's counts, even for a walk cut short.
+    graph = ConceptConsistencyGraph(rule="paper")
+    for concepts in extractor.concepts:
+        graph.offer(concepts)
+    report = {
+        "finished": int(finished),
+        "budget": budget,
+        "inputs_s": round(inputs_seconds, 1),
+        "offered": graph.offered,
+        "accepted": graph.accepted,
+        "rejection_rate": round(graph.rejected / max(graph.offered, 1), 3),
+        "yake_ms_per_row": round(1000 * extractor.seconds / max(graph.offered, 1), 1),
+        "strategy_s": round(seconds, 1),
+    }
+    if finished:
+        report["selected"] = len(result.ids)
+        report["readmitted"] = result.stats["ccg_readmitted"]
+    else:
+        # Lower bound: the rejection rate only grows as the graph fills.
+        rows_to_offer = (budget - graph.accepted) / max(graph.accepted / max(graph.offered, 1), 1e-9)
+        report["projected_min_lower_bound"] = round(rows_to_offer * extractor.seconds / max(graph.offered, 1) / 60)
+    return report
+
+
+def stage_fetch(work: Path, args: argparse.Namespace) -> dict:
+    store = CorpusStore(work / "corpus.parquet")
+    selection = pd.read_parquet(work / "selection.parquet")
+    raw_rows = store.raw_rows(selection["id"].tolist())
+
+    def write(staging: Path) -> None:
+        with staging.open("w", encoding="utf-8") as stream:
+            for raw, record in zip(raw_rows, selection.itertuples(index=False), strict=True):
+                row = {**raw, "id": record.id, "cluster": int(record.cluster), "cds": record.cds, "ies": record.ies}
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    write_atomic(work / "selection.jsonl", write)
+    return {"rows": len(raw_rows)}
+
+
+STAGE_FUNCTIONS = {
+    "generate": stage_generate,
+    "store": stage_store,
+    "embed": stage_embed,
+    "cluster": stage_cluster,
+    "select": stage_select,
+    "fetch": stage_fetch,
+    "ccg": stage_ccg,
+}
+
+
+def run_stage(name: str, work: Path, args: argparse.Namespace) -> None:
+    """Run one stage in this process and write its seconds, memory and results to `stage_<name>.json`."""
+    started = time.perf_counter()
+    details = STAGE_FUNCTIONS[name](work, args)
+    seconds = time.perf_counter() - started
+    report = {"stage": name, "seconds": round(seconds, 1), **memory_gb(), **details}
+    (work / f"stage_{name}.json").write_text(json.dumps(report))
+    log(json.dumps(report))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_600_000, help="Source rows of the synthetic corpus.")
+    parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
+    parser.add_argument("--keep", action="store_true", help="Keep the working folder (a given --work is kept).")
+    parser.add_argument("--stages", default=",".join(STAGES), help="Comma-separated stages to run, in order.")
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one stage, in this process
+    parser.add_argument("--budget", type=float, default=0.05, help="Selection budget (fraction of valid rows).")
+    parser.add_argument("--ccg-minutes", type=float, default=20.0, help="Stop the ccg stage after this (0: never).")
+    parser.add_argument("--noise", type=float, default=2.5, help="Embedding noise norm relative to the centre.")
+    parser.add_argument("--bad-fraction", type=float, default=0.02, help="Fraction of invalid rows.")
+    parser.add_argument("--duplicate-fraction", type=float, default=0.02, help="Fraction of repeated rows.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    if args.stage is not None:
+        run_stage(args.stage, args.work, args)
+        return
+
+    stages = args.stages.split(",")
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="paser_scale_"))
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"working in {work}")
+    reports = []
+    try:
+        for name in stages:
+            command = [sys.executable, __file__, "--stage", name, "--work", str(work)]
+            for option in ("rows", "budget", "noise", "bad_fraction", "duplicate_fraction", "ccg_minutes", "seed"):
+                command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+            log(f"stage {name} ...")
+            started = time.perf_counter()
+            subprocess.run(command, check=True)
+            report = json.loads((work / f"stage_{name}.json").read_text())
+            report["wall_s"] = round(time.perf_counter() - started, 1)
+            reports.append(report)
+    finally:
+        if args.work is None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    columns = [("seconds", "seconds", 8, 1), ("wall_s", "wall s", 7, 1), ("peak_gb", "peak GB", 8, 2)]
+    columns += [("ru_maxrss_gb", "ru_maxrss", 9, 2), ("rss_gb", "RSS end", 8, 2), ("anon_gb", "anon", 6, 2)]
+    columns += [("file_gb", "file", 6, 2)]
+    print("\n" + f"{'stage':<9}" + "".join(f" {title:>{width}}" for _, title, width, _ in columns))
+    for report in reports:
+        cells = "".join(f" {report[key]:>{width}.{digits}f}" for key, _, width, digits in columns)
+        print(f"{report['stage']:<9}{cells}")
+    for report in reports:
+        details = {k: v for k, v in report.items() if k not in {"stage", "seconds", "wall_s"} and not k.endswith("_gb")}
+        print(f"{report['stage']}: " + ", ".join(f"{key}={value}" for key, value in details.items()))
+    summary: dict[str, Any] = {"rows": args.rows}
+    for report in reports:
+        summary[f"{report['stage']}_s"] = report["seconds"]
+        summary[f"{report['stage']}_peak_gb"] = f"{report['peak_gb']:.2f}"
+    by_stage = {report["stage"]: report for report in reports}
+    if "store" in by_stage:
+        summary["rows_valid"] = by_stage["store"]["rows_valid"]
+    if "cluster" in by_stage:
+        summary.update({key: by_stage["cluster"][key] for key in ("n_clusters", "ari_family", "ari_skill")})
+    if "select" in by_stage:
+        summary["selected"] = by_stage["select"]["selected"]
+    if "ccg" in by_stage:
+        summary.update({f"ccg_{key}": by_stage["ccg"][key] for key in ("finished", "offered", "accepted")})
+    print(" ".join(f"{key}={value}" for key, value in summary.items()))
+
+
+if __name__ == "__main__":
+    main()
