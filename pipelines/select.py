@@ -4,6 +4,7 @@ Stages, each reusing what an earlier run left in the output folder: load and val
 tokenise, score degradation and embed (both sharded and resumable, in this process or on Ray: `engine`),
 cluster, select, write artifacts:
 
+    corpus.parquet    the validated corpus (selection.store.CorpusStore): text and raw rows, by id
     selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
     scores.parquet    every scored row's scalars (cds, token counts, NLLs)
     clusters.parquet  every scored row's cluster (and manifold coordinates)
@@ -31,13 +32,14 @@ from recovery.models import describe_model, load_model, load_tokenizer, max_posi
 from selection.allocate import resolve_budget
 from selection.atomic import write_atomic
 from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
-from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, Sample, load_corpus
+from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, Sample, iter_samples
 from selection.corpus import concept_text as sample_concept_text
 from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import score_degradation
 from selection.embed import embed_in_shards, resolve_embedder
 from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus
 from selection.prioritize import efficiency_score
+from selection.store import CorpusStore, write_corpus_store
 from selection.strategies import SelectionInputs, SelectionResult, get_strategy
 from selection.topk import ESTIMATORS as TOPK_ESTIMATORS
 from selection.topk import score_degradation_topk
@@ -245,7 +247,7 @@ def run_select(config: SelectConfig) -> SelectOutput:
     check_before_scoring(config)
 
     stage = time.perf_counter()
-    corpus = load_corpus(config.corpus)
+    corpus, store = read_corpus(config, out_dir)
     timings["corpus"] = time.perf_counter() - stage
     _log(f"corpus {corpus.source}: {corpus.stats.rows_valid:,} valid of {corpus.stats.rows_read:,} rows")
 
@@ -289,7 +291,7 @@ def run_select(config: SelectConfig) -> SelectOutput:
     stats = build_stats(config, corpus, table, selection, clustering, result, budget, model_info, timings)
 
     paths = {
-        "selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, by_id)),
+        "selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, store)),
         "scores": write_parquet(out_dir / "scores.parquet", scores),
         "clusters": write_parquet(out_dir / "clusters.parquet", clusters),
         "stats": write_json(out_dir / "stats.json", stats),
@@ -297,14 +299,28 @@ def run_select(config: SelectConfig) -> SelectOutput:
     return SelectOutput(out_dir, selection, scores, clusters, stats, paths)
 
 
-def selection_rows(selection: pd.DataFrame, by_id: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chosen rows as written to `selection.jsonl`: original fields plus id, cluster, cds, ies."""
+def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStore]:
+    """Stream the source, validated, into `out_dir/corpus.parquet` (one row group in memory at a time), then
+    read its samples back without their raw rows; returns (corpus, store). The raw rows stay on disk until
+    `selection_rows` reads the chosen ones. Refuses what `selection.corpus.load_corpus` refuses."""
+    stats = CorpusStats()
+    info = write_corpus_store(
+        iter_samples(config.corpus, stats), out_dir / "corpus.parquet", show_progress=config.scoring.show_progress
+    )
+    store = CorpusStore(info.path)
+    samples = store.samples(store.ids(), with_raw=False)
+    return Corpus(samples=samples, stats=stats, source=str(config.corpus.path)), store
+
+
+def selection_rows(selection: pd.DataFrame, store: CorpusStore) -> list[dict[str, Any]]:
+    """The chosen rows as written to `selection.jsonl`: original fields (read back from the corpus store) plus
+    id, cluster, cds, ies."""
     rows = []
-    for record in selection.itertuples(index=False):
-        sample = by_id[record.id]
+    raw_rows = store.raw_rows(selection["id"].tolist())
+    for record, raw in zip(selection.itertuples(index=False), raw_rows, strict=True):
         rows.append(
             {
-                **sample.raw,
+                **raw,
                 "id": record.id,
                 "cluster": int(record.cluster),
                 "cds": float(record.cds),
