@@ -104,6 +104,7 @@ class OriginalTopk:
         return OriginalTopk(*(getattr(self, item.name)[positions] for item in fields(self)))
 
     def to(self, device: torch.device) -> OriginalTopk:
+        """A copy on `device`."""
         return OriginalTopk(*(_to_device(getattr(self, item.name), device) for item in fields(self)))
 
 
@@ -160,15 +161,15 @@ def estimate_jsd(original: OriginalTopk, pruned_logprobs: Tensor, estimator: str
     _check_estimator(estimator)
     topk_ids = original.topk_ids.long()
     pruned_topk = pruned_logprobs.gather(1, topk_ids)
-    pruned_rest = pruned_logprobs.scatter(1, topk_ids, -math.inf).logsumexp(dim=-1)
+    pruned_rest_logprob = pruned_logprobs.scatter(1, topk_ids, -math.inf).logsumexp(dim=-1)
     topk_terms = jensen_shannon(original.topk_logprobs, pruned_topk).double()
-    rest_term = jensen_shannon(original.rest_logprob[:, None], pruned_rest[:, None]).double()
+    rest_term = jensen_shannon(original.rest_logprob[:, None], pruned_rest_logprob[:, None]).double()
     lower = topk_terms + rest_term
     if estimator == "bucket":
         return lower
     if original.tail_sample_ids.shape[1] == 0:
         raise ValueError("estimator 'sampled_tail' needs tail samples; the cache holds none (tail_samples=0)")
-    original_rest, pruned_rest = original.rest_logprob.double().exp(), pruned_rest.double().exp()
+    original_rest, pruned_rest = original.rest_logprob.double().exp(), pruned_rest_logprob.double().exp()
     sample_kappa = _kappa(original.tail_sample_logprobs, pruned_logprobs.gather(1, original.tail_sample_ids.long()))
     tail = 0.5 * LN2 * (pruned_rest - original_rest) + original_rest * sample_kappa.mean(dim=-1)
     upper = topk_terms + 0.5 * LN2 * (original_rest + pruned_rest)
