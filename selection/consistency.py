@@ -6,24 +6,40 @@ concepts the graph already knows but has never seen together, on the view that a
 established concepts is where a small recovery set risks contradicting itself.
 
 The paper extracts concepts with rake-nltk, which needs an NLTK download (impossible offline); we use
-YAKE, which ships its own stopwords.
+YAKE, which ships its own stopwords. YAKE costs 5-10 ms a row in pure Python, so concepts can be extracted
+ahead of the walk in worker processes (`PrefetchedConcepts`) and remembered per row id across selections
+(`ConceptCache`).
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import importlib.metadata
 import itertools
+import pickle
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yake
+
+from selection.shards import ShardStore
+
+Concepts = tuple[str, ...]
 
 
 class ConceptExtractor:
     """Offline keyword extraction with YAKE: `extractor(text)` returns up to `top_n` concepts.
 
     Concepts are lowercased, stripped, de-duplicated and kept in YAKE's order (most relevant first); an
-    empty or keyword-free text gives `()`. Results are cached per text (LRU of `cache_size` entries), so a
-    second selection over the same corpus in one process does not pay YAKE again (~10 ms per row).
+    empty or keyword-free text gives `()`. Results are cached per text (LRU of `cache_size` entries, 0 for
+    none), so a second selection over the same corpus in one process does not pay YAKE again (~10 ms per
+    row). Pickles as its settings (the cache stays behind), so it can be sent to worker processes.
     """
 
     def __init__(self, top_n: int = 5, max_ngram: int = 2, language: str = "en", cache_size: int = 200_000):
@@ -31,18 +47,42 @@ class ConceptExtractor:
             raise ValueError(f"top_n must be >= 1, got {top_n}")
         if max_ngram < 1:
             raise ValueError(f"max_ngram must be >= 1, got {max_ngram}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.top_n = top_n
         self.max_ngram = max_ngram
         self.language = language
+        self.cache_size = cache_size
         self._yake = yake.KeywordExtractor(lan=language, n=max_ngram, top=top_n)
         self._cached_extract = lru_cache(maxsize=cache_size)(self._extract)
 
-    def __call__(self, text: str) -> tuple[str, ...]:
+    def __call__(self, text: str) -> Concepts:
         if not isinstance(text, str):
             raise TypeError(f"concept extraction needs a str, got {type(text).__name__}")
         return self._cached_extract(text)
 
-    def _extract(self, text: str) -> tuple[str, ...]:
+    def settings(self) -> dict[str, Any]:
+        """What determines the concepts of a text (the extractor, its version and options): a
+        `ConceptCache` filled under other settings is refused."""
+        return {
+            "extractor": "yake",
+            "yake_version": importlib.metadata.version("yake"),
+            "top_n": self.top_n,
+            "max_ngram": self.max_ngram,
+            "language": self.language,
+        }
+
+    def uncached(self) -> ConceptExtractor:
+        """The same extractor without a per-text cache (for workers, which see each text once)."""
+        return ConceptExtractor(self.top_n, self.max_ngram, self.language, cache_size=0)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in ("top_n", "max_ngram", "language", "cache_size")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def _extract(self, text: str) -> Concepts:
         if not text.strip():
             return ()
         concepts: dict[str, None] = {}
@@ -51,6 +91,312 @@ class ConceptExtractor:
             if concept:
                 concepts.setdefault(concept)
         return tuple(concepts)[: self.top_n]
+
+
+class ConceptCache:
+    """Concepts per row id, each remembered with a digest of the text it came from, so a budget sweep (or
+    a rerun) extracts every row once.
+
+    In memory, and in `folder` when one is given: a shard folder (`selection.shards.ShardStore`) whose
+    `meta.json` holds the extractor's settings and whose Parquet shards (id, text digest, concepts) are
+    added by `flush()`, `flush_rows` new rows at a time as `put` fills it. `bind(settings)` ties the cache
+    to one extractor: the first call opens the folder (refusing one filled under other settings, naming the
+    changed keys) and reads its shards; a later call with other settings is refused. `get` on a row that
+    was remembered from a different text is refused (ids must name the same text wherever a cache is
+    shared; the default ids are row positions, which change with the corpus).
+    """
+
+    def __init__(self, folder: str | Path | None = None, *, flush_rows: int = 20_000):
+        if flush_rows < 1:
+            raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
+        self.folder = Path(folder) if folder is not None else None
+        self.flush_rows = flush_rows
+        self.settings: dict[str, Any] | None = None
+        self._store: ShardStore | None = None
+        self._entries: dict[str, tuple[bytes, Concepts]] = {}
+        self._unflushed: list[str] = []
+        self._next_shard = 0
+        self._interned: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def bind(self, settings: dict[str, Any]) -> None:
+        """Tie the cache to the extractor described by `settings` (see the class docstring)."""
+        if self.settings is not None:
+            if settings != self.settings:
+                raise ValueError(
+                    f"this concept cache holds concepts extracted with {self.settings}, not {settings}; "
+                    "use one cache per extractor setting"
+                )
+            return
+        if self.folder is not None:
+            fingerprint = {"contents": "concepts per row id", **settings}
+            self._store = ShardStore(self.folder, fingerprint, suffix=".parquet", what="row concepts")
+            self._read_shards()
+        self.settings = dict(settings)
+
+    def get(self, row_id: str, text: str) -> Concepts | None:
+        """The remembered concepts of `row_id`, or None; refuses a row remembered from another text."""
+        entry = self._entries.get(row_id)
+        if entry is None:
+            return None
+        self._check_same_text(row_id, entry[0], _text_digest(text))
+        return entry[1]
+
+    def put(self, row_id: str, text: str, concepts: Iterable[str]) -> None:
+        """Remember the concepts of `row_id` (extracted from `text`); flushes every `flush_rows` new rows."""
+        if self.settings is None:
+            raise RuntimeError("bind the concept cache to an extractor's settings before filling it")
+        digest = _text_digest(text)
+        known = self._entries.get(row_id)
+        if known is not None:
+            self._check_same_text(row_id, known[0], digest)
+            return
+        self._entries[row_id] = (digest, tuple(self._interned.setdefault(c, c) for c in concepts))
+        if self._store is not None:
+            self._unflushed.append(row_id)
+            if len(self._unflushed) >= self.flush_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the rows added since the last flush as one shard of the folder (nothing without one)."""
+        if self._store is None or not self._unflushed:
+            return
+        ids = self._unflushed
+        table = pa.table(
+            {
+                "id": pa.array(ids, pa.string()),
+                "text_digest": pa.array([self._entries[i][0] for i in ids], pa.binary(_DIGEST_BYTES)),
+                "concepts": pa.array([list(self._entries[i][1]) for i in ids], pa.list_(pa.string())),
+            }
+        )
+        self._store.write(self._next_shard, ids, lambda staging: pq.write_table(table, staging))
+        self._next_shard += 1
+        self._unflushed = []
+
+    def _read_shards(self) -> None:
+        store = self._store
+        indices = sorted(int(path.name[len("shard-") :].split(".")[0]) for path in store.folder.glob("shard-*"))
+        self._next_shard = indices[-1] + 1 if indices else 0
+        for index in sorted(set(indices)):
+            if not store.marker_path(index).exists():
+                continue  # a shard whose writer died before its marker: not trusted, overwritten later
+            table = pq.read_table(store.data_path(index))
+            ids = table.column("id").to_pylist()
+            store.is_done(index, ids)  # refuses a marker that does not describe these rows
+            for row_id, digest, concepts in zip(
+                ids, table.column("text_digest").to_pylist(), table.column("concepts").to_pylist(), strict=True
+            ):
+                self._entries[row_id] = (digest, tuple(self._interned.setdefault(c, c) for c in concepts))
+
+    def _check_same_text(self, row_id: str, remembered: bytes, digest: bytes) -> None:
+        if remembered != digest:
+            where = f"concept cache {self.folder}" if self.folder is not None else "the concept cache"
+            raise ValueError(
+                f"{where} remembers row {row_id!r} from a different text; ids must name the same text in "
+                "every selection that shares a cache (use a fresh cache for another corpus)"
+            )
+
+
+_DIGEST_BYTES = 8
+
+
+def _text_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_BYTES).digest()
+
+
+class SerialConcepts:
+    """`concepts(row_id)`: the concepts of a row's text, extracted in this process when asked (through
+    `cache` when given), so only rows actually asked for are extracted. A context manager, like
+    `PrefetchedConcepts`; leaving it flushes the cache."""
+
+    def __init__(
+        self,
+        extractor: Callable[[str], Iterable[str]],
+        text_of: Callable[[str], str],
+        cache: ConceptCache | None = None,
+    ):
+        self.extractor, self.text_of, self.cache = extractor, text_of, cache
+        self.extracted = 0
+
+    def __enter__(self) -> SerialConcepts:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.cache is not None:
+            self.cache.flush()
+
+    def __call__(self, row_id: str) -> Concepts:
+        text = self.text_of(row_id)
+        if self.cache is not None:
+            concepts = self.cache.get(row_id, text)
+            if concepts is not None:
+                return concepts
+        concepts = tuple(self.extractor(text))
+        self.extracted += 1
+        if self.cache is not None:
+            self.cache.put(row_id, text, concepts)
+        return concepts
+
+
+class PrefetchedConcepts:
+    """`concepts(row_id)`: the same concepts as `SerialConcepts`, extracted ahead in `workers` processes.
+
+    `plan()` yields the row ids expected to be asked for next, the next one first (it is called again as
+    the consumer moves on, and may change). The first `window` rows of the plan are kept extracted or being
+    extracted, in tasks of `batch_rows` texts; a row asked for before it was planned is scheduled then,
+    with the plan's next rows. Extraction is a pure function of the text, so the concepts are those of the
+    serial path, only sooner; rows that were planned but never asked for are extracted for nothing (they
+    still go to `cache`, where a later selection finds them). Memory: the texts and concepts of about
+    `window` rows. The extractor is sent to the workers, so it must pickle (a `ConceptExtractor` or a
+    module-level function); an extraction that failed in a worker is raised (RuntimeError naming the row
+    and the error) when its row is asked for, as the serial path would.
+
+    A context manager: entering starts the pool (forked workers share the parent's memory, so the parent's
+    objects are frozen out of the garbage collector's reach while they start; a collection in a child
+    would otherwise copy every page it touches); leaving stops it, cancelling what was not started, and
+    flushes the cache.
+    """
+
+    def __init__(
+        self,
+        extractor: Callable[[str], Iterable[str]],
+        text_of: Callable[[str], str],
+        plan: Callable[[], Iterable[str]],
+        *,
+        workers: int,
+        batch_rows: int = 32,
+        window: int = 1024,
+        cache: ConceptCache | None = None,
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+        if window < batch_rows:
+            raise ValueError(f"window must be >= batch_rows ({batch_rows}), got {window}")
+        worker_extractor = extractor.uncached() if isinstance(extractor, ConceptExtractor) else extractor
+        try:
+            pickle.dumps(worker_extractor)
+        except Exception as error:
+            raise ValueError(
+                f"concept extraction in worker processes needs an extractor that pickles (a ConceptExtractor or "
+                f"a module-level function); {extractor!r} does not ({error}); extract in this process instead "
+                "(paser option concept_workers=0)"
+            ) from error
+        self.text_of, self.plan, self.cache = text_of, plan, cache
+        self.workers, self.batch_rows, self.window = workers, batch_rows, window
+        self.extracted = 0
+        self._worker_extractor = worker_extractor
+        self._pool: ProcessPoolExecutor | None = None
+        self._ready: dict[str, Concepts | _Failure] = {}
+        self._in_flight: dict[str, Future] = {}
+        self._batches: dict[Future, tuple[list[str], list[str]]] = {}
+        self._until_refill = 0
+
+    def __enter__(self) -> PrefetchedConcepts:
+        pool = ProcessPoolExecutor(self.workers, initializer=_start_worker, initargs=(self._worker_extractor,))
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        try:
+            pool.submit(_extract_batch, []).result()  # starts the workers (all of them, when they fork)
+        finally:
+            if freeze:
+                gc.unfreeze()
+        self._pool = pool
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._ready.clear()
+        self._in_flight.clear()
+        self._batches.clear()
+        if self.cache is not None:
+            self.cache.flush()
+
+    def __call__(self, row_id: str) -> Concepts:
+        if self._pool is None:
+            raise RuntimeError("PrefetchedConcepts is used outside its `with` block (no worker pool)")
+        self._until_refill -= 1
+        if self._until_refill <= 0 or (row_id not in self._ready and row_id not in self._in_flight):
+            self._refill()
+            if row_id not in self._ready and row_id not in self._in_flight:
+                self._submit([row_id], [self.text_of(row_id)])  # the plan did not list it first
+        if row_id in self._in_flight:
+            self._harvest(self._in_flight[row_id])
+        concepts = self._ready.pop(row_id)
+        if isinstance(concepts, _Failure):
+            raise RuntimeError(f"concept extraction failed for row {row_id!r}: {concepts.message}")
+        return concepts
+
+    def _refill(self) -> None:
+        """Keep the first `window` rows of the plan extracted or in flight; forget ready rows off the plan."""
+        self._until_refill = self.batch_rows
+        for future in [f for f in self._batches if f.done()]:
+            self._harvest(future)
+        planned: set[str] = set()
+        new_ids: list[str] = []
+        new_texts: list[str] = []
+        for row_id in itertools.islice(self.plan(), self.window):
+            planned.add(row_id)
+            if row_id in self._ready or row_id in self._in_flight:
+                continue
+            text = self.text_of(row_id)
+            known = self.cache.get(row_id, text) if self.cache is not None else None
+            if known is not None:
+                self._ready[row_id] = known
+            else:
+                new_ids.append(row_id)
+                new_texts.append(text)
+        for row_id in [r for r in self._ready if r not in planned]:
+            del self._ready[row_id]
+        for start in range(0, len(new_ids), self.batch_rows):
+            self._submit(new_ids[start : start + self.batch_rows], new_texts[start : start + self.batch_rows])
+
+    def _submit(self, ids: list[str], texts: list[str]) -> None:
+        future = self._pool.submit(_extract_batch, texts)
+        self._batches[future] = (ids, texts)
+        for row_id in ids:
+            self._in_flight[row_id] = future
+
+    def _harvest(self, future: Future) -> None:
+        ids, texts = self._batches.pop(future)
+        results = future.result()
+        self.extracted += len(ids)
+        for row_id, text, concepts in zip(ids, texts, results, strict=True):
+            del self._in_flight[row_id]
+            self._ready[row_id] = concepts
+            if self.cache is not None and not isinstance(concepts, _Failure):
+                self.cache.put(row_id, text, concepts)
+
+
+class _Failure:
+    """What a worker returns for a text its extractor raised on: the error, as text."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+_worker_extractor: Callable[[str], Iterable[str]] | None = None
+
+
+def _start_worker(extractor: Callable[[str], Iterable[str]]) -> None:
+    global _worker_extractor
+    _worker_extractor = extractor
+
+
+def _extract_batch(texts: list[str]) -> list[Concepts | _Failure]:
+    concepts: list[Concepts | _Failure] = []
+    for text in texts:
+        try:
+            concepts.append(tuple(_worker_extractor(text)))
+        except Exception as error:  # reported when (and if) the walk asks for this row
+            concepts.append(_Failure(f"{type(error).__name__}: {error}"))
+    return concepts
 
 
 def _paper_rule_is_consistent(graph: ConceptConsistencyGraph, concepts: tuple[str, ...]) -> bool:

@@ -8,7 +8,9 @@ registered by name; `get_strategy("paser", ccg=False)` builds one with options.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -16,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 from selection.allocate import allocate_budget
-from selection.consistency import ConceptConsistencyGraph, ConceptExtractor
+from selection.consistency import (
+    ConceptCache,
+    ConceptConsistencyGraph,
+    ConceptExtractor,
+    PrefetchedConcepts,
+    SerialConcepts,
+)
 from selection.prioritize import COST_KINDS, efficiency_score, rank_within_cluster
 
 BASE_COLUMNS = ("id", "cluster", "cds", "prompt_tokens", "response_tokens", "nll_original", "nll_pruned")
@@ -31,13 +39,16 @@ class SelectionInputs:
     `cds` (mean response-token JSD, nats, in [0, ln 2]), `prompt_tokens`, `response_tokens` (int),
     `nll_original`, `nll_pruned` (mean response NLL, nats) and optionally `nll_pruned_unconditioned` (the
     response NLL under the pruned model without the prompt; `ifd` needs it). `embeddings` (N × d float32,
-    L2-normalised) are needed by k-means based strategies, `concept_text(id)` by the CCG.
+    L2-normalised) are needed by k-means based strategies, `concept_text(id)` by the CCG. `concept_cache`
+    (optional) remembers the CCG's concepts per id, in memory or in a folder, for the next selection over the
+    same rows (a budget sweep); the strategy reads and fills it.
     """
 
     table: pd.DataFrame
     embeddings: np.ndarray | None = None
     concept_text: Callable[[str], str] | None = None
     seed: int = 0
+    concept_cache: ConceptCache | None = None
 
 
 @dataclass
@@ -117,10 +128,29 @@ class PaserStrategy:
     their remaining rows), repeated until the budget is met or every row has been offered. If the CCG
     rejected so many rows that the budget still cannot be met, rejected rows are readmitted (split over
     clusters the same way, each cluster's in rank order) and counted as `ccg_readmitted`, so the result has
-    exactly `budget` ids. Concepts are extracted only for rows actually offered.
+    exactly `budget` ids.
+
+    Concepts (see `selection.consistency`): with `concept_workers` = 0 they are extracted in this process
+    for exactly the rows offered, when offered. Otherwise `concept_workers` processes (None: os.cpu_count())
+    extract them ahead of the walk, in tasks of `concept_batch_rows` rows, for the next
+    `concept_prefetch_rows` rows the walk is expected to offer (each cluster's remaining quota divided by the
+    CCG's acceptance rate so far, in walk order); the selection is the same either way, but rows expected
+    and then not offered are extracted too. `inputs.concept_cache` remembers concepts per row id across
+    selections. A custom `concept_extractor` must pickle to run in workers, and needs a `settings()` method
+    (what determines its output) to use a cache.
+
+    `ccg_max_offers_per_slot` (None: no bound, the paper's walk) bounds how many rows one cluster may offer
+    per row of its quota: once a cluster has offered that many times its quota and still falls short, it
+    stops as if it had run out of rows, its shortfall going to the other clusters (and, at the end, to
+    readmitted rows). The quota is the cluster's quota of the round, so the walk offers at most
+    `ccg_max_offers_per_slot` × (budget + `rows_reallocated`) rows (rounded up per cluster): a bound on the
+    concept extraction when the CCG rejects most rows, at the price of departing from the paper, whose walk
+    offers every row it needs to.
 
     `clusters` adds `ccg_readmitted` (how many of the cluster's `ccg_rejected` rows came back) and
-    `exhausted` (every row was offered) to the common columns; `stats["ccg"]` holds the graph's counts.
+    `exhausted` (every row was offered, or the offer bound was reached) to the common columns;
+    `stats["ccg"]` holds the graph's counts and `stats["concepts_extracted"]` how many rows were extracted
+    (not found in the cache).
     """
 
     name: ClassVar[str]
@@ -132,6 +162,10 @@ class PaserStrategy:
     max_concepts: int = 5
     concept_max_ngram: int = 2
     concept_extractor: Callable[[str], tuple[str, ...]] | None = None
+    concept_workers: int | None = None
+    concept_batch_rows: int = 32
+    concept_prefetch_rows: int = 1024
+    ccg_max_offers_per_slot: float | None = None
 
     RANKINGS: ClassVar[tuple[str, ...]] = ("ies", "cds", "random")
 
@@ -140,8 +174,18 @@ class PaserStrategy:
             raise ValueError(f"unknown ranking {self.ranking!r}; known: {', '.join(self.RANKINGS)}")
         if self.cost not in COST_KINDS:
             raise ValueError(f"unknown cost kind {self.cost!r}; known: {', '.join(COST_KINDS)}")
+        if self.concept_workers is not None and self.concept_workers < 0:
+            raise ValueError(f"concept_workers must be >= 0 or None (one per CPU), got {self.concept_workers}")
+        if self.concept_batch_rows < 1 or self.concept_prefetch_rows < self.concept_batch_rows:
+            raise ValueError(
+                "need 1 <= concept_batch_rows <= concept_prefetch_rows, got "
+                f"{self.concept_batch_rows} and {self.concept_prefetch_rows}"
+            )
+        if self.ccg_max_offers_per_slot is not None and self.ccg_max_offers_per_slot < 1:
+            raise ValueError(f"ccg_max_offers_per_slot must be >= 1 or None, got {self.ccg_max_offers_per_slot}")
         if self.ccg and self.concept_extractor is None:
-            # Kept on the strategy so repeated selections (a budget sweep) reuse the concept cache.
+            # Kept on the strategy so that repeated serial selections reuse its per-text cache (worker
+            # processes see each text once; a budget sweep keeps their concepts in inputs.concept_cache).
             self.concept_extractor = ConceptExtractor(top_n=self.max_concepts, max_ngram=self.concept_max_ngram)
 
     def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
@@ -159,57 +203,28 @@ class PaserStrategy:
         weights = mean_cds if self.degradation_allocation else sizes.astype(np.float64)
         ranked = [m[rank_within_cluster(scores[m], ids[m])] for m in members]
         walk_order = sorted(range(len(members)), key=lambda k: (-mean_cds[k], cluster_labels[k]))
+        walk = _PaserWalk(ranked, walk_order, weights, budget, self.ccg_max_offers_per_slot)
 
-        graph = ConceptConsistencyGraph(rule="paper") if self.ccg else None
-        initial_quota = allocate_budget(weights, sizes, budget)
-        quota = initial_quota.copy()
-        cursor = np.zeros(len(members), dtype=np.int64)
-        chosen: list[list[int]] = [[] for _ in members]
-        rejected: list[list[int]] = [[] for _ in members]
-        order: list[int] = []
-        rounds = 0
-        reallocated = 0
-        while True:
-            rounds += 1
-            for k in walk_order:
-                while len(chosen[k]) < quota[k] and cursor[k] < sizes[k]:
-                    row = int(ranked[k][cursor[k]])
-                    cursor[k] += 1
-                    if graph is None or graph.offer(self.concept_extractor(inputs.concept_text(ids[row]))):
-                        chosen[k].append(row)
-                        order.append(row)
-                    else:
-                        rejected[k].append(row)
-            shortfall = budget - len(order)
-            rows_left = sizes - cursor
-            if shortfall == 0 or rows_left.sum() == 0:
-                break
-            # Clusters that ran dry keep what they achieved; the rest take over their shortfall.
-            quota = np.array([len(c) for c in chosen], dtype=np.int64)
-            extra = allocate_budget(weights, rows_left, shortfall)
-            quota += extra
-            reallocated += int(extra.sum())
-
-        readmitted = np.zeros(len(members), dtype=np.int64)
-        shortfall = budget - len(order)
-        if shortfall > 0:
-            rejected_counts = np.array([len(r) for r in rejected], dtype=np.int64)
-            readmitted = allocate_budget(weights, rejected_counts, shortfall)
-            for k in walk_order:
-                readmit_rows = rejected[k][: readmitted[k]]
-                chosen[k].extend(readmit_rows)
-                order.extend(readmit_rows)
+        graph = None
+        extracted = 0
+        if self.ccg:
+            graph = ConceptConsistencyGraph(rule="paper")
+            with self._concepts(inputs, ids, walk, graph) as concepts_of:
+                walk.run(lambda row: graph.offer(concepts_of(ids[row])))
+            extracted = concepts_of.extracted
+        else:
+            walk.run(None)
 
         clusters = pd.DataFrame(
             {
                 "cluster": cluster_labels,
                 "size": sizes,
                 "mean_cds": mean_cds,
-                "budget": initial_quota,
-                "selected": [len(c) for c in chosen],
-                "ccg_rejected": [len(r) for r in rejected],
-                "ccg_readmitted": readmitted,
-                "exhausted": cursor >= sizes,
+                "budget": walk.initial_quota,
+                "selected": [len(c) for c in walk.chosen],
+                "ccg_rejected": [len(r) for r in walk.rejected],
+                "ccg_readmitted": walk.readmitted,
+                "exhausted": walk.stopped | (walk.cursor >= sizes),
             }
         )
         stats: dict[str, Any] = {
@@ -221,16 +236,50 @@ class PaserStrategy:
             "degradation_allocation": self.degradation_allocation,
             "ranking": self.ranking,
             "cost": self.cost,
-            "allocation_rounds": rounds,
-            "rows_reallocated": reallocated,
+            "allocation_rounds": walk.rounds,
+            "rows_reallocated": walk.reallocated,
             "ccg": graph.stats() if graph is not None else None,
-            "ccg_readmitted": int(readmitted.sum()),
+            "ccg_readmitted": int(walk.readmitted.sum()),
+            "ccg_max_offers_per_slot": self.ccg_max_offers_per_slot,
+            "concepts_extracted": extracted,
         }
         return SelectionResult(
-            ids=[str(ids[row]) for row in order],
+            ids=[str(ids[row]) for row in walk.order],
             clusters=clusters,
             stats=stats,
             scores=pd.Series(scores, index=ids, name=self.ranking),
+        )
+
+    def _concepts(
+        self, inputs: SelectionInputs, ids: np.ndarray, walk: _PaserWalk, graph: ConceptConsistencyGraph
+    ) -> SerialConcepts | PrefetchedConcepts:
+        """Where the walk gets a row's concepts: in this process, or from worker processes ahead of it."""
+        cache = inputs.concept_cache
+        if cache is not None:
+            settings = getattr(self.concept_extractor, "settings", None)
+            if settings is None:
+                raise ValueError(
+                    f"inputs.concept_cache needs an extractor with a settings() method (what determines its "
+                    f"concepts) to tell caches apart; {self.concept_extractor!r} has none"
+                )
+            cache.bind(settings())
+        workers = self.concept_workers if self.concept_workers is not None else os.cpu_count() or 1
+        if workers == 0:
+            return SerialConcepts(self.concept_extractor, inputs.concept_text, cache)
+
+        def plan() -> Iterator[str]:
+            acceptance = (graph.accepted + 1) / (graph.offered + 1)
+            for row in walk.upcoming_rows(acceptance, self.concept_prefetch_rows):
+                yield str(ids[row])
+
+        return PrefetchedConcepts(
+            self.concept_extractor,
+            inputs.concept_text,
+            plan,
+            workers=workers,
+            batch_rows=self.concept_batch_rows,
+            window=self.concept_prefetch_rows,
+            cache=cache,
         )
 
     def _scores(self, table: pd.DataFrame, seed: int) -> np.ndarray:
@@ -244,6 +293,101 @@ class PaserStrategy:
         if self.ranking == "cds":
             return table["cds"].to_numpy(dtype=np.float64)
         return np.random.default_rng(seed).random(len(table))
+
+
+class _PaserWalk:
+    """The state of paser's walk over the ranked clusters (the rules are in `PaserStrategy`'s docstring).
+
+    `ranked[k]`: cluster k's row positions, best first; `walk_order`: the clusters in walk order;
+    `offer_limit[k]`: how many of cluster k's rows may be offered (all of them, unless
+    `max_offers_per_slot` bounds it by the cluster's quota at the time); `stopped[k]`: cluster k ended a
+    round short of its quota, so it takes no more. After `run`: `order` (the chosen rows in selection
+    order), `chosen`/`rejected` per cluster, `cursor` (rows offered per cluster), `readmitted`, `rounds`,
+    `reallocated`, `initial_quota`.
+    """
+
+    def __init__(
+        self,
+        ranked: list[np.ndarray],
+        walk_order: list[int],
+        weights: np.ndarray,
+        budget: int,
+        max_offers_per_slot: float | None,
+    ):
+        self.ranked, self.walk_order, self.weights, self.budget = ranked, walk_order, weights, budget
+        self.max_offers_per_slot = max_offers_per_slot
+        self.sizes = np.array([r.size for r in ranked], dtype=np.int64)
+        self.initial_quota = allocate_budget(weights, self.sizes, budget)
+        self.quota = self.initial_quota.copy()
+        self.offer_limit = self._offer_limit()
+        self.cursor = np.zeros(len(ranked), dtype=np.int64)
+        self.stopped = np.zeros(len(ranked), dtype=bool)
+        self.chosen: list[list[int]] = [[] for _ in ranked]
+        self.rejected: list[list[int]] = [[] for _ in ranked]
+        self.readmitted = np.zeros(len(ranked), dtype=np.int64)
+        self.order: list[int] = []
+        self.rounds = 0
+        self.reallocated = 0
+        self._position = 0  # in walk_order, of the cluster now offering
+
+    def run(self, accept: Callable[[int], bool] | None) -> None:
+        """Walk until the budget is met; `accept(row)` is the CCG's verdict (None: accept every row)."""
+        chosen, rejected, cursor, quota = self.chosen, self.rejected, self.cursor, self.quota
+        while True:
+            self.rounds += 1
+            for position, k in enumerate(self.walk_order):
+                self._position = position
+                while len(chosen[k]) < quota[k] and cursor[k] < self.offer_limit[k]:
+                    row = int(self.ranked[k][cursor[k]])
+                    # Asked before the cursor moves on, so that the rows planned next start with this one.
+                    if accept is None or accept(row):
+                        chosen[k].append(row)
+                        self.order.append(row)
+                    else:
+                        rejected[k].append(row)
+                    cursor[k] += 1
+            # A cluster short of its quota at the end of a round has run out of rows (or offers): it keeps
+            # what it achieved, and the clusters that still have rows take over its shortfall.
+            achieved = np.array([len(c) for c in chosen], dtype=np.int64)
+            self.stopped |= achieved < quota
+            shortfall = self.budget - len(self.order)
+            capacity = np.where(self.stopped, 0, self.sizes - cursor)
+            if shortfall == 0 or capacity.sum() == 0:
+                break
+            extra = allocate_budget(self.weights, capacity, shortfall)
+            quota[:] = achieved + extra
+            self.reallocated += int(extra.sum())
+            self.offer_limit = np.maximum(self._offer_limit(), cursor)
+
+        shortfall = self.budget - len(self.order)
+        if shortfall > 0:
+            rejected_counts = np.array([len(r) for r in rejected], dtype=np.int64)
+            self.readmitted = allocate_budget(self.weights, rejected_counts, shortfall)
+            for k in self.walk_order:
+                readmit_rows = rejected[k][: self.readmitted[k]]
+                chosen[k].extend(readmit_rows)
+                self.order.extend(readmit_rows)
+
+    def upcoming_rows(self, acceptance: float, limit: int) -> Iterator[int]:
+        """Up to `limit` rows the walk is expected to offer next in this round, the next one first: from the
+        cluster now offering on, each cluster's next rows, as many as its missing rows / `acceptance`."""
+        left = limit
+        for k in self.walk_order[self._position :]:
+            missing = int(self.quota[k]) - len(self.chosen[k])
+            if missing <= 0:
+                continue
+            start = int(self.cursor[k])
+            stop = min(start + math.ceil(missing / acceptance), int(self.offer_limit[k]), start + left)
+            yield from (int(row) for row in self.ranked[k][start:stop])
+            left -= stop - start
+            if left <= 0:
+                return
+
+    def _offer_limit(self) -> np.ndarray:
+        if self.max_offers_per_slot is None:
+            return self.sizes.copy()
+        bound = np.ceil(self.max_offers_per_slot * self.quota).astype(np.int64)
+        return np.minimum(bound, self.sizes)
 
 
 @register_strategy("random")

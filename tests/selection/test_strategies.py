@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from selection.consistency import ConceptCache
 from selection.strategies import STRATEGIES, SelectionInputs, get_strategy
 
 
@@ -307,7 +308,8 @@ def test_paser_extracts_concepts_only_for_offered_rows(random_inputs):
         return split_concepts(text)
 
     inputs = SelectionInputs(random_inputs.table, concept_text=lambda row_id: f"only-{row_id}")
-    result = get_strategy("paser", concept_extractor=recording_extractor).select(inputs, 20)
+    strategy = get_strategy("paser", concept_extractor=recording_extractor, concept_workers=0)
+    result = strategy.select(inputs, 20)
     # Every row has its own concept, so nothing is rejected and exactly the budget is offered.
     assert len(offered) == result.stats["ccg"]["offered"] == 20
 
@@ -336,3 +338,106 @@ def test_kmeans_diverse_with_real_kmeans_draws_equally_from_separated_blobs():
     result = get_strategy("kmeans_diverse").select(SelectionInputs(table, embeddings=embeddings), 9)
     chosen_blobs = blob[[int(i[1:]) for i in result.ids]]
     assert np.bincount(chosen_blobs).tolist() == [3, 3, 3]
+
+
+class CountingSplitConcepts:
+    """Test extractor with settings (so it can use a concept cache), counting the texts it extracts."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, text: str) -> tuple[str, ...]:
+        self.calls += 1
+        return split_concepts(text)
+
+    def settings(self) -> dict[str, str]:
+        return {"extractor": "split_concepts"}
+
+
+def without_extraction_count(stats: dict) -> dict:
+    return {key: value for key, value in stats.items() if key != "concepts_extracted"}
+
+
+@pytest.mark.parametrize(("workers", "batch_rows", "prefetch_rows"), [(1, 1, 1), (2, 3, 5), (2, 32, 1024)])
+def test_paser_extracting_in_worker_processes_selects_exactly_what_the_serial_walk_selects(
+    workers, batch_rows, prefetch_rows, random_inputs
+):
+    serial = get_strategy("paser", concept_extractor=split_concepts, concept_workers=0).select(random_inputs, 30)
+    pooled = get_strategy(
+        "paser",
+        concept_extractor=split_concepts,
+        concept_workers=workers,
+        concept_batch_rows=batch_rows,
+        concept_prefetch_rows=prefetch_rows,
+    ).select(random_inputs, 30)
+    # The fixture's small vocabulary makes the CCG reject most rows: a second allocation round, readmissions.
+    assert serial.stats["allocation_rounds"] == 2 and serial.stats["ccg_readmitted"] > 0
+    assert pooled.ids == serial.ids
+    assert pooled.clusters.equals(serial.clusters)
+    assert without_extraction_count(pooled.stats) == without_extraction_count(serial.stats)
+    assert pooled.stats["concepts_extracted"] >= serial.stats["concepts_extracted"] == serial.stats["ccg"]["offered"]
+
+
+def test_paser_with_yake_in_worker_processes_selects_exactly_what_the_serial_walk_selects():
+    rng = np.random.default_rng(5)
+    words = ["protein", "galaxy", "recipe", "contract", "python", "melody", "climate", "invoice", "enzyme"]
+    texts = {
+        f"r{i:03d}": " ".join(f"The {a} explains the {b}." for a, b in rng.choice(words, size=(3, 2)))
+        for i in range(60)
+    }
+    table = make_table(rng.integers(0, 3, size=60), rng.random(60) * 0.6)
+    serial = get_strategy("paser", concept_workers=0).select(concept_inputs(table, texts), 20)
+    pooled = get_strategy("paser", concept_workers=2, concept_batch_rows=4).select(concept_inputs(table, texts), 20)
+    assert serial.stats["ccg"]["rejected"] > 0
+    assert pooled.ids == serial.ids and pooled.stats["ccg"] == serial.stats["ccg"]
+
+
+def test_paser_concept_cache_lets_a_budget_sweep_extract_each_row_once(tmp_path, random_inputs):
+    def select(budget: int, cache: ConceptCache | None, extractor: CountingSplitConcepts):
+        inputs = SelectionInputs(
+            random_inputs.table, concept_text=random_inputs.concept_text, seed=3, concept_cache=cache
+        )
+        return get_strategy("paser", concept_extractor=extractor, concept_workers=0).select(inputs, budget)
+
+    first = select(40, ConceptCache(tmp_path / "concepts"), CountingSplitConcepts())
+    extractor = CountingSplitConcepts()
+    second = select(80, ConceptCache(tmp_path / "concepts"), extractor)  # a new process would do the same
+    uncached = select(80, None, CountingSplitConcepts())
+    assert second.ids == uncached.ids
+    # Rows the first selection offered come from the cache; only the rest are extracted.
+    assert extractor.calls == second.stats["concepts_extracted"]
+    assert extractor.calls == second.stats["ccg"]["offered"] - first.stats["ccg"]["offered"]
+
+
+def test_paser_concept_cache_needs_an_extractor_with_settings(random_inputs):
+    inputs = SelectionInputs(random_inputs.table, concept_text=random_inputs.concept_text, concept_cache=ConceptCache())
+    with pytest.raises(ValueError, match="settings"):
+        get_strategy("paser", concept_extractor=split_concepts).select(inputs, 5)
+
+
+def test_paser_max_offers_per_slot_stops_a_rejecting_cluster_and_hands_its_shortfall_on():
+    table = make_table([0] * 6 + [1] * 6, [0.6] * 6 + [0.2] * 6)
+    concepts = {"r000": "a,b", "r001": "c,d"} | {f"r{i:03d}": "a,c" for i in range(2, 6)}
+    concepts |= {f"r{i:03d}": f"u{i}" for i in range(6, 12)}
+    inputs = concept_inputs(table, concepts)
+    # Mean CDS 0.6 vs 0.2: budget 4 -> quotas 3 : 1. Cluster 0 accepts r000, r001 and rejects the rest.
+    bounded = get_strategy("paser", concept_extractor=split_concepts, ccg_max_offers_per_slot=1).select(inputs, 4)
+    unbounded = get_strategy("paser", concept_extractor=split_concepts).select(inputs, 4)
+    assert bounded.ids == unbounded.ids == ["r000", "r001", "r006", "r007"]
+    # Bounded: cluster 0 offers 1 x its quota of 3 rows, then cluster 1 takes the missing row.
+    assert bounded.stats["ccg"]["offered"] == 3 + 2 and unbounded.stats["ccg"]["offered"] == 6 + 2
+    assert bounded.clusters["exhausted"].tolist() == [True, False]
+    assert bounded.clusters["ccg_rejected"].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concept_workers": -1}, "concept_workers"),
+        ({"concept_batch_rows": 64, "concept_prefetch_rows": 32}, "concept_batch_rows <= concept_prefetch_rows"),
+        ({"ccg_max_offers_per_slot": 0.5}, "ccg_max_offers_per_slot"),
+    ],
+)
+def test_paser_refuses_malformed_concept_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        get_strategy("paser", concept_extractor=split_concepts, **options)
