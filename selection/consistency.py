@@ -7,7 +7,7 @@ established concepts is where a small recovery set risks contradicting itself.
 
 The paper extracts concepts with rake-nltk, which needs an NLTK download (impossible offline); we use
 YAKE, which ships its own stopwords. YAKE costs 5-10 ms a row in pure Python, so concepts can be extracted
-ahead of the walk in worker processes (`PrefetchedConcepts`) and remembered per row id across selections
+ahead of the walk in worker processes (`PrefetchedConcepts`) and remembered per text across selections
 (`ConceptCache`).
 """
 
@@ -94,16 +94,18 @@ class ConceptExtractor:
 
 
 class ConceptCache:
-    """Concepts per row id, each remembered with a digest of the text it came from, so a budget sweep (or
-    a rerun) extracts every row once.
+    """Concepts per text, so that a budget sweep (or a rerun) extracts each row's concepts once.
+
+    Keyed by a 16-byte BLAKE2b digest of the text rather than by row id: ids default to row positions,
+    which name other rows once the corpus changes, while a text's concepts stay its own (the same text
+    under two ids is found once, an edited row is extracted again). Two different texts collide with
+    probability about n² / 2¹²⁹ over n texts.
 
     In memory, and in `folder` when one is given: a shard folder (`selection.shards.ShardStore`) whose
-    `meta.json` holds the extractor's settings and whose Parquet shards (id, text digest, concepts) are
-    added by `flush()`, `flush_rows` new rows at a time as `put` fills it. `bind(settings)` ties the cache
-    to one extractor: the first call opens the folder (refusing one filled under other settings, naming the
-    changed keys) and reads its shards; a later call with other settings is refused. `get` on a row that
-    was remembered from a different text is refused (ids must name the same text wherever a cache is
-    shared; the default ids are row positions, which change with the corpus).
+    `meta.json` holds the extractor's settings and whose Parquet shards (digest, concepts) are added by
+    `flush()`, `flush_rows` new texts at a time as `put` fills it. `bind(settings)` ties the cache to one
+    extractor: the first call opens the folder (refusing one filled under other settings, naming the
+    changed keys) and reads its shards; a later call with other settings is refused.
     """
 
     def __init__(self, folder: str | Path | None = None, *, flush_rows: int = 20_000):
@@ -113,8 +115,8 @@ class ConceptCache:
         self.flush_rows = flush_rows
         self.settings: dict[str, Any] | None = None
         self._store: ShardStore | None = None
-        self._entries: dict[str, tuple[bytes, Concepts]] = {}
-        self._unflushed: list[str] = []
+        self._entries: dict[bytes, Concepts] = {}
+        self._unflushed: list[bytes] = []
         self._next_shard = 0
         self._interned: dict[str, str] = {}
 
@@ -131,75 +133,59 @@ class ConceptCache:
                 )
             return
         if self.folder is not None:
-            fingerprint = {"contents": "concepts per row id", **settings}
-            self._store = ShardStore(self.folder, fingerprint, suffix=".parquet", what="row concepts")
+            fingerprint = {"contents": "concepts per text digest", **settings}
+            self._store = ShardStore(self.folder, fingerprint, suffix=".parquet", what="text concepts")
             self._read_shards()
         self.settings = dict(settings)
 
-    def get(self, row_id: str, text: str) -> Concepts | None:
-        """The remembered concepts of `row_id`, or None; refuses a row remembered from another text."""
-        entry = self._entries.get(row_id)
-        if entry is None:
-            return None
-        self._check_same_text(row_id, entry[0], _text_digest(text))
-        return entry[1]
+    def get(self, text: str) -> Concepts | None:
+        """The remembered concepts of `text`, or None."""
+        return self._entries.get(_text_digest(text))
 
-    def put(self, row_id: str, text: str, concepts: Iterable[str]) -> None:
-        """Remember the concepts of `row_id` (extracted from `text`); flushes every `flush_rows` new rows."""
+    def put(self, text: str, concepts: Iterable[str]) -> None:
+        """Remember the concepts of `text`; flushes to the folder every `flush_rows` new texts."""
         if self.settings is None:
             raise RuntimeError("bind the concept cache to an extractor's settings before filling it")
         digest = _text_digest(text)
-        known = self._entries.get(row_id)
-        if known is not None:
-            self._check_same_text(row_id, known[0], digest)
+        if digest in self._entries:
             return
-        self._entries[row_id] = (digest, tuple(self._interned.setdefault(c, c) for c in concepts))
+        self._entries[digest] = tuple(self._interned.setdefault(c, c) for c in concepts)
         if self._store is not None:
-            self._unflushed.append(row_id)
+            self._unflushed.append(digest)
             if len(self._unflushed) >= self.flush_rows:
                 self.flush()
 
     def flush(self) -> None:
-        """Write the rows added since the last flush as one shard of the folder (nothing without one)."""
+        """Write the texts added since the last flush as one shard of the folder (nothing without one)."""
         if self._store is None or not self._unflushed:
             return
-        ids = self._unflushed
+        digests = self._unflushed
         table = pa.table(
             {
-                "id": pa.array(ids, pa.string()),
-                "text_digest": pa.array([self._entries[i][0] for i in ids], pa.binary(_DIGEST_BYTES)),
-                "concepts": pa.array([list(self._entries[i][1]) for i in ids], pa.list_(pa.string())),
+                "text_digest": pa.array(digests, pa.binary(_DIGEST_BYTES)),
+                "concepts": pa.array([list(self._entries[d]) for d in digests], pa.list_(pa.string())),
             }
         )
-        self._store.write(self._next_shard, ids, lambda staging: pq.write_table(table, staging))
+        keys = [digest.hex() for digest in digests]
+        self._store.write(self._next_shard, keys, lambda staging: pq.write_table(table, staging))
         self._next_shard += 1
         self._unflushed = []
 
     def _read_shards(self) -> None:
         store = self._store
-        indices = sorted(int(path.name[len("shard-") :].split(".")[0]) for path in store.folder.glob("shard-*"))
+        indices = sorted({int(path.name[len("shard-") :].split(".")[0]) for path in store.folder.glob("shard-*")})
         self._next_shard = indices[-1] + 1 if indices else 0
-        for index in sorted(set(indices)):
+        for index in indices:
             if not store.marker_path(index).exists():
                 continue  # a shard whose writer died before its marker: not trusted, overwritten later
             table = pq.read_table(store.data_path(index))
-            ids = table.column("id").to_pylist()
-            store.is_done(index, ids)  # refuses a marker that does not describe these rows
-            for row_id, digest, concepts in zip(
-                ids, table.column("text_digest").to_pylist(), table.column("concepts").to_pylist(), strict=True
-            ):
-                self._entries[row_id] = (digest, tuple(self._interned.setdefault(c, c) for c in concepts))
-
-    def _check_same_text(self, row_id: str, remembered: bytes, digest: bytes) -> None:
-        if remembered != digest:
-            where = f"concept cache {self.folder}" if self.folder is not None else "the concept cache"
-            raise ValueError(
-                f"{where} remembers row {row_id!r} from a different text; ids must name the same text in "
-                "every selection that shares a cache (use a fresh cache for another corpus)"
-            )
+            digests = table.column("text_digest").to_pylist()
+            store.is_done(index, [digest.hex() for digest in digests])  # refuses a marker for other rows
+            for digest, concepts in zip(digests, table.column("concepts").to_pylist(), strict=True):
+                self._entries[digest] = tuple(self._interned.setdefault(c, c) for c in concepts)
 
 
-_DIGEST_BYTES = 8
+_DIGEST_BYTES = 16
 
 
 def _text_digest(text: str) -> bytes:
@@ -230,13 +216,13 @@ class SerialConcepts:
     def __call__(self, row_id: str) -> Concepts:
         text = self.text_of(row_id)
         if self.cache is not None:
-            concepts = self.cache.get(row_id, text)
+            concepts = self.cache.get(text)
             if concepts is not None:
                 return concepts
         concepts = tuple(self.extractor(text))
         self.extracted += 1
         if self.cache is not None:
-            self.cache.put(row_id, text, concepts)
+            self.cache.put(text, concepts)
         return concepts
 
 
@@ -346,7 +332,7 @@ class PrefetchedConcepts:
             if row_id in self._ready or row_id in self._in_flight:
                 continue
             text = self.text_of(row_id)
-            known = self.cache.get(row_id, text) if self.cache is not None else None
+            known = self.cache.get(text) if self.cache is not None else None
             if known is not None:
                 self._ready[row_id] = known
             else:
@@ -371,7 +357,7 @@ class PrefetchedConcepts:
             del self._in_flight[row_id]
             self._ready[row_id] = concepts
             if self.cache is not None and not isinstance(concepts, _Failure):
-                self.cache.put(row_id, text, concepts)
+                self.cache.put(text, concepts)
 
 
 class _Failure:

@@ -40,8 +40,8 @@ class SelectionInputs:
     `nll_original`, `nll_pruned` (mean response NLL, nats) and optionally `nll_pruned_unconditioned` (the
     response NLL under the pruned model without the prompt; `ifd` needs it). `embeddings` (N × d float32,
     L2-normalised) are needed by k-means based strategies, `concept_text(id)` by the CCG. `concept_cache`
-    (optional) remembers the CCG's concepts per id, in memory or in a folder, for the next selection over the
-    same rows (a budget sweep); the strategy reads and fills it.
+    (optional) remembers the CCG's concepts per text, in memory or in a folder, for the next selection over
+    the same rows (a budget sweep); the strategy reads and fills it.
     """
 
     table: pd.DataFrame
@@ -135,7 +135,7 @@ class PaserStrategy:
     extract them ahead of the walk, in tasks of `concept_batch_rows` rows, for the next
     `concept_prefetch_rows` rows the walk is expected to offer (each cluster's remaining quota divided by the
     CCG's acceptance rate so far, in walk order); the selection is the same either way, but rows expected
-    and then not offered are extracted too. `inputs.concept_cache` remembers concepts per row id across
+    and then not offered are extracted too. `inputs.concept_cache` remembers concepts per text across
     selections. A custom `concept_extractor` must pickle to run in workers, and needs a `settings()` method
     (what determines its output) to use a cache.
 

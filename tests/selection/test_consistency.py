@@ -120,19 +120,19 @@ def test_extractor_pickles_as_its_settings():
     assert extractor.settings()["top_n"] == 3 and extractor.settings()["extractor"] == "yake"
 
 
-def test_cache_returns_the_concepts_put_for_the_same_text_and_refuses_another_text():
+def test_cache_finds_a_text_under_any_id_and_misses_an_edited_one():
     cache = ConceptCache()
     cache.bind({"extractor": "split"})
-    assert cache.get("r1", "a,b") is None
-    cache.put("r1", "a,b", ["a", "b"])
-    assert cache.get("r1", "a,b") == ("a", "b") and len(cache) == 1
-    with pytest.raises(ValueError, match="row 'r1' from a different text"):
-        cache.get("r1", "a,c")
+    assert cache.get("a,b") is None
+    cache.put("a,b", ["a", "b"])
+    cache.put("a,b", ["ignored"])  # already known
+    assert cache.get("a,b") == ("a", "b") and len(cache) == 1
+    assert cache.get("a,b,c") is None
 
 
 def test_cache_must_be_bound_before_it_is_filled():
     with pytest.raises(RuntimeError, match="bind"):
-        ConceptCache().put("r1", "a", ["a"])
+        ConceptCache().put("a", ["a"])
 
 
 def test_cache_bound_to_one_extractor_refuses_another():
@@ -147,13 +147,13 @@ def test_cache_folder_is_written_every_flush_rows_and_read_back(tmp_path):
     cache = ConceptCache(tmp_path / "concepts", flush_rows=2)
     cache.bind({"extractor": "split"})
     for row_id in ["r1", "r2", "r3"]:
-        cache.put(row_id, TEXTS[row_id], split_on_commas(TEXTS[row_id]))
+        cache.put(TEXTS[row_id], split_on_commas(TEXTS[row_id]))
     assert len(list((tmp_path / "concepts").glob("shard-*.done"))) == 1  # r1, r2; r3 waits for a flush
     cache.flush()
     reopened = ConceptCache(tmp_path / "concepts")
     reopened.bind({"extractor": "split"})
-    assert len(reopened) == 3 and reopened.get("r3", TEXTS["r3"]) == split_on_commas(TEXTS["r3"])
-    reopened.put("r4", TEXTS["r4"], split_on_commas(TEXTS["r4"]))
+    assert len(reopened) == 3 and reopened.get(TEXTS["r3"]) == split_on_commas(TEXTS["r3"])
+    reopened.put(TEXTS["r4"], split_on_commas(TEXTS["r4"]))
     reopened.flush()
     assert len(list((tmp_path / "concepts").glob("shard-*.done"))) == 3
 
@@ -179,7 +179,7 @@ def test_prefetched_concepts_read_and_fill_the_cache():
     cache = ConceptCache()
     cache.bind({"extractor": "split"})
     for row_id in ["r0", "r1"]:
-        cache.put(row_id, TEXTS[row_id], ("from", "cache"))
+        cache.put(TEXTS[row_id], ("from", "cache"))
     ids = ["r0", "r1", "r2", "r3"]
     with PrefetchedConcepts(split_on_commas, TEXTS.__getitem__, lambda: iter(ids), workers=1, cache=cache) as source:
         assert [source(row_id) for row_id in ids] == [("from", "cache")] * 2 + [("c2", "c2", "c2"), ("c3", "c3", "c0")]
@@ -203,7 +203,7 @@ def test_prefetched_concepts_refuse_an_extractor_that_does_not_pickle():
 def test_serial_concepts_extract_only_rows_asked_for_and_use_the_cache():
     cache = ConceptCache()
     cache.bind({"extractor": "split"})
-    cache.put("r0", TEXTS["r0"], ("from", "cache"))
+    cache.put(TEXTS["r0"], ("from", "cache"))
     with SerialConcepts(split_on_commas, TEXTS.__getitem__, cache) as source:
         assert source("r0") == ("from", "cache") and source("r5") == ("c5", "c0", "c2")
     assert source.extracted == 1 and len(cache) == 2
