@@ -54,7 +54,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recovery.models import choose_dtype, default_device  # noqa: E402
 from recovery.prune import PruneTarget, prune_model  # noqa: E402
-from selection.degradation import DegradationConfig, score_degradation  # noqa: E402
+from selection.degradation import DegradationConfig, length_batches, score_degradation  # noqa: E402
 from selection.formatting import EncodedSample  # noqa: E402
 
 SHAPES: dict[str, dict[str, object]] = {
@@ -147,27 +147,6 @@ def synthetic_rows(
     return rows
 
 
-def length_batches(lengths: Sequence[int], config: DegradationConfig) -> Iterator[list[int]]:
-    """Row indices in the batches `score_degradation` forms within one shard: longest first, at most
-    `max_batch_rows` rows, rows × longest length ≤ `tokens_per_batch` (a longer row runs alone), each row at
-    most `max_padding` shorter than its batch's longest. Mirrors `selection.degradation` (its private helper
-    is not API); keep the two in step."""
-    order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
-    batch: list[int] = []
-    for index in order:
-        padded_length = lengths[batch[0]] if batch else lengths[index]
-        if batch and (
-            len(batch) >= config.max_batch_rows
-            or (len(batch) + 1) * padded_length > config.tokens_per_batch
-            or lengths[index] < (1.0 - config.max_padding) * padded_length
-        ):
-            yield batch
-            batch = []
-        batch.append(index)
-    if batch:
-        yield batch
-
-
 def shard_batches(encoded: Sequence[EncodedSample], config: DegradationConfig) -> list[list[EncodedSample]]:
     """All batches of rows, shard by shard, as the scorer forms them."""
     batches = []
@@ -188,18 +167,15 @@ def forward_only(
     for rows in shard_batches(encoded, config):
         width = max(len(sample.input_ids) for sample in rows)
         input_ids = torch.tensor([sample.input_ids + [0] * (width - len(sample.input_ids)) for sample in rows])
-        lengths = torch.tensor([len(sample.input_ids) for sample in rows])
-        attention_mask = (torch.arange(width) < lengths[:, None]).long()
         row_of_position = torch.cat([torch.full((sample.response_length,), row) for row, sample in enumerate(rows)])
         positions = torch.cat([torch.arange(sample.prompt_length - 1, len(sample.input_ids) - 1) for sample in rows])
-        tensors = [input_ids, attention_mask, row_of_position, positions]
+        tensors = [input_ids, row_of_position, positions]
         if pin:
             tensors = [tensor.pin_memory() for tensor in tensors]
-        input_ids, attention_mask, row_of_position, positions = (
-            tensor.to(device, non_blocking=True) for tensor in tensors
-        )
+        input_ids, row_of_position, positions = (tensor.to(device, non_blocking=True) for tensor in tensors)
         for model in models:
-            hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            # No mask, as the scorer: right padding is invisible to real positions under causal attention.
+            hidden = model.get_decoder()(input_ids=input_ids, use_cache=False)
             scored = hidden.last_hidden_state[row_of_position, positions]
             head = model.get_output_embeddings()
             for start in range(0, len(scored), config.position_chunk):

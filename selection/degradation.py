@@ -80,6 +80,13 @@ class DegradationConfig:
             "for models whose cache cannot be repeated over a batch (`batch_repeat_interleave`)."
         },
     )
+    min_shared_prefix: int = field(
+        default=16,
+        metadata={
+            "help": "Shortest common prefix worth sharing: below it (e.g. just the BOS token) each batch runs "
+            "whole, which lets SDPA use its causal kernel."
+        },
+    )
     unconditioned_nll: bool = field(
         default=False,
         metadata={
@@ -90,7 +97,7 @@ class DegradationConfig:
     show_progress: bool = field(default=True, metadata={"help": "Show a progress bar (rows/s and ETA)."})
 
     def __post_init__(self) -> None:
-        for name in ("tokens_per_batch", "max_batch_rows", "position_chunk", "shard_size"):
+        for name in ("tokens_per_batch", "max_batch_rows", "position_chunk", "shard_size", "min_shared_prefix"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DegradationConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -161,22 +168,21 @@ class _ModelParts:
         """The key/value cache of the body after `prefix_ids` (one row)."""
         return self.body(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True).past_key_values
 
-    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, prefix_cache: Any = None) -> Tensor:
-        """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix."""
-        input_ids, attention_mask = _to_device(input_ids, self.device), _to_device(attention_mask, self.device)
+    def hidden_states(self, input_ids: Tensor, prefix_cache: Any = None) -> Tensor:
+        """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix.
+
+        No attention mask is passed: under causal attention a real position never sees the padding after
+        it, so the states the scorer reads are those of the unpadded rows, and SDPA can take its causal
+        (flash) kernel instead of materialising a mask.
+        """
+        input_ids = _to_device(input_ids, self.device)
         if prefix_cache is None:
-            output = self.body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            output = self.body(input_ids=input_ids, use_cache=False)
         else:
             # The forward appends to the cache, so each batch gets its own copy, repeated over its rows.
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(input_ids))
-            prefix_mask = attention_mask.new_ones(len(input_ids), cache.get_seq_length())
-            output = self.body(
-                input_ids=input_ids,
-                attention_mask=torch.cat([prefix_mask, attention_mask], dim=1),
-                past_key_values=cache,
-                use_cache=True,
-            )
+            output = self.body(input_ids=input_ids, past_key_values=cache, use_cache=True)
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
     def log_probs(self, hidden: Tensor) -> Tensor:
@@ -186,7 +192,7 @@ class _ModelParts:
         """Refuse a model whose logits are not head(body(x)) (e.g. soft-capped or scaled logits)."""
         ids = torch.tensor([input_ids], device=self.device)
         expected = torch.log_softmax(self.model(input_ids=ids, use_cache=False).logits[0, -1].float(), dim=-1)
-        ours = self.log_probs(self.hidden_states(ids, torch.ones_like(ids))[0, -1])
+        ours = self.log_probs(self.hidden_states(ids)[0, -1])
         if not torch.allclose(ours, expected, atol=1e-3, rtol=0):
             raise TypeError(
                 f"{self.role} model {type(self.model).__name__}: output head applied to the decoder's last "
@@ -214,7 +220,7 @@ class _Rows:
     prompt_lengths: list[int]
 
 
-def _batches(lengths: Sequence[int], config: DegradationConfig) -> Iterator[list[int]]:
+def length_batches(lengths: Sequence[int], config: DegradationConfig) -> Iterator[list[int]]:
     """Row indices grouped longest first under the token budget (rows × longest length ≤ tokens_per_batch),
     each row at most `max_padding` shorter than its batch's longest."""
     order = sorted(range(len(lengths)), key=lambda index: (-lengths[index], index))
@@ -245,13 +251,22 @@ def _padded(rows: _Rows, indices: list[int]) -> tuple[Tensor, Tensor, Tensor, Te
     width = int(lengths.max())
     # Pad value 0 is a valid id for every vocabulary; padded positions are masked and never scored.
     input_ids = torch.tensor([sequence + [0] * (width - len(sequence)) for sequence in sequences])
-    attention_mask = (torch.arange(width) < lengths[:, None]).long()
     counts = lengths - prompt_lengths
     row_of_position = torch.repeat_interleave(torch.arange(len(indices)), counts)
     offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
     positions = prompt_lengths[row_of_position] - 1 + offsets
     targets = input_ids[row_of_position, positions + 1]
-    return input_ids, attention_mask, row_of_position, positions, targets, counts
+    return input_ids, row_of_position, positions, targets, counts
+
+
+def prefix_to_share(rows: _Rows, config: DegradationConfig) -> int:
+    """Length of the prefix whose key/value cache a shard's batches reuse: the rows' common prefix when
+    `share_prompt_prefix` is on and it is at least `min_shared_prefix` tokens long, else 0 (a cache copy per
+    batch and an explicit attention mask cost more than a few shared tokens save)."""
+    if not config.share_prompt_prefix:
+        return 0
+    length = _shared_prefix_length(rows)
+    return length if length >= config.min_shared_prefix else 0
 
 
 def _shared_prefix_length(rows: _Rows) -> int:
@@ -287,7 +302,7 @@ def _score_rows(
     once, at the end, so a GPU is never made to wait for the host between batches.
     """
     count = len(rows.input_ids)
-    prefix_length = _shared_prefix_length(rows) if config.share_prompt_prefix else 0
+    prefix_length = prefix_to_share(rows, config)
     models = [pruned] if original is None else [original, pruned]
     # JSD sums live where the original model's log-probs are; each NLL sum on its own model's device.
     sum_devices = {"cds": models[0].device, **{f"nll_{parts.role}": parts.device for parts in models}}
@@ -296,8 +311,8 @@ def _score_rows(
     prefix_caches = [
         parts.prefix_cache(rows.input_ids[0][:prefix_length]) if prefix_length else None for parts in models
     ]
-    for indices in _batches([len(ids) for ids in rows.input_ids], config):
-        input_ids, attention_mask, row_of_position, positions, targets, counts = _padded(rows, indices)
+    for indices in length_batches([len(ids) for ids in rows.input_ids], config):
+        input_ids, row_of_position, positions, targets, counts = _padded(rows, indices)
         batch_rows = torch.tensor(indices)
         token_counts[batch_rows] = counts.double()
         # Row of the shard for every scored position, and its target token, on each device once per batch.
@@ -309,7 +324,7 @@ def _score_rows(
         # Only the hidden states that predict response tokens go on to the output head.
         suffix_positions = positions - prefix_length
         hidden = [
-            parts.hidden_states(input_ids[:, prefix_length:], attention_mask[:, prefix_length:], cache)[
+            parts.hidden_states(input_ids[:, prefix_length:], cache)[
                 _to_device(row_of_position, parts.device), _to_device(suffix_positions, parts.device)
             ]
             for parts, cache in zip(models, prefix_caches, strict=True)

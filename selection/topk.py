@@ -60,21 +60,21 @@ from selection.degradation import (
     LN2,
     UNCONDITIONED_COLUMN,
     DegradationConfig,
-    _batches,
     _content_hash,
     _ModelParts,
     _padded,
     _Rows,
     _score_rows,
-    _shared_prefix_length,
     _to_device,
     _validate,
     bos_token_id_for,
     concat_scores,
     jensen_shannon,
+    length_batches,
     load_score_shard,
     model_signature,
     open_score_shards,
+    prefix_to_share,
     scoring_fingerprint,
     shard_rows,
     write_score_shard,
@@ -212,16 +212,16 @@ def _response_chunks(
     prompt_lengths = torch.tensor(rows.prompt_lengths)
     counts = torch.tensor(lengths) - prompt_lengths
     row_starts = torch.cumsum(counts, 0) - counts
-    prefix_length = _shared_prefix_length(rows) if config.share_prompt_prefix else 0
+    prefix_length = prefix_to_share(rows, config)
     prefix_cache = parts.prefix_cache(rows.input_ids[0][:prefix_length]) if prefix_length else None
-    for indices in _batches(lengths, config):
-        input_ids, attention_mask, row_of_position, positions, targets, _ = _padded(rows, indices)
+    for indices in length_batches(lengths, config):
+        input_ids, row_of_position, positions, targets, _ = _padded(rows, indices)
         position_rows = torch.tensor(indices)[row_of_position]
         flat_positions = row_starts[position_rows] + positions - (prompt_lengths[position_rows] - 1)
         position_rows, flat_positions, targets = (
             _to_device(values, parts.device) for values in (position_rows, flat_positions, targets)
         )
-        hidden = parts.hidden_states(input_ids[:, prefix_length:], attention_mask[:, prefix_length:], prefix_cache)
+        hidden = parts.hidden_states(input_ids[:, prefix_length:], prefix_cache)
         hidden = hidden[_to_device(row_of_position, parts.device), _to_device(positions - prefix_length, parts.device)]
         for start in range(0, len(targets), config.position_chunk):
             chunk = slice(start, start + config.position_chunk)

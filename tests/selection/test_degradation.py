@@ -197,7 +197,7 @@ def test_overwrite_discards_shards_of_other_inputs(original, perturbed, encoded,
 def test_batches_respect_token_budget_row_cap_and_padding_limit():
     lengths = [100, 12, 95, 50, 48, 47, 200, 99, 10, 11]
     config = DegradationConfig(tokens_per_batch=300, max_batch_rows=3, max_padding=0.1)
-    batches = list(degradation._batches(lengths, config))
+    batches = list(degradation.length_batches(lengths, config))
     assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
     for batch in batches:
         longest = max(lengths[index] for index in batch)
