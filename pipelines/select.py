@@ -4,6 +4,7 @@ Stages, each reusing what an earlier run left in the output folder: load and val
 tokenise, score degradation and embed (both sharded and resumable, in this process or on Ray: `engine`),
 cluster, select, write artifacts:
 
+    concept_cache/    the CCG's concepts per text (paser strategy), reused by the next selection
     corpus.parquet    the validated corpus (selection.store.CorpusStore): text and raw rows, by id
     selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
     scores.parquet    every scored row's scalars (cds, token counts, NLLs)
@@ -32,6 +33,7 @@ from recovery.models import describe_model, load_model, load_tokenizer, max_posi
 from selection.allocate import resolve_budget
 from selection.atomic import write_atomic
 from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
+from selection.consistency import ConceptCache
 from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, Sample, iter_samples
 from selection.corpus import concept_text as sample_concept_text
 from selection.corpus import embed_text as sample_embed_text
@@ -272,6 +274,8 @@ def run_select(config: SelectConfig) -> SelectOutput:
         embeddings=embeddings,
         concept_text=lambda row_id: sample_concept_text(by_id[row_id]),
         seed=config.selection.seed,
+        # The CCG's concepts per text, kept for the next selection in this folder (a budget sweep).
+        concept_cache=ConceptCache(out_dir / "concept_cache"),
     )
     stage = time.perf_counter()
     result = strategy.select(inputs, budget)

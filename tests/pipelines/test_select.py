@@ -205,6 +205,8 @@ def test_rerun_with_another_budget_reuses_the_score_shards(corpus_file, tiny_mod
     )
     assert len(output.selection) == 20
     assert [shard.stat().st_mtime_ns for shard in shards] == written
+    # The CCG's concepts were kept for this rerun.
+    assert list((tmp_path / "run" / "concept_cache").glob("shard-*.done"))
 
 
 def test_topk_scoring_runs_one_model_at_a_time_and_tracks_exact_scores(
