@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from selection import cluster
+from selection import cluster, manifold
 from selection.cluster import (
     CLUSTERERS,
     ClusterConfig,
@@ -99,6 +102,69 @@ def test_landmark_path_is_deterministic_under_seed(mixture: tuple[np.ndarray, np
     np.testing.assert_array_equal(
         cluster_embeddings(embeddings, config).labels, cluster_embeddings(embeddings, config).labels
     )
+
+
+def _renumbered_by_first_appearance(labels: np.ndarray) -> np.ndarray:
+    first_seen = {label: rank for rank, label in enumerate(dict.fromkeys(labels.tolist()))}
+    return np.array([first_seen[label] for label in labels.tolist()], dtype=np.int64)
+
+
+def test_blockwise_landmark_assignment_matches_a_whole_matrix_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    embeddings, _ = gaussian_mixture(3000, 6, seed=4, noise=2.5)
+    embeddings *= np.random.default_rng(9).uniform(0.5, 3.0, (3000, 1)).astype(np.float32)
+    config = ClusterConfig(landmark_threshold=1000, n_landmarks=300, n_neighbors=10, seed=3)
+    # Ragged blocks: 97-row checks, 7-row assignment blocks.
+    monkeypatch.setattr(manifold, "ROW_BLOCK", 97)
+    monkeypatch.setattr(cluster, "_ASSIGNMENT_BLOCK_ELEMENTS", 7 * config.n_landmarks + 5)
+    result = cluster_embeddings(embeddings, config)
+
+    landmark_ids = np.sort(np.random.default_rng(config.seed).choice(3000, size=300, replace=False))
+    landmark_fit = cluster_embeddings(embeddings[landmark_ids], config)
+    unit_rows = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    nearest = (unit_rows @ unit_rows[landmark_ids].T).argmax(axis=1)
+    nearest[landmark_ids] = np.arange(300)
+    assert result.n_landmarks == 300
+    np.testing.assert_array_equal(result.labels, _renumbered_by_first_appearance(landmark_fit.labels[nearest]))
+    np.testing.assert_array_equal(result.coordinates, landmark_fit.coordinates[nearest])
+
+
+def test_landmark_path_on_a_memmap_makes_no_copy_of_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows, _ = gaussian_mixture(20_000, 4, seed=6, noise=2.0)
+    embeddings = np.lib.format.open_memmap(tmp_path / "e.npy", mode="w+", dtype=np.float32, shape=rows.shape)
+    embeddings[:] = rows
+    del rows
+    # 500-row blocks for the check and, through the cap on assignment blocks, for the assignment.
+    monkeypatch.setattr(manifold, "ROW_BLOCK", 500)
+    monkeypatch.setattr(cluster, "ROW_BLOCK", 500)
+    config = ClusterConfig(method="kmeans", n_clusters=4, landmark_threshold=1000, n_landmarks=200)
+    tracemalloc.start()
+    try:
+        result = cluster_embeddings(embeddings, config)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.n_landmarks == 200
+    # A few 500-row blocks (0.8 MB each) and N-long int64 labels (0.16 MB each); the matrix is 30 MB.
+    assert peak_bytes < embeddings.nbytes / 4
+
+
+def test_landmark_path_clusters_float64_input_as_its_float32_conversion(
+    mixture: tuple[np.ndarray, np.ndarray],
+) -> None:
+    embeddings, _ = mixture
+    config = ClusterConfig(landmark_threshold=200, n_landmarks=150, seed=2)
+    as_float64 = cluster_embeddings(embeddings.astype(np.float64), config)
+    np.testing.assert_array_equal(as_float64.labels, cluster_embeddings(embeddings, config).labels)
+
+
+def test_an_all_zero_row_outside_the_landmarks_is_refused_by_name(mixture: tuple[np.ndarray, np.ndarray]) -> None:
+    embeddings = mixture[0].copy()
+    config = ClusterConfig(landmark_threshold=200, n_landmarks=150, seed=2)
+    landmark_ids = np.random.default_rng(config.seed).choice(400, size=150, replace=False)
+    zero_row = int(np.setdiff1d(np.arange(400), landmark_ids)[0])
+    embeddings[zero_row] = 0.0
+    with pytest.raises(ValueError, match=f"embedding row {zero_row} is all zero"):
+        cluster_embeddings(embeddings, config)
 
 
 def test_landmarks_are_not_used_at_or_below_threshold(mixture: tuple[np.ndarray, np.ndarray]) -> None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse
 
 from selection import manifold
-from selection.manifold import diffusion_map, knn_graph, umap_embedding
+from selection.manifold import (
+    check_embedding_rows,
+    check_embeddings,
+    diffusion_map,
+    knn_graph,
+    l2_normalise,
+    umap_embedding,
+    unit_row_blocks,
+)
 
 
 def gaussian_mixture(n_rows: int, n_groups: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,6 +57,16 @@ def test_approximate_knn_graph_agrees_with_exact(monkeypatch: pytest.MonkeyPatch
     assert shared_edges / exact.nnz > 0.9
 
 
+def test_exact_knn_graph_in_row_blocks_equals_the_one_block_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    embeddings, _ = gaussian_mixture(300, 5, noise=2.0)
+    one_block = knn_graph(embeddings, n_neighbors=10)
+    monkeypatch.setattr(manifold, "_SIMILARITY_BLOCK_ELEMENTS", 7 * 300 + 5)
+    in_blocks = knn_graph(embeddings, n_neighbors=10)
+    np.testing.assert_array_equal(in_blocks.indptr, one_block.indptr)
+    np.testing.assert_array_equal(in_blocks.indices, one_block.indices)
+    np.testing.assert_array_equal(in_blocks.data, one_block.data)
+
+
 def test_duplicate_rows_are_each_others_neighbours() -> None:
     embeddings, _ = gaussian_mixture(50, 2)
     embeddings[1] = embeddings[0]
@@ -61,6 +82,73 @@ def test_knn_graph_refuses_non_finite_rows_and_too_many_neighbours() -> None:
     embeddings[3, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         knn_graph(embeddings, n_neighbors=5)
+
+
+def test_non_finite_rows_are_counted_across_row_blocks_and_the_first_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(manifold, "ROW_BLOCK", 4)
+    embeddings = np.ones((20, 3), dtype=np.float32)
+    embeddings[5, 1] = np.nan
+    embeddings[6, 0] = embeddings[6, 2] = np.inf
+    embeddings[17, 2] = -np.inf
+    with pytest.raises(ValueError, match=r"non-finite values \(NaN or inf\) in 3 rows \(first: row 5\)"):
+        check_embeddings(embeddings)
+
+
+def test_values_beyond_float32_range_are_refused_as_non_finite() -> None:
+    embeddings = np.ones((3, 2))
+    embeddings[2, 0] = 1e39
+    with pytest.raises(ValueError, match=r"in 1 rows \(first: row 2\)"), np.errstate(over="ignore"):
+        check_embeddings(embeddings)
+
+
+def test_check_embedding_rows_returns_a_memmap_without_copying_it(tmp_path: Path) -> None:
+    embeddings = np.lib.format.open_memmap(tmp_path / "e.npy", mode="w+", dtype=np.float32, shape=(50, 8))
+    embeddings[:] = 1.0
+    checked = check_embedding_rows(embeddings)
+    assert np.shares_memory(checked, embeddings)
+    assert np.shares_memory(check_embeddings(embeddings), embeddings)
+
+
+def test_checking_a_large_matrix_holds_no_temporary_of_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifold, "ROW_BLOCK", 1000)
+    embeddings = np.ones((40_000, 64), dtype=np.float32)
+    tracemalloc.start()
+    try:
+        check_embedding_rows(embeddings)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < embeddings.nbytes / 20
+
+
+def test_l2_normalise_in_row_blocks_is_bitwise_the_whole_matrix_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifold, "ROW_BLOCK", 7)
+    rng = np.random.default_rng(0)
+    embeddings = np.asfortranarray(rng.standard_normal((101, 33)) * rng.uniform(0.1, 10.0, (101, 1)))
+    # C order first, as `check_embeddings` converts: norms summed along strided rows differ in the last bit.
+    as_float32 = np.ascontiguousarray(embeddings, dtype=np.float32)
+    expected = as_float32 / np.linalg.norm(as_float32, axis=1, keepdims=True)
+    unit_rows = l2_normalise(embeddings)
+    assert unit_rows.dtype == np.float32 and unit_rows.flags.c_contiguous
+    np.testing.assert_array_equal(unit_rows, expected)
+
+
+def test_unit_row_blocks_cover_the_rows_in_order_as_l2_normalise_makes_them() -> None:
+    embeddings, _ = gaussian_mixture(23, 2)
+    embeddings *= 3.0
+    blocks = list(unit_row_blocks(embeddings, block_rows=10))
+    assert [(rows.start, rows.stop) for rows, _ in blocks] == [(0, 10), (10, 20), (20, 23)]
+    np.testing.assert_array_equal(np.concatenate([block for _, block in blocks]), l2_normalise(embeddings))
+
+
+def test_all_zero_rows_are_refused_naming_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifold, "ROW_BLOCK", 4)
+    embeddings = np.ones((12, 3), dtype=np.float32)
+    embeddings[[9, 11]] = 0.0
+    with pytest.raises(ValueError, match=r"embedding row 9 is all zero \(2 such rows in rows 8..11\)"):
+        l2_normalise(embeddings)
 
 
 def test_diffusion_map_eigenvalues_show_one_unit_eigenvalue_per_separated_group() -> None:
