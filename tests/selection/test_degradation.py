@@ -12,25 +12,6 @@ QUIET = {"show_progress": False}
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def original(tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def perturbed(perturbed_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(perturbed_model_dir, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def encoded(tiny_samples, tiny_tokenizer) -> list[EncodedSample]:
-    return encode_corpus(tiny_samples, tiny_tokenizer, max_length=256, show_progress=False)[0]
-
-
 def test_jensen_shannon_matches_hand_computed_value():
     p, q = torch.tensor([0.5, 0.5, 0.0]), torch.tensor([0.25, 0.25, 0.5])
     m = (p + q) / 2

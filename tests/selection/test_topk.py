@@ -9,7 +9,6 @@ import torch
 
 from selection import topk
 from selection.degradation import DegradationConfig, jensen_shannon, score_degradation
-from selection.formatting import EncodedSample, encode_corpus
 from selection.topk import (
     OriginalTopk,
     cache_original_topk,
@@ -21,25 +20,6 @@ from selection.topk import (
 
 QUIET = {"show_progress": False}
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def original(tiny_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def perturbed(perturbed_model_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(perturbed_model_dir, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def encoded(tiny_samples, tiny_tokenizer) -> list[EncodedSample]:
-    return encode_corpus(tiny_samples, tiny_tokenizer, max_length=256, show_progress=False)[0]
 
 
 @pytest.fixture(scope="module")
