@@ -7,8 +7,9 @@ as one Parquet file per shard (on a filesystem every node sees, for a multi-node
 those shards feeds a pool of actors (`map_batches` with a callable class, one shard per call): each actor loads
 its models once, on its own GPU(s) or CPUs, reads its shard and returns per-row results. The driver streams
 the results back and writes every shard and its completion marker as soon as it arrives. Each shard is
-computed by the same function on the same rows as the local engine, so the results agree (bitwise at equal
-thread counts); a job that dies part-way resumes from its finished shards on either engine.
+computed by the same function on the same rows as the local engine, so the results agree up to the float
+rounding of different thread counts (tested to 1e-5); a job that dies part-way resumes from its finished
+shards on either engine.
 
 Ray is an optional dependency: `pip install 'paser[ray]'`.
 """
