@@ -11,9 +11,13 @@ each, 100-600 characters a row, a few % bad rows and exact duplicates) goes thro
     cluster   `cluster_embeddings` on the memory-mapped embeddings (default ClusterConfig: landmarks)
     select    the `paser` strategy at a 5% budget without the CCG (allocation ∝ cluster CDS, IES ranking)
     fetch     the selected rows' raw fields from the store, written as selection.jsonl
-    ccg       the `paser` strategy as shipped (with the CCG: YAKE concepts of each offered row, read from
-              the store's text held in memory), stopped after --ccg-minutes; reports how many rows it
-              offered and accepted, YAKE's cost per row and a lower bound on the time it would need
+    ccg       the `paser` strategy as shipped (with the CCG: YAKE concepts of the rows the walk offers,
+              from the store's text held in memory, extracted ahead of the walk by --ccg-workers processes
+              into a concept cache), stopped after --ccg-minutes, after timing the same walk with the
+              concepts extracted in this process for --ccg-serial-minutes; reports offers per second of
+              both, rows extracted per second, how many rows the walk offered and accepted, and for a walk
+              cut short a lower bound on the time it would need. --ccg-cache DIR keeps the concepts for
+              the next run (a budget sweep); --ccg-max-offers-per-slot sets paser's offer bound
 
 Embeddings and scores are synthetic: all-MiniLM-L6-v2 on 2 CPU cores embeds a few hundred rows a second
 (hours for 2.6M rows) and scoring needs two LLM forward passes per row (days on this CPU). A row's
@@ -29,12 +33,14 @@ GB per stage, rows_valid, n_clusters, ari_family, ari_skill, selected, and the C
 
     nice -n 10 python bench/scale_select.py --rows 2600000 --work /tmp/paser_scale
     python bench/scale_select.py --rows 50000 --ccg-minutes 2     # a quick run in a temporary folder
+    python bench/scale_select.py --work /tmp/paser_scale --stages ccg --budget 0.1 --ccg-cache /tmp/concepts
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -42,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +61,19 @@ import pyarrow.parquet as pq
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from selection import strategies  # noqa: E402
 from selection.allocate import resolve_budget  # noqa: E402
 from selection.atomic import write_atomic  # noqa: E402
 from selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
-from selection.consistency import ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
+from selection.consistency import ConceptCache, ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
 from selection.corpus import CorpusConfig, CorpusStats, concept_text, iter_samples  # noqa: E402
 from selection.prioritize import efficiency_score  # noqa: E402
 from selection.store import CorpusStore, EmbeddingWriter, open_embeddings, write_corpus_store  # noqa: E402
 from selection.strategies import SelectionInputs, get_strategy  # noqa: E402
 
 STAGES = ("generate", "store", "embed", "cluster", "select", "fetch", "ccg")
+GENERATION_OPTIONS = ("rows", "budget", "noise", "bad_fraction", "duplicate_fraction", "seed")
+CCG_OPTIONS = ("ccg_minutes", "ccg_serial_minutes", "ccg_workers", "ccg_cache", "ccg_max_offers_per_slot")
 DIMENSION = 384
 BLOCK_ROWS = 65_536
 
@@ -437,64 +447,83 @@ def stage_select(work: Path, args: argparse.Namespace) -> dict:
 
 
 class CcgDeadline(Exception):
-    """The CCG walk ran past `--ccg-minutes`."""
+    """The CCG walk ran past its time limit."""
 
 
-class TimedConceptExtractor:
-    """YAKE concepts as the strategy asks for them (once per row offered to the CCG, in offer order),
-    recorded and timed; raises `CcgDeadline` once `deadline` (perf_counter seconds) has passed."""
+class DeadlineGraph(ConceptConsistencyGraph):
+    """The strategy's CCG, stopping the walk (raising `CcgDeadline` from `offer`) once `deadline`
+    (perf_counter seconds) has passed; the last one built is kept, so a walk cut short still reports its
+    counts. The strategy builds its graph by name, so the stage swaps this class in for the run."""
 
-    def __init__(self, deadline: float):
-        self.extractor = ConceptExtractor()
-        self.deadline = deadline
-        self.concepts: list[tuple[str, ...]] = []
-        self.seconds = 0.0
+    deadline = float("inf")
+    last: DeadlineGraph | None = None
 
-    def __call__(self, text: str) -> tuple[str, ...]:
+    def __init__(self, rule: str = "paper"):
+        super().__init__(rule)
+        DeadlineGraph.last = self
+
+    def offer(self, concepts: Iterable[str]) -> bool:
         if time.perf_counter() > self.deadline:
             raise CcgDeadline
-        started = time.perf_counter()
-        concepts = self.extractor(text)
-        self.seconds += time.perf_counter() - started
-        self.concepts.append(concepts)
-        return concepts
+        return super().offer(concepts)
+
+
+def timed_ccg_walk(inputs: SelectionInputs, budget: int, minutes: float, **options: Any) -> dict:
+    """Run `paser` with `options` for at most `minutes` (0: no limit); its graph's counts and seconds."""
+    DeadlineGraph.deadline = time.perf_counter() + 60 * minutes if minutes > 0 else float("inf")
+    started = time.perf_counter()
+    strategies.ConceptConsistencyGraph = DeadlineGraph
+    try:
+        result = get_strategy("paser", **options).select(inputs, budget)
+    except CcgDeadline:
+        result = None
+    finally:
+        strategies.ConceptConsistencyGraph = ConceptConsistencyGraph
+    seconds = time.perf_counter() - started
+    graph = DeadlineGraph.last
+    report = {"finished": int(result is not None), "seconds": seconds, "offered": graph.offered}
+    report |= {"accepted": graph.accepted, "rejection_rate": graph.rejected / max(graph.offered, 1)}
+    if result is not None:
+        report |= {"selected": len(result.ids), "readmitted": result.stats["ccg_readmitted"]}
+        report |= {"rounds": result.stats["allocation_rounds"]}
+    return report
 
 
 def stage_ccg(work: Path, args: argparse.Namespace) -> dict:
-    """paser as shipped (with the CCG), stopped after `--ccg-minutes`; reports how far it got."""
+    """paser as shipped (with the CCG), concepts extracted ahead by --ccg-workers processes, stopped after
+    --ccg-minutes; first the same walk with concepts extracted in this process, for --ccg-serial-minutes.
+    Reports offers per second of both (the walk's cost is the extraction: the graph's own work is
+    microseconds a row), rows extracted per second by the pool, how far the walk got, and for a walk cut
+    short a lower bound on the time it would need."""
     started = time.perf_counter()
     inputs, budget = selection_inputs(work, args, with_concept_text=True)
-    inputs_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    extractor = TimedConceptExtractor(started + 60 * args.ccg_minutes if args.ccg_minutes > 0 else float("inf"))
-    try:
-        result = get_strategy("paser", concept_extractor=extractor).select(inputs, budget)
-        finished = True
-    except CcgDeadline:
-        finished = False
-    seconds = time.perf_counter() - started
-    # The strategy offers each row's concepts to its graph right after extracting them, so replaying the
-    # recorded concepts in order gives exactly its graph's counts, even for a walk cut short.
-    graph = ConceptConsistencyGraph(rule="paper")
-    for concepts in extractor.concepts:
-        graph.offer(concepts)
-    report = {
-        "finished": int(finished),
-        "budget": budget,
-        "inputs_s": round(inputs_seconds, 1),
-        "offered": graph.offered,
-        "accepted": graph.accepted,
-        "rejection_rate": round(graph.rejected / max(graph.offered, 1), 3),
-        "yake_ms_per_row": round(1000 * extractor.seconds / max(graph.offered, 1), 1),
-        "strategy_s": round(seconds, 1),
-    }
-    if finished:
-        report["selected"] = len(result.ids)
-        report["readmitted"] = result.stats["ccg_readmitted"]
-    else:
+    report: dict[str, Any] = {"budget": budget, "inputs_s": round(time.perf_counter() - started, 1)}
+    offer_bound = {"ccg_max_offers_per_slot": args.ccg_max_offers_per_slot}
+    if args.ccg_serial_minutes > 0:
+        serial = timed_ccg_walk(inputs, budget, args.ccg_serial_minutes, concept_workers=0, **offer_bound)
+        report["serial_offered"] = serial["offered"]
+        report["serial_s"] = round(serial["seconds"], 1)
+        report["serial_offers_per_s"] = round(serial["offered"] / serial["seconds"], 1)
+
+    cache = ConceptCache(args.ccg_cache)
+    cache.bind(ConceptExtractor().settings())
+    cached_before = len(cache)
+    inputs.concept_cache = cache
+    walk = timed_ccg_walk(inputs, budget, args.ccg_minutes, concept_workers=args.ccg_workers, **offer_bound)
+    extracted = len(cache) - cached_before
+    offers_per_s = walk["offered"] / walk["seconds"]
+    report |= {"workers": args.ccg_workers or os.cpu_count(), "cached_before": cached_before}
+    report |= {"offers_per_s": round(offers_per_s, 1), "extracted": extracted}
+    report["extracted_per_s"] = round(extracted / walk["seconds"], 1)
+    if "serial_offers_per_s" in report:
+        report["pool_over_serial"] = round(offers_per_s / report["serial_offers_per_s"], 2)
+    report |= {key: round(value, 3) if isinstance(value, float) else value for key, value in walk.items()}
+    report["strategy_s"] = round(report.pop("seconds"), 1)
+    if not walk["finished"]:
         # Lower bound: the rejection rate only grows as the graph fills.
-        rows_to_offer = (budget - graph.accepted) / max(graph.accepted / max(graph.offered, 1), 1e-9)
-        report["projected_min_lower_bound"] = round(rows_to_offer * extractor.seconds / max(graph.offered, 1) / 60)
+        acceptance = max(walk["accepted"] / max(walk["offered"], 1), 1e-9)
+        rows_to_offer = min((budget - walk["accepted"]) / acceptance, len(inputs.table) - walk["offered"])
+        report["projected_min_lower_bound"] = round(walk["seconds"] / 60 * (1 + rows_to_offer / walk["offered"]))
     return report
 
 
@@ -542,7 +571,15 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES), help="Comma-separated stages to run, in order.")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one stage, in this process
     parser.add_argument("--budget", type=float, default=0.05, help="Selection budget (fraction of valid rows).")
-    parser.add_argument("--ccg-minutes", type=float, default=20.0, help="Stop the ccg stage after this (0: never).")
+    parser.add_argument("--ccg-minutes", type=float, default=20.0, help="Stop the ccg walk after this (0: never).")
+    parser.add_argument(
+        "--ccg-serial-minutes", type=float, default=2.0, help="Time the serial ccg walk this long first (0: skip)."
+    )
+    parser.add_argument("--ccg-workers", type=int, default=None, help="Concept worker processes (default: CPUs).")
+    parser.add_argument("--ccg-cache", type=Path, default=None, help="Concept cache folder (default: in memory).")
+    parser.add_argument(
+        "--ccg-max-offers-per-slot", type=float, default=None, help="paser's offer bound (default: none)."
+    )
     parser.add_argument("--noise", type=float, default=2.5, help="Embedding noise norm relative to the centre.")
     parser.add_argument("--bad-fraction", type=float, default=0.02, help="Fraction of invalid rows.")
     parser.add_argument("--duplicate-fraction", type=float, default=0.02, help="Fraction of repeated rows.")
@@ -564,8 +601,9 @@ def main() -> None:
     try:
         for name in stages:
             command = [sys.executable, __file__, "--stage", name, "--work", str(work)]
-            for option in ("rows", "budget", "noise", "bad_fraction", "duplicate_fraction", "ccg_minutes", "seed"):
-                command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+            for option in (*GENERATION_OPTIONS, *CCG_OPTIONS):
+                if getattr(args, option) is not None:
+                    command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
             log(f"stage {name} ...")
             started = time.perf_counter()
             subprocess.run(command, check=True)

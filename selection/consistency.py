@@ -288,6 +288,9 @@ class PrefetchedConcepts:
             gc.freeze()
         try:
             pool.submit(_extract_batch, []).result()  # starts the workers (all of them, when they fork)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         finally:
             if freeze:
                 gc.unfreeze()
