@@ -16,7 +16,6 @@ engine and stage, the ray/local speed ratios, and the largest |difference| of cd
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.paths import data_file  # noqa: E402
 from pipelines.ray_engine import RayConfig, connect, embed_on_ray, score_on_ray  # noqa: E402
 from recovery.models import load_model, load_tokenizer, save_checkpoint  # noqa: E402
 from recovery.prune import PruneTarget, prune_model  # noqa: E402
@@ -62,9 +62,8 @@ def main() -> None:
     parser.add_argument("--cpus-per-actor", type=int, default=1, help="CPUs (torch threads) per Ray actor")
     args = parser.parse_args()
 
-    data_dir = Path(os.environ.get("PASER_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
     pruned = args.pruned or pruned_copy(args.original, args.dtype)
-    corpus = load_corpus(CorpusConfig(path=str(data_dir / ALPACA_FILE), limit=2 * args.rows + 100))
+    corpus = load_corpus(CorpusConfig(path=str(data_file(ALPACA_FILE)), limit=2 * args.rows + 100))
     tokenizer = load_tokenizer(args.original)
     encoded, _, _ = encode_corpus(corpus.samples, tokenizer, args.max_length, show_progress=False)
     encoded = encoded[: args.rows]

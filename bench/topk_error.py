@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.paths import data_file  # noqa: E402
 from recovery.models import load_model  # noqa: E402
 from recovery.prune import PruneTarget, prune_model  # noqa: E402
 from selection.corpus import CorpusConfig, load_corpus  # noqa: E402
@@ -72,8 +72,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    data_dir = Path(os.environ.get("PASER_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    corpus = load_corpus(CorpusConfig(path=str(data_dir / ALPACA_FILE), limit=2 * args.rows + 100))
+    corpus = load_corpus(CorpusConfig(path=str(data_file(ALPACA_FILE)), limit=2 * args.rows + 100))
     original, tokenizer = load_model(args.original, dtype=args.dtype, device="cpu")
     if args.pruned:
         pruned, pruned_tokenizer = load_model(args.pruned, dtype=args.dtype, device="cpu")

@@ -137,14 +137,7 @@ class _ScoreActor:
     """Holds the original and pruned models; scores blocks of encoded rows, shard by shard."""
 
     def __init__(self, original: str, pruned: str, dtype: str, config: DegradationConfig, cpus: float) -> None:
-        import torch
-
-        from recovery.models import load_model
-
-        _set_threads(cpus)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.original, _ = load_model(original, dtype, device)
-        self.pruned, _ = load_model(pruned, dtype, device)
+        self.original, self.pruned = _load_pair(original, pruned, dtype, cpus)
         self.parts = check_model_pair(self.original, self.pruned)
         self.config = config
         self.bos_token_id = bos_token_id_for(self.pruned) if config.unconditioned_nll else None
@@ -174,16 +167,19 @@ class _ScoreActor:
         return pd.concat(frames, ignore_index=True)
 
 
-def _probe_models(original: str, pruned: str, dtype: str, unconditioned: bool, cpus: float) -> dict[str, Any]:
-    """Load the pair where the actors will (same device kind) and return what the shard fingerprint needs."""
-    import torch
-
-    from recovery.models import describe_model, load_model
+def _load_pair(original: str, pruned: str, dtype: str, cpus: float) -> tuple[Any, Any]:
+    """Both models on this worker's device (its GPU when Ray gave it one), with `cpus` torch threads."""
+    from recovery.models import default_device, load_model
 
     _set_threads(cpus)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    original_model, _ = load_model(original, dtype, device)
-    pruned_model, _ = load_model(pruned, dtype, device)
+    return load_model(original, dtype, default_device())[0], load_model(pruned, dtype, default_device())[0]
+
+
+def _probe_models(original: str, pruned: str, dtype: str, unconditioned: bool, cpus: float) -> dict[str, Any]:
+    """Load the pair where the actors will (same device kind) and return what the shard fingerprint needs."""
+    from recovery.models import describe_model
+
+    original_model, pruned_model = _load_pair(original, pruned, dtype, cpus)
     original_parts, pruned_parts = check_model_pair(original_model, pruned_model)
     return {
         "models": {
@@ -358,10 +354,10 @@ class _EmbedActor:
     """Holds the sentence-transformers embedder; embeds blocks of texts, shard by shard."""
 
     def __init__(self, model_location: str, batch_size: int, cpus: float) -> None:
-        import torch
+        from recovery.models import default_device
 
         _set_threads(cpus)
-        self.encoder = load_embedder(model_location, "cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder = load_embedder(model_location, default_device())
         self.batch_size = batch_size
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
