@@ -283,6 +283,30 @@ class _ShardCollector:
             raise RuntimeError(f"the ray engine finished without every row; rows missing per shard: {missing}")
 
 
+def _run_on_ray(
+    ray: Any,
+    shard_dir: Path,
+    tables: dict[int, pa.Table],
+    actor: type,
+    constructor_kwargs: dict[str, Any],
+    ray_config: RayConfig,
+    finish: Callable[[int, pd.DataFrame], None],
+    total_rows: int,
+    desc: str,
+    show_progress: bool,
+) -> None:
+    """Send the pending shards' input `tables` to `actor`s and hand each finished shard to `finish`; the input
+    files are removed once every shard is back. Refuses (RuntimeError) a job that returns rows missing."""
+    paths = _write_inputs(shard_dir / _INPUT_FOLDER, tables)
+    collector = _ShardCollector({index: table.num_rows for index, table in tables.items()}, finish)
+    done = total_rows - sum(collector.sizes.values())
+    with tqdm(total=total_rows, initial=done, desc=desc, unit="rows", disable=not show_progress) as bar:
+        for block in _run_actors(ray, paths, actor, constructor_kwargs, ray_config):
+            bar.update(collector.add(block))
+    collector.check_complete()
+    shutil.rmtree(shard_dir / _INPUT_FOLDER, ignore_errors=True)
+
+
 def score_on_ray(
     original: str,
     pruned: str,
@@ -315,7 +339,6 @@ def score_on_ray(
     pending = [index for index, frame in enumerate(frames) if frame is None]
     if pending:
         tables = {index: _encoded_table(index, shards[index]) for index in pending}
-        paths = _write_inputs(shard_dir / _INPUT_FOLDER, tables)
 
         def finish(index: int, frame: pd.DataFrame) -> None:
             expected = [row.id for row in shards[index]]
@@ -324,16 +347,19 @@ def score_on_ray(
             write_score_shard(store, index, frame)
             frames[index] = frame
 
-        collector = _ShardCollector({index: len(shards[index]) for index in pending}, finish)
-        done = len(encoded) - sum(len(shards[index]) for index in pending)
         constructor = {"original": original, "pruned": pruned, "dtype": dtype, "config": config}
-        with tqdm(
-            total=len(encoded), initial=done, desc="degradation (ray)", unit="rows", disable=not config.show_progress
-        ) as bar:
-            for block in _run_actors(ray, paths, _ScoreActor, constructor, ray_config):
-                bar.update(collector.add(block))
-        collector.check_complete()
-        shutil.rmtree(shard_dir / _INPUT_FOLDER, ignore_errors=True)
+        _run_on_ray(
+            ray,
+            shard_dir,
+            tables,
+            _ScoreActor,
+            constructor,
+            ray_config,
+            finish,
+            len(encoded),
+            "degradation (ray)",
+            config.show_progress,
+        )
     return concat_scores(frames, config), info["models"]
 
 
@@ -398,7 +424,6 @@ def embed_on_ray(
             )
             for index in pending
         }
-        paths = _write_inputs(shard_dir / _INPUT_FOLDER, tables)
 
         def finish(index: int, frame: pd.DataFrame) -> None:
             start, stop = bounds[index]
@@ -406,12 +431,17 @@ def embed_on_ray(
                 raise RuntimeError(f"the ray engine returned other ids for embedding shard {index} than were sent")
             write_embedding_shard(store, index, ids[start:stop], np.stack(frame["embedding"].to_list()))
 
-        collector = _ShardCollector({index: bounds[index][1] - bounds[index][0] for index in pending}, finish)
-        done = len(ids) - sum(collector.sizes.values())
         constructor = {"model_location": resolve_embedder(model), "batch_size": batch_size}
-        with tqdm(total=len(ids), initial=done, desc="embedding (ray)", unit="rows", disable=not show_progress) as bar:
-            for block in _run_actors(ray, paths, _EmbedActor, constructor, ray_config):
-                bar.update(collector.add(block))
-        collector.check_complete()
-        shutil.rmtree(shard_dir / _INPUT_FOLDER, ignore_errors=True)
+        _run_on_ray(
+            ray,
+            shard_dir,
+            tables,
+            _EmbedActor,
+            constructor,
+            ray_config,
+            finish,
+            len(ids),
+            "embedding (ray)",
+            show_progress,
+        )
     return assemble_embeddings(store, bounds, shard_dir / "embeddings.npy")
