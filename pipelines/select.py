@@ -233,36 +233,54 @@ def check_before_scoring(config: SelectConfig) -> None:
     resolve_embedder(config.embedding.model)
 
 
-def run_select(config: SelectConfig) -> SelectOutput:
-    """Run the whole selection and write its artifacts to `config.out`; returns tables, stats and paths.
+@dataclass
+class ScoredCorpus:
+    """The first half of a selection, shared by every strategy and budget over the same corpus and model pair:
+    the validated corpus (samples without raw rows in memory, the store on disk), every scored row's
+    scalars (`scores`, one row per id) and what was loaded (`model_info`)."""
 
-    Refuses (ValueError) a missing pruned model, a corpus with no valid row, a tokenizer mismatch between
-    the models; an unknown strategy or clustering method (listing the known ones) and a malformed budget are
-    refused before anything is loaded.
-    """
+    corpus: Corpus
+    store: CorpusStore
+    scores: pd.DataFrame
+    model_info: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def by_id(self) -> dict[str, Sample]:
+        return {sample.id: sample for sample in self.corpus.samples}
+
+
+def score_stage(config: SelectConfig, work_dir: Path) -> ScoredCorpus:
+    """Read the corpus into `work_dir/corpus.parquet` and score it (shards under `work_dir`, resumable)."""
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-    config = effective_config(config)
-    out_dir = Path(config.out)
+    corpus, store = read_corpus(config, work_dir)
+    _log(f"corpus {corpus.source}: {corpus.stats.rows_valid:,} valid of {corpus.stats.rows_read:,} rows")
+    read = time.perf_counter()
+    scores, model_info = score_corpus(config, corpus, work_dir)
+    seconds = {"corpus": read - started, "scoring": time.perf_counter() - read}
+    return ScoredCorpus(corpus, store, scores, model_info, seconds)
+
+
+def select_from(
+    config: SelectConfig,
+    scored: ScoredCorpus,
+    embeddings: np.ndarray,
+    clustering: ClusterResult,
+    out_dir: Path,
+    *,
+    concept_cache_dir: Path,
+    timings: dict[str, float] | None = None,
+    write_tables: bool = True,
+) -> SelectOutput:
+    """The second half: run `config.selection`'s strategy over the clustered rows of `scored.scores` (in that
+    order, aligned with `embeddings` and `clustering.labels`) and write `selection.jsonl` and `stats.json`
+    (plus `scores.parquet` and `clusters.parquet` when `write_tables`) to `out_dir`."""
+    started = time.perf_counter()
+    timings = dict(timings or {})
     out_dir.mkdir(parents=True, exist_ok=True)
     strategy = get_strategy(config.selection.strategy, **config.selection.options)
-    check_before_scoring(config)
-
-    stage = time.perf_counter()
-    corpus, store = read_corpus(config, out_dir)
-    timings["corpus"] = time.perf_counter() - stage
-    _log(f"corpus {corpus.source}: {corpus.stats.rows_valid:,} valid of {corpus.stats.rows_read:,} rows")
-
-    stage = time.perf_counter()
-    scores, model_info = score_corpus(config, corpus, out_dir)
-    timings["scoring"] = time.perf_counter() - stage
-
+    scores = scored.scores
     ids = scores["id"].astype(str).tolist()
-    by_id = {sample.id: sample for sample in corpus.samples}
-    stage = time.perf_counter()
-    embeddings, clustering = cluster_corpus(config, by_id, ids, out_dir)
-    timings["embedding_and_clustering"] = time.perf_counter() - stage
-
+    by_id = scored.by_id()
     table = scores.copy()
     table["cluster"] = clustering.labels.astype(np.int64)
     table["ies"] = efficiency_score(
@@ -274,33 +292,58 @@ def run_select(config: SelectConfig) -> SelectOutput:
         embeddings=embeddings,
         concept_text=lambda row_id: sample_concept_text(by_id[row_id]),
         seed=config.selection.seed,
-        # The CCG's concepts per text, kept for the next selection in this folder (a budget sweep).
-        concept_cache=ConceptCache(out_dir / "concept_cache"),
+        # The CCG's concepts per text, kept for the next selection over these rows (a budget sweep).
+        concept_cache=ConceptCache(concept_cache_dir),
     )
-    stage = time.perf_counter()
     result = strategy.select(inputs, budget)
-    timings["selection"] = time.perf_counter() - stage
+    timings["selection"] = time.perf_counter() - started
+    timings["total"] = sum(timings.values())
     if len(result.ids) != budget and config.selection.strategy != "full":
         raise RuntimeError(f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}")
 
     selection = table.set_index("id").loc[result.ids].reset_index()
-    clusters = pd.DataFrame({"id": ids, "cluster": table["cluster"].to_numpy()})
+    clusters = cluster_table(ids, clustering)
+    stats = build_stats(config, scored.corpus, table, selection, clustering, result, budget, scored.model_info, timings)
+    paths = {"selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, scored.store))}
+    if write_tables:
+        paths["scores"] = write_parquet(out_dir / "scores.parquet", scores)
+        paths["clusters"] = write_parquet(out_dir / "clusters.parquet", clusters)
+    paths["stats"] = write_json(out_dir / "stats.json", stats)
+    return SelectOutput(out_dir, selection, scores, clusters, stats, paths)
+
+
+def cluster_table(ids: list[str], clustering: ClusterResult) -> pd.DataFrame:
+    """Every clustered row's cluster and its first two varying manifold coordinates (a 2-D map)."""
+    clusters = pd.DataFrame({"id": ids, "cluster": clustering.labels.astype(np.int64)})
     if clustering.coordinates is not None:
         # The first diffusion coordinate of a connected graph is constant (the trivial eigenvector): skip
         # constant columns so the two kept ones make a useful 2-D map.
         varying = np.flatnonzero(clustering.coordinates.std(axis=0) > 1e-12)
         for axis, column in enumerate(varying[:2]):
             clusters[f"coordinate_{axis}"] = clustering.coordinates[:, column]
-    timings["total"] = time.perf_counter() - started
-    stats = build_stats(config, corpus, table, selection, clustering, result, budget, model_info, timings)
+    return clusters
 
-    paths = {
-        "selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, store)),
-        "scores": write_parquet(out_dir / "scores.parquet", scores),
-        "clusters": write_parquet(out_dir / "clusters.parquet", clusters),
-        "stats": write_json(out_dir / "stats.json", stats),
-    }
-    return SelectOutput(out_dir, selection, scores, clusters, stats, paths)
+
+def run_select(config: SelectConfig) -> SelectOutput:
+    """Run the whole selection and write its artifacts to `config.out`; returns tables, stats and paths.
+
+    Refuses (ValueError) a missing pruned model, a corpus with no valid row, a tokenizer mismatch between
+    the models; an unknown strategy or clustering method (listing the known ones) and a malformed budget are
+    refused before anything is loaded.
+    """
+    config = effective_config(config)
+    out_dir = Path(config.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    get_strategy(config.selection.strategy, **config.selection.options)
+    check_before_scoring(config)
+    scored = score_stage(config, out_dir)
+    ids = scored.scores["id"].astype(str).tolist()
+    stage = time.perf_counter()
+    embeddings, clustering = cluster_corpus(config, scored.by_id(), ids, out_dir)
+    timings = {**scored.seconds, "embedding_and_clustering": time.perf_counter() - stage}
+    return select_from(
+        config, scored, embeddings, clustering, out_dir, concept_cache_dir=out_dir / "concept_cache", timings=timings
+    )
 
 
 def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStore]:
