@@ -1,4 +1,5 @@
-# Quick start: `make demo` installs everything and runs a small selection demo; `make test` runs the tests.
+# Quick start: `make demo` installs everything and runs the built-in demo (prune, select, recover, evaluate,
+# report); `make test` runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +19,7 @@ $(BIN)/paser: pyproject.toml
 install: $(BIN)/paser
 
 demo: install
-	$(BIN)/paser demo --out runs/demo
+	$(BIN)/paser run --out runs/demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -135,49 +135,37 @@ def recover_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_command(args: argparse.Namespace) -> int:
-    from data.demo import write_demo_corpus
-    from pipelines.select import format_summary, run_select
-    from recovery.prune import PruneTarget, prune_checkpoint
+def run_command(args: argparse.Namespace) -> int:
+    from pipelines.run import load_run_config, run
 
-    out = Path(args.out)
-    pruned_dir = out / "pruned-wanda-50"
-    if not (pruned_dir / "pruning.json").exists():
-        print("[paser] demo: Wanda-pruning SmolLM2-135M-Instruct to 50%, calibrated on 32 x 256 demo-corpus tokens")
-        prune_checkpoint(
-            "smollm2",
-            "wanda",
-            PruneTarget(sparsity=0.5),
-            pruned_dir,
-            calibration_source="demo",
-            calibration_samples=32,
-            calibration_seqlen=256,
-        )
-    corpus = write_demo_corpus(out / "demo_corpus.jsonl")
-    overrides = [
-        f"corpus.path={corpus}",
-        f"models.pruned={pruned_dir}",
-        f"selection.budget={args.budget}",
-        f"out={out / 'selection'}",
-    ]
-    output = run_select(load_config(SelectConfig, None, overrides))
-    print(format_summary(output))
-    print(skill_agreement(corpus, output.out_dir / "clusters.parquet"))
+    if args.config is None:
+        print("[paser run] no config: the built-in demo (SmolLM2-135M-Instruct, Wanda 50%, demo corpus)")
+    config = load_run_config(args.config, list(args.set))
+    runner = run(config, args.out)
+    return _print_report(runner.dir)
+
+
+def _print_report(run_dir: Path) -> int:
+    from pipelines.report import format_results, write_report
+
+    markdown, html = write_report(run_dir)
+    print(format_results(run_dir))
+    print(f"[paser] report: {markdown}  (self-contained: {html})")
     return 0
 
 
-def skill_agreement(corpus: Path, clusters_path: Path) -> str:
-    """How well the clusters match the demo corpus's true skills (adjusted Rand index), as one line."""
-    import json
+def report_command(args: argparse.Namespace) -> int:
+    from pipelines.report import write_report
 
-    import pandas as pd
-    from sklearn.metrics import adjusted_rand_score
+    markdown, html = write_report(args.run, args.out)
+    print(f"[paser] report: {markdown}  (self-contained: {html})")
+    return 0
 
-    skills = [json.loads(line)["skill"] for line in corpus.read_text(encoding="utf-8").splitlines()]
-    clusters = pd.read_parquet(clusters_path)
-    true_skills = [skills[int(row_id)] for row_id in clusters["id"]]
-    score = adjusted_rand_score(true_skills, clusters["cluster"])
-    return f"clusters vs the demo corpus's {len(set(skills))} true skills: adjusted Rand index {score:.2f}"
+
+def data_command(args: argparse.Namespace) -> int:
+    from data.recipes import main as recipes_main
+
+    return recipes_main(args.recipe_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,10 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--seed", type=int, help="seed (default 0)")
     recover.set_defaults(run=recover_command)
 
-    demo = commands.add_parser("demo", help="offline demo: prune SmolLM2, select from the built-in corpus")
-    demo.add_argument("--out", default="runs/demo", help="output directory")
-    demo.add_argument("--budget", default="0.1", help="fraction or count to select")
-    demo.set_defaults(run=demo_command)
+    run_parser = commands.add_parser(
+        "run", help="prune -> select (strategy x budget x seed) -> recover -> evaluate -> report, cached by stage"
+    )
+    run_parser.add_argument("config", nargs="?", help="run config (YAML); none: the built-in offline demo")
+    run_parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    run_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
+    run_parser.set_defaults(run=run_command)
+
+    report = commands.add_parser("report", help="write report.md and report.html for a run directory")
+    report.add_argument("run", help="run directory written by `paser run`")
+    report.add_argument("--out", help="folder for the report (default: the run directory)")
+    report.set_defaults(run=report_command)
+
+    data = commands.add_parser("data", help="normalise a corpus (alpaca, dolly, lamini, sharegpt) to JSONL")
+    data.add_argument("recipe_args", nargs=argparse.REMAINDER, help="RECIPE --source S --out F [--split] [--limit]")
+    data.set_defaults(run=data_command)
     return parser
 
 

@@ -55,12 +55,13 @@ def test_prune_command_refuses_bad_input_in_one_line(tiny_model_dir, tmp_path, c
 
 
 @pytest.mark.slow
-def test_demo_selects_ten_percent_of_the_demo_corpus(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+def test_run_without_config_is_the_builtin_demo(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "demo")]) == 0
     printed = capsys.readouterr().out
-    assert "Wanda-pruning" in printed and "paser: 30 of 300 scored rows" in printed
-    assert "adjusted Rand index" in printed
-    assert len((tmp_path / "demo" / "selection" / "selection.jsonl").read_text().splitlines()) == 30
+    assert "built-in demo" in printed and "report:" in printed
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert [row["combo"] for row in results["combos"]] == ["paser-b60-s0", "random-b60-s0"]
+    assert all(row["metrics"]["heldout_nll"] > 0 for row in results["combos"])
 
 
 def _shared_data_or_skip():

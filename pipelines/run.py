@@ -1,0 +1,926 @@
+"""`paser run`: one config from pruning to report, every (strategy, budget, seed) combination, cached by stage.
+
+Stages and what each writes under the run directory (layout in the README, "Run directory"):
+
+    prune             pruned/                       (only when the config gives a pruning spec)
+    score             shared/corpus.parquet, score_shards/, scores.parquet, corpus.json
+    heldout           shared/heldout.jsonl          rows kept out of every selection, for the held-out NLL
+    embed             shared/embed_shards/          the selection pool's embeddings
+    cluster/s{seed}   shared/clusters-s{seed}.parquet, clustering-s{seed}.json
+    select/{combo}    combos/{combo}/select/        selection.jsonl, stats.json
+    recover/{combo}   combos/{combo}/recover/       adapter/, merged/, recovery.json, ...
+    eval/{combo}      combos/{combo}/eval/          metrics.json (tasks + held-out response NLL)
+    eval/original, eval/pruned   baselines/{name}/eval/metrics.json
+
+Every stage has a hash of its inputs: its own config section, the identity of the files it reads (corpus
+content, checkpoint fingerprints) and the hashes of the stages it builds on. `manifest.json` records, per
+stage, the hash it last finished with; a stage whose hash is unchanged and whose artifacts exist is skipped
+(and not even its inputs are loaded), so a second invocation recomputes nothing and a budget added to the
+config runs only its own select, recover and eval stages. A stage that starts with a different hash than
+its folder was last started with clears its artifacts first; one that was interrupted resumes (scores and
+embeddings keep their finished shards). `events.jsonl` says, per invocation, which stages ran and which were
+cached. `results.json` gathers every metric for `paser report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gc
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipelines.config import (
+    ENGINES,
+    ConfigError,
+    EmbeddingConfig,
+    FormattingConfig,
+    ModelPairConfig,
+    SelectConfig,
+    SelectionConfig,
+    TopkConfig,
+    config_to_dict,
+    load_config,
+)
+from pipelines.ray_engine import RayConfig
+from pipelines.select import (
+    ScoredCorpus,
+    check_before_scoring,
+    cluster_table,
+    effective_config,
+    score_stage,
+    select_from,
+    write_json,
+    write_jsonl,
+    write_parquet,
+)
+from selection.atomic import write_atomic
+from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
+from selection.corpus import Corpus, CorpusConfig, CorpusStats
+from selection.corpus import embed_text as sample_embed_text
+from selection.degradation import DegradationConfig
+from selection.embed import embed_in_shards
+from selection.store import CorpusStore
+from selection.strategies import get_strategy
+
+MANIFEST_VERSION = 1
+BUILTIN_DEMO_CORPUS = "builtin:demo"
+DEMO_CONFIG = Path(__file__).parent / "configs" / "run" / "demo.yaml"
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@dataclasses.dataclass
+class PruneSpec:
+    """Prune the original inside the run (stage `prune`) instead of naming a pruned checkpoint."""
+
+    method: str = dataclasses.field(default="wanda", metadata={"help": "magnitude, wanda, sparsegpt or layer_drop."})
+    sparsity: float | None = dataclasses.field(default=None, metadata={"help": "Unstructured fraction in (0, 1)."})
+    pattern: str | None = dataclasses.field(default=None, metadata={"help": "N:M pattern, e.g. 2:4."})
+    drop: float | None = dataclasses.field(default=None, metadata={"help": "layer_drop: fraction of blocks."})
+    calibration: str | None = dataclasses.field(
+        default=None, metadata={"help": "Calibration text: a corpus file, a .txt file, demo, wikitext2 or c4."}
+    )
+    calibration_samples: int = dataclasses.field(default=128, metadata={"help": "Calibration windows."})
+    seqlen: int | None = dataclasses.field(default=None, metadata={"help": "Tokens per calibration window."})
+    seed: int = dataclasses.field(default=0, metadata={"help": "Seed of the calibration draw."})
+    device: str | None = dataclasses.field(default=None, metadata={"help": "Device to prune on (default cpu)."})
+
+    def target(self) -> Any:
+        from recovery.prune import PruneTarget
+
+        sparsity = self.sparsity
+        if sparsity is None and self.pattern is None and self.drop is None and self.method != "layer_drop":
+            sparsity = 0.5
+        return PruneTarget.from_args(sparsity=sparsity, pattern=self.pattern, drop=self.drop)
+
+
+@dataclasses.dataclass
+class RunModelsConfig:
+    original: str = dataclasses.field(
+        default="smollm2", metadata={"help": "Original model: local path, hub id, or the offline alias `smollm2`."}
+    )
+    pruned: str | None = dataclasses.field(
+        default=None, metadata={"help": "A pruned checkpoint (path or hub id); or give `prune` instead."}
+    )
+    prune: PruneSpec | None = dataclasses.field(
+        default=None, metadata={"help": "Pruning spec: prune the original in the run (stage `prune`)."}
+    )
+    dtype: str = dataclasses.field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (scoring, eval)."})
+    device: str | None = dataclasses.field(default=None, metadata={"help": "cuda or cpu; default cuda if present."})
+
+    def __post_init__(self) -> None:
+        if (self.pruned is None) == (self.prune is None):
+            raise ValueError("give exactly one of models.pruned (a checkpoint) or models.prune (a pruning spec)")
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    strategies: list[str] = dataclasses.field(
+        default_factory=lambda: ["paser", "random"],
+        metadata={"help": "Strategies to compare: paser, random, full, cds_topk, loss, ifd, kmeans_diverse."},
+    )
+    budgets: list[float] = dataclasses.field(
+        default_factory=lambda: [0.1], metadata={"help": "Budgets: fractions in (0, 1] of the pool, or row counts."}
+    )
+    seeds: list[int] = dataclasses.field(
+        default_factory=lambda: [0], metadata={"help": "Seeds: each one reclusters, reselects and retrains."}
+    )
+    options: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=dict, metadata={"help": "Options per strategy, e.g. {paser: {ccg: false}}."}
+    )
+
+    def __post_init__(self) -> None:
+        for name, values in (("strategies", self.strategies), ("budgets", self.budgets), ("seeds", self.seeds)):
+            if not values:
+                raise ValueError(f"selection.{name} is empty")
+            if len(set(values)) != len(values):
+                raise ValueError(f"selection.{name} repeats a value: {values}")
+        unknown = sorted(set(self.options) - set(self.strategies))
+        if unknown:
+            raise ValueError(f"selection.options names strategies not in selection.strategies: {unknown}")
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    tasks: list[str] = dataclasses.field(
+        default_factory=lambda: ["wikitext2"],
+        metadata={"help": "wikitext2, ptb, boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa."},
+    )
+    limit: int | None = dataclasses.field(default=None, metadata={"help": "Items per task (windows for ppl)."})
+    seqlen: int | None = dataclasses.field(default=None, metadata={"help": "Perplexity window (default model max)."})
+    batch_size: int = dataclasses.field(default=8, metadata={"help": "Windows / requests per batch."})
+    source: str = dataclasses.field(default="local", metadata={"help": "Zero-shot data: local files or hub."})
+    data_dir: str | None = dataclasses.field(default=None, metadata={"help": "Offline data folder."})
+    heldout_rows: int = dataclasses.field(
+        default=200,
+        metadata={"help": "Corpus rows kept out of every selection to measure the held-out response NLL (0: none)."},
+    )
+    heldout_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "A separate held-out corpus file instead of rows split off the corpus."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.heldout_rows < 0:
+            raise ValueError(f"evaluation.heldout_rows must be >= 0, got {self.heldout_rows}")
+        if self.heldout_file is not None and self.heldout_rows:
+            raise ValueError("give evaluation.heldout_file or evaluation.heldout_rows, not both (set heldout_rows: 0)")
+
+
+def _train_config_type() -> type:
+    from recovery.train import TrainConfig
+
+    return TrainConfig
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything `paser run` needs: the select config's sections plus the sweep, pruning, recovery and eval."""
+
+    corpus: CorpusConfig
+    models: RunModelsConfig
+    formatting: FormattingConfig = dataclasses.field(default_factory=FormattingConfig)
+    scoring: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
+    topk: TopkConfig = dataclasses.field(default_factory=TopkConfig)
+    embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
+    clustering: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
+    selection: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    recovery: Any = dataclasses.field(default_factory=lambda: _train_config_type()())
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    engine: str = dataclasses.field(default="local", metadata={"help": "Scoring and embedding: local or ray."})
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        if isinstance(self.recovery, dict):
+            from pipelines.config import build_config
+
+            self.recovery = build_config(_train_config_type(), self.recovery, "recovery")
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a run config (YAML) with dotted `overrides`; no path: the built-in demo config."""
+    return load_config(RunConfig, path if path is not None else DEMO_CONFIG, overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Combo:
+    strategy: str
+    budget: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy}-b{self.budget:g}-s{self.seed}"
+
+
+def combos(config: RunConfig) -> list[Combo]:
+    """Every (strategy, budget, seed) of the sweep, seeds innermost."""
+    sweep = config.selection
+    return [Combo(s, float(b), int(seed)) for s in sweep.strategies for b in sweep.budgets for seed in sweep.seeds]
+
+
+# ------------------------------------------------------------------------------------------------ hashing
+
+
+def stable_hash(payload: Any) -> str:
+    """sha256 of the canonical JSON of `payload` (sorted keys; tuples as lists)."""
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_identity(source: str) -> str:
+    """What a corpus source is, for a hash: a file's content digest, a folder's file names/sizes/times, or the
+    hub id itself (a hub dataset is identified by its name; pin a revision by saving it locally)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return "file:" + file_digest(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(item for item in path.rglob("*") if item.is_file()):
+            status = file.stat()
+            digest.update(f"{file.relative_to(path)}:{status.st_size}:{status.st_mtime_ns}".encode())
+        return "dir:" + digest.hexdigest()
+    return "hub:" + source
+
+
+def model_identity(name: str) -> str:
+    """A checkpoint's fingerprint (config, pruning record, weight files) for a local folder or alias; the hub id
+    otherwise."""
+    from recovery.models import resolve_model
+    from recovery.train import checkpoint_identity
+
+    resolved = resolve_model(name)
+    return checkpoint_identity(resolved) or f"hub:{resolved}"
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+
+
+class Manifest:
+    """`manifest.json` (stage -> hash, status, artifacts, seconds) and `events.jsonl` of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "manifest.json"
+        self.events_path = run_dir / "events.jsonl"
+        self.stages: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"{self.path}: manifest version {data.get('version')}, expected {MANIFEST_VERSION}")
+            self.stages = data["stages"]
+        self.invocation = 1 + max((event["invocation"] for event in self.events()), default=0)
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        return [json.loads(line) for line in self.events_path.read_text(encoding="utf-8").splitlines() if line]
+
+    def fresh(self, stage: str, digest: str, artifacts: list[Path]) -> bool:
+        entry = self.stages.get(stage)
+        return (
+            entry is not None
+            and entry["hash"] == digest
+            and entry["status"] == "done"
+            and all(path.exists() for path in artifacts)
+        )
+
+    def start(self, stage: str, digest: str, artifacts: list[Path]) -> None:
+        """Mark `stage` started with `digest`; artifacts left by a run with another hash are removed first."""
+        entry = self.stages.get(stage)
+        if entry is not None and entry["hash"] != digest:
+            for path in artifacts:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        self.stages[stage] = {"hash": digest, "status": "started", "artifacts": self._relative(artifacts)}
+        self._save()
+
+    def finish(self, stage: str, digest: str, artifacts: list[Path], seconds: float) -> None:
+        self.stages[stage] = {
+            "hash": digest,
+            "status": "done",
+            "artifacts": self._relative(artifacts),
+            "seconds": round(seconds, 3),
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._save()
+
+    def event(self, stage: str, action: str, seconds: float) -> None:
+        line = {"invocation": self.invocation, "stage": stage, "action": action, "seconds": round(seconds, 3)}
+        with self.events_path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(line) + "\n")
+
+    def _relative(self, paths: list[Path]) -> list[str]:
+        return [str(path.relative_to(self.run_dir)) for path in paths]
+
+    def _save(self) -> None:
+        payload = {"version": MANIFEST_VERSION, "stages": self.stages}
+        write_json(self.path, payload)
+
+
+def _log(message: str) -> None:
+    print(f"[paser run] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+class Run:
+    """One invocation of `paser run` over a run directory: stage hashes, lazily loaded inputs, the stages."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path) -> None:
+        self.config = config
+        self.dir = Path(run_dir)
+        self.shared = self.dir / "shared"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shared.mkdir(exist_ok=True)
+        self.manifest = Manifest(self.dir)
+        self._hashes: dict[str, str] = {}
+        self._memo: dict[str, Any] = {}
+        self.ran: list[str] = []
+        self.cached: list[str] = []
+
+    # -- stage machinery
+
+    def stage(self, name: str, inputs: dict[str, Any], artifacts: list[Path], compute: Callable[[], Any]) -> str:
+        """Run `compute` unless `name` finished before with the same input hash and its artifacts exist."""
+        digest = stable_hash(inputs)
+        self._hashes[name] = digest
+        if self.manifest.fresh(name, digest, artifacts):
+            self.manifest.event(name, "cached", 0.0)
+            self.cached.append(name)
+            _log(f"{name}: cached")
+            return digest
+        _log(f"{name}: running")
+        self.manifest.start(name, digest, artifacts)
+        started = time.perf_counter()
+        compute()
+        seconds = time.perf_counter() - started
+        missing = [str(path) for path in artifacts if not path.exists()]
+        if missing:
+            raise RuntimeError(f"stage {name} finished without writing {', '.join(missing)}")
+        self.manifest.finish(name, digest, artifacts, seconds)
+        self.manifest.event(name, "ran", seconds)
+        self.ran.append(name)
+        _log(f"{name}: done in {seconds:.1f} s")
+        return digest
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    # -- paths
+
+    def combo_dir(self, combo: Combo) -> Path:
+        return self.dir / "combos" / combo.name
+
+    @property
+    def corpus_path(self) -> str:
+        path = self.config.corpus.path
+        if path == BUILTIN_DEMO_CORPUS:
+            return str(self.dir / "demo_corpus.jsonl")
+        return path
+
+    @property
+    def pruned_path(self) -> str:
+        return str(self.dir / "pruned") if self.config.models.prune is not None else str(self.config.models.pruned)
+
+    def select_config(self, combo: Combo | None = None, out: Path | None = None) -> SelectConfig:
+        """The `paser select` config of one combination (or, without one, of the shared scoring)."""
+        config = self.config
+        options = {} if combo is None else config.selection.options.get(combo.strategy, {})
+        strategies = config.selection.strategies
+        scoring = dataclasses.replace(
+            config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or "ifd" in strategies
+        )
+        select = SelectConfig(
+            corpus=dataclasses.replace(config.corpus, path=self.corpus_path),
+            models=ModelPairConfig(
+                original=config.models.original,
+                pruned=self.pruned_path,
+                dtype=config.models.dtype,
+                device=config.models.device,
+            ),
+            formatting=config.formatting,
+            scoring=scoring,
+            topk=config.topk,
+            embedding=config.embedding,
+            clustering=config.clustering,
+            selection=SelectionConfig(
+                strategy=combo.strategy if combo else strategies[0],
+                budget=combo.budget if combo else config.selection.budgets[0],
+                seed=combo.seed if combo else config.selection.seeds[0],
+                options=options,
+            ),
+            engine=config.engine,
+            ray=config.ray,
+            out=str(out or self.shared),
+        )
+        return effective_config(select)
+
+    # -- checks
+
+    def check(self) -> None:
+        """Refuse, before anything loads, unknown strategies/tasks, malformed budgets and missing files."""
+        from recovery.evaluate import parse_tasks, required_files
+
+        for combo in combos(self.config):
+            config = self.select_config(combo)
+            get_strategy(combo.strategy, **config.selection.options)
+            check_before_scoring(config)
+        evaluation = self.config.evaluation
+        required_files(parse_tasks(evaluation.tasks), evaluation.data_dir, evaluation.source)
+        if evaluation.heldout_file is not None and not Path(evaluation.heldout_file).is_file():
+            raise FileNotFoundError(f"evaluation.heldout_file {evaluation.heldout_file} does not exist")
+
+    # -- stages
+
+    def prune(self) -> str:
+        """The pruned model's identity for later hashes: the prune stage's hash, or the checkpoint fingerprint."""
+        spec = self.config.models.prune
+        if spec is None:
+            return self.memo("pruned_identity", lambda: model_identity(self.pruned_path))
+        inputs = {"original": model_identity(self.config.models.original), "spec": config_to_dict(spec)}
+
+        def compute() -> None:
+            from recovery.prune import prune_checkpoint
+
+            prune_checkpoint(
+                self.config.models.original,
+                spec.method,
+                spec.target(),
+                Path(self.pruned_path),
+                device=spec.device,
+                calibration_source=spec.calibration,
+                calibration_samples=spec.calibration_samples,
+                calibration_seqlen=spec.seqlen,
+                seed=spec.seed,
+            )
+
+        return self.stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
+
+    def _demo_corpus(self) -> str:
+        from data.demo import write_demo_corpus
+
+        path = Path(self.corpus_path)
+        if not path.exists():
+            write_demo_corpus(path)
+        return str(path)
+
+    def score_hash(self) -> str:
+        def make() -> str:
+            if self.config.corpus.path == BUILTIN_DEMO_CORPUS:
+                self._demo_corpus()
+            config = self.select_config()
+            inputs = {
+                "corpus": source_identity(self.corpus_path),
+                "corpus_config": {**config_to_dict(config.corpus), "path": None},
+                "original": model_identity(config.models.original),
+                "pruned": self.prune(),
+                "models": {"dtype": config.models.dtype, "device": config.models.device},
+                "formatting": config_to_dict(config.formatting),
+                "scoring": {**config_to_dict(config.scoring), "show_progress": None},
+                "topk": config_to_dict(config.topk),
+            }
+            return self.stage("score", inputs, self._score_artifacts(), lambda: self._compute_scores(config))
+
+        return self.memo("score_hash", make)
+
+    def _score_artifacts(self) -> list[Path]:
+        names = ("corpus.parquet", "scores.parquet", "corpus.json")
+        return [self.shared / name for name in names] + [self.shared / "score_shards"]
+
+    def _compute_scores(self, config: SelectConfig) -> None:
+        (self.shared / "score_shards").mkdir(exist_ok=True)
+        scored = score_stage(config, self.shared)
+        write_parquet(self.shared / "scores.parquet", scored.scores)
+        write_json(
+            self.shared / "corpus.json",
+            {"source": scored.corpus.source, "stats": scored.corpus.stats.to_dict(), "models": scored.model_info},
+        )
+        self._memo["scored"] = scored
+
+    def scored(self) -> ScoredCorpus:
+        """The scored corpus: from this invocation's score stage, or read back from `shared/`."""
+        self.score_hash()
+
+        def load() -> ScoredCorpus:
+            record = json.loads((self.shared / "corpus.json").read_text(encoding="utf-8"))
+            stats = record["stats"]
+            corpus_stats = CorpusStats(
+                rows_read=stats["rows_read"],
+                skipped=dict(stats["skipped"]),
+                flagged=dict(stats["flagged"]),
+                examples={reason: list(places) for reason, places in stats["examples"].items()},
+            )
+            store = CorpusStore(self.shared / "corpus.parquet")
+            samples = store.samples(store.ids(), with_raw=False)
+            scores = pd.read_parquet(self.shared / "scores.parquet")
+            return ScoredCorpus(Corpus(samples, corpus_stats, record["source"]), store, scores, record["models"])
+
+        return self.memo("scored", load)
+
+    def heldout_hash(self) -> str:
+        def make() -> str:
+            evaluation = self.config.evaluation
+            inputs = {
+                "score": self.score_hash(),
+                "rows": evaluation.heldout_rows,
+                "file": None if evaluation.heldout_file is None else source_identity(evaluation.heldout_file),
+            }
+            return self.stage("heldout", inputs, [self.shared / "heldout.json"], self._compute_heldout)
+
+        return self.memo("heldout_hash", make)
+
+    def _compute_heldout(self) -> None:
+        """Choose the held-out rows (seeded, spread over the corpus) and write them; an empty split is allowed."""
+        evaluation = self.config.evaluation
+        scored = self.scored()
+        ids: list[str] = []
+        if evaluation.heldout_file is not None:
+            shutil.copyfile(evaluation.heldout_file, self.shared / "heldout.jsonl")
+            source = evaluation.heldout_file
+        else:
+            scored_ids = scored.scores["id"].astype(str).tolist()
+            if evaluation.heldout_rows >= len(scored_ids):
+                raise ValueError(
+                    f"evaluation.heldout_rows={evaluation.heldout_rows} leaves no row to select from "
+                    f"({len(scored_ids)} scored rows)"
+                )
+            ids = sorted(random.Random(0).sample(scored_ids, evaluation.heldout_rows), key=scored_ids.index)
+            rows = [{**raw, "id": row_id} for row_id, raw in zip(ids, scored.store.raw_rows(ids), strict=True)]
+            if rows:
+                write_jsonl(self.shared / "heldout.jsonl", rows)
+            source = "corpus"
+        write_json(self.shared / "heldout.json", {"ids": ids, "source": source})
+
+    def heldout_ids(self) -> set[str]:
+        self.heldout_hash()
+        return set(json.loads((self.shared / "heldout.json").read_text(encoding="utf-8"))["ids"])
+
+    def heldout_file(self) -> Path | None:
+        self.heldout_hash()
+        path = self.shared / "heldout.jsonl"
+        return path if path.exists() else None
+
+    def pool(self) -> ScoredCorpus:
+        """The scored corpus minus the held-out rows: what every strategy selects from."""
+
+        def make() -> ScoredCorpus:
+            scored = self.scored()
+            held = self.heldout_ids()
+            scores = scored.scores[~scored.scores["id"].astype(str).isin(held)].reset_index(drop=True)
+            return dataclasses.replace(scored, scores=scores)
+
+        return self.memo("pool", make)
+
+    def embed_hash(self) -> str:
+        def make() -> str:
+            inputs = {
+                "heldout": self.heldout_hash(),
+                "embedding": {**config_to_dict(self.config.embedding), "batch_size": None},
+                "embed_fields": list(self.config.corpus.embed_fields),
+            }
+            return self.stage("embed", inputs, [self.shared / "embed_shards"], lambda: self.embeddings())
+
+        return self.memo("embed_hash", make)
+
+    def embeddings(self) -> np.ndarray:
+        def make() -> np.ndarray:
+            pool = self.pool()
+            by_id = pool.by_id()
+            ids = pool.scores["id"].astype(str).tolist()
+            fields = tuple(self.config.corpus.embed_fields)
+            texts = [sample_embed_text(by_id[row_id], fields) for row_id in ids]
+            embedding = self.config.embedding
+            if self.config.engine == "ray":
+                from pipelines.ray_engine import embed_on_ray
+
+                return embed_on_ray(
+                    ids,
+                    texts,
+                    self.shared / "embed_shards",
+                    self.config.ray,
+                    model=embedding.model,
+                    batch_size=embedding.batch_size,
+                    shard_size=embedding.shard_size,
+                )
+            return embed_in_shards(
+                ids,
+                texts,
+                self.shared / "embed_shards",
+                model=embedding.model,
+                batch_size=embedding.batch_size,
+                shard_size=embedding.shard_size,
+            )
+
+        return self.memo("embeddings", make)
+
+    def cluster_hash(self, seed: int) -> str:
+        def make() -> str:
+            inputs = {"embed": self.embed_hash(), "clustering": config_to_dict(self.config.clustering), "seed": seed}
+            return self.stage(f"cluster/s{seed}", inputs, self._cluster_artifacts(seed), lambda: self.clusters(seed))
+
+        return self.memo(f"cluster_hash/{seed}", make)
+
+    def _cluster_artifacts(self, seed: int) -> list[Path]:
+        return [self.shared / f"clusters-s{seed}.parquet", self.shared / f"clustering-s{seed}.json"]
+
+    def clusters(self, seed: int) -> ClusterResult:
+        def compute() -> ClusterResult:
+            config = dataclasses.replace(self.config.clustering, seed=seed)
+            result = cluster_embeddings(self.embeddings(), config)
+            ids = self.pool().scores["id"].astype(str).tolist()
+            table = cluster_table(ids, result)
+            if result.coordinates is not None:
+                for column in range(result.coordinates.shape[1]):
+                    table[f"manifold_{column}"] = result.coordinates[:, column]
+            table_path, record_path = self._cluster_artifacts(seed)
+            write_parquet(table_path, table)
+            eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
+            write_json(
+                record_path,
+                {
+                    "n_clusters": result.n_clusters,
+                    "eigenvalues": eigenvalues,
+                    "n_landmarks": result.n_landmarks,
+                    "seconds": result.seconds,
+                },
+            )
+            return result
+
+        def load() -> ClusterResult:
+            table_path, record_path = self._cluster_artifacts(seed)
+            table = pd.read_parquet(table_path)
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            if table["id"].astype(str).tolist() != self.pool().scores["id"].astype(str).tolist():
+                raise RuntimeError(f"{table_path} does not match the scored pool; delete it and rerun")
+            manifold = sorted((c for c in table.columns if c.startswith("manifold_")), key=lambda c: int(c[9:]))
+            eigenvalues = record["eigenvalues"]
+            return ClusterResult(
+                labels=table["cluster"].to_numpy(np.int64),
+                n_clusters=record["n_clusters"],
+                eigenvalues=None if eigenvalues is None else np.asarray(eigenvalues),
+                coordinates=table[manifold].to_numpy() if manifold else None,
+                n_landmarks=record["n_landmarks"],
+                seconds=record["seconds"],
+            )
+
+        if self.manifest.stages.get(f"cluster/s{seed}", {}).get("status") == "started":
+            return self.memo(f"clusters/{seed}", compute)
+        return self.memo(f"clusters/{seed}", load)
+
+    def select(self, combo: Combo) -> str:
+        out = self.combo_dir(combo) / "select"
+        config = self.select_config(combo, out)
+        inputs = {
+            "cluster": self.cluster_hash(combo.seed),
+            "strategy": combo.strategy,
+            "budget": combo.budget,
+            "options": config.selection.options,
+        }
+
+        def compute() -> None:
+            pool = self.pool()
+            select_from(
+                config,
+                pool,
+                self.embeddings(),
+                self.clusters(combo.seed),
+                out,
+                concept_cache_dir=self.shared / "concept_cache",
+                write_tables=False,
+            )
+
+        return self.stage(f"select/{combo.name}", inputs, [out / "selection.jsonl", out / "stats.json"], compute)
+
+    def recovery_config(self, combo: Combo) -> Any:
+        return dataclasses.replace(self.config.recovery, seed=combo.seed)
+
+    def recover(self, combo: Combo) -> str:
+        out = self.combo_dir(combo) / "recover"
+        training = self.recovery_config(combo)
+        inputs = {
+            "select": self.select(combo),
+            "pruned": self.prune(),
+            "recovery": {**config_to_dict(training), "show_progress": None},
+        }
+
+        def compute() -> None:
+            from recovery.train import recover
+
+            recover(
+                self.pruned_path,
+                self.combo_dir(combo) / "select" / "selection.jsonl",
+                out,
+                training,
+                original=self.config.models.original,
+                data_dir=self.config.evaluation.data_dir,
+            )
+            gc.collect()
+
+        return self.stage(f"recover/{combo.name}", inputs, [out / "recovery.json", out / "merged"], compute)
+
+    def eval_inputs(self) -> dict[str, Any]:
+        evaluation = config_to_dict(self.config.evaluation)
+        for key in ("heldout_rows", "heldout_file"):
+            evaluation.pop(key)
+        return {
+            "evaluation": evaluation,
+            "heldout": self.heldout_hash(),
+            "heldout_tokens": {
+                "max_length": self.config.recovery.max_length,
+                "template": self.config.recovery.template,
+                "overflow": self.config.recovery.overflow,
+            },
+            "dtype": self.config.models.dtype,
+            "device": self.config.models.device,
+        }
+
+    def evaluate(self, name: str, model: str, model_hash: str, out: Path) -> str:
+        inputs = {"model": model_hash, **self.eval_inputs()}
+        return self.stage(f"eval/{name}", inputs, [out / "metrics.json"], lambda: self._compute_eval(model, out))
+
+    def _compute_eval(self, model_name: str, out: Path) -> None:
+        from recovery.evaluate import evaluate_model, write_results
+        from recovery.models import load_model
+        from recovery.train import load_training_rows, response_nll
+
+        evaluation = self.config.evaluation
+        model, tokenizer = load_model(model_name, dtype=self.config.models.dtype, device=self.config.models.device)
+        model.eval()
+        record = {
+            "model": model_name,
+            "adapter": None,
+            **evaluate_model(
+                model,
+                tokenizer,
+                evaluation.tasks,
+                limit=evaluation.limit,
+                data_dir=evaluation.data_dir,
+                source=evaluation.source,
+                batch_size=evaluation.batch_size,
+                seqlen=evaluation.seqlen,
+            ),
+        }
+        heldout = self.heldout_file()
+        if heldout is not None:
+            rows = load_training_rows(heldout, tokenizer, self.config.recovery)
+            record["heldout"] = {
+                **response_nll(model, rows.encoded, batch_size=evaluation.batch_size),
+                "skipped": rows.skipped,
+            }
+            _log(f"held-out response NLL {record['heldout']['nll']:.4f} on {record['heldout']['rows']} rows")
+        write_results(record, out)
+        del model
+        gc.collect()
+
+    # -- the whole run
+
+    def execute(self) -> dict[str, Any]:
+        """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""
+        self.check()
+        write_atomic(
+            self.dir / "config.yaml",
+            lambda path: path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False)),
+        )
+        started = time.perf_counter()
+        original_hash = self.memo("original_identity", lambda: model_identity(self.config.models.original))
+        self.evaluate("original", self.config.models.original, original_hash, self.dir / "baselines/original/eval")
+        self.evaluate("pruned", self.pruned_path, self.prune(), self.dir / "baselines/pruned/eval")
+        all_combos = combos(self.config)
+        for index, combo in enumerate(all_combos, 1):
+            _log(f"combination {index}/{len(all_combos)}: {combo.name}")
+            merged = str(self.combo_dir(combo) / "recover" / "merged")
+            self.evaluate(combo.name, merged, self.recover(combo), self.combo_dir(combo) / "eval")
+        results = collect_results(self.dir, self.config)
+        write_json(self.dir / "results.json", results)
+        _log(
+            f"{len(self.ran)} stage(s) ran, {len(self.cached)} cached, "
+            f"{time.perf_counter() - started:.1f} s (invocation {self.manifest.invocation})"
+        )
+        return results
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """An evaluation record as flat metric columns: `{task}_ppl`, `{task}_acc`, `avg_acc`, `heldout_nll/ppl`."""
+    from recovery.evaluate import PPL_TASKS
+
+    metrics: dict[str, float] = {}
+    accuracies = []
+    for task, result in record["tasks"].items():
+        if task in PPL_TASKS:
+            metrics[f"{task}_ppl"] = float(result["metrics"]["ppl"])
+        else:
+            metrics[f"{task}_acc"] = float(result["metrics"]["acc"])
+            accuracies.append(metrics[f"{task}_acc"])
+    if accuracies:
+        metrics["avg_acc"] = float(np.mean(accuracies))
+    if "heldout" in record:
+        metrics["heldout_nll"] = float(record["heldout"]["nll"])
+        metrics["heldout_ppl"] = float(record["heldout"]["ppl"])
+    return metrics
+
+
+def _read_metrics(path: Path) -> dict[str, float] | None:
+    return flat_metrics(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
+
+
+def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """The `results.json` payload: baselines and every combination's metrics (None where missing)."""
+    baselines = {
+        name: _read_metrics(run_dir / "baselines" / name / "eval" / "metrics.json") for name in ("original", "pruned")
+    }
+    rows = []
+    for combo in combos(config):
+        folder = run_dir / "combos" / combo.name
+        stats_path = folder / "select" / "stats.json"
+        recovery_path = folder / "recover" / "recovery.json"
+        stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else {}
+        recovery = json.loads(recovery_path.read_text(encoding="utf-8")) if recovery_path.exists() else {}
+        rows.append(
+            {
+                "combo": combo.name,
+                "strategy": combo.strategy,
+                "budget": combo.budget,
+                "budget_rows": stats.get("totals", {}).get("budget"),
+                "seed": combo.seed,
+                "metrics": _read_metrics(folder / "eval" / "metrics.json"),
+                "train_seconds": recovery.get("seconds", {}).get("train"),
+                "train_tokens": recovery.get("tokens_per_epoch", {}).get("total"),
+            }
+        )
+    names: list[str] = []
+    for metrics in [*baselines.values(), *(row["metrics"] for row in rows)]:
+        for name in metrics or {}:
+            if name not in names:
+                names.append(name)
+    return {
+        "metrics": names,
+        "lower_is_better": {name: not name.endswith("_acc") for name in names},
+        "baselines": baselines,
+        "combos": rows,
+        "seeds": list(config.selection.seeds),
+        "strategies": list(config.selection.strategies),
+        "budgets": [float(budget) for budget in config.selection.budgets],
+    }
+
+
+def run(config: RunConfig, run_dir: str | Path) -> Run:
+    """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`."""
+    runner = Run(config, run_dir)
+    runner.execute()
+    return runner
+
+
+def gap_recovered(recovered: float, pruned: float, original: float) -> float:
+    """(recovered − pruned) / (original − pruned): 1 = the pruning damage undone, 0 = none; NaN without a gap."""
+    gap = original - pruned
+    return (recovered - pruned) / gap if gap != 0 and math.isfinite(gap) else float("nan")
+
+
+__all__ = [
+    "Combo",
+    "ConfigError",
+    "EvaluationConfig",
+    "Manifest",
+    "PruneSpec",
+    "Run",
+    "RunConfig",
+    "RunModelsConfig",
+    "SweepConfig",
+    "collect_results",
+    "combos",
+    "gap_recovered",
+    "load_run_config",
+    "run",
+]

@@ -1,0 +1,203 @@
+"""`paser run` end to end on tiny models: every combination runs once, reruns are cached stage by stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data.demo import write_demo_corpus
+from pipelines.config import ConfigError, load_config
+from pipelines.run import Combo, RunConfig, combos, gap_recovered, load_run_config, run
+
+RUN_CONFIGS = sorted((Path(__file__).parents[2] / "pipelines" / "configs" / "run").glob("*.yaml"))
+STRATEGIES = ["paser", "random"]
+BUDGETS = [10, 0.25]
+
+
+def _wikitext_dir(root: Path) -> Path:
+    """A data folder with a small WikiText-2-shaped test file, so the run needs no shared data."""
+    folder = root / "data" / "eval"
+    folder.mkdir(parents=True)
+    words = [
+        "the",
+        "model",
+        "reads",
+        "a",
+        "short",
+        "line",
+        "of",
+        "text",
+        "and",
+        "predicts",
+        "the",
+        "next",
+        "word",
+        "in",
+        "the",
+        "line",
+    ]
+    lines = [json.dumps({"text": " ".join(words[(i + j) % len(words)] for j in range(12))}) for i in range(60)]
+    (folder / "wikitext2_raw_v1_test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "data"
+
+
+def tiny_overrides(root: Path, original: Path, pruned: Path, budgets=BUDGETS) -> list[str]:
+    corpus = write_demo_corpus(root / "corpus.jsonl", rows_per_skill=17)
+    return [
+        f"corpus.path={corpus}",
+        f"models.original={original}",
+        f"models.pruned={pruned}",
+        "models.dtype=fp32",
+        "models.device=cpu",
+        "formatting.max_length=96",
+        "clustering.n_clusters=3",
+        f"selection.strategies={json.dumps(STRATEGIES)}",
+        f"selection.budgets={json.dumps(budgets)}",
+        "selection.seeds=[0]",
+        "recovery.max_steps=2",
+        "recovery.batch_size=4",
+        "recovery.max_length=96",
+        "recovery.remask_eval=none",
+        "recovery.device=cpu",
+        "recovery.dtype=fp32",
+        "recovery.show_progress=false",
+        "evaluation.tasks=[wikitext2]",
+        "evaluation.limit=2",
+        "evaluation.seqlen=32",
+        "evaluation.heldout_rows=12",
+        f"evaluation.data_dir={_wikitext_dir(root)}",
+    ]
+
+
+def tiny_config(root: Path, original: Path, pruned: Path, extra: list[str] = (), **kwargs) -> RunConfig:
+    return load_config(RunConfig, None, tiny_overrides(root, original, pruned, **kwargs) + list(extra))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir, perturbed_model_dir):
+    root = tmp_path_factory.mktemp("run")
+    config = tiny_config(root, tiny_model_dir, perturbed_model_dir)
+    runner = run(config, root / "run")
+    return root, config, runner
+
+
+def _stages(run_dir: Path, invocation: int, action: str) -> set[str]:
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return {event["stage"] for event in events if event["invocation"] == invocation and event["action"] == action}
+
+
+def test_every_shipped_run_config_loads():
+    assert RUN_CONFIGS
+    for path in RUN_CONFIGS:
+        config = load_run_config(path)
+        assert combos(config)
+
+
+def test_no_config_is_the_builtin_demo():
+    config = load_run_config(None)
+    assert config.corpus.path == "builtin:demo" and config.models.prune.method == "wanda"
+    assert [combo.strategy for combo in combos(config)] == ["paser", "random"]
+
+
+def test_config_refuses_both_or_neither_pruned_model():
+    with pytest.raises(ConfigError, match="exactly one of models.pruned"):
+        load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", "models.prune.method=wanda"])
+    with pytest.raises(ConfigError, match="exactly one of models.pruned"):
+        load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.dtype=fp32"])
+    with pytest.raises(ConfigError, match="repeats a value"):
+        load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", "selection.budgets=[0.1, 0.1]"])
+
+
+def test_combo_names_are_stable():
+    assert Combo("paser", 0.1, 0).name == "paser-b0.1-s0"
+    assert Combo("random", 30.0, 2).name == "random-b30-s2"
+
+
+def test_gap_recovered_formula():
+    assert gap_recovered(recovered=3.0, pruned=4.0, original=2.0) == pytest.approx(0.5)
+    assert gap_recovered(recovered=0.55, pruned=0.5, original=0.6) == pytest.approx(0.5)
+    assert gap_recovered(1.0, 2.0, 2.0) != gap_recovered(1.0, 2.0, 2.0)  # NaN without a gap
+
+
+def test_tiny_run_completes_every_combination(tiny_run):
+    root, config, runner = tiny_run
+    run_dir = runner.dir
+    results = json.loads((run_dir / "results.json").read_text())
+    names = [row["combo"] for row in results["combos"]]
+    assert names == ["paser-b10-s0", "paser-b0.25-s0", "random-b10-s0", "random-b0.25-s0"]
+    import pandas as pd
+
+    pool = len(pd.read_parquet(run_dir / "shared" / "scores.parquet")) - 12
+    assert [row["budget_rows"] for row in results["combos"]] == [10, int(0.25 * pool + 0.5)] * 2  # half-up
+    for row in results["combos"]:
+        assert set(row["metrics"]) == {"wikitext2_ppl", "heldout_nll", "heldout_ppl"}
+        selected = (run_dir / "combos" / row["combo"] / "select" / "selection.jsonl").read_text().splitlines()
+        assert len(selected) == row["budget_rows"]
+        assert (run_dir / "combos" / row["combo"] / "recover" / "merged" / "config.json").exists()
+    assert set(results["baselines"]) == {"original", "pruned"}
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert all(entry["status"] == "done" for entry in manifest.values())
+    assert len(manifest) == 1 + 1 + 1 + 1 + 2 + 3 * 4  # score, heldout, embed, cluster, 2 baselines, 3 per combo
+    assert set(runner.ran) == set(manifest)
+
+
+def test_heldout_rows_are_never_selected(tiny_run):
+    _, _, runner = tiny_run
+    held = {json.loads(line)["id"] for line in (runner.dir / "shared" / "heldout.jsonl").read_text().splitlines()}
+    assert len(held) == 12
+    for folder in (runner.dir / "combos").iterdir():
+        chosen = {json.loads(line)["id"] for line in (folder / "select" / "selection.jsonl").read_text().splitlines()}
+        assert not chosen & held
+
+
+def test_second_invocation_recomputes_nothing(tiny_run):
+    root, config, first = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in first.dir.rglob("metrics.json")}
+    second = run(config, first.dir)
+    assert second.ran == []
+    assert set(second.cached) == set(first.ran)
+    assert _stages(first.dir, second.manifest.invocation, "ran") == set()
+    assert {p: p.stat().st_mtime_ns for p in first.dir.rglob("metrics.json")} == before
+
+
+def test_adding_a_budget_recomputes_only_its_stages(tiny_run, tiny_model_dir, perturbed_model_dir):
+    root, _, first = tiny_run
+    same_data = [f"evaluation.data_dir={root / 'data'}"]
+    config = tiny_config(root / "again", tiny_model_dir, perturbed_model_dir, same_data, budgets=[*BUDGETS, 20])
+    # Same corpus content, another file: the score stage is keyed by content, not by path.
+    runner = run(config, first.dir)
+    assert set(runner.ran) == {f"{stage}/{s}-b20-s0" for stage in ("select", "recover", "eval") for s in STRATEGIES}
+    results = json.loads((first.dir / "results.json").read_text())
+    assert len(results["combos"]) == 6 and all(row["metrics"] for row in results["combos"])
+
+
+def test_changed_recovery_setting_reruns_recovery_and_eval_only(tmp_path, tiny_model_dir, perturbed_model_dir):
+    config = tiny_config(tmp_path, tiny_model_dir, perturbed_model_dir, budgets=[10])
+    run(config, tmp_path / "run")
+    extra = ["recovery.lora_r=4", f"evaluation.data_dir={tmp_path / 'data'}"]
+    changed = tiny_config(tmp_path / "b", tiny_model_dir, perturbed_model_dir, extra, budgets=[10])
+    runner = run(changed, tmp_path / "run")
+    assert set(runner.ran) == {f"{stage}/{s}-b10-s0" for stage in ("recover", "eval") for s in STRATEGIES}
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, tiny_model_dir, perturbed_model_dir, monkeypatch):
+    import recovery.train
+
+    config = tiny_config(tmp_path, tiny_model_dir, perturbed_model_dir, budgets=[10])
+    real_recover, calls = recovery.train.recover, []
+
+    def recover_then_crash(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_recover(*args, **kwargs)
+
+    monkeypatch.setattr(recovery.train, "recover", recover_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, tmp_path / "run")
+    monkeypatch.setattr(recovery.train, "recover", real_recover)
+    runner = run(config, tmp_path / "run")
+    assert set(runner.ran) == {"recover/random-b10-s0", "eval/random-b10-s0"}
+    assert "recover/paser-b10-s0" in runner.cached
