@@ -1,0 +1,478 @@
+"""`paser report RUN`: a run directory as report.md (plots beside it in report_files/) and a self-contained
+report.html (the same content, plots embedded as base64 PNG data URIs, inline CSS, no scripts).
+
+Both are rendered from one list of blocks (headings, paragraphs, lists, tables, figures), so they cannot
+disagree. Sections: the run (models, corpus, strategies, budgets, seeds, recovery objective, evaluation
+tasks), missing artifacts, the results table per strategy × budget with the baselines and the share of the
+pruning gap recovered, every combo and its state, the corpus map by cluster and by CDS, allocated vs
+selected rows per cluster, CDS per cluster, and the overlap between the strategies' subsets. Plots use
+matplotlib's Agg canvas directly (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure as MplFigure
+
+from pipelines.results import RunError, RunResults, load_run
+from selection.atomic import write_atomic
+
+REPORT_FILES = "report_files"
+MISSING = "–"
+MAX_MAP_POINTS = 20_000  # the corpus map draws a fixed random sample beyond this many rows
+# Config keys shown in the run summary (dotted paths into config.yaml).
+CONFIG_SUMMARY_KEYS = (
+    ("original model", "models.original"),
+    ("pruned model", "models.pruned"),
+    ("pruning", "prune"),
+    ("corpus", "corpus.path"),
+    ("recovery objective", "recovery.objective"),
+    ("evaluation tasks", "eval.tasks"),
+)
+_CSS = """
+body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #eee; }
+img { max-width: 100%; }
+figcaption { font-size: 0.9em; color: #555; }
+"""
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file name in report_files/, e.g. "corpus_map.png"
+    png: bytes
+    caption: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Figure
+
+
+def write_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """Write report.md, its plots in report_files/, and a self-contained report.html for the run at `run_dir`
+    into `out_dir` (default: the run directory). Each file is written atomically. Returns (report.md,
+    report.html). Refuses (RunError) a folder that is not a run; missing artifacts are listed in the report.
+    """
+    run = load_run(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run.path
+    blocks = build_report(run)
+    for block in blocks:
+        if isinstance(block, Figure):
+            write_atomic(out_dir / REPORT_FILES / block.name, lambda path, png=block.png: path.write_bytes(png))
+    markdown_path = write_atomic(out_dir / "report.md", lambda path: path.write_text(render_markdown(blocks)))
+    title = f"paser run report: {run.path.name}"
+    html_path = write_atomic(out_dir / "report.html", lambda path: path.write_text(render_html(blocks, title)))
+    return markdown_path, html_path
+
+
+def build_report(run: RunResults) -> list[Block]:
+    """The report's content as blocks, in order."""
+    blocks: list[Block] = [Heading(1, f"paser run report: {run.path.name}"), Paragraph(f"Run directory: {run.path}")]
+    blocks += _run_section(run)
+    missing = run.missing()
+    if missing:
+        blocks += [Heading(2, f"Missing artifacts ({len(missing)})"), Bullets(tuple(missing))]
+    blocks += _results_section(run)
+    blocks += _combos_section(run)
+    blocks += _clusters_section(run)
+    blocks += _overlap_section(run)
+    return blocks
+
+
+# ---- sections ---------------------------------------------------------------------------------------------
+
+
+def _run_section(run: RunResults) -> list[Block]:
+    items = [f"{label}: {_config_value(run.config, key)}" for label, key in CONFIG_SUMMARY_KEYS]
+    corpus_json = run.path / "shared" / "corpus.json"
+    if corpus_json.is_file():
+        corpus = json.loads(corpus_json.read_text())
+        stats = corpus.get("stats", {})
+        items.append(
+            f"corpus source: {corpus.get('source')} ({stats.get('rows_valid', MISSING)} valid of "
+            f"{stats.get('rows_read', MISSING)} rows read)"
+        )
+    else:
+        items.append("corpus source: shared/corpus.json missing")
+    combos = run.combos()
+    budget_rows = combos.groupby("budget", sort=False)["budget_rows"].first()
+    budgets = ", ".join(f"{budget:g} ({_format_count(budget_rows.get(budget))} rows)" for budget in run.budgets)
+    items += [
+        f"strategies: {', '.join(run.strategies)}",
+        f"budgets: {budgets}",
+        f"seeds: {', '.join(str(seed) for seed in run.seeds)}",
+        f"metrics: {', '.join(run.metrics)}",
+        f"combos: {len(combos)} ({int(combos['has_metrics'].sum())} evaluated)",
+    ]
+    return [Heading(2, "Run"), Bullets(tuple(items))]
+
+
+def _results_section(run: RunResults) -> list[Block]:
+    table = run.results_table()
+    gap_metrics = run.gap_metrics()
+    header = (
+        "strategy",
+        "budget",
+        "rows",
+        "seeds",
+        *run.metrics,
+        *(f"{metric} gap recovered" for metric in gap_metrics),
+    )
+    rows = []
+    for row in table.to_dict("records"):
+        budget = MISSING if _is_missing(row["budget"]) else f"{row['budget']:g}"
+        cells = [row["strategy"], budget, _format_count(row["budget_rows"]), _format_count(row["seeds"])]
+        cells += [_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in run.metrics]
+        cells += [_percent(row[f"{metric}_gap_recovered"]) for metric in gap_metrics]
+        rows.append(tuple(cells))
+    lower = [metric for metric in run.metrics if run.results["lower_is_better"].get(metric)]
+    legend = (
+        "Cells are mean ± sample standard deviation over seeds (the mean alone with one seed; "
+        f"{MISSING} where missing). Gap recovered = (recovered − pruned) / (original − pruned), the same "
+        "formula for every metric: 100% matches the original model, 0% is no better than the pruned one, "
+        f"negative is worse. Lower is better for: {', '.join(lower) if lower else 'none'}."
+    )
+    blocks: list[Block] = [Heading(2, "Results"), Table(header, tuple(rows)), Paragraph(legend)]
+    notes = run.notes()
+    if notes:
+        blocks.append(Bullets(tuple(notes)))
+    return blocks
+
+
+def _combos_section(run: RunResults) -> list[Block]:
+    records = {record["combo"]: record for record in run.results["combos"]}
+    rows = []
+    for combo in run.combos().to_dict("records"):
+        record = records.get(combo["combo"], {})
+        selected = MISSING
+        if combo["has_selection"]:
+            with run.selection_path(combo["combo"]).open(encoding="utf-8") as stream:
+                selected = str(sum(1 for line in stream if line.strip()))
+        seconds = record.get("train_seconds")
+        rows.append(
+            (
+                combo["combo"],
+                combo["strategy"],
+                f"{combo['budget']:g}",
+                _format_count(combo["budget_rows"]),
+                str(combo["seed"]),
+                selected,
+                "yes" if combo["has_metrics"] else "missing",
+                MISSING if seconds is None else f"{seconds:.1f}",
+            )
+        )
+    header = ("combo", "strategy", "budget", "budget rows", "seed", "selected rows", "evaluated", "train seconds")
+    return [Heading(2, "Combos"), Table(header, tuple(rows))]
+
+
+def _clusters_section(run: RunResults) -> list[Block]:
+    seed = run.seeds[0]
+    blocks: list[Block] = [Heading(2, f"Clusters (seed {seed})")]
+    try:
+        clusters = run.clusters(seed)
+    except RunError as error:
+        return [*blocks, Paragraph(f"Not shown: {error}")]
+    blocks.append(Heading(3, "Corpus map"))
+    if {"coordinate_0", "coordinate_1"} <= set(clusters.columns):
+        blocks.append(_corpus_map(clusters, seed))
+    else:
+        blocks.append(
+            Paragraph(
+                f"No corpus map: shared/clusters-s{seed}.parquet has no coordinate_0/coordinate_1 columns "
+                "(the clustering method gives no 2-D coordinates, e.g. kmeans)."
+            )
+        )
+    blocks.append(Heading(3, "Budget per cluster"))
+    allocating = False
+    for strategy in run.strategies:
+        budgets = run.cluster_budgets(strategy, seed)
+        if budgets["budget_allocated"].notna().any():
+            allocating = True
+            blocks.append(_budget_bars(budgets, strategy, seed))
+    if not allocating:
+        blocks.append(Paragraph("No strategy of this run allocates a budget per cluster."))
+    blocks += [Heading(3, "CDS per cluster"), _cds_boxes(clusters, seed)]
+    return blocks
+
+
+def _overlap_section(run: RunResults) -> list[Block]:
+    seed = run.seeds[0]
+    heading = Heading(2, f"Overlap between strategies (seed {seed})")
+    if len(run.strategies) < 2:
+        return [heading, Paragraph("One strategy only: no overlap to show.")]
+    overlaps = {budget: run.overlap(budget, seed) for budget in run.budgets}
+    return [heading, _overlap_heatmaps(overlaps, seed)]
+
+
+# ---- plots ------------------------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float) -> MplFigure:
+    figure = MplFigure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: MplFigure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _corpus_map(clusters: pd.DataFrame, seed: int) -> Figure:
+    shown = clusters
+    note = ""
+    if len(clusters) > MAX_MAP_POINTS:
+        shown = clusters.sample(n=MAX_MAP_POINTS, random_state=0)
+        note = f" A random sample of {MAX_MAP_POINTS:,} of the {len(clusters):,} pool rows is drawn."
+    figure = _new_figure(12, 5)
+    by_cluster, by_cds = figure.subplots(1, 2)
+    points = by_cluster.scatter(shown["coordinate_0"], shown["coordinate_1"], c=shown["cluster"], cmap="tab20", s=6)
+    by_cluster.set_title("by cluster")
+    labels = sorted(int(label) for label in shown["cluster"].unique())
+    if len(labels) <= 20:
+        handles, _ = points.legend_elements(num=labels)
+        by_cluster.legend(handles, labels, title="cluster", fontsize="small", loc="best")
+    shaded = by_cds.scatter(shown["coordinate_0"], shown["coordinate_1"], c=shown["cds"], cmap="viridis", s=6)
+    by_cds.set_title("by CDS")
+    figure.colorbar(shaded, ax=by_cds, label="CDS (nats)")
+    for axis in (by_cluster, by_cds):
+        axis.set_xlabel("coordinate 0")
+        axis.set_ylabel("coordinate 1")
+    caption = f"The pool's 2-D manifold coordinates (seed {seed}), coloured by cluster and by CDS.{note}"
+    return Figure("corpus_map.png", _png(figure), caption)
+
+
+def _budget_bars(budgets: pd.DataFrame, strategy: str, seed: int) -> Figure:
+    levels = list(dict.fromkeys(budgets["budget"]))
+    figure = _new_figure(10, 3 * len(levels))
+    axes = np.atleast_1d(figure.subplots(len(levels), 1, squeeze=False)[:, 0])
+    for axis, budget in zip(axes, levels, strict=True):
+        rows = budgets[budgets["budget"] == budget]
+        positions = np.arange(len(rows))
+        axis.bar(positions - 0.2, rows["budget_allocated"], width=0.4, label="allocated")
+        axis.bar(positions + 0.2, rows["selected"], width=0.4, label="selected")
+        axis.set_xticks(positions, [str(int(label)) for label in rows["cluster"]])
+        axis.set_ylabel("rows")
+        axis.set_title(f"{strategy}, budget {budget:g} ({_format_count(rows['budget_rows'].iloc[0])} rows)")
+        axis.legend(fontsize="small")
+    axes[-1].set_xlabel("cluster")
+    caption = (
+        f"{strategy}: rows allocated to each cluster and rows selected from it, per budget (seed {seed}); "
+        "a missing bar is a missing selection."
+    )
+    return Figure(f"budget_per_cluster_{strategy}.png", _png(figure), caption)
+
+
+def _cds_boxes(clusters: pd.DataFrame, seed: int) -> Figure:
+    labels = sorted(int(label) for label in clusters["cluster"].unique())
+    figure = _new_figure(max(6, 0.5 * len(labels) + 2), 4)
+    axis = figure.subplots()
+    axis.boxplot([clusters.loc[clusters["cluster"] == label, "cds"] for label in labels], showfliers=False)
+    axis.set_xticks(np.arange(1, len(labels) + 1), [str(label) for label in labels])
+    axis.set_xlabel("cluster")
+    axis.set_ylabel("CDS (nats)")
+    caption = f"CDS of the pool's rows per cluster (seed {seed}; boxes: quartiles, whiskers: 1.5 IQR, no fliers)."
+    return Figure("cds_per_cluster.png", _png(figure), caption)
+
+
+def _overlap_heatmaps(overlaps: dict[float, pd.DataFrame], seed: int) -> Figure:
+    size = len(next(iter(overlaps.values())))
+    figure = _new_figure(max(4, 0.9 * size + 2) * len(overlaps), max(3.5, 0.7 * size + 1.5))
+    axes = figure.subplots(1, len(overlaps), squeeze=False)[0]
+    for axis, (budget, table) in zip(axes, overlaps.items(), strict=True):
+        image = axis.imshow(table.to_numpy(dtype=float), vmin=0, vmax=1, cmap="Blues")
+        names = list(table.columns)
+        axis.set_xticks(range(size), names, rotation=45, ha="right")
+        axis.set_yticks(range(size), names)
+        for row in range(size):
+            for column in range(size):
+                value = table.iloc[row, column]
+                text = MISSING if _is_missing(value) else f"{value:.2f}"
+                dark = not _is_missing(value) and value >= 0.6
+                axis.text(column, row, text, ha="center", va="center", color="white" if dark else "black")
+        axis.set_title(f"budget {budget:g}")
+    figure.colorbar(image, ax=list(axes), label="Jaccard overlap")
+    caption = f"Jaccard overlap |A ∩ B| / |A ∪ B| of the strategies' selected rows, per budget (seed {seed})."
+    return Figure("strategy_overlap.png", _png(figure), caption)
+
+
+# ---- rendering --------------------------------------------------------------------------------------------
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    """The blocks as Markdown; figures link to report_files/NAME relative to report.md."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * block.level} {block.text}")
+        elif isinstance(block, Paragraph):
+            parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            lines = [_markdown_row(block.header), "|" + "|".join("---" for _ in block.header) + "|"]
+            lines += [_markdown_row(row) for row in block.rows]
+            parts.append("\n".join(lines))
+        else:
+            parts.append(f"![{Path(block.name).stem}]({REPORT_FILES}/{block.name})\n\n*{block.caption}*")
+    return "\n\n".join(parts) + "\n"
+
+
+def _markdown_row(cells: tuple[str, ...]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    """The blocks as one HTML page: inline CSS, figures as base64 PNG data URIs, nothing fetched."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{html.escape(cell)}</th>" for cell in block.header)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in block.rows
+            )
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        else:
+            data = base64.b64encode(block.png).decode("ascii")
+            caption = html.escape(block.caption)
+            parts.append(
+                f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+# ---- terminal summary -------------------------------------------------------------------------------------
+
+
+def main_metrics(metrics: list[str]) -> list[str]:
+    """The metrics a one-screen summary shows: the corpus perplexities, the average accuracy and the
+    held-out response NLL, in the run's order."""
+    return [
+        metric
+        for metric in metrics
+        if metric in ("avg_acc", "heldout_nll") or (metric.endswith("_ppl") and metric != "heldout_ppl")
+    ]
+
+
+def format_results(run_dir: str | os.PathLike[str]) -> str:
+    """A fixed-width summary of the run's results for the terminal: one line per strategy × budget and per
+    baseline (strategy, budget, rows, seeds, the main metrics as mean ± std, their gap recovered), then the
+    count of missing artifacts and the notes. Refuses (RunError) a folder that is not a run."""
+    run = load_run(run_dir)
+    table = run.results_table()
+    shown = main_metrics(run.metrics)
+    gaps = [metric for metric in shown if metric in run.gap_metrics()]
+    header = ["strategy", "budget", "rows", "seeds", *shown, *(f"{metric} gap" for metric in gaps)]
+    lines = []
+    for row in table.to_dict("records"):
+        budget = "" if _is_missing(row["budget"]) else f"{row['budget']:g}"
+        rows = "" if _is_missing(row["budget_rows"]) else str(int(row["budget_rows"]))
+        seeds = "" if _is_missing(row["seeds"]) else str(int(row["seeds"]))
+        cells = [row["strategy"], budget, rows, seeds]
+        cells += [_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in shown]
+        cells += [_percent(row[f"{metric}_gap_recovered"]) for metric in gaps]
+        lines.append(cells)
+    widths = [max(len(header[column]), *(len(line[column]) for line in lines)) for column in range(len(header))]
+
+    def fixed(cells: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) if column == 0 else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    text = [fixed(header), fixed(["-" * width for width in widths]), *(fixed(line) for line in lines)]
+    missing = run.missing()
+    if missing:
+        text.append(f"{len(missing)} missing artifact(s), e.g. {missing[0]} (all listed in report.md)")
+    text += run.notes()
+    return "\n".join(text)
+
+
+# ---- formatting -------------------------------------------------------------------------------------------
+
+
+def _config_value(config: dict[str, Any], dotted: str) -> str:
+    """The value at a dotted key of config.yaml as text; says so when the key is absent."""
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return f"not in config.yaml ({dotted})"
+        value = value[part]
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={item}" for key, item in value.items())
+    return "none" if value is None else str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _format_count(value: Any) -> str:
+    return MISSING if _is_missing(value) else str(int(value))
+
+
+def _decimals(value: float) -> int:
+    """Decimals that show ~4 significant digits for the magnitudes of our metrics (accuracies, NLLs, ppl)."""
+    magnitude = abs(value)
+    return 1 if magnitude >= 100 else 2 if magnitude >= 10 else 4
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if _is_missing(mean):
+        return MISSING
+    decimals = _decimals(mean)
+    return f"{mean:.{decimals}f}" if _is_missing(std) else f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def _percent(fraction: float) -> str:
+    return MISSING if _is_missing(fraction) else f"{100 * fraction:.1f}%"

@@ -1,0 +1,409 @@
+"""Read a run directory written by `paser run` (pipelines/run.py) as tables: the Python API behind
+`paser report` and the notebooks.
+
+    run = load_run("runs/demo")
+    run.results_table()                 # one row per (strategy, budget): mean/std over seeds, gap recovered
+    run.cluster_budgets("paser")        # per budget and cluster: size, mean CDS, allocated and selected rows
+    run.sample_rows(cluster=2, n=3)     # the most degraded rows of a cluster, with their text
+
+A run is expected to hold every (strategy, budget, seed) combo of results.json's `strategies`, `budgets`
+and `seeds`. An artifact that is not there (a combo whose evaluation did not finish, a missing selection)
+reads as missing (NaN) in the tables and is listed by `RunResults.missing()`; nothing is dropped silently.
+A method asked for one artifact by name (`selection`, `clusters`, `scores`) refuses a missing file (RunError
+naming it).
+
+CDS (capability degradation score of a row, `selection.degradation`) is the mean Jensen-Shannon
+divergence (nats) between the original and the pruned model's next-token distributions over the response.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from selection.store import CorpusStore
+
+RUN_FILES = ("manifest.json", "results.json")
+RESULTS_KEYS = ("metrics", "lower_is_better", "baselines", "combos", "seeds", "strategies", "budgets")
+BASELINES = ("original", "pruned")
+TEXT_COLUMNS = ("instruction", "input", "response")
+
+
+class RunError(ValueError):
+    """A run directory that cannot be read as asked: not a run, a malformed results.json, an unknown combo,
+    seed or budget, a missing artifact asked for by name. The message names the file (and the key)."""
+
+
+def combo_name(strategy: str, budget: float, seed: int) -> str:
+    """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1"."""
+    return f"{strategy}-b{budget:g}-s{seed}"
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
+    """The run at `run_dir` (config.yaml, manifest.json, results.json read eagerly; everything else on use).
+
+    Refuses (RunError) a folder without manifest.json or results.json (naming the file looked for), a
+    results.json missing one of `RESULTS_KEYS`, and unreadable JSON/YAML.
+    """
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        if not (run_dir / name).is_file():
+            raise RunError(f"{run_dir} is not a run directory written by `paser run`: no {run_dir / name}")
+    manifest = _read_json(run_dir / "manifest.json")
+    results = _read_json(run_dir / "results.json")
+    absent = [key for key in RESULTS_KEYS if key not in results]
+    if absent:
+        raise RunError(f"{run_dir / 'results.json'}: missing key(s) {absent}; expected {list(RESULTS_KEYS)}")
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise RunError(f"{run_dir}: no {config_path} (the resolved run config)")
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RunError(f"{config_path}: not valid YAML: {error}") from error
+    return RunResults(run_dir, config=config, results=results, manifest=manifest)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path}: not valid JSON: {error}") from error
+
+
+class RunResults:
+    """Tables over one run directory; built by `load_run`. Large files (scores, clusters) are read once."""
+
+    def __init__(self, path: Path, *, config: dict[str, Any], results: dict[str, Any], manifest: dict[str, Any]):
+        self.path = path
+        self.config = config
+        self.results = results
+        self.manifest = manifest
+        self.metrics: list[str] = list(results["metrics"])
+        self.strategies: list[str] = list(results["strategies"])
+        self.budgets: list[float] = list(results["budgets"])
+        self.seeds: list[int] = list(results["seeds"])
+        self._combo_records = {record["combo"]: record for record in results["combos"]}
+        self._scores: pd.DataFrame | None = None
+        self._clusters: dict[int, pd.DataFrame] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"RunResults({str(self.path)!r}, strategies={self.strategies}, budgets={self.budgets}, seeds={self.seeds})"
+        )
+
+    # ---- combos -------------------------------------------------------------------------------------------
+
+    def combos(self) -> pd.DataFrame:
+        """Every expected combo (strategies × budgets × seeds, in that order): combo, strategy, budget,
+        budget_rows (from results.json; NA where the combo is not recorded there), seed, and whether its
+        selection and its evaluation metrics are present (has_selection, has_metrics)."""
+        rows = []
+        for strategy in self.strategies:
+            for budget in self.budgets:
+                for seed in self.seeds:
+                    combo = combo_name(strategy, budget, seed)
+                    record = self._combo_records.get(combo, {})
+                    rows.append(
+                        {
+                            "combo": combo,
+                            "strategy": strategy,
+                            "budget": budget,
+                            "budget_rows": record.get("budget_rows"),
+                            "seed": seed,
+                            "has_selection": self.selection_path(combo).is_file(),
+                            "has_metrics": bool(record.get("metrics")),
+                        }
+                    )
+        table = pd.DataFrame(rows)
+        table["budget_rows"] = table["budget_rows"].astype("Int64")
+        return table
+
+    def _combo_dir(self, combo: str) -> Path:
+        return self.path / "combos" / combo
+
+    def selection_path(self, combo: str) -> Path:
+        """Where combo's selection.jsonl is (whether or not it exists)."""
+        return self._combo_dir(combo) / "select" / "selection.jsonl"
+
+    def _check_combo(self, combo: str) -> None:
+        known = self.combos()["combo"].tolist()
+        if combo not in known:
+            raise RunError(f"{self.path}: unknown combo {combo!r}; known: {', '.join(known)}")
+
+    def _seed(self, seed: int | None) -> int:
+        if seed is None:
+            return self.seeds[0]
+        if seed not in self.seeds:
+            raise RunError(f"{self.path}: seed {seed} is not one of the run's seeds {self.seeds}")
+        return seed
+
+    # ---- shared tables ------------------------------------------------------------------------------------
+
+    def scores(self) -> pd.DataFrame:
+        """shared/scores.parquet: one row per scored row (id as str, cds, token counts, NLLs). Refuses a
+        missing file (RunError)."""
+        if self._scores is None:
+            path = self.path / "shared" / "scores.parquet"
+            if not path.is_file():
+                raise RunError(f"{self.path}: no {path}")
+            scores = pd.read_parquet(path)
+            scores["id"] = scores["id"].astype(str)
+            self._scores = scores
+        return self._scores
+
+    def clusters(self, seed: int | None = None) -> pd.DataFrame:
+        """The pool's clustering of `seed` (default: the run's first seed): id, cluster, coordinate_0/1 where
+        the clustering has them, and each row's cds from scores.parquet. Refuses an unknown seed and a
+        missing clusters file (RunError)."""
+        seed = self._seed(seed)
+        if seed not in self._clusters:
+            path = self.path / "shared" / f"clusters-s{seed}.parquet"
+            if not path.is_file():
+                raise RunError(f"{self.path}: no {path}")
+            clusters = pd.read_parquet(path)
+            clusters["id"] = clusters["id"].astype(str)
+            table = clusters.merge(self.scores()[["id", "cds"]], on="id", how="left", validate="one_to_one")
+            unscored = table["cds"].isna()
+            if unscored.any():
+                raise RunError(
+                    f"{path}: {int(unscored.sum())} clustered id(s) have no row in scores.parquet, "
+                    f"e.g. {table.loc[unscored, 'id'].iloc[0]!r}"
+                )
+            self._clusters[seed] = table
+        return self._clusters[seed]
+
+    def cluster_budgets(self, strategy: str = "paser", seed: int | None = None) -> pd.DataFrame:
+        """Per budget of the run and cluster, from each combo's select/stats.json: budget, budget_rows, cluster,
+        size, mean_cds, budget_allocated (the strategy's allocation; NaN for a strategy without one, e.g.
+        random) and selected. A combo whose stats.json is missing gives one row per cluster of `seed`'s
+        clustering with size and mean_cds computed from it and NaN allocated/selected (and is listed by
+        `missing()`). Refuses an unknown strategy or seed (RunError)."""
+        if strategy not in self.strategies:
+            raise RunError(f"{self.path}: unknown strategy {strategy!r}; the run has {self.strategies}")
+        seed = self._seed(seed)
+        frames = []
+        for budget in self.budgets:
+            combo = combo_name(strategy, budget, seed)
+            stats_path = self._combo_dir(combo) / "select" / "stats.json"
+            if stats_path.is_file():
+                stats = _read_json(stats_path)
+                frame = pd.DataFrame(stats["clusters"])
+                frame = frame.rename(columns={"budget": "budget_allocated"})
+                if "budget_allocated" not in frame:
+                    frame["budget_allocated"] = np.nan
+                budget_rows = stats["totals"]["budget"]
+            else:
+                frame = self._cluster_sizes(seed)
+                frame["budget_allocated"] = np.nan
+                frame["selected"] = np.nan
+                budget_rows = self._combo_records.get(combo, {}).get("budget_rows")
+            frame = frame[["cluster", "size", "mean_cds", "budget_allocated", "selected"]].copy()
+            frame.insert(0, "budget_rows", budget_rows)
+            frame.insert(0, "budget", budget)
+            frames.append(frame)
+        table = pd.concat(frames, ignore_index=True)
+        table["budget_allocated"] = table["budget_allocated"].astype(float)
+        table["selected"] = table["selected"].astype(float)
+        return table.sort_values(["budget", "cluster"], kind="stable").reset_index(drop=True)
+
+    def _cluster_sizes(self, seed: int) -> pd.DataFrame:
+        return self.clusters(seed).groupby("cluster").agg(size=("id", "size"), mean_cds=("cds", "mean")).reset_index()
+
+    def selection(self, combo: str) -> pd.DataFrame:
+        """combos/{combo}/select/selection.jsonl as a table, in selection order (id as str). Refuses an
+        unknown combo and a missing file (RunError)."""
+        self._check_combo(combo)
+        path = self.selection_path(combo)
+        if not path.is_file():
+            raise RunError(f"{self.path}: combo {combo} has no selection: no {path}")
+        with path.open(encoding="utf-8") as stream:
+            rows = [json.loads(line) for line in stream if line.strip()]
+        table = pd.DataFrame(rows)
+        if len(table):
+            table["id"] = table["id"].astype(str)
+        return table
+
+    def sample_rows(self, cluster: int, n: int = 3, seed: int | None = None) -> pd.DataFrame:
+        """The `n` rows of `cluster` (in `seed`'s clustering) with the highest CDS, most degraded first: id,
+        cluster, cds, instruction, input, response (text from shared/corpus.parquet). Refuses a cluster the
+        clustering does not have and n < 1 (RunError)."""
+        if n < 1:
+            raise RunError(f"n must be >= 1, got {n}")
+        clusters = self.clusters(seed)
+        members = clusters[clusters["cluster"] == cluster]
+        if members.empty:
+            known = sorted(int(label) for label in clusters["cluster"].unique())
+            raise RunError(f"{self.path}: no cluster {cluster} in seed {self._seed(seed)}'s clustering; known: {known}")
+        top = members.sort_values(["cds", "id"], ascending=[False, True], kind="stable").head(n)
+        store = CorpusStore(self.path / "shared" / "corpus.parquet")
+        samples = store.samples(top["id"].tolist(), with_raw=False)
+        text = pd.DataFrame([{name: getattr(sample, name) for name in TEXT_COLUMNS} for sample in samples])
+        return pd.concat([top[["id", "cluster", "cds"]].reset_index(drop=True), text], axis=1)
+
+    def overlap(self, budget: float, seed: int | None = None) -> pd.DataFrame:
+        """Jaccard overlap |A ∩ B| / |A ∪ B| of the strategies' selected id sets at `budget` and `seed`
+        (default: the first seed), as a square table indexed by strategy. NaN where a selection is missing
+        (listed by `missing()`) or both are empty. Refuses a budget the run does not have (RunError)."""
+        if budget not in self.budgets:
+            raise RunError(f"{self.path}: budget {budget:g} is not one of the run's budgets {self.budgets}")
+        seed = self._seed(seed)
+        chosen: dict[str, set[str] | None] = {}
+        for strategy in self.strategies:
+            path = self.selection_path(combo_name(strategy, budget, seed))
+            chosen[strategy] = set(self.selection(combo_name(strategy, budget, seed))["id"]) if path.is_file() else None
+        table = pd.DataFrame(np.nan, index=self.strategies, columns=self.strategies)
+        for first, first_ids in chosen.items():
+            for second, second_ids in chosen.items():
+                if first_ids is None or second_ids is None:
+                    continue
+                union = len(first_ids | second_ids)
+                if union:
+                    table.loc[first, second] = len(first_ids & second_ids) / union
+        table.index.name = "strategy"
+        return table
+
+    # ---- results ------------------------------------------------------------------------------------------
+
+    def combo_metrics(self) -> pd.DataFrame:
+        """One row per expected combo: combo, strategy, budget, seed and every metric (NaN where missing)."""
+        rows = []
+        for combo in self.combos().itertuples(index=False):
+            record = self._combo_records.get(combo.combo, {})
+            metrics = record.get("metrics") or {}
+            rows.append(
+                {
+                    "combo": combo.combo,
+                    "strategy": combo.strategy,
+                    "budget": combo.budget,
+                    "seed": combo.seed,
+                    "evaluated": bool(metrics),
+                    **{metric: _as_float(metrics.get(metric)) for metric in self.metrics},
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def results_table(self) -> pd.DataFrame:
+        """One row per (strategy, budget), then the baselines as rows "original" and "pruned".
+
+        Columns: strategy, budget, budget_rows, seeds (combos of the row with metrics), then for each metric
+        `{metric}_mean` and `{metric}_std` (sample standard deviation over seeds, ddof=1: NaN with one seed),
+        then `{metric}_gap_recovered` for each metric both baselines have: (mean − pruned) / (original −
+        pruned), a fraction (1 = the original's value, 0 = no better than the pruned model), the same
+        formula whatever the metric's direction. It is NaN where original == pruned (stated in `notes()`).
+        Because the formula is linear, the gap of the mean equals the mean of the per-seed gaps. A baseline
+        row has its value as the mean, NaN std and seeds. Missing metrics are NaN and listed by `missing()`.
+        """
+        per_combo = self.combo_metrics()
+        budget_rows = self.combos().set_index("combo")["budget_rows"]
+        rows = []
+        for strategy in self.strategies:
+            for budget in self.budgets:
+                group = per_combo[(per_combo["strategy"] == strategy) & (per_combo["budget"] == budget)]
+                known_rows = budget_rows[group["combo"]].dropna().unique()
+                if len(known_rows) > 1:
+                    raise RunError(
+                        f"{self.path / 'results.json'}: {strategy} at budget {budget:g} has different budget_rows "
+                        f"across seeds ({sorted(int(value) for value in known_rows)})"
+                    )
+                row: dict[str, Any] = {
+                    "strategy": strategy,
+                    "budget": budget,
+                    "budget_rows": known_rows[0] if len(known_rows) else pd.NA,
+                    "seeds": int(group["evaluated"].sum()),
+                }
+                for metric in self.metrics:
+                    values = group[metric].dropna()
+                    row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+                    row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+                rows.append(row)
+        baselines = self.results["baselines"]
+        for name in BASELINES:
+            values = baselines.get(name) or {}
+            row = {"strategy": name, "budget": math.nan, "budget_rows": pd.NA, "seeds": pd.NA}
+            for metric in self.metrics:
+                row[f"{metric}_mean"] = _as_float(values.get(metric))
+                row[f"{metric}_std"] = math.nan
+            rows.append(row)
+        table = pd.DataFrame(rows)
+        for metric in self.gap_metrics():
+            original, pruned = (_as_float(baselines[name][metric]) for name in BASELINES)
+            gap = original - pruned
+            # + 0.0 turns the pruned row's -0.0 (0 / a negative gap) into 0.0.
+            table[f"{metric}_gap_recovered"] = (table[f"{metric}_mean"] - pruned) / gap + 0.0 if gap != 0 else math.nan
+        table["budget_rows"] = table["budget_rows"].astype("Int64")
+        table["seeds"] = table["seeds"].astype("Int64")
+        return table
+
+    def gap_metrics(self) -> list[str]:
+        """The metrics both baselines have a value for: those that get a gap-recovered column."""
+        baselines = self.results["baselines"]
+        return [
+            metric
+            for metric in self.metrics
+            if all(not math.isnan(_as_float((baselines.get(name) or {}).get(metric))) for name in BASELINES)
+        ]
+
+    def notes(self) -> list[str]:
+        """Statements about the results table a reader needs: metrics whose pruning gap is undefined
+        (original == pruned) and metrics without a gap column (a baseline lacks them)."""
+        baselines = self.results["baselines"]
+        notes = []
+        gap_metrics = self.gap_metrics()
+        for metric in self.metrics:
+            if metric not in gap_metrics:
+                absent = [name for name in BASELINES if math.isnan(_as_float((baselines.get(name) or {}).get(metric)))]
+                notes.append(f"{metric}: no gap recovered (no {' and no '.join(absent)} baseline value)")
+                continue
+            original, pruned = (_as_float(baselines[name][metric]) for name in BASELINES)
+            if original == pruned:
+                notes.append(
+                    f"{metric}: gap recovered undefined (NaN): original and pruned are equal ({original:g}), "
+                    "pruning left nothing to recover"
+                )
+        return notes
+
+    def missing(self) -> list[str]:
+        """Every artifact the run should have and does not, one line each naming the file (relative to the
+        run) or the results.json entry: shared files, per-seed clusters, each combo's selection, stats and
+        evaluation, each combo's and baseline's metric values. Empty for a complete run."""
+        missing = []
+        shared = ["shared/scores.parquet", "shared/corpus.parquet"]
+        shared += [f"shared/clusters-s{seed}.parquet" for seed in self.seeds]
+        missing += [f"{name} (file missing)" for name in shared if not (self.path / name).is_file()]
+        for name in BASELINES:
+            relative = f"baselines/{name}/eval/metrics.json"
+            if not (self.path / relative).is_file():
+                missing.append(f"{relative} (file missing)")
+            values = self.results["baselines"].get(name) or {}
+            absent = [metric for metric in self.metrics if math.isnan(_as_float(values.get(metric)))]
+            if absent:
+                missing.append(f"results.json: baseline {name} has no {', '.join(absent)}")
+        for combo in self.combos()["combo"]:
+            for artifact in ("select/selection.jsonl", "select/stats.json", "eval/metrics.json"):
+                if not (self._combo_dir(combo) / artifact).is_file():
+                    missing.append(f"combos/{combo}/{artifact} (file missing)")
+            record = self._combo_records.get(combo)
+            if record is None:
+                missing.append(f"results.json: combo {combo} is not recorded")
+                continue
+            metrics = record.get("metrics") or {}
+            if not metrics:
+                missing.append(f"results.json: combo {combo} has no metrics (evaluation not finished)")
+                continue
+            absent = [metric for metric in self.metrics if math.isnan(_as_float(metrics.get(metric)))]
+            if absent:
+                missing.append(f"results.json: combo {combo} has no {', '.join(absent)}")
+        return missing
+
+
+def _as_float(value: Any) -> float:
+    """A metric value as float; None (absent or JSON null) as NaN."""
+    return math.nan if value is None else float(value)

@@ -1,0 +1,290 @@
+"""A small run directory laid out as `paser run` writes it (docs: the run directory spec in pipelines/run.py),
+built without models: for tests of the readers of a run (pipelines/results.py, pipelines/report.py, the
+notebook).
+
+60 corpus rows `row00`..`row59`; rows 54-59 are held out, the other 54 form the pool, in 3 clusters
+(cluster = row % 3, 18 rows each). A row's CDS is 0.1 · (cluster + 1) + 0.001 · row. Strategies paser and
+random, budgets 0.1 (5 rows) and 0.2 (11 rows), seeds 0 and 1; the metric values are `COMBO_METRICS` and
+`BASELINE_METRICS`. paser takes its allocation (`PASER_ALLOCATION`) of highest-CDS rows in each cluster;
+random-b0.1-s0 shares 3 of its 5 rows with paser-b0.1-s0 (Jaccard 3/7).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipelines.results import combo_name
+from selection.corpus import Sample
+from selection.store import write_corpus_store
+
+N_ROWS = 60
+HELDOUT_ROWS = range(54, 60)
+N_CLUSTERS = 3
+STRATEGIES = ("paser", "random")
+BUDGETS = (0.1, 0.2)
+BUDGET_ROWS = {0.1: 5, 0.2: 11}
+SEEDS = (0, 1)
+METRICS = ("wikitext2_ppl", "boolq_acc", "piqa_acc", "avg_acc", "heldout_nll", "heldout_ppl")
+LOWER_IS_BETTER = {"wikitext2_ppl": True, "boolq_acc": False, "piqa_acc": False, "avg_acc": False}
+LOWER_IS_BETTER |= {"heldout_nll": True, "heldout_ppl": True}
+# boolq_acc is equal for the two baselines: its pruning gap is undefined.
+BASELINE_METRICS = {
+    "original": {"wikitext2_ppl": 20.0, "boolq_acc": 0.60, "piqa_acc": 0.70, "avg_acc": 0.65, "heldout_nll": 2.0},
+    "pruned": {"wikitext2_ppl": 40.0, "boolq_acc": 0.60, "piqa_acc": 0.50, "avg_acc": 0.55, "heldout_nll": 3.0},
+}
+COMBO_METRICS = {
+    "paser-b0.1-s0": {"wikitext2_ppl": 30.0, "boolq_acc": 0.60, "piqa_acc": 0.60, "avg_acc": 0.60, "heldout_nll": 2.5},
+    "paser-b0.1-s1": {"wikitext2_ppl": 34.0, "boolq_acc": 0.62, "piqa_acc": 0.64, "avg_acc": 0.63, "heldout_nll": 2.7},
+    "paser-b0.2-s0": {"wikitext2_ppl": 26.0, "boolq_acc": 0.60, "piqa_acc": 0.66, "avg_acc": 0.63, "heldout_nll": 2.3},
+    "paser-b0.2-s1": {"wikitext2_ppl": 28.0, "boolq_acc": 0.60, "piqa_acc": 0.68, "avg_acc": 0.64, "heldout_nll": 2.4},
+    "random-b0.1-s0": {"wikitext2_ppl": 38.0, "boolq_acc": 0.58, "piqa_acc": 0.52, "avg_acc": 0.55, "heldout_nll": 2.9},
+    "random-b0.1-s1": {"wikitext2_ppl": 36.0, "boolq_acc": 0.60, "piqa_acc": 0.54, "avg_acc": 0.57, "heldout_nll": 2.8},
+    "random-b0.2-s0": {"wikitext2_ppl": 33.0, "boolq_acc": 0.60, "piqa_acc": 0.58, "avg_acc": 0.59, "heldout_nll": 2.6},
+    "random-b0.2-s1": {"wikitext2_ppl": 31.0, "boolq_acc": 0.62, "piqa_acc": 0.60, "avg_acc": 0.61, "heldout_nll": 2.5},
+}
+# Rows per cluster that paser allocates (and selects) at each budget.
+PASER_ALLOCATION = {0.1: {0: 1, 1: 2, 2: 2}, 0.2: {0: 3, 1: 4, 2: 4}}
+RANDOM_B01_S0 = ["row53", "row50", "row52", "row00", "row01"]
+
+
+def row_id(row: int) -> str:
+    return f"row{row:02d}"
+
+
+def row_cluster(row: int) -> int:
+    return row % N_CLUSTERS
+
+
+def row_cds(row: int) -> float:
+    return 0.1 * (row_cluster(row) + 1) + 0.001 * row
+
+
+def pool_rows() -> list[int]:
+    return [row for row in range(N_ROWS) if row not in HELDOUT_ROWS]
+
+
+def build_fake_run(
+    run_dir: Path,
+    *,
+    missing_evals: tuple[str, ...] = (),
+    unrecorded: tuple[str, ...] = (),
+    coordinates: bool = True,
+) -> Path:
+    """Write the fake run into `run_dir` and return it.
+
+    `missing_evals`: combos whose eval/metrics.json is absent and whose results.json entry has `"metrics":
+    null` (an evaluation that did not finish). `unrecorded`: combos left out of results.json's combos list
+    altogether (their eval is absent too). `coordinates=False` writes clusters without coordinate columns,
+    as k-means clustering does.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shared = run_dir / "shared"
+    shared.mkdir(exist_ok=True)
+    samples = [_sample(row) for row in range(N_ROWS)]
+    write_corpus_store(samples, shared / "corpus.parquet", show_progress=False)
+    pd.DataFrame(
+        {
+            "id": [row_id(row) for row in range(N_ROWS)],
+            "cds": [row_cds(row) for row in range(N_ROWS)],
+            "prompt_tokens": [12 + row % 5 for row in range(N_ROWS)],
+            "response_tokens": [20 + row % 7 for row in range(N_ROWS)],
+            "nll_original": [1.0 + 0.01 * row for row in range(N_ROWS)],
+            "nll_pruned": [1.5 + 0.02 * row for row in range(N_ROWS)],
+        }
+    ).to_parquet(shared / "scores.parquet")
+    _write_json(
+        shared / "corpus.json",
+        {
+            "source": "tests/fake/corpus.jsonl",
+            "stats": {"rows_read": N_ROWS, "rows_valid": N_ROWS, "skipped": {}, "flagged": {}, "examples": {}},
+            "models": {"original": {"name": "tiny-original"}, "pruned": {"name": "tiny-pruned"}},
+        },
+    )
+    _write_jsonl(shared / "heldout.jsonl", [{**samples[row].raw, "id": row_id(row)} for row in HELDOUT_ROWS])
+    stages: dict[str, dict[str, Any]] = {}
+    for stage, artifact in (
+        ("prune", "pruned"),
+        ("score", "shared/scores.parquet"),
+        ("heldout", "shared/heldout.jsonl"),
+        ("embed", "shared/embeddings.npy"),
+    ):
+        stages[stage] = _stage(artifact)
+    for seed in SEEDS:
+        clusters = pd.DataFrame(
+            {"id": [row_id(row) for row in pool_rows()], "cluster": [row_cluster(row) for row in pool_rows()]}
+        )
+        if coordinates:
+            clusters["coordinate_0"] = [3.0 * row_cluster(row) + 0.01 * row for row in pool_rows()]
+            clusters["coordinate_1"] = [3.0 * (row_cluster(row) % 2) - 0.02 * row + seed for row in pool_rows()]
+        clusters.to_parquet(shared / f"clusters-s{seed}.parquet")
+        _write_json(
+            shared / f"clustering-s{seed}.json",
+            {"n_clusters": N_CLUSTERS, "eigenvalues": [1.0, 0.9, 0.8, 0.2], "n_landmarks": 0, "seconds": {"fit": 0.1}},
+        )
+        stages[f"cluster/s{seed}"] = _stage(f"shared/clusters-s{seed}.parquet")
+    combos = []
+    for strategy in STRATEGIES:
+        for budget in BUDGETS:
+            for seed in SEEDS:
+                combo = combo_name(strategy, budget, seed)
+                _write_selection(run_dir / "combos" / combo / "select", strategy, budget, seed)
+                stages[f"select/{combo}"] = _stage(f"combos/{combo}/select/selection.jsonl")
+                stages[f"recover/{combo}"] = _stage(f"combos/{combo}/recover")
+                (run_dir / "combos" / combo / "recover").mkdir(parents=True, exist_ok=True)
+                finished = combo not in missing_evals and combo not in unrecorded
+                if finished:
+                    _write_json(
+                        run_dir / "combos" / combo / "eval" / "metrics.json", _eval_record(COMBO_METRICS[combo])
+                    )
+                    stages[f"eval/{combo}"] = _stage(f"combos/{combo}/eval/metrics.json")
+                if combo in unrecorded:
+                    continue
+                combos.append(
+                    {
+                        "combo": combo,
+                        "strategy": strategy,
+                        "budget": budget,
+                        "budget_rows": BUDGET_ROWS[budget],
+                        "seed": seed,
+                        "metrics": _with_heldout_ppl(COMBO_METRICS[combo]) if finished else None,
+                        "train_seconds": 1.5,
+                        "train_tokens": 1000 * BUDGET_ROWS[budget],
+                    }
+                )
+    for name, values in BASELINE_METRICS.items():
+        _write_json(run_dir / "baselines" / name / "eval" / "metrics.json", _eval_record(values))
+        stages[f"eval/{name}"] = _stage(f"baselines/{name}/eval/metrics.json")
+    _write_json(run_dir / "manifest.json", {"version": 1, "stages": stages})
+    (run_dir / "events.jsonl").write_text(
+        "".join(
+            json.dumps({"invocation": 1, "stage": stage, "action": "ran", "seconds": 0.1}) + "\n" for stage in stages
+        )
+    )
+    _write_json(
+        run_dir / "results.json",
+        {
+            "metrics": list(METRICS),
+            "lower_is_better": LOWER_IS_BETTER,
+            "baselines": {name: _with_heldout_ppl(values) for name, values in BASELINE_METRICS.items()},
+            "combos": combos,
+            "seeds": list(SEEDS),
+            "strategies": list(STRATEGIES),
+            "budgets": list(BUDGETS),
+        },
+    )
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "models": {"original": "tiny-original", "pruned": None},
+                "prune": {"method": "magnitude", "sparsity": 0.5},
+                "corpus": {"path": "tests/fake/corpus.jsonl"},
+                "strategies": list(STRATEGIES),
+                "budgets": list(BUDGETS),
+                "seeds": list(SEEDS),
+                "recovery": {"objective": "sft"},
+                "eval": {"tasks": ["wikitext2", "boolq", "piqa"]},
+            },
+            sort_keys=False,
+        )
+    )
+    return run_dir
+
+
+def paser_selection(budget: float) -> list[str]:
+    """paser's selection at `budget`: clusters in descending CDS, each its allocation of highest-CDS rows."""
+    chosen = []
+    for cluster in sorted(PASER_ALLOCATION[budget], reverse=True):
+        members = sorted((row for row in pool_rows() if row_cluster(row) == cluster), key=row_cds, reverse=True)
+        chosen += [row_id(row) for row in members[: PASER_ALLOCATION[budget][cluster]]]
+    return chosen
+
+
+def _selected_ids(strategy: str, budget: float, seed: int) -> list[str]:
+    if strategy == "paser":
+        return paser_selection(budget)
+    if (budget, seed) == (0.1, 0):
+        return list(RANDOM_B01_S0)
+    rng = np.random.default_rng(seed)
+    return [row_id(int(row)) for row in rng.choice(pool_rows(), size=BUDGET_ROWS[budget], replace=False)]
+
+
+def _write_selection(folder: Path, strategy: str, budget: float, seed: int) -> None:
+    ids = _selected_ids(strategy, budget, seed)
+    rows = [int(sample_id[3:]) for sample_id in ids]
+    _write_jsonl(
+        folder / "selection.jsonl",
+        [
+            {**_sample(row).raw, "id": row_id(row), "cluster": row_cluster(row), "cds": row_cds(row), "ies": 0.01}
+            for row in rows
+        ],
+    )
+    clusters = []
+    for cluster in range(N_CLUSTERS):
+        members = [row for row in pool_rows() if row_cluster(row) == cluster]
+        entry: dict[str, Any] = {
+            "cluster": cluster,
+            "size": len(members),
+            "mean_cds": float(np.mean([row_cds(row) for row in members])),
+            "selected": sum(row_cluster(row) == cluster for row in rows),
+        }
+        if strategy == "paser":
+            entry |= {"budget": PASER_ALLOCATION[budget][cluster], "ccg_rejected": 0}
+        clusters.append(entry)
+    _write_json(
+        folder / "stats.json",
+        {
+            "totals": {"rows_scored": len(pool_rows()), "budget": BUDGET_ROWS[budget], "selected": len(rows)},
+            "clusters": clusters,
+            "strategy": {"name": strategy},
+        },
+    )
+
+
+def _sample(row: int) -> Sample:
+    instruction = f"Explain topic {row_cluster(row)} case {row}."
+    input_text = f"context {row}" if row % 4 == 0 else ""
+    response = f"Case {row} of topic {row_cluster(row)} is explained here."
+    return Sample(
+        id=row_id(row),
+        instruction=instruction,
+        input=input_text,
+        response=response,
+        source_index=row,
+        raw={"instruction": instruction, "input": input_text, "output": response},
+    )
+
+
+def _with_heldout_ppl(values: dict[str, float]) -> dict[str, float]:
+    return {**values, "heldout_ppl": math.exp(values["heldout_nll"])}
+
+
+def _eval_record(values: dict[str, float]) -> dict[str, Any]:
+    return {
+        "tasks": {
+            "wikitext2": {"metrics": {"ppl": values["wikitext2_ppl"]}},
+            "boolq": {"metrics": {"acc": values["boolq_acc"]}},
+            "piqa": {"metrics": {"acc": values["piqa_acc"]}},
+        },
+        "heldout": {"nll": values["heldout_nll"], "ppl": math.exp(values["heldout_nll"]), "tokens": 120, "rows": 6},
+    }
+
+
+def _stage(artifact: str) -> dict[str, Any]:
+    return {"hash": "0" * 16, "artifact": artifact, "seconds": 0.1, "finished_at": "2025-01-01T00:00:00+00:00"}
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))

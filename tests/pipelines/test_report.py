@@ -1,0 +1,307 @@
+"""The run reader (pipelines/results.py), the report (pipelines/report.py) and the cluster-budgets notebook,
+on the fake run of tests/pipelines/fake_run.py (its numbers are the golden values here)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from nbclient import NotebookClient
+
+from pipelines.report import format_results, write_report
+from pipelines.results import RunError, load_run
+from tests.pipelines.fake_run import build_fake_run, paser_selection
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "cluster_budgets.ipynb"
+ALL_COMBOS = [
+    f"{strategy}-b{budget}-s{seed}" for strategy in ("paser", "random") for budget in ("0.1", "0.2") for seed in (0, 1)
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """The fake run with random-b0.2-s1's evaluation unfinished."""
+    return build_fake_run(tmp_path_factory.mktemp("report") / "run", missing_evals=("random-b0.2-s1",))
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    return write_report(run_dir)
+
+
+def narrow_run(run_dir: Path, budgets: list[float], seeds: list[int]) -> Path:
+    """Rewrite results.json as if the run had only these budgets and seeds (the other combos' folders stay)."""
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text())
+    results["budgets"], results["seeds"] = budgets, seeds
+    results["combos"] = [c for c in results["combos"] if c["budget"] in budgets and c["seed"] in seeds]
+    path.write_text(json.dumps(results))
+    return run_dir
+
+
+def row_of(table, strategy, budget=None):
+    rows = table[table["strategy"] == strategy]
+    if budget is not None:
+        rows = rows[rows["budget"] == budget]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_a_folder_without_a_manifest_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(RunError, match=r"no .*manifest\.json"):
+        load_run(tmp_path)
+
+
+def test_a_folder_without_results_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(RunError, match=r"no .*results\.json"):
+        load_run(tmp_path)
+
+
+def test_results_table_has_mean_and_sample_std_over_seeds(run_dir):
+    table = load_run(run_dir).results_table()
+    paser = row_of(table, "paser", 0.1)
+    # wikitext2_ppl 30 and 34: mean 32, std sqrt(((30-32)^2 + (34-32)^2) / 1) = sqrt(8)
+    assert paser["seeds"] == 2 and paser["budget_rows"] == 5
+    assert paser["wikitext2_ppl_mean"] == pytest.approx(32.0)
+    assert paser["wikitext2_ppl_std"] == pytest.approx(math.sqrt(8))
+    # piqa_acc 0.60 and 0.64
+    assert paser["piqa_acc_mean"] == pytest.approx(0.62)
+    assert paser["piqa_acc_std"] == pytest.approx(math.sqrt(0.0008))
+
+
+def test_gap_recovered_is_the_same_formula_whatever_the_direction(run_dir):
+    table = load_run(run_dir).results_table()
+    paser = row_of(table, "paser", 0.1)
+    # ppl (lower is better): (32 - 40) / (20 - 40); accuracy: (0.62 - 0.50) / (0.70 - 0.50); NLL: (2.6 - 3) / (2 - 3)
+    assert paser["wikitext2_ppl_gap_recovered"] == pytest.approx(0.4)
+    assert paser["piqa_acc_gap_recovered"] == pytest.approx(0.6)
+    assert paser["heldout_nll_gap_recovered"] == pytest.approx(0.4)
+    assert row_of(table, "paser", 0.2)["avg_acc_gap_recovered"] == pytest.approx((0.635 - 0.55) / (0.65 - 0.55))
+    assert row_of(table, "original")["wikitext2_ppl_gap_recovered"] == pytest.approx(1.0)
+    assert row_of(table, "pruned")["wikitext2_ppl_gap_recovered"] == 0.0
+
+
+def test_gap_is_nan_and_stated_when_original_equals_pruned(run_dir):
+    run = load_run(run_dir)
+    table = run.results_table()
+    assert table["boolq_acc_gap_recovered"].isna().all()
+    assert any(note.startswith("boolq_acc: gap recovered undefined") for note in run.notes())
+
+
+def test_baselines_are_rows_of_the_results_table(run_dir):
+    table = load_run(run_dir).results_table()
+    assert row_of(table, "original")["piqa_acc_mean"] == 0.70
+    assert row_of(table, "pruned")["heldout_nll_mean"] == 3.0
+    assert math.isnan(row_of(table, "pruned")["heldout_nll_std"])
+
+
+def test_a_missing_eval_is_missing_and_listed(run_dir):
+    run = load_run(run_dir)
+    random = row_of(run.results_table(), "random", 0.2)
+    # only seed 0 (ppl 33) is evaluated: the mean is its value, the std undefined
+    assert random["seeds"] == 1
+    assert random["wikitext2_ppl_mean"] == 33.0
+    assert math.isnan(random["wikitext2_ppl_std"])
+    combos = run.combos().set_index("combo")
+    assert not combos.loc["random-b0.2-s1", "has_metrics"]
+    assert combos["has_metrics"].sum() == 7
+    assert math.isnan(run.combo_metrics().set_index("combo").loc["random-b0.2-s1", "piqa_acc"])
+    assert run.missing() == [
+        "combos/random-b0.2-s1/eval/metrics.json (file missing)",
+        "results.json: combo random-b0.2-s1 has no metrics (evaluation not finished)",
+    ]
+
+
+def test_a_combo_absent_from_results_json_is_listed_not_dropped(tmp_path):
+    run = load_run(build_fake_run(tmp_path / "run", unrecorded=("paser-b0.1-s1",)))
+    assert "paser-b0.1-s1" in run.combos()["combo"].tolist()
+    assert "results.json: combo paser-b0.1-s1 is not recorded" in run.missing()
+    paser = row_of(run.results_table(), "paser", 0.1)
+    assert paser["seeds"] == 1 and paser["wikitext2_ppl_mean"] == 30.0
+
+
+def test_a_complete_run_has_nothing_missing(tmp_path):
+    assert load_run(build_fake_run(tmp_path / "run")).missing() == []
+
+
+def test_overlap_of_identical_sets_is_one_and_of_others_their_jaccard(run_dir):
+    overlap = load_run(run_dir).overlap(0.1, 0)
+    assert overlap.loc["paser", "paser"] == 1.0 and overlap.loc["random", "random"] == 1.0
+    # random-b0.1-s0 shares 3 of its 5 rows with paser-b0.1-s0: 3 / (5 + 5 - 3)
+    assert overlap.loc["paser", "random"] == pytest.approx(3 / 7)
+    assert overlap.loc["random", "paser"] == pytest.approx(3 / 7)
+
+
+def test_overlap_with_a_missing_selection_is_nan(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    (run_dir / "combos" / "random-b0.2-s0" / "select" / "selection.jsonl").unlink()
+    run = load_run(run_dir)
+    overlap = run.overlap(0.2, 0)
+    assert overlap.loc["paser", "paser"] == 1.0
+    assert overlap["random"].isna().all()
+    assert "combos/random-b0.2-s0/select/selection.jsonl (file missing)" in run.missing()
+    with pytest.raises(RunError, match="random-b0.2-s0 has no selection"):
+        run.selection("random-b0.2-s0")
+
+
+def test_cluster_budgets_per_budget_from_the_selection_stats(run_dir):
+    run = load_run(run_dir)
+    paser = run.cluster_budgets("paser")
+    allocated = paser.pivot(index="cluster", columns="budget", values="budget_allocated")
+    assert allocated[0.1].tolist() == [1, 2, 2] and allocated[0.2].tolist() == [3, 4, 4]
+    assert paser.groupby("budget")["selected"].sum().tolist() == [5, 11]
+    assert paser["size"].tolist() == [18] * 6
+    # cluster 0 holds rows 0, 3, ..., 51: CDS 0.1 + 0.001 * row, mean row 25.5
+    assert paser.loc[0, "mean_cds"] == pytest.approx(0.1255)
+    random = run.cluster_budgets("random")
+    assert random["budget_allocated"].isna().all() and random.groupby("budget")["selected"].sum().tolist() == [5, 11]
+
+
+def test_unknown_names_are_refused_listing_the_known_ones(run_dir):
+    run = load_run(run_dir)
+    with pytest.raises(RunError, match="unknown strategy 'ifd'"):
+        run.cluster_budgets("ifd")
+    with pytest.raises(RunError, match="seed 7 is not one of the run's seeds"):
+        run.clusters(7)
+    with pytest.raises(RunError, match="unknown combo 'paser-b0.5-s0'; known: paser-b0.1-s0"):
+        run.selection("paser-b0.5-s0")
+
+
+def test_selection_is_in_selection_order(run_dir):
+    assert load_run(run_dir).selection("paser-b0.2-s1")["id"].tolist() == paser_selection(0.2)
+
+
+def test_clusters_join_each_rows_cds(run_dir):
+    clusters = load_run(run_dir).clusters(1)
+    assert len(clusters) == 54
+    row = clusters.set_index("id").loc["row07"]
+    assert row["cluster"] == 1 and row["cds"] == pytest.approx(0.207)
+
+
+def test_sample_rows_are_the_most_degraded_rows_of_the_cluster_with_their_text(run_dir):
+    rows = load_run(run_dir).sample_rows(2, n=3)
+    assert rows["id"].tolist() == ["row53", "row50", "row47"]
+    assert rows.loc[0, "instruction"] == "Explain topic 2 case 53."
+    assert rows.loc[0, "response"] == "Case 53 of topic 2 is explained here."
+
+
+def test_report_names_every_combo(report):
+    for path in report:
+        text = path.read_text()
+        for combo in ALL_COMBOS:
+            assert combo in text, f"{combo} not in {path.name}"
+
+
+def test_report_lists_the_missing_artifacts(report):
+    markdown = report[0].read_text()
+    assert "## Missing artifacts (2)" in markdown
+    assert "- combos/random-b0.2-s1/eval/metrics.json (file missing)" in markdown
+
+
+def test_report_results_table_has_mean_std_cells_baselines_and_gaps(report):
+    markdown = report[0].read_text()
+    assert "| paser | 0.1 | 5 | 2 | 32.00 ± 2.83 |" in markdown
+    assert "| random | 0.2 | 11 | 1 | 33.00 | 0.6000 |" in markdown
+    assert re.search(r"\| original \|.*\| 100\.0% \|", markdown)
+    assert "wikitext2_ppl gap recovered" in markdown
+
+
+def test_report_markdown_links_plots_that_exist(report):
+    markdown_path = report[0]
+    links = re.findall(r"\]\((report_files/[^)]+\.png)\)", markdown_path.read_text())
+    assert sorted(links) == [
+        "report_files/budget_per_cluster_paser.png",
+        "report_files/cds_per_cluster.png",
+        "report_files/corpus_map.png",
+        "report_files/strategy_overlap.png",
+    ]
+    for link in links:
+        assert (markdown_path.parent / link).read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_html_is_self_contained(report):
+    page = report[1].read_text()
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 4 and all(source.startswith("data:image/png;base64,") for source in sources)
+    # base64 can spell "http" by chance: look for external references outside the data URIs only
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert "http" not in text and "<link" not in text and "<script" not in text and "url(" not in text
+
+
+def test_report_without_coordinates_says_so(tmp_path):
+    markdown_path, _ = write_report(build_fake_run(tmp_path / "run", coordinates=False), tmp_path / "out")
+    markdown = markdown_path.read_text()
+    assert "No corpus map: shared/clusters-s0.parquet has no coordinate_0/coordinate_1" in markdown
+    assert not (tmp_path / "out" / "report_files" / "corpus_map.png").exists()
+
+
+def test_format_results_is_a_fixed_width_table(run_dir):
+    lines = format_results(run_dir).splitlines()
+    assert lines[0].split() == [
+        "strategy", "budget", "rows", "seeds", "wikitext2_ppl", "avg_acc", "heldout_nll",
+        "wikitext2_ppl", "gap", "avg_acc", "gap", "heldout_nll", "gap",
+    ]  # fmt: skip
+    assert len({len(line) for line in lines[:2]}) == 1
+    assert lines[2].split() == ["paser", "0.1", "5", "2", "32.00", "±", "2.83", "0.6150", "±", "0.0212", "2.6000"] + [
+        "±", "0.1414", "40.0%", "65.0%", "40.0%",
+    ]  # fmt: skip
+    assert lines[-2].startswith("2 missing artifact(s), e.g. combos/random-b0.2-s1/eval/metrics.json")
+    assert lines[-1].startswith("boolq_acc: gap recovered undefined")
+
+
+@pytest.fixture
+def python3_kernel(tmp_path, monkeypatch):
+    """The "python3" kernel of this interpreter; installed into a scratch Jupyter path when the environment
+    has no kernel spec of that name (ipykernel normally ships one into sys.prefix)."""
+    if "python3" not in KernelSpecManager().find_kernel_specs():
+        from ipykernel.kernelspec import install
+
+        install(prefix=str(tmp_path / "jupyter"))
+        monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter" / "share" / "jupyter"))
+    assert "python3" in KernelSpecManager().find_kernel_specs()
+
+
+def execute_notebook(run_dir: Path, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    monkeypatch.setenv("PASER_RUN_DIR", str(run_dir))
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+    ).execute()
+    return notebook
+
+
+def test_notebook_is_committed_without_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+def test_notebook_executes_on_a_run(run_dir, tmp_path, monkeypatch, python3_kernel):
+    notebook = execute_notebook(run_dir, tmp_path, monkeypatch)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 3
+    shares = notebook.cells[-1].outputs[-1]["data"]["text/plain"]
+    assert "0.273" in shares  # cluster 0's share at budget 0.2: 3 of 11 rows
+
+
+def test_notebook_executes_on_one_budget_and_one_seed(tmp_path, monkeypatch, python3_kernel):
+    run_dir = narrow_run(build_fake_run(tmp_path / "run"), budgets=[0.2], seeds=[1])
+    notebook = execute_notebook(run_dir, tmp_path, monkeypatch)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+
+
+def test_report_on_one_budget_and_one_seed_shows_means_alone(tmp_path):
+    run_dir = narrow_run(build_fake_run(tmp_path / "run"), budgets=[0.1], seeds=[0])
+    markdown_path, _ = write_report(run_dir)
+    markdown = markdown_path.read_text()
+    assert "| paser | 0.1 | 5 | 1 | 30.00 | 0.6000 |" in markdown
+    assert "paser-b0.2-s1" not in markdown
