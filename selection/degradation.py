@@ -193,7 +193,10 @@ class _ModelParts:
         ids = torch.tensor([input_ids], device=self.device)
         expected = torch.log_softmax(self.model(input_ids=ids, use_cache=False).logits[0, -1].float(), dim=-1)
         ours = self.log_probs(self.hidden_states(ids)[0, -1])
-        if not torch.allclose(ours, expected, atol=1e-3, rtol=0):
+        # In bf16/fp16 the head over one position and over the whole row round differently (observed up to
+        # 0.03 nats on SmolLM2 in bf16); a real transform (soft-capping, logit scaling) moves log-probs by far more.
+        tolerance = 1e-3 if self.model.dtype == torch.float32 else 16 * torch.finfo(torch.bfloat16).eps
+        if not torch.allclose(ours, expected, atol=tolerance, rtol=0):
             raise TypeError(
                 f"{self.role} model {type(self.model).__name__}: output head applied to the decoder's last "
                 "hidden state does not reproduce the model's logits (max log-prob difference "
