@@ -36,10 +36,11 @@ MAX_MAP_POINTS = 20_000  # the corpus map draws a fixed random sample beyond thi
 CONFIG_SUMMARY_KEYS = (
     ("original model", "models.original"),
     ("pruned model", "models.pruned"),
-    ("pruning", "prune"),
+    ("pruning", "models.prune"),
     ("corpus", "corpus.path"),
     ("recovery objective", "recovery.objective"),
-    ("evaluation tasks", "eval.tasks"),
+    ("evaluation tasks", "evaluation.tasks"),
+    ("held-out rows", "evaluation.heldout_rows"),
 )
 _CSS = """
 body { font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }

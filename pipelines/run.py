@@ -54,6 +54,7 @@ from pipelines.config import (
     load_config,
 )
 from pipelines.ray_engine import RayConfig
+from pipelines.results import combo_name
 from pipelines.select import (
     ScoredCorpus,
     check_before_scoring,
@@ -224,7 +225,7 @@ class Combo:
 
     @property
     def name(self) -> str:
-        return f"{self.strategy}-b{self.budget:g}-s{self.seed}"
+        return combo_name(self.strategy, self.budget, self.seed)
 
 
 def combos(config: RunConfig) -> list[Combo]:

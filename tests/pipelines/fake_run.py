@@ -182,14 +182,15 @@ def build_fake_run(
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump(
             {
-                "models": {"original": "tiny-original", "pruned": None},
-                "prune": {"method": "magnitude", "sparsity": 0.5},
                 "corpus": {"path": "tests/fake/corpus.jsonl"},
-                "strategies": list(STRATEGIES),
-                "budgets": list(BUDGETS),
-                "seeds": list(SEEDS),
+                "models": {
+                    "original": "tiny-original",
+                    "pruned": None,
+                    "prune": {"method": "magnitude", "sparsity": 0.5},
+                },
+                "selection": {"strategies": list(STRATEGIES), "budgets": list(BUDGETS), "seeds": list(SEEDS)},
                 "recovery": {"objective": "sft"},
-                "eval": {"tasks": ["wikitext2", "boolq", "piqa"]},
+                "evaluation": {"tasks": ["wikitext2", "boolq", "piqa"], "heldout_rows": 20},
             },
             sort_keys=False,
         )
