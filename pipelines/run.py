@@ -484,7 +484,9 @@ class Run:
                 seed=spec.seed,
             )
 
-        return self.stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
+        return self.memo(
+            "prune", lambda: self.stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
+        )
 
     def _demo_corpus(self) -> str:
         from data.demo import write_demo_corpus

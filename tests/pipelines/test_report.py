@@ -10,14 +10,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from nbclient import NotebookClient
 
 from pipelines.report import format_results, write_report
 from pipelines.results import RunError, load_run
+from tests.pipelines.conftest import NOTEBOOK, execute_notebook
 from tests.pipelines.fake_run import build_fake_run, paser_selection
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "cluster_budgets.ipynb"
 ALL_COMBOS = [
     f"{strategy}-b{budget}-s{seed}" for strategy in ("paser", "random") for budget in ("0.1", "0.2") for seed in (0, 1)
 ]
@@ -254,27 +252,6 @@ def test_format_results_is_a_fixed_width_table(run_dir):
     ]  # fmt: skip
     assert lines[-2].startswith("2 missing artifact(s), e.g. combos/random-b0.2-s1/eval/metrics.json")
     assert lines[-1].startswith("boolq_acc: gap recovered undefined")
-
-
-@pytest.fixture
-def python3_kernel(tmp_path, monkeypatch):
-    """The "python3" kernel of this interpreter; installed into a scratch Jupyter path when the environment
-    has no kernel spec of that name (ipykernel normally ships one into sys.prefix)."""
-    if "python3" not in KernelSpecManager().find_kernel_specs():
-        from ipykernel.kernelspec import install
-
-        install(prefix=str(tmp_path / "jupyter"))
-        monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter" / "share" / "jupyter"))
-    assert "python3" in KernelSpecManager().find_kernel_specs()
-
-
-def execute_notebook(run_dir: Path, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    monkeypatch.setenv("PASER_RUN_DIR", str(run_dir))
-    NotebookClient(
-        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
-    ).execute()
-    return notebook
 
 
 def test_notebook_is_committed_without_outputs():

@@ -10,6 +10,7 @@ import pytest
 from data.demo import write_demo_corpus
 from pipelines.config import ConfigError, load_config
 from pipelines.run import Combo, RunConfig, combos, gap_recovered, load_run_config, run
+from tests.pipelines.conftest import execute_notebook
 
 RUN_CONFIGS = sorted((Path(__file__).parents[2] / "pipelines" / "configs" / "run").glob("*.yaml"))
 STRATEGIES = ["paser", "random"]
@@ -201,3 +202,19 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, tiny_model_dir, pert
     runner = run(config, tmp_path / "run")
     assert set(runner.ran) == {"recover/random-b10-s0", "eval/random-b10-s0"}
     assert "recover/paser-b10-s0" in runner.cached
+
+
+def test_report_and_notebook_on_the_tiny_run(tiny_run, tmp_path, monkeypatch, python3_kernel):
+    from pipelines.report import format_results, write_report
+
+    _, config, runner = tiny_run
+    markdown, html = write_report(runner.dir)
+    names = [combo.name for combo in combos(config)]
+    for path in (markdown, html):
+        text = path.read_text()
+        assert all(name in text for name in names)
+    summary = format_results(runner.dir)
+    assert "paser" in summary and "random" in summary
+    notebook = execute_notebook(runner.dir, tmp_path, monkeypatch)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert outputs and not [output for output in outputs if output.output_type == "error"]
