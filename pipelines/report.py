@@ -274,9 +274,9 @@ def _corpus_map(clusters: pd.DataFrame, seed: int) -> Figure:
     by_cds.set_title("by CDS")
     figure.colorbar(shaded, ax=by_cds, label="CDS (nats)")
     for axis in (by_cluster, by_cds):
-        axis.set_xlabel("coordinate 0")
-        axis.set_ylabel("coordinate 1")
-    caption = f"The pool's 2-D manifold coordinates (seed {seed}), coloured by cluster and by CDS.{note}"
+        axis.set_xlabel("PC 1")
+        axis.set_ylabel("PC 2")
+    caption = f"The pool's rows on a 2-D PCA of their embeddings, coloured by cluster (seed {seed}) and by CDS.{note}"
     return Figure("corpus_map.png", _png(figure), caption)
 
 

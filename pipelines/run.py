@@ -58,7 +58,6 @@ from pipelines.results import combo_name
 from pipelines.select import (
     ScoredCorpus,
     check_before_scoring,
-    cluster_table,
     effective_config,
     score_stage,
     select_from,
@@ -660,7 +659,11 @@ class Run:
             config = dataclasses.replace(self.config.clustering, seed=seed)
             result = cluster_embeddings(self.embeddings(), config)
             ids = self.pool().scores["id"].astype(str).tolist()
-            table = cluster_table(ids, result)
+            table = pd.DataFrame({"id": ids, "cluster": result.labels.astype(np.int64)})
+            # The report's map: diffusion coordinates collapse each connected component of the kNN graph to
+            # a point, so the map is a 2-D PCA of the embeddings instead.
+            projected = embedding_map(self.embeddings(), seed)
+            table["coordinate_0"], table["coordinate_1"] = projected[:, 0], projected[:, 1]
             if result.coordinates is not None:
                 for column in range(result.coordinates.shape[1]):
                     table[f"manifold_{column}"] = result.coordinates[:, column]
@@ -832,6 +835,21 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------------------ results
+
+
+def embedding_map(embeddings: np.ndarray, seed: int, fit_rows: int = 50_000, block_rows: int = 100_000) -> np.ndarray:
+    """A 2-D map of the rows: PCA of the embeddings, fitted on at most `fit_rows` sampled rows and applied in
+    blocks (memory stays flat at millions of rows); (N, 2) float32. Fewer than 2 rows or dimensions: zeros."""
+    from sklearn.decomposition import PCA
+
+    rows = len(embeddings)
+    if rows < 3 or embeddings.shape[1] < 2:
+        return np.zeros((rows, 2), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(rows, size=min(rows, fit_rows), replace=False))
+    pca = PCA(n_components=2, random_state=seed).fit(np.asarray(embeddings[sample], dtype=np.float32))
+    blocks = [pca.transform(np.asarray(embeddings[start : start + block_rows])) for start in range(0, rows, block_rows)]
+    return np.concatenate(blocks).astype(np.float32)
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
