@@ -157,7 +157,7 @@ def _print_report(run_dir: Path) -> int:
 def report_command(args: argparse.Namespace) -> int:
     from pipelines.report import write_report
 
-    markdown, html = write_report(args.run, args.out)
+    markdown, html = write_report(args.run_dir, args.out)
     print(f"[paser] report: {markdown}  (self-contained: {html})")
     return 0
 
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.set_defaults(run=run_command)
 
     report = commands.add_parser("report", help="write report.md and report.html for a run directory")
-    report.add_argument("run", help="run directory written by `paser run`")
+    report.add_argument("run_dir", metavar="RUN", help="run directory written by `paser run`")
     report.add_argument("--out", help="folder for the report (default: the run directory)")
     report.set_defaults(run=report_command)
 

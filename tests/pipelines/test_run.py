@@ -218,3 +218,30 @@ def test_report_and_notebook_on_the_tiny_run(tiny_run, tmp_path, monkeypatch, py
     notebook = execute_notebook(runner.dir, tmp_path, monkeypatch)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert outputs and not [output for output in outputs if output.output_type == "error"]
+
+
+def test_cli_run_prints_the_summary_and_the_report(tmp_path, tiny_model_dir, perturbed_model_dir, capsys):
+    from pipelines.cli import main
+
+    sets = [
+        item
+        for override in tiny_overrides(tmp_path, tiny_model_dir, perturbed_model_dir, budgets=[10])
+        for item in ("--set", override)
+    ]
+    config = tmp_path / "run.yaml"
+    config.write_text("corpus: {path: unused.jsonl}\nmodels: {pruned: unused}\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "run"), *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed and (tmp_path / "run" / "report.html").exists()
+    lines = [line for line in printed.splitlines() if line.startswith(("paser ", "random ", "original", "pruned"))]
+    assert len(lines) == 4  # the summary table: two strategies and the two baselines
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "report.md").exists()
+
+
+def test_cli_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "manifest.json" in error
