@@ -130,3 +130,17 @@ def test_recover_command_refuses_distill_without_the_original_in_one_line(tiny_m
     assert capsys.readouterr().err.strip() == (
         "paser recover: error: objective 'distill' needs the original model as teacher (--original)"
     )
+
+
+def test_data_command_normalises_a_dolly_file(tmp_path, capsys):
+    source = tmp_path / "dolly.jsonl"
+    rows = [
+        {"instruction": "Name a colour.", "context": "", "response": "Blue.", "category": "open_qa"},
+        {"instruction": "Summarise.", "context": "A long text.", "response": "", "category": "summarization"},
+    ]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "corpus.jsonl"
+    assert main(["data", "dolly", "--source", str(source), "--out", str(out)]) == 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written == [{"instruction": "Name a colour.", "input": "", "output": "Blue.", "category": "open_qa"}]
+    assert "empty_response" in capsys.readouterr().out
