@@ -33,7 +33,8 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -919,8 +920,26 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
 def run(config: RunConfig, run_dir: str | Path) -> Run:
     """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`."""
     runner = Run(config, run_dir)
-    runner.execute()
+    with run_lock(runner.dir):
+        runner.execute()
     return runner
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir/.lock` for the duration: a second `paser run` on the same folder is refused (RuntimeError)
+    instead of interleaving its manifest writes with this one's. The OS releases the lock if the process dies."""
+    import fcntl
+
+    with (run_dir / ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise RuntimeError(f"another paser run is using {run_dir} (it holds {run_dir / '.lock'})") from error
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def gap_recovered(recovered: float, pruned: float, original: float) -> float:

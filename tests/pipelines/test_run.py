@@ -245,3 +245,21 @@ def test_cli_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "manifest.json" in error
+
+
+def test_a_second_run_on_a_locked_folder_is_refused(tmp_path):
+    from pipelines.run import run_lock
+
+    with run_lock(tmp_path), pytest.raises(RuntimeError, match="another paser run is using"), run_lock(tmp_path):
+        pass
+    with run_lock(tmp_path):  # released
+        pass
+
+
+def test_without_heldout_rows_there_is_no_heldout_metric(tmp_path, tiny_model_dir, perturbed_model_dir):
+    extra = ["evaluation.heldout_rows=0", "selection.strategies=[random]"]
+    config = tiny_config(tmp_path, tiny_model_dir, perturbed_model_dir, extra, budgets=[10])
+    runner = run(config, tmp_path / "run")
+    results = json.loads((runner.dir / "results.json").read_text())
+    assert results["metrics"] == ["wikitext2_ppl"]
+    assert not (runner.dir / "shared" / "heldout.jsonl").exists()
