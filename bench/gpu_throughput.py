@@ -152,7 +152,7 @@ def shard_batches(encoded: Sequence[EncodedSample], config: DegradationConfig) -
     batches = []
     for start in range(0, len(encoded), config.shard_size):
         shard = encoded[start : start + config.shard_size]
-        lengths = [len(sample.input_ids) for sample in shard]
+        lengths = [sample.length for sample in shard]
         batches.extend([shard[index] for index in indices] for indices in length_batches(lengths, config))
     return batches
 
@@ -165,10 +165,10 @@ def forward_only(
     device = models[0].device
     pin = device.type == "cuda"
     for rows in shard_batches(encoded, config):
-        width = max(len(sample.input_ids) for sample in rows)
-        input_ids = torch.tensor([sample.input_ids + [0] * (width - len(sample.input_ids)) for sample in rows])
+        width = max(sample.length for sample in rows)
+        input_ids = torch.tensor([sample.input_ids + [0] * (width - sample.length) for sample in rows])
         row_of_position = torch.cat([torch.full((sample.response_length,), row) for row, sample in enumerate(rows)])
-        positions = torch.cat([torch.arange(sample.prompt_length - 1, len(sample.input_ids) - 1) for sample in rows])
+        positions = torch.cat([torch.arange(sample.prompt_length - 1, sample.length - 1) for sample in rows])
         tensors = [input_ids, row_of_position, positions]
         if pin:
             tensors = [tensor.pin_memory() for tensor in tensors]
@@ -189,9 +189,9 @@ def model_flops(model: torch.nn.Module, encoded: Sequence[EncodedSample]) -> tup
     embedding = model.get_input_embeddings().weight.numel()
     nonembedding = sum(parameter.numel() for parameter in model.get_decoder().parameters()) - embedding
     head = model.get_output_embeddings().weight
-    tokens = sum(len(sample.input_ids) for sample in encoded)
+    tokens = sum(sample.length for sample in encoded)
     scored = sum(sample.response_length for sample in encoded)
-    squares = sum(len(sample.input_ids) ** 2 for sample in encoded)
+    squares = sum(sample.length**2 for sample in encoded)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     attention_width = config.num_attention_heads * head_dim
     full_attention = 4.0 * config.num_hidden_layers * attention_width * squares
@@ -246,7 +246,7 @@ def measure(
     score_s, score_peak, scores = timed(lambda: score_degradation(original, pruned, encoded, config), device)
     progress(f"  score   {score_s:.2f} s (mean cds {scores['cds'].mean():.4f})")
     batches = shard_batches(encoded, config)
-    padded = sum(len(rows) * max(len(sample.input_ids) for sample in rows) for rows in batches)
+    padded = sum(len(rows) * max(sample.length for sample in rows) for rows in batches)
     return {
         "forward_s": forward_s,
         "score_s": score_s,
@@ -254,7 +254,7 @@ def measure(
         "score_peak_gb": score_peak,
         "batches": len(batches),
         "mean_batch_tokens": padded / len(batches),
-        "padding": 1.0 - sum(len(sample.input_ids) for sample in encoded) / padded,
+        "padding": 1.0 - sum(sample.length for sample in encoded) / padded,
         "mean_cds": float(scores["cds"].mean()),
     }
 
@@ -364,7 +364,7 @@ def main() -> None:
     make_rows = (args.prompt_tokens, args.response_tokens, args.shared_prefix)
     encoded = synthetic_rows(rows, vocab, bos, *make_rows, seed=args.seed)
     warmup = synthetic_rows(warmup_rows, vocab, bos, *make_rows, seed=args.seed + 1)
-    tokens = sum(len(sample.input_ids) for sample in encoded)
+    tokens = sum(sample.length for sample in encoded)
     response_tokens = sum(sample.response_length for sample in encoded)
     flops = model_flops(original, encoded)
     flops = (2 * flops[0], 2 * flops[1])

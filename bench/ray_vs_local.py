@@ -72,7 +72,7 @@ def main() -> None:
     by_id = {sample.id: sample for sample in corpus.samples}
     ids = [row.id for row in encoded]
     texts = [embed_text(by_id[row_id]) for row_id in ids]
-    tokens = sum(len(row.input_ids) for row in encoded)
+    tokens = sum(row.length for row in encoded)
     config = DegradationConfig(shard_size=args.shard_size, show_progress=False)
     work = Path(tempfile.mkdtemp(prefix="paser-ray-bench-"))
     print(f"{len(encoded)} rows, {tokens} tokens; local: {args.threads} threads; ray: {args.actors} actors", flush=True)

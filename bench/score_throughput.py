@@ -48,7 +48,7 @@ def naive_cds(original: torch.nn.Module, pruned: torch.nn.Module, sample: Encode
     kl_p = torch.nn.functional.kl_div(mixture_log, p, reduction="none").sum(-1)
     kl_q = torch.nn.functional.kl_div(mixture_log, q, reduction="none").sum(-1)
     jsd = 0.5 * (kl_p + kl_q)
-    return jsd[sample.prompt_length - 1 : len(sample.input_ids) - 1].mean().item()
+    return jsd[sample.prompt_length - 1 : sample.length - 1].mean().item()
 
 
 def main() -> None:
@@ -76,7 +76,7 @@ def main() -> None:
     encoded = encoded[: args.rows]
     if len(encoded) < args.rows:
         raise SystemExit(f"only {len(encoded)} valid rows within the first {2 * args.rows + 100}")
-    tokens = sum(len(sample.input_ids) for sample in encoded)
+    tokens = sum(sample.length for sample in encoded)
     response_tokens = sum(sample.response_length for sample in encoded)
 
     config = DegradationConfig(show_progress=False)

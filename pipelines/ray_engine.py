@@ -158,7 +158,7 @@ class _ScoreActor:
                 ]
                 if not self.checked:
                     for parts in self.parts:
-                        parts.check_decomposition(min(encoded, key=lambda sample: len(sample.input_ids)).input_ids)
+                        parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
                     self.checked = True
                 frame = _score_shard(*self.parts, encoded, self.config, self.bos_token_id)
                 frame.insert(0, "position", rows["position"].to_numpy())

@@ -797,16 +797,16 @@ def response_nll(model: Any, encoded: Sequence[EncodedSample], *, batch_size: in
     tokens = 0
     was_training = model.training
     model.eval()
-    order = sorted(range(len(encoded)), key=lambda index: len(encoded[index].input_ids))
+    order = sorted(range(len(encoded)), key=lambda index: encoded[index].length)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = [encoded[index] for index in order[start : start + batch_size]]
-            width = max(len(row.input_ids) for row in batch)
+            width = max(row.length for row in batch)
             ids = torch.zeros(len(batch), width, dtype=torch.long)
             attention = torch.zeros(len(batch), width, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
             for position, row in enumerate(batch):
-                length = len(row.input_ids)
+                length = row.length
                 ids[position, :length] = torch.tensor(row.input_ids)
                 attention[position, :length] = 1
                 labels[position, row.prompt_length : length] = ids[position, row.prompt_length : length]

@@ -443,12 +443,13 @@ def _validate(encoded: Sequence[EncodedSample], vocab_size: int) -> None:
         duplicate = next(sample_id for sample_id, seen in pd.Series(ids).duplicated().items() if seen)
         raise ValueError(f"encoded sample ids must be unique; {ids[duplicate]!r} occurs more than once")
     for sample in encoded:
-        if not 1 <= sample.prompt_length < len(sample.input_ids):
+        if not 1 <= sample.prompt_length < sample.length:
             raise ValueError(
                 f"sample {sample.id!r}: needs >= 1 prompt and >= 1 response token, got prompt_length="
-                f"{sample.prompt_length} of {len(sample.input_ids)} tokens"
+                f"{sample.prompt_length} of {sample.length} tokens"
             )
-        if min(sample.input_ids) < 0 or max(sample.input_ids) >= vocab_size:
+        ids = sample.input_ids
+        if min(ids) < 0 or max(ids) >= vocab_size:
             raise ValueError(f"sample {sample.id!r}: token ids outside the models' vocabulary of {vocab_size}")
 
 
@@ -518,7 +519,7 @@ def score_degradation(
     try:
         with torch.inference_mode():
             if pending:
-                shortest = min(encoded, key=lambda sample: len(sample.input_ids)).input_ids
+                shortest = min(encoded, key=lambda sample: sample.length).input_ids
                 original_parts.check_decomposition(shortest)
                 pruned_parts.check_decomposition(shortest)
             for index in pending:

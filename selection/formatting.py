@@ -8,8 +8,8 @@ tokens plus EOS, the tokens that degradation scoring measures and that recovery 
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -39,23 +39,58 @@ _MAX_EXAMPLE_IDS = 5
 _PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 1234567890 naïve café — 東京 🙂\n\tdef f(x): return x**2"
 
 
-@dataclass
 class EncodedSample:
     """One sample as token ids: prompt tokens, then response tokens (response + EOS).
 
     `input_ids[prompt_length:]` are the response tokens; there is always at least one. `truncated` is True
     when the response tail was cut to fit `max_length` (the EOS is then cut too).
+
+    The ids are held as a C int array (4 bytes a token): a corpus of millions of rows kept as lists of
+    Python ints costs ~29 bytes a token (measured on Alpaca, 107 tokens a row), 9 GB at 3M rows.
+    `input_ids` returns a fresh list each time; use `length` for the count.
     """
 
-    id: str
-    input_ids: list[int]
-    prompt_length: int
-    truncated: bool
+    __slots__ = ("id", "_tokens", "prompt_length", "truncated")
+
+    def __init__(self, id: str, input_ids: Sequence[int], prompt_length: int, truncated: bool) -> None:
+        self.id = id
+        self._tokens = array("i", input_ids)
+        self.prompt_length = prompt_length
+        self.truncated = truncated
+
+    @property
+    def input_ids(self) -> list[int]:
+        """The token ids, prompt then response, as a new list."""
+        return self._tokens.tolist()
+
+    @property
+    def length(self) -> int:
+        """Number of tokens, prompt and response."""
+        return len(self._tokens)
 
     @property
     def response_length(self) -> int:
         """Number of response tokens (including EOS unless truncated away)."""
-        return len(self.input_ids) - self.prompt_length
+        return len(self._tokens) - self.prompt_length
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.id, self._tokens, self.prompt_length, self.truncated)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EncodedSample):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (
+            f"EncodedSample(id={self.id!r}, input_ids={self.input_ids!r}, prompt_length={self.prompt_length!r}, "
+            f"truncated={self.truncated!r})"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (EncodedSample, (self.id, self._tokens, self.prompt_length, self.truncated))
 
 
 def _check_choice(value: str, known: Sequence[str], what: str) -> None:

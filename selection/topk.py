@@ -346,7 +346,7 @@ def _run_shards(
     try:
         with torch.inference_mode():
             if pending:
-                parts.check_decomposition(min(encoded, key=lambda sample: len(sample.input_ids)).input_ids)
+                parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
             for index in pending:
                 work(index, progress.update)
     finally:
