@@ -200,12 +200,23 @@ class RunConfig:
     selection: SweepConfig = dataclasses.field(default_factory=SweepConfig)
     recovery: Any = dataclasses.field(default_factory=lambda: _train_config_type()())
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    recipe: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Normalise corpus.path with this data/ recipe first (alpaca, dolly, lamini, sharegpt; stage "
+            "`recipe`), e.g. a Dolly or ShareGPT file or hub id."
+        },
+    )
     engine: str = dataclasses.field(default="local", metadata={"help": "Scoring and embedding: local or ray."})
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        if self.recipe is not None:
+            from data.recipes import get_recipe
+
+            get_recipe(self.recipe)
         if isinstance(self.recovery, dict):
             from pipelines.config import build_config
 
@@ -406,7 +417,37 @@ class Run:
         path = self.config.corpus.path
         if path == BUILTIN_DEMO_CORPUS:
             return str(self.dir / "demo_corpus.jsonl")
+        if self.config.recipe is not None:
+            return str(self.shared / "recipe_corpus.jsonl")
         return path
+
+    def corpus_identity(self) -> str:
+        """What the scored corpus is: the demo corpus's digest, the recipe stage's hash, or the source's."""
+
+        def make() -> str:
+            if self.config.corpus.path == BUILTIN_DEMO_CORPUS:
+                self._demo_corpus()
+            if self.config.recipe is None:
+                return source_identity(self.corpus_path)
+            corpus = self.config.corpus
+            inputs = {
+                "source": source_identity(corpus.path),
+                "recipe": self.config.recipe,
+                "split": corpus.split,
+                "limit": corpus.limit,
+            }
+
+            def compute() -> None:
+                from data.recipes import prepare_corpus
+
+                stats = prepare_corpus(
+                    self.config.recipe, corpus.path, Path(self.corpus_path), split=corpus.split, limit=corpus.limit
+                )
+                _log(stats.summary())
+
+            return "recipe:" + self.stage("recipe", inputs, [Path(self.corpus_path)], compute)
+
+        return self.memo("corpus_identity", make)
 
     @property
     def pruned_path(self) -> str:
@@ -498,11 +539,9 @@ class Run:
 
     def score_hash(self) -> str:
         def make() -> str:
-            if self.config.corpus.path == BUILTIN_DEMO_CORPUS:
-                self._demo_corpus()
             config = self.select_config()
             inputs = {
-                "corpus": source_identity(self.corpus_path),
+                "corpus": self.corpus_identity(),
                 "corpus_config": {**config_to_dict(config.corpus), "path": None},
                 "original": model_identity(config.models.original),
                 "pruned": self.prune(),
@@ -576,7 +615,8 @@ class Run:
                     f"evaluation.heldout_rows={evaluation.heldout_rows} leaves no row to select from "
                     f"({len(scored_ids)} scored rows)"
                 )
-            ids = sorted(random.Random(0).sample(scored_ids, evaluation.heldout_rows), key=scored_ids.index)
+            positions = sorted(random.Random(0).sample(range(len(scored_ids)), evaluation.heldout_rows))
+            ids = [scored_ids[position] for position in positions]
             rows = [{**raw, "id": row_id} for row_id, raw in zip(ids, scored.store.raw_rows(ids), strict=True)]
             if rows:
                 write_jsonl(self.shared / "heldout.jsonl", rows)

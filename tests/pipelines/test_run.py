@@ -263,3 +263,23 @@ def test_without_heldout_rows_there_is_no_heldout_metric(tmp_path, tiny_model_di
     results = json.loads((runner.dir / "results.json").read_text())
     assert results["metrics"] == ["wikitext2_ppl"]
     assert not (runner.dir / "shared" / "heldout.jsonl").exists()
+
+
+def test_a_recipe_normalises_the_corpus_inside_the_run(tmp_path, tiny_model_dir, perturbed_model_dir):
+    demo = [json.loads(line) for line in write_demo_corpus(tmp_path / "demo.jsonl", 17).read_text().splitlines()]
+    dolly = tmp_path / "dolly.jsonl"
+    dolly.write_text(
+        "".join(
+            json.dumps({"instruction": r["instruction"], "context": r["input"], "response": r["output"]}) + "\n"
+            for r in demo
+        )
+    )
+    extra = [f"corpus.path={dolly}", "recipe=dolly", "selection.strategies=[random]"]
+    config = tiny_config(tmp_path, tiny_model_dir, perturbed_model_dir, extra, budgets=[10])
+    runner = run(config, tmp_path / "run")
+    assert "recipe" in runner.ran and (runner.dir / "shared" / "recipe_corpus.jsonl").exists()
+    first = json.loads((runner.dir / "shared" / "recipe_corpus.jsonl").read_text().splitlines()[0])
+    assert first["input"] == demo[0]["input"] and first["output"] == demo[0]["output"]
+    assert run(config, tmp_path / "run").ran == []
+    with pytest.raises(ConfigError, match="unknown"):
+        tiny_config(tmp_path / "x", tiny_model_dir, perturbed_model_dir, ["recipe=nope"])
