@@ -5,6 +5,7 @@ tokenise, score degradation and embed (both sharded and resumable, in this proce
 cluster, select, write artifacts:
 
     concept_cache/    the CCG's concepts per text (paser strategy), reused by the next selection
+    token_cache/      the scorer's token ids (tokens.parquet), reused by a rerun over the same corpus
     corpus.parquet    the validated corpus (selection.store.CorpusStore): text and raw rows, by id
     selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
     scores.parquet    every scored row's scalars (cds, token counts, NLLs)
@@ -39,7 +40,7 @@ from selection.corpus import concept_text as sample_concept_text
 from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import score_degradation
 from selection.embed import embed_in_shards, resolve_embedder
-from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus
+from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
 from selection.prioritize import efficiency_score
 from selection.store import CorpusStore, write_corpus_store
 from selection.strategies import SelectionInputs, SelectionResult, get_strategy
@@ -122,7 +123,7 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     check_same_tokenizer(tokenizer, load_tokenizer(models.pruned))
     context_length = max_positions(AutoConfig.from_pretrained(resolve_model(models.original))) or 2048
     max_length = config.formatting.max_length or min(2048, context_length)
-    encoded = encode_rows(config, corpus, tokenizer, max_length)
+    encoded = encode_rows(config, corpus, tokenizer, max_length, cache_dir=out_dir / "token_cache")
     if config.engine == "ray":
         _log(f"scoring {len(encoded):,} rows on ray (max_length={max_length}, {config.ray.actors} actor(s))")
         scores, model_info = score_on_ray(
@@ -161,16 +162,17 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     return scores, {**model_info, "max_length": max_length, "engine": "local"}
 
 
-def encode_rows(config: SelectConfig, corpus: Corpus, tokenizer: Any, max_length: int) -> list[EncodedSample]:
+def encode_rows(
+    config: SelectConfig, corpus: Corpus, tokenizer: Any, max_length: int, cache_dir: Path | None = None
+) -> list[EncodedSample]:
     """The corpus's samples as token ids under the scorer's template; skipped and truncated rows are counted
-    into `corpus.stats`. Refuses (ValueError) a corpus of which no row fits `max_length`."""
-    encoded, skipped, examples = encode_corpus(
-        corpus.samples,
-        tokenizer,
-        max_length=max_length,
-        overflow=config.formatting.overflow,
-        template=config.formatting.template,
-    )
+    into `corpus.stats`. With `cache_dir`, the ids are kept there for a rerun over the same samples (see
+    `encode_corpus_cached`). Refuses (ValueError) a corpus of which no row fits `max_length`."""
+    options = {"max_length": max_length, "overflow": config.formatting.overflow, "template": config.formatting.template}
+    if cache_dir is None:
+        encoded, skipped, examples = encode_corpus(corpus.samples, tokenizer, **options)
+    else:
+        encoded, skipped, examples = encode_corpus_cached(corpus.samples, tokenizer, cache_dir=cache_dir, **options)
     truncated = [row.id for row in encoded if row.truncated]
     corpus.stats.merge(
         CorpusStats(

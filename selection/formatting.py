@@ -8,8 +8,11 @@ tokens plus EOS, the tokens that degradation scoring measures and that recovery 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from array import array
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -54,7 +57,8 @@ class EncodedSample:
 
     def __init__(self, id: str, input_ids: Sequence[int], prompt_length: int, truncated: bool) -> None:
         self.id = id
-        self._tokens = array("i", input_ids)
+        reuse = isinstance(input_ids, array) and input_ids.typecode == "i"
+        self._tokens = input_ids if reuse else array("i", input_ids)
         self.prompt_length = prompt_length
         self.truncated = truncated
 
@@ -283,3 +287,92 @@ def check_same_tokenizer(tokenizer_a: Any, tokenizer_b: Any) -> None:
             problems.append("same vocabulary but the same text tokenises to different ids")
     if problems:
         raise ValueError("the two models' tokenizers differ: " + "; ".join(problems))
+
+
+TOKEN_CACHE_VERSION = 1
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """sha256 of what decides a tokenizer's output: its full serialised form (fast tokenizers) or vocabulary,
+    its chat template, special tokens and class."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    payload = {
+        "class": type(tokenizer).__name__,
+        "backend": backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items()),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "special": {key: str(value) for key, value in tokenizer.special_tokens_map.items()},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def samples_digest(samples: Sequence[Sample]) -> str:
+    """sha256 over every sample's id and text fields, in order."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        for text in (sample.id, sample.instruction, sample.input, sample.response):
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        digest.update(json.dumps(sample.context).encode() + b"\1")
+    return digest.hexdigest()
+
+
+def encode_corpus_cached(
+    samples: Sequence[Sample],
+    tokenizer: Any,
+    max_length: int,
+    cache_dir: Path,
+    overflow: str = "truncate",
+    template: str = "auto",
+    show_progress: bool = True,
+) -> tuple[list[EncodedSample], dict[str, int], dict[str, list[str]]]:
+    """`encode_corpus`, remembered in `cache_dir` (`tokens.parquet` + `tokens.json`): a rerun over the same
+    samples, tokenizer and settings reads the token ids back (seconds) instead of tokenising again (about
+    3,000 rows/s on two cores: a quarter of an hour at 3M rows). Other inputs recompute and replace the cache.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from selection.atomic import write_atomic
+
+    cache_dir = Path(cache_dir)
+    key = {
+        "version": TOKEN_CACHE_VERSION,
+        "samples": samples_digest(samples),
+        "tokenizer": tokenizer_identity(tokenizer),
+        "max_length": max_length,
+        "overflow": overflow,
+        "template": template,
+    }
+    record_path, table_path = cache_dir / "tokens.json", cache_dir / "tokens.parquet"
+    if record_path.exists() and table_path.exists():
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record["key"] == key:
+            table = pq.read_table(table_path)
+            ids = table.column("id").to_pylist()
+            tokens = table.column("input_ids").combine_chunks()
+            offsets, values = tokens.offsets.to_numpy(), tokens.values.to_numpy().astype(np.int32, copy=False)
+            prompt_lengths = table.column("prompt_length").to_pylist()
+            truncated = table.column("truncated").to_pylist()
+            encoded = []
+            for row, row_id in enumerate(ids):
+                row_tokens = array("i")
+                row_tokens.frombytes(values[offsets[row] : offsets[row + 1]].tobytes())
+                encoded.append(EncodedSample(row_id, row_tokens, prompt_lengths[row], truncated[row]))
+            return encoded, record["skipped"], record["examples"]
+    encoded, skipped, examples = encode_corpus(samples, tokenizer, max_length, overflow, template, show_progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "id": pa.array([row.id for row in encoded], pa.string()),
+            "input_ids": pa.ListArray.from_arrays(
+                pa.array(np.cumsum([0] + [row.length for row in encoded]), pa.int32()),
+                pa.array(np.frombuffer(b"".join(row._tokens.tobytes() for row in encoded), dtype=np.int32)),
+            ),
+            "prompt_length": pa.array([row.prompt_length for row in encoded], pa.int32()),
+            "truncated": pa.array([row.truncated for row in encoded], pa.bool_()),
+        }
+    )
+    write_atomic(table_path, lambda path: pq.write_table(table, path, compression="zstd"))
+    payload = json.dumps({"key": key, "skipped": skipped, "examples": examples}, indent=2)
+    write_atomic(record_path, lambda path: path.write_text(payload, encoding="utf-8"))
+    return encoded, skipped, examples

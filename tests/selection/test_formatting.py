@@ -179,3 +179,39 @@ def test_tokenizers_with_different_special_tokens_are_refused(tiny_tokenizer, ti
     expected = f"eos ids differ: {tiny_tokenizer.eos_token_id} vs {other.eos_token_id}"
     with pytest.raises(ValueError, match=expected):
         check_same_tokenizer(tiny_tokenizer, other)
+
+
+def test_encoded_sample_keeps_compact_ids_and_behaves_like_a_record():
+    import pickle
+    from array import array
+
+    row = EncodedSample("r1", [5, 70000, 3], prompt_length=1, truncated=False)
+    assert row.input_ids == [5, 70000, 3] and isinstance(row.input_ids, list)
+    assert row.length == 3 and row.response_length == 2
+    assert row._tokens.itemsize == 4 and isinstance(row._tokens, array)
+    assert pickle.loads(pickle.dumps(row)) == row
+    assert row != EncodedSample("r1", [5, 70000, 4], prompt_length=1, truncated=False)
+    assert "input_ids=[5, 70000, 3]" in repr(row)
+
+
+def test_token_cache_reads_back_the_same_rows_without_tokenising(tiny_tokenizer, tiny_samples, tmp_path, monkeypatch):
+    import selection.formatting as formatting
+
+    first = formatting.encode_corpus_cached(
+        tiny_samples, tiny_tokenizer, 40, tmp_path, overflow="skip", show_progress=False
+    )
+    assert first[1]  # some rows are skipped at 40 tokens: the counts must come back too
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(formatting, "encode_corpus", no_tokenising)
+    again = formatting.encode_corpus_cached(
+        tiny_samples, tiny_tokenizer, 40, tmp_path, overflow="skip", show_progress=False
+    )
+    assert again == first
+    with pytest.raises(AssertionError, match="tokenised again"):  # another max_length is another key
+        formatting.encode_corpus_cached(tiny_samples, tiny_tokenizer, 41, tmp_path, show_progress=False)
+    changed = [dataclasses.replace(tiny_samples[0], response="changed"), *tiny_samples[1:]]
+    with pytest.raises(AssertionError, match="tokenised again"):
+        formatting.encode_corpus_cached(changed, tiny_tokenizer, 40, tmp_path, overflow="skip", show_progress=False)
