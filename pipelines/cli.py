@@ -39,23 +39,20 @@ def select_command(args: argparse.Namespace) -> int:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from recovery.prune import PruneTarget, prune_checkpoint
+    from pipelines.run import PruneSpec
 
-    sparsity = args.sparsity
-    if sparsity is None and args.pattern is None and args.drop is None and args.method != "layer_drop":
-        sparsity = 0.5
-    target = PruneTarget.from_args(sparsity=sparsity, pattern=args.pattern, drop=args.drop)
-    record = prune_checkpoint(
-        args.model,
-        args.method,
-        target,
-        Path(args.out),
-        device=args.device,
-        calibration_source=args.calibration,
+    spec = PruneSpec(
+        method=args.method,
+        sparsity=args.sparsity,
+        pattern=args.pattern,
+        drop=args.drop,
+        calibration=args.calibration,
         calibration_samples=args.calibration_samples,
-        calibration_seqlen=args.seqlen,
+        seqlen=args.seqlen,
         seed=args.seed,
+        device=args.device,
     )
+    record = spec.apply(args.model, Path(args.out))
     print(format_pruning(record, args.out))
     return 0
 

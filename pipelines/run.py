@@ -107,6 +107,22 @@ class PruneSpec:
             sparsity = 0.5
         return PruneTarget.from_args(sparsity=sparsity, pattern=self.pattern, drop=self.drop)
 
+    def apply(self, model: str, out: Path) -> dict[str, Any]:
+        """Prune `model` as this spec says into `out` (`recovery.prune.prune_checkpoint`); returns its record."""
+        from recovery.prune import prune_checkpoint
+
+        return prune_checkpoint(
+            model,
+            self.method,
+            self.target(),
+            Path(out),
+            device=self.device,
+            calibration_source=self.calibration,
+            calibration_samples=self.calibration_samples,
+            calibration_seqlen=self.seqlen,
+            seed=self.seed,
+        )
+
 
 @dataclasses.dataclass
 class RunModelsConfig:
@@ -511,19 +527,7 @@ class Run:
         inputs = {"original": model_identity(self.config.models.original), "spec": config_to_dict(spec)}
 
         def compute() -> None:
-            from recovery.prune import prune_checkpoint
-
-            prune_checkpoint(
-                self.config.models.original,
-                spec.method,
-                spec.target(),
-                Path(self.pruned_path),
-                device=spec.device,
-                calibration_source=spec.calibration,
-                calibration_samples=spec.calibration_samples,
-                calibration_seqlen=spec.seqlen,
-                seed=spec.seed,
-            )
+            spec.apply(self.config.models.original, Path(self.pruned_path))
 
         return self.memo(
             "prune", lambda: self.stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
