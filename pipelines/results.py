@@ -41,6 +41,13 @@ class RunError(ValueError):
     seed or budget, a missing artifact asked for by name. The message names the file (and the key)."""
 
 
+def gap_recovered(recovered: Any, pruned: float, original: float) -> Any:
+    """(recovered − pruned) / (original − pruned) for a value or a Series: 1 = the pruning damage undone, 0 =
+    none, the same formula whatever the metric's direction; NaN without a gap."""
+    gap = original - pruned
+    return (recovered - pruned) / gap if gap != 0 and math.isfinite(gap) else math.nan
+
+
 def combo_name(strategy: str, budget: float, seed: int) -> str:
     """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1"."""
     return f"{strategy}-b{budget:g}-s{seed}"
@@ -335,9 +342,8 @@ class RunResults:
         table = pd.DataFrame(rows)
         for metric in self.gap_metrics():
             original, pruned = (_as_float(baselines[name][metric]) for name in BASELINES)
-            gap = original - pruned
             # + 0.0 turns the pruned row's -0.0 (0 / a negative gap) into 0.0.
-            table[f"{metric}_gap_recovered"] = (table[f"{metric}_mean"] - pruned) / gap + 0.0 if gap != 0 else math.nan
+            table[f"{metric}_gap_recovered"] = gap_recovered(table[f"{metric}_mean"], pruned, original) + 0.0
         table["budget_rows"] = table["budget_rows"].astype("Int64")
         table["seeds"] = table["seeds"].astype("Int64")
         return table

@@ -29,7 +29,6 @@ import datetime
 import gc
 import hashlib
 import json
-import math
 import random
 import shutil
 import time
@@ -55,7 +54,7 @@ from pipelines.config import (
     load_config,
 )
 from pipelines.ray_engine import RayConfig
-from pipelines.results import combo_name
+from pipelines.results import combo_name, gap_recovered
 from pipelines.select import (
     ScoredCorpus,
     check_before_scoring,
@@ -984,12 +983,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def gap_recovered(recovered: float, pruned: float, original: float) -> float:
-    """(recovered − pruned) / (original − pruned): 1 = the pruning damage undone, 0 = none; NaN without a gap."""
-    gap = original - pruned
-    return (recovered - pruned) / gap if gap != 0 and math.isfinite(gap) else float("nan")
 
 
 __all__ = [
