@@ -387,7 +387,6 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.shared.mkdir(exist_ok=True)
         self.manifest = Manifest(self.dir)
-        self._hashes: dict[str, str] = {}
         self._memo: dict[str, Any] = {}
         self.ran: list[str] = []
         self.cached: list[str] = []
@@ -397,7 +396,6 @@ class Run:
     def stage(self, name: str, inputs: dict[str, Any], artifacts: list[Path], compute: Callable[[], Any]) -> str:
         """Run `compute` unless `name` finished before with the same input hash and its artifacts exist."""
         digest = stable_hash(inputs)
-        self._hashes[name] = digest
         if self.manifest.fresh(name, digest, artifacts):
             self.manifest.event(name, "cached", 0.0)
             self.cached.append(name)
@@ -691,39 +689,44 @@ class Run:
     def cluster_hash(self, seed: int) -> str:
         def make() -> str:
             inputs = {"embed": self.embed_hash(), "clustering": config_to_dict(self.config.clustering), "seed": seed}
-            return self.stage(f"cluster/s{seed}", inputs, self._cluster_artifacts(seed), lambda: self.clusters(seed))
+            artifacts = self._cluster_artifacts(seed)
+            return self.stage(f"cluster/s{seed}", inputs, artifacts, lambda: self._compute_clusters(seed))
 
         return self.memo(f"cluster_hash/{seed}", make)
 
     def _cluster_artifacts(self, seed: int) -> list[Path]:
         return [self.shared / f"clusters-s{seed}.parquet", self.shared / f"clustering-s{seed}.json"]
 
+    def _compute_clusters(self, seed: int) -> None:
+        """Cluster the pool's embeddings under `seed` and write the clusters and the 2-D map (stage compute)."""
+        config = dataclasses.replace(self.config.clustering, seed=seed)
+        result = cluster_embeddings(self.embeddings(), config)
+        ids = self.pool().scores["id"].astype(str).tolist()
+        table = pd.DataFrame({"id": ids, "cluster": result.labels.astype(np.int64)})
+        # The report's map: diffusion coordinates collapse each connected component of the kNN graph to
+        # a point, so the map is a 2-D PCA of the embeddings instead.
+        projected = embedding_map(self.embeddings(), seed)
+        table["coordinate_0"], table["coordinate_1"] = projected[:, 0], projected[:, 1]
+        if result.coordinates is not None:
+            for column in range(result.coordinates.shape[1]):
+                table[f"manifold_{column}"] = result.coordinates[:, column]
+        table_path, record_path = self._cluster_artifacts(seed)
+        write_parquet(table_path, table)
+        eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
+        write_json(
+            record_path,
+            {
+                "n_clusters": result.n_clusters,
+                "eigenvalues": eigenvalues,
+                "n_landmarks": result.n_landmarks,
+                "seconds": result.seconds,
+            },
+        )
+        self._memo[f"clusters/{seed}"] = result
+
     def clusters(self, seed: int) -> ClusterResult:
-        def compute() -> ClusterResult:
-            config = dataclasses.replace(self.config.clustering, seed=seed)
-            result = cluster_embeddings(self.embeddings(), config)
-            ids = self.pool().scores["id"].astype(str).tolist()
-            table = pd.DataFrame({"id": ids, "cluster": result.labels.astype(np.int64)})
-            # The report's map: diffusion coordinates collapse each connected component of the kNN graph to
-            # a point, so the map is a 2-D PCA of the embeddings instead.
-            projected = embedding_map(self.embeddings(), seed)
-            table["coordinate_0"], table["coordinate_1"] = projected[:, 0], projected[:, 1]
-            if result.coordinates is not None:
-                for column in range(result.coordinates.shape[1]):
-                    table[f"manifold_{column}"] = result.coordinates[:, column]
-            table_path, record_path = self._cluster_artifacts(seed)
-            write_parquet(table_path, table)
-            eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
-            write_json(
-                record_path,
-                {
-                    "n_clusters": result.n_clusters,
-                    "eigenvalues": eigenvalues,
-                    "n_landmarks": result.n_landmarks,
-                    "seconds": result.seconds,
-                },
-            )
-            return result
+        """The clustering of `seed`: from this invocation's cluster stage, or read back from `shared/`."""
+        self.cluster_hash(seed)
 
         def load() -> ClusterResult:
             table_path, record_path = self._cluster_artifacts(seed)
@@ -742,8 +745,6 @@ class Run:
                 seconds=record["seconds"],
             )
 
-        if self.manifest.stages.get(f"cluster/s{seed}", {}).get("status") == "started":
-            return self.memo(f"clusters/{seed}", compute)
         return self.memo(f"clusters/{seed}", load)
 
     def select(self, combo: Combo) -> str:
