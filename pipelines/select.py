@@ -246,9 +246,13 @@ class ScoredCorpus:
     scores: pd.DataFrame
     model_info: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    _by_id: dict[str, Sample] | None = field(default=None, repr=False, compare=False)
 
     def by_id(self) -> dict[str, Sample]:
-        return {sample.id: sample for sample in self.corpus.samples}
+        """Samples by id, built once (a sweep asks for it in every selection; millions of rows take seconds)."""
+        if self._by_id is None:
+            self._by_id = {sample.id: sample for sample in self.corpus.samples}
+        return self._by_id
 
 
 def score_stage(config: SelectConfig, work_dir: Path) -> ScoredCorpus:
