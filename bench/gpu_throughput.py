@@ -30,9 +30,10 @@ mfu = FLOPs / seconds / (--peak-tflops · 1e12); `mfu_full_attention` counts att
 halving, as some papers do. The scorer runs a prefix shared by all rows of a shard (here BOS + shared prefix)
 once per shard; its FLOPs are counted as if run per row (1/mean length ≈ 0.3% at the default BOS-only prefix).
 
-Prints progress with elapsed time; with `--sweep`, a table over `--sweep-tokens` × `--sweep-chunks` (a setting
-that runs out of memory is reported as such; settings that would start after `--max-seconds` are skipped and
-listed). A batch also ends where rows get more than `--max-padding` shorter than its longest, so with
+Each setting is measured once per `--compile-jsd` mode (default off,on: the scorer's eager chunk path against
+its `torch.compile`-fused one, side by side). Prints progress with elapsed time; with `--sweep`, a table over
+`--sweep-tokens` × `--sweep-chunks` × modes (a setting that runs out of memory is reported as such; settings that
+would start after `--max-seconds` are skipped and listed). A batch also ends where rows get more than `--max-padding` shorter than its longest, so with
 1024-row shards of these lengths batches stay near 15k tokens whatever the budget; raise `--max-batch-rows`,
 `--max-padding` or `--shard-size` for large budgets to bind (the table's tok/bat column). The last line
 printed is `key=value` pairs for the default setting (with `--sweep`: the one with the highest score tokens/s):
@@ -256,6 +257,7 @@ def measure(
         "mean_batch_tokens": padded / len(batches),
         "padding": 1.0 - sum(sample.length for sample in encoded) / padded,
         "mean_cds": float(scores["cds"].mean()),
+        "cds": scores["cds"].to_numpy(),
     }
 
 
@@ -279,20 +281,20 @@ def format_gb(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def print_table(settings: list[tuple[int, int]], results: dict[tuple[int, int], dict | str]) -> None:
+def print_table(settings: list[tuple[int, int, str]], results: dict[tuple[int, int, str], dict | str]) -> None:
     header = (
-        f"{'tok/batch':>9} {'chunk':>5} {'batches':>7} {'tok/bat':>7} {'pad':>5} {'fwd_s':>7} {'score_s':>7} "
+        f"{'tok/batch':>9} {'chunk':>5} {'jsd':>4} {'batches':>7} {'tok/bat':>7} {'pad':>5} {'fwd_s':>7} {'score_s':>7} "
         f"{'fwd_tok/s':>10} {'score_tok/s':>11} {'overhead':>8} {'fwd_mfu':>7} {'score_mfu':>9} "
         f"{'fwd_GB':>6} {'score_GB':>8}"
     )
     print(header)
-    for tokens_per_batch, chunk in settings:
-        result = results.get((tokens_per_batch, chunk), "skipped (time limit)")
+    for tokens_per_batch, chunk, compile_jsd in settings:
+        result = results.get((tokens_per_batch, chunk, compile_jsd), "skipped (time limit)")
         if isinstance(result, str):
-            print(f"{tokens_per_batch:>9} {chunk:>5} {result}")
+            print(f"{tokens_per_batch:>9} {chunk:>5} {compile_jsd:>4} {result}")
             continue
         print(
-            f"{tokens_per_batch:>9} {chunk:>5} {result['batches']:>7} {result['mean_batch_tokens']:>7.0f} "
+            f"{tokens_per_batch:>9} {chunk:>5} {compile_jsd:>4} {result['batches']:>7} {result['mean_batch_tokens']:>7.0f} "
             f"{result['padding']:>5.1%} "
             f"{result['forward_s']:>7.2f} {result['score_s']:>7.2f} {result['forward_tokens_per_s']:>10.0f} "
             f"{result['score_tokens_per_s']:>11.0f} {result['jsd_overhead']:>8.1%} {result['forward_mfu']:>7.1%} "
@@ -310,6 +312,13 @@ def int_pair(text: str) -> tuple[int, int]:
 
 def int_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
+
+
+def compile_list(text: str) -> list[str]:
+    modes = text.split(",")
+    if not modes or any(mode not in ("auto", "on", "off") for mode in modes):
+        raise argparse.ArgumentTypeError(f"need a comma list of auto/on/off, got {text!r}")
+    return modes
 
 
 def parse_arguments(defaults: DegradationConfig) -> argparse.Namespace:
@@ -334,6 +343,12 @@ def parse_arguments(defaults: DegradationConfig) -> argparse.Namespace:
     parser.add_argument("--max-batch-rows", type=int, default=defaults.max_batch_rows)
     parser.add_argument("--max-padding", type=float, default=defaults.max_padding)
     parser.add_argument("--shard-size", type=int, default=defaults.shard_size, help="rows sorted together")
+    parser.add_argument(
+        "--compile-jsd",
+        type=compile_list,
+        default=["off", "on"],
+        help="scorer's compile_jsd settings to measure, comma-separated (default off,on: eager against fused)",
+    )
     parser.add_argument("--no-share-prefix", action="store_true", help="scorer: share_prompt_prefix=False")
     parser.add_argument("--sweep", action="store_true", help="measure every --sweep-tokens × --sweep-chunks")
     parser.add_argument("--sweep-tokens", type=int_list, default=[8192, 16384, 32768, 65536])
@@ -384,36 +399,42 @@ def main() -> None:
         show_progress=False,
     )
     if args.sweep:
-        settings = [(budget, chunk) for budget in args.sweep_tokens for chunk in args.sweep_chunks]
+        sizes = [(budget, chunk) for budget in args.sweep_tokens for chunk in args.sweep_chunks]
     else:
-        settings = [(args.tokens_per_batch, args.position_chunk)]
-    results: dict[tuple[int, int], dict | str] = {}
-    for tokens_per_batch, chunk in settings:
-        if args.sweep and progress.elapsed() > args.max_seconds:
-            progress(f"skipping tokens_per_batch={tokens_per_batch} position_chunk={chunk}: past --max-seconds")
+        sizes = [(args.tokens_per_batch, args.position_chunk)]
+    settings = [(budget, chunk, mode) for budget, chunk in sizes for mode in args.compile_jsd]
+    results: dict[tuple[int, int, str], dict | str] = {}
+    for setting in settings:
+        tokens_per_batch, chunk, compile_jsd = setting
+        if progress.elapsed() > args.max_seconds:
+            progress(f"skipping {setting}: past --max-seconds")
             continue
         progress(
-            f"tokens_per_batch={tokens_per_batch} position_chunk={chunk} max_batch_rows={base.max_batch_rows} "
-            f"max_padding={base.max_padding} shard_size={base.shard_size}"
+            f"tokens_per_batch={tokens_per_batch} position_chunk={chunk} compile_jsd={compile_jsd} "
+            f"max_batch_rows={base.max_batch_rows} max_padding={base.max_padding} shard_size={base.shard_size}"
         )
-        config = replace(base, tokens_per_batch=tokens_per_batch, position_chunk=chunk)
+        config = replace(base, tokens_per_batch=tokens_per_batch, position_chunk=chunk, compile_jsd=compile_jsd)
         try:
             result = measure(original, pruned, encoded, warmup, config, progress)
         except torch.cuda.OutOfMemoryError:
-            if not args.sweep:
+            if len(settings) == 1:
                 raise
             result = None
         if result is None:
             # Outside the handler, so the failed step's tensors are released before the cache is emptied.
             torch.cuda.empty_cache()
             progress("  out of memory")
-            results[(tokens_per_batch, chunk)] = "out of memory"
+            results[setting] = "out of memory"
             continue
         result.update(derived(result, rows, tokens, flops, args.peak_tflops))
-        results[(tokens_per_batch, chunk)] = result
+        eager = results.get((tokens_per_batch, chunk, "off"))
+        result["max_cds_diff_vs_eager"] = (
+            float(np.abs(result["cds"] - eager["cds"]).max()) if isinstance(eager, dict) else float("nan")
+        )
+        results[setting] = result
         progress(
             f"  overhead {result['jsd_overhead']:.1%}, forward mfu {result['forward_mfu']:.1%}, "
-            f"score mfu {result['score_mfu']:.1%}"
+            f"score mfu {result['score_mfu']:.1%}, max |cds - eager cds| {result['max_cds_diff_vs_eager']:.3g}"
         )
 
     print_table(settings, results)
@@ -425,7 +446,7 @@ def main() -> None:
     print(
         f"device={device_name.replace(' ', '_')} shape={args.shape} dtype={str(dtype).removeprefix('torch.')} "
         f"attn={args.attn} rows={rows} tokens={tokens} response_tokens={response_tokens} "
-        f"tokens_per_batch={best[0]} position_chunk={best[1]} max_batch_rows={base.max_batch_rows} "
+        f"tokens_per_batch={best[0]} position_chunk={best[1]} compile_jsd={best[2]} max_batch_rows={base.max_batch_rows} "
         f"max_padding={base.max_padding} shard_size={base.shard_size} "
         f"batches={result['batches']} padding={result['padding']:.4f} "
         f"forward_s={result['forward_s']:.3f} score_s={result['score_s']:.3f} "
@@ -438,6 +459,14 @@ def main() -> None:
         f"forward_peak_gb={format_gb(result['forward_peak_gb'])} score_peak_gb={format_gb(result['score_peak_gb'])} "
         f"mean_cds={result['mean_cds']:.5f} peak_tflops={args.peak_tflops} settings_measured={len(measured)}"
     )
+    eager, fused = measured.get((*best[:2], "off")), measured.get((*best[:2], "on"))
+    if eager and fused:
+        print(
+            f"compiled_vs_eager tokens_per_batch={best[0]} position_chunk={best[1]} eager_score_s={eager['score_s']:.3f} "
+            f"compiled_score_s={fused['score_s']:.3f} speedup={eager['score_s'] / fused['score_s']:.3f} "
+            f"eager_jsd_overhead={eager['jsd_overhead']:.4f} compiled_jsd_overhead={fused['jsd_overhead']:.4f} "
+            f"max_cds_abs_diff={fused['max_cds_diff_vs_eager']:.3g}"
+        )
 
 
 if __name__ == "__main__":

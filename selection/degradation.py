@@ -87,6 +87,14 @@ class DegradationConfig:
             "whole, which lets SDPA use its causal kernel."
         },
     )
+    compile_jsd: str = field(
+        default="auto",
+        metadata={
+            "help": "Fuse each chunk's float32 log-softmax, JSD and NLL into compiled kernels (`torch.compile`) "
+            "that read the two heads' logits a few times instead of ~20 elementwise passes over chunk × vocab "
+            "float32 tensors: on, off, or auto (on when the original model is on a CUDA device)."
+        },
+    )
     unconditioned_nll: bool = field(
         default=False,
         metadata={
@@ -101,6 +109,8 @@ class DegradationConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"DegradationConfig.{name} must be >= 1, got {getattr(self, name)}")
 
+        if self.compile_jsd not in ("auto", "on", "off"):
+            raise ValueError(f"DegradationConfig.compile_jsd must be auto, on or off, got {self.compile_jsd!r}")
         if not 0.0 <= self.max_padding < 1.0:
             raise ValueError(f"DegradationConfig.max_padding must be in [0, 1), got {self.max_padding}")
 
@@ -138,6 +148,34 @@ def _jensen_shannon_terms(a: Tensor, b: Tensor) -> Tensor:
     # would leave ~1e-8 per entry, so it is set to 0 explicitly (identical models then score exactly 0).
     terms = torch.where(a == b, 0.0, terms)
     return terms.sum(dim=-1).mul_(0.5)
+
+
+def chunk_scores(logits_original: Tensor, logits_pruned: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per position (float32): JSD between the two models' next-token distributions, and the NLL of `targets`
+    under the original and under the pruned model, from the output heads' logits (shape (positions, vocab),
+    on one device)."""
+    logprobs_original = torch.log_softmax(logits_original.float(), dim=-1)
+    logprobs_pruned = torch.log_softmax(logits_pruned.float(), dim=-1)
+    nll_original = logprobs_original.gather(1, targets[:, None])[:, 0].neg()
+    nll_pruned = logprobs_pruned.gather(1, targets[:, None])[:, 0].neg()
+    return jensen_shannon(logprobs_original, logprobs_pruned), nll_original, nll_pruned
+
+
+_compiled_chunk_scores: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None
+
+
+def compiled_chunk_scores() -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """`chunk_scores` through `torch.compile` (dynamic in the number of positions, so a batch's shorter last
+    chunk does not recompile), built once per process."""
+    global _compiled_chunk_scores
+    if _compiled_chunk_scores is None:
+        _compiled_chunk_scores = torch.compile(chunk_scores, dynamic=True, fullgraph=True)
+    return _compiled_chunk_scores
+
+
+def use_compiled_jsd(config: DegradationConfig, device: torch.device) -> bool:
+    """Whether scoring on `device` (the original model's) takes the compiled chunk path."""
+    return config.compile_jsd == "on" or (config.compile_jsd == "auto" and device.type == "cuda")
 
 
 class _ModelParts:
@@ -306,6 +344,9 @@ def _score_rows(
     """
     count = len(rows.input_ids)
     prefix_length = prefix_to_share(rows, config)
+    score_chunk = (
+        compiled_chunk_scores() if original is not None and use_compiled_jsd(config, original.device) else chunk_scores
+    )
     models = [pruned] if original is None else [original, pruned]
     # JSD sums live where the original model's log-probs are; each NLL sum on its own model's device.
     sum_devices = {"cds": models[0].device, **{f"nll_{parts.role}": parts.device for parts in models}}
@@ -334,14 +375,23 @@ def _score_rows(
         ]
         for start in range(0, len(targets), config.position_chunk):
             chunk = slice(start, start + config.position_chunk)
+            if original is not None:
+                # Both heads' logits meet on the original model's device; JSD and both NLLs in one call.
+                rows_here, targets_here = (values[chunk] for values in on_device[original.device])
+                divergence, nll_original, nll_pruned = score_chunk(
+                    original.head(hidden[0][chunk]), pruned.head(hidden[1][chunk]).to(original.device), targets_here
+                )
+                sums["cds"].index_add_(0, rows_here, divergence.double())
+                sums["nll_original"].index_add_(0, rows_here, nll_original.double())
+                sums["nll_pruned"].index_add_(
+                    0, on_device[pruned.device][0][chunk], nll_pruned.double().to(pruned.device)
+                )
+                continue
             logprobs = [parts.log_probs(states[chunk]) for parts, states in zip(models, hidden, strict=True)]
             for parts, chunk_logprobs in zip(models, logprobs, strict=True):
                 chunk_rows, chunk_targets = (values[chunk] for values in on_device[parts.device])
                 target_logprobs = chunk_logprobs.gather(1, chunk_targets[:, None])[:, 0]
                 sums[f"nll_{parts.role}"].index_add_(0, chunk_rows, target_logprobs.double().neg_())
-            if original is not None:
-                divergence = jensen_shannon(logprobs[0], logprobs[1].to(logprobs[0].device))
-                sums["cds"].index_add_(0, on_device[original.device][0][chunk], divergence.double())
         if on_batch is not None:
             on_batch(len(indices))
     result = {name: (total.cpu() / token_counts).numpy() for name, total in sums.items()}

@@ -197,3 +197,25 @@ def test_shared_prompt_prefix_reuse_matches_full_forward(original, perturbed, ti
     pd.testing.assert_frame_equal(shared, separate, check_exact=False, atol=1e-5, rtol=0)
     for row, sample in zip(shared.itertuples(), encoded[:5], strict=False):
         assert row.cds == pytest.approx(_reference_scores(original, perturbed, sample)[0], abs=1e-5)
+
+
+def test_compiled_chunk_path_matches_eager(original, perturbed, encoded):
+    """compile_jsd=on (torch.compile of the chunk's log-softmax + JSD + NLL, the GPU default) gives the eager
+    numbers up to float32 rounding, and still exactly 0 for identical models."""
+    eager = score_degradation(original, perturbed, encoded, DegradationConfig(compile_jsd="off", **QUIET))
+    compiled = score_degradation(
+        original, perturbed, encoded, DegradationConfig(compile_jsd="on", position_chunk=50, **QUIET)
+    )
+    for column in ("cds", "nll_original", "nll_pruned"):
+        assert compiled[column].to_numpy() == pytest.approx(eager[column].to_numpy(), rel=1e-5, abs=1e-7)
+    assert eager["cds"].min() > 0
+    same = score_degradation(original, original, encoded, DegradationConfig(compile_jsd="on", **QUIET))
+    assert (same["cds"] == 0.0).all()
+
+
+def test_compile_jsd_is_checked():
+    with pytest.raises(ValueError, match="compile_jsd must be auto, on or off"):
+        DegradationConfig(compile_jsd="yes")
+    assert degradation.use_compiled_jsd(DegradationConfig(), torch.device("cuda"))
+    assert not degradation.use_compiled_jsd(DegradationConfig(), torch.device("cpu"))
+    assert degradation.use_compiled_jsd(DegradationConfig(compile_jsd="on"), torch.device("cpu"))
