@@ -33,14 +33,26 @@ once per shard; its FLOPs are counted as if run per row (1/mean length ≈ 0.3% 
 Each setting is measured once per `--compile-jsd` mode (default off,on: the scorer's eager chunk path against
 its `torch.compile`-fused one, side by side). Prints progress with elapsed time; with `--sweep`, a table over
 `--sweep-tokens` × `--sweep-chunks` × modes (a setting that runs out of memory is reported as such; settings that
-would start after `--max-seconds` are skipped and listed). A batch also ends where rows get more than `--max-padding` shorter than its longest, so with
-1024-row shards of these lengths batches stay near 15k tokens whatever the budget; raise `--max-batch-rows`,
+would start after `--max-seconds` are skipped and listed). A batch also ends where rows get more than
+`--max-padding` shorter than its longest, so with 1024-row shards of these lengths batches stay near 15k tokens
+whatever the budget; raise `--max-batch-rows`,
 `--max-padding` or `--shard-size` for large budgets to bind (the table's tok/bat column). The last line
 printed is `key=value` pairs for the default setting (with `--sweep`: the one with the highest score tokens/s):
 device, shape, dtype, attn, rows, tokens, response_tokens, the batching settings, forward_s, score_s,
 forward_tokens_per_s and score_tokens_per_s (tokens through both models per second), forward_rows_per_s,
 score_rows_per_s, jsd_overhead, forward_mfu, score_mfu, peak memory (GB), padding, and mean_cds (a sanity
-check that the pruned model differs from the original).
+check that the pruned model differs from the original). Before the first setting, one untimed forward-only
+pass over the timed rows fills the CUDA caching allocator and cuBLAS's choices for those shapes: without it the
+first setting's forward ran 10–40% slow on an H200 (bench/results/h200-2026-11-30), which made its overhead
+look negative.
+
+Measured on one NVIDIA H200 (2026-11-30, torch 2.11, transformers 5.17, bf16, SDPA; logs in
+bench/results/h200-2026-11-30; MFU against the 989 TFLOP/s datasheet peak, ~790 measured for a large GEMM):
+  llama-1b, 2048 rows (345 tok/row), 65536 tok/batch, chunk 4096: forward-only 181k tok/s (42.9% MFU);
+           score eager 133k tok/s (overhead 36%), compiled 169k tok/s (overhead 7.0%, 40.1% MFU);
+           max |cds eager − cds compiled| 7e-9.
+  llama-8b, 512 rows: forward-only 33.4k tok/s (49.9% MFU); compiled score 32.3k tok/s (overhead 3.3%,
+           48.3% MFU), 34.8 GB peak.
 
     python bench/gpu_throughput.py                          # H100/H200, bf16, SDPA, 2048 rows (~1 min)
     python bench/gpu_throughput.py --sweep --max-batch-rows 1024 --shard-size 4096   # table (~5 min)
@@ -85,6 +97,20 @@ SHAPES: dict[str, dict[str, object]] = {
         "bos_token_id": 128000,
         "eos_token_id": 128001,
     },
+    # Llama-3-8B's config: the size of the models users actually prune.
+    "llama-8b": {
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "tie_word_embeddings": False,
+        "rope_theta": 500000.0,
+        "max_position_embeddings": 8192,
+        "bos_token_id": 128000,
+        "eos_token_id": 128001,
+    },
     "tiny": {
         "hidden_size": 128,
         "intermediate_size": 512,
@@ -99,7 +125,7 @@ SHAPES: dict[str, dict[str, object]] = {
     },
 }
 # Per shape: (rows, warm-up rows) unless --rows / --warmup-rows say otherwise.
-DEFAULT_ROWS = {"llama-1b": (2048, 128), "tiny": (16, 4)}
+DEFAULT_ROWS = {"llama-1b": (2048, 128), "llama-8b": (512, 64), "tiny": (16, 4)}
 ATTENTION = ("sdpa", "flash_attention_2", "eager")
 
 
@@ -283,7 +309,8 @@ def format_gb(value: float | None) -> str:
 
 def print_table(settings: list[tuple[int, int, str]], results: dict[tuple[int, int, str], dict | str]) -> None:
     header = (
-        f"{'tok/batch':>9} {'chunk':>5} {'jsd':>4} {'batches':>7} {'tok/bat':>7} {'pad':>5} {'fwd_s':>7} {'score_s':>7} "
+        f"{'tok/batch':>9} {'chunk':>5} {'jsd':>4} {'batches':>7} {'tok/bat':>7} {'pad':>5} {'fwd_s':>7} "
+        f"{'score_s':>7} "
         f"{'fwd_tok/s':>10} {'score_tok/s':>11} {'overhead':>8} {'fwd_mfu':>7} {'score_mfu':>9} "
         f"{'fwd_GB':>6} {'score_GB':>8}"
     )
@@ -294,7 +321,8 @@ def print_table(settings: list[tuple[int, int, str]], results: dict[tuple[int, i
             print(f"{tokens_per_batch:>9} {chunk:>5} {compile_jsd:>4} {result}")
             continue
         print(
-            f"{tokens_per_batch:>9} {chunk:>5} {compile_jsd:>4} {result['batches']:>7} {result['mean_batch_tokens']:>7.0f} "
+            f"{tokens_per_batch:>9} {chunk:>5} {compile_jsd:>4} {result['batches']:>7} "
+            f"{result['mean_batch_tokens']:>7.0f} "
             f"{result['padding']:>5.1%} "
             f"{result['forward_s']:>7.2f} {result['score_s']:>7.2f} {result['forward_tokens_per_s']:>10.0f} "
             f"{result['score_tokens_per_s']:>11.0f} {result['jsd_overhead']:>8.1%} {result['forward_mfu']:>7.1%} "
@@ -404,6 +432,10 @@ def main() -> None:
         sizes = [(args.tokens_per_batch, args.position_chunk)]
     settings = [(budget, chunk, mode) for budget, chunk in sizes for mode in args.compile_jsd]
     results: dict[tuple[int, int, str], dict | str] = {}
+    if device.type == "cuda":
+        progress("untimed forward-only pass over the timed rows (allocator and cuBLAS warm-up)")
+        with torch.inference_mode():
+            forward_only([original, pruned], encoded, replace(base, tokens_per_batch=settings[0][0]))
     for setting in settings:
         tokens_per_batch, chunk, compile_jsd = setting
         if progress.elapsed() > args.max_seconds:
@@ -446,7 +478,8 @@ def main() -> None:
     print(
         f"device={device_name.replace(' ', '_')} shape={args.shape} dtype={str(dtype).removeprefix('torch.')} "
         f"attn={args.attn} rows={rows} tokens={tokens} response_tokens={response_tokens} "
-        f"tokens_per_batch={best[0]} position_chunk={best[1]} compile_jsd={best[2]} max_batch_rows={base.max_batch_rows} "
+        f"tokens_per_batch={best[0]} position_chunk={best[1]} compile_jsd={best[2]} "
+        f"max_batch_rows={base.max_batch_rows} "
         f"max_padding={base.max_padding} shard_size={base.shard_size} "
         f"batches={result['batches']} padding={result['padding']:.4f} "
         f"forward_s={result['forward_s']:.3f} score_s={result['score_s']:.3f} "
@@ -462,7 +495,8 @@ def main() -> None:
     eager, fused = measured.get((*best[:2], "off")), measured.get((*best[:2], "on"))
     if eager and fused:
         print(
-            f"compiled_vs_eager tokens_per_batch={best[0]} position_chunk={best[1]} eager_score_s={eager['score_s']:.3f} "
+            f"compiled_vs_eager tokens_per_batch={best[0]} position_chunk={best[1]} "
+            f"eager_score_s={eager['score_s']:.3f} "
             f"compiled_score_s={fused['score_s']:.3f} speedup={eager['score_s'] / fused['score_s']:.3f} "
             f"eager_jsd_overhead={eager['jsd_overhead']:.4f} compiled_jsd_overhead={fused['jsd_overhead']:.4f} "
             f"max_cds_abs_diff={fused['max_cds_diff_vs_eager']:.3g}"

@@ -324,7 +324,9 @@ def _shared_prefix_length(rows: _Rows) -> int:
 
 def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
     """Copy a CPU tensor to `device`; to a GPU through pinned memory, so the host does not wait for the copy."""
-    if device.type == "cuda":
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 
