@@ -132,11 +132,6 @@ class SelectConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
-        if self.engine == "ray" and self.topk.k is not None:
-            raise ValueError(
-                "topk.k runs on the local engine only (it exists to hold one model at a time; each Ray actor "
-                "holds both): drop topk.k, or use engine=local"
-            )
 
 
 def _is_dataclass_type(kind: Any) -> bool:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from selection.atomic import write_atomic
 from selection.degradation import (
     DegradationConfig,
+    _ModelParts,
     _score_shard,
     _validate,
     bos_token_id_for,
@@ -53,6 +54,19 @@ from selection.embed import (
     write_embedding_shard,
 )
 from selection.formatting import EncodedSample
+from selection.shards import ShardStore
+from selection.topk import (
+    CACHE_CONTENTS,
+    _cache_shard,
+    _score_shard_from_topk,
+    _unfinished_shards,
+    _write_cache_shard,
+    check_pruned_against_cache,
+    check_topk_request,
+    check_topk_settings,
+    topk_cache_fingerprint,
+    topk_score_fingerprint,
+)
 
 RAY_EXTRA_HINT = "pip install 'paser[ray]' (or pip install 'ray[data]')"
 _INPUT_FOLDER = "ray-input"
@@ -150,12 +164,7 @@ class _ScoreActor:
         with torch.inference_mode():
             for rows in _read_shards(batch):
                 shard = int(rows["shard"].iloc[0])
-                encoded = [
-                    EncodedSample(row_id, [int(token) for token in ids], int(prompt_length), bool(truncated))
-                    for row_id, ids, prompt_length, truncated in zip(
-                        rows["id"], rows["input_ids"], rows["prompt_length"], rows["truncated"], strict=True
-                    )
-                ]
+                encoded = _encoded_rows(rows)
                 if not self.checked:
                     for parts in self.parts:
                         parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
@@ -167,29 +176,61 @@ class _ScoreActor:
         return pd.concat(frames, ignore_index=True)
 
 
-def _load_pair(original: str, pruned: str, dtype: str, cpus: float) -> tuple[Any, Any]:
-    """Both models on this worker's device (its GPU when Ray gave it one), with `cpus` torch threads."""
+def _encoded_rows(rows: pd.DataFrame) -> list[EncodedSample]:
+    """The encoded samples of one shard's input rows (see `_encoded_table`)."""
+    return [
+        EncodedSample(row_id, [int(token) for token in ids], int(prompt_length), bool(truncated))
+        for row_id, ids, prompt_length, truncated in zip(
+            rows["id"], rows["input_ids"], rows["prompt_length"], rows["truncated"], strict=True
+        )
+    ]
+
+
+def _load_one(name: str, dtype: str, cpus: float) -> Any:
+    """One model on this worker's device (its GPU when Ray gave it one), with `cpus` torch threads."""
     from recovery.models import default_device, load_model
 
     _set_threads(cpus)
-    return load_model(original, dtype, default_device())[0], load_model(pruned, dtype, default_device())[0]
+    return load_model(name, dtype, default_device())[0]
+
+
+def _load_pair(original: str, pruned: str, dtype: str, cpus: float) -> tuple[Any, Any]:
+    """Both models on this worker's device (its GPU when Ray gave it one), with `cpus` torch threads."""
+    return _load_one(original, dtype, cpus), _load_one(pruned, dtype, cpus)
+
+
+def _probe_model(name: str, dtype: str, role: str, unconditioned: bool, cpus: float) -> dict[str, Any]:
+    """Load one model where the actors will (same device kind) and return what the shard fingerprints need:
+    its description, vocab size, weight signature and (with `unconditioned`) BOS id. Released on return."""
+    from recovery.models import describe_model
+
+    model = _load_one(name, dtype, cpus)
+    parts = _ModelParts(model, role)
+    return {
+        "model": describe_model(name, model).to_dict(),
+        "vocab_size": parts.vocab_size,
+        "weights_sha256": model_signature(parts),
+        "bos_token_id": bos_token_id_for(model) if unconditioned else None,
+    }
 
 
 def _probe_models(original: str, pruned: str, dtype: str, unconditioned: bool, cpus: float) -> dict[str, Any]:
-    """Load the pair where the actors will (same device kind) and return what the shard fingerprint needs."""
-    from recovery.models import describe_model
-
-    original_model, pruned_model = _load_pair(original, pruned, dtype, cpus)
-    original_parts, pruned_parts = check_model_pair(original_model, pruned_model)
+    """`_probe_model` of both models, one after the other; refuses (ValueError) different vocab sizes."""
+    probes = {
+        "original": _probe_model(original, dtype, "original", False, cpus),
+        "pruned": _probe_model(pruned, dtype, "pruned", unconditioned, cpus),
+    }
+    if probes["original"]["vocab_size"] != probes["pruned"]["vocab_size"]:
+        raise ValueError(
+            f"the models' vocab sizes differ: original {probes['original']['vocab_size']} "
+            f"vs pruned {probes['pruned']['vocab_size']}"
+        )
     return {
-        "models": {
-            "original": describe_model(original, original_model).to_dict(),
-            "pruned": describe_model(pruned, pruned_model).to_dict(),
-        },
-        "vocab_size": original_parts.vocab_size,
-        "original_weights_sha256": model_signature(original_parts),
-        "pruned_weights_sha256": model_signature(pruned_parts),
-        "bos_token_id": bos_token_id_for(pruned_model) if unconditioned else None,
+        "models": {role: probe["model"] for role, probe in probes.items()},
+        "vocab_size": probes["original"]["vocab_size"],
+        "original_weights_sha256": probes["original"]["weights_sha256"],
+        "pruned_weights_sha256": probes["pruned"]["weights_sha256"],
+        "bos_token_id": probes["pruned"]["bos_token_id"],
     }
 
 
@@ -334,11 +375,27 @@ def score_on_ray(
     )
     shard_dir = Path(shard_dir)
     store = open_score_shards(shard_dir, fingerprint, overwrite=overwrite)
+    constructor = {"original": original, "pruned": pruned, "dtype": dtype, "config": config}
+    frames = _fill_score_shards(ray, store, encoded, config, _ScoreActor, constructor, ray_config, "degradation (ray)")
+    return concat_scores(frames, config), info["models"]
+
+
+def _fill_score_shards(
+    ray: Any,
+    store: ShardStore,
+    encoded: Sequence[EncodedSample],
+    config: DegradationConfig,
+    actor: type,
+    constructor_kwargs: dict[str, Any],
+    ray_config: RayConfig,
+    desc: str,
+) -> list[pd.DataFrame | None]:
+    """Every score shard of `encoded` in `store`: the finished ones read back, the rest computed by `actor`s
+    (which return score rows) and written with their markers as they arrive."""
     shards = shard_rows(encoded, config)
     frames = [load_score_shard(store, index, [row.id for row in rows]) for index, rows in enumerate(shards)]
     pending = [index for index, frame in enumerate(frames) if frame is None]
     if pending:
-        tables = {index: _encoded_table(index, shards[index]) for index in pending}
 
         def finish(index: int, frame: pd.DataFrame) -> None:
             expected = [row.id for row in shards[index]]
@@ -347,20 +404,179 @@ def score_on_ray(
             write_score_shard(store, index, frame)
             frames[index] = frame
 
-        constructor = {"original": original, "pruned": pruned, "dtype": dtype, "config": config}
+        tables = {index: _encoded_table(index, shards[index]) for index in pending}
         _run_on_ray(
             ray,
-            shard_dir,
+            store.folder,
             tables,
-            _ScoreActor,
-            constructor,
+            actor,
+            constructor_kwargs,
             ray_config,
             finish,
             len(encoded),
-            "degradation (ray)",
+            desc,
             config.show_progress,
         )
-    return concat_scores(frames, config), info["models"]
+    return frames
+
+
+class _TopkCacheActor:
+    """Holds the original model only; computes and writes the top-k cache shard of each block it is given (the
+    cache files are large, so they go straight to the shared folder instead of back through the driver)."""
+
+    def __init__(
+        self,
+        original: str,
+        dtype: str,
+        config: DegradationConfig,
+        cache_dir: str,
+        fingerprint: dict[str, Any],
+        cpus: float,
+    ) -> None:
+        self.parts = _ModelParts(_load_one(original, dtype, cpus), "original")
+        self.config = config
+        self.store = ShardStore(Path(cache_dir), fingerprint, suffix=".npz", what=CACHE_CONTENTS)
+        self.checked = False
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        import torch
+
+        frames = []
+        k, tail_samples = self.store.fingerprint["topk"], self.store.fingerprint["tail_samples"]
+        with torch.inference_mode():
+            for rows in _read_shards(batch):
+                shard = int(rows["shard"].iloc[0])
+                encoded = _encoded_rows(rows)
+                if not self.checked:
+                    self.parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
+                    self.checked = True
+                # Seeded with the shard index, as the local engine does: the same tail samples on either engine.
+                arrays = _cache_shard(self.parts, encoded, self.config, k, tail_samples, shard)
+                _write_cache_shard(self.store, shard, arrays)
+                frames.append(rows[["shard", "position", "id"]])
+        return pd.concat(frames, ignore_index=True)
+
+
+class _TopkScoreActor:
+    """Holds the pruned model only; scores each block against the original's cached top-k shard."""
+
+    def __init__(
+        self,
+        pruned: str,
+        dtype: str,
+        config: DegradationConfig,
+        cache_dir: str,
+        cache_fingerprint: dict[str, Any],
+        estimator: str,
+        cpus: float,
+    ) -> None:
+        model = _load_one(pruned, dtype, cpus)
+        self.parts = _ModelParts(model, "pruned")
+        self.config, self.estimator = config, estimator
+        self.cache = ShardStore(Path(cache_dir), cache_fingerprint, suffix=".npz", what=CACHE_CONTENTS)
+        self.bos_token_id = bos_token_id_for(model) if config.unconditioned_nll else None
+        self.checked = False
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        import torch
+
+        frames = []
+        with torch.inference_mode():
+            for rows in _read_shards(batch):
+                shard = int(rows["shard"].iloc[0])
+                encoded = _encoded_rows(rows)
+                if not self.checked:
+                    self.parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
+                    self.checked = True
+                frame = _score_shard_from_topk(
+                    self.parts, self.cache, shard, encoded, self.config, self.estimator, self.bos_token_id
+                )
+                frame.insert(0, "position", rows["position"].to_numpy())
+                frame.insert(0, "shard", np.full(len(frame), shard, dtype=np.int64))
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+
+def score_topk_on_ray(
+    original: str,
+    pruned: str,
+    dtype: str,
+    encoded: Sequence[EncodedSample],
+    config: DegradationConfig,
+    cache_dir: Path,
+    shard_dir: Path,
+    ray_config: RayConfig,
+    *,
+    k: int = 64,
+    tail_samples: int = 16,
+    estimator: str = "sampled_tail",
+    overwrite: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """`selection.topk.score_degradation_topk` on Ray actors, for a pair that does not fit one device: first a
+    pool of actors holding only the original model writes the top-k cache shards in `cache_dir`, then a pool
+    holding only the pruned model scores against them into `shard_dir`. The same files, fingerprints and
+    numbers as the local top-k path, so either engine resumes the other's cache and score shards; returns
+    (scores, {"original": ModelInfo dict, "pruned": ...}). `cache_dir` must be on a filesystem every node sees.
+    """
+    check_topk_request(estimator, tail_samples)
+    ray = connect(ray_config)
+    probe = ray.remote(**actor_resources(ray_config, ray))(_probe_model)
+    cpus = ray_config.cpus_per_actor
+    original_info = ray.get(probe.remote(original, dtype, "original", False, cpus))
+    check_topk_settings(k, tail_samples, original_info["vocab_size"])
+    _validate(encoded, original_info["vocab_size"])
+    cache_dir = Path(cache_dir)
+    cache_fingerprint = topk_cache_fingerprint(
+        encoded, config, k, tail_samples, original_info["vocab_size"], original_info["weights_sha256"]
+    )
+    cache = ShardStore(cache_dir, cache_fingerprint, suffix=".npz", what=CACHE_CONTENTS, overwrite=overwrite)
+    pending = _unfinished_shards(cache, encoded, config)
+    if pending:
+        shards = shard_rows(encoded, config)
+
+        def cached(index: int, frame: pd.DataFrame) -> None:
+            ids = [row.id for row in shards[index]]
+            if frame["id"].tolist() != ids or not cache.is_done(index, ids):
+                raise RuntimeError(f"the ray engine reported top-k cache shard {index} done, but it is not")
+
+        constructor = {
+            "original": original,
+            "dtype": dtype,
+            "config": config,
+            "cache_dir": str(cache_dir),
+            "fingerprint": cache_fingerprint,
+        }
+        tables = {index: _encoded_table(index, shards[index]) for index in pending}
+        _run_on_ray(
+            ray,
+            cache_dir,
+            tables,
+            _TopkCacheActor,
+            constructor,
+            ray_config,
+            cached,
+            len(encoded),
+            "top-k cache (ray, original)",
+            config.show_progress,
+        )
+    pruned_info = ray.get(probe.remote(pruned, dtype, "pruned", config.unconditioned_nll, cpus))
+    check_pruned_against_cache(estimator, cache_fingerprint, pruned_info["vocab_size"], cache_dir)
+    fingerprint = topk_score_fingerprint(
+        encoded, config, pruned_info["bos_token_id"], cache_fingerprint, pruned_info["weights_sha256"], estimator
+    )
+    store = open_score_shards(Path(shard_dir), fingerprint, overwrite=overwrite)
+    constructor = {
+        "pruned": pruned,
+        "dtype": dtype,
+        "config": config,
+        "cache_dir": str(cache_dir),
+        "cache_fingerprint": cache_fingerprint,
+        "estimator": estimator,
+    }
+    frames = _fill_score_shards(
+        ray, store, encoded, config, _TopkScoreActor, constructor, ray_config, "top-k scores (ray, pruned)"
+    )
+    return concat_scores(frames, config), {"original": original_info["model"], "pruned": pruned_info["model"]}
 
 
 def _encoded_table(index: int, rows: Sequence[EncodedSample]) -> pa.Table:

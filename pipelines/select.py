@@ -29,7 +29,7 @@ import pandas as pd
 from transformers import AutoConfig
 
 from pipelines.config import SelectConfig, config_to_dict
-from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray
+from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from recovery.models import describe_model, load_model, load_tokenizer, max_positions, resolve_model
 from selection.allocate import resolve_budget
 from selection.atomic import write_atomic
@@ -109,9 +109,9 @@ def _log(message: str) -> None:
 def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Tokenise the corpus and score degradation; returns (scores, model info).
 
-    Three ways, by config: both models side by side in this process (`engine: local`, the default); one model
-    at a time through the original's top-k cache (`topk.k`, for a pair that does not fit one device); or on
-    Ray actors (`engine: ray`), where this process only reads the tokenizers and the model config. Rows the
+    By config: both models side by side in this process (`engine: local`, the default); one model at a time
+    through the original's top-k cache (`topk.k`, for a pair that does not fit one device); or either of those
+    on Ray actors (`engine: ray`), where this process only reads the tokenizers and the model config. Rows the
     tokeniser step skips are counted into `corpus.stats`. Models are released before returning.
     """
     models = config.models
@@ -124,6 +124,26 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     context_length = max_positions(AutoConfig.from_pretrained(resolve_model(models.original))) or 2048
     max_length = config.formatting.max_length or min(2048, context_length)
     encoded = encode_rows(config, corpus, tokenizer, max_length, cache_dir=out_dir / "token_cache")
+    if config.engine == "ray" and config.topk.k is not None:
+        topk = config.topk
+        _log(
+            f"scoring {len(encoded):,} rows on ray, one model at a time (top-{topk.k} cache, {topk.estimator}; "
+            f"{config.ray.actors} actor(s))"
+        )
+        scores, model_info = score_topk_on_ray(
+            models.original,
+            models.pruned,
+            models.dtype,
+            encoded,
+            config.scoring,
+            out_dir / "topk_cache",
+            out_dir / "topk_score_shards",
+            config.ray,
+            k=topk.k,
+            tail_samples=topk.tail_samples,
+            estimator=topk.estimator,
+        )
+        return scores, {**model_info, "max_length": max_length, "engine": "ray", "topk": config_to_dict(topk)}
     if config.engine == "ray":
         _log(f"scoring {len(encoded):,} rows on ray (max_length={max_length}, {config.ray.actors} actor(s))")
         scores, model_info = score_on_ray(

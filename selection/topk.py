@@ -48,7 +48,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -373,10 +373,7 @@ def cache_original_topk(
     for other inputs (unless `overwrite` discards it); what `score_degradation` refuses of a model or rows.
     """
     parts = _ModelParts(original, "original")
-    if not 1 <= k <= parts.vocab_size:
-        raise ValueError(f"k must be in [1, {parts.vocab_size}] (the vocab size), got {k}")
-    if tail_samples < 0:
-        raise ValueError(f"tail_samples must be >= 0, got {tail_samples}")
+    check_topk_settings(k, tail_samples, parts.vocab_size)
     _validate(encoded, parts.vocab_size)
     fingerprint = topk_cache_fingerprint(encoded, config, k, tail_samples, parts.vocab_size, model_signature(parts))
     store = ShardStore(Path(folder), fingerprint, suffix=".npz", what=CACHE_CONTENTS, overwrite=overwrite)
@@ -390,6 +387,58 @@ def cache_original_topk(
         parts, encoded, config, _unfinished_shards(store, encoded, config), "top-k cache (original)", cache_shard
     )
     return store
+
+
+def check_topk_settings(k: int, tail_samples: int, vocab_size: int) -> None:
+    """Refuse (ValueError) k outside [1, vocab size] and a negative tail sample count."""
+    if not 1 <= k <= vocab_size:
+        raise ValueError(f"k must be in [1, {vocab_size}] (the vocab size), got {k}")
+    if tail_samples < 0:
+        raise ValueError(f"tail_samples must be >= 0, got {tail_samples}")
+
+
+def check_topk_request(estimator: str, tail_samples: int) -> None:
+    """Refuse (ValueError), before any model is loaded, an unknown estimator and "sampled_tail" without tail
+    samples."""
+    _check_estimator(estimator)
+    if estimator == "sampled_tail" and tail_samples == 0:
+        raise ValueError("estimator 'sampled_tail' needs tail_samples > 0; use estimator='bucket' for none")
+
+
+def check_pruned_against_cache(
+    estimator: str, cache_fingerprint: dict[str, Any], vocab_size: int, folder: Path
+) -> None:
+    """Refuse (ValueError) "sampled_tail" on a cache without tail samples, and a pruned model whose vocab size
+    differs from the cached original's."""
+    if estimator == "sampled_tail" and cache_fingerprint["tail_samples"] == 0:
+        raise ValueError(
+            f"estimator 'sampled_tail' needs tail samples, but the cache in {folder} holds none (tail_samples=0); "
+            "use estimator='bucket' or rebuild the cache with tail_samples > 0"
+        )
+    if vocab_size != cache_fingerprint["vocab_size"]:
+        raise ValueError(
+            f"the models' vocab sizes differ: original {cache_fingerprint['vocab_size']} (cached) "
+            f"vs pruned {vocab_size}"
+        )
+
+
+def topk_score_fingerprint(
+    encoded: Sequence[EncodedSample],
+    config: DegradationConfig,
+    bos_token_id: int | None,
+    cache_fingerprint: dict[str, Any],
+    pruned_weights_sha256: str,
+    estimator: str,
+) -> dict[str, object]:
+    """What a top-k score shard folder depends on: exact scoring's fingerprint plus k, tail_samples and the
+    estimator, so top-k and exact scores never share a folder."""
+    fingerprint = scoring_fingerprint(
+        encoded, config, bos_token_id, cache_fingerprint["original_weights_sha256"], pruned_weights_sha256
+    )
+    fingerprint.update(
+        topk=cache_fingerprint["topk"], tail_samples=cache_fingerprint["tail_samples"], estimator=estimator
+    )
+    return fingerprint
 
 
 def open_topk_cache(folder: Path, encoded: Sequence[EncodedSample], config: DegradationConfig) -> ShardStore:
@@ -489,26 +538,16 @@ def score_from_topk(
     _check_estimator(estimator)
     parts = _ModelParts(pruned, "pruned")
     cache = open_topk_cache(Path(folder), encoded, config)
-    recorded = cache.fingerprint
-    if estimator == "sampled_tail" and recorded["tail_samples"] == 0:
-        raise ValueError(
-            f"estimator 'sampled_tail' needs tail samples, but the cache in {folder} holds none (tail_samples=0); "
-            "use estimator='bucket' or rebuild the cache with tail_samples > 0"
-        )
-    if parts.vocab_size != recorded["vocab_size"]:
-        raise ValueError(
-            f"the models' vocab sizes differ: original {recorded['vocab_size']} (cached) vs pruned {parts.vocab_size}"
-        )
+    check_pruned_against_cache(estimator, cache.fingerprint, parts.vocab_size, Path(folder))
     _validate(encoded, parts.vocab_size)
     bos_token_id = bos_token_id_for(pruned) if config.unconditioned_nll else None
     shards = shard_rows(encoded, config)
     frames: list[pd.DataFrame | None] = [None] * len(shards)
     store = None
     if shard_dir is not None:
-        fingerprint = scoring_fingerprint(
-            encoded, config, bos_token_id, recorded["original_weights_sha256"], model_signature(parts)
+        fingerprint = topk_score_fingerprint(
+            encoded, config, bos_token_id, cache.fingerprint, model_signature(parts), estimator
         )
-        fingerprint.update(topk=recorded["topk"], tail_samples=recorded["tail_samples"], estimator=estimator)
         store = open_score_shards(Path(shard_dir), fingerprint, overwrite=overwrite)
         frames = [load_score_shard(store, index, [s.id for s in rows]) for index, rows in enumerate(shards)]
 
@@ -544,9 +583,7 @@ def score_degradation_topk(
     and the score shard folder. Returns the table of `score_from_topk`; refuses what the two phases refuse,
     an unknown estimator and "sampled_tail" with tail_samples=0 before any model is loaded.
     """
-    _check_estimator(estimator)
-    if estimator == "sampled_tail" and tail_samples == 0:
-        raise ValueError("estimator 'sampled_tail' needs tail_samples > 0; use estimator='bucket' for none")
+    check_topk_request(estimator, tail_samples)
     original = load_original()
     cache_original_topk(original, encoded, config, folder, k=k, tail_samples=tail_samples, overwrite=overwrite)
     del original

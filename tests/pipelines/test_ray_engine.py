@@ -210,3 +210,64 @@ def test_killed_ray_job_resumes_from_its_finished_shards(
     assert sorted(sent) == sorted(set(range(9)) - done_before)
     assert {path.name: path.stat().st_mtime_ns for path in finished} == stamps
     assert len(resumed.scores) == 36 and (resumed.scores["cds"] > 0).all()
+
+
+@pytest.fixture(scope="module")
+def topk_runs(ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path_factory):
+    """The same top-k selection (k=16, sampled tail) on both engines."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("topk_engines")
+        runs = {
+            engine: run_select(
+                config_for(corpus_file, tiny_model_dir, perturbed_model_dir, root / engine, engine, "topk.k=16")
+            )
+            for engine in ("local", "ray")
+        }
+    finally:
+        torch.set_num_threads(threads)
+    return runs
+
+
+def test_ray_topk_matches_the_local_topk_path(topk_runs):
+    """One model per actor pool: the cache shards (tail samples seeded per shard) and the scores are those of
+    the local top-k path, and so is the selection."""
+    local, remote = topk_runs["local"], topk_runs["ray"]
+    assert remote.stats["models"]["engine"] == "ray"
+    assert remote.stats["models"]["topk"]["k"] == 16
+    assert (local.scores["cds"] > 0).all()
+    pd.testing.assert_frame_equal(local.scores, remote.scores, check_exact=False, atol=1e-5, rtol=0)
+    assert local.selection["id"].tolist() == remote.selection["id"].tolist()
+    for folder in ("topk_cache", "topk_score_shards"):
+        local_dir, ray_dir = local.out_dir / folder, remote.out_dir / folder
+        assert (local_dir / "meta.json").read_text() == (ray_dir / "meta.json").read_text()
+        markers = sorted(path.name for path in local_dir.glob("shard-*.done"))
+        assert len(markers) == 5  # 36 rows in shards of 8
+        assert markers == sorted(path.name for path in ray_dir.glob("shard-*.done"))
+        assert not (ray_dir / "ray-input").exists()
+    for path in (local.out_dir / "topk_cache").glob("shard-*.npz"):
+        with np.load(path) as mine, np.load(remote.out_dir / "topk_cache" / path.name) as theirs:
+            assert mine.files == theirs.files
+            np.testing.assert_array_equal(mine["topk_ids"], theirs["topk_ids"])
+            np.testing.assert_array_equal(mine["tail_sample_ids"], theirs["tail_sample_ids"])
+            np.testing.assert_allclose(mine["topk_logprobs"], theirs["topk_logprobs"], atol=1e-5, rtol=0)
+
+
+def test_ray_topk_resumes_a_local_topk_run(topk_runs, corpus_file, tiny_model_dir, perturbed_model_dir):
+    sent = []
+    real_write_inputs = ray_engine._write_inputs
+
+    def spy(folder, tables):
+        sent.extend(tables)
+        return real_write_inputs(folder, tables)
+
+    out = topk_runs["local"].out_dir
+    config = config_for(corpus_file, tiny_model_dir, perturbed_model_dir, out, "ray", "topk.k=16")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ray_engine, "_write_inputs", spy)
+        rerun = run_select(config)
+    assert sent == []
+    pd.testing.assert_frame_equal(rerun.scores, topk_runs["local"].scores)

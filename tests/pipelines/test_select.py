@@ -237,11 +237,6 @@ def test_topk_scoring_runs_one_model_at_a_time_and_tracks_exact_scores(
     assert output.stats["models"]["topk"]["k"] == 64
 
 
-def test_topk_on_the_ray_engine_is_refused(corpus_file, tmp_path):
-    with pytest.raises(ValueError, match="topk.k runs on the local engine only"):
-        select_config(corpus_file, "unused", "unused", tmp_path / "run", "topk.k=8", "engine=ray")
-
-
 def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path):
     run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run"))
     with pytest.raises(RuntimeError, match="different inputs"):
