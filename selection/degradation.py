@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 from array import array
@@ -204,7 +205,14 @@ class _ModelParts:
 
     def prefix_cache(self, prefix_ids: list[int]) -> Any:
         """The key/value cache of the body after `prefix_ids` (one row)."""
-        return self.body(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True).past_key_values
+        output = self.body(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True)
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
+
+    def _cache_keyword(self) -> str:
+        """The body's name for its key/value cache argument: `cache` (transformers >= 5.24; `past_key_values`
+        is deprecated there and removed in 5.40) or `past_key_values` (earlier versions)."""
+        return "cache" if "cache" in inspect.signature(self.body.forward).parameters else "past_key_values"
 
     def hidden_states(self, input_ids: Tensor, prefix_cache: Any = None) -> Tensor:
         """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix.
@@ -220,7 +228,7 @@ class _ModelParts:
             # The forward appends to the cache, so each batch gets its own copy, repeated over its rows.
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(input_ids))
-            output = self.body(input_ids=input_ids, past_key_values=cache, use_cache=True)
+            output = self.body(input_ids=input_ids, use_cache=True, **{self._cache_keyword(): cache})
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
     def log_probs(self, hidden: Tensor) -> Tensor:
