@@ -11,6 +11,10 @@ each, 100-600 characters a row, a few % bad rows and exact duplicates) goes thro
     cluster   `cluster_embeddings` on the memory-mapped embeddings (default ClusterConfig: landmarks)
     select    the `paser` strategy at a 5% budget without the CCG (allocation ∝ cluster CDS, IES ranking)
     fetch     the selected rows' raw fields from the store, written as selection.jsonl
+    tokenise  (asked for by --stages) the scorer's tokenisation, `encode_corpus_cached`, of the store's samples
+              streamed from the file (`StoredSamples`) with --tokenizer; `tokenise_list` does the same after
+              reading every sample into a list first, as `paser select` did before it streamed: the two peak
+              memories side by side
     ccg       the `paser` strategy as shipped (with the CCG: YAKE concepts of the rows the walk offers,
               from the store's text held in memory, extracted ahead of the walk by --ccg-workers processes
               into a concept cache), stopped after --ccg-minutes, after timing the same walk with the
@@ -48,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +70,22 @@ from selection.allocate import resolve_budget  # noqa: E402
 from selection.atomic import write_atomic  # noqa: E402
 from selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
 from selection.consistency import ConceptCache, ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
-from selection.corpus import CorpusConfig, CorpusStats, concept_text, iter_samples  # noqa: E402
+from selection.corpus import CorpusConfig, CorpusStats, Sample, concept_text, iter_samples  # noqa: E402
+from selection.formatting import encode_corpus_cached  # noqa: E402
 from selection.prioritize import efficiency_score  # noqa: E402
-from selection.store import CorpusStore, EmbeddingWriter, open_embeddings, write_corpus_store  # noqa: E402
+from selection.store import (  # noqa: E402
+    CorpusStore,
+    EmbeddingWriter,
+    StoredSamples,
+    open_embeddings,
+    write_corpus_store,
+)
 from selection.strategies import SelectionInputs, get_strategy  # noqa: E402
 
-STAGES = ("generate", "store", "embed", "cluster", "select", "fetch", "ccg")
-GENERATION_OPTIONS = ("rows", "budget", "noise", "bad_fraction", "duplicate_fraction", "seed")
+STAGES = ("generate", "store", "embed", "cluster", "select", "fetch", "ccg", "tokenise", "tokenise_list")
+# The tokenise stages need a tokenizer and take minutes per million rows; they run when asked for.
+DEFAULT_STAGES = ("generate", "store", "embed", "cluster", "select", "fetch", "ccg")
+GENERATION_OPTIONS = ("rows", "budget", "noise", "bad_fraction", "duplicate_fraction", "seed", "tokenizer")
 CCG_OPTIONS = ("ccg_minutes", "ccg_serial_minutes", "ccg_workers", "ccg_cache", "ccg_max_offers_per_slot")
 DIMENSION = 384
 BLOCK_ROWS = 65_536
@@ -398,6 +411,39 @@ def stage_embed(work: Path, args: argparse.Namespace) -> dict:
     return {"embeddings_megabytes": round(n_rows * DIMENSION * 4 / 1e6, 1)}
 
 
+def tokenise(work: Path, args: argparse.Namespace, samples: Sequence[Sample]) -> dict:
+    """`paser select`'s tokenisation (`encode_corpus_cached`: a digest pass, then batches of 1,024 rows) of
+    `samples` with `args.tokenizer`, the token cache in a fresh folder. The stage's peak memory (VmHWM) holds
+    the samples as given plus the encoded rows, which scoring keeps."""
+    from recovery.models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    cache = work / "token_cache_bench"
+    shutil.rmtree(cache, ignore_errors=True)
+    started = time.perf_counter()
+    encoded, skipped, _ = encode_corpus_cached(samples, tokenizer, 2048, cache, show_progress=False)
+    seconds = time.perf_counter() - started
+    tokens = sum(row.length for row in encoded)
+    shutil.rmtree(cache, ignore_errors=True)
+    return {
+        "encoded_rows": len(encoded),
+        "tokens": tokens,
+        "rows_per_s": round(len(encoded) / seconds),
+        **{f"skipped_{reason}": count for reason, count in skipped.items()},
+    }
+
+
+def stage_tokenise(work: Path, args: argparse.Namespace) -> dict:
+    """Tokenise straight from the store (`StoredSamples`: one row group of samples alive at a time)."""
+    return tokenise(work, args, StoredSamples(CorpusStore(work / "corpus.parquet")))
+
+
+def stage_tokenise_list(work: Path, args: argparse.Namespace) -> dict:
+    """The same, after reading every sample into a list first (what `paser select` did before streaming)."""
+    store = CorpusStore(work / "corpus.parquet")
+    return tokenise(work, args, store.samples(store.ids(), with_raw=False))
+
+
 def stage_cluster(work: Path, args: argparse.Namespace) -> dict:
     store = CorpusStore(work / "corpus.parquet")
     embeddings = open_embeddings(work / "embeddings.npy", n_rows=len(store), dim=DIMENSION)
@@ -550,6 +596,8 @@ STAGE_FUNCTIONS = {
     "select": stage_select,
     "fetch": stage_fetch,
     "ccg": stage_ccg,
+    "tokenise": stage_tokenise,
+    "tokenise_list": stage_tokenise_list,
 }
 
 
@@ -568,7 +616,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_600_000, help="Source rows of the synthetic corpus.")
     parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
     parser.add_argument("--keep", action="store_true", help="Keep the working folder (a given --work is kept).")
-    parser.add_argument("--stages", default=",".join(STAGES), help="Comma-separated stages to run, in order.")
+    parser.add_argument(
+        "--stages", default=",".join(DEFAULT_STAGES), help=f"Comma-separated stages to run, in order: {STAGES}."
+    )
+    parser.add_argument("--tokenizer", default="smollm2", help="Tokenizer of the tokenise stages (alias or path).")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one stage, in this process
     parser.add_argument("--budget", type=float, default=0.05, help="Selection budget (fraction of valid rows).")
     parser.add_argument("--ccg-minutes", type=float, default=20.0, help="Stop the ccg walk after this (0: never).")

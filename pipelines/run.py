@@ -59,6 +59,7 @@ from pipelines.select import (
     ScoredCorpus,
     check_before_scoring,
     effective_config,
+    embed_rows,
     score_stage,
     select_from,
     write_json,
@@ -68,10 +69,8 @@ from pipelines.select import (
 from selection.atomic import write_atomic
 from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
 from selection.corpus import Corpus, CorpusConfig, CorpusStats
-from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import DegradationConfig
-from selection.embed import embed_in_shards
-from selection.store import CorpusStore
+from selection.store import CorpusStore, StoredSamples
 from selection.strategies import get_strategy
 
 MANIFEST_VERSION = 1
@@ -583,9 +582,9 @@ class Run:
                 examples={reason: list(places) for reason, places in stats["examples"].items()},
             )
             store = CorpusStore(self.shared / "corpus.parquet")
-            samples = store.samples(store.ids(), with_raw=False)
             scores = pd.read_parquet(self.shared / "scores.parquet")
-            return ScoredCorpus(Corpus(samples, corpus_stats, record["source"]), store, scores, record["models"])
+            corpus = Corpus(StoredSamples(store), corpus_stats, record["source"])
+            return ScoredCorpus(corpus, store, scores, record["models"])
 
         return self.memo("scored", load)
 
@@ -658,30 +657,8 @@ class Run:
     def embeddings(self) -> np.ndarray:
         def make() -> np.ndarray:
             pool = self.pool()
-            by_id = pool.by_id()
-            ids = pool.scores["id"].astype(str).tolist()
-            fields = tuple(self.config.corpus.embed_fields)
-            texts = [sample_embed_text(by_id[row_id], fields) for row_id in ids]
-            embedding = self.config.embedding
-            if self.config.engine == "ray":
-                from pipelines.ray_engine import embed_on_ray
-
-                return embed_on_ray(
-                    ids,
-                    texts,
-                    self.shared / "embed_shards",
-                    self.config.ray,
-                    model=embedding.model,
-                    batch_size=embedding.batch_size,
-                    shard_size=embedding.shard_size,
-                )
-            return embed_in_shards(
-                ids,
-                texts,
-                self.shared / "embed_shards",
-                model=embedding.model,
-                batch_size=embedding.batch_size,
-                shard_size=embedding.shard_size,
+            return embed_rows(
+                self.config, pool.store, pool.scores["id"].astype(str).tolist(), self.shared / "embed_shards"
             )
 
         return self.memo("embeddings", make)

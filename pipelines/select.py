@@ -35,14 +35,13 @@ from selection.allocate import resolve_budget
 from selection.atomic import write_atomic
 from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
 from selection.consistency import ConceptCache
-from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, Sample, iter_samples
+from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
 from selection.corpus import concept_text as sample_concept_text
-from selection.corpus import embed_text as sample_embed_text
 from selection.degradation import score_degradation
 from selection.embed import embed_in_shards, resolve_embedder
 from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
 from selection.prioritize import efficiency_score
-from selection.store import CorpusStore, write_corpus_store
+from selection.store import CorpusStore, SampleLookup, StoredSamples, StoredTexts, write_corpus_store
 from selection.strategies import SelectionInputs, SelectionResult, get_strategy
 from selection.topk import ESTIMATORS as TOPK_ESTIMATORS
 from selection.topk import score_degradation_topk
@@ -210,12 +209,11 @@ def encode_rows(
     return encoded
 
 
-def cluster_corpus(
-    config: SelectConfig, by_id: dict[str, Sample], ids: list[str], out_dir: Path
-) -> tuple[np.ndarray, ClusterResult]:
-    """Embed the scored rows (in shards under `out_dir/embed_shards`, on the configured engine) and cluster
-    them; returns (embeddings, memory-mapped, and clusters)."""
-    texts = [sample_embed_text(by_id[row_id], tuple(config.corpus.embed_fields)) for row_id in ids]
+def embed_rows(config: SelectConfig, store: CorpusStore, ids: list[str], shard_dir: Path) -> np.ndarray:
+    """Embeddings of the store's rows `ids` (in that order; `config.corpus.embed_fields` joined), in shards
+    under `shard_dir` on the configured engine; returns them memory-mapped. The texts are read from the store
+    shard by shard (`StoredTexts`), never all held in memory. `config` is a `SelectConfig` or a `RunConfig`."""
+    texts = StoredTexts(store, store.positions(ids), tuple(config.corpus.embed_fields))
     _log(f"embedding {len(texts):,} rows" + (" on ray" if config.engine == "ray" else ""))
     options = {
         "model": config.embedding.model,
@@ -223,9 +221,16 @@ def cluster_corpus(
         "shard_size": config.embedding.shard_size,
     }
     if config.engine == "ray":
-        embeddings = embed_on_ray(ids, texts, out_dir / "embed_shards", config.ray, **options)
-    else:
-        embeddings = embed_in_shards(ids, texts, out_dir / "embed_shards", **options)
+        return embed_on_ray(ids, texts, shard_dir, config.ray, **options)
+    return embed_in_shards(ids, texts, shard_dir, **options)
+
+
+def cluster_corpus(
+    config: SelectConfig, store: CorpusStore, ids: list[str], out_dir: Path
+) -> tuple[np.ndarray, ClusterResult]:
+    """Embed the scored rows (in shards under `out_dir/embed_shards`, on the configured engine) and cluster
+    them; returns (embeddings, memory-mapped, and clusters)."""
+    embeddings = embed_rows(config, store, ids, out_dir / "embed_shards")
     _log(f"clustering ({config.clustering.method}, {config.clustering.manifold})")
     return embeddings, cluster_embeddings(embeddings, config.clustering)
 
@@ -258,7 +263,7 @@ def check_before_scoring(config: SelectConfig) -> None:
 @dataclass
 class ScoredCorpus:
     """The first half of a selection, shared by every strategy and budget over the same corpus and model pair:
-    the validated corpus (samples without raw rows in memory, the store on disk), every scored row's
+    the validated corpus (its samples read from the store on disk, `StoredSamples`), every scored row's
     scalars (`scores`, one row per id) and what was loaded (`model_info`)."""
 
     corpus: Corpus
@@ -266,13 +271,15 @@ class ScoredCorpus:
     scores: pd.DataFrame
     model_info: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
-    _by_id: dict[str, Sample] | None = field(default=None, repr=False, compare=False)
+    _lookup: SampleLookup | None = field(default=None, repr=False, compare=False)
 
-    def by_id(self) -> dict[str, Sample]:
-        """Samples by id, built once (a sweep asks for it in every selection; millions of rows take seconds)."""
-        if self._by_id is None:
-            self._by_id = {sample.id: sample for sample in self.corpus.samples}
-        return self._by_id
+    def lookup(self) -> SampleLookup:
+        """`lookup[id] -> Sample` from the store's text columns held in memory (Arrow buffers, about the
+        size of the text), built on first use and kept: for the CCG, which asks for rows one at a time in
+        priority order across the whole corpus."""
+        if self._lookup is None:
+            self._lookup = self.store.sample_lookup()
+        return self._lookup
 
 
 def score_stage(config: SelectConfig, work_dir: Path) -> ScoredCorpus:
@@ -306,7 +313,6 @@ def select_from(
     strategy = get_strategy(config.selection.strategy, **config.selection.options)
     scores = scored.scores
     ids = scores["id"].astype(str).tolist()
-    by_id = scored.by_id()
     table = scores.copy()
     table["cluster"] = clustering.labels.astype(np.int64)
     table["ies"] = efficiency_score(
@@ -316,7 +322,7 @@ def select_from(
     inputs = SelectionInputs(
         table=table,
         embeddings=embeddings,
-        concept_text=lambda row_id: sample_concept_text(by_id[row_id]),
+        concept_text=lambda row_id: sample_concept_text(scored.lookup()[row_id]),
         seed=config.selection.seed,
         # The CCG's concepts per text, kept for the next selection over these rows (a budget sweep).
         concept_cache=ConceptCache(concept_cache_dir),
@@ -365,7 +371,7 @@ def run_select(config: SelectConfig) -> SelectOutput:
     scored = score_stage(config, out_dir)
     ids = scored.scores["id"].astype(str).tolist()
     stage = time.perf_counter()
-    embeddings, clustering = cluster_corpus(config, scored.by_id(), ids, out_dir)
+    embeddings, clustering = cluster_corpus(config, scored.store, ids, out_dir)
     timings = {**scored.seconds, "embedding_and_clustering": time.perf_counter() - stage}
     return select_from(
         config, scored, embeddings, clustering, out_dir, concept_cache_dir=out_dir / "concept_cache", timings=timings
@@ -374,15 +380,15 @@ def run_select(config: SelectConfig) -> SelectOutput:
 
 def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStore]:
     """Stream the source, validated, into `out_dir/corpus.parquet` (one row group in memory at a time), then
-    read its samples back without their raw rows; returns (corpus, store). The raw rows stay on disk until
-    `selection_rows` reads the chosen ones. Refuses what `selection.corpus.load_corpus` refuses."""
+    hand its samples on as a sequence over that file (`StoredSamples`, nothing per row in memory); returns
+    (corpus, store). The raw rows stay on disk until `selection_rows` reads the chosen ones. Refuses what
+    `selection.corpus.load_corpus` refuses."""
     stats = CorpusStats()
     info = write_corpus_store(
         iter_samples(config.corpus, stats), out_dir / "corpus.parquet", show_progress=config.scoring.show_progress
     )
     store = CorpusStore(info.path)
-    samples = store.samples(store.ids(), with_raw=False)
-    return Corpus(samples=samples, stats=stats, source=str(config.corpus.path)), store
+    return Corpus(samples=StoredSamples(store), stats=stats, source=str(config.corpus.path)), store
 
 
 def selection_rows(selection: pd.DataFrame, store: CorpusStore) -> list[dict[str, Any]]:

@@ -201,9 +201,12 @@ class CorpusStats:
 
 @dataclass
 class Corpus:
-    """The valid samples of a source in source order, the counts of what was skipped, and the source."""
+    """The valid samples of a source in source order, the counts of what was skipped, and the source.
 
-    samples: list[Sample]
+    `samples` is a list when read by `load_corpus`, or a `selection.store.StoredSamples` reading a corpus
+    store (what `paser select` and `paser run` use, so a large corpus is not held in memory)."""
+
+    samples: Sequence[Sample]
     stats: CorpusStats
     source: str
 

@@ -9,6 +9,7 @@ tokens plus EOS, the tokens that degradation scoring measures and that recovery 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from array import array
 from collections.abc import Sequence
@@ -228,8 +229,9 @@ def encode_corpus(
     skip_counts: dict[str, int] = {}
     skip_examples: dict[str, list[str]] = {}
     progress = tqdm(total=len(samples), desc="tokenise", unit="rows", disable=not show_progress)
-    for start in range(0, len(samples), _TOKENIZE_BATCH_ROWS):
-        batch = samples[start : start + _TOKENIZE_BATCH_ROWS]
+    # Batches taken by iterating, not slicing: `samples` may stream from a corpus store (`StoredSamples`).
+    rows = iter(samples)
+    while batch := list(itertools.islice(rows, _TOKENIZE_BATCH_ROWS)):
         prompts = [_render(sample, tokenizer, resolved) for sample in batch]
         prompt_ids = tokenizer(prompts, add_special_tokens=resolved == "alpaca")["input_ids"]
         response_ids = tokenizer([sample.response for sample in batch], add_special_tokens=False)["input_ids"]

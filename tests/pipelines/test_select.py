@@ -289,3 +289,35 @@ def test_rows_over_the_token_limit_are_flagged_or_skipped(
     )
     assert skipping.stats["skipped"]["too_long"] == over
     assert skipping.stats["totals"]["rows_scored"] == 72 - over
+
+
+def test_the_corpus_is_never_held_as_sample_objects(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path):
+    """`paser select` streams the corpus from its store: tokenising it (batches of 8 here) and embedding it
+    (texts read shard by shard) never keep more than a batch of `Sample`s alive, even with the CCG's
+    concept text (paser strategy) looked up by id."""
+    import weakref
+
+    from selection import formatting, store
+
+    alive = {"now": 0, "peak": 0, "made": 0}
+    real = store._sample_from_row
+
+    def counted(row, *, with_raw):
+        sample = real(row, with_raw=with_raw)
+        alive["now"] += 1
+        alive["made"] += 1
+        alive["peak"] = max(alive["peak"], alive["now"])
+        weakref.finalize(sample, lambda: alive.__setitem__("now", alive["now"] - 1))
+        return sample
+
+    config = select_config(
+        corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run", "embedding.shard_size=16"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "_sample_from_row", counted)
+        patch.setattr(formatting, "_TOKENIZE_BATCH_ROWS", 8)
+        output = run_select(config)
+    rows = output.stats["totals"]["rows_scored"]
+    assert rows == 72 and alive["made"] >= rows  # every row was read (tokenised) ...
+    # ... but never more than two batches alive at once (the next batch is built before the last is dropped).
+    assert alive["peak"] <= 2 * 8 + 2

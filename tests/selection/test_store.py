@@ -9,6 +9,8 @@ from selection.corpus import EMBED_FIELDS, CorpusConfig, CorpusStats, Sample, em
 from selection.store import (
     CorpusStore,
     EmbeddingWriter,
+    StoredSamples,
+    StoredTexts,
     StoreError,
     open_embeddings,
     write_corpus_store,
@@ -67,6 +69,60 @@ def store_of_ten(tmp_path):
 
 
 # --- corpus store ---------------------------------------------------------------------------------------
+
+
+def without_raw(sample: Sample) -> Sample:
+    return Sample(sample.id, sample.instruction, sample.input, sample.response, sample.context, sample.source_index)
+
+
+def test_stored_samples_read_like_the_list_they_replace(store_of_ten):
+    """Iteration (row group by row group), indexing (negative too) and slicing (steps too) give the samples as
+    written, without raw rows; an index outside the rows is an IndexError."""
+    samples, _, store = store_of_ten
+    stored = StoredSamples(store)
+    expected = [without_raw(sample) for sample in samples]
+    assert len(stored) == 10
+    assert list(stored) == expected
+    assert all(sample.raw == {} for sample in stored)
+    assert stored[1] == expected[1] and stored[1].context == expected[1].context
+    assert stored[-1] == expected[-1]
+    assert stored[2:8] == expected[2:8]
+    assert stored[::4] == expected[::4]
+    assert stored[9:3:-2] == expected[9:3:-2]
+    assert stored[20:] == []
+    with pytest.raises(IndexError, match="index 10 out of range for 10 rows"):
+        stored[10]
+
+
+def test_stored_samples_encode_as_the_list_does(store_of_ten, tiny_tokenizer):
+    """`encode_corpus` takes its batches by iterating, so a store-backed corpus encodes as the list does."""
+    from selection.formatting import encode_corpus
+
+    samples, _, store = store_of_ten
+    listed, _, _ = encode_corpus([without_raw(sample) for sample in samples], tiny_tokenizer, 64, show_progress=False)
+    stored, _, _ = encode_corpus(StoredSamples(store), tiny_tokenizer, 64, show_progress=False)
+    assert [(row.id, row.input_ids, row.prompt_length) for row in stored] == [
+        (row.id, row.input_ids, row.prompt_length) for row in listed
+    ]
+
+
+@pytest.mark.parametrize("fields", [("instruction", "input"), EMBED_FIELDS])
+def test_stored_texts_are_the_embed_texts_of_the_chosen_rows(store_of_ten, fields):
+    samples, _, store = store_of_ten
+    positions = [0, 2, 3, 5, 6, 8, 9]  # store order with gaps, as the scored rows of a corpus are
+    texts = StoredTexts(store, positions, fields, block_rows=2)
+    expected = [embed_text(samples[position], fields) for position in positions]
+    assert len(texts) == 7
+    assert list(texts) == expected
+    assert texts[1:4] == expected[1:4] and texts[-1] == expected[-1]
+
+
+def test_stored_texts_refuse_bad_positions_and_fields(store_of_ten):
+    _, _, store = store_of_ten
+    with pytest.raises(StoreError, match="position 10 is outside the store's 10 rows"):
+        StoredTexts(store, [0, 10])
+    with pytest.raises(ValueError, match="summary"):
+        StoredTexts(store, [0], ("instruction", "summary"))
 
 
 def test_round_trip_keeps_every_field_including_chat_context_and_raw(store_of_ten):
