@@ -147,15 +147,17 @@ def _set_threads(cpus: float) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-class _ScoreActor:
-    """Holds the original and pruned models; scores blocks of encoded rows, shard by shard."""
+class _ShardActor:
+    """What every scoring actor does per call: for each shard file of the block, decode its encoded rows, check
+    once per actor that each model's logits are head(body), run `work` and tag its rows with their shard and
+    position for the driver's collector."""
 
-    def __init__(self, original: str, pruned: str, dtype: str, config: DegradationConfig, cpus: float) -> None:
-        self.original, self.pruned = _load_pair(original, pruned, dtype, cpus)
-        self.parts = check_model_pair(self.original, self.pruned)
-        self.config = config
-        self.bos_token_id = bos_token_id_for(self.pruned) if config.unconditioned_nll else None
-        self.checked = False
+    parts: tuple[_ModelParts, ...] = ()
+    checked = False
+
+    def work(self, shard: int, encoded: list[EncodedSample]) -> pd.DataFrame:
+        """One row per encoded row (at least its `id`), in their order."""
+        raise NotImplementedError
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         import torch
@@ -166,14 +168,28 @@ class _ScoreActor:
                 shard = int(rows["shard"].iloc[0])
                 encoded = _encoded_rows(rows)
                 if not self.checked:
+                    shortest = min(encoded, key=lambda sample: sample.length).input_ids
                     for parts in self.parts:
-                        parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
+                        parts.check_decomposition(shortest)
                     self.checked = True
-                frame = _score_shard(*self.parts, encoded, self.config, self.bos_token_id)
+                frame = self.work(shard, encoded)
                 frame.insert(0, "position", rows["position"].to_numpy())
                 frame.insert(0, "shard", np.full(len(frame), shard, dtype=np.int64))
                 frames.append(frame)
         return pd.concat(frames, ignore_index=True)
+
+
+class _ScoreActor(_ShardActor):
+    """Holds the original and pruned models; scores blocks of encoded rows, shard by shard."""
+
+    def __init__(self, original: str, pruned: str, dtype: str, config: DegradationConfig, cpus: float) -> None:
+        self.original, self.pruned = _load_pair(original, pruned, dtype, cpus)
+        self.parts = check_model_pair(self.original, self.pruned)
+        self.config = config
+        self.bos_token_id = bos_token_id_for(self.pruned) if config.unconditioned_nll else None
+
+    def work(self, shard: int, encoded: list[EncodedSample]) -> pd.DataFrame:
+        return _score_shard(*self.parts, encoded, self.config, self.bos_token_id)
 
 
 def _encoded_rows(rows: pd.DataFrame) -> list[EncodedSample]:
@@ -420,7 +436,7 @@ def _fill_score_shards(
     return frames
 
 
-class _TopkCacheActor:
+class _TopkCacheActor(_ShardActor):
     """Holds the original model only; computes and writes the top-k cache shard of each block it is given (the
     cache files are large, so they go straight to the shared folder instead of back through the driver)."""
 
@@ -433,31 +449,18 @@ class _TopkCacheActor:
         fingerprint: dict[str, Any],
         cpus: float,
     ) -> None:
-        self.parts = _ModelParts(_load_one(original, dtype, cpus), "original")
+        self.parts = (_ModelParts(_load_one(original, dtype, cpus), "original"),)
         self.config = config
         self.store = ShardStore(Path(cache_dir), fingerprint, suffix=".npz", what=CACHE_CONTENTS)
-        self.checked = False
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import torch
-
-        frames = []
+    def work(self, shard: int, encoded: list[EncodedSample]) -> pd.DataFrame:
         k, tail_samples = self.store.fingerprint["topk"], self.store.fingerprint["tail_samples"]
-        with torch.inference_mode():
-            for rows in _read_shards(batch):
-                shard = int(rows["shard"].iloc[0])
-                encoded = _encoded_rows(rows)
-                if not self.checked:
-                    self.parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
-                    self.checked = True
-                # Seeded with the shard index, as the local engine does: the same tail samples on either engine.
-                arrays = _cache_shard(self.parts, encoded, self.config, k, tail_samples, shard)
-                _write_cache_shard(self.store, shard, arrays)
-                frames.append(rows[["shard", "position", "id"]])
-        return pd.concat(frames, ignore_index=True)
+        # Seeded with the shard index, as the local engine does: the same tail samples on either engine.
+        _write_cache_shard(self.store, shard, _cache_shard(self.parts[0], encoded, self.config, k, tail_samples, shard))
+        return pd.DataFrame({"id": [sample.id for sample in encoded]})
 
 
-class _TopkScoreActor:
+class _TopkScoreActor(_ShardActor):
     """Holds the pruned model only; scores each block against the original's cached top-k shard."""
 
     def __init__(
@@ -471,30 +474,15 @@ class _TopkScoreActor:
         cpus: float,
     ) -> None:
         model = _load_one(pruned, dtype, cpus)
-        self.parts = _ModelParts(model, "pruned")
+        self.parts = (_ModelParts(model, "pruned"),)
         self.config, self.estimator = config, estimator
         self.cache = ShardStore(Path(cache_dir), cache_fingerprint, suffix=".npz", what=CACHE_CONTENTS)
         self.bos_token_id = bos_token_id_for(model) if config.unconditioned_nll else None
-        self.checked = False
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import torch
-
-        frames = []
-        with torch.inference_mode():
-            for rows in _read_shards(batch):
-                shard = int(rows["shard"].iloc[0])
-                encoded = _encoded_rows(rows)
-                if not self.checked:
-                    self.parts.check_decomposition(min(encoded, key=lambda sample: sample.length).input_ids)
-                    self.checked = True
-                frame = _score_shard_from_topk(
-                    self.parts, self.cache, shard, encoded, self.config, self.estimator, self.bos_token_id
-                )
-                frame.insert(0, "position", rows["position"].to_numpy())
-                frame.insert(0, "shard", np.full(len(frame), shard, dtype=np.int64))
-                frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+    def work(self, shard: int, encoded: list[EncodedSample]) -> pd.DataFrame:
+        return _score_shard_from_topk(
+            self.parts[0], self.cache, shard, encoded, self.config, self.estimator, self.bos_token_id
+        )
 
 
 def score_topk_on_ray(

@@ -292,6 +292,59 @@ def check_same_tokenizer(tokenizer_a: Any, tokenizer_b: Any) -> None:
 
 
 TOKEN_CACHE_VERSION = 1
+_TOKEN_CACHE_GROUP_ROWS = 65_536
+
+
+def _write_token_table(path: Path, encoded: Sequence[EncodedSample]) -> None:
+    """`encoded` as Parquet (id, input_ids as list<int32>, prompt_length, truncated), a row group of
+    `_TOKEN_CACHE_GROUP_ROWS` at a time: one copy of every token id at once would add GBs at millions of rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("input_ids", pa.list_(pa.int32())),
+            ("prompt_length", pa.int32()),
+            ("truncated", pa.bool_()),
+        ]
+    )
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, max(len(encoded), 1), _TOKEN_CACHE_GROUP_ROWS):
+            rows = encoded[start : start + _TOKEN_CACHE_GROUP_ROWS]
+            tokens = np.frombuffer(b"".join(row._tokens.tobytes() for row in rows), dtype=np.int32)
+            columns = {
+                "id": pa.array([row.id for row in rows], pa.string()),
+                "input_ids": pa.ListArray.from_arrays(
+                    pa.array(np.cumsum([0] + [row.length for row in rows]), pa.int32()), pa.array(tokens)
+                ),
+                "prompt_length": pa.array([row.prompt_length for row in rows], pa.int32()),
+                "truncated": pa.array([row.truncated for row in rows], pa.bool_()),
+            }
+            writer.write_table(pa.table(columns, schema=schema))
+
+
+def _read_token_table(path: Path) -> list[EncodedSample]:
+    """The rows `_write_token_table` wrote, read a row group at a time."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    encoded = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_TOKEN_CACHE_GROUP_ROWS):
+        tokens = batch.column("input_ids")
+        offsets, values = tokens.offsets.to_numpy(), tokens.values.to_numpy().astype(np.int32, copy=False)
+        rows = zip(
+            batch.column("id").to_pylist(),
+            batch.column("prompt_length").to_pylist(),
+            batch.column("truncated").to_pylist(),
+            strict=True,
+        )
+        for row, (row_id, prompt_length, truncated) in enumerate(rows):
+            row_tokens = array("i")
+            row_tokens.frombytes(values[offsets[row] : offsets[row + 1]].tobytes())
+            encoded.append(EncodedSample(row_id, row_tokens, prompt_length, truncated))
+    return encoded
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
@@ -330,10 +383,6 @@ def encode_corpus_cached(
     samples, tokenizer and settings reads the token ids back (seconds) instead of tokenising again (about
     3,000 rows/s on two cores: a quarter of an hour at 3M rows). Other inputs recompute and replace the cache.
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from selection.atomic import write_atomic
 
     cache_dir = Path(cache_dir)
@@ -349,32 +398,10 @@ def encode_corpus_cached(
     if record_path.exists() and table_path.exists():
         record = json.loads(record_path.read_text(encoding="utf-8"))
         if record["key"] == key:
-            table = pq.read_table(table_path)
-            ids = table.column("id").to_pylist()
-            tokens = table.column("input_ids").combine_chunks()
-            offsets, values = tokens.offsets.to_numpy(), tokens.values.to_numpy().astype(np.int32, copy=False)
-            prompt_lengths = table.column("prompt_length").to_pylist()
-            truncated = table.column("truncated").to_pylist()
-            encoded = []
-            for row, row_id in enumerate(ids):
-                row_tokens = array("i")
-                row_tokens.frombytes(values[offsets[row] : offsets[row + 1]].tobytes())
-                encoded.append(EncodedSample(row_id, row_tokens, prompt_lengths[row], truncated[row]))
-            return encoded, record["skipped"], record["examples"]
+            return _read_token_table(table_path), record["skipped"], record["examples"]
     encoded, skipped, examples = encode_corpus(samples, tokenizer, max_length, overflow, template, show_progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "id": pa.array([row.id for row in encoded], pa.string()),
-            "input_ids": pa.ListArray.from_arrays(
-                pa.array(np.cumsum([0] + [row.length for row in encoded]), pa.int32()),
-                pa.array(np.frombuffer(b"".join(row._tokens.tobytes() for row in encoded), dtype=np.int32)),
-            ),
-            "prompt_length": pa.array([row.prompt_length for row in encoded], pa.int32()),
-            "truncated": pa.array([row.truncated for row in encoded], pa.bool_()),
-        }
-    )
-    write_atomic(table_path, lambda path: pq.write_table(table, path, compression="zstd"))
+    write_atomic(table_path, lambda path: _write_token_table(path, encoded))
     payload = json.dumps({"key": key, "skipped": skipped, "examples": examples}, indent=2)
     write_atomic(record_path, lambda path: path.write_text(payload, encoding="utf-8"))
     return encoded, skipped, examples

@@ -64,22 +64,26 @@ def config_for(corpus_file, original, pruned, out, engine, *extra):
     )
 
 
-@pytest.fixture(scope="module")
-def both_runs(ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path_factory):
+def run_on_both_engines(corpus_file, original, pruned, root, *extra):
+    """`run_select` of the same config on the local engine and on Ray, under `root/local` and `root/ray`."""
     import torch
 
     # One thread here too, as in each 1-CPU actor, so both engines do the same arithmetic.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        root = tmp_path_factory.mktemp("engines")
-        runs = {
-            engine: run_select(config_for(corpus_file, tiny_model_dir, perturbed_model_dir, root / engine, engine))
+        return {
+            engine: run_select(config_for(corpus_file, original, pruned, root / engine, engine, *extra))
             for engine in ("local", "ray")
         }
     finally:
         torch.set_num_threads(threads)
-    return runs
+
+
+@pytest.fixture(scope="module")
+def both_runs(ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("engines")
+    return run_on_both_engines(corpus_file, tiny_model_dir, perturbed_model_dir, root)
 
 
 def test_ray_scores_match_the_local_engine(both_runs):
@@ -215,21 +219,8 @@ def test_killed_ray_job_resumes_from_its_finished_shards(
 @pytest.fixture(scope="module")
 def topk_runs(ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path_factory):
     """The same top-k selection (k=16, sampled tail) on both engines."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        root = tmp_path_factory.mktemp("topk_engines")
-        runs = {
-            engine: run_select(
-                config_for(corpus_file, tiny_model_dir, perturbed_model_dir, root / engine, engine, "topk.k=16")
-            )
-            for engine in ("local", "ray")
-        }
-    finally:
-        torch.set_num_threads(threads)
-    return runs
+    root = tmp_path_factory.mktemp("topk_engines")
+    return run_on_both_engines(corpus_file, tiny_model_dir, perturbed_model_dir, root, "topk.k=16")
 
 
 def test_ray_topk_matches_the_local_topk_path(topk_runs):

@@ -197,6 +197,8 @@ def test_encoded_sample_keeps_compact_ids_and_behaves_like_a_record():
 def test_token_cache_reads_back_the_same_rows_without_tokenising(tiny_tokenizer, tiny_samples, tmp_path, monkeypatch):
     import selection.formatting as formatting
 
+    monkeypatch.setattr(formatting, "_TOKEN_CACHE_GROUP_ROWS", 7)  # several row groups, the last one short
+
     first = formatting.encode_corpus_cached(
         tiny_samples, tiny_tokenizer, 40, tmp_path, overflow="skip", show_progress=False
     )
@@ -210,6 +212,9 @@ def test_token_cache_reads_back_the_same_rows_without_tokenising(tiny_tokenizer,
         tiny_samples, tiny_tokenizer, 40, tmp_path, overflow="skip", show_progress=False
     )
     assert again == first
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "tokens.parquet").metadata.num_row_groups == -(-len(first[0]) // 7)
     with pytest.raises(AssertionError, match="tokenised again"):  # another max_length is another key
         formatting.encode_corpus_cached(tiny_samples, tiny_tokenizer, 41, tmp_path, show_progress=False)
     changed = [dataclasses.replace(tiny_samples[0], response="changed"), *tiny_samples[1:]]
