@@ -5,7 +5,8 @@ Models: two `LlamaForCausalLM` of the Llama-3.2-1B shape (hidden 2048, 16 layers
 intermediate 8192, vocab 128256, tied embeddings), random weights (throughput does not depend on the values).
 The "pruned" model is a copy of the original with 50% of every decoder linear's weights zeroed by magnitude
 (`recovery.prune`, method "magnitude"); the zeros are stored densely, so it runs exactly as fast as the original.
-`--shape tiny` is a ~1M-parameter Llama for a CPU smoke run.
+`--shape llama-8b` is the Llama-3-8B shape (hidden 4096, 32 layers, intermediate 14336, untied head; 512 rows by
+default); `--shape tiny` is a ~1M-parameter Llama for a CPU smoke run.
 
 Rows: synthetic `EncodedSample`s, BOS + `--shared-prefix` tokens common to all rows (a chat template's system
 header) + random tokens; prompt and response lengths are log-uniform in `--prompt-tokens` (prompt, including
