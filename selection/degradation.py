@@ -92,8 +92,8 @@ class DegradationConfig:
         default="auto",
         metadata={
             "help": "Fuse each chunk's float32 log-softmax, JSD and NLL into compiled kernels (`torch.compile`) "
-            "that read the two heads' logits a few times instead of ~20 elementwise passes over chunk × vocab "
-            "float32 tensors: on, off, or auto (on when the original model is on a CUDA device)."
+            "that read the two heads' logits a few times instead of a dozen or more elementwise passes over "
+            "chunk × vocab float32 tensors: on, off, or auto (on when the original model is on a CUDA device)."
         },
     )
     unconditioned_nll: bool = field(
