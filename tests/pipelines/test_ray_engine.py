@@ -116,8 +116,9 @@ def test_ray_selects_the_same_rows(both_runs):
     assert both_runs["local"].clusters["cluster"].tolist() == both_runs["ray"].clusters["cluster"].tolist()
 
 
-def test_ray_resumes_a_local_run_without_recomputing(both_runs, corpus_file, tiny_model_dir, perturbed_model_dir):
-    """Either engine reads the other's shards: a ray rerun over the local run's folder sends nothing."""
+def ray_rerun_sends_nothing(local_run, corpus_file, original, pruned, *extra) -> None:
+    """A ray rerun over a local run's folder reads every shard the local engine wrote: it sends no shard to the
+    actors and returns the same scores."""
     sent = []
     real_write_inputs = ray_engine._write_inputs
 
@@ -125,13 +126,16 @@ def test_ray_resumes_a_local_run_without_recomputing(both_runs, corpus_file, tin
         sent.extend(tables)
         return real_write_inputs(folder, tables)
 
-    out = both_runs["local"].out_dir
-    config = config_for(corpus_file, tiny_model_dir, perturbed_model_dir, out, "ray")
+    config = config_for(corpus_file, original, pruned, local_run.out_dir, "ray", *extra)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ray_engine, "_write_inputs", spy)
         rerun = run_select(config)
     assert sent == []
-    pd.testing.assert_frame_equal(rerun.scores, both_runs["local"].scores)
+    pd.testing.assert_frame_equal(rerun.scores, local_run.scores)
+
+
+def test_ray_resumes_a_local_run_without_recomputing(both_runs, corpus_file, tiny_model_dir, perturbed_model_dir):
+    ray_rerun_sends_nothing(both_runs["local"], corpus_file, tiny_model_dir, perturbed_model_dir)
 
 
 KILLED_JOB = """
@@ -248,17 +252,4 @@ def test_ray_topk_matches_the_local_topk_path(topk_runs):
 
 
 def test_ray_topk_resumes_a_local_topk_run(topk_runs, corpus_file, tiny_model_dir, perturbed_model_dir):
-    sent = []
-    real_write_inputs = ray_engine._write_inputs
-
-    def spy(folder, tables):
-        sent.extend(tables)
-        return real_write_inputs(folder, tables)
-
-    out = topk_runs["local"].out_dir
-    config = config_for(corpus_file, tiny_model_dir, perturbed_model_dir, out, "ray", "topk.k=16")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ray_engine, "_write_inputs", spy)
-        rerun = run_select(config)
-    assert sent == []
-    pd.testing.assert_frame_equal(rerun.scores, topk_runs["local"].scores)
+    ray_rerun_sends_nothing(topk_runs["local"], corpus_file, tiny_model_dir, perturbed_model_dir, "topk.k=16")
