@@ -80,7 +80,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recovery.models import choose_dtype, default_device  # noqa: E402
 from recovery.prune import PruneTarget, prune_model  # noqa: E402
-from selection.degradation import DegradationConfig, length_batches, score_degradation  # noqa: E402
+from selection.degradation import (  # noqa: E402
+    DegradationConfig,
+    check_model_pair,
+    length_batches,
+    prepare_bodies,
+    score_degradation,
+)
 from selection.formatting import EncodedSample  # noqa: E402
 
 SHAPES: dict[str, dict[str, object]] = {
@@ -378,6 +384,12 @@ def parse_arguments(defaults: DegradationConfig) -> argparse.Namespace:
         default=["off", "on"],
         help="scorer's compile_jsd settings to measure, comma-separated (default off,on: eager against fused)",
     )
+    parser.add_argument(
+        "--compile-body",
+        action="store_true",
+        help="the scorer's compile_body: torch.compile each model's decoder body (dynamic shapes), for the "
+        "forward-only baseline too",
+    )
     parser.add_argument("--no-share-prefix", action="store_true", help="scorer: share_prompt_prefix=False")
     parser.add_argument("--sweep", action="store_true", help="measure every --sweep-tokens × --sweep-chunks")
     parser.add_argument("--sweep-tokens", type=int_list, default=[8192, 16384, 32768, 65536])
@@ -401,6 +413,10 @@ def main() -> None:
         f"attn {args.attn}, shape {args.shape}"
     )
     original, pruned, sparsity = build_model_pair(args.shape, dtype, device, args.attn, args.seed)
+    if args.compile_body:
+        # As the scorer's compile_body does, before the forward-only baseline too, so both run compiled bodies.
+        prepare_bodies(check_model_pair(original, pruned), replace(defaults, compile_body=True))
+        progress("decoder bodies wrapped in torch.compile (compiled at the first warm-up)")
     parameters = sum(parameter.numel() for parameter in original.parameters())
     progress(f"built the model pair: {parameters / 1e6:.1f}M parameters each; pruned linear sparsity {sparsity:.3f}")
 
@@ -425,6 +441,7 @@ def main() -> None:
         max_padding=args.max_padding,
         shard_size=args.shard_size,
         share_prompt_prefix=not args.no_share_prefix,
+        compile_body=args.compile_body,
         show_progress=False,
     )
     if args.sweep:
@@ -477,7 +494,8 @@ def main() -> None:
     best = max(measured, key=lambda setting: measured[setting]["score_tokens_per_s"])
     result = measured[best]
     print(
-        f"device={device_name.replace(' ', '_')} shape={args.shape} dtype={str(dtype).removeprefix('torch.')} "
+        f"device={device_name.replace(' ', '_')} shape={args.shape} compile_body={args.compile_body} "
+        f"dtype={str(dtype).removeprefix('torch.')} "
         f"attn={args.attn} rows={rows} tokens={tokens} response_tokens={response_tokens} "
         f"tokens_per_batch={best[0]} position_chunk={best[1]} compile_jsd={best[2]} "
         f"max_batch_rows={base.max_batch_rows} "

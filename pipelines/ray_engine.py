@@ -41,6 +41,7 @@ from selection.degradation import (
     load_score_shard,
     model_signature,
     open_score_shards,
+    prepare_bodies,
     scoring_fingerprint,
     shard_rows,
     write_score_shard,
@@ -185,6 +186,7 @@ class _ScoreActor(_ShardActor):
     def __init__(self, original: str, pruned: str, dtype: str, config: DegradationConfig, cpus: float) -> None:
         self.original, self.pruned = _load_pair(original, pruned, dtype, cpus)
         self.parts = check_model_pair(self.original, self.pruned)
+        prepare_bodies(self.parts, config)
         self.config = config
         self.bos_token_id = bos_token_id_for(self.pruned) if config.unconditioned_nll else None
 
@@ -450,6 +452,7 @@ class _TopkCacheActor(_ShardActor):
         cpus: float,
     ) -> None:
         self.parts = (_ModelParts(_load_one(original, dtype, cpus), "original"),)
+        prepare_bodies(self.parts, config)
         self.config = config
         self.store = ShardStore(Path(cache_dir), fingerprint, suffix=".npz", what=CACHE_CONTENTS)
 
@@ -475,6 +478,7 @@ class _TopkScoreActor(_ShardActor):
     ) -> None:
         model = _load_one(pruned, dtype, cpus)
         self.parts = (_ModelParts(model, "pruned"),)
+        prepare_bodies(self.parts, config)
         self.config, self.estimator = config, estimator
         self.cache = ShardStore(Path(cache_dir), cache_fingerprint, suffix=".npz", what=CACHE_CONTENTS)
         self.bos_token_id = bos_token_id_for(model) if config.unconditioned_nll else None

@@ -75,6 +75,7 @@ from selection.degradation import (
     model_signature,
     open_score_shards,
     prefix_to_share,
+    prepare_bodies,
     scoring_fingerprint,
     shard_rows,
     write_score_shard,
@@ -375,6 +376,7 @@ def cache_original_topk(
     parts = _ModelParts(original, "original")
     check_topk_settings(k, tail_samples, parts.vocab_size)
     _validate(encoded, parts.vocab_size)
+    prepare_bodies([parts], config)
     fingerprint = topk_cache_fingerprint(encoded, config, k, tail_samples, parts.vocab_size, model_signature(parts))
     store = ShardStore(Path(folder), fingerprint, suffix=".npz", what=CACHE_CONTENTS, overwrite=overwrite)
     shards = shard_rows(encoded, config)
@@ -540,6 +542,7 @@ def score_from_topk(
     cache = open_topk_cache(Path(folder), encoded, config)
     check_pruned_against_cache(estimator, cache.fingerprint, parts.vocab_size, Path(folder))
     _validate(encoded, parts.vocab_size)
+    prepare_bodies([parts], config)
     bos_token_id = bos_token_id_for(pruned) if config.unconditioned_nll else None
     shards = shard_rows(encoded, config)
     frames: list[pd.DataFrame | None] = [None] * len(shards)

@@ -219,3 +219,18 @@ def test_compile_jsd_is_checked():
     assert degradation.use_compiled_jsd(DegradationConfig(), torch.device("cuda"))
     assert not degradation.use_compiled_jsd(DegradationConfig(), torch.device("cpu"))
     assert degradation.use_compiled_jsd(DegradationConfig(compile_jsd="on"), torch.device("cpu"))
+
+
+def test_compiled_bodies_score_as_eager_ones(original, perturbed, tiny_samples, tiny_tokenizer):
+    """compile_body=True compiles each decoder body in place (so on copies here) and gives the eager scores, also
+    through the shared-prefix path (the Alpaca preamble is a long common prefix) and the unconditioned pass."""
+    import copy
+
+    encoded = encode_corpus(tiny_samples[:12], tiny_tokenizer, 256, template="alpaca", show_progress=False)[0]
+    config = DegradationConfig(unconditioned_nll=True, **QUIET)
+    eager = score_degradation(original, perturbed, encoded, config)
+    pair = copy.deepcopy(original), copy.deepcopy(perturbed)
+    compiled = score_degradation(*pair, encoded, DegradationConfig(unconditioned_nll=True, compile_body=True, **QUIET))
+    assert all(getattr(model.get_decoder(), "_compiled_call_impl", None) is not None for model in pair)
+    assert getattr(original.get_decoder(), "_compiled_call_impl", None) is None
+    pd.testing.assert_frame_equal(compiled, eager, check_exact=False, atol=1e-5, rtol=0)
