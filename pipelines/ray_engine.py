@@ -16,6 +16,7 @@ Ray is an optional dependency: `pip install 'paser[ray]'`.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import shutil
@@ -148,7 +149,7 @@ def _set_threads(cpus: float) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-class _ShardActor:
+class _ShardActor(abc.ABC):
     """What every scoring actor does per call: for each shard file of the block, decode its encoded rows, check
     once per actor that each model's logits are head(body), run `work` and tag its rows with their shard and
     position for the driver's collector."""
@@ -156,9 +157,9 @@ class _ShardActor:
     parts: tuple[_ModelParts, ...] = ()
     checked = False
 
+    @abc.abstractmethod
     def work(self, shard: int, encoded: list[EncodedSample]) -> pd.DataFrame:
         """One row per encoded row (at least its `id`), in their order."""
-        raise NotImplementedError
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         import torch
