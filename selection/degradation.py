@@ -209,6 +209,10 @@ class _ModelParts:
         if weight is None:
             raise TypeError(f"{role} model's output head {type(head).__name__} has no weight; cannot read vocab size")
         self.vocab_size = int(weight.shape[0])
+        # The body's name for its key/value cache argument: `cache` (transformers >= 5.24; `past_key_values` is
+        # deprecated there and removed in 5.40) or `past_key_values` (earlier versions). Read once, not per batch.
+        parameters = inspect.signature(body.forward).parameters
+        self.cache_keyword = "cache" if "cache" in parameters else "past_key_values"
         self.device = weight.device
 
     def compile_body(self) -> None:
@@ -222,10 +226,6 @@ class _ModelParts:
         cache = getattr(output, "cache", None)
         return cache if cache is not None else output.past_key_values
 
-    def _cache_keyword(self) -> str:
-        """The body's name for its key/value cache argument: `cache` (transformers >= 5.24; `past_key_values`
-        is deprecated there and removed in 5.40) or `past_key_values` (earlier versions)."""
-        return "cache" if "cache" in inspect.signature(self.body.forward).parameters else "past_key_values"
 
     def hidden_states(self, input_ids: Tensor, prefix_cache: Any = None) -> Tensor:
         """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix.
@@ -241,7 +241,7 @@ class _ModelParts:
             # The forward appends to the cache, so each batch gets its own copy, repeated over its rows.
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(input_ids))
-            output = self.body(input_ids=input_ids, use_cache=True, **{self._cache_keyword(): cache})
+            output = self.body(input_ids=input_ids, use_cache=True, **{self.cache_keyword: cache})
         return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
     def log_probs(self, hidden: Tensor) -> Tensor:
