@@ -5,7 +5,8 @@ Both are rendered from one list of blocks (headings, paragraphs, lists, tables, 
 disagree. Sections: the run (models, corpus, strategies, budgets, seeds, recovery objective, evaluation
 tasks), missing artifacts, the results table per strategy × budget with the baselines and the share of the
 pruning gap recovered, every combo and its state, the corpus map by cluster and by CDS, allocated vs
-selected rows per cluster, CDS per cluster, and the overlap between the strategies' subsets. Plots use
+selected rows per cluster, CDS per cluster, cluster purity against a label the pool's rows carry (where they
+carry one: `RunResults.label_field`), and the overlap between the strategies' subsets. Plots use
 matplotlib's Agg canvas directly (no pyplot state, no display needed).
 """
 
@@ -26,6 +27,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
+from pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
 from pipelines.results import RunError, RunResults, load_run
 from selection.atomic import write_atomic
 
@@ -229,7 +231,33 @@ def _clusters_section(run: RunResults) -> list[Block]:
     if not allocating:
         blocks.append(Paragraph("No strategy of this run allocates a budget per cluster."))
     blocks += [Heading(3, "CDS per cluster"), _cds_boxes(clusters, seed)]
+    blocks += _purity_blocks(run, clusters, seed)
     return blocks
+
+
+def _purity_blocks(run: RunResults, clusters: pd.DataFrame, seed: int) -> list[Block]:
+    """Cluster purity against the run's label field (`RunResults.label_field`); nothing without one."""
+    field = run.label_field()
+    if field is None:
+        return []
+    heading = Heading(3, f"Cluster purity against {field}")
+    labels = clusters["id"].map(run.labels(field))
+    labelled = clusters[labels.notna()]
+    if labelled.empty:
+        return [heading, Paragraph(f"No pool row has a {field!r} field in its raw row: no purity to show.")]
+    purity = cluster_purity(labelled["cluster"], labels[labels.notna()])
+    unlabelled = len(clusters) - len(labelled)
+    left_out = f"; {unlabelled:,} pool rows without a {field} are left out" if unlabelled else ""
+    summary = (
+        f"Overall purity {purity.purity:.3f} (the share of rows carrying their cluster's majority {field}), "
+        f"NMI {purity.nmi:.3f}, ARI {purity.ari:.3f}, over {purity.rows:,} pool rows{left_out}."
+    )
+    rows = tuple(
+        (str(cluster), str(int(row["size"])), str(row["majority_label"]), f"{row['purity']:.3f}")
+        for cluster, row in purity.per_cluster.iterrows()
+    )
+    table = Table(("cluster", "size", f"majority {field}", "purity"), rows)
+    return [heading, Paragraph(summary), _purity_heatmap(purity, field, seed), table]
 
 
 def _overlap_section(run: RunResults) -> list[Block]:
@@ -311,6 +339,20 @@ def _cds_boxes(clusters: pd.DataFrame, seed: int) -> Figure:
     axis.set_ylabel("CDS (nats)")
     caption = f"CDS of the pool's rows per cluster (seed {seed}; boxes: quartiles, whiskers: 1.5 IQR, no fliers)."
     return Figure("cds_per_cluster.png", _png(figure), caption)
+
+
+def _purity_heatmap(purity: ClusterPurity, field: str, seed: int) -> Figure:
+    clusters, labels = purity.confusion.shape
+    figure = _new_figure(max(5, 0.45 * min(labels, MAX_HEATMAP_LABELS) + 3), max(3.5, 0.3 * clusters + 2))
+    axis = figure.subplots()
+    image = draw_confusion(axis, purity)
+    axis.set_xlabel(field)
+    figure.colorbar(image, ax=axis, label="share of the cluster's rows")
+    caption = (
+        f"Each cluster's rows (seed {seed}) by their {field}: the share of the cluster carrying each {field} "
+        "(rows sum to 1)."
+    )
+    return Figure("cluster_purity.png", _png(figure), caption)
 
 
 def _overlap_heatmaps(overlaps: dict[float, pd.DataFrame], seed: int) -> Figure:

@@ -5,6 +5,7 @@
     run.results_table()                 # one row per (strategy, budget): mean/std over seeds, gap recovered
     run.cluster_budgets("paser")        # per budget and cluster: size, mean CDS, allocated and selected rows
     run.sample_rows(cluster=2, n=3)     # the most degraded rows of a cluster, with their text
+    run.labels(run.label_field())       # a label the raw rows carry (e.g. category), for `cluster_purity`
 
 A run is expected to hold every (strategy, budget, seed) combo of results.json's `strategies`, `budgets`
 and `seeds`. An artifact that is not there (a combo whose evaluation did not finish, a missing selection)
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import yaml
 
 from selection.store import CorpusStore
@@ -34,6 +36,8 @@ RUN_FILES = ("manifest.json", "results.json")
 RESULTS_KEYS = ("metrics", "lower_is_better", "baselines", "combos", "seeds", "strategies", "budgets")
 BASELINES = ("original", "pruned")
 TEXT_COLUMNS = ("instruction", "input", "response")
+# Raw-row fields taken as the pool's label, in this order, when config.yaml sets no report.label_field.
+LABEL_FIELDS = ("category", "label")
 
 
 class RunError(ValueError):
@@ -100,6 +104,7 @@ class RunResults:
         self._combo_records = {record["combo"]: record for record in results["combos"]}
         self._scores: pd.DataFrame | None = None
         self._clusters: dict[int, pd.DataFrame] = {}
+        self._labels: dict[str, pd.Series] = {}
 
     def __repr__(self) -> str:
         return (
@@ -254,6 +259,46 @@ class RunResults:
         samples = store.samples(top["id"].tolist(), with_raw=False)
         text = pd.DataFrame([{name: getattr(sample, name) for name in TEXT_COLUMNS} for sample in samples])
         return pd.concat([top[["id", "cluster", "cds"]].reset_index(drop=True), text], axis=1)
+
+    def label_field(self) -> str | None:
+        """The raw-row field the clusters are compared with (`pipelines.purity.cluster_purity`): config.yaml's
+        `report.label_field` where set (whether or not the rows carry it), else the first of `LABEL_FIELDS`
+        that some row of shared/corpus.parquet carries; None where none is set or found, or the corpus store
+        is missing."""
+        configured = (self.config.get("report") or {}).get("label_field")
+        if configured:
+            return str(configured)
+        if not (self.path / "shared" / "corpus.parquet").is_file():
+            return None
+        return next((field for field in LABEL_FIELDS if len(self.labels(field))), None)
+
+    def labels(self, field: str) -> pd.Series:
+        """The value of `field` in each corpus row's raw row (shared/corpus.parquet) as text (a non-string
+        value as its JSON), indexed by id; rows without the field, with a null value or stored without their
+        raw row are absent. Refuses a missing corpus store (RunError)."""
+        if field not in self._labels:
+            path = self.path / "shared" / "corpus.parquet"
+            if not path.is_file():
+                raise RunError(f"{self.path}: no {path}")
+            key = json.dumps(field, ensure_ascii=False)
+            ids: list[str] = []
+            values: list[str] = []
+            for batch in CorpusStore(path).iter_batches(["id", "raw"]):
+                # Parsing every raw row of a corpus of millions takes minutes: only a row whose JSON text holds
+                # the quoted key can have the field, and a corpus without it is passed over at Arrow speed.
+                holds = pc.fill_null(pc.match_substring(batch.column("raw"), key), False)
+                if not pc.any(holds).as_py():
+                    continue
+                chosen = batch.filter(holds)
+                for sample_id, raw in zip(
+                    chosen.column("id").to_pylist(), chosen.column("raw").to_pylist(), strict=True
+                ):
+                    value = json.loads(raw).get(field)
+                    if value is not None:
+                        ids.append(sample_id)
+                        values.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            self._labels[field] = pd.Series(values, index=pd.Index(ids, name="id"), dtype=object, name=field)
+        return self._labels[field]
 
     def overlap(self, budget: float, seed: int | None = None) -> pd.DataFrame:
         """Jaccard overlap |A ∩ B| / |A ∪ B| of the strategies' selected id sets at `budget` and `seed`

@@ -194,6 +194,17 @@ class EvaluationConfig:
             raise ValueError("give evaluation.heldout_file or evaluation.heldout_rows, not both (set heldout_rows: 0)")
 
 
+@dataclasses.dataclass
+class ReportConfig:
+    label_field: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Raw-row field to show cluster purity against (a confusion heat map, NMI, ARI), e.g. dataset; "
+            "None: `category` or `label` where the corpus rows have one, else no purity section."
+        },
+    )
+
+
 def _train_config_type() -> type:
     from recovery.train import TrainConfig
 
@@ -202,7 +213,8 @@ def _train_config_type() -> type:
 
 @dataclasses.dataclass
 class RunConfig:
-    """Everything `paser run` needs: the select config's sections plus the sweep, pruning, recovery and eval."""
+    """Everything `paser run` needs: the select config's sections plus the sweep, pruning, recovery, eval and
+    what the report shows."""
 
     corpus: CorpusConfig
     models: RunModelsConfig
@@ -223,6 +235,7 @@ class RunConfig:
     )
     engine: str = dataclasses.field(default="local", metadata={"help": "Scoring and embedding: local or ray."})
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -7,6 +7,10 @@ notebook).
 random, budgets 0.1 (5 rows) and 0.2 (11 rows), seeds 0 and 1; the metric values are `COMBO_METRICS` and
 `BASELINE_METRICS`. paser takes its allocation (`PASER_ALLOCATION`) of highest-CDS rows in each cluster;
 random-b0.1-s0 shares 3 of its 5 rows with paser-b0.1-s0 (Jaccard 3/7).
+
+With `labelled=True` each raw row also carries a `category` (`row_category`: the cluster's own, alpha for
+cluster 0 and beta for clusters 1 and 2, except gamma on every fifth row) and a `dataset` (set0 / set1 by the
+row's parity), as labelled instruction pools do.
 """
 
 from __future__ import annotations
@@ -66,6 +70,12 @@ def row_cds(row: int) -> float:
     return 0.1 * (row_cluster(row) + 1) + 0.001 * row
 
 
+def row_category(row: int) -> str:
+    if row % 5 == 0:
+        return "gamma"
+    return "alpha" if row_cluster(row) == 0 else "beta"
+
+
 def pool_rows() -> list[int]:
     return [row for row in range(N_ROWS) if row not in HELDOUT_ROWS]
 
@@ -76,18 +86,21 @@ def build_fake_run(
     missing_evals: tuple[str, ...] = (),
     unrecorded: tuple[str, ...] = (),
     coordinates: bool = True,
+    labelled: bool = False,
+    label_field: str | None = None,
 ) -> Path:
     """Write the fake run into `run_dir` and return it.
 
     `missing_evals`: combos whose eval/metrics.json is absent and whose results.json entry has `"metrics":
     null` (an evaluation that did not finish). `unrecorded`: combos left out of results.json's combos list
     altogether (their eval is absent too). `coordinates=False` writes clusters without coordinate columns,
-    as k-means clustering does.
+    as k-means clustering does. `labelled` adds `category` and `dataset` to the raw rows; `label_field` is
+    config.yaml's report.label_field.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     shared = run_dir / "shared"
     shared.mkdir(exist_ok=True)
-    samples = [_sample(row) for row in range(N_ROWS)]
+    samples = [_sample(row, labelled) for row in range(N_ROWS)]
     write_corpus_store(samples, shared / "corpus.parquet", show_progress=False)
     pd.DataFrame(
         {
@@ -134,7 +147,7 @@ def build_fake_run(
         for budget in BUDGETS:
             for seed in SEEDS:
                 combo = combo_name(strategy, budget, seed)
-                _write_selection(run_dir / "combos" / combo / "select", strategy, budget, seed)
+                _write_selection(run_dir / "combos" / combo / "select", strategy, budget, seed, labelled)
                 stages[f"select/{combo}"] = _stage(f"combos/{combo}/select/selection.jsonl")
                 stages[f"recover/{combo}"] = _stage(f"combos/{combo}/recover")
                 (run_dir / "combos" / combo / "recover").mkdir(parents=True, exist_ok=True)
@@ -191,6 +204,7 @@ def build_fake_run(
                 "selection": {"strategies": list(STRATEGIES), "budgets": list(BUDGETS), "seeds": list(SEEDS)},
                 "recovery": {"objective": "sft"},
                 "evaluation": {"tasks": ["wikitext2", "boolq", "piqa"], "heldout_rows": 20},
+                "report": {"label_field": label_field},
             },
             sort_keys=False,
         )
@@ -216,13 +230,19 @@ def _selected_ids(strategy: str, budget: float, seed: int) -> list[str]:
     return [row_id(int(row)) for row in rng.choice(pool_rows(), size=BUDGET_ROWS[budget], replace=False)]
 
 
-def _write_selection(folder: Path, strategy: str, budget: float, seed: int) -> None:
+def _write_selection(folder: Path, strategy: str, budget: float, seed: int, labelled: bool) -> None:
     ids = _selected_ids(strategy, budget, seed)
     rows = [int(sample_id[3:]) for sample_id in ids]
     _write_jsonl(
         folder / "selection.jsonl",
         [
-            {**_sample(row).raw, "id": row_id(row), "cluster": row_cluster(row), "cds": row_cds(row), "ies": 0.01}
+            {
+                **_sample(row, labelled).raw,
+                "id": row_id(row),
+                "cluster": row_cluster(row),
+                "cds": row_cds(row),
+                "ies": 0.01,
+            }
             for row in rows
         ],
     )
@@ -248,17 +268,20 @@ def _write_selection(folder: Path, strategy: str, budget: float, seed: int) -> N
     )
 
 
-def _sample(row: int) -> Sample:
+def _sample(row: int, labelled: bool = False) -> Sample:
     instruction = f"Explain topic {row_cluster(row)} case {row}."
     input_text = f"context {row}" if row % 4 == 0 else ""
     response = f"Case {row} of topic {row_cluster(row)} is explained here."
+    raw = {"instruction": instruction, "input": input_text, "output": response}
+    if labelled:
+        raw |= {"category": row_category(row), "dataset": f"set{row % 2}"}
     return Sample(
         id=row_id(row),
         instruction=instruction,
         input=input_text,
         response=response,
         source_index=row,
-        raw={"instruction": instruction, "input": input_text, "output": response},
+        raw=raw,
     )
 
 

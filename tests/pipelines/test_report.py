@@ -23,8 +23,8 @@ ALL_COMBOS = [
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """The fake run with random-b0.2-s1's evaluation unfinished."""
-    return build_fake_run(tmp_path_factory.mktemp("report") / "run", missing_evals=("random-b0.2-s1",))
+    """The fake run with random-b0.2-s1's evaluation unfinished, its raw rows carrying a category."""
+    return build_fake_run(tmp_path_factory.mktemp("report") / "run", missing_evals=("random-b0.2-s1",), labelled=True)
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +217,7 @@ def test_report_markdown_links_plots_that_exist(report):
     assert sorted(links) == [
         "report_files/budget_per_cluster_paser.png",
         "report_files/cds_per_cluster.png",
+        "report_files/cluster_purity.png",
         "report_files/corpus_map.png",
         "report_files/strategy_overlap.png",
     ]
@@ -227,7 +228,7 @@ def test_report_markdown_links_plots_that_exist(report):
 def test_report_html_is_self_contained(report):
     page = report[1].read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 4 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert len(sources) == 5 and all(source.startswith("data:image/png;base64,") for source in sources)
     # base64 can spell "http" by chance: look for external references outside the data URIs only
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     assert "http" not in text and "<link" not in text and "<script" not in text and "url(" not in text
@@ -238,6 +239,50 @@ def test_report_without_coordinates_says_so(tmp_path):
     markdown = markdown_path.read_text()
     assert "No corpus map: shared/clusters-s0.parquet has no coordinate_0/coordinate_1" in markdown
     assert not (tmp_path / "out" / "report_files" / "corpus_map.png").exists()
+
+
+def test_label_field_is_the_category_the_raw_rows_carry(run_dir):
+    run = load_run(run_dir)
+    assert run.label_field() == "category"
+    labels = run.labels("category")
+    assert len(labels) == 60 and labels["row05"] == "gamma" and labels["row03"] == "alpha"
+
+
+def test_label_field_set_in_the_config_is_taken_over_the_category(tmp_path):
+    run = load_run(build_fake_run(tmp_path / "run", labelled=True, label_field="dataset"))
+    assert run.label_field() == "dataset"
+    assert run.labels("dataset")["row07"] == "set1"
+
+
+def test_rows_without_a_label_field_have_none(tmp_path):
+    run = load_run(build_fake_run(tmp_path / "run"))
+    assert run.label_field() is None
+    assert run.labels("category").empty
+
+
+def test_report_shows_cluster_purity_against_the_category(report):
+    markdown = report[0].read_text()
+    assert "### Cluster purity against category" in markdown
+    # fake_run.row_category: clusters 0, 1, 2 hold 14 alpha + 4 gamma, 15 beta + 3 gamma, 14 beta + 4 gamma
+    assert (
+        "Overall purity 0.796 (the share of rows carrying their cluster's majority category), NMI 0.479, " in markdown
+    )
+    assert "ARI 0.380, over 54 pool rows." in markdown
+    assert "| cluster | size | majority category | purity |" in markdown
+    assert "| 0 | 18 | alpha | 0.778 |" in markdown and "| 1 | 18 | beta | 0.833 |" in markdown
+
+
+def test_report_without_a_label_field_has_no_purity_section(tmp_path):
+    markdown_path, _ = write_report(build_fake_run(tmp_path / "run"), tmp_path / "out")
+    assert "purity" not in markdown_path.read_text()
+    assert not (tmp_path / "out" / "report_files" / "cluster_purity.png").exists()
+
+
+def test_report_says_when_no_row_has_the_configured_label_field(tmp_path):
+    markdown_path, _ = write_report(build_fake_run(tmp_path / "run", label_field="topic"), tmp_path / "out")
+    markdown = markdown_path.read_text()
+    assert "### Cluster purity against topic" in markdown
+    assert "No pool row has a 'topic' field in its raw row: no purity to show." in markdown
 
 
 def test_format_results_is_a_fixed_width_table(run_dir):
@@ -264,7 +309,9 @@ def test_notebook_executes_on_a_run(run_dir, tmp_path, monkeypatch, python3_kern
     notebook = execute_notebook(run_dir, tmp_path, monkeypatch)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
-    assert sum("image/png" in output.get("data", {}) for output in outputs) == 3
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 4
+    printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
+    assert "54 rows by category: purity 0.796, NMI 0.479, ARI 0.380" in printed
     shares = notebook.cells[-1].outputs[-1]["data"]["text/plain"]
     assert "0.273" in shares  # cluster 0's share at budget 0.2: 3 of 11 rows
 
