@@ -19,6 +19,7 @@ from pipelines.ray_engine import RayConfig
 from selection.cluster import ClusterConfig
 from selection.corpus import CorpusConfig
 from selection.degradation import DegradationConfig
+from selection.embed import DEFAULT_LONG_TEXT, check_long_text
 
 ConfigT = TypeVar("ConfigT")
 
@@ -69,6 +70,17 @@ class EmbeddingConfig:
     shard_size: int = dataclasses.field(
         default=4096, metadata={"help": "Rows per embedding shard; finished shards are skipped on a rerun."}
     )
+    long_text: str = dataclasses.field(
+        default=DEFAULT_LONG_TEXT,
+        metadata={
+            "help": "A text longer than the embedder reads (its max_seq_length: 256 tokens for all-MiniLM-L6-v2): "
+            "truncate (embed its first tokens, what the model does) or chunks (embed consecutive windows that fit "
+            "the model and take their token-weighted mean, re-normalised). stats.json counts such rows."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check_long_text(self.long_text, "embedding.long_text")
 
 
 @dataclasses.dataclass

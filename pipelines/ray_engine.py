@@ -48,11 +48,14 @@ from selection.degradation import (
     write_score_shard,
 )
 from selection.embed import (
+    DEFAULT_LONG_TEXT,
+    EncodedTexts,
     assemble_embeddings,
     encode_with,
     load_embedder,
     prepare_embedding_shards,
     resolve_embedder,
+    summarize_embedding_shards,
     write_embedding_shard,
 )
 from selection.formatting import EncodedSample
@@ -586,20 +589,25 @@ def _encoded_table(index: int, rows: Sequence[EncodedSample]) -> pa.Table:
 
 
 class _EmbedActor:
-    """Holds the sentence-transformers embedder; embeds blocks of texts, shard by shard."""
+    """Holds the sentence-transformers embedder; embeds blocks of texts, shard by shard, and counts their
+    tokens (`selection.embed.encode_with`, as the local engine)."""
 
-    def __init__(self, model_location: str, batch_size: int, cpus: float) -> None:
+    def __init__(self, model_location: str, batch_size: int, long_text: str, cpus: float) -> None:
         from recovery.models import default_device
 
         _set_threads(cpus)
         self.encoder = load_embedder(model_location, default_device())
-        self.batch_size = batch_size
+        self.batch_size, self.long_text = batch_size, long_text
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         frames = []
         for rows in _read_shards(batch):
-            embeddings = encode_with(self.encoder, rows["text"].tolist(), self.batch_size)
-            frames.append(rows[["shard", "position", "id"]].assign(embedding=list(embeddings)))
+            encoded = encode_with(self.encoder, rows["text"].tolist(), self.batch_size, long_text=self.long_text)
+            frames.append(
+                rows[["shard", "position", "id"]].assign(
+                    embedding=list(encoded.embeddings), tokens=encoded.token_counts, max_tokens=encoded.max_tokens
+                )
+            )
         return pd.concat(frames, ignore_index=True)
 
 
@@ -614,10 +622,19 @@ def embed_on_ray(
     shard_size: int = 4096,
     show_progress: bool = True,
     overwrite: bool = False,
+    long_text: str = DEFAULT_LONG_TEXT,
 ) -> np.ndarray:
-    """`selection.embed.embed_in_shards` on Ray actors: the same shards, the same memory-mapped result."""
+    """`selection.embed.embed_in_shards` on Ray actors: the same shards and summary, the same memory-mapped
+    result."""
     store, bounds, pending = prepare_embedding_shards(
-        ids, texts, shard_dir, model=model, batch_size=batch_size, shard_size=shard_size, overwrite=overwrite
+        ids,
+        texts,
+        shard_dir,
+        model=model,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        long_text=long_text,
+        overwrite=overwrite,
     )
     shard_dir = Path(shard_dir)
     if pending:
@@ -638,9 +655,14 @@ def embed_on_ray(
             start, stop = bounds[index]
             if frame["id"].tolist() != list(ids[start:stop]):
                 raise RuntimeError(f"the ray engine returned other ids for embedding shard {index} than were sent")
-            write_embedding_shard(store, index, ids[start:stop], np.stack(frame["embedding"].to_list()))
+            encoded = EncodedTexts(
+                np.stack(frame["embedding"].to_list()),
+                frame["tokens"].to_numpy(np.int64),
+                int(frame["max_tokens"].iloc[0]),
+            )
+            write_embedding_shard(store, index, ids[start:stop], encoded)
 
-        constructor = {"model_location": resolve_embedder(model), "batch_size": batch_size}
+        constructor = {"model_location": resolve_embedder(model), "batch_size": batch_size, "long_text": long_text}
         _run_on_ray(
             ray,
             shard_dir,
@@ -653,4 +675,6 @@ def embed_on_ray(
             "embedding (ray)",
             show_progress,
         )
+    # Only a folder embedded before shards kept their token counts needs the embedder here, to count them.
+    summarize_embedding_shards(store, bounds, texts, long_text, lambda: load_embedder(resolve_embedder(model), None))
     return assemble_embeddings(store, bounds, shard_dir / "embeddings.npy")

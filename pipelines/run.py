@@ -70,6 +70,7 @@ from selection.atomic import write_atomic
 from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
 from selection.corpus import Corpus, CorpusConfig, CorpusStats
 from selection.degradation import DegradationConfig
+from selection.embed import read_embedding_summary
 from selection.store import CorpusStore, StoredSamples
 from selection.strategies import get_strategy
 
@@ -658,9 +659,13 @@ class Run:
 
     def embed_hash(self) -> str:
         def make() -> str:
+            embedding = {**config_to_dict(self.config.embedding), "batch_size": None}
+            if embedding["long_text"] == "truncate":
+                # What runs embedded before the option existed did: their embed stage stays cached.
+                del embedding["long_text"]
             inputs = {
                 "heldout": self.heldout_hash(),
-                "embedding": {**config_to_dict(self.config.embedding), "batch_size": None},
+                "embedding": embedding,
                 "embed_fields": list(self.config.corpus.embed_fields),
             }
             return self.stage("embed", inputs, [self.shared / "embed_shards"], lambda: self.embeddings())
@@ -749,13 +754,15 @@ class Run:
 
         def compute() -> None:
             pool = self.pool()
+            embeddings = self.embeddings()  # first: embedding (re)writes the summary read below
             select_from(
                 config,
                 pool,
-                self.embeddings(),
+                embeddings,
                 self.clusters(combo.seed),
                 out,
                 concept_cache_dir=self.shared / "concept_cache",
+                embedding_summary=read_embedding_summary(self.shared / "embed_shards"),
                 write_tables=False,
             )
 

@@ -10,7 +10,8 @@ cluster, select, write artifacts:
     selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
     scores.parquet    every scored row's scalars (cds, token counts, NLLs)
     clusters.parquet  every scored row's cluster (and manifold coordinates)
-    stats.json        per-cluster and total counts, skipped rows by reason, models, versions, config
+    stats.json        per-cluster and total counts, skipped rows by reason, rows over the embedder's limit,
+                      models, versions, config
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from selection.consistency import ConceptCache
 from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
 from selection.corpus import concept_text as sample_concept_text
 from selection.degradation import score_degradation
-from selection.embed import embed_in_shards, resolve_embedder
+from selection.embed import embed_in_shards, read_embedding_summary, resolve_embedder
 from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
 from selection.prioritize import efficiency_score
 from selection.store import CorpusStore, SampleLookup, StoredSamples, StoredTexts, write_corpus_store
@@ -212,13 +213,16 @@ def encode_rows(
 def embed_rows(config: SelectConfig, store: CorpusStore, ids: list[str], shard_dir: Path) -> np.ndarray:
     """Embeddings of the store's rows `ids` (in that order; `config.corpus.embed_fields` joined), in shards
     under `shard_dir` on the configured engine; returns them memory-mapped. The texts are read from the store
-    shard by shard (`StoredTexts`), never all held in memory. `config` is a `SelectConfig` or a `RunConfig`."""
+    shard by shard (`StoredTexts`), never all held in memory. How many were over the embedder's limit is left in
+    `shard_dir/summary.json` (`selection.embed.read_embedding_summary`). `config` is a `SelectConfig` or a
+    `RunConfig`."""
     texts = StoredTexts(store, store.positions(ids), tuple(config.corpus.embed_fields))
     _log(f"embedding {len(texts):,} rows" + (" on ray" if config.engine == "ray" else ""))
     options = {
         "model": config.embedding.model,
         "batch_size": config.embedding.batch_size,
         "shard_size": config.embedding.shard_size,
+        "long_text": config.embedding.long_text,
     }
     if config.engine == "ray":
         return embed_on_ray(ids, texts, shard_dir, config.ray, **options)
@@ -301,12 +305,14 @@ def select_from(
     out_dir: Path,
     *,
     concept_cache_dir: Path,
+    embedding_summary: dict[str, Any],
     timings: dict[str, float] | None = None,
     write_tables: bool = True,
 ) -> SelectOutput:
     """The second half: run `config.selection`'s strategy over the clustered rows of `scored.scores` (in that
     order, aligned with `embeddings` and `clustering.labels`) and write `selection.jsonl` and `stats.json`
-    (plus `scores.parquet` and `clusters.parquet` when `write_tables`) to `out_dir`."""
+    (plus `scores.parquet` and `clusters.parquet` when `write_tables`) to `out_dir`. `embedding_summary` is
+    what embedding them left in its shard folder (`selection.embed.read_embedding_summary`)."""
     started = time.perf_counter()
     timings = dict(timings or {})
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -335,7 +341,18 @@ def select_from(
 
     selection = table.set_index("id").loc[result.ids].reset_index()
     clusters = cluster_table(ids, clustering)
-    stats = build_stats(config, scored.corpus, table, selection, clustering, result, budget, scored.model_info, timings)
+    stats = build_stats(
+        config,
+        scored.corpus,
+        table,
+        selection,
+        clustering,
+        result,
+        budget,
+        scored.model_info,
+        timings,
+        embedding_summary,
+    )
     paths = {"selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, scored.store))}
     if write_tables:
         paths["scores"] = write_parquet(out_dir / "scores.parquet", scores)
@@ -374,7 +391,14 @@ def run_select(config: SelectConfig) -> SelectOutput:
     embeddings, clustering = cluster_corpus(config, scored.store, ids, out_dir)
     timings = {**scored.seconds, "embedding_and_clustering": time.perf_counter() - stage}
     return select_from(
-        config, scored, embeddings, clustering, out_dir, concept_cache_dir=out_dir / "concept_cache", timings=timings
+        config,
+        scored,
+        embeddings,
+        clustering,
+        out_dir,
+        concept_cache_dir=out_dir / "concept_cache",
+        embedding_summary=read_embedding_summary(out_dir / "embed_shards"),
+        timings=timings,
     )
 
 
@@ -419,8 +443,11 @@ def build_stats(
     budget: int,
     model_info: dict[str, Any],
     timings: dict[str, float],
+    embedding_summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """The `stats.json` payload: per cluster, totals, skipped rows by reason, models, versions, config."""
+    """The `stats.json` payload: per cluster, totals, skipped rows by reason, the embedded rows over the
+    embedder's limit (`embedding`: long_text mode, max_tokens, rows, rows_over_limit), models, versions,
+    config."""
     if result.clusters is not None and not result.clusters.empty:
         # The strategy's own clusters (they differ from the manifold clusters in e.g. paser manifold=False).
         per_cluster = result.clusters.copy()
@@ -452,6 +479,7 @@ def build_stats(
             "eigenvalues": None if clustering.eigenvalues is None else [float(v) for v in clustering.eigenvalues],
             "seconds": clustering.seconds,
         },
+        "embedding": embedding_summary,
         "models": model_info,
         "versions": package_versions(),
         "seconds": {name: round(value, 3) for name, value in timings.items()},
@@ -471,6 +499,12 @@ def format_summary(output: SelectOutput, max_clusters: int = 12) -> str:
     ]
     if stats["skipped"]:
         lines.append("skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in stats["skipped"].items()))
+    embedding = stats["embedding"]
+    if embedding["rows_over_limit"]:
+        lines.append(
+            f"embedding: {embedding['rows_over_limit']:,} of {embedding['rows']:,} rows are over the embedder's "
+            f"{embedding['max_tokens']} tokens (long_text: {embedding['long_text']})"
+        )
     ccg = stats["strategy"].get("ccg")
     if ccg:
         lines.append(

@@ -70,3 +70,8 @@ def test_missing_config_file_is_named(tmp_path):
 def test_override_without_equals_is_refused():
     with pytest.raises(ConfigError, match="key=value"):
         apply_override({}, "selection.budget")
+
+
+def test_an_unknown_long_text_mode_names_the_key_and_the_known_modes():
+    with pytest.raises(ConfigError, match="unknown embedding.long_text 'split'; known: truncate, chunks"):
+        load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "embedding.long_text=split"])

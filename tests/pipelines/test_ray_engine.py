@@ -111,6 +111,31 @@ def test_ray_embeddings_match_the_local_engine(both_runs):
     np.testing.assert_allclose(local, remote, atol=1e-5, rtol=0)
 
 
+def test_ray_embeds_long_texts_in_chunks_as_the_local_engine(ray_cluster, tmp_path):
+    """`embedding.long_text=chunks` on either engine: the same embeddings, token counts and summary."""
+    import torch
+
+    from selection.embed import embed_in_shards
+
+    long = " ".join(["The committee reconsidered its stance on the unaffable proposal, then voted again."] * 36)
+    texts = ["Give three tips for staying healthy.", long, "What is the capital of Australia?", long[:1500], ""]
+    ids = [f"row-{index}" for index in range(len(texts))]
+    options = {"shard_size": 2, "show_progress": False, "long_text": "chunks"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each 1-CPU actor
+    try:
+        local = embed_in_shards(ids, texts, tmp_path / "local", **options)
+    finally:
+        torch.set_num_threads(threads)
+    remote = ray_engine.embed_on_ray(ids, texts, tmp_path / "ray", RayConfig(actors=2, cpus_per_actor=1), **options)
+    np.testing.assert_allclose(local, remote, atol=1e-5, rtol=0)
+    names = ["meta.json", "summary.json", *sorted(path.name for path in (tmp_path / "local").glob("*.tokens.json"))]
+    assert len(names) == 2 + 3
+    for name in names:
+        assert (tmp_path / "local" / name).read_text() == (tmp_path / "ray" / name).read_text()
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text())["rows_over_limit"] == 2
+
+
 def test_ray_selects_the_same_rows(both_runs):
     assert both_runs["local"].selection["id"].tolist() == both_runs["ray"].selection["id"].tolist()
     assert both_runs["local"].clusters["cluster"].tolist() == both_runs["ray"].clusters["cluster"].tolist()

@@ -73,7 +73,7 @@ def test_stats_per_cluster_add_up(first_run):
     assert sum(row["size"] for row in clusters) == 72
     assert sum(row["selected"] for row in clusters) == 15
     assert sum(row["budget"] for row in clusters) == 15
-    assert {"versions", "models", "config", "strategy"} <= stats.keys()
+    assert {"versions", "models", "config", "strategy", "embedding"} <= stats.keys()
 
 
 def test_scores_and_clusters_cover_every_valid_row(first_run):
@@ -321,3 +321,26 @@ def test_the_corpus_is_never_held_as_sample_objects(corpus_file, tiny_model_dir,
     assert rows == 72 and alive["made"] >= rows  # every row was read (tokenised) ...
     # ... but never more than two batches alive at once (the next batch is built before the last is dropped).
     assert alive["peak"] <= 2 * 8 + 2
+
+
+def test_rows_over_the_embedders_limit_are_counted_in_stats(tiny_model_dir, perturbed_model_dir, tmp_path):
+    long_response = " ".join(["The committee reconsidered its stance on the unaffable proposal."] * 30)
+    rows = demo_rows(rows_per_skill=12) + [
+        {"instruction": f"Summarise the minutes of meeting {index}.", "input": "", "output": long_response}
+        for index in range(3)
+    ]
+    corpus = tmp_path / "rows.jsonl"
+    corpus.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    config = select_config(
+        corpus,
+        tiny_model_dir,
+        perturbed_model_dir,
+        tmp_path / "run",
+        "corpus.embed_fields=[instruction, response]",
+        "embedding.long_text=chunks",
+    )
+    output = run_select(config)
+    expected = {"long_text": "chunks", "max_tokens": 256, "rows": 75, "rows_over_limit": 3}
+    assert output.stats["embedding"] == expected
+    assert json.loads((output.out_dir / "stats.json").read_text())["embedding"] == expected
+    assert json.loads((output.out_dir / "embed_shards" / "meta.json").read_text())["long_text"] == "chunks"

@@ -96,9 +96,9 @@ def test_sharded_embeddings_equal_one_call_and_resume_only_missing_shards(tmp_pa
     calls = []
     real_encode = embed.encode_with
 
-    def counting_encode(encoder, texts, batch_size, show_progress=False):
+    def counting_encode(encoder, texts, batch_size, show_progress=False, **options):
         calls.append(list(texts))
-        return real_encode(encoder, texts, batch_size, show_progress)
+        return real_encode(encoder, texts, batch_size, show_progress, **options)
 
     monkeypatch.setattr(embed, "encode_with", counting_encode)
     resumed = embed.embed_in_shards(TEN_IDS, TEN, tmp_path, shard_size=4, show_progress=False)
@@ -115,3 +115,127 @@ def test_sharded_embeddings_refuse_other_inputs_and_bad_ids(tmp_path: Path) -> N
         embed.embed_in_shards(TEN_IDS[:3], TEN[:4], tmp_path / "other", show_progress=False)
     with pytest.raises(ValueError, match="must be unique"):
         embed.embed_in_shards(["a", "a"], TEN[:2], tmp_path / "other", show_progress=False)
+
+
+# 19 word pieces a sentence: 36 of them make 684, cut into chunks of 254, 254 and 176 (+ [CLS] and [SEP] each).
+LONG_SENTENCE = "The committee reconsidered its stance on the unaffable proposal, then voted again."
+LONG = " ".join([LONG_SENTENCE] * 36)
+
+
+def words(count: int) -> str:
+    """`count` word pieces of text ("the" is one)."""
+    return "the " * count
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return embed.load_embedder(resolve_embedder(None), None)
+
+
+@requires_default_embedder
+def test_chunks_of_a_long_text_are_exact_substrings_that_tile_it_in_order(encoder) -> None:
+    chunks = embed.chunk_texts([SENTENCES[0], LONG], encoder)
+    assert chunks.texts[0] == SENTENCES[0] and chunks.owners.tolist() == [0, 1, 1, 1]
+    pieces = chunks.texts[1:]
+    assert "".join(pieces) == LONG
+    # Cut between words: the chunks re-tokenise to the text's own word pieces, in order, each fitting the model.
+    tokens = [encoder.tokenizer(piece, add_special_tokens=False)["input_ids"] for piece in pieces]
+    assert sum(tokens, []) == encoder.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    assert all(len(piece_tokens) <= encoder.max_seq_length - 2 for piece_tokens in tokens)
+
+
+@pytest.fixture(scope="module")
+def both_modes() -> dict[str, np.ndarray]:
+    texts = [*SENTENCES, LONG]
+    return {mode: embed_texts(texts, show_progress=False, long_text=mode) for mode in embed.LONG_TEXT_MODES}
+
+
+@requires_default_embedder
+def test_a_text_within_the_limit_gets_the_same_embedding_in_both_modes(both_modes) -> None:
+    np.testing.assert_allclose(both_modes["chunks"][:3], both_modes["truncate"][:3], atol=1e-6, rtol=0)
+
+
+@requires_default_embedder
+def test_a_long_text_gets_another_unit_embedding_from_chunks_than_from_truncate(both_modes) -> None:
+    chunked, truncated = both_modes["chunks"][3], both_modes["truncate"][3]
+    assert np.linalg.norm(chunked) == pytest.approx(1.0, abs=1e-6)
+    assert chunked @ truncated < 0.999
+
+
+@requires_default_embedder
+def test_chunk_embeddings_are_averaged_weighted_by_their_tokens(encoder) -> None:
+    chunks = embed.chunk_texts([LONG], encoder)
+    # A chunk weighs the tokens the model reads of it, [CLS] and [SEP] included.
+    assert chunks.weights.tolist() == [256, 256, 178]
+    assert chunks.weights.tolist() == [len(encoder.tokenizer(piece)["input_ids"]) for piece in chunks.texts]
+    each = encoder.encode(chunks.texts, normalize_embeddings=True)
+    weighted = (each * chunks.weights[:, None]).sum(axis=0)
+    weighted /= np.linalg.norm(weighted)
+    unweighted = each.mean(axis=0) / np.linalg.norm(each.mean(axis=0))
+    encoded = embed.encode_with(encoder, [LONG], batch_size=8, long_text="chunks")
+    np.testing.assert_allclose(encoded.embeddings[0], weighted, atol=1e-6, rtol=0)
+    assert np.abs(encoded.embeddings[0] - unweighted).max() > 1e-3
+
+
+PLANTED = [words(254), words(255), SENTENCES[0], words(1000), "", LONG]  # 256 tokens is the limit: 3 over it
+PLANTED_IDS = [f"planted-{index}" for index in range(len(PLANTED))]
+
+
+@requires_default_embedder
+def test_texts_over_the_limit_are_counted_exactly(encoder) -> None:
+    assert embed.token_counts(PLANTED, encoder).tolist() == [256, 257, 9, 1002, 2, 686]
+    assert embed.count_over_limit(PLANTED, encoder) == 3
+    assert embed.count_over_limit(PLANTED) == 3  # the default embedder, by name
+
+
+@requires_default_embedder
+@pytest.mark.parametrize("long_text", ["truncate", "chunks"])
+def test_the_shard_summary_counts_the_rows_over_the_limit(tmp_path: Path, long_text: str) -> None:
+    embed.embed_in_shards(PLANTED_IDS, PLANTED, tmp_path, shard_size=4, show_progress=False, long_text=long_text)
+    summary = {"long_text": long_text, "max_tokens": 256, "rows": 6, "rows_over_limit": 3}
+    assert embed.read_embedding_summary(tmp_path) == summary
+
+
+@requires_default_embedder
+def test_a_folder_without_token_counts_is_counted_without_embedding_again(tmp_path: Path, monkeypatch) -> None:
+    """A folder embedded before shards kept their token counts: its rows are counted, not embedded again."""
+    embedded = embed.embed_in_shards(PLANTED_IDS, PLANTED, tmp_path, shard_size=4, show_progress=False).copy()
+    for path in [*tmp_path.glob("shard-*.tokens.json"), tmp_path / "summary.json"]:
+        path.unlink()
+
+    def refuse_to_embed(*args, **options):
+        raise AssertionError("a finished shard was embedded again")
+
+    monkeypatch.setattr(embed, "encode_with", refuse_to_embed)
+    again = embed.embed_in_shards(PLANTED_IDS, PLANTED, tmp_path, shard_size=4, show_progress=False)
+    np.testing.assert_array_equal(again, embedded)
+    assert embed.read_embedding_summary(tmp_path)["rows_over_limit"] == 3
+    assert len(list(tmp_path.glob("shard-*.tokens.json"))) == 2
+
+
+def test_the_shard_fingerprint_differs_between_modes_and_truncate_keeps_the_old_one() -> None:
+    inputs = (TEN_IDS, TEN, "some/embedder", 64, 4)
+    truncate = embed.embedding_fingerprint(*inputs, "truncate")
+    chunks = embed.embedding_fingerprint(*inputs, "chunks")
+    assert chunks == {**truncate, "long_text": "chunks"}
+    # The keys of folders embedded before the option existed (all `truncate`), so those stay valid.
+    assert set(truncate) == {"format", "model", "rows", "ids_sha256", "texts_sha256", "batch_size", "shard_size"}
+
+
+@requires_default_embedder
+def test_a_folder_embedded_by_truncate_is_refused_for_chunks(tmp_path: Path) -> None:
+    embed.embed_in_shards(TEN_IDS[:4], TEN[:4], tmp_path, shard_size=4, show_progress=False)
+    with pytest.raises(RuntimeError, match=r"different inputs \(changed: long_text\)"):
+        embed.embed_in_shards(TEN_IDS[:4], TEN[:4], tmp_path, shard_size=4, show_progress=False, long_text="chunks")
+
+
+@requires_default_embedder
+def test_cache_key_changes_with_the_long_text_mode(tmp_path: Path) -> None:
+    for mode in embed.LONG_TEXT_MODES:
+        embed_texts(SENTENCES, cache_dir=tmp_path, show_progress=False, long_text=mode)
+    assert len(list(tmp_path.glob("embeddings-*.npy"))) == 2
+
+
+def test_an_unknown_long_text_mode_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="unknown long_text 'split'; known: truncate, chunks"):
+        embed_texts(SENTENCES, long_text="split")
