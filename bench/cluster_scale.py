@@ -1,6 +1,7 @@
 """Wall time and peak memory of `cluster_embeddings` at scale.
 
-Synthetic by default: a 384-d mixture of ~40 Gaussian groups on the unit sphere. With `--real`, the
+Synthetic by default: a mixture of ~40 Gaussian groups on the unit sphere, 868-d by default (the width of the
+default clustering features: prompt embedding 384 + response embedding 384 + lexical block 100). With `--real`, the
 embeddings are those of `instruction + input` of the first N Alpaca-52K rows (all-MiniLM-L6-v2, cached
 under ~/.cache/paser/bench). The last line printed is `key=value` pairs: rows, seconds (clustering only),
 peak_gb (process RSS high-water mark), n_clusters, n_landmarks, and seconds per step.
@@ -36,10 +37,11 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def synthetic_embeddings(n_rows: int, n_groups: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-norm float32 (n_rows, 384) rows from `n_groups` Gaussian groups, and their group ids."""
+def synthetic_embeddings(
+    n_rows: int, n_groups: int, seed: int, dimension: int = 868
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm float32 (n_rows, dimension) rows from `n_groups` Gaussian groups, and their group ids."""
     rng = np.random.default_rng(seed)
-    dimension = 384
     centres = rng.standard_normal((n_groups, dimension), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     groups = rng.integers(0, n_groups, n_rows)
@@ -71,8 +73,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, required=True, help="Number of rows to cluster.")
     parser.add_argument("--real", action="store_true", help="Alpaca-52K embeddings instead of synthetic.")
     parser.add_argument("--groups", type=int, default=40, help="Synthetic mixture groups.")
-    parser.add_argument("--method", default="spectral", help="Clustering method.")
-    parser.add_argument("--max-clusters", type=int, default=50, help="Largest K the eigengap may choose.")
+    parser.add_argument("--method", default=ClusterConfig.method, help="Clustering method (default: the default).")
+    parser.add_argument("--max-clusters", type=int, default=50, help="Largest automatic K.")
+    parser.add_argument("--dimension", type=int, default=868, help="Synthetic feature width.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -81,7 +84,7 @@ def main() -> None:
         embeddings = alpaca_embeddings(args.rows)
         groups = None
     else:
-        embeddings, groups = synthetic_embeddings(args.rows, args.groups, args.seed)
+        embeddings, groups = synthetic_embeddings(args.rows, args.groups, args.seed, args.dimension)
     data_seconds = time.perf_counter() - start
     print(f"data: {embeddings.shape} in {data_seconds:.1f}s, peak {peak_rss_gb():.2f} GB", flush=True)
 

@@ -56,10 +56,14 @@ from pipelines.config import (
 from pipelines.ray_engine import RayConfig
 from pipelines.results import combo_name, gap_recovered
 from pipelines.select import (
+    RESPONSE_SHARDS,
     ScoredCorpus,
     check_before_scoring,
+    cluster_table,
+    clustering_features,
     effective_config,
     embed_rows,
+    response_embeddings,
     score_stage,
     select_from,
     write_json,
@@ -681,9 +685,40 @@ class Run:
 
         return self.memo("embeddings", make)
 
+    def embed_response_hash(self) -> str | None:
+        """The responses' embedding stage, when the clustering weighs them (else None: no such stage)."""
+        if self.config.clustering.response_weight <= 0:
+            return None
+
+        def make() -> str:
+            embedding = {**config_to_dict(self.config.embedding), "batch_size": None}
+            inputs = {"heldout": self.heldout_hash(), "embedding": embedding}
+            artifacts = [self.shared / RESPONSE_SHARDS]
+            return self.stage("embed_response", inputs, artifacts, lambda: self.response_embeddings())
+
+        return self.memo("embed_response_hash", make)
+
+    def response_embeddings(self) -> np.ndarray | None:
+        def make() -> np.ndarray | None:
+            pool = self.pool()
+            return response_embeddings(self.config, pool.store, pool.scores["id"].astype(str).tolist(), self.shared)
+
+        return self.memo("response_embeddings", make)
+
+    def cluster_seed(self, seed: int) -> int:
+        """The clustering's seed for run seed `seed`: `clustering.seed` where one is set, else `seed`."""
+        return seed if self.config.clustering.seed is None else self.config.clustering.seed
+
     def cluster_hash(self, seed: int) -> str:
         def make() -> str:
-            inputs = {"embed": self.embed_hash(), "clustering": config_to_dict(self.config.clustering), "seed": seed}
+            inputs = {
+                "embed": self.embed_hash(),
+                "clustering": config_to_dict(self.config.clustering),
+                "seed": self.cluster_seed(seed),
+            }
+            response_hash = self.embed_response_hash()
+            if response_hash is not None:
+                inputs["embed_response"] = response_hash
             artifacts = self._cluster_artifacts(seed)
             return self.stage(f"cluster/s{seed}", inputs, artifacts, lambda: self._compute_clusters(seed))
 
@@ -694,17 +729,14 @@ class Run:
 
     def _compute_clusters(self, seed: int) -> None:
         """Cluster the pool's embeddings under `seed` and write the clusters and the 2-D map (stage compute)."""
-        config = dataclasses.replace(self.config.clustering, seed=seed)
-        result = cluster_embeddings(self.embeddings(), config)
-        ids = self.pool().scores["id"].astype(str).tolist()
-        table = pd.DataFrame({"id": ids, "cluster": result.labels.astype(np.int64)})
-        # The report's map: diffusion coordinates collapse each connected component of the kNN graph to
-        # a point, so the map is a 2-D PCA of the embeddings instead.
-        projected = embedding_map(self.embeddings(), seed)
-        table["coordinate_0"], table["coordinate_1"] = projected[:, 0], projected[:, 1]
-        if result.coordinates is not None:
-            for column in range(result.coordinates.shape[1]):
-                table[f"manifold_{column}"] = result.coordinates[:, column]
+        config = dataclasses.replace(self.config.clustering, seed=self.cluster_seed(seed))
+        pool = self.pool()
+        ids = pool.scores["id"].astype(str).tolist()
+        features = clustering_features(
+            self.config, pool.store, ids, self.embeddings(), self.response_embeddings(), config
+        )
+        result = cluster_embeddings(features, config)
+        table = cluster_table(ids, result, self.embeddings(), seed)
         table_path, record_path = self._cluster_artifacts(seed)
         write_parquet(table_path, table)
         eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
@@ -715,6 +747,7 @@ class Run:
                 "eigenvalues": eigenvalues,
                 "n_landmarks": result.n_landmarks,
                 "seconds": result.seconds,
+                "details": result.details,
             },
         )
         self._memo[f"clusters/{seed}"] = result
@@ -738,6 +771,7 @@ class Run:
                 coordinates=table[manifold].to_numpy() if manifold else None,
                 n_landmarks=record["n_landmarks"],
                 seconds=record["seconds"],
+                details=record.get("details", {}),
             )
 
         return self.memo(f"clusters/{seed}", load)
@@ -877,21 +911,6 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------------------ results
-
-
-def embedding_map(embeddings: np.ndarray, seed: int, fit_rows: int = 50_000, block_rows: int = 100_000) -> np.ndarray:
-    """A 2-D map of the rows: PCA of the embeddings, fitted on at most `fit_rows` sampled rows and applied in
-    blocks (memory stays flat at millions of rows); (N, 2) float32. Fewer than 2 rows or dimensions: zeros."""
-    from sklearn.decomposition import PCA
-
-    rows = len(embeddings)
-    if rows < 3 or embeddings.shape[1] < 2:
-        return np.zeros((rows, 2), dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(rows, size=min(rows, fit_rows), replace=False))
-    pca = PCA(n_components=2, random_state=seed).fit(np.asarray(embeddings[sample], dtype=np.float32))
-    blocks = [pca.transform(np.asarray(embeddings[start : start + block_rows])) for start in range(0, rows, block_rows)]
-    return np.concatenate(blocks).astype(np.float32)
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:

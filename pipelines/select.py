@@ -34,7 +34,15 @@ from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_
 from recovery.models import describe_model, load_model, load_tokenizer, max_positions, resolve_model
 from selection.allocate import resolve_budget
 from selection.atomic import write_atomic
-from selection.cluster import MANIFOLDS, ClusterResult, cluster_embeddings, get_clusterer
+from selection.cluster import (
+    MANIFOLDS,
+    ClusterConfig,
+    ClusterResult,
+    check_feature_options,
+    cluster_embeddings,
+    features_for,
+    get_clusterer,
+)
 from selection.consistency import ConceptCache
 from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
 from selection.corpus import concept_text as sample_concept_text
@@ -210,14 +218,22 @@ def encode_rows(
     return encoded
 
 
-def embed_rows(config: SelectConfig, store: CorpusStore, ids: list[str], shard_dir: Path) -> np.ndarray:
-    """Embeddings of the store's rows `ids` (in that order; `config.corpus.embed_fields` joined), in shards
-    under `shard_dir` on the configured engine; returns them memory-mapped. The texts are read from the store
-    shard by shard (`StoredTexts`), never all held in memory. How many were over the embedder's limit is left in
-    `shard_dir/summary.json` (`selection.embed.read_embedding_summary`). `config` is a `SelectConfig` or a
-    `RunConfig`."""
-    texts = StoredTexts(store, store.positions(ids), tuple(config.corpus.embed_fields))
-    _log(f"embedding {len(texts):,} rows" + (" on ray" if config.engine == "ray" else ""))
+def embed_rows(
+    config: SelectConfig,
+    store: CorpusStore,
+    ids: list[str],
+    shard_dir: Path,
+    fields: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """Embeddings of the store's rows `ids` (in that order; `fields`, default `config.corpus.embed_fields`,
+    joined), in shards under `shard_dir` on the configured engine; returns them memory-mapped. The texts are
+    read from the store shard by shard (`StoredTexts`), never all held in memory. How many were over the
+    embedder's limit is left in `shard_dir/summary.json` (`selection.embed.read_embedding_summary`). `config`
+    is a `SelectConfig` or a `RunConfig`."""
+    fields = tuple(config.corpus.embed_fields) if fields is None else fields
+    texts = StoredTexts(store, store.positions(ids), fields)
+    what = "" if fields == tuple(config.corpus.embed_fields) else f" ({', '.join(fields)})"
+    _log(f"embedding {len(texts):,} rows{what}" + (" on ray" if config.engine == "ray" else ""))
     options = {
         "model": config.embedding.model,
         "batch_size": config.embedding.batch_size,
@@ -229,26 +245,64 @@ def embed_rows(config: SelectConfig, store: CorpusStore, ids: list[str], shard_d
     return embed_in_shards(ids, texts, shard_dir, **options)
 
 
+RESPONSE_SHARDS = "embed_shards_response"
+
+
+def response_embeddings(config: SelectConfig, store: CorpusStore, ids: list[str], folder: Path) -> np.ndarray | None:
+    """The responses' embeddings (in shards under `folder/embed_shards_response`) when the clustering weighs
+    them (`clustering.response_weight > 0`), else None. `config` is a `SelectConfig` or a `RunConfig`."""
+    if config.clustering.response_weight <= 0:
+        return None
+    return embed_rows(config, store, ids, folder / RESPONSE_SHARDS, fields=("response",))
+
+
+def clustering_features(
+    config: SelectConfig,
+    store: CorpusStore,
+    ids: list[str],
+    prompt_embeddings: np.ndarray,
+    responses: np.ndarray | None,
+    clustering: ClusterConfig,
+) -> np.ndarray:
+    """What `clustering` runs on for the rows `ids`: the prompt embeddings, the response embeddings and the
+    prompts' lexical block, weighted (`selection.cluster.features_for`); the prompt texts are streamed from
+    the store. `config` is a `SelectConfig` or a `RunConfig`."""
+    texts = None
+    if clustering.lexical_weight > 0:
+        texts = StoredTexts(store, store.positions(ids), tuple(config.corpus.embed_fields))
+    return features_for(clustering, prompt_embeddings, responses, texts)
+
+
 def cluster_corpus(
     config: SelectConfig, store: CorpusStore, ids: list[str], out_dir: Path
 ) -> tuple[np.ndarray, ClusterResult]:
-    """Embed the scored rows (in shards under `out_dir/embed_shards`, on the configured engine) and cluster
-    them; returns (embeddings, memory-mapped, and clusters)."""
+    """Embed the scored rows' prompts (in shards under `out_dir/embed_shards`, on the configured engine) and,
+    when the clustering weighs them, their responses (`out_dir/embed_shards_response`), and cluster them;
+    returns (the prompt embeddings, memory-mapped, and the clusters)."""
     embeddings = embed_rows(config, store, ids, out_dir / "embed_shards")
-    _log(f"clustering ({config.clustering.method}, {config.clustering.manifold})")
-    return embeddings, cluster_embeddings(embeddings, config.clustering)
+    responses = response_embeddings(config, store, ids, out_dir)
+    features = clustering_features(config, store, ids, embeddings, responses, config.clustering)
+    _log(f"clustering ({describe_clustering(config.clustering)}, {features.shape[1]} features)")
+    return embeddings, cluster_embeddings(features, config.clustering)
+
+
+def describe_clustering(config: ClusterConfig) -> str:
+    """One phrase for the log: the method and, for the spectral one, its manifold."""
+    return f"{config.method}, {config.manifold}" if config.method == "spectral" else config.method
 
 
 def effective_config(config: SelectConfig) -> SelectConfig:
-    """`config` with the settings other choices imply, as a new object (the caller's is not changed):
-    clustering uses the selection seed, and the `ifd` strategy needs the unconditioned response NLL."""
+    """`config` with the settings other choices imply, as a new object (the caller's is not changed): the
+    clustering seed is `clustering.seed` where one is set, else `selection.seed` (one seed re-draws both),
+    and the `ifd` strategy needs the unconditioned response NLL."""
+    cluster_seed = config.selection.seed if config.clustering.seed is None else config.clustering.seed
     return replace(
         config,
         scoring=replace(
             config.scoring,
             unconditioned_nll=config.scoring.unconditioned_nll or config.selection.strategy == "ifd",
         ),
-        clustering=replace(config.clustering, seed=config.selection.seed),
+        clustering=replace(config.clustering, seed=cluster_seed),
     )
 
 
@@ -259,6 +313,12 @@ def check_before_scoring(config: SelectConfig) -> None:
     get_clusterer(config.clustering.method)
     if config.clustering.manifold not in MANIFOLDS:
         raise ValueError(f"unknown manifold {config.clustering.manifold!r}; known: {', '.join(MANIFOLDS)}")
+    if config.clustering.manifold != "diffusion" and config.clustering.method != "spectral":
+        raise ValueError(
+            f"clustering.manifold={config.clustering.manifold} is used by clustering.method=spectral only "
+            f"(method is {config.clustering.method!r}); set both"
+        )
+    check_feature_options(config.clustering)
     if config.topk.estimator not in TOPK_ESTIMATORS:
         raise ValueError(f"unknown topk.estimator {config.topk.estimator!r}; known: {', '.join(TOPK_ESTIMATORS)}")
     resolve_embedder(config.embedding.model)
@@ -340,7 +400,7 @@ def select_from(
         raise RuntimeError(f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}")
 
     selection = table.set_index("id").loc[result.ids].reset_index()
-    clusters = cluster_table(ids, clustering)
+    clusters = cluster_table(ids, clustering, embeddings, config.clustering.seed or 0)
     stats = build_stats(
         config,
         scored.corpus,
@@ -361,16 +421,32 @@ def select_from(
     return SelectOutput(out_dir, selection, scores, clusters, stats, paths)
 
 
-def cluster_table(ids: list[str], clustering: ClusterResult) -> pd.DataFrame:
-    """Every clustered row's cluster and its first two varying manifold coordinates (a 2-D map)."""
+def cluster_table(ids: list[str], clustering: ClusterResult, embeddings: np.ndarray, seed: int) -> pd.DataFrame:
+    """Every clustered row's cluster, a 2-D map of the rows (`coordinate_0/1`: `embedding_map` of the prompt
+    embeddings; Leiden has no coordinates and diffusion coordinates collapse each graph component to a point)
+    and the clusterer's own coordinates where it has them (`manifold_<i>`)."""
     clusters = pd.DataFrame({"id": ids, "cluster": clustering.labels.astype(np.int64)})
+    projected = embedding_map(embeddings, seed)
+    clusters["coordinate_0"], clusters["coordinate_1"] = projected[:, 0], projected[:, 1]
     if clustering.coordinates is not None:
-        # The first diffusion coordinate of a connected graph is constant (the trivial eigenvector): skip
-        # constant columns so the two kept ones make a useful 2-D map.
-        varying = np.flatnonzero(clustering.coordinates.std(axis=0) > 1e-12)
-        for axis, column in enumerate(varying[:2]):
-            clusters[f"coordinate_{axis}"] = clustering.coordinates[:, column]
+        for column in range(clustering.coordinates.shape[1]):
+            clusters[f"manifold_{column}"] = clustering.coordinates[:, column]
     return clusters
+
+
+def embedding_map(embeddings: np.ndarray, seed: int, fit_rows: int = 50_000, block_rows: int = 100_000) -> np.ndarray:
+    """A 2-D map of the rows: PCA of the embeddings, fitted on at most `fit_rows` sampled rows and applied in
+    blocks (memory stays flat at millions of rows); (N, 2) float32. Fewer than 2 rows or dimensions: zeros."""
+    from sklearn.decomposition import PCA
+
+    rows = len(embeddings)
+    if rows < 3 or embeddings.shape[1] < 2:
+        return np.zeros((rows, 2), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(rows, size=min(rows, fit_rows), replace=False))
+    pca = PCA(n_components=2, random_state=seed).fit(np.asarray(embeddings[sample], dtype=np.float32))
+    blocks = [pca.transform(np.asarray(embeddings[start : start + block_rows])) for start in range(0, rows, block_rows)]
+    return np.concatenate(blocks).astype(np.float32)
 
 
 def run_select(config: SelectConfig) -> SelectOutput:
@@ -478,6 +554,7 @@ def build_stats(
             "n_landmarks": clustering.n_landmarks,
             "eigenvalues": None if clustering.eigenvalues is None else [float(v) for v in clustering.eigenvalues],
             "seconds": clustering.seconds,
+            "details": clustering.details,
         },
         "embedding": embedding_summary,
         "models": model_info,

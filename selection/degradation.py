@@ -226,7 +226,6 @@ class _ModelParts:
         cache = getattr(output, "cache", None)
         return cache if cache is not None else output.past_key_values
 
-
     def hidden_states(self, input_ids: Tensor, prefix_cache: Any = None) -> Tensor:
         """Last hidden states of right-padded `input_ids`; with `prefix_cache`, they continue that prefix.
 

@@ -229,6 +229,18 @@ def normalised_affinity(affinity: scipy.sparse.spmatrix) -> tuple[scipy.sparse.c
     return (inverse_sqrt_degree @ affinity @ inverse_sqrt_degree).tocsr(), degree
 
 
+def affinity_spectrum(affinity: scipy.sparse.spmatrix, count: int, seed: int = 0) -> np.ndarray:
+    """The top `count` eigenvalues (decreasing, trivial first) of `D^-1/2 A D^-1/2` for a symmetric
+    non-negative sparse affinity, without the eigenvectors' coordinates a diffusion map would build.
+    Refuses what `diffusion_map` refuses for `n_components = count - 1` (ValueError)."""
+    matrix = scipy.sparse.csr_matrix(affinity, dtype=np.float64)
+    if count < 2 or count >= matrix.shape[0]:
+        raise ValueError(f"count must be in [2, N - 1] = [2, {matrix.shape[0] - 1}]; got {count}")
+    normalised, degree = normalised_affinity(matrix)
+    eigenvalues, _ = _top_eigenpairs(normalised, np.sqrt(degree), count, seed)
+    return eigenvalues
+
+
 def diffusion_map(
     affinity: scipy.sparse.spmatrix, n_components: int, diffusion_time: float = 1.0, seed: int = 0
 ) -> DiffusionMap:

@@ -140,7 +140,8 @@ def test_tiny_run_completes_every_combination(tiny_run):
     assert set(results["baselines"]) == {"original", "pruned"}
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
     assert all(entry["status"] == "done" for entry in manifest.values())
-    assert len(manifest) == 1 + 1 + 1 + 1 + 2 + 3 * 4  # score, heldout, embed, cluster, 2 baselines, 3 per combo
+    # score, heldout, embed, embed_response, cluster, 2 baselines, 3 per combo
+    assert len(manifest) == 1 + 1 + 1 + 1 + 1 + 2 + 3 * 4
     assert set(runner.ran) == set(manifest)
 
 

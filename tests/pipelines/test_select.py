@@ -248,7 +248,7 @@ def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir
     [
         ("selection.budget=0", "budget as a row count must be >= 1"),
         ("selection.budget=2.5", "budget"),
-        ("clustering.method=dbscan", "unknown clustering method 'dbscan'; known: kmeans, nmf, spectral"),
+        ("clustering.method=dbscan", "unknown clustering method 'dbscan'; known: kmeans, leiden, nmf, spectral"),
         ("clustering.manifold=tsne", "unknown manifold 'tsne'; known: diffusion, umap"),
         ("topk.estimator=exact", "unknown topk.estimator 'exact'; known: sampled_tail, bucket"),
     ],

@@ -1,4 +1,5 @@
-"""Tests for selection.cluster: spectral, NMF and k-means clustering, eigengap K, landmarks."""
+"""Tests for selection.cluster: Leiden (the default), spectral, NMF and k-means clustering, eigengap K, small
+cluster merging, landmarks, cluster_texts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
+from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from selection import cluster, manifold
@@ -29,21 +32,21 @@ def mixture() -> tuple[np.ndarray, np.ndarray]:
 
 def test_spectral_recovers_mixture_with_fixed_k(mixture: tuple[np.ndarray, np.ndarray]) -> None:
     embeddings, groups = mixture
-    result = cluster_embeddings(embeddings, ClusterConfig(n_clusters=5))
+    result = cluster_embeddings(embeddings, ClusterConfig(method="spectral", n_clusters=5))
     assert result.n_clusters == 5
     assert adjusted_rand_score(groups, result.labels) >= 0.9
 
 
 def test_spectral_eigengap_finds_the_true_number_of_groups(mixture: tuple[np.ndarray, np.ndarray]) -> None:
     embeddings, groups = mixture
-    result = cluster_embeddings(embeddings, ClusterConfig())
+    result = cluster_embeddings(embeddings, ClusterConfig(method="spectral"))
     assert result.n_clusters == 5
     assert adjusted_rand_score(groups, result.labels) >= 0.9
 
 
 def test_eigengap_finds_k_on_a_connected_noisy_mixture() -> None:
     embeddings, groups = gaussian_mixture(600, 6, seed=2, noise=2.5)
-    result = cluster_embeddings(embeddings, ClusterConfig(n_neighbors=15))
+    result = cluster_embeddings(embeddings, ClusterConfig(method="spectral", n_neighbors=15))
     assert result.n_clusters == 6
     assert adjusted_rand_score(groups, result.labels) >= 0.9
 
@@ -59,7 +62,7 @@ def test_labels_are_int64_renumbered_without_gaps(mixture: tuple[np.ndarray, np.
 
 def test_clustering_is_deterministic_under_seed() -> None:
     embeddings, _ = gaussian_mixture(300, 4, seed=3, noise=3.0)
-    config = ClusterConfig(n_clusters=4, seed=7)
+    config = ClusterConfig(method="spectral", n_clusters=4, seed=7)
     first = cluster_embeddings(embeddings, config)
     second = cluster_embeddings(embeddings, config)
     np.testing.assert_array_equal(first.labels, second.labels)
@@ -78,7 +81,7 @@ def test_no_dense_n_by_n_matrix_is_built(
         return original_diffusion_map(affinity, *args, **kwargs)
 
     monkeypatch.setattr(cluster, "diffusion_map", spy)
-    config = ClusterConfig(n_clusters=5, n_neighbors=10)
+    config = ClusterConfig(method="spectral", n_clusters=5, n_neighbors=10)
     result = cluster_embeddings(embeddings, config)
     assert seen_nonzeros == [("csr_matrix", seen_nonzeros[0][1])]
     assert seen_nonzeros[0][1] <= len(embeddings) * 2 * config.n_neighbors
@@ -112,7 +115,7 @@ def _renumbered_by_first_appearance(labels: np.ndarray) -> np.ndarray:
 def test_blockwise_landmark_assignment_matches_a_whole_matrix_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     embeddings, _ = gaussian_mixture(3000, 6, seed=4, noise=2.5)
     embeddings *= np.random.default_rng(9).uniform(0.5, 3.0, (3000, 1)).astype(np.float32)
-    config = ClusterConfig(landmark_threshold=1000, n_landmarks=300, n_neighbors=10, seed=3)
+    config = ClusterConfig(method="spectral", landmark_threshold=1000, n_landmarks=300, n_neighbors=10, seed=3)
     # Ragged blocks: 97-row checks, 7-row assignment blocks.
     monkeypatch.setattr(manifold, "ROW_BLOCK", 97)
     monkeypatch.setattr(cluster, "_ASSIGNMENT_BLOCK_ELEMENTS", 7 * config.n_landmarks + 5)
@@ -194,7 +197,7 @@ def test_kmeans_method_takes_k_from_the_eigengap_when_unset(mixture: tuple[np.nd
 
 def test_umap_manifold_recovers_mixture(mixture: tuple[np.ndarray, np.ndarray]) -> None:
     embeddings, groups = mixture
-    result = cluster_embeddings(embeddings, ClusterConfig(manifold="umap", n_clusters=5))
+    result = cluster_embeddings(embeddings, ClusterConfig(method="spectral", manifold="umap", n_clusters=5))
     assert result.coordinates.shape == (400, 10)
     assert adjusted_rand_score(groups, result.labels) >= 0.9
 
@@ -213,14 +216,14 @@ def test_eigengap_picks_the_largest_gap_within_bounds() -> None:
 
 
 def test_unknown_method_error_lists_known_names() -> None:
-    with pytest.raises(ValueError, match="known: kmeans, nmf, spectral"):
+    with pytest.raises(ValueError, match="known: kmeans, leiden, nmf, spectral"):
         get_clusterer("dbscan")
-    assert set(CLUSTERERS) == {"spectral", "nmf", "kmeans"}
+    assert set(CLUSTERERS) == {"leiden", "spectral", "nmf", "kmeans"}
 
 
 def test_unknown_manifold_is_refused(mixture: tuple[np.ndarray, np.ndarray]) -> None:
     with pytest.raises(ValueError, match="unknown manifold 'tsne'; known: diffusion, umap"):
-        cluster_embeddings(mixture[0], ClusterConfig(manifold="tsne"))
+        cluster_embeddings(mixture[0], ClusterConfig(method="spectral", manifold="tsne"))
 
 
 def test_non_finite_embeddings_are_refused(mixture: tuple[np.ndarray, np.ndarray]) -> None:
@@ -241,3 +244,170 @@ def test_fewer_rows_than_clusters_is_refused() -> None:
 def test_zero_clusters_is_refused(mixture: tuple[np.ndarray, np.ndarray]) -> None:
     with pytest.raises(ValueError, match="n_clusters must be >= 1"):
         cluster_embeddings(mixture[0], ClusterConfig(n_clusters=0))
+
+
+def crumbs_and_blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Five broad groups of 120 rows, plus six tight near-duplicate groups ("crumbs") of 12 copies of one
+    group member each (as T0 rows sharing a passage under twelve prompt templates). Labels: the group of
+    every row, crumbs included (a crumb belongs to the group its source row came from)."""
+    blobs, groups = gaussian_mixture(600, 5, seed=seed, noise=2.2)
+    rng = np.random.default_rng(seed)
+    sources = rng.choice(600, size=6, replace=False)
+    copies = np.repeat(blobs[sources], 12, axis=0) + 0.01 * rng.standard_normal((72, 384)).astype(np.float32)
+    copies /= np.linalg.norm(copies, axis=1, keepdims=True)
+    return np.vstack([blobs, copies]).astype(np.float32), np.concatenate([groups, np.repeat(groups[sources], 12)])
+
+
+def test_near_duplicate_crumbs_capture_the_paper_spectral_clustering() -> None:
+    # The failure measured on T0 task pools, reproduced: each crumb is its own component of the kNN graph, so
+    # the eigenvalue 1 repeats and the eigengap K counts every crumb as a capability of its own (and the
+    # budget allocation would then give 12 near-copies of one row as much as a group of 120).
+    embeddings, groups = crumbs_and_blobs()
+    result = cluster_embeddings(embeddings, ClusterConfig(method="spectral", n_neighbors=10))
+    assert result.n_clusters == 5 + 6
+    crumb_labels = result.labels[600:].reshape(6, 12)
+    assert all(len(set(row)) == 1 for row in crumb_labels.tolist())
+    # Each crumb's cluster is the crumb and its source row, nothing else.
+    assert sorted(np.bincount(result.labels))[:6] == [13] * 6
+
+
+def test_leiden_merges_the_crumbs_and_recovers_the_groups() -> None:
+    embeddings, groups = crumbs_and_blobs()
+    result = cluster_embeddings(embeddings, ClusterConfig(n_neighbors=10))
+    assert result.n_clusters == 5
+    assert result.details["merged_small"] >= 6
+    assert adjusted_rand_score(groups, result.labels) >= 0.95
+
+
+@pytest.mark.parametrize("n_groups", [5, 8, 12])
+def test_leiden_finds_the_planted_number_of_groups(n_groups: int) -> None:
+    embeddings, groups = gaussian_mixture(100 * n_groups, n_groups, seed=n_groups, noise=2.0)
+    result = cluster_embeddings(embeddings, ClusterConfig())
+    assert result.n_clusters == n_groups
+    assert adjusted_rand_score(groups, result.labels) >= 0.95
+
+
+def test_leiden_k_holds_still_across_draws_of_one_distribution() -> None:
+    embeddings, _ = gaussian_mixture(3000, 9, seed=11, noise=2.5)
+    draws = [np.random.default_rng(seed).choice(3000, 1500, replace=False) for seed in range(3)]
+    ks = {cluster_embeddings(embeddings[draw], ClusterConfig(seed=seed)).n_clusters for seed, draw in enumerate(draws)}
+    assert ks == {9}
+
+
+def test_leiden_is_deterministic_under_seed() -> None:
+    embeddings, _ = crumbs_and_blobs(seed=3)
+    config = ClusterConfig(seed=4, resolution=1.0)
+    np.testing.assert_array_equal(
+        cluster_embeddings(embeddings, config).labels, cluster_embeddings(embeddings, config).labels
+    )
+
+
+def test_leiden_merges_down_to_max_clusters_and_to_a_fixed_k(mixture: tuple[np.ndarray, np.ndarray]) -> None:
+    embeddings, groups = mixture
+    capped = cluster_embeddings(embeddings, ClusterConfig(min_clusters=2, max_clusters=3))
+    assert capped.n_clusters == 3 and capped.details["merged_to_max"] == 2
+    fixed = cluster_embeddings(embeddings, ClusterConfig(n_clusters=4))
+    assert fixed.n_clusters == 4
+
+
+def test_leiden_raises_its_resolution_to_reach_min_clusters() -> None:
+    embeddings, _ = gaussian_mixture(400, 2, seed=5, noise=2.0)
+    result = cluster_embeddings(embeddings, ClusterConfig(min_clusters=4, min_cluster_fraction=0.01))
+    assert result.n_clusters == 4
+    assert result.details["resolution"] > ClusterConfig().resolution
+
+
+def test_leiden_refuses_a_k_the_graph_cannot_give() -> None:
+    embeddings, _ = gaussian_mixture(60, 2, seed=5, noise=0.5)
+    with pytest.raises(ValueError, match="fewer than the 40 asked for"):
+        cluster_embeddings(embeddings, ClusterConfig(n_clusters=40, n_neighbors=10))
+
+
+def test_merge_small_clusters_joins_the_most_connected_neighbour() -> None:
+    # Clusters 0 (3 rows) and 1 (3 rows) and a single row 6, tied to cluster 1 by more weight than to 0.
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])
+    edges = {(0, 1): 1.0, (1, 2): 1.0, (3, 4): 1.0, (4, 5): 1.0, (6, 0): 0.2, (6, 3): 0.5, (6, 4): 0.1}
+    rows, columns = zip(*edges, strict=True)
+    upper = scipy.sparse.csr_matrix((list(edges.values()), (rows, columns)), shape=(7, 7))
+    unit_rows = np.eye(7, dtype=np.float32)
+    merged, small, capped = cluster.merge_small_clusters(labels, upper + upper.T, unit_rows, min_size=2)
+    np.testing.assert_array_equal(merged, [0, 0, 0, 1, 1, 1, 1])
+    assert (small, capped) == (1, 0)
+
+
+def test_merge_small_clusters_sends_a_disconnected_one_to_the_nearest_centroid() -> None:
+    labels = np.array([0, 0, 1, 1, 2])
+    affinity = scipy.sparse.csr_matrix(
+        np.array([[0, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], dtype=float)
+    )
+    unit_rows = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    merged, small, _ = cluster.merge_small_clusters(labels, affinity, unit_rows, min_size=2)
+    np.testing.assert_array_equal(merged, [0, 0, 1, 1, 1])
+    assert small == 1
+
+
+def test_umap_path_builds_no_diffusion_map(
+    mixture: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the UMAP path built a diffusion map")
+
+    monkeypatch.setattr(cluster, "diffusion_map", refuse)
+    monkeypatch.setattr(cluster, "umap_embedding", lambda embeddings, **kwargs: embeddings[:, :10])
+    embeddings, _ = mixture
+    fixed = cluster_embeddings(embeddings, ClusterConfig(method="spectral", manifold="umap", n_clusters=5))
+    assert fixed.eigenvalues is None and fixed.n_clusters == 5
+    auto = cluster_embeddings(embeddings, ClusterConfig(method="spectral", manifold="umap"))
+    assert auto.eigenvalues is not None and auto.n_clusters == 5
+
+
+def test_umap_manifold_is_refused_for_another_method(mixture: tuple[np.ndarray, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="clustering.manifold=umap is used by clustering.method=spectral only"):
+        cluster_embeddings(mixture[0], ClusterConfig(manifold="umap"))
+
+
+def test_kmeans_restarts_are_configurable(mixture: tuple[np.ndarray, np.ndarray]) -> None:
+    embeddings, _ = mixture
+    result = cluster_embeddings(embeddings, ClusterConfig(method="kmeans", n_clusters=5, n_init=1, seed=3))
+    expected = KMeans(n_clusters=5, n_init=1, random_state=3).fit_predict(manifold.l2_normalise(embeddings))
+    assert adjusted_rand_score(expected, result.labels) == 1.0
+    with pytest.raises(ValueError, match="clustering.n_init must be >= 1"):
+        cluster_embeddings(embeddings, ClusterConfig(method="kmeans", n_clusters=5, n_init=0))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"resolution": 0.0}, "clustering.resolution must be > 0"),
+        ({"min_cluster_fraction": 1.0}, r"clustering.min_cluster_fraction must be in \[0, 1\)"),
+        ({"response_weight": -1.0}, "clustering.response_weight must be >= 0"),
+        ({"lexical_dimensions": 0}, "clustering.lexical_dimensions must be >= 1"),
+    ],
+)
+def test_bad_leiden_and_feature_options_are_refused_by_key(
+    mixture: tuple[np.ndarray, np.ndarray], option: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        cluster_embeddings(mixture[0], ClusterConfig(**option))
+
+
+def test_cluster_texts_embeds_and_clusters_in_one_call(tmp_path: Path) -> None:
+    topics = {
+        "arithmetic": ("What is {a} plus {b}?", "{c}"),
+        "translation": ("Translate to French: I have {a} cats and {b} dogs.", "J'ai {a} chats et {b} chiens."),
+        "poems": ("Write a short poem about the number {a}.", "Oh {a}, so round and bright, you shine at night."),
+    }
+    texts, responses, truth = [], [], []
+    for index, (prompt, answer) in enumerate(topics.values()):
+        for a in range(40):
+            texts.append(prompt.format(a=a, b=a + 3))
+            responses.append(answer.format(a=a, b=a + 3, c=2 * a + 3))
+            truth.append(index)
+    config = ClusterConfig(min_clusters=2, n_neighbors=10)
+    result = cluster.cluster_texts(texts, config, responses, cache_dir=tmp_path, show_progress=False)
+    assert result.n_clusters == 3
+    assert adjusted_rand_score(truth, result.labels) == 1.0
+    without_responses = cluster.cluster_texts(texts, config, cache_dir=tmp_path, show_progress=False)
+    assert adjusted_rand_score(truth, without_responses.labels) == 1.0
+    with pytest.raises(ValueError, match="2 responses for 120 texts"):
+        cluster.cluster_texts(texts, config, responses[:2], show_progress=False)

@@ -1,0 +1,101 @@
+"""Tests for selection.features: the lexical (LSA) block and the weighted combination of feature blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from selection.features import cluster_features, combine_feature_blocks, lexical_features
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_combined_cosine_is_the_weighted_mean_of_block_cosines() -> None:
+    rng = np.random.default_rng(0)
+    first, second = rng.standard_normal((2, 6, 5)), rng.standard_normal((2, 6, 3))
+    weights = (1.0, 0.7)
+    combined = combine_feature_blocks([first[0], second[0]], weights)
+    other = combine_feature_blocks([first[1], second[1]], weights)
+    block_cosines = [np.sum(unit(block[0]) * unit(block[1]), axis=1) for block in (first, second)]
+    expected = (weights[0] ** 2 * block_cosines[0] + weights[1] ** 2 * block_cosines[1]) / sum(w**2 for w in weights)
+    cosine = np.sum(combined * other, axis=1) / (np.linalg.norm(combined, axis=1) * np.linalg.norm(other, axis=1))
+    np.testing.assert_allclose(cosine, expected, rtol=1e-5)
+    assert combined.dtype == np.float32 and combined.shape == (6, 8)
+
+
+def test_a_block_of_weight_zero_is_left_out_and_zero_rows_stay_zero() -> None:
+    prompts = np.array([[3.0, 4.0], [0.0, 2.0]])
+    lexical = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(combine_feature_blocks([prompts, lexical], [1.0, 0.0]), [[0.6, 0.8], [0.0, 1.0]])
+    np.testing.assert_allclose(
+        combine_feature_blocks([prompts, lexical], [1.0, 0.5]), [[0.6, 0.8, 0, 0, 0], [0.0, 1.0, 0.5, 0, 0]]
+    )
+
+
+@pytest.mark.parametrize(
+    ("blocks", "weights", "message"),
+    [
+        ([np.ones((2, 2))], [1.0, 1.0], "one weight per feature block"),
+        ([np.ones((2, 2))], [-1.0], "must be >= 0"),
+        ([np.ones((2, 2))], [0.0], "every feature weight is 0"),
+        ([np.ones((2, 2)), np.ones((3, 2))], [1.0, 1.0], "different row counts"),
+        ([np.full((2, 2), np.nan)], [1.0], "non-finite"),
+    ],
+)
+def test_bad_feature_blocks_are_refused(blocks: list[np.ndarray], weights: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        combine_feature_blocks(blocks, weights)
+
+
+TEMPLATES = [
+    "Summarize the following article about {topic}.",
+    "What is the sentiment of this review of {topic}? Positive or negative.",
+    "Question: which of these is true about {topic}? Choices: A, B, C.",
+]
+TOPICS = ["cats", "stocks", "football", "rain", "pianos", "rivers", "bread", "trains", "chess", "moons"]
+
+
+def test_lexical_features_group_texts_by_their_template_words() -> None:
+    texts = [template.format(topic=topic) for template in TEMPLATES for topic in TOPICS]
+    features = lexical_features(texts, dimensions=4)
+    assert features.shape == (30, 4) and features.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    similarity = features @ features.T
+    same_template = np.equal.outer(np.arange(30) // 10, np.arange(30) // 10)
+    assert similarity[same_template].mean() > 0.9 > 0.2 > similarity[~same_template].mean()
+
+
+def test_lexical_features_are_deterministic_and_fitted_on_a_seeded_sample() -> None:
+    texts = [template.format(topic=topic) for template in TEMPLATES for topic in TOPICS]
+    np.testing.assert_array_equal(lexical_features(texts, 4, seed=1), lexical_features(texts, 4, seed=1))
+    sampled = lexical_features(texts, 4, seed=1, fit_rows=12)
+    assert sampled.shape == (30, 4)
+
+
+def test_a_text_without_vocabulary_gets_a_zero_lexical_row() -> None:
+    texts = [template.format(topic=topic) for template in TEMPLATES for topic in TOPICS] + ["???"]
+    features = lexical_features(texts, dimensions=4)
+    np.testing.assert_array_equal(features[-1], 0.0)
+
+
+def test_lexical_features_refuse_texts_without_vocabulary() -> None:
+    with pytest.raises(ValueError, match="no vocabulary"):
+        lexical_features(["!!", "??"], dimensions=4)
+    with pytest.raises(ValueError, match="no texts"):
+        lexical_features([], dimensions=4)
+
+
+def test_cluster_features_build_only_the_weighted_blocks_and_refuse_a_missing_input() -> None:
+    rng = np.random.default_rng(0)
+    prompts, responses = rng.standard_normal((30, 6)), rng.standard_normal((30, 5))
+    texts = [template.format(topic=topic) for template in TEMPLATES for topic in TOPICS]
+    assert cluster_features(prompts, response_weight=0, lexical_weight=0).shape == (30, 6)
+    assert cluster_features(prompts, response_embeddings=responses, lexical_weight=0).shape == (30, 11)
+    both = cluster_features(prompts, response_embeddings=responses, prompt_texts=texts, lexical_dimensions=4)
+    assert both.shape == (30, 15)
+    with pytest.raises(ValueError, match="response_weight > 0 needs"):
+        cluster_features(prompts, lexical_weight=0)
+    with pytest.raises(ValueError, match="lexical_weight > 0 needs"):
+        cluster_features(prompts, response_weight=0)
