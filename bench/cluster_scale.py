@@ -37,9 +37,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def synthetic_embeddings(
-    n_rows: int, n_groups: int, seed: int, dimension: int = 868
-) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_embeddings(n_rows: int, n_groups: int, seed: int, dimension: int = 868) -> tuple[np.ndarray, np.ndarray]:
     """Unit-norm float32 (n_rows, dimension) rows from `n_groups` Gaussian groups, and their group ids."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_groups, dimension), dtype=np.float32)
