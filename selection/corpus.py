@@ -459,7 +459,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 return
             line_number += 1
             try:
-                line = raw_line.decode("utf-8")
+                # A byte-order mark (editors on Windows write one) is not part of the first row.
+                line = raw_line.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError as error:
                 raise CorpusError(f"{path}:{line_number}: not UTF-8 text: {error}") from error
             if not line.strip():
@@ -478,7 +479,7 @@ def _read_json_array(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         except _READ_ERRORS as error:
             raise CorpusError(f"{path}: cannot read the file: {error}") from error
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a leading byte-order mark is dropped, as in a JSONL file
     except UnicodeDecodeError as error:
         line_number = 1 + data.count(b"\n", 0, error.start)
         raise CorpusError(f"{path}:{line_number}: not UTF-8 text: {error}") from error

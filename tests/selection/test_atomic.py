@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from selection.atomic import write_atomic
@@ -22,3 +24,36 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_staging_file(tmp_path
         write_atomic(target, failing)
     assert target.read_text() == "old"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.txt"]
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_dead_writers_staging_file_is_swept_by_the_next_write(tmp_path, monkeypatch):
+    from selection import atomic
+
+    monkeypatch.setattr(atomic, "_swept_folders", set())
+    host = atomic._HOST
+    dead = tmp_path / f".corpus.parquet-{host}-{_dead_pid()}-abc123.tmp"
+    live = tmp_path / f".corpus.parquet-{host}-{os.getpid()}-def456.tmp"
+    elsewhere = tmp_path / f".corpus.parquet-otherhost-{_dead_pid()}-ghi789.tmp"
+    unrelated = tmp_path / ".notes.tmp"
+    for path in (dead, live, elsewhere, unrelated):
+        path.write_bytes(b"half a file")
+    write_atomic(tmp_path / "stats.json", lambda staging: staging.write_text("{}"))
+    assert not dead.exists()
+    assert live.exists() and elsewhere.exists() and unrelated.exists()
+
+
+def test_staging_files_name_their_host_and_process(tmp_path):
+    from selection import atomic
+
+    seen = []
+    write_atomic(tmp_path / "out.txt", lambda staging: seen.append(staging.name) or staging.write_text("x"))
+    match = atomic._STAGING.match(seen[0])
+    assert match and match["name"] == "out.txt" and match["host"] == atomic._HOST and int(match["pid"]) == os.getpid()

@@ -115,6 +115,14 @@ def test_gzipped_json_array_loads(tmp_path):
     assert as_tuples(load(path)) == expected_samples()
 
 
+@pytest.mark.parametrize("name", ["rows.jsonl", "rows.json"])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_row(tmp_path, name):
+    path = tmp_path / name
+    text = "".join(json.dumps(row) + "\n" for row in ROWS) if name.endswith("l") else json.dumps(ROWS)
+    path.write_text(text, encoding="utf-8-sig")
+    assert as_tuples(load(path)) == expected_samples()
+
+
 def test_json_array_locations_give_line_and_row(tmp_path):
     path = tmp_path / "rows.json"
     path.write_text(json.dumps(ROWS, indent=1), encoding="utf-8")
