@@ -4,7 +4,10 @@ report.html (the same content, plots embedded as base64 PNG data URIs, inline CS
 Both are rendered from one list of blocks (headings, paragraphs, lists, tables, figures), so they cannot
 disagree. Sections: the run (models, corpus, strategies, budgets, seeds, recovery objective, evaluation
 tasks), missing artifacts, the results table per strategy × budget with the baselines and the share of the
-pruning gap recovered, every combo and its state, the corpus map by cluster and by CDS, allocated vs
+pruning gap recovered, its uncertainty (mean ± sd and t-intervals over seeds; each strategy's paired
+difference from random with a bootstrap interval over seeds and test items, and a forest plot of them), every
+combo and its state, compute per combo (rows, tokens and seconds trained, as a share of `full`'s) and the
+shared stages' cost, the corpus map by cluster and by CDS, allocated vs
 selected rows per cluster, CDS per cluster, cluster purity against a label the pool's rows carry (where they
 carry one: `RunResults.label_field`), and the overlap between the strategies' subsets. Plots use
 matplotlib's Agg canvas directly (no pyplot state, no display needed).
@@ -27,8 +30,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
+from pipelines.accounting import REFERENCE_STRATEGY
 from pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
 from pipelines.results import RunError, RunResults, load_run
+from pipelines.stats import RESAMPLES
+from pipelines.uncertainty import BASELINE_STRATEGY
 from selection.atomic import write_atomic
 
 REPORT_FILES = "report_files"
@@ -112,7 +118,9 @@ def build_report(run: RunResults) -> list[Block]:
     if missing:
         blocks += [Heading(2, f"Missing artifacts ({len(missing)})"), Bullets(tuple(missing))]
     blocks += _results_section(run)
+    blocks += _uncertainty_section(run)
     blocks += _combos_section(run)
+    blocks += _compute_section(run)
     blocks += _clusters_section(run)
     blocks += _overlap_section(run)
     return blocks
@@ -269,6 +277,101 @@ def _overlap_section(run: RunResults) -> list[Block]:
     return [heading, _overlap_heatmaps(overlaps, seed)]
 
 
+def _uncertainty_section(run: RunResults) -> list[Block]:
+    """Per strategy × budget × metric: mean ± sd and the t-interval over seeds, then the paired difference from
+    random with its bootstrap interval; a forest plot of those differences."""
+    summary = run.summary()
+    versus = run.versus_random()
+    compared = {(row["strategy"], row["budget"], row["metric"]): row for row in versus.to_dict("records")}
+    rows = []
+    for row in summary.to_dict("records"):
+        decimals = _decimals(row["mean"]) if not _is_missing(row["mean"]) else 4
+        cells = [row["strategy"], _budget_label(row["budget"]), row["metric"], str(row["seeds"])]
+        cells += [_mean_std(row["mean"], row["sd"]), _interval(row["lo"], row["hi"], decimals)]
+        difference = compared.get((row["strategy"], row["budget"], row["metric"]))
+        if difference is None:
+            cells += [MISSING] * 4
+        else:
+            value = difference["difference"]
+            cells += [
+                MISSING if _is_missing(value) else f"{value:+.{decimals}f}",
+                _interval(difference["lo"], difference["hi"], decimals),
+                _resampled(difference),
+                difference["verdict"] or MISSING,
+            ]
+        rows.append(tuple(cells))
+    header = ("strategy", "budget", "metric", "seeds", "mean ± sd", "95% t-interval")
+    header += (f"− {BASELINE_STRATEGY}", "95% bootstrap interval", "resampled", "verdict")
+    legend = (
+        "mean ± sd: over seeds (sample standard deviation). 95% t-interval: the Student-t interval of the mean "
+        "over seeds, mean ± t·sd/√n: it covers run-to-run variation (selection, clustering, training) with the "
+        f"test items held fixed, and is missing with one seed. − {BASELINE_STRATEGY}: the mean over seeds of "
+        f"(strategy − {BASELINE_STRATEGY}) at the same budget, each seed paired with {BASELINE_STRATEGY}'s same "
+        f"seed, and its 95% percentile bootstrap interval ({RESAMPLES} seeded resamples). Resampled: seeds and "
+        "the test items (questions, held-out rows, perplexity windows, drawn alike for both sides) where both "
+        "evaluations kept per-item values (eval/items.npz); seeds alone otherwise, which with two or three seeds "
+        "is crude and with one gives no interval. Verdict: better or worse where the interval excludes 0 (in "
+        "the metric's better direction), unclear where it covers 0."
+    )
+    blocks: list[Block] = [Heading(2, "Uncertainty"), Table(header, tuple(rows)), Paragraph(legend)]
+    if BASELINE_STRATEGY not in run.strategies:
+        return [*blocks, Paragraph(f"No {BASELINE_STRATEGY} strategy in this run: no paired differences.")]
+    category_metrics = set(run.results.get("category_metrics", []))
+    shown = [
+        metric
+        for metric in run.metrics
+        if metric not in category_metrics and versus.loc[versus["metric"] == metric, "difference"].notna().any()
+    ]
+    if shown:
+        blocks.append(_forest_plot(versus, shown))
+    return blocks
+
+
+def _compute_section(run: RunResults) -> list[Block]:
+    """Per combo: rows, tokens and seconds of training, as a fraction of `full`'s; the shared stages once."""
+    compute = run.compute()
+    rows = []
+    for row in compute.to_dict("records"):
+        rows.append(
+            (
+                row["combo"],
+                _format_count(row["rows_trained"]),
+                MISSING if _is_missing(row["epochs"]) else f"{row['epochs']:g}",
+                *(_thousands(row[name]) for name in ("prompt_tokens", "response_tokens", "train_tokens")),
+                *(_seconds(row[name]) for name in ("train_seconds", "recover_seconds", "select_seconds")),
+                _percent(row["tokens_fraction"]),
+                _percent(row["seconds_fraction"]),
+            )
+        )
+    header = ("combo", "rows trained", "epochs", "prompt tokens", "response tokens", "tokens trained")
+    header += ("train s", "recover stage s", "select s", f"tokens vs {REFERENCE_STRATEGY}")
+    header += (f"seconds vs {REFERENCE_STRATEGY}",)
+    reference = (
+        f"vs {REFERENCE_STRATEGY}: tokens trained and train seconds as a share of the mean over the "
+        f"{REFERENCE_STRATEGY} combos (the whole pool)."
+        if compute["tokens_fraction"].notna().any()
+        else f"No {REFERENCE_STRATEGY} combo trained in this run: no shares of the whole pool's cost."
+    )
+    legend = (
+        "Tokens trained: the subset as tokenised for SFT (prompt, response = the loss tokens) times the epochs "
+        "trained. Train s: the trainer's wall time; recover stage s: the whole stage (load, train, merge, save); "
+        f"select s: the combo's own selection. {reference}"
+    )
+    shared = run.shared_cost()
+    stages = [f"{name}: {_seconds(seconds)} s" for name, seconds in shared["stages"].items()]
+    selection = shared["selection_seconds"]
+    stages.append(
+        f"selection (scoring + embedding + clustering): {_seconds(selection)} s, once for all {len(compute)} combos"
+    )
+    return [
+        Heading(2, "Compute"),
+        Table(header, tuple(rows)),
+        Paragraph(legend),
+        Heading(3, "Shared stages (run once)"),
+        Bullets(tuple(stages)),
+    ]
+
+
 # ---- plots ------------------------------------------------------------------------------------------------
 
 
@@ -374,6 +477,39 @@ def _overlap_heatmaps(overlaps: dict[float, pd.DataFrame], seed: int) -> Figure:
     figure.colorbar(image, ax=list(axes), label="Jaccard overlap")
     caption = f"Jaccard overlap |A ∩ B| / |A ∪ B| of the strategies' selected rows, per budget (seed {seed})."
     return Figure("strategy_overlap.png", _png(figure), caption)
+
+
+def _forest_plot(versus: pd.DataFrame, metrics: list[str]) -> Figure:
+    comparisons = list(dict.fromkeys(zip(versus["strategy"], versus["budget"], strict=True)))
+    labels = [f"{strategy} @ {_budget_label(budget)}" for strategy, budget in comparisons]
+    positions = np.arange(len(comparisons))[::-1]  # the first comparison on top
+    columns = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    figure = _new_figure(4.5 * columns, (0.3 * len(comparisons) + 1.3) * rows)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    colors = {"better": "tab:green", "worse": "tab:red"}
+    for axis, metric in zip(axes, metrics, strict=False):
+        chosen = versus[versus["metric"] == metric].set_index(["strategy", "budget"]).reindex(comparisons)
+        for position, row in zip(positions, chosen.to_dict("records"), strict=True):
+            if _is_missing(row["difference"]):
+                continue
+            color = colors.get(row["verdict"], "tab:gray")
+            if not _is_missing(row["lo"]):
+                axis.plot([row["lo"], row["hi"]], [position, position], color=color, linewidth=2)
+            axis.plot(row["difference"], position, "o", color=color)
+        axis.axvline(0, color="black", linewidth=0.8, linestyle="--")
+        axis.set_yticks(positions, labels)
+        direction = "lower" if chosen["lower_is_better"].dropna().any() else "higher"
+        axis.set_title(f"{metric} ({direction} is better)", fontsize="small")
+    for axis in axes[len(metrics) :]:
+        axis.set_visible(False)
+    caption = (
+        f"Strategy − {BASELINE_STRATEGY} per metric, strategy and budget: the mean paired difference over seeds "
+        "(dot) and its 95% bootstrap interval (bar); green where the interval excludes 0 on the better side, red "
+        "on the worse side, grey where it covers 0 (or there is no interval). Per-category held-out metrics are "
+        "in the table only."
+    )
+    return Figure(f"versus_{BASELINE_STRATEGY}.png", _png(figure), caption)
 
 
 # ---- rendering --------------------------------------------------------------------------------------------
@@ -519,3 +655,30 @@ def _mean_std(mean: float, std: float) -> str:
 
 def _percent(fraction: float) -> str:
     return MISSING if _is_missing(fraction) else f"{100 * fraction:.1f}%"
+
+
+def _interval(lo: float, hi: float, decimals: int) -> str:
+    return MISSING if _is_missing(lo) or _is_missing(hi) else f"[{lo:.{decimals}f}, {hi:.{decimals}f}]"
+
+
+def _resampled(comparison: dict[str, Any]) -> str:
+    """What a paired difference's bootstrap resampled, in words."""
+    items = comparison["items"]
+    return {
+        "seeds+items": f"seeds + {_format_count(items)} items",
+        "items": f"{_format_count(items)} items (1 seed)",
+        "seeds": "seeds",
+    }.get(comparison["bootstrap"], "none")
+
+
+def _budget_label(budget: Any) -> str:
+    """A budget as a label: a number with %g ("0.1", "30"), a budget written as text (a token budget) as is."""
+    return f"{budget:g}" if isinstance(budget, int | float) else str(budget)
+
+
+def _thousands(value: Any) -> str:
+    return MISSING if _is_missing(value) else f"{value:,.0f}"
+
+
+def _seconds(value: Any) -> str:
+    return MISSING if _is_missing(value) else f"{value:.1f}"

@@ -30,6 +30,8 @@ import pandas as pd
 import pyarrow.compute as pc
 import yaml
 
+from pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
+from pipelines.uncertainty import metric_summary, versus_random
 from selection.store import CorpusStore
 
 RUN_FILES = ("manifest.json", "results.json")
@@ -454,7 +456,47 @@ class RunResults:
                 missing.append(f"results.json: combo {combo} has no {', '.join(absent)}")
         return missing
 
+    # ---- uncertainty and compute --------------------------------------------------------------------------
+
+    def summary(self) -> pd.DataFrame:
+        """Per strategy × budget × metric: seeds (with a value), mean, sd (ddof=1) and the 95% t-interval [lo, hi]
+        of the mean over seeds (NaN where undefined). results.json's `summary`; computed from the combos'
+        metrics for a run written before it had one (`pipelines.uncertainty.metric_summary`)."""
+        block = self.results.get("summary") or metric_summary(self.results)
+        numeric = ("mean", "sd", "lo", "hi")
+        return _table(block["rows"], ("strategy", "budget", "metric", "seeds", *numeric), numeric)
+
+    def versus_random(self) -> pd.DataFrame:
+        """Per strategy other than random × budget × metric: pairs (seeds both have), difference (mean over
+        pairs of strategy − random), its bootstrap interval [lo, hi], bootstrap (what was resampled:
+        seeds+items, items, seeds or none), items, lower_is_better and verdict (better, worse, unclear, or
+        None without an interval). results.json's `versus_random`; computed from the run folder for a run
+        written before it had one (`pipelines.uncertainty.versus_random`). Empty without a random strategy."""
+        block = self.results.get("versus_random") or versus_random(self.results, self.path)
+        numeric = ("difference", "lo", "hi", "items")
+        columns = ("strategy", "budget", "metric", "pairs", *numeric, "bootstrap", "lower_is_better", "verdict")
+        return _table(block["rows"], columns, numeric)
+
+    def compute(self) -> pd.DataFrame:
+        """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, and
+        the tokens and seconds as a fraction of the `full` combos' (NaN without one); see
+        `pipelines.accounting`. results.json's `compute`, else read from the recovery records and the manifest."""
+        block = self.results.get("compute") or combo_compute(self.results, self.manifest.get("stages", {}), self.path)
+        return _table(block["rows"], ("combo", "strategy", "budget", "seed", *COMPUTE_FIELDS), COMPUTE_FIELDS)
+
+    def shared_cost(self) -> dict[str, Any]:
+        """{"stages": seconds of each shared stage, "selection_seconds": scoring + embedding + clustering}:
+        results.json's `shared_cost`, else from the manifest (`pipelines.accounting.shared_cost`)."""
+        return self.results.get("shared_cost") or shared_cost(self.manifest.get("stages", {}))
+
 
 def _as_float(value: Any) -> float:
     """A metric value as float; None (absent or JSON null) as NaN."""
     return math.nan if value is None else float(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
+    """Records of a results.json block as a table with these columns; None is NaN in the `numeric` ones."""
+    table = pd.DataFrame.from_records(rows, columns=list(columns))
+    table[list(numeric)] = table[list(numeric)].astype(float)
+    return table

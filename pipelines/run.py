@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipelines.accounting import combo_compute, shared_cost
 from pipelines.config import (
     ENGINES,
     ConfigError,
@@ -70,6 +71,7 @@ from pipelines.select import (
     write_jsonl,
     write_parquet,
 )
+from pipelines.uncertainty import metric_summary, versus_random
 from selection.atomic import write_atomic
 from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
 from selection.corpus import Corpus, CorpusConfig, CorpusStats
@@ -902,6 +904,7 @@ class Run:
             merged = str(self.combo_dir(combo) / "recover" / "merged")
             self.evaluate(combo.name, merged, self.recover(combo), self.combo_dir(combo) / "eval")
         results = collect_results(self.dir, self.config)
+        results.update(statistics_blocks(results, self.dir))
         write_json(self.dir / "results.json", results)
         _log(
             f"{len(self.ran)} stage(s) ran, {len(self.cached)} cached, "
@@ -977,6 +980,20 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     }
 
 
+def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The blocks of `results.json` computed from a `collect_results` payload and the run folder: `summary` (mean,
+    sd and t-interval over seeds) and `versus_random` (paired differences with bootstrap intervals) from
+    `pipelines.uncertainty`; `compute` (per combination) and `shared_cost` from `pipelines.accounting`."""
+    manifest_path = run_dir / "manifest.json"
+    stages = json.loads(manifest_path.read_text(encoding="utf-8"))["stages"] if manifest_path.exists() else {}
+    return {
+        "summary": metric_summary(results),
+        "versus_random": versus_random(results, run_dir),
+        "compute": combo_compute(results, stages, run_dir),
+        "shared_cost": shared_cost(stages),
+    }
+
+
 def run(config: RunConfig, run_dir: str | Path) -> Run:
     """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`."""
     runner = Run(config, run_dir)
@@ -1017,4 +1034,5 @@ __all__ = [
     "gap_recovered",
     "load_run_config",
     "run",
+    "statistics_blocks",
 ]

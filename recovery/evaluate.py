@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data.paths import data_file
+from recovery.items import ITEMS_FILE, split_items, write_items
 from recovery.models import default_seqlen, max_positions
 from recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, local_task_files, run_zero_shot
 from selection.atomic import write_atomic
@@ -164,7 +165,8 @@ def perplexity(
     before, so it contributes seqlen-1 NLL terms, computed in float32 from the logits.
 
     Returns {"ppl": exp(mean_nll), "mean_nll": nats per predicted token, "n_tokens": predicted tokens,
-    "n_windows": windows evaluated, "seqlen", "windows_available": windows the whole text gives}.
+    "n_windows": windows evaluated, "seqlen", "windows_available": windows the whole text gives,
+    "window_nll": each window's NLL summed over its seqlen-1 predicted tokens (nats), in text order}.
 
     Deliberate difference from SparseGPT's code: it multiplies each window's mean loss by seqlen, i.e.
     counts seqlen rather than seqlen-1 tokens per window; with equal windows both give the same ppl, and
@@ -191,7 +193,7 @@ def perplexity(
     n_windows = windows_available if limit is None else min(limit, windows_available)
     windows = input_ids[: n_windows * seqlen].view(n_windows, seqlen)
     device = model.get_input_embeddings().weight.device
-    nll_sum = 0.0
+    window_nll: list[float] = []
     progress = tqdm(total=n_windows, desc="perplexity", unit="windows", disable=not show_progress)
     was_training = model.training
     model.eval()  # no dropout; the caller gets the model back in the mode it came in
@@ -200,13 +202,13 @@ def perplexity(
             for start in range(0, n_windows, batch_size):
                 batch = windows[start : start + batch_size].to(device)
                 logits = model(input_ids=batch, use_cache=False).logits
-                nll_sum += sum(_window_nll_sum(logits[row], batch[row]) for row in range(batch.shape[0]))
+                window_nll += [_window_nll_sum(logits[row], batch[row]) for row in range(batch.shape[0])]
                 progress.update(batch.shape[0])
     finally:
         model.train(was_training)
         progress.close()
     n_tokens = n_windows * (seqlen - 1)
-    mean_nll = nll_sum / n_tokens
+    mean_nll = sum(window_nll) / n_tokens
     return {
         # exp overflows past ~709.8 nats; a NaN mean (e.g. fp16 overflow in the model) stays NaN.
         "ppl": math.inf if mean_nll > math.log(sys.float_info.max) else math.exp(mean_nll),
@@ -215,6 +217,7 @@ def perplexity(
         "n_windows": n_windows,
         "seqlen": seqlen,
         "windows_available": windows_available,
+        "window_nll": window_nll,
     }
 
 
@@ -249,12 +252,13 @@ def evaluate_model(
 
     {"tasks": {name: record}, "limit", "seed", "source", "dtype", "device", "versions", "seqlen"}. A
     perplexity record is {"metrics": {"ppl", "mean_nll"}, "n": predicted tokens, "n_windows",
-    "windows_available", "seqlen", "source": "local", "files", "seconds"}; a zero-shot record is what
-    `recovery.zero_shot.run_zero_shot` returns for it. `limit` caps windows for perplexity and examples for
-    zero-shot tasks. Perplexity reads local files (the test splits in the data directory) whatever `source`
-    says; `source` ("local" or "hub") applies to the zero-shot tasks. Every data file is checked before
-    anything runs (`required_files`), so a missing one fails fast (FileNotFoundError naming it); unknown
-    tasks or sources, and a limit or batch size below 1, raise ValueError.
+    "windows_available", "seqlen", "source": "local", "files", "seconds", "items": each window's `nll_sum` and
+    `tokens`}; a zero-shot record is what `recovery.zero_shot.run_zero_shot` returns for it (`items`: each
+    question's correctness). `write_results` keeps the items apart, in items.npz (`recovery.items`). `limit`
+    caps windows for perplexity and examples for zero-shot tasks. Perplexity reads local files (the test splits
+    in the data directory) whatever `source` says; `source` ("local" or "hub") applies to the zero-shot tasks.
+    Every data file is checked before anything runs (`required_files`), so a missing one fails fast
+    (FileNotFoundError naming it); unknown tasks or sources, and a limit or batch size below 1, raise ValueError.
     """
     _check_counts(limit, batch_size)
     names = parse_tasks(tasks)
@@ -285,6 +289,7 @@ def evaluate_model(
             "source": "local",
             "files": [str(path) for path in files[task]],
             "seconds": seconds,
+            "items": {"nll_sum": result["window_nll"], "tokens": [result["seqlen"] - 1] * result["n_windows"]},
         }
         _progress(f"{task}: ppl {result['ppl']:.4f} ({result['n_windows']} windows, {seconds:.1f} s)")
     if zero_shot_tasks:
@@ -345,11 +350,11 @@ def run_eval(
     """Load `model` (a path, hub id or alias such as `smollm2`), optionally with a peft `adapter` folder,
     evaluate it on `tasks` and return the `evaluate_model` record plus "model" and "adapter".
 
-    With `out_dir`, also writes `metrics.json` (that record) and `metrics.md` (the paper-shaped table and
-    per-task details) atomically. The task names, every data file and the adapter folder are checked
-    before the model loads. Refuses a missing model path (`ModelLoadError`), a missing adapter folder or
-    data file (FileNotFoundError naming it), unknown tasks or sources and a limit or batch size below 1
-    (ValueError).
+    With `out_dir`, also writes `metrics.json` (that record without its per-item values), `metrics.md` (the
+    paper-shaped table and per-task details) and `items.npz` (the per-item values) atomically. The task names,
+    every data file and the adapter folder are checked before the model loads. Refuses a missing model path
+    (`ModelLoadError`), a missing adapter folder or data file (FileNotFoundError naming it), unknown tasks or
+    sources and a limit or batch size below 1 (ValueError).
     """
     from recovery.models import load_model
 
@@ -390,11 +395,18 @@ def result_label(record: dict[str, Any]) -> str:
 
 
 def write_results(record: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write `metrics.json` and `metrics.md` for one evaluation record into `out_dir`, each atomically.
+    """Write `metrics.json` and `metrics.md` for one evaluation record into `out_dir`, each atomically, and its
+    per-item values (`items` of its tasks and held-out set) apart in `items.npz` (`recovery.items`), first, so
+    that a metrics.json never sits beside the items of an older evaluation.
 
-    Returns the two paths.
+    Returns the paths of metrics.json and metrics.md.
     """
     out_dir = Path(out_dir)
+    record, items = split_items(record)
+    if items:
+        write_items(items, out_dir)
+    else:
+        (out_dir / ITEMS_FILE).unlink(missing_ok=True)
     json_text = json.dumps(record, indent=2) + "\n"
     markdown = metrics_markdown(record)
     json_path = write_atomic(out_dir / "metrics.json", lambda path: path.write_text(json_text, encoding="utf-8"))

@@ -788,13 +788,14 @@ def response_nll(model: Any, encoded: Sequence[EncodedSample], *, batch_size: in
     """Mean negative log-likelihood (nats per response token) of `model` on the rows' response tokens.
 
     The held-out measure of recovery: same tokens and mask as training. Rows are batched with right padding;
-    returns `{"nll", "ppl", "tokens", "rows"}`. Refuses an empty row list.
+    returns `{"nll", "ppl", "tokens", "rows", "items"}`, `items` being each row's `nll_sum` (nats over its
+    response tokens) and `tokens`, in the order of `encoded` (`recovery.items`). Refuses an empty row list.
     """
     if not encoded:
         raise ValueError("response_nll needs at least one row")
     device = next(model.parameters()).device
-    total = 0.0
-    tokens = 0
+    row_nll = [0.0] * len(encoded)
+    row_tokens = [0] * len(encoded)
     was_training = model.training
     model.eval()
     order = sorted(range(len(encoded)), key=lambda index: encoded[index].length)
@@ -812,12 +813,21 @@ def response_nll(model: Any, encoded: Sequence[EncodedSample], *, batch_size: in
                 labels[position, row.prompt_length : length] = ids[position, row.prompt_length : length]
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
             shifted = labels[:, 1:].to(device)
-            total += float(
-                torch.nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="sum"
-                )
-            )
-            tokens += int((shifted != -100).sum())
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="none"
+            ).view(len(batch), -1)
+            for index, loss, counted in zip(
+                order[start : start + batch_size], losses.sum(dim=1), (shifted != -100).sum(dim=1), strict=True
+            ):
+                row_nll[index] = float(loss)
+                row_tokens[index] = int(counted)
     model.train(was_training)
-    nll = total / tokens
-    return {"nll": nll, "ppl": math.exp(nll), "tokens": tokens, "rows": len(encoded)}
+    tokens = sum(row_tokens)
+    nll = sum(row_nll) / tokens
+    return {
+        "nll": nll,
+        "ppl": math.exp(nll),
+        "tokens": tokens,
+        "rows": len(encoded),
+        "items": {"nll_sum": row_nll, "tokens": row_tokens},
+    }

@@ -105,6 +105,16 @@ def _metrics(task_results: dict[str, Any]) -> dict[str, float | None]:
     return metrics
 
 
+def _items(samples: list[dict[str, Any]] | None, metrics: dict[str, float | None]) -> dict[str, list[float]]:
+    """Each question's value of every reported metric lm-eval scores per question (acc, acc_norm: 1.0 or 0.0), in
+    document order; empty without logged samples."""
+    if not samples:
+        return {}
+    ordered = sorted(samples, key=lambda sample: sample["doc_id"])
+    names = [name for name in metrics if name in ordered[0] and not name.endswith("_stderr")]
+    return {name: [float(sample[name]) for sample in ordered] for name in names}
+
+
 def run_zero_shot(
     model: Any,
     tokenizer: Any,
@@ -119,11 +129,12 @@ def run_zero_shot(
 ) -> dict[str, dict[str, Any]]:
     """Zero-shot scores of `model` on `tasks` (names from `ZERO_SHOT_TASKS`), in the order given, each once.
 
-    Returns `{task: {"metrics", "n", "source", "files", "seconds"}}`: `metrics` is what lm-eval reports for the
+    Returns `{task: {"metrics", "n", "source", "files", "seconds", "items"}}`: `metrics` is what lm-eval reports for the
     task (`acc` and `acc_stderr` for every task, `acc_norm` and `acc_norm_stderr` too except for BoolQ and
     WinoGrande; accuracies are fractions in [0, 1], stderr None where lm-eval gives none), `n` the number of items
     scored (the first `limit` of the task, or all), `source` the data source, `files` the local files read (empty
-    for `hub`), `seconds` the wall time of the task. `on_result(task, record)` is called as each task finishes,
+    for `hub`), `seconds` the wall time of the task, and `items` each question's acc (and acc_norm), in document
+    order, where lm-eval logged them (`recovery.items`). `on_result(task, record)` is called as each task finishes,
     so a caller can report progress. The model is scored in eval mode and handed back in the
     train/eval mode it came in. Refuses (ValueError) an empty task list, an unknown task or source and a limit below 1,
     and
@@ -161,7 +172,7 @@ def run_zero_shot(
                     tasks=[name],
                     limit=limit,
                     bootstrap_iters=BOOTSTRAP_ITERS,
-                    log_samples=False,
+                    log_samples=True,  # for each question's correctness (`items`)
                     task_manager=task_manager,
                     random_seed=seed,
                     numpy_random_seed=seed,
@@ -175,6 +186,9 @@ def run_zero_shot(
                     "files": files[task],
                     "seconds": time.perf_counter() - start,
                 }
+                items = _items(output.get("samples", {}).get(name), results[task]["metrics"])
+                if items:
+                    results[task]["items"] = items
                 if on_result is not None:
                     on_result(task, results[task])
     finally:

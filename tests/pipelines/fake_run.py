@@ -11,6 +11,13 @@ random-b0.1-s0 shares 3 of its 5 rows with paser-b0.1-s0 (Jaccard 3/7).
 With `labelled=True` each raw row also carries a `category` (`row_category`: the cluster's own, alpha for
 cluster 0 and beta for clusters 1 and 2, except gamma on every fifth row) and a `dataset` (set0 / set1 by the
 row's parity), as labelled instruction pools do.
+
+Every finished evaluation keeps per-item values (eval/items.npz, `recovery.items`) that give back its metrics
+exactly (`item_values`): 4 WikiText-2 windows of 31 tokens, 50 BoolQ and 50 PIQA questions (the first
+acc × 50 of a fixed order of the questions right), 6 held-out rows of 20 response tokens. Every combo's
+recovery.json trains its selected rows for 2 epochs at 10 prompt + 30 response tokens a row, in
+`train_seconds(rows)`; the manifest times the shared stages (`STAGE_SECONDS`). `full=True` adds the strategy
+`full` (the whole 54-row pool at every budget and seed, metrics `FULL_METRICS`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import pandas as pd
 import yaml
 
 from pipelines.results import combo_name
+from recovery.items import ITEMS_FILE
 from selection.corpus import Sample
 from selection.store import write_corpus_store
 
@@ -56,6 +64,37 @@ COMBO_METRICS = {
 # Rows per cluster that paser allocates (and selects) at each budget.
 PASER_ALLOCATION = {0.1: {0: 1, 1: 2, 2: 2}, 0.2: {0: 3, 1: 4, 2: 4}}
 RANDOM_B01_S0 = ["row53", "row50", "row52", "row00", "row01"]
+FULL_METRICS = {"wikitext2_ppl": 24.0, "boolq_acc": 0.62, "piqa_acc": 0.70, "avg_acc": 0.66, "heldout_nll": 2.2}
+# Per-item values: questions per zero-shot task, perplexity windows and their predicted tokens, held-out rows and
+# their response tokens.
+QUESTIONS = 50
+WINDOWS, WINDOW_TOKENS = 4, 31
+HELDOUT_TOKENS = 20
+PROMPT_TOKENS, RESPONSE_TOKENS, EPOCHS = 10, 30, 2.0
+STAGE_SECONDS = {"prune": 5.0, "score": 12.0, "heldout": 0.1, "embed": 3.0, "cluster/s0": 1.0, "cluster/s1": 1.5}
+SELECT_SECONDS = 0.2
+
+
+def train_seconds(rows: int) -> float:
+    """The fake trainer's wall time on `rows` rows; the recover stage takes one second more."""
+    return 2.0 + 0.5 * rows
+
+
+def item_values(values: dict[str, float]) -> dict[str, np.ndarray]:
+    """Per-item arrays (`recovery.items` names) whose sums give back `values`' wikitext2_ppl, boolq_acc,
+    piqa_acc and heldout_nll."""
+    windows = np.array([-0.03, -0.01, 0.01, 0.03]) + math.log(values["wikitext2_ppl"])
+    rows = np.array([-0.15, -0.1, -0.05, 0.05, 0.1, 0.15]) + values["heldout_nll"]
+    items = {
+        "wikitext2.nll_sum": WINDOW_TOKENS * windows,
+        "wikitext2.tokens": np.full(WINDOWS, float(WINDOW_TOKENS)),
+        "heldout.nll_sum": HELDOUT_TOKENS * rows,
+        "heldout.tokens": np.full(len(rows), float(HELDOUT_TOKENS)),
+    }
+    for offset, task in enumerate(("boolq", "piqa")):
+        order = np.random.default_rng(offset).permutation(QUESTIONS)
+        items[f"{task}.acc"] = (order < round(values[f"{task}_acc"] * QUESTIONS)).astype(float)
+    return items
 
 
 def row_id(row: int) -> str:
@@ -88,6 +127,8 @@ def build_fake_run(
     coordinates: bool = True,
     labelled: bool = False,
     label_field: str | None = None,
+    without_items: tuple[str, ...] = (),
+    full: bool = False,
 ) -> Path:
     """Write the fake run into `run_dir` and return it.
 
@@ -95,8 +136,10 @@ def build_fake_run(
     null` (an evaluation that did not finish). `unrecorded`: combos left out of results.json's combos list
     altogether (their eval is absent too). `coordinates=False` writes clusters without coordinate columns,
     as k-means clustering does. `labelled` adds `category` and `dataset` to the raw rows; `label_field` is
-    config.yaml's report.label_field.
+    config.yaml's report.label_field. `without_items`: finished combos whose evaluation kept no items.npz (as
+    evaluations before items were kept). `full`: add the `full` strategy.
     """
+    strategies = (*STRATEGIES, "full") if full else STRATEGIES
     run_dir.mkdir(parents=True, exist_ok=True)
     shared = run_dir / "shared"
     shared.mkdir(exist_ok=True)
@@ -128,7 +171,7 @@ def build_fake_run(
         ("heldout", "shared/heldout.jsonl"),
         ("embed", "shared/embeddings.npy"),
     ):
-        stages[stage] = _stage(artifact)
+        stages[stage] = _stage(artifact, STAGE_SECONDS[stage])
     for seed in SEEDS:
         clusters = pd.DataFrame(
             {"id": [row_id(row) for row in pool_rows()], "cluster": [row_cluster(row) for row in pool_rows()]}
@@ -141,21 +184,23 @@ def build_fake_run(
             shared / f"clustering-s{seed}.json",
             {"n_clusters": N_CLUSTERS, "eigenvalues": [1.0, 0.9, 0.8, 0.2], "n_landmarks": 0, "seconds": {"fit": 0.1}},
         )
-        stages[f"cluster/s{seed}"] = _stage(f"shared/clusters-s{seed}.parquet")
+        stages[f"cluster/s{seed}"] = _stage(f"shared/clusters-s{seed}.parquet", STAGE_SECONDS[f"cluster/s{seed}"])
     combos = []
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         for budget in BUDGETS:
             for seed in SEEDS:
                 combo = combo_name(strategy, budget, seed)
+                rows = len(_selected_ids(strategy, budget, seed))
                 _write_selection(run_dir / "combos" / combo / "select", strategy, budget, seed, labelled)
-                stages[f"select/{combo}"] = _stage(f"combos/{combo}/select/selection.jsonl")
-                stages[f"recover/{combo}"] = _stage(f"combos/{combo}/recover")
-                (run_dir / "combos" / combo / "recover").mkdir(parents=True, exist_ok=True)
+                stages[f"select/{combo}"] = _stage(f"combos/{combo}/select/selection.jsonl", SELECT_SECONDS)
+                stages[f"recover/{combo}"] = _stage(f"combos/{combo}/recover", train_seconds(rows) + 1.0)
+                _write_json(run_dir / "combos" / combo / "recover" / "recovery.json", _recovery_record(rows))
                 finished = combo not in missing_evals and combo not in unrecorded
+                values = FULL_METRICS if strategy == "full" else COMBO_METRICS[combo]
                 if finished:
-                    _write_json(
-                        run_dir / "combos" / combo / "eval" / "metrics.json", _eval_record(COMBO_METRICS[combo])
-                    )
+                    _write_json(run_dir / "combos" / combo / "eval" / "metrics.json", _eval_record(values))
+                    if combo not in without_items:
+                        np.savez(run_dir / "combos" / combo / "eval" / ITEMS_FILE, **item_values(values))
                     stages[f"eval/{combo}"] = _stage(f"combos/{combo}/eval/metrics.json")
                 if combo in unrecorded:
                     continue
@@ -166,9 +211,9 @@ def build_fake_run(
                         "budget": budget,
                         "budget_rows": BUDGET_ROWS[budget],
                         "seed": seed,
-                        "metrics": _with_heldout_ppl(COMBO_METRICS[combo]) if finished else None,
-                        "train_seconds": 1.5,
-                        "train_tokens": 1000 * BUDGET_ROWS[budget],
+                        "metrics": _with_heldout_ppl(values) if finished else None,
+                        "train_seconds": train_seconds(rows),
+                        "train_tokens": (PROMPT_TOKENS + RESPONSE_TOKENS) * rows,
                     }
                 )
     for name, values in BASELINE_METRICS.items():
@@ -188,7 +233,7 @@ def build_fake_run(
             "baselines": {name: _with_heldout_ppl(values) for name, values in BASELINE_METRICS.items()},
             "combos": combos,
             "seeds": list(SEEDS),
-            "strategies": list(STRATEGIES),
+            "strategies": list(strategies),
             "budgets": list(BUDGETS),
         },
     )
@@ -201,7 +246,7 @@ def build_fake_run(
                     "pruned": None,
                     "prune": {"method": "magnitude", "sparsity": 0.5},
                 },
-                "selection": {"strategies": list(STRATEGIES), "budgets": list(BUDGETS), "seeds": list(SEEDS)},
+                "selection": {"strategies": list(strategies), "budgets": list(BUDGETS), "seeds": list(SEEDS)},
                 "recovery": {"objective": "sft"},
                 "evaluation": {"tasks": ["wikitext2", "boolq", "piqa"], "heldout_rows": 20},
                 "report": {"label_field": label_field},
@@ -224,6 +269,8 @@ def paser_selection(budget: float) -> list[str]:
 def _selected_ids(strategy: str, budget: float, seed: int) -> list[str]:
     if strategy == "paser":
         return paser_selection(budget)
+    if strategy == "full":
+        return [row_id(row) for row in pool_rows()]
     if (budget, seed) == (0.1, 0):
         return list(RANDOM_B01_S0)
     rng = np.random.default_rng(seed)
@@ -300,8 +347,19 @@ def _eval_record(values: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def _stage(artifact: str) -> dict[str, Any]:
-    return {"hash": "0" * 16, "artifact": artifact, "seconds": 0.1, "finished_at": "2025-01-01T00:00:00+00:00"}
+def _recovery_record(rows: int) -> dict[str, Any]:
+    per_epoch = {"prompt": PROMPT_TOKENS * rows, "response": RESPONSE_TOKENS * rows}
+    return {
+        "objective": "sft",
+        "rows": {"read": rows, "valid": rows, "used": rows, "skipped": {}, "truncated": 0},
+        "tokens_per_epoch": {**per_epoch, "total": per_epoch["prompt"] + per_epoch["response"]},
+        "training": {"steps": 2, "epochs": EPOCHS},
+        "seconds": {"load": 0.5, "train": train_seconds(rows), "merge": 0.5},
+    }
+
+
+def _stage(artifact: str, seconds: float = 0.1) -> dict[str, Any]:
+    return {"hash": "0" * 16, "artifact": artifact, "seconds": seconds, "finished_at": "2025-01-01T00:00:00+00:00"}
 
 
 def _write_json(path: Path, payload: Any) -> None:

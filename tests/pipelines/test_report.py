@@ -220,6 +220,7 @@ def test_report_markdown_links_plots_that_exist(report):
         "report_files/cluster_purity.png",
         "report_files/corpus_map.png",
         "report_files/strategy_overlap.png",
+        "report_files/versus_random.png",
     ]
     for link in links:
         assert (markdown_path.parent / link).read_bytes().startswith(b"\x89PNG")
@@ -228,10 +229,55 @@ def test_report_markdown_links_plots_that_exist(report):
 def test_report_html_is_self_contained(report):
     page = report[1].read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 5 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert len(sources) == 6 and all(source.startswith("data:image/png;base64,") for source in sources)
     # base64 can spell "http" by chance: look for external references outside the data URIs only
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     assert "http" not in text and "<link" not in text and "<script" not in text and "url(" not in text
+
+
+def test_report_shows_intervals_over_seeds_and_paired_differences_from_random(report):
+    markdown = report[0].read_text()
+    assert "## Uncertainty" in markdown
+    # 30 and 34 against random's 38 and 36: t-interval 32 ± 12.706 · sqrt(8) / sqrt(2); difference -5
+    assert re.search(
+        r"\| paser \| 0\.1 \| wikitext2_ppl \| 2 \| 32\.00 ± 2\.83 \| \[6\.59, 57\.41\] \| -5\.00 \| "
+        r"\[-\d+\.\d\d, -\d+\.\d\d\] \| seeds \+ 4 items \| better \|",
+        markdown,
+    )
+    # random-b0.2-s1 is not evaluated: one pair, resampled over the items alone
+    assert "| paser | 0.2 | piqa_acc | 2 | 0.6700 ± 0.0141 | [0.5429, 0.7971] | +0.0800 |" in markdown
+    assert "| 50 items (1 seed) | better |" in markdown
+    assert "| random | 0.2 | piqa_acc | 1 | 0.5800 | – | – | – | – | – |" in markdown
+    assert "95% percentile bootstrap interval (2000 seeded resamples)" in markdown
+
+
+def test_report_shows_compute_per_combo_and_the_shared_stages_once(report):
+    markdown = report[0].read_text()
+    assert "| paser-b0.1-s0 | 5 | 2 | 100 | 300 | 400 | 4.5 | 5.5 | 0.2 | – | – |" in markdown
+    assert "No full combo trained in this run" in markdown
+    assert "- score: 12.0 s" in markdown
+    assert "- selection (scoring + embedding + clustering): 17.5 s, once for all 8 combos" in markdown
+
+
+def test_report_without_random_has_intervals_and_no_paired_differences(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    results = json.loads((run_dir / "results.json").read_text())
+    results["strategies"] = ["paser"]
+    results["combos"] = [combo for combo in results["combos"] if combo["strategy"] == "paser"]
+    (run_dir / "results.json").write_text(json.dumps(results))
+    markdown_path, _ = write_report(run_dir, tmp_path / "out")
+    markdown = markdown_path.read_text()
+    assert "| paser | 0.1 | wikitext2_ppl | 2 | 32.00 ± 2.83 | [6.59, 57.41] | – | – | – | – |" in markdown
+    assert "No random strategy in this run: no paired differences." in markdown
+    assert not (tmp_path / "out" / "report_files" / "versus_random.png").exists()
+
+
+def test_report_shows_training_cost_as_a_share_of_full(tmp_path):
+    markdown_path, _ = write_report(build_fake_run(tmp_path / "run", full=True), tmp_path / "out")
+    markdown = markdown_path.read_text()
+    # 5 of 54 rows; 4.5 of 29 seconds
+    assert "| paser-b0.1-s0 | 5 | 2 | 100 | 300 | 400 | 4.5 | 5.5 | 0.2 | 9.3% | 15.5% |" in markdown
+    assert "| full-b0.1-s0 | 54 | 2 | 1,080 | 3,240 | 4,320 | 29.0 | 30.0 | 0.2 | 100.0% | 100.0% |" in markdown
 
 
 def test_report_without_coordinates_says_so(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from data.demo import write_demo_corpus
 from pipelines.config import ConfigError, load_config
 from pipelines.run import Combo, RunConfig, combos, gap_recovered, load_run_config, run
+from recovery.items import read_items
 from tests.pipelines.conftest import execute_notebook
 
 RUN_CONFIGS = sorted((Path(__file__).parents[2] / "pipelines" / "configs" / "run").glob("*.yaml"))
@@ -138,6 +139,15 @@ def test_tiny_run_completes_every_combination(tiny_run):
         assert len(selected) == row["budget_rows"]
         assert (run_dir / "combos" / row["combo"] / "recover" / "merged" / "config.json").exists()
     assert set(results["baselines"]) == {"original", "pruned"}
+    items = read_items(run_dir / "combos" / "paser-b10-s0" / "eval")
+    assert {"wikitext2.nll_sum", "wikitext2.tokens", "heldout.nll_sum", "heldout.tokens"} <= set(items)
+    assert len(items["heldout.tokens"]) == 12
+    # one seed: the paired differences resample the test items alone
+    assert {row["bootstrap"] for row in results["versus_random"]["rows"]} == {"items"}
+    assert len(results["summary"]["rows"]) == 2 * 2 * 3  # strategies × budgets × metrics
+    compute = {row["combo"]: row for row in results["compute"]["rows"]}
+    assert 0 < compute["paser-b10-s0"]["rows_trained"] <= 10 and compute["paser-b10-s0"]["train_tokens"] > 0
+    assert results["shared_cost"]["selection_seconds"] > 0
     manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
     assert all(entry["status"] == "done" for entry in manifest.values())
     # score, heldout, embed, embed_response, cluster, 2 baselines, 3 per combo

@@ -18,6 +18,7 @@ from recovery.evaluate import (
     results_table,
     run_eval,
 )
+from recovery.items import read_items, split_items
 from recovery.models import ModelLoadError
 from recovery.zero_shot import ZERO_SHOT_TASKS
 
@@ -88,6 +89,9 @@ def test_ppl_is_exp_of_the_hand_computed_mean_nll_over_two_windows(tiny_model, t
     assert result["mean_nll"] == pytest.approx(expected_nll, rel=1e-6)
     assert result["ppl"] == pytest.approx(math.exp(expected_nll), rel=1e-6)
     assert math.isfinite(result["ppl"])
+    first = _hand_computed_mean_nll(tiny_model, tiny_tokenizer, text, seqlen, windows=1) * (seqlen - 1)
+    assert len(result["window_nll"]) == 2 and result["window_nll"][0] == pytest.approx(first, rel=1e-6)
+    assert sum(result["window_nll"]) == pytest.approx(result["mean_nll"] * result["n_tokens"], rel=1e-9)
 
 
 def test_batch_size_does_not_change_the_ppl(tiny_model, tiny_tokenizer, two_window_text):
@@ -219,7 +223,13 @@ def test_run_eval_writes_metrics_json_and_markdown(tiny_model_dir, local_data_di
         out_dir=tmp_path / "eval",
     )
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert written == json.loads(json.dumps(record))
+    assert written == json.loads(json.dumps(split_items(record)[0]))
+    assert "items" not in written["tasks"]["wikitext2"]
+    items = read_items(tmp_path / "eval")
+    for task in PPL_TASKS:
+        mean_nll = written["tasks"][task]["metrics"]["mean_nll"]
+        assert items[f"{task}.nll_sum"].sum() / items[f"{task}.tokens"].sum() == pytest.approx(mean_nll, rel=1e-9)
+        assert len(items[f"{task}.tokens"]) == 2
     assert written["limit"] == 2 and written["seed"] == 3 and written["dtype"] == "float32"
     assert {"lm_eval", "transformers", "torch"} <= set(written["versions"])
     for task in PPL_TASKS:

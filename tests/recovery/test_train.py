@@ -149,6 +149,9 @@ def test_response_nll_of_a_model_is_the_mean_over_response_tokens(tiny_model, ti
     weighted = sum(item["nll"] * item["tokens"] for item in alone) / sum(item["tokens"] for item in alone)
     assert together["tokens"] == sum(row.response_length for row in rows.encoded[:3])
     assert together["nll"] == pytest.approx(weighted, rel=1e-5)
+    # per row, in the rows' order (batches are sorted by length)
+    assert together["items"]["tokens"] == [item["tokens"] for item in alone]
+    assert together["items"]["nll_sum"] == pytest.approx([item["nll"] * item["tokens"] for item in alone], rel=1e-5)
 
 
 def test_sft_run_writes_adapter_merged_logs_and_keeps_exact_zeros(pruned_dir, subset_file, tmp_path):

@@ -77,6 +77,14 @@ def test_every_task_scores_the_first_four_local_items(four_items_each, shared_da
     assert result["seconds"] > 0.0
 
 
+@pytest.mark.parametrize("task", ["piqa", "boolq"])
+def test_every_question_keeps_its_correctness(four_items_each, task):
+    result = four_items_each[task]
+    assert set(result["items"]) == set(result["metrics"]) - {"acc_stderr", "acc_norm_stderr"}
+    assert len(result["items"]["acc"]) == 4 and set(result["items"]["acc"]) <= {0.0, 1.0}
+    assert sum(result["items"]["acc"]) / 4 == pytest.approx(result["metrics"]["acc"])
+
+
 def test_acc_norm_is_reported_where_lm_eval_reports_it(four_items_each):
     without_norm = {task for task, result in four_items_each.items() if "acc_norm" not in result["metrics"]}
     assert without_norm == {"boolq", "winogrande"}

@@ -1,0 +1,118 @@
+"""results.json's `compute` and `shared_cost` blocks: what each combination trained on and for how long, and what
+the selection cost once for all of them.
+
+Per combination, from combos/{combo}/recover/recovery.json and the manifest's stage timings:
+- `rows_trained`: the subset's rows training used; `epochs`: the passes made (the trainer's count, fractional
+  when `max_steps` stops it first);
+- `prompt_tokens`, `response_tokens`, `train_tokens`: the subset as tokenised for SFT (prompt, response = the
+  loss tokens, and their sum) times the epochs: the tokens training forwarded (the DPO and distillation
+  objectives forward more: rejected answers, the teacher);
+- `train_seconds`: the trainer's wall time; `recover_seconds`: the whole recover stage (load, train, merge,
+  save); `select_seconds`: the combination's own select stage.
+With `full` combinations in the run (the whole pool), `tokens_fraction` and `seconds_fraction` are
+train_tokens and train_seconds over the mean of the full combinations'.
+
+Shared, reported once: the seconds of the stages every combination builds on (prune, recipe, score,
+heldout, embed, embed_response, cluster/s{seed}), and `selection_seconds`, what selection itself costs on
+top of training: scoring, embedding and clustering. A stage's seconds are those of its last run; a stage
+cached since keeps the cost of the run that made its artifacts. Missing values are None.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REFERENCE_STRATEGY = "full"
+SHARED_STAGES = ("prune", "recipe", "score", "heldout", "embed", "embed_response")
+SELECTION_STAGES = ("score", "embed", "embed_response")
+CLUSTER_STAGE_PREFIX = "cluster/"
+# A `compute` row's numbers, after combo, strategy, budget and seed.
+COMPUTE_FIELDS = (
+    "rows_trained",
+    "epochs",
+    "prompt_tokens",
+    "response_tokens",
+    "train_tokens",
+    "train_seconds",
+    "recover_seconds",
+    "select_seconds",
+    "tokens_fraction",
+    "seconds_fraction",
+)
+
+
+def _stage_seconds(stages: dict[str, Any], name: str) -> float | None:
+    seconds = (stages.get(name) or {}).get("seconds")
+    return None if seconds is None else float(seconds)
+
+
+def _times(count: Any, epochs: float | None) -> float | None:
+    return None if count is None or epochs is None else float(count) * epochs
+
+
+def _fraction(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or not reference else value / reference
+
+
+def combo_compute(results: dict[str, Any], stages: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """The `compute` block: {"reference": "full" or None (no full combination trained), "reference_combos":
+    the full combinations averaged, "rows": one per combination of results.json, in its order, with the
+    fields of the module docstring}. `stages` is manifest.json's "stages"."""
+    rows = []
+    for record in results["combos"]:
+        combo = record["combo"]
+        path = Path(run_dir) / "combos" / combo / "recover" / "recovery.json"
+        recovery = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        epochs = (recovery.get("training") or {}).get("epochs")
+        per_epoch = recovery.get("tokens_per_epoch") or {}
+        rows.append(
+            {
+                "combo": combo,
+                "strategy": record["strategy"],
+                "budget": record["budget"],
+                "seed": record["seed"],
+                "rows_trained": (recovery.get("rows") or {}).get("used"),
+                "epochs": None if epochs is None else float(epochs),
+                "prompt_tokens": _times(per_epoch.get("prompt"), epochs),
+                "response_tokens": _times(per_epoch.get("response"), epochs),
+                "train_tokens": _times(per_epoch.get("total"), epochs),
+                "train_seconds": (recovery.get("seconds") or {}).get("train"),
+                "recover_seconds": _stage_seconds(stages, f"recover/{combo}"),
+                "select_seconds": _stage_seconds(stages, f"select/{combo}"),
+            }
+        )
+    reference = [row for row in rows if row["strategy"] == REFERENCE_STRATEGY and row["train_tokens"] is not None]
+    reference_tokens = _mean([row["train_tokens"] for row in reference])
+    reference_seconds = _mean([row["train_seconds"] for row in reference])
+    for row in rows:
+        row["tokens_fraction"] = _fraction(row["train_tokens"], reference_tokens)
+        row["seconds_fraction"] = _fraction(row["train_seconds"], reference_seconds)
+    return {
+        "reference": REFERENCE_STRATEGY if reference else None,
+        "reference_combos": [row["combo"] for row in reference],
+        "rows": rows,
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return sum(known) / len(known) if known else None
+
+
+def shared_cost(stages: dict[str, Any]) -> dict[str, Any]:
+    """The `shared_cost` block: {"stages": seconds of each shared stage the manifest has finished (in pipeline
+    order, clusterings last), "selection_seconds": scoring + embedding + clustering}. `stages` is
+    manifest.json's "stages"."""
+    names = [name for name in SHARED_STAGES if name in stages]
+    names += sorted(
+        (name for name in stages if name.startswith(CLUSTER_STAGE_PREFIX)), key=lambda name: (len(name), name)
+    )
+    seconds = {name: _stage_seconds(stages, name) for name in names}
+    selection = [
+        value
+        for name, value in seconds.items()
+        if value is not None and (name in SELECTION_STAGES or name.startswith(CLUSTER_STAGE_PREFIX))
+    ]
+    return {"stages": seconds, "selection_seconds": sum(selection) if selection else None}
