@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--original", help="original model (path, hub id, or `smollm2`)")
     select.add_argument("--pruned", help="pruned model (path or hub id)")
     select.add_argument("--corpus", help="JSONL/JSON/Parquet file, datasets folder or hub id")
-    select.add_argument("--budget", help="fraction of valid rows in (0,1], or a row count")
+    select.add_argument(
+        "--budget", help="fraction of valid rows in (0,1], a row count, or training tokens as e.g. 200000t"
+    )
     select.add_argument("--strategy", help="paser, random, full, cds_topk, loss, ifd, kmeans_diverse")
     select.add_argument("--clusters", help="fixed number of clusters (default: eigengap)")
     select.add_argument("--dtype", help="auto, bf16, fp16, fp32")

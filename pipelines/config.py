@@ -111,9 +111,12 @@ class SelectionConfig:
         default="paser",
         metadata={"help": "paser, random, full, cds_topk, loss, ifd or kmeans_diverse."},
     )
-    budget: float = dataclasses.field(
+    budget: float | str = dataclasses.field(
         default=0.1,
-        metadata={"help": "Rows to select: a fraction in (0, 1] of the valid rows, or a count >= 1."},
+        metadata={
+            "help": "What to select: a fraction in (0, 1] of the valid rows, a row count >= 1, or training tokens "
+            "written <int>t, e.g. 200000t (prompt + response tokens as scored; rows are whole, so at most that)."
+        },
     )
     seed: int = dataclasses.field(default=0, metadata={"help": "Seed for every random choice (selection, clustering)."})
     options: dict[str, Any] = dataclasses.field(

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from pipelines.accounting import REFERENCE_STRATEGY
 from pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
-from pipelines.results import RunError, RunResults, load_run
+from pipelines.results import RunError, RunResults, format_budget, load_run
 from pipelines.stats import RESAMPLES
 from pipelines.uncertainty import BASELINE_STRATEGY
 from selection.atomic import write_atomic
@@ -143,7 +143,9 @@ def _run_section(run: RunResults) -> list[Block]:
         items.append("corpus source: shared/corpus.json missing")
     combos = run.combos()
     budget_rows = combos.groupby("budget", sort=False)["budget_rows"].first()
-    budgets = ", ".join(f"{budget:g} ({_format_count(budget_rows.get(budget))} rows)" for budget in run.budgets)
+    budgets = ", ".join(
+        f"{format_budget(budget)} ({_format_count(budget_rows.get(budget))} rows)" for budget in run.budgets
+    )
     items += [
         f"strategies: {', '.join(run.strategies)}",
         f"budgets: {budgets}",
@@ -167,7 +169,7 @@ def _results_section(run: RunResults) -> list[Block]:
     )
     rows = []
     for row in table.to_dict("records"):
-        budget = MISSING if _is_missing(row["budget"]) else f"{row['budget']:g}"
+        budget = MISSING if _is_missing(row["budget"]) else format_budget(row["budget"])
         cells = [row["strategy"], budget, _format_count(row["budget_rows"]), _format_count(row["seeds"])]
         cells += [_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in run.metrics]
         cells += [_percent(row[f"{metric}_gap_recovered"]) for metric in gap_metrics]
@@ -200,7 +202,7 @@ def _combos_section(run: RunResults) -> list[Block]:
             (
                 combo["combo"],
                 combo["strategy"],
-                f"{combo['budget']:g}",
+                format_budget(combo["budget"]),
                 _format_count(combo["budget_rows"]),
                 str(combo["seed"]),
                 selected,
@@ -421,13 +423,15 @@ def _budget_bars(budgets: pd.DataFrame, strategy: str, seed: int) -> Figure:
         axis.bar(positions - 0.2, rows["budget_allocated"], width=0.4, label="allocated")
         axis.bar(positions + 0.2, rows["selected"], width=0.4, label="selected")
         axis.set_xticks(positions, [str(int(label)) for label in rows["cluster"]])
-        axis.set_ylabel("rows")
-        axis.set_title(f"{strategy}, budget {budget:g} ({_format_count(rows['budget_rows'].iloc[0])} rows)")
+        unit = rows["unit"].iloc[0]
+        axis.set_ylabel(unit)
+        resolved = f" ({_format_count(rows['budget_rows'].iloc[0])} rows)" if unit == "rows" else ""
+        axis.set_title(f"{strategy}, budget {format_budget(budget)}{resolved}")
         axis.legend(fontsize="small")
     axes[-1].set_xlabel("cluster")
     caption = (
-        f"{strategy}: rows allocated to each cluster and rows selected from it, per budget (seed {seed}); "
-        "a missing bar is a missing selection."
+        f"{strategy}: rows allocated to each cluster and rows selected from it, per budget (seed {seed}; tokens "
+        "for a token budget); a missing bar is a missing selection."
     )
     return Figure(f"budget_per_cluster_{strategy}.png", _png(figure), caption)
 
@@ -473,7 +477,7 @@ def _overlap_heatmaps(overlaps: dict[float, pd.DataFrame], seed: int) -> Figure:
                 text = MISSING if _is_missing(value) else f"{value:.2f}"
                 dark = not _is_missing(value) and value >= 0.6
                 axis.text(column, row, text, ha="center", va="center", color="white" if dark else "black")
-        axis.set_title(f"budget {budget:g}")
+        axis.set_title(f"budget {format_budget(budget)}")
     figure.colorbar(image, ax=list(axes), label="Jaccard overlap")
     caption = f"Jaccard overlap |A ∩ B| / |A ∪ B| of the strategies' selected rows, per budget (seed {seed})."
     return Figure("strategy_overlap.png", _png(figure), caption)
@@ -592,7 +596,7 @@ def format_results(run_dir: str | os.PathLike[str]) -> str:
     header = ["strategy", "budget", "rows", "seeds", *shown, *(f"{metric} gap" for metric in gaps)]
     lines = []
     for row in table.to_dict("records"):
-        budget = "" if _is_missing(row["budget"]) else f"{row['budget']:g}"
+        budget = "" if _is_missing(row["budget"]) else format_budget(row["budget"])
         rows = "" if _is_missing(row["budget_rows"]) else str(int(row["budget_rows"]))
         seeds = "" if _is_missing(row["seeds"]) else str(int(row["seeds"]))
         cells = [row["strategy"], budget, rows, seeds]

@@ -32,6 +32,7 @@ import yaml
 
 from pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
 from pipelines.uncertainty import metric_summary, versus_random
+from selection.allocate import TokenBudget, parse_budget
 from selection.store import CorpusStore
 
 RUN_FILES = ("manifest.json", "results.json")
@@ -54,9 +55,24 @@ def gap_recovered(recovered: Any, pruned: float, original: float) -> Any:
     return (recovered - pruned) / gap if gap != 0 and math.isfinite(gap) else math.nan
 
 
-def combo_name(strategy: str, budget: float, seed: int) -> str:
-    """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1"."""
-    return f"{strategy}-b{budget:g}-s{seed}"
+def combo_name(strategy: str, budget: float | str, seed: int) -> str:
+    """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1", and for a
+    token budget "paser-t200000-s0"."""
+    parsed = parse_budget(budget)
+    label = f"t{parsed.tokens}" if isinstance(parsed, TokenBudget) else f"b{parsed:g}"
+    return f"{strategy}-{label}-s{seed}"
+
+
+def format_budget(budget: float | str) -> str:
+    """A run's budget as reports write it: a row budget as "0.1" or "30", a token budget as "200000t"."""
+    parsed = parse_budget(budget)
+    return str(parsed) if isinstance(parsed, TokenBudget) else f"{parsed:g}"
+
+
+def _budget_order(budget: float | str) -> tuple[int, float]:
+    """Sort key of a run's budgets: row budgets first, then token budgets, each ascending."""
+    parsed = parse_budget(budget)
+    return (1, parsed.tokens) if isinstance(parsed, TokenBudget) else (0, float(parsed))
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
@@ -101,7 +117,7 @@ class RunResults:
         self.manifest = manifest
         self.metrics: list[str] = list(results["metrics"])
         self.strategies: list[str] = list(results["strategies"])
-        self.budgets: list[float] = list(results["budgets"])
+        self.budgets: list[float | str] = list(results["budgets"])
         self.seeds: list[int] = list(results["seeds"])
         self._combo_records = {record["combo"]: record for record in results["combos"]}
         self._scores: pd.DataFrame | None = None
@@ -197,15 +213,17 @@ class RunResults:
     def cluster_budgets(self, strategy: str = "paser", seed: int | None = None) -> pd.DataFrame:
         """Per budget of the run and cluster, from each combo's select/stats.json: budget, budget_rows, cluster,
         size, mean_cds, budget_allocated (the strategy's allocation; NaN for a strategy without one, e.g.
-        random) and selected. A combo whose stats.json is missing gives one row per cluster of `seed`'s
-        clustering with size and mean_cds computed from it and NaN allocated/selected (and is listed by
-        `missing()`). Refuses an unknown strategy or seed (RunError)."""
+        random), selected and unit: both counts are rows, or tokens for a token budget (the selected rows'
+        tokens). Row budgets come first, then token budgets, each ascending. A combo whose stats.json is
+        missing gives one row per cluster of `seed`'s clustering with size and mean_cds computed from it and NaN
+        allocated/selected (and is listed by `missing()`). Refuses an unknown strategy or seed (RunError)."""
         if strategy not in self.strategies:
             raise RunError(f"{self.path}: unknown strategy {strategy!r}; the run has {self.strategies}")
         seed = self._seed(seed)
         frames = []
-        for budget in self.budgets:
+        for budget in sorted(self.budgets, key=_budget_order):
             combo = combo_name(strategy, budget, seed)
+            unit = "tokens" if isinstance(parse_budget(budget), TokenBudget) else "rows"
             stats_path = self._combo_dir(combo) / "select" / "stats.json"
             if stats_path.is_file():
                 stats = _read_json(stats_path)
@@ -213,20 +231,23 @@ class RunResults:
                 frame = frame.rename(columns={"budget": "budget_allocated"})
                 if "budget_allocated" not in frame:
                     frame["budget_allocated"] = np.nan
+                if unit == "tokens":
+                    frame["selected"] = frame["selected_tokens"]
                 budget_rows = stats["totals"]["budget"]
             else:
                 frame = self._cluster_sizes(seed)
                 frame["budget_allocated"] = np.nan
                 frame["selected"] = np.nan
                 budget_rows = self._combo_records.get(combo, {}).get("budget_rows")
-            frame = frame[["cluster", "size", "mean_cds", "budget_allocated", "selected"]].copy()
+            frame = frame[["cluster", "size", "mean_cds", "budget_allocated", "selected"]]
+            frame = frame.sort_values("cluster", kind="stable").assign(unit=unit)
             frame.insert(0, "budget_rows", budget_rows)
             frame.insert(0, "budget", budget)
             frames.append(frame)
         table = pd.concat(frames, ignore_index=True)
         table["budget_allocated"] = table["budget_allocated"].astype(float)
         table["selected"] = table["selected"].astype(float)
-        return table.sort_values(["budget", "cluster"], kind="stable").reset_index(drop=True)
+        return table
 
     def _cluster_sizes(self, seed: int) -> pd.DataFrame:
         return self.clusters(seed).groupby("cluster").agg(size=("id", "size"), mean_cds=("cds", "mean")).reset_index()
@@ -302,12 +323,14 @@ class RunResults:
             self._labels[field] = pd.Series(values, index=pd.Index(ids, name="id"), dtype=object, name=field)
         return self._labels[field]
 
-    def overlap(self, budget: float, seed: int | None = None) -> pd.DataFrame:
+    def overlap(self, budget: float | str, seed: int | None = None) -> pd.DataFrame:
         """Jaccard overlap |A ∩ B| / |A ∪ B| of the strategies' selected id sets at `budget` and `seed`
         (default: the first seed), as a square table indexed by strategy. NaN where a selection is missing
         (listed by `missing()`) or both are empty. Refuses a budget the run does not have (RunError)."""
         if budget not in self.budgets:
-            raise RunError(f"{self.path}: budget {budget:g} is not one of the run's budgets {self.budgets}")
+            raise RunError(
+                f"{self.path}: budget {format_budget(budget)} is not one of the run's budgets {self.budgets}"
+            )
         seed = self._seed(seed)
         chosen: dict[str, set[str] | None] = {}
         for strategy in self.strategies:
@@ -364,8 +387,8 @@ class RunResults:
                 known_rows = budget_rows[group["combo"]].dropna().unique()
                 if len(known_rows) > 1:
                     raise RunError(
-                        f"{self.path / 'results.json'}: {strategy} at budget {budget:g} has different budget_rows "
-                        f"across seeds ({sorted(int(value) for value in known_rows)})"
+                        f"{self.path / 'results.json'}: {strategy} at budget {format_budget(budget)} has different "
+                        f"budget_rows across seeds ({sorted(int(value) for value in known_rows)})"
                     )
                 row: dict[str, Any] = {
                     "strategy": strategy,

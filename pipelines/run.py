@@ -72,6 +72,7 @@ from pipelines.select import (
     write_parquet,
 )
 from pipelines.uncertainty import metric_summary, versus_random
+from selection.allocate import TokenBudget, parse_budget
 from selection.atomic import write_atomic
 from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
 from selection.corpus import Corpus, CorpusConfig, CorpusStats
@@ -154,8 +155,12 @@ class SweepConfig:
         default_factory=lambda: ["paser", "random"],
         metadata={"help": "Strategies to compare: paser, random, full, cds_topk, loss, ifd, kmeans_diverse."},
     )
-    budgets: list[float] = dataclasses.field(
-        default_factory=lambda: [0.1], metadata={"help": "Budgets: fractions in (0, 1] of the pool, or row counts."}
+    budgets: list[float | str] = dataclasses.field(
+        default_factory=lambda: [0.1],
+        metadata={
+            "help": "Budgets: fractions in (0, 1] of the pool, row counts, or training tokens written <int>t "
+            "(e.g. 200000t), to compare strategies at equal compute."
+        },
     )
     seeds: list[int] = dataclasses.field(
         default_factory=lambda: [0], metadata={"help": "Seeds: each one reclusters, reselects and retrains."}
@@ -165,7 +170,8 @@ class SweepConfig:
     )
 
     def __post_init__(self) -> None:
-        for name, values in (("strategies", self.strategies), ("budgets", self.budgets), ("seeds", self.seeds)):
+        budgets = [sweep_budget(budget, f"selection.budgets[{index}]") for index, budget in enumerate(self.budgets)]
+        for name, values in (("strategies", self.strategies), ("budgets", budgets), ("seeds", self.seeds)):
             if not values:
                 raise ValueError(f"selection.{name} is empty")
             if len(set(values)) != len(values):
@@ -265,7 +271,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
 @dataclasses.dataclass(frozen=True)
 class Combo:
     strategy: str
-    budget: float
+    budget: float | str
     seed: int
 
     @property
@@ -276,7 +282,17 @@ class Combo:
 def combos(config: RunConfig) -> list[Combo]:
     """Every (strategy, budget, seed) of the sweep, seeds innermost."""
     sweep = config.selection
-    return [Combo(s, float(b), int(seed)) for s in sweep.strategies for b in sweep.budgets for seed in sweep.seeds]
+    return [
+        Combo(s, sweep_budget(b), int(seed)) for s in sweep.strategies for b in sweep.budgets for seed in sweep.seeds
+    ]
+
+
+def sweep_budget(value: float | str, key: str = "selection.budgets") -> float | str:
+    """A budget of the sweep as combos, stage hashes and results.json hold it: a row budget as a float (as before
+    token budgets existed, so cached runs keep their names and hashes), a token budget as its text, e.g.
+    "200000t". Refuses (ValueError naming `key`) what `selection.allocate.parse_budget` refuses."""
+    budget = parse_budget(value, key)
+    return str(budget) if isinstance(budget, TokenBudget) else float(budget)
 
 
 # ------------------------------------------------------------------------------------------------ hashing
@@ -976,7 +992,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
         "combos": rows,
         "seeds": list(config.selection.seeds),
         "strategies": list(config.selection.strategies),
-        "budgets": [float(budget) for budget in config.selection.budgets],
+        "budgets": [sweep_budget(budget) for budget in config.selection.budgets],
     }
 
 

@@ -10,8 +10,9 @@ cluster, select, write artifacts:
     selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
     scores.parquet    every scored row's scalars (cds, token counts, NLLs)
     clusters.parquet  every scored row's cluster (and manifold coordinates)
-    stats.json        per-cluster and total counts, skipped rows by reason, rows over the embedder's limit,
-                      models, versions, config
+    stats.json        per-cluster and total counts (the budget: its kind, rows or tokens, and the rows and
+                      tokens selected), skipped rows by reason, rows over the embedder's limit, models,
+                      versions, config
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from transformers import AutoConfig
 from pipelines.config import SelectConfig, config_to_dict
 from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from recovery.models import describe_model, load_model, load_tokenizer, max_positions, resolve_model
-from selection.allocate import resolve_budget
+from selection.allocate import TokenBudget, parse_budget, resolve_budget
 from selection.atomic import write_atomic
 from selection.cluster import (
     MANIFOLDS,
@@ -51,7 +52,7 @@ from selection.embed import embed_in_shards, read_embedding_summary, resolve_emb
 from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
 from selection.prioritize import efficiency_score
 from selection.store import CorpusStore, SampleLookup, StoredSamples, StoredTexts, write_corpus_store
-from selection.strategies import SelectionInputs, SelectionResult, get_strategy
+from selection.strategies import SelectionInputs, SelectionResult, get_strategy, row_tokens
 from selection.topk import ESTIMATORS as TOPK_ESTIMATORS
 from selection.topk import score_degradation_topk
 
@@ -309,7 +310,7 @@ def effective_config(config: SelectConfig) -> SelectConfig:
 def check_before_scoring(config: SelectConfig) -> None:
     """Refuse (ValueError) a malformed budget, clustering method/manifold or embedder before the hours of
     scoring, rather than after them."""
-    resolve_budget(config.selection.budget, 2**62)
+    parse_budget(config.selection.budget, "selection.budget")
     get_clusterer(config.clustering.method)
     if config.clustering.manifold not in MANIFOLDS:
         raise ValueError(f"unknown manifold {config.clustering.manifold!r}; known: {', '.join(MANIFOLDS)}")
@@ -384,7 +385,8 @@ def select_from(
     table["ies"] = efficiency_score(
         table["cds"].to_numpy(), table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy()
     )
-    budget = resolve_budget(config.selection.budget, len(table))
+    requested = parse_budget(config.selection.budget, "selection.budget")
+    budget = requested if isinstance(requested, TokenBudget) else resolve_budget(requested, len(table))
     inputs = SelectionInputs(
         table=table,
         embeddings=embeddings,
@@ -396,10 +398,13 @@ def select_from(
     result = strategy.select(inputs, budget)
     timings["selection"] = time.perf_counter() - started
     timings["total"] = sum(timings.values())
-    if len(result.ids) != budget and config.selection.strategy != "full":
-        raise RuntimeError(f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}")
-
     selection = table.set_index("id").loc[result.ids].reset_index()
+    if isinstance(budget, TokenBudget):
+        kept_to_budget = int(row_tokens(selection).sum()) <= budget.tokens
+    else:
+        kept_to_budget = len(result.ids) == budget
+    if not kept_to_budget and config.selection.strategy != "full":
+        raise RuntimeError(f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}")
     clusters = cluster_table(ids, clustering, embeddings, config.clustering.seed or 0)
     stats = build_stats(
         config,
@@ -516,14 +521,16 @@ def build_stats(
     selection: pd.DataFrame,
     clustering: ClusterResult,
     result: SelectionResult,
-    budget: int,
+    budget: int | TokenBudget,
     model_info: dict[str, Any],
     timings: dict[str, float],
     embedding_summary: dict[str, Any],
 ) -> dict[str, Any]:
     """The `stats.json` payload: per cluster, totals, skipped rows by reason, the embedded rows over the
     embedder's limit (`embedding`: long_text mode, max_tokens, rows, rows_over_limit), models, versions,
-    config."""
+    config. In `totals`: `budget_requested` as written, `budget_kind` (rows or tokens), `budget` (the rows a
+    row budget resolved to; None for a token budget), `budget_tokens` (None for a row budget), `selected` and
+    `selected_tokens` (prompt + response tokens as scored)."""
     if result.clusters is not None and not result.clusters.empty:
         # The strategy's own clusters (they differ from the manifold clusters in e.g. paser manifold=False).
         per_cluster = result.clusters.copy()
@@ -531,6 +538,9 @@ def build_stats(
         per_cluster = table.groupby("cluster").agg(size=("id", "size"), mean_cds=("cds", "mean")).reset_index()
         chosen = selection["cluster"].value_counts()
         per_cluster["selected"] = per_cluster["cluster"].map(chosen).fillna(0).astype(int)
+        if isinstance(budget, TokenBudget):
+            tokens = pd.Series(row_tokens(selection), index=selection.index).groupby(selection["cluster"]).sum()
+            per_cluster["selected_tokens"] = per_cluster["cluster"].map(tokens).fillna(0).astype(int)
     corpus_stats = corpus.stats.to_dict()
     return {
         "totals": {
@@ -538,8 +548,11 @@ def build_stats(
             "rows_valid": corpus.stats.rows_valid,
             "rows_scored": len(table),
             "budget_requested": config.selection.budget,
-            "budget": budget,
+            "budget_kind": "tokens" if isinstance(budget, TokenBudget) else "rows",
+            "budget": None if isinstance(budget, TokenBudget) else budget,
+            "budget_tokens": budget.tokens if isinstance(budget, TokenBudget) else None,
             "selected": len(result.ids),
+            "selected_tokens": int(row_tokens(selection).sum()),
             "clusters": clustering.n_clusters,
             "mean_cds": float(table["cds"].mean()),
             "mean_cds_selected": float(selection["cds"].mean()) if len(selection) else None,
@@ -568,9 +581,13 @@ def format_summary(output: SelectOutput, max_clusters: int = 12) -> str:
     """A one-screen summary of a selection run: totals, skips, the largest clusters, artifact paths."""
     stats = output.stats
     totals = stats["totals"]
+    if totals.get("budget_kind") == "tokens":
+        budget = f"budget {totals['budget_requested']}: {totals['selected_tokens']:,} tokens used"
+    else:
+        budget = f"budget {totals['budget_requested']} -> {totals['budget']:,}"
     lines = [
         f"paser select — {stats['strategy']['name']}: {totals['selected']:,} of {totals['rows_scored']:,} scored rows "
-        f"(budget {totals['budget_requested']} -> {totals['budget']:,}), {totals['clusters']} clusters",
+        f"({budget}), {totals['clusters']} clusters",
         f"rows read {totals['rows_read']:,}, valid {totals['rows_valid']:,}, scored {totals['rows_scored']:,}; "
         f"mean CDS {totals['mean_cds']:.4f} (selected {totals['mean_cds_selected'] or 0:.4f})",
     ]

@@ -1,18 +1,66 @@
-"""Budget resolution and per-cluster budget allocation.
+"""Budgets: what a user may ask for, resolution to rows, per-cluster allocation, taking rows within tokens.
+
+A budget is rows (a fraction in (0, 1] of the valid rows, or a row count) or training tokens (`TokenBudget`,
+written `200000t`): strategies can then be compared at equal rows or at equal compute, which differ because
+PASER's IES ranking favours short rows.
 
 PASER gives each cluster a share of the budget proportional to its cluster CDS (the mean capability
-degradation score of its rows): `n_k = B · CDS_k / Σ_j CDS_j`. The paper floors `n_k` and so loses rows;
-here the shares are rounded by largest remainder so that `Σ n_k = B` exactly, and a cluster too small for
-its share hands the rest to the others in proportion to their weights (water-filling).
+degradation score of its rows): `n_k = B · CDS_k / Σ_j CDS_j`, in rows or in tokens. The paper floors `n_k`
+and so loses rows; here the shares are rounded by largest remainder so that `Σ n_k = B` exactly, and a
+cluster too small for its share hands the rest to the others in proportion to their weights (water-filling).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+
+TOKEN_BUDGET = re.compile(r"([0-9]+)t")
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """A budget in training tokens: the chosen rows' prompt + response tokens as the scorer counted them (under
+    its template, after its truncation to `formatting.max_length`), which is what SFT forwards. Rows are whole,
+    so a selection's total is at most `tokens`, not exactly `tokens`. Written `200000t` (`str` gives that back).
+    Refuses `tokens` that is not an int >= 1."""
+
+    tokens: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tokens, bool) or not isinstance(self.tokens, numbers.Integral) or self.tokens < 1:
+            raise ValueError(f"a token budget must be a whole number of tokens >= 1, got {self.tokens!r}")
+
+    def __str__(self) -> str:
+        return f"{self.tokens}t"
+
+
+def parse_budget(value: float | int | str | TokenBudget, key: str = "budget") -> float | int | TokenBudget:
+    """A budget as written in a config or on the command line: a number is a row budget (a fraction in (0, 1]
+    or a count >= 1, returned as given; `resolve_budget` turns it into rows), `"<int>t"` a `TokenBudget`.
+
+    Refuses (ValueError naming `key`) any other string, a token count < 1 and what `resolve_budget` refuses.
+    """
+    if isinstance(value, TokenBudget):
+        return value
+    if isinstance(value, str):
+        match = TOKEN_BUDGET.fullmatch(value.strip())
+        if match is None or int(match.group(1)) < 1:
+            raise ValueError(
+                f"{key}: {value!r} is not a budget; give a fraction of the rows in (0, 1] (0.1), a row count "
+                "(5000) or a number of training tokens >= 1 followed by t (200000t)"
+            )
+        return TokenBudget(int(match.group(1)))
+    try:
+        resolve_budget(value, 2**62)
+    except ValueError as error:
+        raise ValueError(f"{key}: {error}") from error
+    return value
 
 
 def resolve_budget(budget: float | int, n_rows: int) -> int:
@@ -46,6 +94,21 @@ def resolve_budget(budget: float | int, n_rows: int) -> int:
             "pass e.g. 0.1 for 10% of the rows or 5000 for 5,000 rows"
         )
     return int(min(int(value), n_rows))
+
+
+def take_within_tokens(order: np.ndarray, row_tokens: np.ndarray, budget: TokenBudget) -> np.ndarray:
+    """The rows a token budget buys, walking `order` (row positions, best first): rows are taken until the next
+    one would take the total over `budget.tokens`, so the total is at most the budget. A row larger than the
+    whole budget could never be taken: it is passed over rather than ending the walk. `row_tokens[i]` is row
+    i's tokens (`selection.strategies.row_tokens`).
+
+    Returns the taken positions (int64), in `order`'s order.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    costs = np.asarray(row_tokens, dtype=np.int64)[order]
+    fits = costs <= budget.tokens
+    taken = np.searchsorted(np.cumsum(costs[fits]), budget.tokens, side="right")
+    return order[fits][:taken]
 
 
 def allocate_budget(weights: np.ndarray, capacities: np.ndarray, budget: int) -> np.ndarray:

@@ -3,21 +3,25 @@
 `paser` is the method of the paper (allocation ∝ cluster CDS, IES ranking, CCG filter with refill), with
 a switch per component for ablations; the others are the baselines it is compared against. Strategies are
 registered by name; `get_strategy("paser", ccg=False)` builds one with options.
+
+A budget is a row count or a `TokenBudget` (training tokens: a row costs its prompt + response tokens as the
+scorer counted them, `row_tokens`). Under a token budget every strategy but `full` takes rows in its own order
+until the next row would take the total over the budget (rows are whole, so the total is at most the budget;
+a row larger than the whole budget is passed over, and counted as `rows_over_budget` in the stats).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
 
-from selection.allocate import allocate_budget
+from selection.allocate import TokenBudget, allocate_budget, take_within_tokens
 from selection.consistency import (
     ConceptCache,
     ConceptConsistencyGraph,
@@ -25,7 +29,7 @@ from selection.consistency import (
     PrefetchedConcepts,
     SerialConcepts,
 )
-from selection.prioritize import COST_KINDS, efficiency_score, rank_within_cluster
+from selection.prioritize import COST_KINDS, efficiency_score, rank_within_cluster, sample_cost
 
 BASE_COLUMNS = ("id", "cluster", "cds", "prompt_tokens", "response_tokens", "nll_original", "nll_pruned")
 CLUSTER_COLUMNS = ("cluster", "size", "mean_cds", "budget", "selected", "ccg_rejected")
@@ -55,10 +59,12 @@ class SelectionInputs:
 class SelectionResult:
     """What a strategy chose.
 
-    `ids`: the chosen ids in selection order, unique, exactly `budget` of them (all rows for `full`).
-    `clusters`: one row per cluster with at least the columns of `CLUSTER_COLUMNS` (`budget` is the first
-    allocation, `selected` what the cluster finally gave), or None for strategies without clusters.
-    `stats`: strategy-specific counts. `scores`: the score each row was ranked by, indexed by id, or None.
+    `ids`: the chosen ids in selection order, unique: exactly `budget` of them for a row budget, as many as
+    fit a token budget, all rows for `full`. `clusters`: one row per cluster with at least the columns of
+    `CLUSTER_COLUMNS` (`budget` is the first allocation, in the budget's unit, `selected` the rows the cluster
+    finally gave; a token budget adds `selected_tokens`), or None for strategies without clusters.
+    `stats`: strategy-specific counts; under a token budget also `budget_tokens`, `selected_tokens` and
+    `rows_over_budget`. `scores`: the score each row was ranked by, indexed by id, or None.
     """
 
     ids: list[str]
@@ -68,11 +74,21 @@ class SelectionResult:
 
 
 class Strategy(Protocol):
-    """A selection strategy: `select(inputs, budget)` with `1 <= budget <= len(inputs.table)`."""
+    """A selection strategy: `select(inputs, budget)` with a row count `1 <= budget <= len(inputs.table)` or a
+    `TokenBudget`."""
 
     name: ClassVar[str]
 
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult: ...
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult: ...
+
+
+def row_tokens(table: pd.DataFrame) -> np.ndarray:
+    """Each row's training tokens, what a token budget counts: `prompt_tokens + response_tokens` as the scorer
+    counted them (SFT forwards both; the loss is on the response). Returns int64; refuses what
+    `selection.prioritize.sample_cost` refuses."""
+    return sample_cost(table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy(), "linear").astype(
+        np.int64
+    )
 
 
 STRATEGIES: dict[str, type] = {}
@@ -129,6 +145,16 @@ class PaserStrategy:
     rejected so many rows that the budget still cannot be met, rejected rows are readmitted (split over
     clusters the same way, each cluster's in rank order) and counted as `ccg_readmitted`, so the result has
     exactly `budget` ids.
+
+    Under a `TokenBudget` the same walk runs in tokens: each cluster's share is of the budget's tokens (∝
+    cluster CDS, water-filled over the clusters' tokens), and a cluster takes its ranked rows while the next
+    one fits its share. What the shares leave unused (rows are whole) is split again like a shortfall; when no
+    cluster's next row fits its share of what is left, the clusters, in walk order, take their next rows while
+    they fit what is left of the whole budget, and the walk ends. Rejected rows are readmitted only when every
+    cluster has offered all the rows it may, and only as far as they fit. A row larger than the whole budget
+    is never offered. `ccg_max_offers_per_slot` bounds the tokens a cluster offers per token of its share.
+    `budget` in `clusters` is then each cluster's first share in tokens, `selected_tokens` what it took, and
+    `rows_reallocated` is `tokens_reallocated`.
 
     Concepts (see `selection.consistency`): with `concept_workers` = 0 they are extracted in this process
     for exactly the rows offered, when offered. Otherwise `concept_workers` processes (None: os.cpu_count())
@@ -188,7 +214,7 @@ class PaserStrategy:
             # processes see each text once; a budget sweep keeps their concepts in inputs.concept_cache).
             self.concept_extractor = ConceptExtractor(top_n=self.max_concepts, max_ngram=self.concept_max_ngram)
 
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, budget, BASE_COLUMNS, self.name)
         if self.ccg and inputs.concept_text is None:
             raise ValueError("paser with ccg=True needs inputs.concept_text (id -> text) to extract concepts")
@@ -203,7 +229,8 @@ class PaserStrategy:
         weights = mean_cds if self.degradation_allocation else sizes.astype(np.float64)
         ranked = [m[rank_within_cluster(scores[m], ids[m])] for m in members]
         walk_order = sorted(range(len(members)), key=lambda k: (-mean_cds[k], cluster_labels[k]))
-        walk = _PaserWalk(ranked, walk_order, weights, budget, self.ccg_max_offers_per_slot)
+        tokens = row_tokens(table) if isinstance(budget, TokenBudget) else None
+        walk = _PaserWalk(ranked, walk_order, weights, budget, self.ccg_max_offers_per_slot, tokens)
 
         graph = None
         extracted = 0
@@ -224,12 +251,12 @@ class PaserStrategy:
                 "selected": [len(c) for c in walk.chosen],
                 "ccg_rejected": [len(r) for r in walk.rejected],
                 "ccg_readmitted": walk.readmitted,
-                "exhausted": walk.stopped | (walk.cursor >= sizes),
+                "exhausted": walk.stopped | (walk.cursor >= walk.sizes),
             }
         )
         stats: dict[str, Any] = {
             "strategy": self.name,
-            "budget": budget,
+            "budget": budget if tokens is None else str(budget),
             "n_rows": len(table),
             "n_clusters": len(members),
             "manifold": self.manifold,
@@ -237,12 +264,15 @@ class PaserStrategy:
             "ranking": self.ranking,
             "cost": self.cost,
             "allocation_rounds": walk.rounds,
-            "rows_reallocated": walk.reallocated,
+            f"{walk.unit}_reallocated": walk.reallocated,
             "ccg": graph.stats() if graph is not None else None,
             "ccg_readmitted": int(walk.readmitted.sum()),
             "ccg_max_offers_per_slot": self.ccg_max_offers_per_slot,
             "concepts_extracted": extracted,
         }
+        if tokens is not None:
+            clusters["selected_tokens"] = [int(tokens[chosen].sum()) for chosen in walk.chosen]
+            stats.update(_token_stats(tokens, walk.order, budget))
         return SelectionResult(
             ids=[str(ids[row]) for row in walk.order],
             clusters=clusters,
@@ -298,12 +328,15 @@ class PaserStrategy:
 class _PaserWalk:
     """The state of paser's walk over the ranked clusters (the rules are in `PaserStrategy`'s docstring).
 
-    `ranked[k]`: cluster k's row positions, best first; `walk_order`: the clusters in walk order;
-    `offer_limit[k]`: how many of cluster k's rows may be offered (all of them, unless
-    `max_offers_per_slot` bounds it by the cluster's quota at the time); `stopped[k]`: cluster k ended a
-    round short of its quota, so it takes no more. After `run`: `order` (the chosen rows in selection
-    order), `chosen`/`rejected` per cluster, `cursor` (rows offered per cluster), `readmitted`, `rounds`,
-    `reallocated`, `initial_quota`.
+    `ranked[k]`: cluster k's row positions, best first; `walk_order`: the clusters in walk order; `budget`:
+    rows, or a `TokenBudget` with `costs` (each table row's tokens; rows larger than the whole budget are left
+    out of `ranked`). Quotas, `used` and `reallocated` are in the budget's `unit`: a row costs 1 under a row
+    budget.
+    `offer_limit[k]`: how many of cluster k's rows may be offered (all of them, unless `max_offers_per_slot`
+    bounds what it offers, in the budget's unit, by its quota at the time); `stopped[k]`: cluster k ended a
+    round short of its quota with no row left to offer, so it takes no more. After `run`: `order` (the chosen
+    rows in selection order), `chosen`/`rejected` per cluster, `cursor` (rows offered per cluster),
+    `readmitted`, `rounds`, `reallocated`, `initial_quota`.
     """
 
     def __init__(
@@ -311,16 +344,30 @@ class _PaserWalk:
         ranked: list[np.ndarray],
         walk_order: list[int],
         weights: np.ndarray,
-        budget: int,
+        budget: int | TokenBudget,
         max_offers_per_slot: float | None,
+        costs: np.ndarray | None = None,
     ):
-        self.ranked, self.walk_order, self.weights, self.budget = ranked, walk_order, weights, budget
+        by_tokens = isinstance(budget, TokenBudget)
+        if by_tokens != (costs is not None):
+            raise ValueError("a token budget needs each row's tokens (costs), a row budget none")
+        self.budget = budget.tokens if by_tokens else budget
+        if costs is not None:
+            ranked = [r[costs[r] <= self.budget] for r in ranked]
+        self.ranked, self.walk_order, self.weights = ranked, walk_order, weights
+        self.unit = "tokens" if by_tokens else "rows"
+        self.costs = costs
         self.max_offers_per_slot = max_offers_per_slot
         self.sizes = np.array([r.size for r in ranked], dtype=np.int64)
-        self.initial_quota = allocate_budget(weights, self.sizes, budget)
+        # Each cluster's costs in rank order and their running total: where a cursor stands in the budget.
+        self.row_costs = [np.ones(r.size, dtype=np.int64) if costs is None else costs[r] for r in ranked]
+        self.reach = [np.cumsum(c) for c in self.row_costs]
+        self.capacity = np.array([int(c.sum()) for c in self.row_costs], dtype=np.int64)
+        self.initial_quota = allocate_budget(weights, self.capacity, self.budget)
         self.quota = self.initial_quota.copy()
         self.offer_limit = self._offer_limit()
         self.cursor = np.zeros(len(ranked), dtype=np.int64)
+        self.used = np.zeros(len(ranked), dtype=np.int64)
         self.stopped = np.zeros(len(ranked), dtype=bool)
         self.chosen: list[list[int]] = [[] for _ in ranked]
         self.rejected: list[list[int]] = [[] for _ in ranked]
@@ -332,76 +379,135 @@ class _PaserWalk:
 
     def run(self, accept: Callable[[int], bool] | None) -> None:
         """Walk until the budget is met; `accept(row)` is the CCG's verdict (None: accept every row)."""
-        chosen, rejected, cursor, quota = self.chosen, self.rejected, self.cursor, self.quota
+        quota, cursor = self.quota, self.cursor
         while True:
             self.rounds += 1
+            offered = int(cursor.sum())
             for position, k in enumerate(self.walk_order):
                 self._position = position
-                while len(chosen[k]) < quota[k] and cursor[k] < self.offer_limit[k]:
-                    row = int(self.ranked[k][cursor[k]])
-                    # Asked before the cursor moves on, so that the rows planned next start with this one.
-                    if accept is None or accept(row):
-                        chosen[k].append(row)
-                        self.order.append(row)
-                    else:
-                        rejected[k].append(row)
-                    cursor[k] += 1
-            # A cluster short of its quota at the end of a round has run out of rows (or offers): it keeps
-            # what it achieved, and the clusters that still have rows take over its shortfall.
-            achieved = np.array([len(c) for c in chosen], dtype=np.int64)
-            self.stopped |= achieved < quota
-            shortfall = self.budget - len(self.order)
-            capacity = np.where(self.stopped, 0, self.sizes - cursor)
+                self._offer(k, accept)
+            # A cluster short of its quota at the end of a round with nothing left to offer has run out of rows
+            # (or offers): it keeps what it achieved, and the clusters that still have rows take over its
+            # shortfall. Under a token budget a cluster also ends its round short when its next row does not
+            # fit; it has rows left, so it is not stopped.
+            achieved = self.used.copy()
+            self.stopped |= (achieved < quota) & (cursor >= self.offer_limit)
+            shortfall = self.budget - int(achieved.sum())
+            capacity = np.where(self.stopped, 0, self._remaining())
             if shortfall == 0 or capacity.sum() == 0:
+                break
+            if self.costs is not None and cursor.sum() == offered:
+                # No cluster's next row fits its share of what is left: let them fit the whole of it.
+                self._spill(accept)
                 break
             extra = allocate_budget(self.weights, capacity, shortfall)
             quota[:] = achieved + extra
             self.reallocated += int(extra.sum())
             self.offer_limit = np.maximum(self._offer_limit(), cursor)
 
-        shortfall = self.budget - len(self.order)
-        if shortfall > 0:
-            rejected_counts = np.array([len(r) for r in rejected], dtype=np.int64)
-            self.readmitted = allocate_budget(self.weights, rejected_counts, shortfall)
+        shortfall = self.budget - int(self.used.sum())
+        if shortfall > 0 and np.all(self.stopped | (cursor >= self.offer_limit)):
+            rejected_units = np.array([sum(self._cost(row) for row in r) for r in self.rejected], dtype=np.int64)
+            shares = allocate_budget(self.weights, rejected_units, shortfall)
             for k in self.walk_order:
-                readmit_rows = rejected[k][: self.readmitted[k]]
-                chosen[k].extend(readmit_rows)
-                self.order.extend(readmit_rows)
+                self._readmit(k, int(shares[k]))
+            for k in self.walk_order:  # what whole rows left of the shares (token budgets)
+                self._readmit(k, self.budget - int(self.used.sum()))
 
     def upcoming_rows(self, acceptance: float, limit: int) -> Iterator[int]:
         """Up to `limit` rows the walk is expected to offer next in this round, the next one first: from the
-        cluster now offering on, each cluster's next rows, as many as its missing rows / `acceptance`."""
+        cluster now offering on, each cluster's next rows, as many as cover its missing quota / `acceptance`."""
         left = limit
         for k in self.walk_order[self._position :]:
-            missing = int(self.quota[k]) - len(self.chosen[k])
+            missing = int(self.quota[k]) - int(self.used[k])
             if missing <= 0:
                 continue
             start = int(self.cursor[k])
-            stop = min(start + math.ceil(missing / acceptance), int(self.offer_limit[k]), start + left)
+            reached = int(self.reach[k][start - 1]) if start else 0
+            # The first row at which the running cost reaches the missing units (at the acceptance rate so far).
+            needed = int(np.searchsorted(self.reach[k], reached + missing / acceptance, side="left")) + 1
+            stop = min(needed, int(self.offer_limit[k]), start + left)
             yield from (int(row) for row in self.ranked[k][start:stop])
             left -= stop - start
             if left <= 0:
                 return
 
+    def _offer(self, k: int, accept: Callable[[int], bool] | None) -> None:
+        """Cluster k offers its next rows while they fit its quota and its offer limit."""
+        chosen, cursor, used = self.chosen[k], self.cursor, self.used
+        while cursor[k] < self.offer_limit[k]:
+            cost = self.row_costs[k][cursor[k]]
+            if used[k] + cost > self.quota[k]:
+                break
+            row = int(self.ranked[k][cursor[k]])
+            # Asked before the cursor moves on, so that the rows planned next start with this one.
+            if accept is None or accept(row):
+                chosen.append(row)
+                self.order.append(row)
+                used[k] += cost
+            else:
+                self.rejected[k].append(row)
+            cursor[k] += 1
+
+    def _spill(self, accept: Callable[[int], bool] | None) -> None:
+        """Each cluster in walk order offers its next rows while they fit what is left of the whole budget."""
+        for position, k in enumerate(self.walk_order):
+            self._position = position
+            self.quota[k] = self.used[k] + self.budget - int(self.used.sum())
+            self._offer(k, accept)
+
+    def _readmit(self, k: int, room: int) -> None:
+        """Cluster k takes back its rejected rows not yet readmitted, in rank order, while they fit `room`."""
+        for row in self.rejected[k][self.readmitted[k] :]:
+            cost = self._cost(row)
+            if cost > room:
+                return
+            self.chosen[k].append(row)
+            self.order.append(row)
+            self.used[k] += cost
+            self.readmitted[k] += 1
+            room -= cost
+
+    def _cost(self, row: int) -> int:
+        return 1 if self.costs is None else int(self.costs[row])
+
+    def _remaining(self) -> np.ndarray:
+        """Each cluster's units not yet offered."""
+        offered = [
+            int(reach[cursor - 1]) if cursor else 0 for reach, cursor in zip(self.reach, self.cursor, strict=True)
+        ]
+        return self.capacity - np.array(offered, dtype=np.int64)
+
     def _offer_limit(self) -> np.ndarray:
         if self.max_offers_per_slot is None:
             return self.sizes.copy()
-        bound = np.ceil(self.max_offers_per_slot * self.quota).astype(np.int64)
-        return np.minimum(bound, self.sizes)
+        bound = np.ceil(self.max_offers_per_slot * self.quota)
+        return np.array(
+            [np.searchsorted(reach, limit, side="right") for reach, limit in zip(self.reach, bound, strict=True)],
+            dtype=np.int64,
+        )
 
 
 @register_strategy("random")
 @dataclass
 class RandomStrategy:
-    """Uniform random rows without replacement, seeded by `inputs.seed`; ids in draw order."""
+    """Uniform random rows without replacement, seeded by `inputs.seed`; ids in draw order. Under a token
+    budget: a seeded random order of every row, taken until the next row would overflow the budget."""
 
     name: ClassVar[str]
 
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, budget, ("id",), self.name)
-        rows = np.random.default_rng(inputs.seed).choice(len(table), size=budget, replace=False)
+        rng = np.random.default_rng(inputs.seed)
         ids = table["id"].to_numpy(dtype=str)
-        return SelectionResult(ids=[str(i) for i in ids[rows]], clusters=None, stats={"strategy": self.name})
+        stats: dict[str, Any] = {"strategy": self.name}
+        if isinstance(budget, TokenBudget):
+            tokens = row_tokens(table)
+            rows = take_within_tokens(rng.permutation(len(table)), tokens, budget)
+            stats.update(_token_stats(tokens, rows, budget))
+        else:
+            rows = rng.choice(len(table), size=budget, replace=False)
+        return SelectionResult(ids=[str(i) for i in ids[rows]], clusters=None, stats=stats)
 
 
 @register_strategy("full")
@@ -411,20 +517,22 @@ class FullStrategy:
 
     name: ClassVar[str]
 
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, None, ("id",), self.name)
-        stats = {"strategy": self.name, "budget_ignored": budget, "selected": len(table)}
+        ignored = str(budget) if isinstance(budget, TokenBudget) else budget
+        stats = {"strategy": self.name, "budget_ignored": ignored, "selected": len(table)}
         return SelectionResult(ids=[str(i) for i in table["id"]], clusters=None, stats=stats)
 
 
 @dataclass
 class _ColumnTopK:
-    """The `budget` rows with the highest value in `column` (ties by id), no clusters, no CCG."""
+    """The `budget` rows with the highest value in `column` (ties by id), no clusters, no CCG; under a token
+    budget, the rows in that order until the next would overflow it."""
 
     name: ClassVar[str]
     column: ClassVar[str]
 
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, budget, ("id", self.column), self.name)
         return _top_k(self.name, table, table[self.column].to_numpy(dtype=np.float64), budget, self.column)
 
@@ -452,12 +560,12 @@ class IfdStrategy:
 
     `IFD_i = nll_pruned_i / nll_pruned_unconditioned_i`: how much the prompt fails to help the model
     produce the response. Needs the `nll_pruned_unconditioned` column; refuses rows where it is <= 0 or not
-    finite. Unlike Cherry LLM, rows with IFD > 1 are not filtered out (every strategy returns `budget` ids).
+    finite. Unlike Cherry LLM, rows with IFD > 1 are not filtered out (every strategy fills its budget).
     """
 
     name: ClassVar[str]
 
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, budget, ("id", "nll_pruned", "nll_pruned_unconditioned"), self.name)
         unconditioned = table["nll_pruned_unconditioned"].to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(unconditioned) | (unconditioned <= 0))
@@ -476,7 +584,8 @@ class KMeansDiverseStrategy:
     """k-means on the embeddings, an equal budget per cluster (water-filled), random rows inside each.
 
     `n_clusters`: K, or None for the number of clusters in `table.cluster`. Seeded by `inputs.seed` for
-    both k-means and the within-cluster draw. Ids come cluster by cluster (ascending label).
+    both k-means and the within-cluster draw. Ids come cluster by cluster (ascending label). Under a token
+    budget the equal shares are of the tokens, filled as paser fills its shares (without the CCG).
     """
 
     name: ClassVar[str]
@@ -486,48 +595,76 @@ class KMeansDiverseStrategy:
         if self.n_clusters is not None and self.n_clusters < 1:
             raise ValueError(f"n_clusters must be >= 1 or None, got {self.n_clusters}")
 
-    def select(self, inputs: SelectionInputs, budget: int) -> SelectionResult:
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, budget, ("id", "cds"), self.name)
         n_clusters = self.n_clusters if self.n_clusters is not None else _n_table_clusters(table)
         labels = _kmeans_labels(inputs, n_clusters)
         cluster_labels, members = _members_by_cluster(labels)
         sizes = np.array([m.size for m in members], dtype=np.int64)
-        quota = allocate_budget(np.ones(len(members)), sizes, budget)
         rng = np.random.default_rng(inputs.seed)
+        drawn = [rng.permutation(m) for m in members]
+        tokens = row_tokens(table) if isinstance(budget, TokenBudget) else None
+        walk = _PaserWalk(drawn, list(range(len(members))), np.ones(len(members)), budget, None, tokens)
+        walk.run(None)
         ids = table["id"].to_numpy(dtype=str)
-        order = [int(row) for m, q in zip(members, quota, strict=True) for row in rng.permutation(m)[:q]]
+        order = [row for chosen in walk.chosen for row in chosen]
         cds = table["cds"].to_numpy(dtype=np.float64)
         clusters = pd.DataFrame(
             {
                 "cluster": cluster_labels,
                 "size": sizes,
                 "mean_cds": [cds[m].mean() for m in members],
-                "budget": quota,
-                "selected": quota,
+                "budget": walk.initial_quota,
+                "selected": [len(chosen) for chosen in walk.chosen],
                 "ccg_rejected": np.zeros(len(members), dtype=np.int64),
             }
         )
-        stats = {"strategy": self.name, "n_clusters": len(members)}
+        stats: dict[str, Any] = {"strategy": self.name, "n_clusters": len(members)}
+        if tokens is not None:
+            clusters["selected_tokens"] = [int(tokens[chosen].sum()) for chosen in walk.chosen]
+            stats.update(_token_stats(tokens, order, budget))
         return SelectionResult(ids=[str(ids[row]) for row in order], clusters=clusters, stats=stats)
 
 
-def _top_k(name: str, table: pd.DataFrame, scores: np.ndarray, budget: int, score_name: str) -> SelectionResult:
+def _top_k(
+    name: str, table: pd.DataFrame, scores: np.ndarray, budget: int | TokenBudget, score_name: str
+) -> SelectionResult:
     ids = table["id"].to_numpy(dtype=str)
-    rows = rank_within_cluster(scores, ids)[:budget]
+    ranked = rank_within_cluster(scores, ids)
+    stats: dict[str, Any] = {"strategy": name}
+    if isinstance(budget, TokenBudget):
+        tokens = row_tokens(table)
+        rows = take_within_tokens(ranked, tokens, budget)
+        stats.update(_token_stats(tokens, rows, budget))
+    else:
+        rows = ranked[:budget]
     return SelectionResult(
         ids=[str(i) for i in ids[rows]],
         clusters=None,
-        stats={"strategy": name},
+        stats=stats,
         scores=pd.Series(scores, index=ids, name=score_name),
     )
 
 
+def _token_stats(tokens: np.ndarray, rows: Sequence[int], budget: TokenBudget) -> dict[str, int]:
+    """What a token-budget selection of `rows` (positions) used: the budget, the tokens taken and how many rows
+    of the table are larger than the whole budget (never taken). `tokens` is `row_tokens` of the table."""
+    return {
+        "budget_tokens": budget.tokens,
+        "selected_tokens": int(tokens[np.asarray(rows, dtype=np.int64)].sum()),
+        "rows_over_budget": int((tokens > budget.tokens).sum()),
+    }
+
+
 def _validated_table(
-    inputs: SelectionInputs, budget: int | None, columns: tuple[str, ...], strategy: str
+    inputs: SelectionInputs, budget: int | TokenBudget | None, columns: tuple[str, ...], strategy: str
 ) -> pd.DataFrame:
-    """The table, after checking the columns `strategy` needs, unique ids and (unless None) the budget."""
+    """The table, after checking the columns `strategy` needs (and, for a token budget, the token counts),
+    unique ids and (unless None) the budget: a row count in [1, rows] or a `TokenBudget`."""
     table = inputs.table
-    missing = [c for c in columns if c not in table.columns]
+    if isinstance(budget, TokenBudget):
+        columns = (*columns, "prompt_tokens", "response_tokens")
+    missing = [c for c in dict.fromkeys(columns) if c not in table.columns]
     if missing:
         raise ValueError(f"strategy {strategy!r} needs column(s) {', '.join(missing)} in inputs.table")
     if len(table) == 0:
@@ -535,12 +672,16 @@ def _validated_table(
     if not table["id"].is_unique:
         duplicated = table["id"][table["id"].duplicated()].iloc[0]
         raise ValueError(f"ids in inputs.table must be unique; {duplicated!r} repeats")
-    if budget is not None and (
+    if isinstance(budget, TokenBudget):
+        smallest = int(row_tokens(table).min())
+        if smallest > budget.tokens:
+            raise ValueError(f"token budget {budget} is smaller than every row (the smallest has {smallest} tokens)")
+    elif budget is not None and (
         isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or not 1 <= budget <= len(table)
     ):
         raise ValueError(
             f"budget must be a resolved row count in [1, {len(table)}] "
-            f"(see selection.allocate.resolve_budget), got {budget!r}"
+            f"(see selection.allocate.resolve_budget) or a TokenBudget, got {budget!r}"
         )
     for column in ("cds", "nll_pruned"):
         if column in columns and not np.all(np.isfinite(table[column].to_numpy(dtype=np.float64))):

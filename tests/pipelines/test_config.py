@@ -47,6 +47,12 @@ def test_a_budget_count_is_accepted_where_a_fraction_is_declared():
     assert config.selection.budget == 500
 
 
+def test_a_token_budget_is_kept_as_written():
+    config = load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "selection.budget=200000t"])
+    assert config.selection.budget == "200000t"
+    assert config_to_dict(config)["selection"]["budget"] == "200000t"
+
+
 def test_unknown_key_is_refused_with_the_known_keys():
     with pytest.raises(ConfigError, match=r"unknown key\(s\) budgett.*known: strategy, budget"):
         load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "selection.budgett=0.1"])

@@ -117,6 +117,29 @@ def test_combo_names_are_stable():
     assert Combo("random", 30.0, 2).name == "random-b30-s2"
 
 
+def test_a_sweep_mixes_row_and_token_budgets_and_names_token_combos_by_tokens():
+    overrides = ["corpus.path=x.jsonl", "models.pruned=p", "selection.budgets=[0.1, 200000t]"]
+    config = load_config(RunConfig, None, overrides)
+    assert [combo.name for combo in combos(config)] == [
+        "paser-b0.1-s0",
+        "paser-t200000-s0",
+        "random-b0.1-s0",
+        "random-t200000-s0",
+    ]
+    assert [combo.budget for combo in combos(config)][:2] == [0.1, "200000t"]
+
+
+@pytest.mark.parametrize(("budgets", "message"), [("[0.1, 2e5t]", "is not a budget"), ("[0.1, 0]", "must be >= 1")])
+def test_a_malformed_sweep_budget_is_refused_naming_its_key(budgets, message):
+    with pytest.raises(ConfigError, match=rf"selection\.budgets\[1\]: .*{message}"):
+        load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", f"selection.budgets={budgets}"])
+
+
+def test_a_token_budget_written_twice_is_refused():
+    with pytest.raises(ConfigError, match="repeats a value"):
+        load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", "selection.budgets=[500t, 0500t]"])
+
+
 def test_gap_recovered_formula():
     assert gap_recovered(recovered=3.0, pruned=4.0, original=2.0) == pytest.approx(0.5)
     assert gap_recovered(recovered=0.55, pruned=0.5, original=0.6) == pytest.approx(0.5)

@@ -124,6 +124,29 @@ def test_cli_select_prints_a_summary(corpus_file, tiny_model_dir, perturbed_mode
     assert "selection.jsonl" in printed
 
 
+def test_cli_select_with_a_token_budget_stays_within_its_tokens(
+    corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path, capsys
+):
+    out = tmp_path / "tokens"
+    arguments = ["--original", str(tiny_model_dir), "--pruned", str(perturbed_model_dir), "--corpus", str(corpus_file)]
+    arguments += ["--budget", "500t", "--clusters", "4", "--dtype", "fp32", "--out", str(out)]
+    status = main(["select", *arguments])
+    printed = capsys.readouterr().out
+    assert status == 0
+    stats = json.loads((out / "stats.json").read_text())
+    totals = stats["totals"]
+    assert totals["budget_requested"] == "500t" and totals["budget_kind"] == "tokens"
+    assert totals["budget_tokens"] == 500 and totals["budget"] is None
+    scores = pd.read_parquet(out / "scores.parquet").set_index("id")
+    ids = [json.loads(line)["id"] for line in (out / "selection.jsonl").read_text().splitlines()]
+    tokens = int((scores.loc[ids, "prompt_tokens"] + scores.loc[ids, "response_tokens"]).sum())
+    assert 0 < tokens == totals["selected_tokens"] == stats["strategy"]["selected_tokens"] <= 500
+    assert totals["selected"] == len(ids)
+    assert sum(row["selected_tokens"] for row in stats["clusters"]) == tokens
+    assert sum(row["budget"] for row in stats["clusters"]) == 500
+    assert f"budget 500t: {tokens:,} tokens used" in printed
+
+
 def test_cli_unknown_strategy_is_a_one_line_error(corpus_file, tiny_model_dir, tmp_path, capsys):
     status = main(
         [
@@ -248,6 +271,7 @@ def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir
     [
         ("selection.budget=0", "budget as a row count must be >= 1"),
         ("selection.budget=2.5", "budget"),
+        ("selection.budget=500T", r"selection\.budget: '500T' is not a budget"),
         ("clustering.method=dbscan", "unknown clustering method 'dbscan'; known: kmeans, leiden, nmf, spectral"),
         ("clustering.manifold=tsne", "unknown manifold 'tsne'; known: diffusion, umap"),
         ("topk.estimator=exact", "unknown topk.estimator 'exact'; known: sampled_tail, bucket"),

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from selection.allocate import allocate_budget, resolve_budget
+from selection.allocate import TokenBudget, allocate_budget, parse_budget, resolve_budget, take_within_tokens
 
 
 def test_fraction_budget_rounds_to_nearest_row():
@@ -136,3 +136,47 @@ def test_negative_or_fractional_capacities_are_refused():
 def test_negative_budget_is_refused():
     with pytest.raises(ValueError, match="budget"):
         allocate_budget(np.array([0.5, 0.5]), np.array([10, 10]), -1)
+
+
+def test_a_number_followed_by_t_is_a_token_budget():
+    assert parse_budget("200000t") == TokenBudget(200_000)
+    assert parse_budget(" 500t ") == TokenBudget(500)
+    assert str(TokenBudget(200_000)) == "200000t"
+
+
+def test_a_row_budget_is_returned_as_written():
+    assert parse_budget(0.1) == 0.1
+    assert parse_budget(500) == 500
+    assert parse_budget(TokenBudget(7)) == TokenBudget(7)
+
+
+@pytest.mark.parametrize("bad", ["2e5t", "200000T", "200_000t", "t", "0t", "-5t", "1.5t", "500 t", "10%", "abc", ""])
+def test_a_malformed_budget_text_is_refused_naming_the_key(bad):
+    with pytest.raises(ValueError, match=r"selection\.budgets\[1\]: .* is not a budget.*200000t"):
+        parse_budget(bad, "selection.budgets[1]")
+
+
+@pytest.mark.parametrize(("bad", "message"), [(0, "must be >= 1"), (2.5, "neither a fraction"), (None, "got None")])
+def test_a_bad_row_budget_is_refused_naming_the_key(bad, message):
+    with pytest.raises(ValueError, match=rf"selection\.budget: .*{message}"):
+        parse_budget(bad, "selection.budget")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_a_token_budget_below_one_whole_token_is_refused(bad):
+    with pytest.raises(ValueError, match="whole number of tokens"):
+        TokenBudget(bad)
+
+
+def test_rows_are_taken_in_order_until_the_next_would_overflow_the_tokens():
+    tokens = np.array([30, 50, 40, 10, 5])
+    # 30 + 50 = 80; the next row (40) would make 120, so the walk stops there although 10 and 5 would fit.
+    assert take_within_tokens(np.arange(5), tokens, TokenBudget(100)).tolist() == [0, 1]
+    assert take_within_tokens(np.array([3, 4, 2, 0, 1]), tokens, TokenBudget(100)).tolist() == [3, 4, 2, 0]
+    assert take_within_tokens(np.arange(5), tokens, TokenBudget(1_000)).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_row_larger_than_the_whole_token_budget_is_passed_over():
+    tokens = np.array([150, 30, 50, 40])
+    assert take_within_tokens(np.arange(4), tokens, TokenBudget(100)).tolist() == [1, 2]
+    assert take_within_tokens(np.arange(4), tokens, TokenBudget(10)).tolist() == []

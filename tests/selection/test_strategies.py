@@ -1,3 +1,4 @@
+import dataclasses
 import sys
 import types
 
@@ -5,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from selection.allocate import TokenBudget
 from selection.consistency import ConceptCache
 from selection.strategies import STRATEGIES, SelectionInputs, get_strategy
 
@@ -437,3 +439,122 @@ def test_paser_max_offers_per_slot_stops_a_rejecting_cluster_and_hands_its_short
 def test_paser_refuses_malformed_concept_options(options, message):
     with pytest.raises(ValueError, match=message):
         get_strategy("paser", concept_extractor=split_concepts, **options)
+
+
+def build_serial(name: str):
+    """`build`, with paser's concepts extracted in this process."""
+    return get_strategy(name, concept_extractor=split_concepts, concept_workers=0) if name == "paser" else build(name)
+
+
+def tokens_of(table: pd.DataFrame, ids) -> int:
+    chosen = table.set_index("id").loc[list(ids)]
+    return int((chosen["prompt_tokens"] + chosen["response_tokens"]).sum())
+
+
+@pytest.mark.parametrize("name", ["paser", "random", "cds_topk", "loss", "ifd", "kmeans_diverse"])
+@pytest.mark.parametrize("tokens", [30, 1_000, 3_599, 7_200, 100_000])
+def test_every_strategy_fills_a_token_budget_as_far_as_whole_rows_allow(name, tokens, random_inputs, fake_kmeans):
+    # Every row costs 10 + 20 = 30 tokens, so the budget buys exactly min(tokens // 30, 240) rows.
+    table = random_inputs.table.assign(prompt_tokens=10, response_tokens=20)
+    inputs = dataclasses.replace(random_inputs, table=table)
+    result = build_serial(name).select(inputs, TokenBudget(tokens))
+    assert len(set(result.ids)) == len(result.ids) == min(tokens // 30, 240)
+    assert result.stats["selected_tokens"] == tokens_of(table, result.ids) <= tokens
+    assert result.stats["budget_tokens"] == tokens and result.stats["rows_over_budget"] == 0
+
+
+@pytest.mark.parametrize("name", ["paser", "random", "cds_topk", "loss", "ifd", "kmeans_diverse"])
+def test_every_strategy_stays_within_a_token_budget_over_rows_of_any_length(name, random_inputs, fake_kmeans):
+    result = build_serial(name).select(random_inputs, TokenBudget(5_000))
+    assert result.stats["selected_tokens"] == tokens_of(random_inputs.table, result.ids) <= 5_000
+    # Rows run to 500 tokens: the walk stops with less than one row's worth left.
+    assert result.stats["selected_tokens"] > 5_000 - 500
+
+
+def test_a_token_budget_stops_at_the_first_row_that_would_overflow_it():
+    table = make_table([0] * 5, [0.5, 0.4, 0.3, 0.2, 0.1], prompt_tokens=[10] * 5, response_tokens=[20, 40, 50, 1, 1])
+    result = get_strategy("cds_topk").select(SelectionInputs(table), TokenBudget(100))
+    # 30 + 50 = 80; r002 (60 tokens) would make 140, so the walk ends although r003 and r004 (11 each) fit.
+    assert result.ids == ["r000", "r001"]
+    assert result.stats == {"strategy": "cds_topk", "budget_tokens": 100, "selected_tokens": 80, "rows_over_budget": 0}
+
+
+@pytest.mark.parametrize("name", ["paser", "cds_topk"])
+def test_a_row_larger_than_the_whole_token_budget_is_skipped_not_a_stop(name):
+    # r000 comes first by CDS and by IES but has 1,010 tokens; the rest cost 30 each.
+    table = make_table([0] * 4, [0.69, 0.3, 0.2, 0.1], prompt_tokens=[10] * 4, response_tokens=[1_000, 20, 20, 20])
+    result = build_serial(name).select(concept_inputs(table, dict.fromkeys(table["id"], "")), TokenBudget(100))
+    assert result.ids == ["r001", "r002", "r003"]
+    assert result.stats["rows_over_budget"] == 1 and result.stats["selected_tokens"] == 90
+
+
+def test_a_token_budget_smaller_than_every_row_is_refused():
+    table = make_table([0] * 3, [0.1] * 3)
+    with pytest.raises(ValueError, match="smaller than every row .*30 tokens"):
+        get_strategy("random").select(SelectionInputs(table), TokenBudget(29))
+
+
+def test_random_under_a_token_budget_follows_a_seeded_order(random_inputs):
+    strategy = get_strategy("random")
+    other = dataclasses.replace(random_inputs, seed=random_inputs.seed + 1)
+    first = strategy.select(random_inputs, TokenBudget(4_000)).ids
+    assert strategy.select(random_inputs, TokenBudget(4_000)).ids == first
+    assert strategy.select(other, TokenBudget(4_000)).ids != first
+    # A larger budget walks further along the same order.
+    assert strategy.select(random_inputs, TokenBudget(8_000)).ids[: len(first)] == first
+
+
+def test_full_ignores_a_token_budget_and_records_it(random_inputs):
+    result = get_strategy("full").select(random_inputs, TokenBudget(500))
+    assert result.ids == random_inputs.table["id"].tolist() and result.stats["budget_ignored"] == "500t"
+
+
+def planted_token_table() -> pd.DataFrame:
+    """Three clusters of mean CDS 0.3, 0.2 and 0.1 holding 370, 170 and 130 tokens; IES order inside each is
+    a0, a1, a2 / b0, b1 / c0, c1 (the higher CDS, or at equal CDS the shorter row, first)."""
+    ids = ["a0", "a1", "a2", "b0", "b1", "c0", "c1"]
+    tokens = np.array([120, 100, 150, 90, 80, 60, 70])
+    return make_table(
+        [0, 0, 0, 1, 1, 2, 2],
+        [0.4, 0.3, 0.2, 0.25, 0.15, 0.1, 0.1],
+        prompt_tokens=np.full(7, 20),
+        response_tokens=tokens - 20,
+        ids=ids,
+    )
+
+
+def test_paser_allocates_a_token_budget_over_clusters_in_proportion_to_cds():
+    result = get_strategy("paser", ccg=False).select(SelectionInputs(planted_token_table()), TokenBudget(601))
+    # Shares of 601 tokens ∝ 0.3 : 0.2 : 0.1 are 300.5, 200.3, 100.2; cluster 1 holds only 170, and the other
+    # 431 go to clusters 0 and 2 in proportion 3 : 1 (323.25 and 107.75, the leftover token to the larger
+    # remainder).
+    assert result.clusters["budget"].tolist() == [323, 170, 108]
+    # Round 1 in IES order: a0 + a1 = 220 (a2 would overflow 323), b0 + b1 = 170, c0 = 60 (c1 would overflow
+    # 108). The 151 left are split again (113 and 38) and fit no next row; then, in walk order, the clusters
+    # take their next rows within what is left of the budget: a2 (150), and c1 (70) no longer fits.
+    assert result.ids == ["a0", "a1", "b0", "b1", "c0", "a2"]
+    assert result.clusters["selected"].tolist() == [3, 2, 1]
+    assert result.clusters["selected_tokens"].tolist() == [370, 170, 60]
+    assert result.stats["budget"] == "601t" and result.stats["selected_tokens"] == 600
+    assert result.stats["allocation_rounds"] == 2 and result.stats["tokens_reallocated"] == 151
+
+
+# a2's concepts y and z are both in the graph by its turn (from a0 and a1) but never together: rejected.
+PLANTED_CONCEPTS = {"a0": "x,y", "a1": "x,z", "a2": "y,z", "b0": "x,y", "b1": "x,y", "c0": "x,y", "c1": "x,y"}
+
+
+def test_paser_readmits_a_rejected_row_under_a_token_budget_once_every_row_was_offered():
+    inputs = concept_inputs(planted_token_table(), PLANTED_CONCEPTS)
+    result = build_serial("paser").select(inputs, TokenBudget(10_000))
+    assert result.ids == ["a0", "a1", "b0", "b1", "c0", "c1", "a2"]
+    assert result.stats["ccg"]["rejected"] == 1 and result.stats["ccg_readmitted"] == 1
+
+
+def test_paser_readmits_a_rejected_row_under_a_token_budget_only_where_it_fits():
+    inputs = concept_inputs(planted_token_table(), PLANTED_CONCEPTS)
+    result = build_serial("paser").select(inputs, TokenBudget(601))
+    # As in the planted allocation, but a2 is rejected when offered at the end, so c1 fits what is left (151);
+    # then 81 tokens are left, too few to readmit a2 (150).
+    assert result.ids == ["a0", "a1", "b0", "b1", "c0", "c1"]
+    assert result.stats["ccg"]["rejected"] == 1 and result.stats["ccg_readmitted"] == 0
+    assert result.stats["selected_tokens"] == 520
