@@ -160,6 +160,10 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def data_command(args: argparse.Namespace) -> int:
+    if args.recipe_args[:1] == ["heldout"]:
+        from data.heldout import main as heldout_main
+
+        return heldout_main(args.recipe_args[1:])
     from data.recipes import main as recipes_main
 
     return recipes_main(args.recipe_args)
@@ -281,8 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="folder for the report (default: the run directory)")
     report.set_defaults(run=report_command)
 
-    data = commands.add_parser("data", help="normalise a corpus (alpaca, dolly, lamini, sharegpt) to JSONL")
-    data.add_argument("recipe_args", nargs=argparse.REMAINDER, help="RECIPE --source S --out F [--split] [--limit]")
+    data = commands.add_parser(
+        "data", help="normalise a corpus (alpaca, dolly, lamini, sharegpt) to JSONL, or build a held-out set"
+    )
+    data.add_argument(
+        "recipe_args",
+        nargs=argparse.REMAINDER,
+        help="RECIPE --source S --out F [--split] [--limit], or heldout NAME --out F [--limit] [--data-dir]",
+    )
     data.set_defaults(run=data_command)
     return parser
 

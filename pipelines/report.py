@@ -131,6 +131,8 @@ def build_report(run: RunResults) -> list[Block]:
 
 def _run_section(run: RunResults) -> list[Block]:
     items = [f"{label}: {_config_value(run.config, key)}" for label, key in CONFIG_SUMMARY_KEYS]
+    if run.config.get("evaluation", {}).get("heldout"):
+        items.append(f"held-out sets: {_config_value(run.config, 'evaluation.heldout')}")
     corpus_json = run.path / "shared" / "corpus.json"
     if corpus_json.is_file():
         corpus = json.loads(corpus_json.read_text())
@@ -158,23 +160,27 @@ def _run_section(run: RunResults) -> list[Block]:
 
 def _results_section(run: RunResults) -> list[Block]:
     table = run.results_table()
-    gap_metrics = run.gap_metrics()
+    per_category = run.results.get("category_metrics", [])
+    metrics = [metric for metric in run.metrics if metric not in per_category]
+    gap_metrics = [metric for metric in run.gap_metrics() if metric not in per_category]
     header = (
         "strategy",
         "budget",
         "rows",
         "seeds",
-        *run.metrics,
+        *metrics,
         *(f"{metric} gap recovered" for metric in gap_metrics),
     )
     rows = []
+    category_rows = []
     for row in table.to_dict("records"):
         budget = MISSING if _is_missing(row["budget"]) else format_budget(row["budget"])
         cells = [row["strategy"], budget, _format_count(row["budget_rows"]), _format_count(row["seeds"])]
-        cells += [_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in run.metrics]
+        category_rows.append(tuple(cells + [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in per_category]))
+        cells += [_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in metrics]
         cells += [_percent(row[f"{metric}_gap_recovered"]) for metric in gap_metrics]
         rows.append(tuple(cells))
-    lower = [metric for metric in run.metrics if run.results["lower_is_better"].get(metric)]
+    lower = [metric for metric in metrics if run.results["lower_is_better"].get(metric)]
     legend = (
         "Cells are mean ± sample standard deviation over seeds (the mean alone with one seed; "
         f"{MISSING} where missing). Gap recovered = (recovered − pruned) / (original − pruned), the same "
@@ -185,6 +191,15 @@ def _results_section(run: RunResults) -> list[Block]:
     notes = run.notes()
     if notes:
         blocks.append(Bullets(tuple(notes)))
+    if per_category:
+        blocks += [
+            Heading(3, "Held-out NLL per category"),
+            Table((*header[:4], *per_category), tuple(category_rows)),
+            Paragraph(
+                "Response NLL (nats per token, lower is better) of each category of a labelled held-out set, "
+                "mean ± sample standard deviation over seeds."
+            ),
+        ]
     return blocks
 
 
@@ -576,12 +591,14 @@ def render_html(blocks: list[Block], title: str) -> str:
 
 
 def main_metrics(metrics: list[str]) -> list[str]:
-    """The metrics a one-screen summary shows: the corpus perplexities, the average accuracy and the
-    held-out response NLL, in the run's order."""
+    """The metrics a one-screen summary shows: the corpus perplexities, the average accuracy and each
+    held-out set's response NLL (not per category), in the run's order."""
     return [
         metric
         for metric in metrics
-        if metric in ("avg_acc", "heldout_nll") or (metric.endswith("_ppl") and metric != "heldout_ppl")
+        if metric == "avg_acc"
+        or (metric.startswith("heldout") and metric.endswith("_nll"))
+        or (metric.endswith("_ppl") and not metric.startswith("heldout"))
     ]
 
 
@@ -591,7 +608,8 @@ def format_results(run_dir: str | os.PathLike[str]) -> str:
     count of missing artifacts and the notes. Refuses (RunError) a folder that is not a run."""
     run = load_run(run_dir)
     table = run.results_table()
-    shown = main_metrics(run.metrics)
+    per_category = run.results.get("category_metrics", [])
+    shown = main_metrics([metric for metric in run.metrics if metric not in per_category])
     gaps = [metric for metric in shown if metric in run.gap_metrics()]
     header = ["strategy", "budget", "rows", "seeds", *shown, *(f"{metric} gap" for metric in gaps)]
     lines = []

@@ -5,6 +5,7 @@ Stages and what each writes under the run directory (layout in the README, "Run 
     prune             pruned/                       (only when the config gives a pruning spec)
     score             shared/corpus.parquet, score_shards/, scores.parquet, corpus.json
     heldout           shared/heldout.jsonl          rows kept out of every selection, for the held-out NLL
+    heldout/{name}    shared/heldout/{name}.jsonl   a named held-out set's rows (a file or a built-in set)
     embed             shared/embed_shards/          the selection pool's embeddings
     cluster/s{seed}   shared/clusters-s{seed}.parquet, clustering-s{seed}.json
     select/{combo}    combos/{combo}/select/        selection.jsonl, stats.json
@@ -41,6 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from data.heldout import get_heldout_builder, heldout_source, write_heldout
 from pipelines.accounting import combo_compute, shared_cost
 from pipelines.config import (
     ENGINES,
@@ -53,6 +55,14 @@ from pipelines.config import (
     TopkConfig,
     config_to_dict,
     load_config,
+)
+from pipelines.heldout import (
+    HeldoutSet,
+    category_metric_names,
+    copy_rows,
+    heldout_metrics,
+    heldout_nll,
+    parse_heldout,
 )
 from pipelines.ray_engine import RayConfig
 from pipelines.results import combo_name, gap_recovered
@@ -192,19 +202,51 @@ class EvaluationConfig:
     batch_size: int = dataclasses.field(default=8, metadata={"help": "Windows / requests per batch."})
     source: str = dataclasses.field(default="local", metadata={"help": "Zero-shot data: local files or hub."})
     data_dir: str | None = dataclasses.field(default=None, metadata={"help": "Offline data folder."})
-    heldout_rows: int = dataclasses.field(
-        default=200,
-        metadata={"help": "Corpus rows kept out of every selection to measure the held-out response NLL (0: none)."},
+    heldout_rows: int | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Corpus rows kept out of every selection to measure the held-out response NLL (0: none; "
+            "default 200, or 0 with heldout_file). Reported as heldout_nll / heldout_ppl."
+        },
     )
     heldout_file: str | None = dataclasses.field(
         default=None, metadata={"help": "A separate held-out corpus file instead of rows split off the corpus."}
     )
+    heldout: dict[str, int | str] | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "Held-out sets by name, each reported on its own (heldout_<name>_nll / _ppl, and per "
+            "category for labelled rows): a row count split off the corpus (at most one), builtin:NAME[:LIMIT] "
+            "(gsm8k, humaneval, t0) or a .jsonl/.jsonl.gz/.json/.json.gz file; instead of heldout_rows/_file."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.heldout is not None:
+            if self.heldout_rows is not None or self.heldout_file is not None:
+                raise ValueError(
+                    "give evaluation.heldout (named sets) or the older evaluation.heldout_rows / heldout_file, not both"
+                )
+            parse_heldout(self.heldout)
+            return
+        if self.heldout_rows is None:
+            self.heldout_rows = 0 if self.heldout_file is not None else 200
         if self.heldout_rows < 0:
             raise ValueError(f"evaluation.heldout_rows must be >= 0, got {self.heldout_rows}")
         if self.heldout_file is not None and self.heldout_rows:
             raise ValueError("give evaluation.heldout_file or evaluation.heldout_rows, not both (set heldout_rows: 0)")
+
+    def heldout_sets(self) -> list[HeldoutSet]:
+        """The held-out sets: those of `heldout`, or the older keys' one unnamed set (none when it is empty)."""
+        if self.heldout is not None:
+            return parse_heldout(self.heldout)
+        if self.heldout_file is None and not self.heldout_rows:
+            return []
+        return [HeldoutSet(None, rows=self.heldout_rows or None, file=self.heldout_file)]
+
+    def split_rows(self) -> int:
+        """How many corpus rows the held-out split keeps out of every selection."""
+        return sum(spec.rows for spec in self.heldout_sets() if spec.rows is not None)
 
 
 @dataclasses.dataclass
@@ -548,6 +590,9 @@ class Run:
         required_files(parse_tasks(evaluation.tasks), evaluation.data_dir, evaluation.source)
         if evaluation.heldout_file is not None and not Path(evaluation.heldout_file).is_file():
             raise FileNotFoundError(f"evaluation.heldout_file {evaluation.heldout_file} does not exist")
+        for spec in evaluation.heldout_sets():
+            if spec.builtin is not None:
+                heldout_source(spec.builtin, evaluation.data_dir)
 
     # -- stages
 
@@ -629,7 +674,7 @@ class Run:
             evaluation = self.config.evaluation
             inputs = {
                 "score": self.score_hash(),
-                "rows": evaluation.heldout_rows,
+                "rows": evaluation.split_rows(),
                 "file": None if evaluation.heldout_file is None else source_identity(evaluation.heldout_file),
             }
             return self.stage("heldout", inputs, [self.shared / "heldout.json"], self._compute_heldout)
@@ -642,16 +687,15 @@ class Run:
         scored = self.scored()
         ids: list[str] = []
         if evaluation.heldout_file is not None:
-            shutil.copyfile(evaluation.heldout_file, self.shared / "heldout.jsonl")
+            copy_rows(evaluation.heldout_file, self.shared / "heldout.jsonl")
             source = evaluation.heldout_file
         else:
             scored_ids = scored.scores["id"].astype(str).tolist()
-            if evaluation.heldout_rows >= len(scored_ids):
-                raise ValueError(
-                    f"evaluation.heldout_rows={evaluation.heldout_rows} leaves no row to select from "
-                    f"({len(scored_ids)} scored rows)"
-                )
-            positions = sorted(random.Random(0).sample(range(len(scored_ids)), evaluation.heldout_rows))
+            split_rows = evaluation.split_rows()
+            if split_rows >= len(scored_ids):
+                key = "evaluation.heldout_rows" if evaluation.heldout is None else "the int entry of evaluation.heldout"
+                raise ValueError(f"{key}={split_rows} leaves no row to select from ({len(scored_ids)} scored rows)")
+            positions = sorted(random.Random(0).sample(range(len(scored_ids)), split_rows))
             ids = [scored_ids[position] for position in positions]
             rows = [{**raw, "id": row_id} for row_id, raw in zip(ids, scored.store.raw_rows(ids), strict=True)]
             if rows:
@@ -667,6 +711,42 @@ class Run:
         self.heldout_hash()
         path = self.shared / "heldout.jsonl"
         return path if path.exists() else None
+
+    def heldout_set_hash(self, spec: HeldoutSet) -> str:
+        """Stage `heldout/{name}`: a named file or built-in set's rows as `shared/heldout/{name}.jsonl`, keyed by
+        the file's content, or by the built-in set's name, row limit and data file's content."""
+
+        def make() -> str:
+            path = self.heldout_set_path(spec)
+            data_dir = self.config.evaluation.data_dir
+            if spec.file is not None:
+                inputs = {"file": source_identity(spec.file)}
+                return self.stage(f"heldout/{spec.name}", inputs, [path], lambda: copy_rows(spec.file, path))
+            limit = spec.limit or get_heldout_builder(spec.builtin).default_limit
+            source = heldout_source(spec.builtin, data_dir)
+            inputs = {"builtin": spec.builtin, "limit": limit, "data": source_identity(str(source))}
+
+            def compute() -> None:
+                _log(f"held-out set {spec.name}: {write_heldout(spec.builtin, path, limit, data_dir)} rows")
+
+            return self.stage(f"heldout/{spec.name}", inputs, [path], compute)
+
+        return self.memo(f"heldout_hash/{spec.name}", make)
+
+    def heldout_set_path(self, spec: HeldoutSet) -> Path:
+        return self.shared / "heldout" / f"{spec.name}.jsonl"
+
+    def heldout_files(self) -> list[tuple[HeldoutSet, Path]]:
+        """Every held-out set with the file of its rows: `shared/heldout.jsonl` for the split off the corpus
+        (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
+        files = []
+        for spec in self.config.evaluation.heldout_sets():
+            if spec.name is not None and spec.rows is None:
+                self.heldout_set_hash(spec)
+                files.append((spec, self.heldout_set_path(spec)))
+            elif self.heldout_file() is not None:
+                files.append((spec, self.heldout_file()))
+        return files
 
     def pool(self) -> ScoredCorpus:
         """The scored corpus minus the held-out rows: what every strategy selects from."""
@@ -849,9 +929,9 @@ class Run:
 
     def eval_inputs(self) -> dict[str, Any]:
         evaluation = config_to_dict(self.config.evaluation)
-        for key in ("heldout_rows", "heldout_file"):
+        for key in ("heldout_rows", "heldout_file", "heldout"):
             evaluation.pop(key)
-        return {
+        inputs = {
             "evaluation": evaluation,
             "heldout": self.heldout_hash(),
             "heldout_tokens": {
@@ -862,6 +942,13 @@ class Run:
             "dtype": self.config.models.dtype,
             "device": self.config.models.device,
         }
+        if self.config.evaluation.heldout is not None:
+            # Only named sets add this key: runs with the older keys keep their eval hashes.
+            inputs["heldout_sets"] = {
+                spec.name: "split" if spec.rows else self.heldout_set_hash(spec)
+                for spec in self.config.evaluation.heldout_sets()
+            }
+        return inputs
 
     def evaluate(self, name: str, model: str, model_hash: str, out: Path) -> str:
         inputs = {"model": model_hash, **self.eval_inputs()}
@@ -889,14 +976,19 @@ class Run:
                 seqlen=evaluation.seqlen,
             ),
         }
-        heldout = self.heldout_file()
-        if heldout is not None:
-            rows = load_training_rows(heldout, tokenizer, self.config.recovery)
-            record["heldout"] = {
-                **response_nll(model, rows.encoded, batch_size=evaluation.batch_size),
-                "skipped": rows.skipped,
-            }
-            _log(f"held-out response NLL {record['heldout']['nll']:.4f} on {record['heldout']['rows']} rows")
+        for spec, heldout in self.heldout_files():
+            if spec.name is None:
+                rows = load_training_rows(heldout, tokenizer, self.config.recovery)
+                record["heldout"] = {
+                    **response_nll(model, rows.encoded, batch_size=evaluation.batch_size),
+                    "skipped": rows.skipped,
+                }
+            else:
+                record[spec.metric_prefix] = heldout_nll(
+                    model, tokenizer, heldout, self.config.recovery, batch_size=evaluation.batch_size
+                )
+            result = record[spec.metric_prefix]
+            _log(f"{spec.metric_prefix}: response NLL {result['nll']:.4f} on {result['rows']} rows")
         write_results(record, out)
         del model
         gc.collect()
@@ -949,6 +1041,9 @@ def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
     if "heldout" in record:
         metrics["heldout_nll"] = float(record["heldout"]["nll"])
         metrics["heldout_ppl"] = float(record["heldout"]["ppl"])
+    for key, result in record.items():
+        if key.startswith("heldout_") and isinstance(result, dict):
+            metrics.update(heldout_metrics(key.removeprefix("heldout_"), result))
     return metrics
 
 
@@ -985,8 +1080,10 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
         for name in metrics or {}:
             if name not in names:
                 names.append(name)
+    named_sets = [spec.name for spec in config.evaluation.heldout_sets() if spec.name is not None]
     return {
         "metrics": names,
+        "category_metrics": category_metric_names(names, named_sets),
         "lower_is_better": {name: not name.endswith("_acc") for name in names},
         "baselines": baselines,
         "combos": rows,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,50 @@ def test_a_recipe_normalises_the_corpus_inside_the_run(tmp_path, tiny_model_dir,
     assert run(config, tmp_path / "run").ran == []
     with pytest.raises(ConfigError, match="unknown"):
         tiny_config(tmp_path / "x", tiny_model_dir, perturbed_model_dir, ["recipe=nope"])
+
+
+def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
+    tiny_run, tmp_path, tiny_model_dir, perturbed_model_dir
+):
+    from pipelines.report import write_report
+
+    _, _, first = tiny_run
+    run_dir = shutil.copytree(first.dir, tmp_path / "run")
+    labelled = tmp_path / "labelled.json"  # a JSON array, a category per row
+    rows = [{"instruction": f"Repeat {word}.", "input": "", "output": word, "category": "Echo Words"} for word in "abc"]
+    rows += [
+        {"instruction": f"Count from {n}.", "input": "", "output": f"{n + 1}", "category": "Count-Up"} for n in (1, 2)
+    ]
+    labelled.write_text(json.dumps(rows))
+    named = [
+        "selection.strategies=[random]",
+        "evaluation.heldout_rows=null",
+        "evaluation.heldout.corpus=12",  # the same split as heldout_rows: 12, so selection and training stay cached
+        f"evaluation.heldout.skills={labelled}",
+        "evaluation.heldout.gsm8k=builtin:gsm8k:3",
+    ]
+    config = tiny_config(tmp_path, tiny_model_dir, perturbed_model_dir, named, budgets=[10])
+    gsm8k = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = {i + 1}\n#### {i + 1}"} for i in range(4)]
+    (tmp_path / "data" / "eval" / "gsm8k_test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in gsm8k))
+    runner = run(config, run_dir)
+    evals = {"eval/original", "eval/pruned", "eval/random-b10-s0"}
+    assert set(runner.ran) == {"heldout/skills", "heldout/gsm8k", *evals}
+    assert len((run_dir / "shared" / "heldout" / "gsm8k.jsonl").read_text().splitlines()) == 3
+    results = json.loads((run_dir / "results.json").read_text())
+    skills = ["heldout_skills_nll_count_up", "heldout_skills_nll_echo_words"]
+    totals = [f"heldout_{name}_{kind}" for name in ("corpus", "skills", "gsm8k") for kind in ("nll", "ppl")]
+    assert results["metrics"] == ["wikitext2_ppl", *totals[:4], *skills, *totals[4:]]
+    assert results["category_metrics"] == skills
+    for metrics in [*results["baselines"].values(), results["combos"][0]["metrics"]]:
+        assert set(metrics) == set(results["metrics"]) and all(value > 0 for value in metrics.values())
+    items = read_items(run_dir / "baselines" / "original" / "eval")  # per row, for the intervals
+    per_row = items["heldout_skills.nll_sum"].sum() / items["heldout_skills.tokens"].sum()
+    assert len(items["heldout_skills.tokens"]) == 5
+    assert per_row == pytest.approx(results["baselines"]["original"]["heldout_skills_nll"], rel=1e-9)
+    before = json.loads((first.dir / "results.json").read_text())["baselines"]["original"]["heldout_nll"]
+    assert results["baselines"]["original"]["heldout_corpus_nll"] == pytest.approx(before, rel=1e-5)
+    report = write_report(run_dir)[0].read_text()
+    assert "Held-out NLL per category" in report and skills[0] in report
+    fewer = [*named[:-1], "evaluation.heldout.gsm8k=builtin:gsm8k:2", f"evaluation.data_dir={tmp_path / 'data'}"]
+    changed = tiny_config(tmp_path / "again", tiny_model_dir, perturbed_model_dir, fewer, budgets=[10])
+    assert set(run(changed, run_dir).ran) == {"heldout/gsm8k", *evals}

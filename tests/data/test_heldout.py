@@ -1,0 +1,113 @@
+"""Built-in held-out sets: the rows each builder writes, from planted files and from the real shared data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+
+import pytest
+
+from data.heldout import HELDOUT_BUILDERS, heldout_rows, heldout_source, main, write_heldout
+from data.paths import data_file
+from selection.corpus import CorpusConfig, load_corpus
+
+CATEGORIES = {"Sentiment": 10, "Summarization": 6, "Topic Classification": 2}
+
+
+def _planted_data_dir(root):
+    """A data folder with a 5-row GSM8K file and an 18-row labelled T0 file (categories of 10, 6 and 2 rows)."""
+    (root / "eval").mkdir(parents=True)
+    (root / "recovery").mkdir()
+    gsm8k = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(5)]
+    (root / "eval" / "gsm8k_test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in gsm8k))
+    t0 = [
+        {"id": f"{category}-{i}", "instruction": f"{category} prompt {i}", "input": "", "output": f"answer {i}"}
+        | {"category": category, "dataset": "d", "task": "t"}
+        for category, count in CATEGORIES.items()
+        for i in range(count)
+    ]
+    with gzip.open(root / "recovery" / "t0_labelled_dev.jsonl.gz", "wt", encoding="utf-8") as stream:
+        stream.write("".join(json.dumps(row) + "\n" for row in t0))
+    return root
+
+
+def test_gsm8k_rows_are_question_to_answer_in_file_order(tmp_path):
+    rows = heldout_rows("gsm8k", limit=3, data_dir=_planted_data_dir(tmp_path))
+    assert rows == [
+        {
+            "id": f"gsm8k/{i}",
+            "instruction": f"What is {i} + {i}?",
+            "input": "",
+            "output": f"{i} + {i} = {2 * i}\n#### {2 * i}",
+        }
+        for i in range(3)
+    ]
+
+
+def test_t0_draw_is_even_over_categories_seeded_and_in_file_order(tmp_path):
+    data_dir = _planted_data_dir(tmp_path)
+    rows = heldout_rows("t0", limit=7, data_dir=data_dir)
+    # Round-robin over sorted categories: the 2-row category runs out, the others share the rest.
+    assert Counter(row["category"] for row in rows) == {"Sentiment": 3, "Summarization": 2, "Topic Classification": 2}
+    everything = [row["id"] for row in heldout_rows("t0", limit=100, data_dir=data_dir)]
+    assert [row["id"] for row in rows] == [row_id for row_id in everything if row_id in {row["id"] for row in rows}]
+    assert rows == heldout_rows("t0", limit=7, data_dir=data_dir)
+    assert set(rows[0]) == {"id", "instruction", "input", "output", "category", "dataset", "task"}
+
+
+def test_a_written_set_loads_as_a_corpus(tmp_path):
+    out = tmp_path / "out" / "t0.jsonl.gz"
+    assert write_heldout("t0", out, limit=5, data_dir=_planted_data_dir(tmp_path / "data")) == 5
+    corpus = load_corpus(CorpusConfig(path=str(out), id_field="id"))
+    assert len(corpus.samples) == 5 and corpus.stats.skipped == {}
+
+
+def test_unknown_set_and_bad_output_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="known: gsm8k, humaneval, t0"):
+        heldout_rows("mmlu")
+    with pytest.raises(ValueError, match="JSON Lines"):
+        write_heldout("gsm8k", tmp_path / "x.csv", data_dir=_planted_data_dir(tmp_path))
+    with pytest.raises(FileNotFoundError, match="HumanEval.jsonl.gz"):
+        heldout_source("humaneval", tmp_path)
+
+
+def test_cli_writes_the_set_and_says_where(tmp_path, capsys):
+    from pipelines.cli import main as paser
+
+    data_dir = _planted_data_dir(tmp_path / "data")
+    out = tmp_path / "gsm8k.jsonl"
+    assert paser(["data", "heldout", "gsm8k", "--out", str(out), "--limit", "2", "--data-dir", str(data_dir)]) == 0
+    assert len(out.read_text().splitlines()) == 2
+    assert "held-out set gsm8k: wrote 2 rows" in capsys.readouterr().out
+    assert main(["t0", "--out", str(out), "--data-dir", str(data_dir)]) == 0  # default 800: every planted row
+    assert len(out.read_text().splitlines()) == sum(CATEGORIES.values())
+
+
+def _shared(relative: str):
+    try:
+        return data_file(relative)
+    except FileNotFoundError as missing:
+        pytest.skip(f"shared data not available: {missing}")
+
+
+def test_builders_read_the_real_shared_files():
+    for builder in HELDOUT_BUILDERS.values():
+        _shared(builder.relative)
+    gsm8k = heldout_rows("gsm8k", limit=2)
+    first = json.loads(_shared("eval/gsm8k_test.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert gsm8k[0] == {"id": "gsm8k/0", "instruction": first["question"], "input": "", "output": first["answer"]}
+    assert gsm8k[1]["output"].splitlines()[-1].startswith("#### ")
+    humaneval = heldout_rows("humaneval", limit=3)
+    with gzip.open(_shared("eval/HumanEval.jsonl.gz"), "rt", encoding="utf-8") as stream:
+        tasks = [json.loads(next(stream)) for _ in range(3)]
+    assert humaneval == [
+        {"id": task["task_id"], "instruction": task["prompt"], "input": "", "output": task["canonical_solution"]}
+        for task in tasks
+    ]
+    t0 = heldout_rows("t0", limit=16)
+    assert Counter(row["category"] for row in t0) == {category: 2 for category in {row["category"] for row in t0}}
+    assert len({row["category"] for row in t0}) == 8
+    assert (
+        len(heldout_rows("t0")) == 800 and len(heldout_rows("gsm8k")) == 1319 and len(heldout_rows("humaneval")) == 164
+    )
