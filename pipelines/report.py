@@ -303,7 +303,7 @@ def _uncertainty_section(run: RunResults) -> list[Block]:
     rows = []
     for row in summary.to_dict("records"):
         decimals = _decimals(row["mean"]) if not _is_missing(row["mean"]) else 4
-        cells = [row["strategy"], _budget_label(row["budget"]), row["metric"], str(row["seeds"])]
+        cells = [row["strategy"], format_budget(row["budget"]), row["metric"], str(row["seeds"])]
         cells += [_mean_std(row["mean"], row["sd"]), _interval(row["lo"], row["hi"], decimals)]
         difference = compared.get((row["strategy"], row["budget"], row["metric"]))
         if difference is None:
@@ -500,7 +500,7 @@ def _overlap_heatmaps(overlaps: dict[float, pd.DataFrame], seed: int) -> Figure:
 
 def _forest_plot(versus: pd.DataFrame, metrics: list[str]) -> Figure:
     comparisons = list(dict.fromkeys(zip(versus["strategy"], versus["budget"], strict=True)))
-    labels = [f"{strategy} @ {_budget_label(budget)}" for strategy, budget in comparisons]
+    labels = [f"{strategy} @ {format_budget(budget)}" for strategy, budget in comparisons]
     positions = np.arange(len(comparisons))[::-1]  # the first comparison on top
     columns = min(3, len(metrics))
     rows = math.ceil(len(metrics) / columns)
@@ -691,11 +691,6 @@ def _resampled(comparison: dict[str, Any]) -> str:
         "items": f"{_format_count(items)} items (1 seed)",
         "seeds": "seeds",
     }.get(comparison["bootstrap"], "none")
-
-
-def _budget_label(budget: Any) -> str:
-    """A budget as a label: a number with %g ("0.1", "30"), a budget written as text (a token budget) as is."""
-    return f"{budget:g}" if isinstance(budget, int | float) else str(budget)
 
 
 def _thousands(value: Any) -> str:
