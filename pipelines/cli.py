@@ -26,13 +26,28 @@ SELECT_FLAGS = {
 }
 
 
+def budget_value(text: str) -> int | float | str:
+    """A `--budget` as typed: a number (`0.1`, `5000`, `1e3`) or a token budget kept as text (`200000t`)."""
+    for number in (int, float):
+        try:
+            value = number(text)
+        except ValueError:
+            continue
+        return int(value) if number is float and value.is_integer() and value >= 1 else value
+    return text
+
+
+def select_config(args: argparse.Namespace) -> SelectConfig:
+    """The `paser select` config: the YAML file, then the flags, verbatim (a path may hold '#', '@' or 'yes'),
+    then the `--set` overrides, which alone are read as YAML."""
+    values = {key: getattr(args, flag) for flag, key in SELECT_FLAGS.items() if getattr(args, flag) is not None}
+    return load_config(SelectConfig, args.config, list(args.set), values=values)
+
+
 def select_command(args: argparse.Namespace) -> int:
     from pipelines.select import format_summary, run_select
 
-    overrides = [
-        f"{key}={getattr(args, flag)}" for flag, key in SELECT_FLAGS.items() if getattr(args, flag) is not None
-    ]
-    config = load_config(SelectConfig, args.config, overrides + list(args.set))
+    config = select_config(args)
     output = run_select(config)
     print(format_summary(output))
     return 0
@@ -179,15 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--pruned", help="pruned model (path or hub id)")
     select.add_argument("--corpus", help="JSONL/JSON/Parquet file, datasets folder or hub id")
     select.add_argument(
-        "--budget", help="fraction of valid rows in (0,1], a row count, or training tokens as e.g. 200000t"
+        "--budget",
+        type=budget_value,
+        help="fraction of valid rows in (0,1], a row count, or training tokens as e.g. 200000t",
     )
     select.add_argument("--strategy", help="paser, random, full, cds_topk, loss, ifd, kmeans_diverse")
-    select.add_argument("--clusters", help="fixed number of clusters (default: eigengap)")
+    select.add_argument("--clusters", type=int, help="fixed number of clusters (default: automatic)")
     select.add_argument("--dtype", help="auto, bf16, fp16, fp32")
     select.add_argument("--device", help="cpu or cuda")
-    select.add_argument("--seed", help="random seed")
-    select.add_argument("--limit", help="use only the first N rows of the corpus")
-    select.add_argument("--max-length", dest="max_length", help="token limit per row")
+    select.add_argument("--seed", type=int, help="random seed")
+    select.add_argument("--limit", type=int, help="use only the first N rows of the corpus")
+    select.add_argument("--max-length", dest="max_length", type=int, help="token limit per row")
     select.add_argument("--out", help="output directory")
     select.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
     select.set_defaults(run=select_command)

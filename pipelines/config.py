@@ -8,6 +8,7 @@ the nested dataclasses, refusing unknown keys with the list of known ones.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -219,22 +220,45 @@ def build_config(cls: type[ConfigT], data: dict[str, Any], where: str = "config"
         raise ConfigError(f"{where}: {error}") from error
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Apply one `dotted.key=value` override to a nested mapping in place (value parsed as YAML)."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r} is not of the form key=value")
-    key, raw = override.split("=", 1)
+# YAML 1.1 (PyYAML) reads 1e3 as a string; a user writing `--set selection.budget=1e3` means the number.
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set `data[a][b][c] = value` for the key `a.b.c`, making sections on the way (in place)."""
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+            raise ConfigError(f"{key}: {part} is not a section")
+    node[parts[-1]] = value
 
 
-def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: list[str] | None = None) -> ConfigT:
-    """Read YAML `path` (optional), apply `overrides` in order, and build `cls`."""
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one `dotted.key=value` override to a nested mapping in place (value parsed as YAML; a number
+    in scientific notation such as 1e3 is a number)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key=value")
+    key, raw = override.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({error.problem or error})") from None
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        value = float(value)
+    set_dotted(data, key, value)
+
+
+def load_config(
+    cls: type[ConfigT],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> ConfigT:
+    """Read YAML `path` (optional), set `values` (dotted key -> value, taken verbatim: what command-line flags
+    give, so a path such as `runs/exp #2` is never re-read as YAML), then apply `overrides` (`key=value`,
+    YAML values, e.g. `--set`) in order, and build `cls`."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -244,6 +268,8 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: l
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
+    for key, value in (values or {}).items():
+        set_dotted(data, key, value)
     for override in overrides or []:
         apply_override(data, override)
     return build_config(cls, data, where=str(path) if path else "config")

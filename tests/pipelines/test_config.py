@@ -81,3 +81,43 @@ def test_override_without_equals_is_refused():
 def test_an_unknown_long_text_mode_names_the_key_and_the_known_modes():
     with pytest.raises(ConfigError, match="unknown embedding.long_text 'split'; known: truncate, chunks"):
         load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "embedding.long_text=split"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "key", "expected"),
+    [
+        (["--out", "runs/exp #2"], "out", "runs/exp #2"),
+        (["--out", "@results"], "out", "@results"),
+        (["--out", "yes"], "out", "yes"),
+        (["--corpus", "data #1.jsonl"], "corpus.path", "data #1.jsonl"),
+        (["--original", "null"], "models.original", "null"),
+        (["--budget", "1e3"], "selection.budget", 1000),
+        (["--budget", "0.05"], "selection.budget", 0.05),
+        (["--budget", "200000t"], "selection.budget", "200000t"),
+        (["--seed", "3"], "selection.seed", 3),
+    ],
+)
+def test_select_flags_reach_the_config_verbatim(flags, key, expected):
+    from pipelines.cli import build_parser, select_config
+
+    config = select_config(build_parser().parse_args(["select", "--pruned", "p", "--corpus", "c.jsonl", *flags]))
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_set_values_are_yaml_with_scientific_numbers_and_bad_yaml_is_one_error():
+    config = load_config(SelectConfig, None, ["models.pruned=p", "corpus.path=c.jsonl", "selection.budget=1e3"])
+    assert config.selection.budget == 1000.0
+    with pytest.raises(ConfigError, match=r"override 'out=\[1': the value is not valid YAML"):
+        load_config(SelectConfig, None, ["models.pruned=p", "corpus.path=c.jsonl", "out=[1"])
+
+
+def test_set_overrides_win_over_flags():
+    from pipelines.cli import build_parser, select_config
+
+    args = build_parser().parse_args(
+        ["select", "--pruned", "p", "--corpus", "c.jsonl", "--seed", "3", "--set", "selection.seed=4"]
+    )
+    assert select_config(args).selection.seed == 4
