@@ -43,6 +43,7 @@ from selection.cluster import (
     cluster_embeddings,
     features_for,
     get_clusterer,
+    settings_for_rows,
 )
 from selection.consistency import ConceptCache
 from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
@@ -307,6 +308,14 @@ def effective_config(config: SelectConfig) -> SelectConfig:
     )
 
 
+def check_cluster_rows(clustering: ClusterConfig, n_rows: int) -> None:
+    """Before scoring: refuse clustering settings `n_rows` valid rows cannot satisfy (naming the key), and say
+    which ones clustering will clamp (`selection.cluster.settings_for_rows`; stats.json records them)."""
+    _, clamped = settings_for_rows(clustering, n_rows)
+    for key, change in clamped.items():
+        _log(f"clustering.{key}={change['asked']} is too large for {n_rows} rows: {change['used']} will be used")
+
+
 def check_before_scoring(config: SelectConfig) -> None:
     """Refuse (ValueError) a malformed budget, clustering method/manifold or embedder before the hours of
     scoring, rather than after them."""
@@ -352,6 +361,7 @@ def score_stage(config: SelectConfig, work_dir: Path) -> ScoredCorpus:
     started = time.perf_counter()
     corpus, store = read_corpus(config, work_dir)
     _log(f"corpus {corpus.source}: {corpus.stats.rows_valid:,} valid of {corpus.stats.rows_read:,} rows")
+    check_cluster_rows(config.clustering, corpus.stats.rows_valid)
     read = time.perf_counter()
     scores, model_info = score_corpus(config, corpus, work_dir)
     seconds = {"corpus": read - started, "scoring": time.perf_counter() - read}

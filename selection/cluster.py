@@ -443,6 +443,34 @@ def get_clusterer(name: str) -> Clusterer:
     return CLUSTERERS[name]
 
 
+def settings_for_rows(config: ClusterConfig, n_rows: int) -> tuple[ClusterConfig, dict[str, dict[str, int]]]:
+    """`config` fitted to clustering `n_rows` rows, and what was changed (`{key: {"asked", "used"}}`).
+
+    Clamped, because a small corpus should still cluster: `n_neighbors` to `n_rows - 1`, `max_clusters` to
+    `n_rows - 2` (the eigensolver's limit) and `min_clusters` to that. Refused (ValueError naming the
+    `clustering.*` key), because no clamp keeps its meaning: fewer than 3 rows, and a fixed `n_clusters`
+    above the row count. Also refuses what `cluster_embeddings` refuses of the settings themselves.
+    `paser select` and `paser run` call it with the valid row count before scoring, so a setting the corpus
+    cannot satisfy is refused before hours of scoring, not after.
+    """
+    if n_rows < 3:
+        raise ValueError(f"clustering needs at least 3 rows; the corpus has {n_rows}")
+    if config.n_clusters is not None and config.n_clusters > n_rows:
+        raise ValueError(
+            f"clustering.n_clusters={config.n_clusters}: cannot make {config.n_clusters} clusters from {n_rows} rows"
+        )
+    changes: dict[str, int] = {}
+    if config.n_neighbors >= n_rows:
+        changes["n_neighbors"] = n_rows - 1
+    if config.max_clusters > n_rows - 2:
+        changes["max_clusters"] = n_rows - 2
+    if config.min_clusters > changes.get("max_clusters", config.max_clusters):
+        changes["min_clusters"] = changes["max_clusters"]
+    fitted = replace(config, **changes)
+    _check_config(fitted, n_rows)
+    return fitted, {key: {"asked": getattr(config, key), "used": value} for key, value in changes.items()}
+
+
 def _check_config(config: ClusterConfig, n_rows: int) -> None:
     if config.manifold not in MANIFOLDS:
         raise ValueError(f"unknown manifold {config.manifold!r}; known: {', '.join(MANIFOLDS)}")
@@ -518,9 +546,9 @@ def cluster_embeddings(embeddings: np.ndarray, config: ClusterConfig) -> Cluster
     config = with_seed(config)
     array = check_embedding_rows(embeddings)
     n_rows = array.shape[0]
-    _check_config(config, n_rows)
-    timer = _StepTimer()
     use_landmarks = n_rows > config.landmark_threshold and config.n_landmarks < n_rows
+    config, clamped = settings_for_rows(config, config.n_landmarks if use_landmarks else n_rows)
+    timer = _StepTimer()
     if use_landmarks:
         with timer.step("landmarks"):
             rng = np.random.default_rng(config.seed)
@@ -546,7 +574,7 @@ def cluster_embeddings(embeddings: np.ndarray, config: ClusterConfig) -> Cluster
         coordinates=coordinates,
         n_landmarks=len(landmark_ids) if use_landmarks else 0,
         seconds=timer.seconds,
-        details=fit.details,
+        details={**fit.details, "clamped": clamped} if clamped else fit.details,
     )
 
 

@@ -275,6 +275,8 @@ def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir
         ("clustering.method=dbscan", "unknown clustering method 'dbscan'; known: kmeans, leiden, nmf, spectral"),
         ("clustering.manifold=tsne", "unknown manifold 'tsne'; known: diffusion, umap"),
         ("topk.estimator=exact", "unknown topk.estimator 'exact'; known: sampled_tail, bucket"),
+        ("clustering.resolution=0", "clustering.resolution must be > 0"),
+        ("clustering.n_clusters=100000", "clustering.n_clusters=100000: cannot make 100000 clusters from"),
     ],
 )
 def test_bad_settings_are_refused_before_any_model_loads(corpus_file, tmp_path, monkeypatch, override, message):

@@ -411,3 +411,22 @@ def test_cluster_texts_embeds_and_clusters_in_one_call(tmp_path: Path) -> None:
     assert adjusted_rand_score(truth, without_responses.labels) == 1.0
     with pytest.raises(ValueError, match="2 responses for 120 texts"):
         cluster.cluster_texts(texts, config, responses[:2], show_progress=False)
+
+
+def test_a_small_pool_clusters_with_clamped_settings_that_say_so() -> None:
+    embeddings, groups = gaussian_mixture(18, 3, seed=8, noise=0.5)
+    result = cluster_embeddings(embeddings, ClusterConfig(min_clusters=3))
+    assert result.details["clamped"] == {
+        "n_neighbors": {"asked": 20, "used": 17},
+        "max_clusters": {"asked": 30, "used": 16},
+    }
+    assert adjusted_rand_score(groups, result.labels) == 1.0
+
+
+def test_settings_no_clamp_can_save_are_refused_by_key() -> None:
+    with pytest.raises(ValueError, match="clustering needs at least 3 rows; the corpus has 2"):
+        cluster.settings_for_rows(ClusterConfig(), 2)
+    with pytest.raises(ValueError, match="clustering.n_clusters=9: cannot make 9 clusters from 8 rows"):
+        cluster.settings_for_rows(ClusterConfig(n_clusters=9), 8)
+    fitted, clamped = cluster.settings_for_rows(ClusterConfig(), 1000)
+    assert fitted == ClusterConfig() and clamped == {}
