@@ -8,6 +8,7 @@ cluster, select, write artifacts:
     token_cache/      the scorer's token ids (tokens.parquet), reused by a rerun over the same corpus
     corpus.parquet    the validated corpus (selection.store.CorpusStore): text and raw rows, by id
     selection.jsonl   the chosen rows in selection order: original fields + id, cluster, cds, ies
+    dataset/          the same rows as a `datasets` folder (`load_from_disk`) with its card, README.md
     scores.parquet    every scored row's scalars (cds, token counts, NLLs)
     clusters.parquet  every scored row's cluster (and manifold coordinates)
     stats.json        per-cluster and total counts (the budget: its kind, rows or tokens, and the rows and
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 from transformers import AutoConfig
 
+from pipelines.cards import write_selection_dataset
 from pipelines.config import SelectConfig, config_to_dict
 from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from recovery.models import describe_model, load_model, load_tokenizer, max_positions, resolve_model
@@ -381,9 +383,10 @@ def select_from(
     write_tables: bool = True,
 ) -> SelectOutput:
     """The second half: run `config.selection`'s strategy over the clustered rows of `scored.scores` (in that
-    order, aligned with `embeddings` and `clustering.labels`) and write `selection.jsonl` and `stats.json`
-    (plus `scores.parquet` and `clusters.parquet` when `write_tables`) to `out_dir`. `embedding_summary` is
-    what embedding them left in its shard folder (`selection.embed.read_embedding_summary`)."""
+    order, aligned with `embeddings` and `clustering.labels`) and write `selection.jsonl`, `stats.json`,
+    `dataset/` (the same rows as a `datasets` folder with its card: `pipelines.cards`) and, when
+    `write_tables`, `scores.parquet` and `clusters.parquet` to `out_dir`. `embedding_summary` is what
+    embedding them left in its shard folder (`selection.embed.read_embedding_summary`)."""
     started = time.perf_counter()
     timings = dict(timings or {})
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -428,11 +431,13 @@ def select_from(
         timings,
         embedding_summary,
     )
-    paths = {"selection": write_jsonl(out_dir / "selection.jsonl", selection_rows(selection, scored.store))}
+    rows = selection_rows(selection, scored.store)
+    paths = {"selection": write_jsonl(out_dir / "selection.jsonl", rows)}
     if write_tables:
         paths["scores"] = write_parquet(out_dir / "scores.parquet", scores)
         paths["clusters"] = write_parquet(out_dir / "clusters.parquet", clusters)
     paths["stats"] = write_json(out_dir / "stats.json", stats)
+    paths["dataset"] = write_selection_dataset(out_dir / "dataset", rows, stats)
     return SelectOutput(out_dir, selection, scores, clusters, stats, paths)
 
 

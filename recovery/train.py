@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from recovery.card import model_card
 from recovery.models import (
     choose_dtype,
     default_device,
@@ -750,7 +751,10 @@ def recover(
             "versions": _versions(),
         }
     )
-    merged_files = {"recovery.json": json.dumps(record, indent=2, default=str)}
+    merged_files = {
+        "recovery.json": json.dumps(record, indent=2, default=str),
+        "README.md": model_card(record, pruned, subset),
+    }
     paths["merged"] = save_checkpoint(merged, tokenizer, out_dir / "merged", merged_files)
     record["outputs"] = {name: str(path) for name, path in paths.items()}
     paths["record"] = _write_json(out_dir / "recovery.json", record)

@@ -186,6 +186,8 @@ def test_sft_run_writes_adapter_merged_logs_and_keeps_exact_zeros(pruned_dir, su
     adapter = AutoPeftModelForCausalLM.from_pretrained(out / "adapter")
     assert any("lora_B" in name and parameter.abs().sum() > 0 for name, parameter in adapter.named_parameters())
     assert result.paths["merged"] == out / "merged"
+    card = (out / "merged" / "README.md").read_text()
+    assert f"base_model: {pruned_dir}" in card and "magnitude" in card and "| lora_r | 8 |" in card
 
 
 def test_a_layer_dropped_model_is_merged_dense(tiny_model_dir, subset_file, tmp_path):
