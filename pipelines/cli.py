@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pipelines.config import ConfigError, SelectConfig, load_config
+import yaml
+
+from pipelines.config import SelectConfig, load_config
 
 # CLI flag -> dotted config key, for `paser select`
 SELECT_FLAGS = {
@@ -314,10 +319,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `paser` console script; errors print one line and exit with status 2.
+def _as_written(error: BaseException, args: argparse.Namespace) -> str:
+    """An error whose message is already written for users (the library's own refusals)."""
+    return str(error)
 
-    Set PASER_DEBUG=1 to get the traceback instead.
+
+def _path_hint(path: Path, args: argparse.Namespace) -> str:
+    """What to do about a file system refusal at `path`: another `--out` when the path is (under) it."""
+    out = getattr(args, "out", None)
+    inside_out = out is not None and (path == Path(out) or Path(out) in path.parents)
+    return "choose another --out" if inside_out else "check the path"
+
+
+def _file_system_refusal(error: OSError, args: argparse.Namespace) -> str | None:
+    """A folder that is a file or sits under one, a folder that cannot be written to, a read-only file system;
+    None for any other OSError (a bug or an error whose own message is not for users)."""
+    if error.filename is None:
+        return None
+    path = Path(error.filename)
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((folder for folder in (path, *path.parents) if folder.is_file()), None)
+        if blocker is None:
+            return None
+        where = "is a file" if blocker == path else f"cannot be created: {blocker} is a file"
+        return f"{path} {where}, not a folder; {_path_hint(path, args)}"
+    # A staging file or a folder to be made does not exist yet: the folder that refused it is its parent.
+    place = path if path.exists() else path.parent
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied writing to {place}; make it writable or {_path_hint(path, args)}"
+    if error.errno == errno.EROFS:
+        return f"{place} is on a read-only file system; {_path_hint(path, args)}"
+    return None
+
+
+def _yaml_refusal(error: yaml.YAMLError, args: argparse.Namespace) -> str:
+    """A config file that is not YAML: the file, the line and column, and what the parser expected."""
+    source = getattr(args, "config", None) or "a YAML file"
+    mark = getattr(error, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{source}{where}: not valid YAML ({problem}); fix the file"
+
+
+# Failures a user can fix, by exception type: the one-line message `main` prints (exit status 2); a handler
+# returning None means the error is not one of them after all. Any other exception is a bug and keeps its
+# traceback. The most specific type of an error's class hierarchy decides (FileNotFoundError before OSError).
+REFUSALS: dict[type[BaseException], Callable[[Any, argparse.Namespace], str | None]] = {
+    ValueError: _as_written,  # ConfigError, ModelLoadError and the library's own refusals
+    RuntimeError: _as_written,  # FolderLockedError among them
+    FileNotFoundError: _as_written,
+    ConnectionError: _as_written,
+    OSError: _file_system_refusal,
+    yaml.YAMLError: _yaml_refusal,
+}
+
+
+def refusal_message(error: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message for `error` from `REFUSALS`, or None when it is not a failure a user can fix."""
+    for kind in type(error).__mro__:
+        if kind in REFUSALS:
+            return REFUSALS[kind](error, args)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `paser` console script. Exit status 0: done; 2: refused, with one line on stderr
+    saying what and what to do (`REFUSALS`); any other error is a bug and keeps its traceback.
+
+    Set PASER_DEBUG=1 to get the traceback of a refusal too.
     """
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
@@ -326,10 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     transformers_logging.disable_progress_bar()
     try:
         return args.run(args)
-    except (ConfigError, ValueError, FileNotFoundError, ConnectionError, RuntimeError) as error:
-        if os.environ.get("PASER_DEBUG"):
+    except tuple(REFUSALS) as error:
+        message = refusal_message(error, args)
+        if message is None or os.environ.get("PASER_DEBUG"):
             raise
-        print(f"paser {args.command}: error: {error}", file=sys.stderr)
+        print(f"paser {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -33,8 +33,7 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,7 @@ from pipelines.heldout import (
     heldout_nll,
     parse_heldout,
 )
+from pipelines.lock import folder_lock
 from pipelines.ray_engine import RayConfig
 from pipelines.results import combo_name, gap_recovered
 from pipelines.select import (
@@ -1110,26 +1110,9 @@ def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def run(config: RunConfig, run_dir: str | Path) -> Run:
     """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`."""
     runner = Run(config, run_dir)
-    with run_lock(runner.dir):
+    with folder_lock(runner.dir, "run"):
         runner.execute()
     return runner
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold `run_dir/.lock` for the duration: a second `paser run` on the same folder is refused (RuntimeError)
-    instead of interleaving its manifest writes with this one's. The OS releases the lock if the process dies."""
-    import fcntl
-
-    with (run_dir / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise RuntimeError(f"another paser run is using {run_dir} (it holds {run_dir / '.lock'})") from error
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 __all__ = [

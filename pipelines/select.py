@@ -33,8 +33,16 @@ from transformers import AutoConfig
 
 from pipelines.cards import write_selection_dataset
 from pipelines.config import SelectConfig, config_to_dict
+from pipelines.lock import folder_lock
 from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
-from recovery.models import describe_model, load_model, load_tokenizer, max_positions, resolve_model
+from recovery.models import (
+    describe_model,
+    load_model,
+    load_tokenizer,
+    max_positions,
+    resolve_device,
+    resolve_model,
+)
 from selection.allocate import TokenBudget, parse_budget, resolve_budget
 from selection.atomic import write_atomic
 from selection.cluster import (
@@ -473,29 +481,32 @@ def run_select(config: SelectConfig) -> SelectOutput:
     """Run the whole selection and write its artifacts to `config.out`; returns tables, stats and paths.
 
     Refuses (ValueError) a missing pruned model, a corpus with no valid row, a tokenizer mismatch between
-    the models; an unknown strategy or clustering method (listing the known ones) and a malformed budget are
-    refused before anything is loaded.
+    the models; an unknown strategy or clustering method (listing the known ones), a malformed budget and a
+    CUDA device this torch cannot use are refused before anything is loaded, and so is an output folder that
+    another process holds (`pipelines.lock.FolderLockedError`).
     """
     config = effective_config(config)
     out_dir = Path(config.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     get_strategy(config.selection.strategy, **config.selection.options)
     check_before_scoring(config)
-    scored = score_stage(config, out_dir)
-    ids = scored.scores["id"].astype(str).tolist()
-    stage = time.perf_counter()
-    embeddings, clustering = cluster_corpus(config, scored.store, ids, out_dir)
-    timings = {**scored.seconds, "embedding_and_clustering": time.perf_counter() - stage}
-    return select_from(
-        config,
-        scored,
-        embeddings,
-        clustering,
-        out_dir,
-        concept_cache_dir=out_dir / "concept_cache",
-        embedding_summary=read_embedding_summary(out_dir / "embed_shards"),
-        timings=timings,
-    )
+    resolve_device(config.models.device)
+    with folder_lock(out_dir, "select"):
+        scored = score_stage(config, out_dir)
+        ids = scored.scores["id"].astype(str).tolist()
+        stage = time.perf_counter()
+        embeddings, clustering = cluster_corpus(config, scored.store, ids, out_dir)
+        timings = {**scored.seconds, "embedding_and_clustering": time.perf_counter() - stage}
+        return select_from(
+            config,
+            scored,
+            embeddings,
+            clustering,
+            out_dir,
+            concept_cache_dir=out_dir / "concept_cache",
+            embedding_summary=read_embedding_summary(out_dir / "embed_shards"),
+            timings=timings,
+        )
 
 
 def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStore]:

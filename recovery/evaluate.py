@@ -352,12 +352,13 @@ def run_eval(
 
     With `out_dir`, also writes `metrics.json` (that record without its per-item values), `metrics.md` (the
     paper-shaped table and per-task details) and `items.npz` (the per-item values) atomically. The task names,
-    every data file and the adapter folder are checked before the model loads. Refuses a missing model path
-    (`ModelLoadError`), a missing adapter folder or data file (FileNotFoundError naming it), unknown tasks or
-    sources and a limit or batch size below 1 (ValueError).
+    every data file, the adapter folder and the device are checked before the model loads. Refuses a missing
+    model path (`ModelLoadError`), a missing adapter folder or data file (FileNotFoundError naming it), unknown
+    tasks or sources, a limit or batch size below 1 and a CUDA device this torch cannot use (ValueError).
     """
-    from recovery.models import load_model
+    from recovery.models import load_model, resolve_device
 
+    resolve_device(device)
     _check_counts(limit, batch_size)
     names = parse_tasks(tasks)
     required_files(names, data_dir, source)

@@ -8,11 +8,16 @@ once into a clean safetensors copy in the cache and every later load reads that 
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
+import pickle
 import shutil
+import socket
 import tempfile
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +112,8 @@ def resolve_model(name_or_path: str) -> str:
 
     Returns a local folder for aliases (converting the packaged GGUF on first use) and for existing
     paths; any other string is returned unchanged as a Hugging Face hub id. Refuses a string that looks
-    like a local path (starts with `.`, `/` or `~`, or has more than one `/`) but does not exist.
+    like a local path (starts with `.`, `/` or `~`, or has more than one `/`) but does not exist, and a hub id
+    that cannot be had now (`check_hub_model`).
     """
     alias = name_or_path.lower()
     if alias in GGUF_ALIASES:
@@ -122,7 +128,64 @@ def resolve_model(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelLoadError(f"model path does not exist: {name_or_path}")
+    check_hub_model(name_or_path)
     return name_or_path
+
+
+@functools.cache
+def hub_reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """True when a TCP connection to the hub `endpoint` opens within `timeout` seconds, or a proxy is set (the
+    proxy decides). Asked once per process."""
+    url = urllib.parse.urlsplit(endpoint)
+    if urllib.request.getproxies().get(url.scheme):
+        return True
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_hub_model(model_id: str) -> None:
+    """Refuse at once (ModelLoadError naming the id) a hub id that is not in the local Hugging Face cache while
+    the hub is offline (`HF_HUB_OFFLINE`) or cannot be reached, rather than after a minute of download retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+        return
+    if constants.HF_HUB_OFFLINE:
+        why = "the hub is offline (HF_HUB_OFFLINE is set)"
+    elif not hub_reachable(constants.ENDPOINT):
+        why = f"{constants.ENDPOINT} cannot be reached"
+    else:
+        return
+    raise ModelLoadError(
+        f"model {model_id!r} is neither a local folder nor in the Hugging Face cache, and {why}: "
+        "give the path of a checkpoint folder (one with config.json)"
+    )
+
+
+def resolve_device(device: str | None) -> str:
+    """`device`, or `default_device()` when it is None. Refuses (ValueError naming it) a device torch does not
+    know and a CUDA device this torch cannot use (a CPU-only build, no GPU visible, an index past the last GPU),
+    before any model is loaded rather than at the first `.to(device)`."""
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r} ({error}); use cpu or cuda") from None
+    if parsed.type == "cuda":
+        if torch.version.cuda is None:
+            why = f"this torch ({torch.__version__}) is built without CUDA"
+        elif not torch.cuda.is_available():
+            why = "no CUDA GPU is visible"
+        elif parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            why = f"only {torch.cuda.device_count()} CUDA GPU(s) are visible"
+        else:
+            return device
+        raise ValueError(f"device {device!r} cannot be used: {why}; use cpu, or leave the device unset")
+    return device
 
 
 def cpu_supports_bf16() -> bool:
@@ -159,7 +222,10 @@ def load_tokenizer(name_or_path: str) -> Any:
     """The tokenizer of a model, with a pad token (the eos token when the model defines none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+    except OSError as error:
+        raise ModelLoadError(f"cannot load the tokenizer of {name_or_path!r}: {first_line(error)}") from error
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ModelLoadError(f"{name_or_path}: tokenizer has neither a pad nor an eos token")
@@ -167,21 +233,43 @@ def load_tokenizer(name_or_path: str) -> Any:
     return tokenizer
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message (transformers' load errors run to several lines)."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def unpickler_reason(error: BaseException) -> str:
+    """What torch's weights-only unpickler objected to (its "WeightsUnpickler error:" sentence), in one line."""
+    for line in str(error).splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0].rstrip(".")
+    return first_line(error)
+
+
 def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for inference: `(model, tokenizer)`, model in eval mode.
 
-    The model uses SDPA attention and the dtype from `choose_dtype(dtype, device)`.
+    The model uses SDPA attention and the dtype from `choose_dtype(dtype, device)`. Refuses (ModelLoadError,
+    one line) a model that cannot be found or read, and a `.bin` checkpoint whose pickle calls code that
+    `torch.load(weights_only=True)` does not allow; refuses a device `resolve_device` refuses.
     """
     from transformers import AutoModelForCausalLM
 
-    device = device or default_device()
+    device = resolve_device(device)
     resolved = resolve_model(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             resolved, dtype=choose_dtype(dtype, device), attn_implementation="sdpa"
         )
     except OSError as error:
-        raise ModelLoadError(f"cannot load model {name_or_path!r}: {error}") from error
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(error)}") from error
+    except pickle.UnpicklingError as error:
+        # torch.load(weights_only=True) met a pickle that calls code (a global it does not allow).
+        files = ", ".join(sorted(path.name for path in Path(resolved).glob("*.bin"))) or "its weights"
+        raise ModelLoadError(
+            f"{resolved}: refused to unpickle {files}: {unpickler_reason(error)}; the file may run code when loaded, "
+            "so use a safetensors checkpoint from a source you trust"
+        ) from None
     model.to(device).eval()
     return model, load_tokenizer(name_or_path)
 

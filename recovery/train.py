@@ -37,10 +37,10 @@ import torch
 from recovery.card import model_card
 from recovery.models import (
     choose_dtype,
-    default_device,
     describe_model,
     linear_sparsity,
     load_model,
+    resolve_device,
     save_checkpoint,
 )
 from recovery.prune import layer_sparsity
@@ -548,7 +548,7 @@ def _build_trainer(
     process's device; under `accelerate launch` the main process generates and the others read the cache.
     Distill: the teacher is loaded and its tokenizer checked against the pruned model's.
     """
-    device = config.device or default_device()
+    device = resolve_device(config.device)
     dtype = choose_dtype(config.dtype, device)
     common = _trl_common_args(config, out_dir, device, dtype)
     if config.objective == "sft":
@@ -662,7 +662,8 @@ def recover(
     (DPO) generate or reuse the cached rejected answers, train the LoRA adapter with TRL, save the adapter,
     merge, restore the pruned zeros when the model is unstructured/N:M sparse, measure the perplexity
     effect of that, save the merged model. Refuses an unknown objective, `distill` without `original`, a
-    teacher with a different tokenizer, and a subset without usable rows. Returns what was written.
+    CUDA device this torch cannot use (before loading), a teacher with a different tokenizer, and a subset
+    without usable rows. Returns what was written.
     """
     from recovery import sparsity
 
@@ -672,7 +673,7 @@ def recover(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _distributed_state()
-    device = config.device or default_device()
+    device = resolve_device(config.device)
     dtype = choose_dtype(config.dtype, device)
     started = time.perf_counter()
     seconds: dict[str, float] = {}

@@ -1,6 +1,12 @@
+import errno
 import json
+import os
+import shutil
+import subprocess
+import time
 
 import pytest
+import torch
 
 from pipelines.cli import main
 
@@ -144,3 +150,166 @@ def test_data_command_normalises_a_dolly_file(tmp_path, capsys):
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert written == [{"instruction": "Name a colour.", "input": "", "output": "Blue.", "category": "open_qa"}]
     assert "empty_response" in capsys.readouterr().out
+
+
+def _one_line_refusal(capsys) -> str:
+    """The refusal `main` printed: exactly one line on stderr, no traceback."""
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+    return error
+
+
+def _select_argv(tiny_model_dir, tmp_path, out, *extra):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"{i}."}) + "\n" for i in range(4)))
+    models = ["--original", str(tiny_model_dir), "--pruned", str(tiny_model_dir)]
+    return ["select", *models, "--corpus", str(corpus), "--out", str(out), *extra]
+
+
+def _recover_argv(tiny_model_dir, tmp_path, out):
+    return ["recover", "--pruned", str(tiny_model_dir), "--subset", str(_subset(tmp_path)), "--out", str(out)]
+
+
+@pytest.mark.parametrize("command", ["select", "recover"])
+def test_an_out_that_is_a_file_is_refused_in_one_line(tiny_model_dir, tmp_path, capsys, command):
+    out = tmp_path / "taken"
+    out.write_text("")
+    argv = (_select_argv if command == "select" else _recover_argv)(tiny_model_dir, tmp_path, out)
+    assert main(argv) == 2
+    assert _one_line_refusal(capsys) == f"paser {command}: error: {out} is a file, not a folder; choose another --out"
+
+
+@pytest.mark.parametrize("command", ["select", "recover"])
+def test_an_out_under_a_file_is_refused_in_one_line(tiny_model_dir, tmp_path, capsys, command):
+    blocker = tmp_path / "taken"
+    blocker.write_text("")
+    out = blocker / "run"
+    argv = (_select_argv if command == "select" else _recover_argv)(tiny_model_dir, tmp_path, out)
+    assert main(argv) == 2
+    assert _one_line_refusal(capsys) == (
+        f"paser {command}: error: {out} cannot be created: {blocker} is a file, not a folder; choose another --out"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (errno.EACCES, "permission denied writing to {out}; make it writable or choose another --out"),
+        (errno.EROFS, "{out} is on a read-only file system; choose another --out"),
+    ],
+)
+def test_an_out_that_cannot_be_written_is_refused_in_one_line(
+    tiny_model_dir, tmp_path, capsys, monkeypatch, code, message
+):
+    out = tmp_path / "out"
+
+    def refuse(rows, path, **options):  # what writing into a read-only folder raises, even as root
+        raise OSError(code, os.strerror(code), str(path.parent / f".{path.name}-host-1-x.tmp"))
+
+    monkeypatch.setattr("pipelines.select.write_corpus_store", refuse)
+    assert main(_select_argv(tiny_model_dir, tmp_path, out)) == 2
+    assert _one_line_refusal(capsys) == "paser select: error: " + message.format(out=out)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_out_folder_is_refused_in_one_line(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    assert main(_select_argv(tiny_model_dir, tmp_path, out)) == 2
+    assert _one_line_refusal(capsys).startswith(f"paser select: error: permission denied writing to {out};")
+
+
+@pytest.mark.parametrize("command", ["select", "recover", "eval", "prune"])
+def test_cuda_on_a_torch_without_cuda_is_refused_before_loading(tiny_model_dir, tmp_path, capsys, monkeypatch, command):
+    monkeypatch.setattr("torch.version.cuda", None)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    argv = {
+        "select": _select_argv(tiny_model_dir, tmp_path, tmp_path / "out"),
+        "recover": _recover_argv(tiny_model_dir, tmp_path, tmp_path / "out"),
+        "eval": ["eval", "--model", str(tiny_model_dir), "--tasks", "wikitext2"],
+        "prune": ["prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")],
+    }[command]
+    monkeypatch.setattr("pipelines.select.score_stage", lambda *args: pytest.fail("scored on a device it refuses"))
+    assert main([*argv, "--device", "cuda"]) == 2
+    assert _one_line_refusal(capsys) == (
+        f"paser {command}: error: device 'cuda' cannot be used: this torch ({torch.__version__}) is built without "
+        "CUDA; use cpu, or leave the device unset"
+    )
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_hub_model_that_cannot_be_reached_is_refused_at_once(tmp_path, capsys, monkeypatch, offline):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr("recovery.models.hub_reachable", lambda endpoint: False)
+    started = time.perf_counter()
+    assert main(["prune", "--model", "paser-tests/no-such-model", "--out", str(tmp_path / "out")]) == 2
+    assert time.perf_counter() - started < 10  # no download retries
+    why = "the hub is offline (HF_HUB_OFFLINE is set)" if offline else "https://huggingface.co cannot be reached"
+    assert _one_line_refusal(capsys) == (
+        "paser prune: error: model 'paser-tests/no-such-model' is neither a local folder nor in the Hugging Face "
+        f"cache, and {why}: give the path of a checkpoint folder (one with config.json)"
+    )
+
+
+class _RunsCode:
+    """Unpickles into a call of `print`: what a malicious checkpoint does with `os.system`."""
+
+    def __reduce__(self):
+        return (print, ("unpickling ran code",))
+
+
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_naming_the_file(tiny_model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", model)
+    torch.save({"model.embed_tokens.weight": _RunsCode()}, model / "pytorch_model.bin")
+    assert main(["prune", "--model", str(model), "--out", str(tmp_path / "out")]) == 2
+    printed = capsys.readouterr()
+    assert "unpickling ran code" not in printed.out
+    error = printed.err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+    assert error.startswith(f"paser prune: error: {model}: refused to unpickle pytorch_model.bin: Unsupported global:")
+    assert error.endswith("use a safetensors checkpoint from a source you trust")
+
+
+@pytest.mark.parametrize("command", ["select", "run"])
+def test_a_config_file_that_is_not_yaml_is_refused_naming_the_file_and_line(tmp_path, capsys, command):
+    config = tmp_path / "config.yaml"
+    config.write_text("models:\n  original: [smollm2\n")
+    argv = ["select", "--config", str(config)] if command == "select" else ["run", str(config)]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    error = _one_line_refusal(capsys)
+    assert error.startswith(f"paser {command}: error: {config}, line 3, column 1: not valid YAML (")
+    assert error.endswith("); fix the file")
+
+
+def test_a_select_on_a_folder_another_process_holds_is_refused_before_any_model_loads(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    from pipelines.lock import folder_lock
+
+    monkeypatch.setattr("pipelines.select.load_model", lambda *args: pytest.fail("loaded a model"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder_lock(out, "select"):
+        assert main(_select_argv(tiny_model_dir, tmp_path, out)) == 2
+    assert _one_line_refusal(capsys) == (
+        f"paser select: error: {out} is in use by paser select (pid {os.getpid()}), which holds {out / '.lock'}; "
+        "wait for it to finish or choose another --out"
+    )
+    assert [path.name for path in out.iterdir()] == [".lock"]
+
+
+def test_a_select_takes_over_the_lock_of_a_dead_process(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (out / ".lock").write_text(json.dumps({"pid": dead.pid, "command": "select"}))
+
+    def score_stage(config, work_dir):
+        raise ValueError(f"scoring under the lock of {json.loads((work_dir / '.lock').read_text())['pid']}")
+
+    monkeypatch.setattr("pipelines.select.score_stage", score_stage)
+    assert main(_select_argv(tiny_model_dir, tmp_path, out)) == 2
+    assert _one_line_refusal(capsys) == f"paser select: error: scoring under the lock of {os.getpid()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -282,13 +283,18 @@ def test_cli_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert len(error.splitlines()) == 1 and "manifest.json" in error
 
 
-def test_a_second_run_on_a_locked_folder_is_refused(tmp_path):
-    from pipelines.run import run_lock
+def test_a_second_run_on_a_locked_folder_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+    from pipelines.lock import folder_lock
 
-    with run_lock(tmp_path), pytest.raises(RuntimeError, match="another paser run is using"), run_lock(tmp_path):
-        pass
-    with run_lock(tmp_path):  # released
-        pass
+    monkeypatch.setattr("pipelines.run.Run.execute", lambda self: pytest.fail("a locked run executed"))
+    with folder_lock(tmp_path, "run"):
+        assert main(["run", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"paser run: error: {tmp_path} is in use by paser run (pid {os.getpid()}), which holds {tmp_path / '.lock'}; "
+        "wait for it to finish or choose another --out"
+    )
 
 
 def test_without_heldout_rows_there_is_no_heldout_metric(tmp_path, tiny_model_dir, perturbed_model_dir):

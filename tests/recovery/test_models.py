@@ -1,7 +1,17 @@
+import socket
+
 import pytest
 import torch
 
-from recovery.models import ModelLoadError, choose_dtype, describe_model, load_model, resolve_model
+from recovery.models import (
+    ModelLoadError,
+    choose_dtype,
+    describe_model,
+    hub_reachable,
+    load_model,
+    resolve_device,
+    resolve_model,
+)
 
 
 def test_missing_local_path_is_refused():
@@ -14,8 +24,40 @@ def test_folder_without_config_is_refused(tmp_path):
         resolve_model(str(tmp_path))
 
 
-def test_hub_id_is_passed_through_unchanged():
+def test_hub_id_is_passed_through_unchanged_when_the_hub_is_reachable(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("recovery.models.hub_reachable", lambda endpoint: True)
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_hub_id_is_refused_at_once_when_the_hub_cannot_be_reached(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("recovery.models.hub_reachable", lambda endpoint: False)
+    with pytest.raises(ModelLoadError, match="'paser-tests/no-such-model' is neither a local folder nor in the"):
+        resolve_model("paser-tests/no-such-model")
+
+
+def test_a_closed_port_is_not_reachable_and_a_proxy_is_trusted(monkeypatch):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    assert not hub_reachable.__wrapped__(f"http://127.0.0.1:{port}", timeout=2)
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    assert hub_reachable.__wrapped__(f"http://127.0.0.1:{port}", timeout=2)
+
+
+def test_unknown_and_unusable_devices_are_refused(monkeypatch):
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    monkeypatch.setattr("torch.version.cuda", "12.8")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    assert resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ValueError, match=r"device 'cuda:1' cannot be used: only 1 CUDA GPU\(s\) are visible"):
+        resolve_device("cuda:1")
 
 
 def test_explicit_dtypes_and_unknown_dtype():
