@@ -619,12 +619,16 @@ def format_summary(output: SelectOutput, max_clusters: int = 12) -> str:
     ]
     if stats["skipped"]:
         lines.append("skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in stats["skipped"].items()))
+    if stats.get("flagged"):
+        lines.append("kept but flagged: " + ", ".join(f"{flag} {count:,}" for flag, count in stats["flagged"].items()))
     embedding = stats["embedding"]
     if embedding["rows_over_limit"]:
         lines.append(
             f"embedding: {embedding['rows_over_limit']:,} of {embedding['rows']:,} rows are over the embedder's "
             f"{embedding['max_tokens']} tokens (long_text: {embedding['long_text']})"
         )
+    for key, change in stats["clustering"].get("details", {}).get("clamped", {}).items():
+        lines.append(f"clustering.{key}: {change['asked']} is too large for this pool, {change['used']} was used")
     ccg = stats["strategy"].get("ccg")
     if ccg:
         lines.append(

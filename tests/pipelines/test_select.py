@@ -9,7 +9,7 @@ import pytest
 from data.demo import demo_rows
 from pipelines.cli import main
 from pipelines.config import SelectConfig, load_config
-from pipelines.select import run_select
+from pipelines.select import format_summary, run_select
 
 ARTIFACTS = ("selection.jsonl", "scores.parquet", "clusters.parquet", "stats.json")
 
@@ -301,6 +301,7 @@ def test_rows_over_the_token_limit_are_flagged_or_skipped(
         )
     )
     assert truncating.stats["flagged"] == {"truncated": over}
+    assert f"kept but flagged: truncated {over}" in format_summary(truncating)
     assert int(truncating.scores["truncated"].sum()) == over
     assert len(truncating.stats["skipped_examples"]["truncated"]) == min(over, 5)
     skipping = run_select(
@@ -370,3 +371,18 @@ def test_rows_over_the_embedders_limit_are_counted_in_stats(tiny_model_dir, pert
     assert output.stats["embedding"] == expected
     assert json.loads((output.out_dir / "stats.json").read_text())["embedding"] == expected
     assert json.loads((output.out_dir / "embed_shards" / "meta.json").read_text())["long_text"] == "chunks"
+
+
+def test_a_clamped_clustering_setting_is_in_the_stats_and_the_summary(
+    first_run, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path
+):
+    import shutil
+
+    # A copy of the first run's folder: its scores are reused, only clustering and selection run again.
+    shutil.copytree(first_run.out_dir, tmp_path / "run")
+    output = run_select(
+        select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run", "clustering.n_neighbors=500")
+    )
+    rows = output.stats["totals"]["rows_scored"]
+    assert output.stats["clustering"]["details"]["clamped"]["n_neighbors"] == {"asked": 500, "used": rows - 1}
+    assert f"clustering.n_neighbors: 500 is too large for this pool, {rows - 1} was used" in format_summary(output)
