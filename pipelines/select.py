@@ -366,6 +366,12 @@ class ScoredCorpus:
         return self._lookup
 
 
+IDENTICAL_MODELS = (
+    "every row scored CDS 0: the pruned model gives the original's distributions exactly (is models.pruned the "
+    "original model?); every degradation-based ranking is then a tie"
+)
+
+
 def score_stage(config: SelectConfig, work_dir: Path) -> ScoredCorpus:
     """Read the corpus into `work_dir/corpus.parquet` and score it (shards under `work_dir`, resumable)."""
     started = time.perf_counter()
@@ -374,6 +380,8 @@ def score_stage(config: SelectConfig, work_dir: Path) -> ScoredCorpus:
     check_cluster_rows(config.clustering, corpus.stats.rows_valid)
     read = time.perf_counter()
     scores, model_info = score_corpus(config, corpus, work_dir)
+    if len(scores) and float(scores["cds"].max()) == 0.0:
+        _log(f"warning: {IDENTICAL_MODELS}")
     seconds = {"corpus": read - started, "scoring": time.perf_counter() - read}
     return ScoredCorpus(corpus, store, scores, model_info, seconds)
 
@@ -617,6 +625,8 @@ def format_summary(output: SelectOutput, max_clusters: int = 12) -> str:
         f"rows read {totals['rows_read']:,}, valid {totals['rows_valid']:,}, scored {totals['rows_scored']:,}; "
         f"mean CDS {totals['mean_cds']:.4f} (selected {totals['mean_cds_selected'] or 0:.4f})",
     ]
+    if totals["rows_scored"] and totals["mean_cds"] == 0:
+        lines.append(f"warning: {IDENTICAL_MODELS}")
     if stats["skipped"]:
         lines.append("skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in stats["skipped"].items()))
     if stats.get("flagged"):

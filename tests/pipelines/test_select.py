@@ -89,11 +89,13 @@ def test_same_seed_gives_identical_selection(first_run, corpus_file, tiny_model_
     assert (second.out_dir / "selection.jsonl").read_bytes() == (first_run.out_dir / "selection.jsonl").read_bytes()
 
 
-def test_identical_models_score_zero_everywhere(corpus_file, tiny_model_dir, tmp_path):
+def test_identical_models_score_zero_everywhere_and_are_warned_about(corpus_file, tiny_model_dir, tmp_path, capsys):
     output = run_select(
         select_config(corpus_file, tiny_model_dir, tiny_model_dir, tmp_path / "same", "selection.strategy=random")
     )
     assert (output.scores["cds"] == 0.0).all()
+    assert "warning: every row scored CDS 0" in capsys.readouterr().out
+    assert "warning: every row scored CDS 0" in format_summary(output)
 
 
 def test_cli_select_prints_a_summary(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path, capsys):
