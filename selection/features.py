@@ -57,9 +57,13 @@ def lexical_features(
     components = min(dimensions, fit_matrix.shape[1] - 1, fit_matrix.shape[0] - 1) or 1
     svd = TruncatedSVD(n_components=components, random_state=seed).fit(fit_matrix)
     features = np.empty((n_texts, components), dtype=np.float32)
-    for start in range(0, n_texts, ROW_BLOCK):
-        block = list(texts[start : start + ROW_BLOCK])
-        features[start : start + len(block)] = svd.transform(vectorizer.transform(block))
+    if len(fit_ids) == n_texts:
+        # Every text was fitted: its TF-IDF rows are at hand, so the texts are not read and vectorised again.
+        features[:] = svd.transform(fit_matrix)
+    else:
+        for start in range(0, n_texts, ROW_BLOCK):
+            block = list(texts[start : start + ROW_BLOCK])
+            features[start : start + len(block)] = svd.transform(vectorizer.transform(block))
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     np.divide(features, norms, out=features, where=norms > 0)
     return features
