@@ -67,11 +67,17 @@ def fake_kmeans(monkeypatch):
     return calls
 
 
+# Every registered strategy that fills a budget (`full` ignores it), and those that draw at random: a strategy
+# registered later is covered by the contract tests by being registered.
+BUDGETED = sorted(set(STRATEGIES) - {"full"})
+SEEDED = ["paser", "random", "kmeans_diverse", "degradation_sampled"]
+
+
 def build(name: str):
     return get_strategy(name, concept_extractor=split_concepts) if name == "paser" else get_strategy(name)
 
 
-@pytest.mark.parametrize("name", ["paser", "random", "cds_topk", "loss", "ifd", "kmeans_diverse"])
+@pytest.mark.parametrize("name", BUDGETED)
 @pytest.mark.parametrize("budget", [1, 37, 240])
 def test_every_strategy_returns_exactly_budget_unique_ids(name, budget, random_inputs, fake_kmeans):
     result = build(name).select(random_inputs, budget)
@@ -79,7 +85,7 @@ def test_every_strategy_returns_exactly_budget_unique_ids(name, budget, random_i
     assert set(result.ids) <= set(random_inputs.table["id"])
 
 
-@pytest.mark.parametrize("name", ["paser", "random", "kmeans_diverse"])
+@pytest.mark.parametrize("name", SEEDED)
 def test_same_seed_gives_identical_ids(name, random_inputs, fake_kmeans):
     assert build(name).select(random_inputs, 50).ids == build(name).select(random_inputs, 50).ids
 
@@ -152,9 +158,11 @@ def test_kmeans_diverse_uses_the_table_cluster_count_unless_given(random_inputs,
 def test_unknown_strategy_is_refused_listing_the_known_ones():
     with pytest.raises(ValueError) as error:
         get_strategy("best")
-    for name in ["paser", "random", "full", "cds_topk", "loss", "ifd", "kmeans_diverse"]:
+    for name in STRATEGIES:
         assert name in str(error.value)
-    assert set(STRATEGIES) == {"paser", "random", "full", "cds_topk", "loss", "ifd", "kmeans_diverse"}
+    assert {"paser", "random", "full", "cds_topk", "loss", "ifd", "kmeans_diverse", "degradation_sampled"} <= set(
+        STRATEGIES
+    )
 
 
 def test_unknown_option_is_refused_listing_the_accepted_ones():
@@ -451,7 +459,7 @@ def tokens_of(table: pd.DataFrame, ids) -> int:
     return int((chosen["prompt_tokens"] + chosen["response_tokens"]).sum())
 
 
-@pytest.mark.parametrize("name", ["paser", "random", "cds_topk", "loss", "ifd", "kmeans_diverse"])
+@pytest.mark.parametrize("name", BUDGETED)
 @pytest.mark.parametrize("tokens", [30, 1_000, 3_599, 7_200, 100_000])
 def test_every_strategy_fills_a_token_budget_as_far_as_whole_rows_allow(name, tokens, random_inputs, fake_kmeans):
     # Every row costs 10 + 20 = 30 tokens, so the budget buys exactly min(tokens // 30, 240) rows.
@@ -463,7 +471,7 @@ def test_every_strategy_fills_a_token_budget_as_far_as_whole_rows_allow(name, to
     assert result.stats["budget_tokens"] == tokens and result.stats["rows_over_budget"] == 0
 
 
-@pytest.mark.parametrize("name", ["paser", "random", "cds_topk", "loss", "ifd", "kmeans_diverse"])
+@pytest.mark.parametrize("name", BUDGETED)
 def test_every_strategy_stays_within_a_token_budget_over_rows_of_any_length(name, random_inputs, fake_kmeans):
     result = build_serial(name).select(random_inputs, TokenBudget(5_000))
     assert result.stats["selected_tokens"] == tokens_of(random_inputs.table, result.ids) <= 5_000
@@ -558,3 +566,40 @@ def test_paser_readmits_a_rejected_row_under_a_token_budget_only_where_it_fits()
     assert result.ids == ["a0", "a1", "b0", "b1", "c0", "c1"]
     assert result.stats["ccg"]["rejected"] == 1 and result.stats["ccg_readmitted"] == 0
     assert result.stats["selected_tokens"] == 520
+
+
+def test_degradation_sampled_allocates_by_size_times_mean_cds():
+    # Cluster 0: 10 rows at CDS 0.1 (weight 1.0); cluster 1: 30 rows at CDS 0.1 (3.0); cluster 2: 10 at 0.4 (4.0).
+    labels = [0] * 10 + [1] * 30 + [2] * 10
+    table = make_table(labels, [0.1] * 40 + [0.4] * 10)
+    result = get_strategy("degradation_sampled").select(SelectionInputs(table, seed=1), 16)
+    assert result.clusters["budget"].tolist() == [2, 6, 8]
+    assert result.clusters["selected"].tolist() == [2, 6, 8]
+    proportional = get_strategy("degradation_sampled", allocation="size").select(SelectionInputs(table, seed=1), 10)
+    assert proportional.clusters["selected"].tolist() == [2, 6, 2]
+
+
+def test_degradation_sampled_draws_high_cds_rows_more_often_but_not_only_the_top():
+    # One cluster; rows 0-9 at CDS 0.5, rows 10-99 at CDS 0.05: half the weight is in the first ten rows.
+    table = make_table([0] * 100, [0.5] * 10 + [0.05] * 90)
+    counts = np.zeros(100)
+    for seed in range(200):
+        ids = get_strategy("degradation_sampled").select(SelectionInputs(table, seed=seed), 10).ids
+        counts[[int(i[1:]) for i in ids]] += 1
+    high, low = counts[:10].mean() / 200, counts[10:].mean() / 200
+    assert 0.4 < high < 0.8 and 0.02 < low < 0.07  # inclusion ∝ weight, bent by drawing without replacement
+    uniform = get_strategy("degradation_sampled", power=0.0)
+    counts[:] = 0
+    for seed in range(200):
+        counts[[int(i[1:]) for i in uniform.select(SelectionInputs(table, seed=seed), 10).ids]] += 1
+    assert abs(counts[:10].mean() / 200 - 0.1) < 0.05
+
+
+def test_degradation_sampled_depends_on_the_seed_and_refuses_bad_options(random_inputs):
+    strategy = get_strategy("degradation_sampled")
+    other = dataclasses.replace(random_inputs, seed=random_inputs.seed + 1)
+    assert strategy.select(random_inputs, 50).ids != strategy.select(other, 50).ids
+    with pytest.raises(ValueError, match="allocation"):
+        get_strategy("degradation_sampled", allocation="cds")
+    with pytest.raises(ValueError, match="power"):
+        get_strategy("degradation_sampled", power=-1)
