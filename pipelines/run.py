@@ -153,6 +153,13 @@ class RunModelsConfig:
     )
     dtype: str = dataclasses.field(default="auto", metadata={"help": "auto, bf16, fp16 or fp32 (scoring, eval)."})
     device: str | None = dataclasses.field(default=None, metadata={"help": "cuda or cpu; default cuda if present."})
+    exclude_calibration_rows: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "When prune.calibration is the corpus file itself, leave the rows the calibration windows came "
+            "from out of the pool (counted as `excluded`), so no row the pruning saw is selected or held out."
+        },
+    )
 
     def __post_init__(self) -> None:
         if (self.pruned is None) == (self.prune is None):
@@ -178,6 +185,13 @@ class SweepConfig:
     options: dict[str, dict[str, Any]] = dataclasses.field(
         default_factory=dict, metadata={"help": "Options per strategy, e.g. {paser: {ccg: false}}."}
     )
+    variants: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=dict,
+        metadata={
+            "help": "Named variants of a registered strategy, compared in one sweep like strategies (list them in "
+            "strategies): {paser_no_ccg: {strategy: paser, ccg: false}}; the other keys are its options."
+        },
+    )
 
     def __post_init__(self) -> None:
         budgets = [sweep_budget(budget, f"selection.budgets[{index}]") for index, budget in enumerate(self.budgets)]
@@ -189,6 +203,23 @@ class SweepConfig:
         unknown = sorted(set(self.options) - set(self.strategies))
         if unknown:
             raise ValueError(f"selection.options names strategies not in selection.strategies: {unknown}")
+        for name, variant in self.variants.items():
+            if not isinstance(variant, dict) or not isinstance(variant.get("strategy"), str):
+                raise ValueError(f"selection.variants.{name} needs `strategy: <a registered strategy>`")
+            if variant["strategy"] in self.variants:
+                raise ValueError(f"selection.variants.{name}: a variant's strategy must be a registered strategy")
+        unused = sorted(set(self.variants) - set(self.strategies))
+        if unused:
+            raise ValueError(f"selection.variants names variants not in selection.strategies: {unused}")
+
+    def base_strategy(self, name: str) -> str:
+        """The registered strategy behind `name`: a variant's `strategy`, else `name` itself."""
+        return self.variants[name]["strategy"] if name in self.variants else name
+
+    def strategy_options(self, name: str) -> dict[str, Any]:
+        """The options `name` selects with: a variant's own, then `options[name]` over them."""
+        variant = {key: value for key, value in self.variants.get(name, {}).items() if key != "strategy"}
+        return {**variant, **self.options.get(name, {})}
 
 
 @dataclasses.dataclass
@@ -546,13 +577,18 @@ class Run:
     def select_config(self, combo: Combo | None = None, out: Path | None = None) -> SelectConfig:
         """The `paser select` config of one combination (or, without one, of the shared scoring)."""
         config = self.config
-        options = {} if combo is None else config.selection.options.get(combo.strategy, {})
-        strategies = config.selection.strategies
+        sweep = config.selection
+        options = {} if combo is None else sweep.strategy_options(combo.strategy)
+        strategies = [sweep.base_strategy(name) for name in sweep.strategies]
         scoring = dataclasses.replace(
             config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or "ifd" in strategies
         )
         select = SelectConfig(
-            corpus=dataclasses.replace(config.corpus, path=self.corpus_path),
+            corpus=dataclasses.replace(
+                config.corpus,
+                path=self.corpus_path,
+                exclude_rows=self.calibration_rows_path() or config.corpus.exclude_rows,
+            ),
             models=ModelPairConfig(
                 original=config.models.original,
                 pruned=self.pruned_path,
@@ -565,7 +601,7 @@ class Run:
             embedding=config.embedding,
             clustering=config.clustering,
             selection=SelectionConfig(
-                strategy=combo.strategy if combo else strategies[0],
+                strategy=sweep.base_strategy(combo.strategy) if combo else strategies[0],
                 budget=combo.budget if combo else config.selection.budgets[0],
                 seed=combo.seed if combo else config.selection.seeds[0],
                 options=options,
@@ -584,7 +620,7 @@ class Run:
 
         for combo in combos(self.config):
             config = self.select_config(combo)
-            get_strategy(combo.strategy, **config.selection.options)
+            get_strategy(config.selection.strategy, **config.selection.options)
             check_before_scoring(config)
         evaluation = self.config.evaluation
         required_files(parse_tasks(evaluation.tasks), evaluation.data_dir, evaluation.source)
@@ -618,12 +654,57 @@ class Run:
             write_demo_corpus(path)
         return str(path)
 
+    def calibration_rows_path(self) -> str | None:
+        """`shared/calibration_rows.txt` (written by `write_calibration_rows`) when the pruning calibrates on the
+        corpus file itself and `models.exclude_calibration_rows` holds; else None."""
+        models, corpus = self.config.models, self.config.corpus
+        spec = models.prune
+        if spec is None or spec.calibration is None or not models.exclude_calibration_rows or self.config.recipe:
+            return None
+        calibration, source = Path(spec.calibration).expanduser(), Path(corpus.path).expanduser()
+        if not (calibration.is_file() and source.is_file() and calibration.resolve() == source.resolve()):
+            return None
+        if corpus.exclude_rows is not None:
+            raise ValueError(
+                "corpus.exclude_rows is set and the calibration rows of the corpus file are excluded too: give one "
+                "(set models.exclude_calibration_rows: false to use corpus.exclude_rows alone)"
+            )
+        return str(self.shared / "calibration_rows.txt")
+
+    def write_calibration_rows(self) -> None:
+        """Write the row positions the pruning's calibration used (from its pruning.json) to
+        `calibration_rows_path()`, after the prune stage; refuses a pruning.json without them."""
+        path = self.calibration_rows_path()
+        if path is None:
+            return
+        self.prune()
+        record_path = Path(self.pruned_path) / "pruning.json"
+        calibration = json.loads(record_path.read_text(encoding="utf-8")).get("calibration") or {}
+        positions = calibration.get("rows_used_positions")
+        if positions is None:
+            raise RuntimeError(
+                f"{record_path} does not list the calibration rows (rows_used_positions): delete "
+                f"{self.pruned_path} to prune again, or set models.exclude_calibration_rows: false"
+            )
+        text = "".join(f"{position}\n" for position in positions)
+        write_atomic(Path(path), lambda staging: staging.write_text(text, encoding="utf-8"))
+
     def score_hash(self) -> str:
         def make() -> str:
             config = self.select_config()
+            self.write_calibration_rows()
+            corpus_config = {**config_to_dict(config.corpus), "path": None}
+            # Keys added after runs were cached are hashed only when set, so older runs keep their hashes.
+            for key in ("exclude_rows", "sample"):
+                if corpus_config[key] is None:
+                    del corpus_config[key]
+            if "sample" not in corpus_config:
+                del corpus_config["sample_seed"]
+            if "exclude_rows" in corpus_config:
+                corpus_config["exclude_rows"] = file_digest(Path(config.corpus.exclude_rows))
             inputs = {
                 "corpus": self.corpus_identity(),
-                "corpus_config": {**config_to_dict(config.corpus), "path": None},
+                "corpus_config": corpus_config,
                 "original": model_identity(config.models.original),
                 "pruned": self.prune(),
                 "models": {"dtype": config.models.dtype, "device": config.models.device},

@@ -113,11 +113,15 @@ def load_calibration(
             record["kind"] = "corpus"
             corpus = load_corpus(CorpusConfig(path=str(path)))
             documents = corpus_documents(corpus.samples, tokenizer, _corpus_tokens_wanted(n_samples, seqlen), seed)
+            used = calibration_order(len(corpus.samples), seed)[: len(documents)]
             record.update(
                 rows_read=corpus.stats.rows_read,
                 rows_valid=corpus.stats.rows_valid,
                 rows_used=len(documents),
                 rows_skipped=dict(sorted(corpus.stats.skipped.items())),
+                # 0-based row positions in the file of the rows the windows come from: what a pool drawn from
+                # the same file leaves out (`selection.corpus.CorpusConfig.exclude_rows`).
+                rows_used_positions=sorted(corpus.samples[index].source_index for index in used),
             )
         else:
             raise ValueError(
@@ -168,12 +172,17 @@ def corpus_documents(samples: Sequence[Sample], tokenizer: Any, tokens_wanted: i
     Rows are rendered and counted in batches as they are taken, so calibration costs what the windows need,
     not the size of the corpus; a corpus smaller than that is used whole (in the shuffled order).
     """
-    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = calibration_order(len(samples), seed)
 
     def rendered(indices: list[int]) -> list[str]:
         return formatted_rows([samples[index] for index in indices], tokenizer)
 
     return _take_until(rendered, order, tokenizer, tokens_wanted)
+
+
+def calibration_order(n_rows: int, seed: int) -> list[int]:
+    """The seeded random order in which `corpus_documents` takes rows (positions in its `samples`)."""
+    return torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def _take_until(

@@ -43,9 +43,10 @@ import hashlib
 import itertools
 import json
 import os
+import random
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,21 @@ class CorpusConfig:
         default=None,
         metadata={"help": "Read only the first N rows of the source (before validation); for tests and benchmarks."},
     )
+    exclude_rows: str | None = field(
+        default=None,
+        metadata={
+            "help": "A file of 0-based source row positions (one per line) to skip, counted as `excluded`: e.g. "
+            "the rows a pruning's calibration used (pruning.json calibration.rows_used_positions)."
+        },
+    )
+    sample: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep a seeded uniform random sample of N valid rows (after validation, duplicates and "
+            "exclusions; in source order): a pool drawn from a larger corpus. The rest count as `not_sampled`."
+        },
+    )
+    sample_seed: int = field(default=0, metadata={"help": "Seed of the `sample` draw."})
 
     def __post_init__(self) -> None:
         # YAML and the CLI give lists; the config stays hashable and immutable in this field.
@@ -136,6 +152,8 @@ class CorpusConfig:
         _check_embed_fields(self.embed_fields)
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be a positive number of rows, got {self.limit}")
+        if self.sample is not None and self.sample < 1:
+            raise ValueError(f"sample must be a positive number of rows, got {self.sample}")
         if self.id_field is not None and not self.id_field:
             raise ValueError("id_field must be a field name or None, got an empty string")
 
@@ -239,6 +257,51 @@ def iter_samples(config: CorpusConfig, stats: CorpusStats, *, keep_raw: bool = T
     Raises the same `CorpusError`s as `load_corpus`, when the offending row is reached; the refusal of a
     source with no valid row comes after its last row was read.
     """
+    excluded = read_row_positions(config.exclude_rows) if config.exclude_rows is not None else frozenset()
+    samples = _valid_samples(config, stats, keep_raw, excluded)
+    if config.sample is None:
+        yield from samples
+        return
+    yield from sample_rows(samples, config.sample, config.sample_seed, stats)
+
+
+def read_row_positions(path: str | os.PathLike[str]) -> frozenset[int]:
+    """The 0-based row positions listed in `path`, one integer per line (blank lines ignored). Refuses a missing
+    file and a line that is not a non-negative integer (CorpusError naming the file and line)."""
+    source = Path(path)
+    if not source.is_file():
+        raise CorpusError(f"corpus.exclude_rows: {path} does not exist")
+    positions = set()
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if not text.isdigit():
+            raise CorpusError(f"{path}:{number}: expected a 0-based row position, got {text[:40]!r}")
+        positions.add(int(text))
+    return frozenset(positions)
+
+
+def sample_rows(samples: Iterable[Sample], size: int, seed: int, stats: CorpusStats) -> Iterator[Sample]:
+    """A seeded uniform sample of `size` of `samples` without replacement, yielded in source order (reservoir
+    sampling, Algorithm R: memory holds `size` samples). Every sample left out is counted as `not_sampled` in
+    `stats`; fewer than `size` samples are all kept."""
+    rng = random.Random(seed)
+    reservoir: list[Sample] = []
+    for seen, sample in enumerate(samples):
+        if seen < size:
+            reservoir.append(sample)
+            continue
+        slot = rng.randrange(seen + 1)
+        if slot < size:
+            reservoir[slot], sample = sample, reservoir[slot]
+        stats.count("not_sampled", f"row {sample.source_index}")
+    yield from sorted(reservoir, key=lambda kept: kept.source_index)
+
+
+def _valid_samples(
+    config: CorpusConfig, stats: CorpusStats, keep_raw: bool, excluded: frozenset[int]
+) -> Iterator[Sample]:
     seen_digests: set[bytes] = set()
     id_locations: dict[str, str] = {}
     any_valid = False
@@ -248,6 +311,9 @@ def iter_samples(config: CorpusConfig, stats: CorpusStats, *, keep_raw: bool = T
         rows = itertools.islice(rows, config.limit)
     for source_index, (location, row) in enumerate(rows):
         stats.rows_read += 1
+        if source_index in excluded:
+            stats.count("excluded", location)
+            continue
         if config.id_field is None:
             sample_id = str(source_index)
         else:

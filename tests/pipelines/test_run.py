@@ -371,3 +371,72 @@ def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
     fewer = [*named[:-1], "evaluation.heldout.gsm8k=builtin:gsm8k:2", f"evaluation.data_dir={tmp_path / 'data'}"]
     changed = tiny_config(tmp_path / "again", tiny_model_dir, perturbed_model_dir, fewer, budgets=[10])
     assert set(run(changed, run_dir).ran) == {"heldout/gsm8k", *evals}
+
+
+def test_variants_of_a_strategy_run_in_one_sweep_under_their_own_names(tmp_path):
+    from pipelines.run import Run
+
+    variants = "{paser_no_ccg: {strategy: paser, ccg: false}, paser_cds: {strategy: paser, ranking: cds}}"
+    overrides = [
+        "corpus.path=x.jsonl",
+        "models.pruned=p",
+        "selection.strategies=[paser, paser_no_ccg, paser_cds, ifd]",
+        f"selection.variants={variants}",
+        "selection.options={paser_cds: {ccg: false}}",
+    ]
+    config = load_config(RunConfig, None, overrides)
+    assert [combo.name for combo in combos(config)][:3] == [
+        "paser-b0.1-s0",
+        "paser_no_ccg-b0.1-s0",
+        "paser_cds-b0.1-s0",
+    ]
+    runner = Run(config, tmp_path / "run")
+    by_name = {combo.strategy: runner.select_config(combo).selection for combo in combos(config)}
+    assert by_name["paser_no_ccg"].strategy == "paser" and by_name["paser_no_ccg"].options == {"ccg": False}
+    assert by_name["paser_cds"].options == {"ranking": "cds", "ccg": False}
+    assert by_name["paser"].options == {}
+    assert runner.select_config(combos(config)[0]).scoring.unconditioned_nll  # ifd is in the sweep
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ("{v: {ccg: false}}", "needs `strategy"),
+        ("{v: {strategy: paser}, w: {strategy: v}}", "registered strategy"),
+        ("{v: {strategy: paser}, unused: {strategy: paser}}", "not in selection.strategies"),
+    ],
+)
+def test_malformed_variants_are_refused(variants, message):
+    overrides = [
+        "corpus.path=x.jsonl",
+        "models.pruned=p",
+        "selection.strategies=[v, w]",
+        f"selection.variants={variants}",
+    ]
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, None, overrides)
+
+
+def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_corpus_file(tmp_path, monkeypatch):
+    from pipelines.run import Run
+
+    corpus = write_demo_corpus(tmp_path / "corpus.jsonl", rows_per_skill=3)
+    overrides = [f"corpus.path={corpus}", f"models.prune={{method: wanda, calibration: {corpus}}}"]
+    runner = Run(load_config(RunConfig, None, overrides), tmp_path / "run")
+    listed = runner.calibration_rows_path()
+    assert listed == str(runner.shared / "calibration_rows.txt")
+    assert runner.select_config().corpus.exclude_rows == listed
+    pruned = Path(runner.pruned_path)
+    pruned.mkdir(parents=True)
+    (pruned / "pruning.json").write_text(json.dumps({"calibration": {"rows_used_positions": [4, 1]}}))
+    monkeypatch.setattr(Run, "prune", lambda self: "pruned")
+    runner.write_calibration_rows()
+    assert Path(listed).read_text() == "4\n1\n"
+    (pruned / "pruning.json").write_text(json.dumps({"calibration": {}}))
+    with pytest.raises(RuntimeError, match="rows_used_positions"):
+        runner.write_calibration_rows()
+    # Another calibration source, or the switch off: nothing is excluded.
+    other = load_config(RunConfig, None, [*overrides[:1], "models.prune={method: wanda, calibration: demo}"])
+    assert Run(other, tmp_path / "other").calibration_rows_path() is None
+    off = load_config(RunConfig, None, [*overrides, "models.exclude_calibration_rows=false"])
+    assert Run(off, tmp_path / "off").select_config().corpus.exclude_rows is None

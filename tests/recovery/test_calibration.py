@@ -88,6 +88,11 @@ def test_corpus_rows_are_rendered_like_scoring_and_skips_are_counted(corpus_file
     assert record["rows_used"] == len(documents)
     assert record["rows_skipped"] == {"duplicate": 1, "empty_response": 1}
     assert len(record["sha256"]) == 64
+    # The rows used, by their position in the file: rendered, they are exactly the documents taken.
+    positions = record["rows_used_positions"]
+    assert len(positions) == len(documents) and positions == sorted(set(positions))
+    by_position = {sample.source_index: text for sample, text in zip(samples, rendered, strict=True)}
+    assert sorted(by_position[position] for position in positions) == sorted(documents)
 
 
 def test_corpus_rows_are_taken_in_seeded_random_order_only_until_the_windows_are_covered(tiny_tokenizer):

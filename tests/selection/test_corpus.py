@@ -625,3 +625,60 @@ def test_config_refuses_an_unknown_embed_field():
 def test_config_refuses_a_non_positive_limit():
     with pytest.raises(ValueError, match="limit must be a positive number of rows, got 0"):
         CorpusConfig(path="x.jsonl", limit=0)
+
+
+# --- pools drawn from a larger corpus ----------------------------------------------------------------------
+
+
+def numbered_rows(n: int) -> list[dict[str, str]]:
+    return [{"instruction": f"Say {i}.", "input": "", "output": f"{i}."} for i in range(n)]
+
+
+def test_sample_keeps_a_seeded_uniform_subset_in_source_order_and_counts_the_rest(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", numbered_rows(50))
+    corpus = load(path, sample=10, sample_seed=3)
+    positions = [sample.source_index for sample in corpus.samples]
+    assert len(positions) == 10 and positions == sorted(positions)
+    assert [sample.id for sample in corpus.samples] == [str(p) for p in positions]  # ids stay source positions
+    assert corpus.stats.skipped == {"not_sampled": 40} and corpus.stats.rows_valid == 10
+    assert [s.id for s in load(path, sample=10, sample_seed=3).samples] == [s.id for s in corpus.samples]
+    assert [s.id for s in load(path, sample=10, sample_seed=4).samples] != [s.id for s in corpus.samples]
+    assert len(load(path, sample=80).samples) == 50  # fewer rows than the sample: all kept
+
+
+def test_sample_is_uniform_over_rows():
+    stats = CorpusStats()
+    counts = [0] * 20
+    for seed in range(400):
+        rows = [Sample(id=str(i), instruction="i", input="", response="r", source_index=i) for i in range(20)]
+        from selection.corpus import sample_rows
+
+        for kept in sample_rows(rows, 5, seed, stats):
+            counts[kept.source_index] += 1
+    assert all(60 <= count <= 140 for count in counts)  # expected 100 each
+
+
+def test_exclude_rows_skips_the_listed_positions_before_sampling(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", numbered_rows(30))
+    listed = tmp_path / "calibration_rows.txt"
+    listed.write_text("0\n5\n\n29\n", encoding="utf-8")
+    corpus = load(path, exclude_rows=str(listed))
+    assert {s.source_index for s in corpus.samples} == set(range(30)) - {0, 5, 29}
+    assert corpus.stats.skipped == {"excluded": 3}
+    sampled = load(path, exclude_rows=str(listed), sample=27)
+    assert len(sampled.samples) == 27 and sampled.stats.skipped == {"excluded": 3}
+
+
+@pytest.mark.parametrize(("text", "message"), [(None, "does not exist"), ("3\nx7\n", r"calibration_rows.txt:2")])
+def test_a_bad_exclude_rows_file_is_refused_naming_it(tmp_path, text, message):
+    path = write_jsonl(tmp_path / "c.jsonl", numbered_rows(5))
+    listed = tmp_path / "calibration_rows.txt"
+    if text is not None:
+        listed.write_text(text, encoding="utf-8")
+    with pytest.raises(CorpusError, match=message):
+        load(path, exclude_rows=str(listed))
+
+
+def test_a_non_positive_sample_is_refused():
+    with pytest.raises(ValueError, match="sample must be a positive"):
+        CorpusConfig(path="x.jsonl", sample=0)
