@@ -403,7 +403,6 @@ def test_variants_of_a_strategy_run_in_one_sweep_under_their_own_names(tmp_path)
     [
         ("{v: {ccg: false}}", "needs `strategy"),
         ("{v: {strategy: paser}, w: {strategy: v}}", "registered strategy"),
-        ("{v: {strategy: paser}, unused: {strategy: paser}}", "not in selection.strategies"),
     ],
 )
 def test_malformed_variants_are_refused(variants, message):
