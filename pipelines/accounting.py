@@ -24,7 +24,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-REFERENCE_STRATEGY = "full"
+from selection.strategies import strategy_with_role
+
+# The no-selection reference whose cost the others are a share of (`full`): declared by the strategy's role.
+REFERENCE_STRATEGY = strategy_with_role("reference")
 SHARED_STAGES = ("prune", "recipe", "score", "heldout", "embed", "embed_response")
 SELECTION_STAGES = ("score", "embed", "embed_response")
 CLUSTER_STAGE_PREFIX = "cluster/"

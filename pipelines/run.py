@@ -89,7 +89,7 @@ from selection.corpus import Corpus, CorpusConfig, CorpusStats
 from selection.degradation import DegradationConfig
 from selection.embed import read_embedding_summary
 from selection.store import CorpusStore, StoredSamples
-from selection.strategies import get_strategy
+from selection.strategies import get_strategy, strategy_class
 
 MANIFEST_VERSION = 1
 BUILTIN_DEMO_CORPUS = "builtin:demo"
@@ -189,7 +189,8 @@ class SweepConfig:
         default_factory=dict,
         metadata={
             "help": "Named variants of a registered strategy, compared in one sweep like strategies (list them in "
-            "strategies; one left out is not run): {paser_no_ccg: {strategy: paser, ccg: false}}; the other keys are its options."
+            "strategies; one left out is not run): {paser_no_ccg: {strategy: paser, ccg: false}}; the other keys "
+            "are its options."
         },
     )
 
@@ -577,8 +578,10 @@ class Run:
         sweep = config.selection
         options = {} if combo is None else sweep.strategy_options(combo.strategy)
         strategies = [sweep.base_strategy(name) for name in sweep.strategies]
+        # Every combination scores once, so one strategy that needs the unconditioned NLL makes all score it.
+        needs_unconditioned = any(strategy_class(name).needs_unconditioned_nll for name in strategies)
         scoring = dataclasses.replace(
-            config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or "ifd" in strategies
+            config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or needs_unconditioned
         )
         select = SelectConfig(
             corpus=dataclasses.replace(

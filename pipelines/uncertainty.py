@@ -29,8 +29,10 @@ import numpy as np
 
 from pipelines.stats import CONFIDENCE, RESAMPLES, bootstrap_paired_difference, item_totals, t_interval
 from recovery.items import read_items
+from selection.strategies import strategy_with_role
 
-BASELINE_STRATEGY = "random"
+# What every strategy is compared against (`random`): declared by the strategy's role.
+BASELINE_STRATEGY = strategy_with_role("baseline")
 BOOTSTRAP_SEED = 0
 # Item sums must give back the recorded metric this closely; the recorded value sums the same floats in
 # another order.

@@ -75,9 +75,20 @@ class SelectionResult:
 
 class Strategy(Protocol):
     """A selection strategy: `select(inputs, budget)` with a row count `1 <= budget <= len(inputs.table)` or a
-    `TokenBudget`."""
+    `TokenBudget`.
+
+    What a strategy declares, read by the pipelines instead of its name: `requires_columns` (the columns of
+    `inputs.table` it reads; a column the scorer computes only on demand, `nll_pruned_unconditioned`, makes
+    `needs_unconditioned_nll` true, set by `register_strategy`), `uses_budget` (False: it ignores the budget,
+    as `full` does) and `role` ("baseline": what other strategies are compared against; "reference": the
+    no-selection cost reference; None for the rest). At most one registered strategy holds each role.
+    """
 
     name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]]
+    uses_budget: ClassVar[bool]
+    needs_unconditioned_nll: ClassVar[bool]
+    role: ClassVar[str | None]
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult: ...
 
@@ -94,17 +105,47 @@ def row_tokens(table: pd.DataFrame) -> np.ndarray:
 STRATEGIES: dict[str, type] = {}
 
 
+ROLES = ("baseline", "reference")
+UNCONDITIONED_COLUMN = "nll_pruned_unconditioned"
+
+
 def register_strategy(name: str) -> Callable[[type], type]:
-    """Class decorator registering a strategy dataclass under `name` (its fields are its options)."""
+    """Class decorator registering a strategy dataclass under `name` (its fields are its options).
+
+    The class declares `requires_columns` (default: `("id",)`), and may declare `uses_budget` (default True) and
+    `role` (default None; see `Strategy`); `needs_unconditioned_nll` is derived from `requires_columns`.
+    """
 
     def register(cls: type) -> type:
         if name in STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
+        role = getattr(cls, "role", None)
+        if role is not None and (role not in ROLES or any(other.role == role for other in STRATEGIES.values())):
+            raise ValueError(f"strategy {name!r}: role {role!r} is unknown ({', '.join(ROLES)}) or already taken")
         cls.name = name
+        cls.requires_columns = tuple(getattr(cls, "requires_columns", ("id",)))
+        cls.uses_budget = getattr(cls, "uses_budget", True)
+        cls.role = role
+        cls.needs_unconditioned_nll = UNCONDITIONED_COLUMN in cls.requires_columns
         STRATEGIES[name] = cls
         return cls
 
     return register
+
+
+def strategy_class(name: str) -> type:
+    """The class registered as `name` (its declarations, without building it); refuses an unknown name
+    (ValueError listing the known ones)."""
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown selection strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
+    return STRATEGIES[name]
+
+
+def strategy_with_role(role: str) -> str | None:
+    """The name of the registered strategy holding `role` ("baseline" or "reference"), or None."""
+    if role not in ROLES:
+        raise ValueError(f"unknown strategy role {role!r}; known: {', '.join(ROLES)}")
+    return next((name for name, cls in STRATEGIES.items() if cls.role == role), None)
 
 
 def get_strategy(name: str, **options: Any) -> Strategy:
@@ -112,9 +153,7 @@ def get_strategy(name: str, **options: Any) -> Strategy:
 
     Refuses an unknown name (listing the known ones) and unknown options (listing the accepted ones).
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown selection strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
-    cls = STRATEGIES[name]
+    cls = strategy_class(name)
     accepted = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -180,6 +219,7 @@ class PaserStrategy:
     """
 
     name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = BASE_COLUMNS
     manifold: bool = True
     degradation_allocation: bool = True
     ranking: str = "ies"
@@ -215,7 +255,7 @@ class PaserStrategy:
             self.concept_extractor = ConceptExtractor(top_n=self.max_concepts, max_ngram=self.concept_max_ngram)
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
-        table = _validated_table(inputs, budget, BASE_COLUMNS, self.name)
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
         if self.ccg and inputs.concept_text is None:
             raise ValueError("paser with ccg=True needs inputs.concept_text (id -> text) to extract concepts")
         ids = table["id"].to_numpy(dtype=str)
@@ -495,9 +535,11 @@ class RandomStrategy:
     budget: a seeded random order of every row, taken until the next row would overflow the budget."""
 
     name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = ("id",)
+    role: ClassVar[str | None] = "baseline"
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
-        table = _validated_table(inputs, budget, ("id",), self.name)
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
         rng = np.random.default_rng(inputs.seed)
         ids = table["id"].to_numpy(dtype=str)
         stats: dict[str, Any] = {"strategy": self.name}
@@ -516,9 +558,12 @@ class FullStrategy:
     """Every row in corpus order: the no-selection reference. The budget is ignored (recorded in stats)."""
 
     name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = ("id",)
+    uses_budget: ClassVar[bool] = False
+    role: ClassVar[str | None] = "reference"
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
-        table = _validated_table(inputs, None, ("id",), self.name)
+        table = _validated_table(inputs, None, self.requires_columns, self.name)
         ignored = str(budget) if isinstance(budget, TokenBudget) else budget
         stats = {"strategy": self.name, "budget_ignored": ignored, "selected": len(table)}
         return SelectionResult(ids=[str(i) for i in table["id"]], clusters=None, stats=stats)
@@ -533,7 +578,7 @@ class _ColumnTopK:
     column: ClassVar[str]
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
-        table = _validated_table(inputs, budget, ("id", self.column), self.name)
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
         return _top_k(self.name, table, table[self.column].to_numpy(dtype=np.float64), budget, self.column)
 
 
@@ -543,6 +588,7 @@ class CdsTopKStrategy(_ColumnTopK):
     """The `budget` rows with the highest CDS (ties by id), no clusters, no CCG."""
 
     column: ClassVar[str] = "cds"
+    requires_columns: ClassVar[tuple[str, ...]] = ("id", "cds")
 
 
 @register_strategy("loss")
@@ -551,6 +597,7 @@ class LossStrategy(_ColumnTopK):
     """The `budget` rows the pruned model finds hardest: highest mean response NLL (`nll_pruned`)."""
 
     column: ClassVar[str] = "nll_pruned"
+    requires_columns: ClassVar[tuple[str, ...]] = ("id", "nll_pruned")
 
 
 @register_strategy("ifd")
@@ -564,9 +611,10 @@ class IfdStrategy:
     """
 
     name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = ("id", "nll_pruned", UNCONDITIONED_COLUMN)
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
-        table = _validated_table(inputs, budget, ("id", "nll_pruned", "nll_pruned_unconditioned"), self.name)
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
         unconditioned = table["nll_pruned_unconditioned"].to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(unconditioned) | (unconditioned <= 0))
         if bad.size:
@@ -589,6 +637,7 @@ class KMeansDiverseStrategy:
     """
 
     name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = ("id", "cds")
     n_clusters: int | None = None
 
     def __post_init__(self) -> None:
@@ -596,7 +645,7 @@ class KMeansDiverseStrategy:
             raise ValueError(f"n_clusters must be >= 1 or None, got {self.n_clusters}")
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
-        table = _validated_table(inputs, budget, ("id", "cds"), self.name)
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
         n_clusters = self.n_clusters if self.n_clusters is not None else _n_table_clusters(table)
         labels = _kmeans_labels(inputs, n_clusters)
         cluster_labels, members = _members_by_cluster(labels)
@@ -649,6 +698,7 @@ class DegradationSampledStrategy:
     """
 
     name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = ("id", "cluster", "cds")
     allocation: str = "size_cds"
     power: float = 1.0
 
@@ -661,7 +711,7 @@ class DegradationSampledStrategy:
             raise ValueError(f"power must be a finite number >= 0, got {self.power}")
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
-        table = _validated_table(inputs, budget, ("id", "cluster", "cds"), self.name)
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
         ids = table["id"].to_numpy(dtype=str)
         cds = table["cds"].to_numpy(dtype=np.float64)
         if np.any(cds < 0):

@@ -603,3 +603,44 @@ def test_degradation_sampled_depends_on_the_seed_and_refuses_bad_options(random_
         get_strategy("degradation_sampled", allocation="cds")
     with pytest.raises(ValueError, match="power"):
         get_strategy("degradation_sampled", power=-1)
+
+
+def test_strategies_declare_what_the_pipelines_read_instead_of_their_names():
+    from selection.strategies import strategy_class, strategy_with_role
+
+    assert strategy_class("ifd").needs_unconditioned_nll and not strategy_class("paser").needs_unconditioned_nll
+    assert not strategy_class("full").uses_budget and all(
+        cls.uses_budget for name, cls in STRATEGIES.items() if name != "full"
+    )
+    assert (strategy_with_role("baseline"), strategy_with_role("reference")) == ("random", "full")
+    with pytest.raises(ValueError, match="known: "):
+        strategy_class("best")
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_refuses_a_table_without_a_column_it_declares(name, random_inputs, fake_kmeans):
+    strategy = build(name)
+    for column in strategy.requires_columns:
+        table = random_inputs.table.drop(columns=[column])
+        with pytest.raises(ValueError, match=column):
+            strategy.select(dataclasses.replace(random_inputs, table=table), 10)
+
+
+def test_registering_a_strategy_derives_its_declarations_and_guards_the_roles(monkeypatch):
+    from selection.strategies import register_strategy
+
+    monkeypatch.setattr("selection.strategies.STRATEGIES", dict(STRATEGIES))
+
+    @register_strategy("needs_unconditioned")
+    @dataclasses.dataclass
+    class NeedsUnconditioned:
+        requires_columns = ("id", "nll_pruned_unconditioned")
+
+    assert NeedsUnconditioned.needs_unconditioned_nll and NeedsUnconditioned.uses_budget
+    assert NeedsUnconditioned.role is None
+    with pytest.raises(ValueError, match="already taken"):
+
+        @register_strategy("second_baseline")
+        @dataclasses.dataclass
+        class SecondBaseline:
+            role = "baseline"
