@@ -18,7 +18,6 @@ cluster, select, write artifacts:
 
 from __future__ import annotations
 
-import gc
 import json
 import platform
 import time
@@ -33,11 +32,9 @@ from transformers import AutoConfig
 
 from pipelines.cards import write_selection_dataset
 from pipelines.config import SelectConfig, config_to_dict
+from pipelines.engines import get_engine
 from pipelines.lock import folder_lock
-from pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from recovery.models import (
-    describe_model,
-    load_model,
     load_tokenizer,
     max_positions,
     resolve_device,
@@ -58,14 +55,12 @@ from selection.cluster import (
 from selection.consistency import ConceptCache
 from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
 from selection.corpus import concept_text as sample_concept_text
-from selection.degradation import score_degradation
-from selection.embed import embed_in_shards, read_embedding_summary, resolve_embedder
+from selection.embed import read_embedding_summary, resolve_embedder
 from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
 from selection.prioritize import efficiency_score
 from selection.store import CorpusStore, SampleLookup, StoredSamples, StoredTexts, write_corpus_store
-from selection.strategies import SelectionInputs, SelectionResult, get_strategy, row_tokens
+from selection.strategies import SelectionInputs, SelectionResult, get_strategy, row_tokens, strategy_class
 from selection.topk import ESTIMATORS as TOPK_ESTIMATORS
-from selection.topk import score_degradation_topk
 
 VERSIONED_PACKAGES = (
     "paser",
@@ -137,69 +132,22 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     models = config.models
     if models.pruned is None:
         raise ValueError("no pruned model given: pass --pruned PATH (or models.pruned in the config)")
-    if config.engine == "ray":
-        require_ray()
+    engine = get_engine(config.engine, config.ray)
     tokenizer = load_tokenizer(models.original)
     check_same_tokenizer(tokenizer, load_tokenizer(models.pruned))
     context_length = max_positions(AutoConfig.from_pretrained(resolve_model(models.original))) or 2048
     max_length = config.formatting.max_length or min(2048, context_length)
     encoded = encode_rows(config, corpus, tokenizer, max_length, cache_dir=out_dir / "token_cache")
-    if config.engine == "ray" and config.topk.k is not None:
-        topk = config.topk
-        _log(
-            f"scoring {len(encoded):,} rows on ray, one model at a time (top-{topk.k} cache, {topk.estimator}; "
-            f"{config.ray.actors} actor(s))"
-        )
-        scores, model_info = score_topk_on_ray(
-            models.original,
-            models.pruned,
-            models.dtype,
-            encoded,
-            config.scoring,
-            out_dir / "topk_cache",
-            out_dir / "topk_score_shards",
-            config.ray,
-            k=topk.k,
-            tail_samples=topk.tail_samples,
-            estimator=topk.estimator,
-        )
-        return scores, {**model_info, "max_length": max_length, "engine": "ray", "topk": config_to_dict(topk)}
-    if config.engine == "ray":
-        _log(f"scoring {len(encoded):,} rows on ray (max_length={max_length}, {config.ray.actors} actor(s))")
-        scores, model_info = score_on_ray(
-            models.original, models.pruned, models.dtype, encoded, config.scoring, out_dir / "score_shards", config.ray
-        )
-        return scores, {**model_info, "max_length": max_length, "engine": "ray"}
-    model_info: dict[str, Any] = {}
-
-    def load(role: str) -> Any:
-        name = getattr(models, role)
-        _log(f"loading {role} model {name}")
-        model, _ = load_model(name, models.dtype, models.device)
-        model_info[role] = describe_model(name, model).to_dict()
-        return model
-
+    where = f" on ray ({config.ray.actors} actor(s))" if engine.name == "ray" else ""
+    info: dict[str, Any] = {"max_length": max_length, "engine": engine.name}
     if config.topk.k is not None:
         topk = config.topk
-        _log(f"scoring {len(encoded):,} rows, one model at a time (top-{topk.k} cache, {topk.estimator})")
-        scores = score_degradation_topk(
-            lambda: load("original"),
-            lambda: load("pruned"),
-            encoded,
-            config.scoring,
-            out_dir / "topk_cache",
-            k=topk.k,
-            tail_samples=topk.tail_samples,
-            estimator=topk.estimator,
-            shard_dir=out_dir / "topk_score_shards",
-        )
-        return scores, {**model_info, "max_length": max_length, "engine": "local", "topk": config_to_dict(topk)}
-    original, pruned = load("original"), load("pruned")
-    _log(f"scoring {len(encoded):,} rows (max_length={max_length}, dtype={model_info['original']['dtype']})")
-    scores = score_degradation(original, pruned, encoded, config.scoring, shard_dir=out_dir / "score_shards")
-    del original, pruned
-    gc.collect()
-    return scores, {**model_info, "max_length": max_length, "engine": "local"}
+        _log(f"scoring {len(encoded):,} rows{where}, one model at a time (top-{topk.k} cache, {topk.estimator})")
+        scores, model_info = engine.score_topk(models, encoded, config.scoring, topk, out_dir)
+        return scores, {**model_info, **info, "topk": config_to_dict(topk)}
+    _log(f"scoring {len(encoded):,} rows{where} (max_length={max_length}, dtype={models.dtype})")
+    scores, model_info = engine.score(models, encoded, config.scoring, out_dir)
+    return scores, {**model_info, **info}
 
 
 def encode_rows(
@@ -245,16 +193,17 @@ def embed_rows(
     fields = tuple(config.corpus.embed_fields) if fields is None else fields
     texts = StoredTexts(store, store.positions(ids), fields)
     what = "" if fields == tuple(config.corpus.embed_fields) else f" ({', '.join(fields)})"
-    _log(f"embedding {len(texts):,} rows{what}" + (" on ray" if config.engine == "ray" else ""))
-    options = {
-        "model": config.embedding.model,
-        "batch_size": config.embedding.batch_size,
-        "shard_size": config.embedding.shard_size,
-        "long_text": config.embedding.long_text,
-    }
-    if config.engine == "ray":
-        return embed_on_ray(ids, texts, shard_dir, config.ray, **options)
-    return embed_in_shards(ids, texts, shard_dir, **options)
+    engine = get_engine(config.engine, config.ray)
+    _log(f"embedding {len(texts):,} rows{what}" + (" on ray" if engine.name == "ray" else ""))
+    return engine.embed(
+        ids,
+        texts,
+        shard_dir,
+        model=config.embedding.model,
+        batch_size=config.embedding.batch_size,
+        shard_size=config.embedding.shard_size,
+        long_text=config.embedding.long_text,
+    )
 
 
 RESPONSE_SHARDS = "embed_shards_response"
@@ -306,13 +255,15 @@ def describe_clustering(config: ClusterConfig) -> str:
 def effective_config(config: SelectConfig) -> SelectConfig:
     """`config` with the settings other choices imply, as a new object (the caller's is not changed): the
     clustering seed is `clustering.seed` where one is set, else `selection.seed` (one seed re-draws both),
-    and the `ifd` strategy needs the unconditioned response NLL."""
+    and a strategy that declares it (`needs_unconditioned_nll`, e.g. `ifd`) gets the unconditioned response
+    NLL scored."""
     cluster_seed = config.selection.seed if config.clustering.seed is None else config.clustering.seed
     return replace(
         config,
         scoring=replace(
             config.scoring,
-            unconditioned_nll=config.scoring.unconditioned_nll or config.selection.strategy == "ifd",
+            unconditioned_nll=config.scoring.unconditioned_nll
+            or strategy_class(config.selection.strategy).needs_unconditioned_nll,
         ),
         clustering=replace(config.clustering, seed=cluster_seed),
     )
@@ -432,7 +383,7 @@ def select_from(
         kept_to_budget = int(row_tokens(selection).sum()) <= budget.tokens
     else:
         kept_to_budget = len(result.ids) == budget
-    if not kept_to_budget and config.selection.strategy != "full":
+    if not kept_to_budget and strategy.uses_budget:
         raise RuntimeError(f"strategy {strategy.name} returned {len(result.ids)} rows for a budget of {budget}")
     clusters = cluster_table(ids, clustering, embeddings, config.clustering.seed or 0)
     stats = build_stats(

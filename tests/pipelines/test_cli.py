@@ -288,7 +288,7 @@ def test_a_select_on_a_folder_another_process_holds_is_refused_before_any_model_
 ):
     from pipelines.lock import folder_lock
 
-    monkeypatch.setattr("pipelines.select.load_model", lambda *args: pytest.fail("loaded a model"))
+    monkeypatch.setattr("pipelines.engines.load_model", lambda *args: pytest.fail("loaded a model"))
     out = tmp_path / "out"
     out.mkdir()
     with folder_lock(out, "select"):

@@ -237,10 +237,10 @@ def test_rerun_with_another_budget_reuses_the_score_shards(corpus_file, tiny_mod
 def test_topk_scoring_runs_one_model_at_a_time_and_tracks_exact_scores(
     first_run, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path, monkeypatch
 ):
-    from pipelines import select
+    from pipelines import engines
 
     loaded, alive = [], []
-    real_load_model = select.load_model
+    real_load_model = engines.load_model
 
     def tracking_load_model(name, *args):
         # Only one model may be alive at once: the previous one must have been collected.
@@ -250,7 +250,7 @@ def test_topk_scoring_runs_one_model_at_a_time_and_tracks_exact_scores(
         alive.append(weakref.ref(model))
         return model, tokenizer
 
-    monkeypatch.setattr(select, "load_model", tracking_load_model)
+    monkeypatch.setattr(engines, "load_model", tracking_load_model)
     output = run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run", "topk.k=64"))
     assert loaded == [str(tiny_model_dir), str(perturbed_model_dir)]
     assert len(output.selection) == 15
@@ -285,7 +285,7 @@ def test_bad_settings_are_refused_before_any_model_loads(corpus_file, tmp_path, 
     def no_model_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the settings were checked")
 
-    monkeypatch.setattr("pipelines.select.load_model", no_model_loading)
+    monkeypatch.setattr("pipelines.engines.load_model", no_model_loading)
     config = select_config(corpus_file, "unused", "unused", tmp_path / "run", override)
     with pytest.raises(ValueError, match=message):
         run_select(config)
