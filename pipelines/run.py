@@ -83,7 +83,7 @@ from pipelines.select import (
 )
 from pipelines.uncertainty import metric_summary, versus_random
 from selection.allocate import TokenBudget, parse_budget
-from selection.atomic import write_atomic
+from selection.atomic import file_sha256, write_atomic
 from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
 from selection.corpus import Corpus, CorpusConfig, CorpusStats
 from selection.degradation import DegradationConfig
@@ -375,21 +375,12 @@ def stable_hash(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, read in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def source_identity(source: str) -> str:
     """What a corpus source is, for a hash: a file's content digest, a folder's file names/sizes/times, or the
     hub id itself (a hub dataset is identified by its name; pin a revision by saving it locally)."""
     path = Path(source).expanduser()
     if path.is_file():
-        return "file:" + file_digest(path)
+        return "file:" + file_sha256(path)
     if path.is_dir():
         digest = hashlib.sha256()
         for file in sorted(item for item in path.rglob("*") if item.is_file()):
@@ -701,7 +692,7 @@ class Run:
             if "sample" not in corpus_config:
                 del corpus_config["sample_seed"]
             if "exclude_rows" in corpus_config:
-                corpus_config["exclude_rows"] = file_digest(Path(config.corpus.exclude_rows))
+                corpus_config["exclude_rows"] = file_sha256(Path(config.corpus.exclude_rows))
             inputs = {
                 "corpus": self.corpus_identity(),
                 "corpus_config": corpus_config,

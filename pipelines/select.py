@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from transformers import AutoConfig
 
 from pipelines.cards import write_selection_dataset
@@ -41,7 +43,7 @@ from recovery.models import (
     resolve_model,
 )
 from selection.allocate import TokenBudget, parse_budget, resolve_budget
-from selection.atomic import write_atomic
+from selection.atomic import file_sha256, write_atomic
 from selection.cluster import (
     MANIFOLDS,
     ClusterConfig,
@@ -474,11 +476,36 @@ def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStor
     (corpus, store). The raw rows stay on disk until `selection_rows` reads the chosen ones. Refuses what
     `selection.corpus.load_corpus` refuses."""
     stats = CorpusStats()
-    info = write_corpus_store(
-        iter_samples(config.corpus, stats), out_dir / "corpus.parquet", show_progress=config.scoring.show_progress
-    )
-    store = CorpusStore(info.path)
+    target = out_dir / "corpus.parquet"
+    # Written beside the folder's store first: a folder scored for another corpus is refused before its store
+    # (which its selection.jsonl and scores name) is touched.
+    incoming = out_dir / ".corpus-incoming.parquet"
+    write_corpus_store(iter_samples(config.corpus, stats), incoming, show_progress=config.scoring.show_progress)
+    if target.exists() and holds_scores(out_dir) and not same_store(incoming, target):
+        incoming.unlink()
+        raise RuntimeError(
+            f"{out_dir} holds the scores of another corpus (its corpus.parquet differs from what "
+            f"{config.corpus.path} gives now); pass a new --out, or delete the folder to start again"
+        )
+    incoming.replace(target)
+    store = CorpusStore(target)
     return Corpus(samples=StoredSamples(store), stats=stats, source=str(config.corpus.path)), store
+
+
+def holds_scores(folder: Path) -> bool:
+    """Whether `folder` holds scores (whole or a scoring's shards): what a changed corpus would orphan."""
+    shard_dirs = (folder / "score_shards", folder / "topk_score_shards")
+    return (folder / "scores.parquet").exists() or any(d.is_dir() and any(d.iterdir()) for d in shard_dirs)
+
+
+def same_store(first: Path, second: Path) -> bool:
+    """Whether two corpus stores hold the same rows (ids, text, raw rows): byte-identical files, or equal tables."""
+    if file_sha256(first) == file_sha256(second):
+        return True
+    try:
+        return pq.read_table(first).equals(pq.read_table(second))
+    except (OSError, pa.ArrowInvalid):
+        return False
 
 
 def selection_rows(selection: pd.DataFrame, store: CorpusStore) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ import torch
 from data.demo import demo_rows
 from data.paths import data_dir as resolve_data_dir
 from recovery.models import DEFAULT_SEQLEN
+from selection.atomic import file_sha256
 from selection.corpus import FILE_SUFFIXES, CorpusConfig, Sample, load_corpus
 from selection.formatting import build_prompt
 
@@ -42,7 +43,6 @@ WIKITEXT_HUB_ID = "Salesforce/wikitext"
 WIKITEXT_CONFIG = "wikitext-2-raw-v1"
 # Test-split file names of the perplexity benchmarks, wherever they lie.
 EVALUATION_FILE_PATTERN = re.compile(r"^(wikitext2_raw_v1_test.*|ptb\.test\.txt)$")
-_HASH_CHUNK_BYTES = 1 << 20
 # Documents tokenised per call when counting tokens of a sampled source (C4, corpus rows).
 _COUNT_BATCH = 256
 # Corpus rows are rendered until their text holds this many times the tokens the windows cover, so random
@@ -128,7 +128,7 @@ def load_calibration(
                 f"calibration file {source} has an unsupported type; use .txt, {', '.join(FILE_SUFFIXES)}, "
                 f"'demo' or a hub name ({', '.join(HUB_SOURCES)})"
             )
-        record["sha256"] = _file_sha256(path)
+        record["sha256"] = file_sha256(path)
     text = DOCUMENT_SEPARATOR.join(documents)
     # verbose=False: the joined text is meant to exceed the model length; the tokenizer's warning would mislead.
     token_ids = torch.tensor(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long)
@@ -249,14 +249,6 @@ def _resolve_seqlen(seqlen: int | None, max_length: int | None) -> int:
     if max_length is not None and seqlen > max_length:
         raise ValueError(f"seqlen {seqlen} exceeds the model's maximum length {max_length}")
     return seqlen
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_hub_dataset(*args: Any, **kwargs: Any) -> Any:

@@ -6,6 +6,7 @@ killed mid-write leaves nothing half-written behind for a rerun to trust.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -70,3 +71,12 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
         if os.path.exists(staging):
             os.remove(staging)
     return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 (hex) of a file's bytes, read in 8 MiB blocks: the one file digest of paser's records and hashes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

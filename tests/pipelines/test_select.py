@@ -262,6 +262,24 @@ def test_topk_scoring_runs_one_model_at_a_time_and_tracks_exact_scores(
     assert output.stats["models"]["topk"]["k"] == 64
 
 
+def test_a_folder_scored_for_another_corpus_is_refused_before_anything_in_it_changes(
+    corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path
+):
+    out = tmp_path / "run"
+    run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, out))
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    other = tmp_path / "other.jsonl"
+    other.write_text(
+        "".join(json.dumps({**row, "output": row["output"] + " (edited)"}) + "\n" for row in demo_rows(12)),
+        encoding="utf-8",
+    )
+    with pytest.raises(RuntimeError, match="holds the scores of another corpus"):
+        run_select(select_config(other, tiny_model_dir, perturbed_model_dir, out))
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    # The same corpus again is not a change: the folder is reused.
+    run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, out))
+
+
 def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path):
     run_select(select_config(corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path / "run"))
     with pytest.raises(RuntimeError, match="different inputs"):
