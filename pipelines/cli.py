@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 import sys
@@ -118,34 +119,12 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# `paser recover` flags that map one-to-one onto TrainConfig fields (flag dest == field name).
-RECOVER_FIELDS = (
-    "objective",
-    "learning_rate",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "grad_accum",
-    "max_length",
-    "template",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "dpo_beta",
-    "sft_weight",
-    "max_new_tokens",
-    "remask_eval",
-    "dtype",
-    "device",
-    "seed",
-)
-
-
 def recover_command(args: argparse.Namespace) -> int:
     from recovery.train import TrainConfig, format_summary, recover
 
-    values = {name: getattr(args, name) for name in RECOVER_FIELDS if getattr(args, name) is not None}
-    config = TrainConfig(**values, gradient_checkpointing=args.gradient_checkpointing)
+    # A flag whose dest is a TrainConfig field sets that field; one not given keeps the config's default.
+    fields = [field.name for field in dataclasses.fields(TrainConfig)]
+    config = TrainConfig(**{name: getattr(args, name) for name in fields if getattr(args, name, None) is not None})
     result = recover(args.pruned, args.subset, args.out, config, original=args.original, data_dir=args.data_dir)
     if result.record.get("training"):
         print(format_summary(result))

@@ -393,8 +393,8 @@ def source_identity(source: str) -> str:
 def model_identity(name: str) -> str:
     """A checkpoint's fingerprint (config, pruning record, weight files) for a local folder or alias; the hub id
     otherwise."""
+    from recovery.identity import checkpoint_identity
     from recovery.models import resolve_model
-    from recovery.train import checkpoint_identity
 
     resolved = resolve_model(name)
     return checkpoint_identity(resolved) or f"hub:{resolved}"
@@ -1027,9 +1027,9 @@ class Run:
         return self.stage(f"eval/{name}", inputs, [out / "metrics.json"], lambda: self._compute_eval(model, out))
 
     def _compute_eval(self, model_name: str, out: Path) -> None:
-        from recovery.evaluate import evaluate_model, write_results
+        from recovery.evaluate import evaluate_model, response_nll, write_results
         from recovery.models import load_model
-        from recovery.train import load_training_rows, response_nll
+        from recovery.train import load_training_rows
 
         evaluation = self.config.evaluation
         model, tokenizer = load_model(model_name, dtype=self.config.models.dtype, device=self.config.models.device)

@@ -1,1 +1,1 @@
-"""The model side of paser: loading models, pruning, (later) recovery training and evaluation."""
+"""The model side of paser: loading models, pruning, recovery training (LoRA SFT, DPO, distillation) and evaluation."""

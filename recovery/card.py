@@ -1,32 +1,23 @@
 """The model card (README.md) of a recovered model: what it was pruned from, what it was tuned on, and how.
 
 `model_card` is written by `recovery.train.recover` into `merged/` beside the weights, so the folder says
-where it came from to whoever loads it with transformers alone.
+where it came from to whoever loads it with transformers alone. This module reads the settings to list from
+`TrainConfig`, so `recover` imports it only when it writes the card.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# The training settings the card lists (recovery.train.TrainConfig fields), in this order.
-CARD_SETTINGS = (
-    "objective",
-    "learning_rate_effective",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "grad_accum",
-    "max_length",
-    "template",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "seed",
-)
+from recovery.train import TrainConfig
+
+# The training settings the card lists: TrainConfig's fields marked `"card": True`, in field order.
+CARD_SETTINGS = tuple(field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("card"))
 
 
 def read_pruning_record(pruned: str) -> dict[str, Any] | None:
@@ -95,7 +86,9 @@ def model_card(record: dict[str, Any], pruned: str, subset: str | Path) -> str:
         "| --- | --- |",
     ]
     settings = record["hyperparameters"]
-    lines += [f"| {name} | {settings[name]} |" for name in CARD_SETTINGS if name in settings]
+    # A setting with a value in effect (learning_rate_effective: the objective's default when unset) shows that.
+    shown = [f"{name}_effective" if f"{name}_effective" in settings else name for name in CARD_SETTINGS]
+    lines += [f"| {name} | {settings[name]} |" for name in shown if name in settings]
     training = record["training"]
     lines += [
         f"| steps | {training['steps']} |",

@@ -3,18 +3,18 @@
 Perplexity follows the protocol of SparseGPT, Wanda and LLM-Pruner: the test split is joined into one
 text, tokenized once, cut into non-overlapping windows of `seqlen` tokens, and the perplexity is the
 exponential of the mean next-token NLL over every predicted token. The zero-shot tasks run in-process
-through lm-evaluation-harness (`recovery.zero_shot`). `run_eval` is the entry point behind `paser eval`:
+through lm-evaluation-harness (`recovery.zero_shot`). `response_nll` scores held-out rows on their response
+tokens, the tokens and mask recovery training uses. `run_eval` is the entry point behind `paser eval`:
 it loads a model (and optionally a LoRA adapter), evaluates, and writes `metrics.json` and `metrics.md`.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,15 @@ from tqdm.auto import tqdm
 from data.paths import data_file
 from recovery.items import ITEMS_FILE, split_items, write_items
 from recovery.models import default_seqlen, max_positions
+from recovery.versions import package_versions
 from recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, local_task_files, run_zero_shot
 from selection.atomic import write_atomic
+from selection.formatting import EncodedSample
 
 PPL_TASKS: tuple[str, ...] = ("wikitext2", "ptb")
 ALL_TASKS: tuple[str, ...] = PPL_TASKS + ZERO_SHOT_TASKS
+# The packages that decide the numbers, recorded with every evaluation.
+EVALUATION_PACKAGES = ("paser", "lm_eval", "transformers", "torch", "peft")
 
 # Test splits, relative to the data directory (see the data README, "Perplexity").
 PPL_FILES: dict[str, str] = {
@@ -221,15 +225,53 @@ def perplexity(
     }
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that decide the numbers (paser, lm_eval, transformers, torch, peft)."""
-    versions = {}
-    for distribution in ("paser", "lm_eval", "transformers", "torch", "peft"):
-        try:
-            versions[distribution] = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+def response_nll(model: Any, encoded: Sequence[EncodedSample], *, batch_size: int = 8) -> dict[str, float]:
+    """Mean negative log-likelihood (nats per response token) of `model` on the rows' response tokens.
+
+    The held-out measure of recovery: same tokens and mask as training. Rows are batched with right padding;
+    returns `{"nll", "ppl", "tokens", "rows", "items"}`, `items` being each row's `nll_sum` (nats over its
+    response tokens) and `tokens`, in the order of `encoded` (`recovery.items`). Refuses an empty row list.
+    """
+    if not encoded:
+        raise ValueError("response_nll needs at least one row")
+    device = next(model.parameters()).device
+    row_nll = [0.0] * len(encoded)
+    row_tokens = [0] * len(encoded)
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda index: encoded[index].length)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = [encoded[index] for index in order[start : start + batch_size]]
+            width = max(row.length for row in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            attention = torch.zeros(len(batch), width, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            for position, row in enumerate(batch):
+                length = row.length
+                ids[position, :length] = torch.tensor(row.input_ids)
+                attention[position, :length] = 1
+                labels[position, row.prompt_length : length] = ids[position, row.prompt_length : length]
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
+            shifted = labels[:, 1:].to(device)
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="none"
+            ).view(len(batch), -1)
+            for index, loss, counted in zip(
+                order[start : start + batch_size], losses.sum(dim=1), (shifted != -100).sum(dim=1), strict=True
+            ):
+                row_nll[index] = float(loss)
+                row_tokens[index] = int(counted)
+    model.train(was_training)
+    tokens = sum(row_tokens)
+    nll = sum(row_nll) / tokens
+    return {
+        "nll": nll,
+        "ppl": math.exp(nll),
+        "tokens": tokens,
+        "rows": len(encoded),
+        "items": {"nll_sum": row_nll, "tokens": row_tokens},
+    }
 
 
 def _progress(message: str) -> None:
@@ -320,7 +362,7 @@ def evaluate_model(
         "source": source,
         "dtype": str(embedding.dtype).replace("torch.", ""),
         "device": str(embedding.device),
-        "versions": package_versions(),
+        "versions": package_versions(EVALUATION_PACKAGES),
         "seqlen": seqlen,
     }
 

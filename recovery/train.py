@@ -1,97 +1,85 @@
 """Recovery training: LoRA fine-tuning of a pruned model on the selected subset, with TRL and peft.
 
-Objectives (`TrainConfig.objective`):
-
-- `sft`: TRL `SFTTrainer` + a peft LoRA adapter; loss on the response tokens only. Rows are tokenised by
-  `selection.formatting.encode_corpus`, exactly as degradation scoring tokenised them, and handed to TRL
-  pre-tokenised with `labels = -100` on every prompt token, so the loss mask is the scorer's response span
-  by construction (no `completion_only_loss` / `assistant_only_loss` guessing from text).
-- `dpo`: TRL `DPOTrainer`; chosen = the corpus response, rejected = the pruned model's own greedy answer
-  to the same prompt (generated once, cached in `OUT/rejections.jsonl`). The reference model is the
-  pruned model itself: peft's adapter disabled, so no second copy is held. Pairs whose rejected answer
-  equals the chosen one teach nothing and are dropped and counted.
-- `sft+dpo`: the DPO run with TRL's `sft` loss (NLL of the chosen response) added to the sigmoid loss,
-  weighted by `sft_weight`.
-- `distill`: TRL's (experimental) GKD trainer with `lmbda=0` (no on-policy sampling: the selected rows'
-  responses are used) and `beta=0`, which is the forward KL(original ‖ student) per response token,
-  the teacher's logits computed on the fly; `sft_weight > 0` adds the response cross-entropy.
+This module is the loop every objective shares: read and tokenise the subset (`load_training_rows`), build the
+objective's trainer (`recovery.objectives`: `sft`, `dpo`, `sft+dpo`, `distill`, registered by name) with the
+LoRA adapter and the common TrainingArguments, train, save the adapter, merge it, restore the pruned zeros and
+write the records.
 
 `recover()` writes `OUT/adapter/` (peft), `OUT/merged/` (adapter merged, pruning zeros restored, plain
-transformers checkpoint), `OUT/train_log.jsonl` (one line per logged step), `OUT/sparsity.json` and
-`OUT/recovery.json` (what ran, on what, how long, with which versions).
+transformers checkpoint, with its model card), `OUT/train_log.jsonl` (one line per logged step),
+`OUT/sparsity.json` and `OUT/recovery.json` (what ran, on what, how long, with which versions), plus what the
+objective writes (DPO: `OUT/rejections.jsonl`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from recovery.card import model_card
-from recovery.models import (
-    choose_dtype,
-    describe_model,
-    linear_sparsity,
-    load_model,
-    resolve_device,
-    save_checkpoint,
+from recovery.evaluate import (
+    load_ppl_text,
+    response_nll,  # noqa: F401  (its old home: pipelines/heldout.py and bench/ still import it from here)
 )
+from recovery.models import choose_dtype, describe_model, load_model, resolve_device, save_checkpoint
+from recovery.objectives import TrainingJob, get_objective
+from recovery.objectives.sft import build_sft_trainer  # noqa: F401  (its old home: bench/ imports it from here)
 from recovery.prune import layer_sparsity
+from recovery.versions import package_versions
 from selection.atomic import write_atomic
 from selection.corpus import CorpusConfig, CorpusStats, Sample, load_corpus
-from selection.formatting import EncodedSample, build_prompt, check_same_tokenizer, encode_corpus
+from selection.formatting import EncodedSample, encode_corpus
 
-OBJECTIVES = ("sft", "dpo", "distill", "sft+dpo")
-# Learning rates when the config leaves `learning_rate` unset: the usual LoRA SFT rate, and a smaller one for
-# preference optimisation, whose loss moves the policy much faster per step.
-DEFAULT_LEARNING_RATES = {"sft": 2e-4, "distill": 2e-4, "dpo": 5e-5, "sft+dpo": 5e-5}
-REMASK_TEXTS = ("wikitext2", "none")
-# Skip / drop reasons counted in recovery.json.
-REJECTED_EQUALS_CHOSEN = "rejected_equals_chosen"
+# The packages whose versions recovery.json records.
+TRAINING_PACKAGES = ("python", "paser", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """How to fine-tune: objective, LoRA shape, optimisation, formatting, DPO/distillation knobs, devices."""
+    """How to fine-tune: objective, LoRA shape, optimisation, formatting, DPO/distillation knobs, devices.
 
-    objective: str = dataclasses.field(default="sft", metadata={"help": "sft, dpo, distill or sft+dpo."})
+    A field whose metadata has `"card": True` is listed in the recovered model's card (`recovery.card`).
+    """
+
+    objective: str = dataclasses.field(default="sft", metadata={"help": "sft, dpo, distill or sft+dpo.", "card": True})
     # LoRA: the paper's and peft's usual small adapter on every linear layer of the decoder.
-    lora_r: int = dataclasses.field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = dataclasses.field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r)."})
-    lora_dropout: float = dataclasses.field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    lora_r: int = dataclasses.field(default=8, metadata={"help": "LoRA rank.", "card": True})
+    lora_alpha: int = dataclasses.field(
+        default=16, metadata={"help": "LoRA scaling numerator (alpha / r).", "card": True}
+    )
+    lora_dropout: float = dataclasses.field(default=0.05, metadata={"help": "Dropout on the LoRA input.", "card": True})
     target_modules: str | list[str] = dataclasses.field(
         default="all-linear",
         metadata={"help": "peft target modules: `all-linear` (every decoder linear, not lm_head) or a list."},
     )
     learning_rate: float | None = dataclasses.field(
-        default=None, metadata={"help": "Peak learning rate; default 2e-4 for sft/distill, 5e-5 for dpo/sft+dpo."}
+        default=None,
+        metadata={"help": "Peak learning rate; default 2e-4 for sft/distill, 5e-5 for dpo/sft+dpo.", "card": True},
     )
-    epochs: float = dataclasses.field(default=1.0, metadata={"help": "Passes over the subset."})
+    epochs: float = dataclasses.field(default=1.0, metadata={"help": "Passes over the subset.", "card": True})
     max_steps: int = dataclasses.field(
-        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."}
+        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs).", "card": True}
     )
-    batch_size: int = dataclasses.field(default=8, metadata={"help": "Rows per device per step."})
-    grad_accum: int = dataclasses.field(default=1, metadata={"help": "Gradient accumulation steps."})
+    batch_size: int = dataclasses.field(default=8, metadata={"help": "Rows per device per step.", "card": True})
+    grad_accum: int = dataclasses.field(default=1, metadata={"help": "Gradient accumulation steps.", "card": True})
     warmup: float = dataclasses.field(
         default=0.03, metadata={"help": "Warm-up: a fraction of the steps (<1) or a step count (>=1)."}
     )
     scheduler: str = dataclasses.field(default="cosine", metadata={"help": "transformers lr scheduler name."})
     weight_decay: float = dataclasses.field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_length: int = dataclasses.field(
-        default=1024, metadata={"help": "Tokens per row (prompt + response); longer responses are cut."}
+        default=1024, metadata={"help": "Tokens per row (prompt + response); longer responses are cut.", "card": True}
     )
     overflow: str = dataclasses.field(
         default="truncate", metadata={"help": "Rows over max_length: truncate the response tail, or skip them."}
     )
     template: str = dataclasses.field(
-        default="auto", metadata={"help": "auto, chat or alpaca: must match the template the subset was scored with."}
+        default="auto",
+        metadata={"help": "auto, chat or alpaca: must match the template the subset was scored with.", "card": True},
     )
     group_by_length: bool = dataclasses.field(
         default=True,
@@ -100,7 +88,9 @@ class TrainConfig:
     gradient_checkpointing: bool = dataclasses.field(
         default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30% slower)."}
     )
-    seed: int = dataclasses.field(default=0, metadata={"help": "Seed for LoRA init, shuffling and dropout."})
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "Seed for LoRA init, shuffling and dropout.", "card": True}
+    )
     # DPO
     dpo_beta: float = dataclasses.field(default=0.1, metadata={"help": "DPO beta (strength of the KL anchor)."})
     max_new_tokens: int = dataclasses.field(
@@ -128,8 +118,7 @@ class TrainConfig:
     show_progress: bool = dataclasses.field(default=True, metadata={"help": "Progress bars."})
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; known: {', '.join(OBJECTIVES)}")
+        get_objective(self.objective)
         positive = {
             "lora_r": self.lora_r,
             "lora_alpha": self.lora_alpha,
@@ -158,14 +147,17 @@ class TrainConfig:
     @property
     def lr(self) -> float:
         """The learning rate in effect: the configured one, else the objective's default."""
-        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATES[self.objective]
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return get_objective(self.objective).default_learning_rate
 
     @property
     def sft_term(self) -> float:
-        """The weight of the response NLL term in effect (1 for sft+dpo, 0 for distill unless configured)."""
+        """The weight of the response NLL term in effect: the configured one, else the objective's default (1 for
+        sft+dpo, 0 for the others)."""
         if self.sft_weight is not None:
             return self.sft_weight
-        return 1.0 if self.objective == "sft+dpo" else 0.0
+        return get_objective(self.objective).default_sft_weight
 
     def lora_config(self) -> Any:
         """The peft `LoraConfig` for a causal LM: rank, alpha, dropout and target modules from this config."""
@@ -253,18 +245,6 @@ def load_training_rows(subset: str | Path, tokenizer: Any, config: TrainConfig) 
     )
 
 
-def sft_dataset(encoded: Sequence[EncodedSample]) -> Any:
-    """A pre-tokenised `datasets.Dataset`: `input_ids`, and `labels` = -100 on the prompt, the ids on the response."""
-    from datasets import Dataset
-
-    return Dataset.from_dict(
-        {
-            "input_ids": [row.input_ids for row in encoded],
-            "labels": [[-100] * row.prompt_length + row.input_ids[row.prompt_length :] for row in encoded],
-        }
-    )
-
-
 # ---------------------------------------------------------------------------------------------- logging
 
 
@@ -328,137 +308,6 @@ def _trl_common_args(config: TrainConfig, out_dir: Path, device: str, dtype: tor
     }
 
 
-def _sampling(config: TrainConfig) -> dict[str, str]:
-    """transformers' sampler for pre-tokenised rows: length-grouped mega-batches (shuffled) or plain random."""
-    return {"train_sampling_strategy": "group_by_length" if config.group_by_length else "random"}
-
-
-def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: TrainConfig, common: dict) -> Any:
-    """A TRL `SFTTrainer` over the pre-tokenised rows, with the LoRA adapter; loss on response tokens only."""
-    from trl import SFTConfig, SFTTrainer
-
-    args = SFTConfig(**common, **_sampling(config), max_length=None, shuffle_dataset=True, remove_unused_columns=True)
-    return SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=sft_dataset(rows.encoded),
-        processing_class=tokenizer,
-        peft_config=config.lora_config(),
-    )
-
-
-def preference_pairs(
-    rows: TrainingRows, tokenizer: Any, answers: dict[str, str], template: str
-) -> tuple[list[dict[str, str]], dict[str, int]]:
-    """DPO rows `{"prompt", "chosen", "rejected"}` (prompt text as the scorer built it) and the drop counts.
-
-    A pair whose rejected answer equals the chosen response (whitespace-stripped) is dropped under
-    `rejected_equals_chosen`; an empty rejected answer (the pruned model stopped at once) is kept, because
-    preferring a real answer to none is a lesson. Refuses rows with no answer in `answers`.
-    """
-    pairs: list[dict[str, str]] = []
-    dropped: dict[str, int] = {}
-    for sample in rows.samples:
-        if sample.id not in answers:
-            raise ValueError(f"no rejected answer was generated for row {sample.id!r}")
-        rejected = answers[sample.id]
-        if rejected.strip() == sample.response.strip():
-            dropped[REJECTED_EQUALS_CHOSEN] = dropped.get(REJECTED_EQUALS_CHOSEN, 0) + 1
-            continue
-        pairs.append(
-            {"prompt": build_prompt(sample, tokenizer, template), "chosen": sample.response, "rejected": rejected}
-        )
-    return pairs, dropped
-
-
-def build_dpo_trainer(model: Any, tokenizer: Any, pairs: list[dict[str, str]], config: TrainConfig, common: dict):
-    """A TRL `DPOTrainer` with the LoRA adapter; the reference is the same model with the adapter disabled."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
-    loss_type: list[str] = ["sigmoid"]
-    loss_weights = [1.0]
-    if config.sft_term > 0:
-        loss_type.append("sft")
-        loss_weights.append(config.sft_term)
-    args = DPOConfig(
-        **common,
-        beta=config.dpo_beta,
-        loss_type=loss_type,
-        loss_weights=loss_weights,
-        max_length=config.max_length,
-    )
-    return DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(pairs),
-        processing_class=tokenizer,
-        peft_config=config.lora_config(),
-    )
-
-
-def build_distill_trainer(
-    model: Any, teacher: Any, tokenizer: Any, rows: TrainingRows, config: TrainConfig, common: dict
-) -> Any:
-    """TRL's GKD trainer as plain forward-KL distillation on the rows' own responses, plus an optional NLL term.
-
-    `lmbda=0` (never sample on-policy) and `beta=0` (generalised JSD = KL(teacher ‖ student)) make GKD's
-    loss the per-response-token forward KL (both normalised by the response-token count of the batch); the
-    subclass adds `sft_weight` × the response cross-entropy computed from the same student logits.
-    """
-    import torch.nn.functional as functional
-    from trl.experimental.gkd import GKDConfig, GKDTrainer
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    sft_weight = config.sft_term
-
-    class DistillTrainer(GKDTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            with torch.no_grad():
-                teacher_logits = self.teacher_model(
-                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-                ).logits
-            labels = inputs["labels"][:, 1:]
-            student_logits = student.logits[:, :-1, :]
-            kl = self.generalized_jsd_loss(
-                student_logits=student_logits,
-                teacher_logits=teacher_logits[:, :-1, :],
-                labels=labels,
-                beta=0.0,
-                num_items_in_batch=num_items_in_batch,
-            )
-            loss = kl
-            if sft_weight > 0:
-                nll = functional.cross_entropy(
-                    student_logits.reshape(-1, student_logits.size(-1)).float(),
-                    labels.reshape(-1),
-                    ignore_index=-100,
-                    reduction="sum",
-                )
-                count = num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum()
-                loss = kl + sft_weight * nll / count
-            return (loss, student) if return_outputs else loss
-
-    args = GKDConfig(
-        **common,
-        **_sampling(config),
-        lmbda=0.0,
-        beta=0.0,
-        seq_kd=False,
-        max_length=None,
-    )
-    return DistillTrainer(
-        model=model,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=sft_dataset(rows.encoded),
-        processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
-        peft_config=config.lora_config(),
-    )
-
-
 # ---------------------------------------------------------------------------------------------- orchestration
 
 
@@ -469,19 +318,6 @@ class RecoveryResult:
     out_dir: Path
     record: dict[str, Any]
     paths: dict[str, Path]
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata
-    import platform
-
-    versions = {"python": platform.python_version()}
-    for package in ("paser", "torch", "transformers", "peft", "trl", "accelerate", "datasets"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
@@ -495,8 +331,6 @@ def _remove_if_empty(folder: Path) -> None:
 
 def _remask_text(config: TrainConfig, data_dir: str | Path | None) -> tuple[str | None, str]:
     """The held-out text for the re-masking perplexity check and its name, or (None, why not)."""
-    from recovery.evaluate import load_ppl_text
-
     if config.remask_eval == "none":
         return None, "disabled (remask_eval=none)"
     if config.remask_eval == "wikitext2":
@@ -516,98 +350,43 @@ def _distributed_state() -> Any:
     return PartialState()
 
 
-def checkpoint_identity(path: str | Path) -> str | None:
-    """A cheap identity of a local checkpoint folder: sha256 over its config, pruning record and weight files'
-    names, sizes and modification times, so re-pruning into the same folder invalidates cached answers.
-    None for a hub id (not a local folder)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return None
-    digest = hashlib.sha256()
-    for file in sorted(folder.iterdir()):
-        if file.name in ("config.json", "pruning.json"):
-            digest.update(file.name.encode() + file.read_bytes())
-        elif file.suffix in (".safetensors", ".bin"):
-            status = file.stat()
-            digest.update(f"{file.name}:{status.st_size}:{status.st_mtime_ns}".encode())
-    return digest.hexdigest()
+@dataclasses.dataclass
+class PrunedModel:
+    """The pruned model as loaded for training, with what recovery keeps of it: its description, its sparsity
+    mask (None when no mask is to be restored, and why in `mask_reason`) and its per-layer sparsity."""
+
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any]
+    mask: dict[str, torch.Tensor] | None
+    mask_reason: str
+    before: dict[str, float]
 
 
-def _build_trainer(
-    model: Any,
-    tokenizer: Any,
-    rows: TrainingRows,
-    config: TrainConfig,
-    state: Any,
-    out_dir: Path,
-    original: str | None,
-) -> tuple[Any, dict[str, Any]]:
-    """The TRL trainer for `config.objective` and what the run record gains from preparing it.
+def load_pruned(pruned: str, dtype: torch.dtype) -> PrunedModel:
+    """Load the pruned model on the CPU in the training dtype (the Trainer moves it to its per-process device)
+    and take its mask when its sparsity is to be kept (`recovery.sparsity.mask_policy`)."""
+    from recovery import sparsity
 
-    DPO: the rejected answers are generated (or read from the cache) first, by the pruned model on this
-    process's device; under `accelerate launch` the main process generates and the others read the cache.
-    Distill: the teacher is loaded and its tokenizer checked against the pruned model's.
-    """
-    device = resolve_device(config.device)
-    dtype = choose_dtype(config.dtype, device)
-    common = _trl_common_args(config, out_dir, device, dtype)
-    if config.objective == "sft":
-        return build_sft_trainer(model, tokenizer, rows, config, common), {}
-    if config.objective == "distill":
-        teacher, teacher_tokenizer = load_model(original, dtype=_dtype_name(dtype), device="cpu")
-        check_same_tokenizer(tokenizer, teacher_tokenizer)
-        trainer = build_distill_trainer(model, teacher, tokenizer, rows, config, common)
-        return trainer, {"teacher": describe_model(original, teacher).to_dict()}
-
-    from recovery.rejections import greedy_answers
-
-    generation_start = time.perf_counter()
-    prompts = [(row.id, row.input_ids[: row.prompt_length]) for row in rows.encoded]
-    fingerprint = {
-        "model": str(getattr(model, "name_or_path", "")),
-        "checkpoint": checkpoint_identity(getattr(model, "name_or_path", "")),
-        "linear_sparsity": round(linear_sparsity(model), 6),
-        "max_new_tokens": config.max_new_tokens,
-        "template": config.template,
-        "paser": _versions()["paser"],
-    }
-    model.to(state.device if device != "cpu" else "cpu")
-    with state.main_process_first():
-        answers, generation_stats = greedy_answers(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=config.max_new_tokens,
-            batch_size=config.generation_batch_size,
-            cache_path=out_dir / "rejections.jsonl",
-            fingerprint=fingerprint,
-            show_progress=config.show_progress,
-        )
-    model.to("cpu")
-    pairs, dropped = preference_pairs(rows, tokenizer, answers, config.template)
-    if not pairs:
-        raise ValueError(f"every DPO pair was dropped ({dropped}); nothing to train on")
-    generation_stats["seconds_total"] = round(time.perf_counter() - generation_start, 3)
-    record = {"pairs": {"used": len(pairs), "dropped": dropped, "generation": generation_stats}}
-    return build_dpo_trainer(model, tokenizer, pairs, config, common), record
+    model, tokenizer = load_model(pruned, dtype=_dtype_name(dtype), device="cpu")
+    mask_needed, mask_reason = sparsity.mask_policy(Path(pruned) if Path(pruned).exists() else None, model)
+    mask = sparsity.capture_mask(model) if mask_needed else None
+    info = describe_model(pruned, model).to_dict()
+    return PrunedModel(model, tokenizer, info, mask, mask_reason, layer_sparsity(model))
 
 
 def _merge_keeping_zeros(
-    peft_model: Any,
-    tokenizer: Any,
-    mask: dict[str, torch.Tensor] | None,
-    mask_reason: str,
-    before: dict[str, float],
-    config: TrainConfig,
-    data_dir: str | Path | None,
+    peft_model: Any, pruned: PrunedModel, config: TrainConfig, data_dir: str | Path | None
 ) -> tuple[Any, dict[str, Any]]:
-    """Merge the adapter into the base weights; re-apply `mask` when there is one; return (model, sparsity.json).
+    """Merge the adapter into the base weights; re-apply the pruned model's mask when it has one; return
+    (model, sparsity.json).
 
     With a mask, the merged model's perplexity is measured before and after re-masking on the configured
     held-out text (or the skip reason is recorded), and every pruned position is checked to be zero again.
     """
     from recovery import sparsity
 
+    tokenizer, mask = pruned.tokenizer, pruned.mask
     merged = peft_model.merge_and_unload().to("cpu")
     after_merge = layer_sparsity(merged)
     after_remask = changed = ppl = None
@@ -631,11 +410,11 @@ def _merge_keeping_zeros(
         sparsity.check_zeros(merged, mask, exact=False)
         after_remask = layer_sparsity(merged)
     report = sparsity.sparsity_report(
-        before,
+        pruned.before,
         after_merge,
         after_remask,
         sizes=sparsity.layer_sizes(merged),
-        policy_reason=mask_reason,
+        policy_reason=pruned.mask_reason,
         changed=changed,
         ppl=ppl,
     )
@@ -644,6 +423,51 @@ def _merge_keeping_zeros(
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+def _train(trainer: Any, out_dir: Path) -> Any:
+    """Train with the loss log written to `OUT/train_log.jsonl`; returns the Trainer's `TrainOutput`."""
+    trainer.add_callback(make_log_callback(out_dir / "train_log.jsonl"))
+    output = trainer.train()
+    # save_strategy="no": the Trainer's output folder only exists because TRL insists on one.
+    _remove_if_empty(out_dir / "trainer")
+    return output
+
+
+def _rows_record(rows: TrainingRows) -> dict[str, Any]:
+    return {
+        "read": rows.stats.rows_read,
+        "valid": rows.stats.rows_valid,
+        "used": len(rows.encoded),
+        "skipped": rows.skipped,
+        "truncated": rows.truncated,
+    }
+
+
+def _training_record(trainer: Any, output: Any, world_size: int) -> dict[str, Any]:
+    """Steps, epochs, losses (mean, first and last logged) and trainable parameters of a finished training."""
+    log_history = [entry for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_loss": output.training_loss,
+        "first_loss": log_history[0]["loss"] if log_history else None,
+        "last_loss": log_history[-1]["loss"] if log_history else None,
+        "trainable_parameters": sum(
+            parameter.numel() for parameter in trainer.model.parameters() if parameter.requires_grad
+        ),
+        "world_size": world_size,
+    }
+
+
+def _sparsity_summary(sparsity_record: dict[str, Any], mask_reason: str) -> dict[str, Any]:
+    return {
+        "masked": sparsity_record["remasked"],
+        "reason": mask_reason,
+        "total_before": sparsity_record["total"]["before"],
+        "total_after_merge": sparsity_record["total"]["after_merge"],
+        "total_after_remask": sparsity_record["total"]["after_remask"],
+    }
 
 
 def recover(
@@ -657,106 +481,73 @@ def recover(
 ) -> RecoveryResult:
     """Fine-tune the pruned model on the subset with `config.objective`; write adapter, merged model and records.
 
-    `original` is required for `distill` (the teacher) and only recorded otherwise (DPO's rejected answers
-    come from the pruned model). Steps: load the pruned model, take its sparsity mask, tokenise the subset,
-    (DPO) generate or reuse the cached rejected answers, train the LoRA adapter with TRL, save the adapter,
-    merge, restore the pruned zeros when the model is unstructured/N:M sparse, measure the perplexity
-    effect of that, save the merged model. Refuses an unknown objective, `distill` without `original`, a
-    CUDA device this torch cannot use (before loading), a teacher with a different tokenizer, and a subset
-    without usable rows. Returns what was written.
+    `original` is required by objectives that need it (`distill`: the teacher) and only recorded otherwise (DPO's
+    rejected answers come from the pruned model). Steps: load the pruned model, take its sparsity mask, tokenise
+    the subset, prepare the objective's trainer (DPO: generate or reuse the cached rejected answers), train the
+    LoRA adapter with TRL, save the adapter, merge, restore the pruned zeros when the model is unstructured/N:M
+    sparse, measure the perplexity effect of that, save the merged model. Refuses an unknown objective, `distill`
+    without `original`, a CUDA device this torch cannot use (before loading), a teacher with a different
+    tokenizer, and a subset without usable rows. Returns what was written.
     """
-    from recovery import sparsity
+    from recovery.card import model_card
 
     config = config or TrainConfig()
-    if config.objective == "distill" and not original:
-        raise ValueError("objective 'distill' needs the original model as teacher (--original)")
+    objective = get_objective(config.objective)
+    if objective.needs_original and not original:
+        raise ValueError(f"objective {config.objective!r} needs the original model as teacher (--original)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _distributed_state()
     device = resolve_device(config.device)
     dtype = choose_dtype(config.dtype, device)
     started = time.perf_counter()
-    seconds: dict[str, float] = {}
+    loaded = load_pruned(pruned, dtype)
+    rows = load_training_rows(subset, loaded.tokenizer, config)
+    seconds = {"load": time.perf_counter() - started}
 
-    # Load on the CPU in the training dtype; the Trainer moves the model to its (per-process) device.
-    model, tokenizer = load_model(pruned, dtype=_dtype_name(dtype), device="cpu")
-    model_info = describe_model(pruned, model).to_dict()
-    mask_needed, mask_reason = sparsity.mask_policy(Path(pruned) if Path(pruned).exists() else None, model)
-    mask = sparsity.capture_mask(model) if mask_needed else None
-    before = layer_sparsity(model)
-
-    rows = load_training_rows(subset, tokenizer, config)
-    seconds["load"] = time.perf_counter() - started
-    record: dict[str, Any] = {"objective": config.objective}
-
-    trainer, objective_record = _build_trainer(model, tokenizer, rows, config, state, out_dir, original)
-    record.update(objective_record)
-    trainer.add_callback(make_log_callback(out_dir / "train_log.jsonl"))
-
+    common = _trl_common_args(config, out_dir, device, dtype)
+    job = TrainingJob(
+        loaded.model, loaded.tokenizer, rows, config, common, out_dir, original, state, device, _dtype_name(dtype)
+    )
+    prepared = objective.prepare(job)
+    record: dict[str, Any] = {"objective": config.objective, **prepared.record}
     train_start = time.perf_counter()
-    output = trainer.train()
+    output = _train(prepared.trainer, out_dir)
     seconds["train"] = time.perf_counter() - train_start
-    # save_strategy="no": the Trainer's output folder only exists because TRL insists on one.
-    _remove_if_empty(out_dir / "trainer")
-    paths: dict[str, Path] = {"train_log": out_dir / "train_log.jsonl"}
-    if config.objective in ("dpo", "sft+dpo"):
-        paths["rejections"] = out_dir / "rejections.jsonl"
+    paths: dict[str, Path] = {"train_log": out_dir / "train_log.jsonl", **prepared.paths}
     if not state.is_main_process:
         return RecoveryResult(out_dir, record, paths)
 
-    peft_model = trainer.model
+    peft_model = prepared.trainer.model
     peft_model.eval()
-    trainable = sum(parameter.numel() for parameter in peft_model.parameters() if parameter.requires_grad)
+    training = _training_record(prepared.trainer, output, state.num_processes)  # before merging removes the adapter
     # PeftModel.save_pretrained writes only the adapter (adapter_config.json + adapter_model.safetensors).
-    paths["adapter"] = save_checkpoint(peft_model, tokenizer, out_dir / "adapter")
+    paths["adapter"] = save_checkpoint(peft_model, loaded.tokenizer, out_dir / "adapter")
     merge_start = time.perf_counter()
-    merged, sparsity_record = _merge_keeping_zeros(peft_model, tokenizer, mask, mask_reason, before, config, data_dir)
+    merged, sparsity_record = _merge_keeping_zeros(peft_model, loaded, config, data_dir)
     paths["sparsity"] = _write_json(out_dir / "sparsity.json", sparsity_record)
     seconds["merge"] = time.perf_counter() - merge_start
     seconds["total"] = time.perf_counter() - started
 
-    log_history = [entry for entry in trainer.state.log_history if "loss" in entry]
     record.update(
         {
-            "pruned": model_info,
+            "pruned": loaded.info,
             "original": record.pop("teacher", None) or ({"name": original} if original else None),
             "subset": str(subset),
-            "rows": {
-                "read": rows.stats.rows_read,
-                "valid": rows.stats.rows_valid,
-                "used": len(rows.encoded),
-                "skipped": rows.skipped,
-                "truncated": rows.truncated,
-            },
+            "rows": _rows_record(rows),
             "tokens_per_epoch": rows.token_counts(),
-            "training": {
-                "steps": trainer.state.global_step,
-                "epochs": trainer.state.epoch,
-                "train_loss": output.training_loss,
-                "first_loss": log_history[0]["loss"] if log_history else None,
-                "last_loss": log_history[-1]["loss"] if log_history else None,
-                "trainable_parameters": trainable,
-                "world_size": state.num_processes,
-            },
-            "sparsity": {
-                "masked": sparsity_record["remasked"],
-                "reason": mask_reason,
-                "total_before": sparsity_record["total"]["before"],
-                "total_after_merge": sparsity_record["total"]["after_merge"],
-                "total_after_remask": sparsity_record["total"]["after_remask"],
-            },
+            "training": training,
+            "sparsity": _sparsity_summary(sparsity_record, loaded.mask_reason),
             "hyperparameters": config.to_dict(),
             "device": device,
             "dtype": _dtype_name(dtype),
             "seconds": {key: round(value, 3) for key, value in seconds.items()},
-            "versions": _versions(),
+            "versions": package_versions(TRAINING_PACKAGES),
         }
     )
-    merged_files = {
-        "recovery.json": json.dumps(record, indent=2, default=str),
-        "README.md": model_card(record, pruned, subset),
-    }
-    paths["merged"] = save_checkpoint(merged, tokenizer, out_dir / "merged", merged_files)
+    card = model_card(record, pruned, subset)
+    merged_files = {"recovery.json": json.dumps(record, indent=2, default=str), "README.md": card}
+    paths["merged"] = save_checkpoint(merged, loaded.tokenizer, out_dir / "merged", merged_files)
     record["outputs"] = {name: str(path) for name, path in paths.items()}
     paths["record"] = _write_json(out_dir / "recovery.json", record)
     return RecoveryResult(out_dir, record, paths)
@@ -787,52 +578,3 @@ def format_summary(result: RecoveryResult) -> str:
     lines.append(f"[paser] adapter: {result.paths['adapter']}  merged: {result.paths['merged']}")
     lines.append(f"[paser] record: {result.paths['record']}  loss log: {result.paths['train_log']}")
     return "\n".join(lines)
-
-
-def response_nll(model: Any, encoded: Sequence[EncodedSample], *, batch_size: int = 8) -> dict[str, float]:
-    """Mean negative log-likelihood (nats per response token) of `model` on the rows' response tokens.
-
-    The held-out measure of recovery: same tokens and mask as training. Rows are batched with right padding;
-    returns `{"nll", "ppl", "tokens", "rows", "items"}`, `items` being each row's `nll_sum` (nats over its
-    response tokens) and `tokens`, in the order of `encoded` (`recovery.items`). Refuses an empty row list.
-    """
-    if not encoded:
-        raise ValueError("response_nll needs at least one row")
-    device = next(model.parameters()).device
-    row_nll = [0.0] * len(encoded)
-    row_tokens = [0] * len(encoded)
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(encoded)), key=lambda index: encoded[index].length)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = [encoded[index] for index in order[start : start + batch_size]]
-            width = max(row.length for row in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            attention = torch.zeros(len(batch), width, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            for position, row in enumerate(batch):
-                length = row.length
-                ids[position, :length] = torch.tensor(row.input_ids)
-                attention[position, :length] = 1
-                labels[position, row.prompt_length : length] = ids[position, row.prompt_length : length]
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits.float()
-            shifted = labels[:, 1:].to(device)
-            losses = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="none"
-            ).view(len(batch), -1)
-            for index, loss, counted in zip(
-                order[start : start + batch_size], losses.sum(dim=1), (shifted != -100).sum(dim=1), strict=True
-            ):
-                row_nll[index] = float(loss)
-                row_tokens[index] = int(counted)
-    model.train(was_training)
-    tokens = sum(row_tokens)
-    nll = sum(row_nll) / tokens
-    return {
-        "nll": nll,
-        "ppl": math.exp(nll),
-        "tokens": tokens,
-        "rows": len(encoded),
-        "items": {"nll_sum": row_nll, "tokens": row_tokens},
-    }

@@ -3,57 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from recovery.evaluate import response_nll
+from recovery.objectives.dpo import preference_pairs
+from recovery.objectives.sft import build_sft_trainer
 from recovery.prune import PruneTarget, prune_model, save_pruned
-from recovery.train import (
-    TrainConfig,
-    build_sft_trainer,
-    load_training_rows,
-    preference_pairs,
-    recover,
-    response_nll,
-)
-
-
-def _fast(**overrides) -> TrainConfig:
-    """A config for seconds-long tests: short rows, small batches, no progress bars, no ppl check."""
-    values = {
-        "max_length": 96,
-        "batch_size": 4,
-        "max_steps": 2,
-        "show_progress": False,
-        "remask_eval": "none",
-        "device": "cpu",
-        "dtype": "fp32",
-        "max_new_tokens": 8,
-    }
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def pruned_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """The tiny model magnitude-pruned to 50% unstructured, saved with pruning.json."""
-    from recovery.models import load_model
-
-    model, tokenizer = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
-    record = prune_model(model, "magnitude", PruneTarget(sparsity=0.5))
-    return save_pruned(model, tokenizer, tmp_path_factory.mktemp("pruned") / "magnitude-50", record)
-
-
-@pytest.fixture(scope="module")
-def subset_file(tmp_path_factory: pytest.TempPathFactory, tiny_samples) -> Path:
-    """12 tiny samples written as selection.jsonl rows (Alpaca fields + id + cluster), as `paser select` writes."""
-    path = tmp_path_factory.mktemp("subset") / "selection.jsonl"
-    with path.open("w", encoding="utf-8") as stream:
-        for sample in tiny_samples[1:13]:
-            row = {"instruction": sample.instruction, "input": sample.input, "output": sample.response}
-            stream.write(json.dumps({**row, "id": f"row-{sample.id}", "cluster": 0}) + "\n")
-    return path
+from recovery.train import TrainConfig, _trl_common_args, load_training_rows, recover
+from tests.recovery.tiny_training import fast_config as _fast
 
 
 def _rows(subset_file: Path, tiny_tokenizer, config: TrainConfig):
@@ -113,8 +74,6 @@ def test_sft_loss_mask_is_exactly_the_response_tokens(tiny_model, tiny_tokenizer
 
 
 def _common(config: TrainConfig, out_dir: Path) -> dict:
-    from recovery.train import _trl_common_args
-
     return _trl_common_args(config, out_dir, "cpu", torch.float32)
 
 
@@ -227,9 +186,19 @@ def test_dpo_run_trains_and_reuses_its_cached_rejections(pruned_dir, subset_file
 
 
 def test_sft_plus_dpo_adds_the_sft_loss_to_dpo(pruned_dir, subset_file, tmp_path):
-    result = recover(str(pruned_dir), subset_file, tmp_path / "both", _fast(objective="sft+dpo"))
+    # LoRA B starts at zero, so at the first step the policy is its own reference and the DPO loss is exactly
+    # ln 2: whatever the first loss holds above that is the weighted response NLL. One folder: the rejected
+    # answers are generated once.
+    out = tmp_path / "both"
+    dpo = recover(str(pruned_dir), subset_file, out, _fast(objective="dpo"))
+    result = recover(str(pruned_dir), subset_file, out, _fast(objective="sft+dpo"))
+    doubled = recover(str(pruned_dir), subset_file, out, _fast(objective="sft+dpo", sft_weight=2.0))
     assert result.record["hyperparameters"]["sft_weight_effective"] == 1.0
     assert result.record["training"]["steps"] == 2
+    assert dpo.record["training"]["first_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    response_nll_term = result.record["training"]["first_loss"] - math.log(2)
+    assert response_nll_term > 1.0  # a random model's response NLL, in nats per token
+    assert doubled.record["training"]["first_loss"] == pytest.approx(math.log(2) + 2 * response_nll_term, rel=1e-5)
 
 
 def test_distill_starts_at_zero_kl_when_student_and_teacher_agree(pruned_dir, subset_file, tmp_path):
@@ -250,16 +219,3 @@ def test_distill_from_the_original_trains_with_a_positive_kl(pruned_dir, tiny_mo
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
     assert result.record["original"]["name"] == str(tiny_model_dir)
     assert (out / "merged" / "config.json").exists()
-
-
-def test_checkpoint_identity_changes_when_the_folder_is_pruned_again(pruned_dir, tmp_path):
-    import shutil
-
-    from recovery.train import checkpoint_identity
-
-    copy = Path(shutil.copytree(pruned_dir, tmp_path / "copy"))
-    first = checkpoint_identity(copy)
-    assert first == checkpoint_identity(copy)
-    (copy / "pruning.json").write_text((copy / "pruning.json").read_text().replace("magnitude", "wanda"))
-    assert checkpoint_identity(copy) != first
-    assert checkpoint_identity("some-org/some-model") is None

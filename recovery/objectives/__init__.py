@@ -1,0 +1,113 @@
+"""Recovery objectives, registered by name: the loss the LoRA adapter is trained with and the TRL trainer for it.
+
+An objective is a function `prepare(job: TrainingJob) -> PreparedTrainer` registered with `register_objective`,
+which declares its default learning rate, the default weight of its response-NLL term (`TrainConfig.sft_weight`
+unset) and whether it needs the original model. `recovery.train.recover` looks the objective up by
+`TrainConfig.objective` and runs the shared loop around its trainer: rows, LoRA, training, merge, re-masking,
+records. Every module of this package is imported on the first lookup, so an objective is one file here; the
+built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recovery.train import TrainConfig, TrainingRows
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingJob:
+    """What an objective builds its trainer from.
+
+    `model`: the pruned model, on the CPU in the training dtype (the Trainer moves it to its device);
+    `trainer_args`: the TrainingArguments every trainer shares (`recovery.train.trainer_args`); `original`: the
+    original model's name or folder, or None; `state`: accelerate's `PartialState`; `device`: "cpu" or "cuda";
+    `dtype`: the training dtype's name as `recovery.models.load_model` takes it ("float32", "bfloat16", ...).
+    """
+
+    model: Any
+    tokenizer: Any
+    rows: TrainingRows
+    config: TrainConfig
+    trainer_args: dict[str, Any]
+    out_dir: Path
+    original: str | None
+    state: Any
+    device: str
+    dtype: str
+
+
+@dataclasses.dataclass
+class PreparedTrainer:
+    """An objective's trainer (with the LoRA adapter), what the run record gains from preparing it (a `teacher`
+    entry becomes the record's `original`), and the files preparing it wrote (listed in the record's outputs)."""
+
+    trainer: Any
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)
+    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+
+Prepare = Callable[[TrainingJob], PreparedTrainer]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A registered objective: its `prepare` function and what it declares."""
+
+    name: str
+    prepare: Prepare
+    default_learning_rate: float
+    default_sft_weight: float
+    needs_original: bool
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(
+    name: str, *, default_learning_rate: float, default_sft_weight: float = 0.0, needs_original: bool = False
+) -> Callable[[Prepare], Prepare]:
+    """Register `prepare(job) -> PreparedTrainer` as objective `name`.
+
+    `default_learning_rate` applies when `TrainConfig.learning_rate` is unset, `default_sft_weight` (the weight
+    of the response NLL added to the objective's loss) when `TrainConfig.sft_weight` is; with `needs_original`,
+    `recover` refuses to run without the original model. Refuses a name registered twice.
+    """
+
+    def decorator(prepare: Prepare) -> Prepare:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} is already registered")
+        if default_learning_rate <= 0 or default_sft_weight < 0:
+            raise ValueError(f"objective {name!r}: default_learning_rate must be > 0 and default_sft_weight >= 0")
+        OBJECTIVES[name] = Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original)
+        return prepare
+
+    return decorator
+
+
+@functools.cache
+def _load_objectives() -> None:
+    """Import every module of this package; each registers its objectives."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def objective_names() -> list[str]:
+    """The names of all registered objectives, sorted."""
+    _load_objectives()
+    return sorted(OBJECTIVES)
+
+
+def get_objective(name: str) -> Objective:
+    """The objective registered as `name`; refuses an unknown name (ValueError listing the known ones)."""
+    _load_objectives()
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]

@@ -1,0 +1,58 @@
+"""`sft`: supervised fine-tuning with TRL's `SFTTrainer` and the LoRA adapter, loss on the response tokens only.
+
+Rows are tokenised by `selection.formatting.encode_corpus` (`recovery.train.load_training_rows`), exactly as
+degradation scoring tokenised them, and handed to TRL pre-tokenised with `labels = -100` on every prompt token,
+so the loss mask is the scorer's response span by construction (no `completion_only_loss` /
+`assistant_only_loss` guessing from text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from selection.formatting import EncodedSample
+
+if TYPE_CHECKING:
+    from recovery.train import TrainConfig, TrainingRows
+
+
+def sft_dataset(encoded: Sequence[EncodedSample]) -> Any:
+    """A pre-tokenised `datasets.Dataset`: `input_ids`, and `labels` = -100 on the prompt, the ids on the response."""
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "input_ids": [row.input_ids for row in encoded],
+            "labels": [[-100] * row.prompt_length + row.input_ids[row.prompt_length :] for row in encoded],
+        }
+    )
+
+
+def sampling_args(config: TrainConfig) -> dict[str, str]:
+    """transformers' sampler for pre-tokenised rows: length-grouped mega-batches (shuffled) or plain random."""
+    return {"train_sampling_strategy": "group_by_length" if config.group_by_length else "random"}
+
+
+def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: TrainConfig, common: dict) -> Any:
+    """A TRL `SFTTrainer` over the pre-tokenised rows, with the LoRA adapter; loss on response tokens only."""
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        **common, **sampling_args(config), max_length=None, shuffle_dataset=True, remove_unused_columns=True
+    )
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=sft_dataset(rows.encoded),
+        processing_class=tokenizer,
+        peft_config=config.lora_config(),
+    )
+
+
+# The usual LoRA SFT learning rate.
+@register_objective("sft", default_learning_rate=2e-4)
+def prepare_sft(job: TrainingJob) -> PreparedTrainer:
+    """The SFT trainer over the job's rows."""
+    return PreparedTrainer(build_sft_trainer(job.model, job.tokenizer, job.rows, job.config, job.trainer_args))
