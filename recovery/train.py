@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -425,9 +426,38 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+def _warn(message: str) -> None:
+    print(f"[paser recover] warning: {message}", file=sys.stderr, flush=True)
+
+
+def keep_a_step_after_warmup(trainer: Any) -> None:
+    """Shorten the trainer's warm-up to at most `steps - 1` optimiser steps, saying so on stderr when it does.
+
+    transformers' warm-up starts at a learning rate of 0, so a warm-up as long as training leaves every step
+    below the peak rate, and with a single step (any warm-up rounds up to one step) the adapter does not move at
+    all. The step count is known only when the Trainer builds its scheduler, so the check runs there.
+    """
+    create_scheduler = trainer.create_scheduler
+
+    def create_with_a_step_after_warmup(num_training_steps: int, optimizer: Any = None) -> Any:
+        warmup = trainer.args.get_warmup_steps(num_training_steps)
+        if warmup >= num_training_steps:
+            trainer.args.warmup_steps = num_training_steps - 1
+            if trainer.is_world_process_zero():
+                _warn(
+                    f"warm-up of {warmup} step(s) shortened to {num_training_steps - 1}: training has "
+                    f"{num_training_steps} optimiser step(s), and a step inside the warm-up trains below the peak rate"
+                )
+        return create_scheduler(num_training_steps=num_training_steps, optimizer=optimizer)
+
+    trainer.create_scheduler = create_with_a_step_after_warmup
+
+
 def _train(trainer: Any, out_dir: Path) -> Any:
-    """Train with the loss log written to `OUT/train_log.jsonl`; returns the Trainer's `TrainOutput`."""
+    """Train with the loss log written to `OUT/train_log.jsonl` and at least one step after the warm-up; returns
+    the Trainer's `TrainOutput`."""
     trainer.add_callback(make_log_callback(out_dir / "train_log.jsonl"))
+    keep_a_step_after_warmup(trainer)
     output = trainer.train()
     # save_strategy="no": the Trainer's output folder only exists because TRL insists on one.
     _remove_if_empty(out_dir / "trainer")

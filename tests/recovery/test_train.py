@@ -13,7 +13,7 @@ from recovery.evaluate import response_nll
 from recovery.objectives.dpo import preference_pairs
 from recovery.objectives.sft import build_sft_trainer
 from recovery.prune import PruneTarget, prune_model, save_pruned
-from recovery.train import TrainConfig, _trl_common_args, load_training_rows, recover
+from recovery.train import TrainConfig, _trl_common_args, keep_a_step_after_warmup, load_training_rows, recover
 from tests.recovery.tiny_training import fast_config as _fast
 
 
@@ -99,6 +99,45 @@ def test_sft_loss_falls_over_thirty_steps_on_a_repeated_set(tiny_model, tiny_tok
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def _train_with_a_step_after_warmup(config: TrainConfig, model, tokenizer, subset_file: Path, out_dir: Path):
+    trainer = build_sft_trainer(
+        model, tokenizer, _rows(subset_file, tokenizer, config), config, _common(config, out_dir)
+    )
+    keep_a_step_after_warmup(trainer)
+    trainer.train()
+    return trainer
+
+
+def _learning_rates(trainer) -> list[float]:
+    return [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+
+
+def test_a_single_step_trains_the_adapter_with_the_warmup_shortened(
+    tiny_model, tiny_tokenizer, subset_file, tmp_path, capsys
+):
+    config = _fast(max_steps=1, learning_rate=1e-2)  # the default warm-up, 3% of one step, rounds up to one step
+    trainer = _train_with_a_step_after_warmup(config, tiny_model, tiny_tokenizer, subset_file, tmp_path)
+    lora_b = [parameter for name, parameter in trainer.model.named_parameters() if "lora_B" in name]
+    assert lora_b and all(parameter.abs().sum() > 0 for parameter in lora_b)
+    assert "warm-up of 1 step(s) shortened to 0: training has 1 optimiser step(s)" in capsys.readouterr().err
+
+
+def test_a_warmup_as_long_as_training_leaves_the_last_step_at_the_peak_rate(
+    tiny_model, tiny_tokenizer, subset_file, tmp_path, capsys
+):
+    config = _fast(max_steps=3, warmup=5, learning_rate=1e-2)
+    trainer = _train_with_a_step_after_warmup(config, tiny_model, tiny_tokenizer, subset_file, tmp_path)
+    assert _learning_rates(trainer) == pytest.approx([0.0, 5e-3, 1e-2])
+    assert "warm-up of 5 step(s) shortened to 2" in capsys.readouterr().err
+
+
+def test_a_warmup_shorter_than_training_is_kept(tiny_model, tiny_tokenizer, subset_file, tmp_path, capsys):
+    config = _fast(max_steps=3, warmup=2, learning_rate=1e-2, scheduler="constant_with_warmup")
+    trainer = _train_with_a_step_after_warmup(config, tiny_model, tiny_tokenizer, subset_file, tmp_path)
+    assert _learning_rates(trainer) == pytest.approx([0.0, 5e-3, 1e-2])
+    assert "warm-up" not in capsys.readouterr().err
 
 
 def test_response_nll_of_a_model_is_the_mean_over_response_tokens(tiny_model, tiny_tokenizer, subset_file):
