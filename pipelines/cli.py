@@ -311,8 +311,8 @@ def _path_hint(path: Path, args: argparse.Namespace) -> str:
 
 
 def _file_system_refusal(error: OSError, args: argparse.Namespace) -> str | None:
-    """A folder that is a file or sits under one, a folder that cannot be written to, a read-only file system;
-    None for any other OSError (a bug or an error whose own message is not for users)."""
+    """A folder that is a file or sits under one, a folder that cannot be written to, a read-only or full file
+    system; None for any other OSError (a bug or an error whose own message is not for users)."""
     if error.filename is None:
         return None
     path = Path(error.filename)
@@ -328,6 +328,9 @@ def _file_system_refusal(error: OSError, args: argparse.Namespace) -> str | None
         return f"permission denied writing to {place}; make it writable or {_path_hint(path, args)}"
     if error.errno == errno.EROFS:
         return f"{place} is on a read-only file system; {_path_hint(path, args)}"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        # Writes are staged and renamed: nothing half-written is taken as done, so the rerun resumes.
+        return f"no space left on device writing to {place}; free some space (or {_path_hint(path, args)}) and rerun"
     return None
 
 
