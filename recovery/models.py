@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import socket
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
@@ -270,8 +271,26 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
             f"{resolved}: refused to unpickle {files}: {unpickler_reason(error)}; the file may run code when loaded, "
             "so use a safetensors checkpoint from a source you trust"
         ) from None
+    pickled = pickled_weights(resolved)
+    if pickled:
+        # Said once per load: a .bin-only folder loads, but a user should know which format was read.
+        print(
+            f"[paser] {resolved}: weights read from {', '.join(pickled)} (PyTorch pickle, loaded weights-only; "
+            "no safetensors file in the folder)",
+            file=sys.stderr,
+            flush=True,
+        )
     model.to(device).eval()
     return model, load_tokenizer(name_or_path)
+
+
+def pickled_weights(folder: str | os.PathLike[str]) -> list[str]:
+    """The `.bin` weight files of a local model folder that has no `.safetensors` file (what `from_pretrained`
+    then reads), sorted; empty for a safetensors folder, a hub id or a missing path."""
+    path = Path(folder)
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return []
+    return sorted(file.name for file in path.glob("*.bin") if file.name != "training_args.bin")
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,28 @@ def test_local_model_loads_in_eval_mode_with_a_pad_token(tiny_model_dir):
     assert tokenizer.pad_token_id is not None
     info = describe_model("tiny", model)
     assert info.dtype == "float32" and info.parameters > 0
+
+
+def test_a_bin_only_folder_loads_and_says_which_format_was_read(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from recovery.models import load_model, pickled_weights
+
+    folder = tmp_path / "bin_only"
+    shutil.copytree(tiny_model_dir, folder)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    assert pickled_weights(folder) == ["pytorch_model.bin"] and pickled_weights(tiny_model_dir) == []
+    model, _ = load_model(str(folder), dtype="fp32", device="cpu")
+    reference, _ = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True)
+    )
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[paser]")]
+    assert notices == [
+        f"[paser] {folder}: weights read from pytorch_model.bin (PyTorch pickle, loaded weights-only; "
+        "no safetensors file in the folder)"
+    ]
