@@ -201,12 +201,12 @@ def _has_id_field(path: Path) -> bool:
     """True when the first row of a JSON Lines subset carries an `id` (as `selection.jsonl` rows do)."""
     if path.suffix != ".jsonl":
         return False
-    with path.open(encoding="utf-8") as stream:
+    with path.open("rb") as stream:
         for line in stream:
             if line.strip():
                 try:
-                    return "id" in json.loads(line)
-                except json.JSONDecodeError:
+                    return "id" in json.loads(line.decode("utf-8-sig"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
                     return False  # load_corpus reports the bad line with its number
     return False
 
