@@ -1,0 +1,93 @@
+"""Recovery and evaluation on a CUDA device: SFT, DPO and distillation on the tiny pruned model in bf16, so the
+first real GPU run of a user is not the first ever.
+
+Each objective trains (the loss falls over repeated steps on a small set), merges, and re-masks to the exact zeros
+of the pruned model; `paser eval` then runs on the merged model on the GPU. Marked `gpu` and skipped where no CUDA
+device is visible (CI); on a GPU machine: `python -m pytest -m gpu tests/recovery/test_gpu_recovery.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipelines.cli import main
+from recovery.train import recover
+from tests.pipelines.test_run import _wikitext_dir
+from tests.recovery.tiny_training import fast_config
+
+# PASER_TEST_RECOVERY_DEVICE=cpu runs the same checks on the CPU (in bf16), to check the tests themselves.
+DEVICE = os.environ.get("PASER_TEST_RECOVERY_DEVICE", "cuda")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def _on_cuda(**overrides):
+    return fast_config(**{"device": DEVICE, "dtype": "bf16", **overrides})
+
+
+def _zeros(model_dir: Path) -> dict[str, torch.Tensor]:
+    weights = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        weights.update(load_file(path))
+    return {name: tensor == 0 for name, tensor in weights.items() if name.endswith("proj.weight")}
+
+
+def _losses(out: Path) -> list[float]:
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [entry["loss"] for entry in log if "loss" in entry]
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo", "sft+dpo", "distill"])
+def test_each_objective_trains_in_bf16_on_cuda_and_keeps_the_exact_zeros(
+    objective, pruned_dir, tiny_model_dir, subset_file, tmp_path
+):
+    out = tmp_path / objective.replace("+", "_")
+    config = _on_cuda(objective=objective, max_steps=12, learning_rate=5e-3)
+    original = str(tiny_model_dir) if objective == "distill" else None
+    result = recover(str(pruned_dir), subset_file, out, config, original=original)
+    losses = _losses(out)
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    # Twelve steps over the same twelve rows: the last steps fit them better than the first.
+    assert sum(losses[-3:]) < sum(losses[:3]), losses
+    assert result.record["hyperparameters"].get("dtype", "bf16") in ("bf16", "bfloat16")
+    pruned, merged = _zeros(pruned_dir), _zeros(out / "merged")
+    assert pruned and all(torch.equal(pruned[name], merged[name]) for name in pruned)
+    assert result.record["sparsity"]["total_after_remask"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_paser_eval_runs_on_the_merged_model_on_cuda(pruned_dir, subset_file, tmp_path, capsys):
+    out = tmp_path / "sft"
+    recover(str(pruned_dir), subset_file, out, _on_cuda(max_steps=2))
+    data_dir = _wikitext_dir(tmp_path)
+    status = main(
+        [
+            "eval",
+            "--model",
+            str(out / "merged"),
+            "--tasks",
+            "wikitext2",
+            "--limit",
+            "2",
+            "--seqlen",
+            "32",
+            "--device",
+            DEVICE,
+            "--dtype",
+            "bf16",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["tasks"]["wikitext2"]["metrics"]["ppl"] > 1
