@@ -749,6 +749,41 @@ class DegradationSampledStrategy:
         return SelectionResult(ids=[str(ids[row]) for row in walk.order], clusters=clusters, stats=stats)
 
 
+@register_strategy("single_cluster")
+@dataclass
+class SingleClusterStrategy:
+    """A seeded uniform sample of one cluster's rows: `cluster` is the label in `table.cluster`.
+
+    An instrument, not a selection method: trained on equal-size samples of each cluster in turn, it measures
+    where recovery pays (the held-out gain per cluster, against the cluster's mean CDS; see the study in
+    `studies/smollm2-wanda50-alpaca/`). Refuses a cluster that does not exist or holds fewer rows than a row
+    budget; under a token budget it takes the drawn rows while the next fits.
+    """
+
+    name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = ("id", "cluster")
+    cluster: int = 0
+
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
+        labels = _table_clusters(table)
+        members = np.flatnonzero(labels == self.cluster)
+        if members.size == 0:
+            raise ValueError(f"single_cluster: no cluster {self.cluster}; the clusters are {sorted(set(labels))}")
+        drawn = np.random.default_rng(inputs.seed).permutation(members)
+        stats: dict[str, Any] = {"strategy": self.name, "cluster": self.cluster, "cluster_size": int(members.size)}
+        if isinstance(budget, TokenBudget):
+            tokens = row_tokens(table)
+            rows = take_within_tokens(drawn, tokens, budget)
+            stats.update(_token_stats(tokens, rows, budget))
+        elif budget > members.size:
+            raise ValueError(f"single_cluster: cluster {self.cluster} holds {members.size} rows, fewer than {budget}")
+        else:
+            rows = drawn[:budget]
+        ids = table["id"].to_numpy(dtype=str)
+        return SelectionResult(ids=[str(i) for i in ids[rows]], clusters=None, stats=stats)
+
+
 def weighted_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random order of `len(weights)` positions, drawn without replacement with probability ∝ weight
     (Efraimidis–Spirakis: sort by `u^(1/w)` descending, `u` uniform from `rng`). Weights are floored at 1e-12

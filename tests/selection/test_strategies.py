@@ -69,7 +69,8 @@ def fake_kmeans(monkeypatch):
 
 # Every registered strategy that fills a budget (`full` ignores it), and those that draw at random: a strategy
 # registered later is covered by the contract tests by being registered.
-BUDGETED = sorted(set(STRATEGIES) - {"full"})
+# single_cluster draws from one cluster only, so it cannot fill every budget of the pool (tested on its own).
+BUDGETED = sorted(set(STRATEGIES) - {"full", "single_cluster"})
 SEEDED = ["paser", "random", "kmeans_diverse", "degradation_sampled"]
 
 
@@ -644,3 +645,20 @@ def test_registering_a_strategy_derives_its_declarations_and_guards_the_roles(mo
         @dataclasses.dataclass
         class SecondBaseline:
             role = "baseline"
+
+
+def test_single_cluster_draws_a_seeded_sample_of_one_cluster_only():
+    labels = [0] * 10 + [1] * 30 + [2] * 10
+    table = make_table(labels, [0.1] * 50)
+    result = get_strategy("single_cluster", cluster=1).select(SelectionInputs(table, seed=3), 12)
+    chosen = [int(i[1:]) for i in result.ids]
+    assert len(set(chosen)) == 12 and all(labels[row] == 1 for row in chosen)
+    again = get_strategy("single_cluster", cluster=1).select(SelectionInputs(table, seed=3), 12)
+    other = get_strategy("single_cluster", cluster=1).select(SelectionInputs(table, seed=4), 12)
+    assert again.ids == result.ids != other.ids
+    tokens = get_strategy("single_cluster", cluster=2).select(SelectionInputs(table), TokenBudget(100))
+    assert len(tokens.ids) == 3 and tokens.stats["selected_tokens"] == 90  # 30 tokens a row
+    with pytest.raises(ValueError, match="no cluster 7"):
+        get_strategy("single_cluster", cluster=7).select(SelectionInputs(table), 5)
+    with pytest.raises(ValueError, match="holds 10 rows, fewer than 11"):
+        get_strategy("single_cluster", cluster=0).select(SelectionInputs(table), 11)
