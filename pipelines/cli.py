@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -136,7 +137,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.config is None:
         print("[paser run] no config: the built-in demo (SmolLM2-135M-Instruct, Wanda 50%, demo corpus)")
-    config = load_run_config(args.config, list(args.set))
+    tracking = [f"recovery.report_to={json.dumps(args.report_to)}"] if args.report_to else []
+    config = load_run_config(args.config, [*args.set, *tracking])
     runner = run(config, args.out)
     return _print_report(runner.dir)
 
@@ -166,6 +168,17 @@ def data_command(args: argparse.Namespace) -> int:
     from data.recipes import main as recipes_main
 
     return recipes_main(args.recipe_args)
+
+
+def _add_report_to(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report-to",
+        dest="report_to",
+        nargs="+",
+        metavar="TRACKER",
+        help="experiment trackers for the training loss and, in `paser run`, the eval metrics: tensorboard, wandb, "
+        "trackio or none (default); they log to the recovery folder's logs/ (recovery.report_to)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("--dtype", help="auto, bf16, fp16, fp32")
     recover.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     recover.add_argument("--seed", type=int, help="seed (default 0)")
+    _add_report_to(recover)
     recover.set_defaults(run=recover_command)
 
     run_parser = commands.add_parser(
@@ -279,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("config", nargs="?", help="run config (YAML); none: the built-in offline demo")
     run_parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     run_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
+    _add_report_to(run_parser)
     run_parser.set_defaults(run=run_command)
 
     report = commands.add_parser("report", help="write report.md and report.html for a run directory")

@@ -82,6 +82,7 @@ from pipelines.select import (
     write_parquet,
 )
 from pipelines.uncertainty import metric_summary, versus_random
+from recovery.tracking import log_eval_metrics
 from selection.allocate import TokenBudget, parse_budget
 from selection.atomic import file_sha256, write_atomic
 from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
@@ -978,11 +979,9 @@ class Run:
     def recover(self, combo: Combo) -> str:
         out = self.combo_dir(combo) / "recover"
         training = self.recovery_config(combo)
-        inputs = {
-            "select": self.select(combo),
-            "pruned": self.prune(),
-            "recovery": {**config_to_dict(training), "show_progress": None},
-        }
+        settings = {**config_to_dict(training), "show_progress": None}
+        settings.pop("report_to")  # trackers only watch: a run keeps its hashes whatever it reports to
+        inputs = {"select": self.select(combo), "pruned": self.prune(), "recovery": settings}
 
         def compute() -> None:
             from recovery.train import recover
@@ -994,6 +993,7 @@ class Run:
                 training,
                 original=self.config.models.original,
                 data_dir=self.config.evaluation.data_dir,
+                run_name=combo.name,
             )
             gc.collect()
 
@@ -1083,6 +1083,8 @@ class Run:
             _log(f"combination {index}/{len(all_combos)}: {combo.name}")
             merged = str(self.combo_dir(combo) / "recover" / "merged")
             self.evaluate(combo.name, merged, self.recover(combo), self.combo_dir(combo) / "eval")
+            metrics = _read_metrics(self.combo_dir(combo) / "eval" / "metrics.json")
+            log_eval_metrics(self.config.recovery.report_to, self.combo_dir(combo) / "recover", combo.name, metrics)
         results = collect_results(self.dir, self.config)
         results.update(statistics_blocks(results, self.dir))
         write_json(self.dir / "results.json", results)

@@ -27,9 +27,10 @@ from recovery.evaluate import (
     response_nll,  # noqa: F401  (its old home: pipelines/heldout.py and bench/ still import it from here)
 )
 from recovery.models import choose_dtype, describe_model, load_model, resolve_device, save_checkpoint
-from recovery.objectives import TrainingJob, get_objective
+from recovery.objectives import Objective, PreparedTrainer, TrainingJob, get_objective
 from recovery.objectives.sft import build_sft_trainer  # noqa: F401  (its old home: bench/ imports it from here)
 from recovery.prune import layer_sparsity
+from recovery.tracking import logging_dir, tracker_names, tracking_environment, trainer_args
 from recovery.versions import package_versions
 from selection.atomic import write_atomic
 from selection.corpus import CorpusConfig, CorpusStats, Sample, load_corpus
@@ -117,9 +118,18 @@ class TrainConfig:
     device: str | None = dataclasses.field(default=None, metadata={"help": "cuda or cpu; default: cuda if present."})
     logging_steps: int = dataclasses.field(default=1, metadata={"help": "Log the loss every N steps."})
     show_progress: bool = dataclasses.field(default=True, metadata={"help": "Progress bars."})
+    # Tracking
+    report_to: str | list[str] = dataclasses.field(
+        default="none",
+        metadata={
+            "help": "Experiment trackers for the training loss (and, in `paser run`, the eval metrics): tensorboard, "
+            "wandb, trackio or none; a list for several. They log to OUT/logs (recovery.tracking)."
+        },
+    )
 
     def __post_init__(self) -> None:
         get_objective(self.objective)
+        tracker_names(self.report_to)
         positive = {
             "lora_r": self.lora_r,
             "lora_alpha": self.lora_alpha,
@@ -279,11 +289,14 @@ def make_log_callback(path: Path) -> Any:
 # ---------------------------------------------------------------------------------------------- trainers
 
 
-def _trl_common_args(config: TrainConfig, out_dir: Path, device: str, dtype: torch.dtype) -> dict[str, Any]:
-    """TrainingArguments shared by the three TRL configs; bf16/fp16 only when the weights are in that dtype.
+def _trl_common_args(
+    config: TrainConfig, out_dir: Path, device: str, dtype: torch.dtype, run_name: str | None = None
+) -> dict[str, Any]:
+    """TrainingArguments shared by every objective's TRL config; bf16/fp16 only when the weights are in that dtype.
 
     TRL's configs default to bf16=True, which fails on a CPU without bf16 support, so both flags are always
-    set explicitly, and `use_cpu` keeps the Trainer off an accelerator the user did not ask for.
+    set explicitly, and `use_cpu` keeps the Trainer off an accelerator the user did not ask for. The trackers
+    of `config.report_to` get `run_name`, by default the output folder's name.
     """
     return {
         "output_dir": str(out_dir / "trainer"),
@@ -297,7 +310,7 @@ def _trl_common_args(config: TrainConfig, out_dir: Path, device: str, dtype: tor
         "weight_decay": config.weight_decay,
         "logging_steps": config.logging_steps,
         "save_strategy": "no",
-        "report_to": [],
+        **trainer_args(config.report_to, run_name or out_dir.resolve().name),
         "seed": config.seed,
         "data_seed": config.seed,
         "bf16": dtype == torch.bfloat16,
@@ -453,15 +466,21 @@ def keep_a_step_after_warmup(trainer: Any) -> None:
     trainer.create_scheduler = create_with_a_step_after_warmup
 
 
-def _train(trainer: Any, out_dir: Path) -> Any:
-    """Train with the loss log written to `OUT/train_log.jsonl` and at least one step after the warm-up; returns
-    the Trainer's `TrainOutput`."""
-    trainer.add_callback(make_log_callback(out_dir / "train_log.jsonl"))
-    keep_a_step_after_warmup(trainer)
-    output = trainer.train()
+def _prepare_and_train(objective: Objective, job: TrainingJob) -> tuple[PreparedTrainer, Any, float]:
+    """Build the objective's trainer and train it, with the loss log written to `OUT/train_log.jsonl`, at least one
+    step after the warm-up and the trackers' environment set; returns (prepared trainer, the Trainer's
+    `TrainOutput`, seconds spent training)."""
+    with tracking_environment(job.config.report_to, logging_dir(job.out_dir)):  # read as the trainer is built
+        prepared = objective.prepare(job)
+        trainer = prepared.trainer
+        trainer.add_callback(make_log_callback(job.out_dir / "train_log.jsonl"))
+        keep_a_step_after_warmup(trainer)
+        start = time.perf_counter()
+        output = trainer.train()
+    seconds = time.perf_counter() - start
     # save_strategy="no": the Trainer's output folder only exists because TRL insists on one.
-    _remove_if_empty(out_dir / "trainer")
-    return output
+    _remove_if_empty(job.out_dir / "trainer")
+    return prepared, output, seconds
 
 
 def _rows_record(rows: TrainingRows) -> dict[str, Any]:
@@ -508,6 +527,7 @@ def recover(
     *,
     original: str | None = None,
     data_dir: str | Path | None = None,
+    run_name: str | None = None,
 ) -> RecoveryResult:
     """Fine-tune the pruned model on the subset with `config.objective`; write adapter, merged model and records.
 
@@ -517,7 +537,8 @@ def recover(
     LoRA adapter with TRL, save the adapter, merge, restore the pruned zeros when the model is unstructured/N:M
     sparse, measure the perplexity effect of that, save the merged model. Refuses an unknown objective, `distill`
     without `original`, a CUDA device this torch cannot use (before loading), a teacher with a different
-    tokenizer, and a subset without usable rows. Returns what was written.
+    tokenizer, and a subset without usable rows. The trackers of `config.report_to` log under `run_name` (default:
+    the output folder's name) into `OUT/logs`. Returns what was written.
     """
     from recovery.card import model_card
 
@@ -535,15 +556,12 @@ def recover(
     rows = load_training_rows(subset, loaded.tokenizer, config)
     seconds = {"load": time.perf_counter() - started}
 
-    common = _trl_common_args(config, out_dir, device, dtype)
+    common = _trl_common_args(config, out_dir, device, dtype, run_name)
     job = TrainingJob(
         loaded.model, loaded.tokenizer, rows, config, common, out_dir, original, state, device, _dtype_name(dtype)
     )
-    prepared = objective.prepare(job)
+    prepared, output, seconds["train"] = _prepare_and_train(objective, job)
     record: dict[str, Any] = {"objective": config.objective, **prepared.record}
-    train_start = time.perf_counter()
-    output = _train(prepared.trainer, out_dir)
-    seconds["train"] = time.perf_counter() - train_start
     paths: dict[str, Path] = {"train_log": out_dir / "train_log.jsonl", **prepared.paths}
     if not state.is_main_process:
         return RecoveryResult(out_dir, record, paths)
