@@ -27,9 +27,10 @@ class TrainingJob:
     """What an objective builds its trainer from.
 
     `model`: the pruned model, on the CPU in the training dtype (the Trainer moves it to its device);
-    `trainer_args`: the TrainingArguments every trainer shares (`recovery.train.trainer_args`); `original`: the
-    original model's name or folder, or None; `state`: accelerate's `PartialState`; `device`: "cpu" or "cuda";
-    `dtype`: the training dtype's name as `recovery.models.load_model` takes it ("float32", "bfloat16", ...).
+    `trainer_args`: the TrainingArguments every objective's TRL config takes (batch, schedule, precision,
+    trackers: `recovery.train._trl_common_args`); `original`: the original model's name or folder, or None;
+    `state`: accelerate's `PartialState`; `device`: "cpu" or "cuda"; `dtype`: the training dtype's name as
+    `recovery.models.load_model` takes it ("float32", "bfloat16", ...).
     """
 
     model: Any
