@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipelines.config import SelectConfig, load_config
+from pipelines.plugins import load_plugins
 
 # CLI flag -> dotted config key, for `paser select`
 SELECT_FLAGS = {
@@ -310,7 +311,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="RECIPE --source S --out F [--split] [--limit], or heldout NAME --out F [--limit] [--data-dir]",
     )
     data.set_defaults(run=data_command)
+    for command in commands.choices.values():
+        if command is not data:  # data's arguments are its recipe's, taken as they come
+            command.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
     return parser
+
+
+PLUGIN_HELP = (
+    "a .py file or module to import first (repeatable): the strategies, pruners and objectives it registers "
+    "become known by name (see examples/extending/)"
+)
+
+
+def plugins_in(argv: list[str]) -> list[str]:
+    """The `--plugin` values of a command line, read before the full parser exists (so what they register is
+    listed in its help and accepted by its checks)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--plugin", action="append", default=[])
+    known, _ = early.parse_known_args(argv)
+    return known.plugin
 
 
 def _as_written(error: BaseException, args: argparse.Namespace) -> str:
@@ -385,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
 
     Set PASER_DEBUG=1 to get the traceback of a refusal too.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        load_plugins(plugins_in(argv))
+    except ValueError as error:
+        print(f"paser: error: {error}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 

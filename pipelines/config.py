@@ -28,6 +28,12 @@ ConfigT = TypeVar("ConfigT")
 ENGINES = ("local", "ray")
 
 
+PLUGINS_HELP = (
+    "Python files or modules imported before the config is built, so the strategies, pruners and objectives "
+    "they register are known by name (pipelines.plugins; see examples/extending/)."
+)
+
+
 class ConfigError(ValueError):
     """A config file or override that does not fit the config's schema."""
 
@@ -144,6 +150,7 @@ class SelectConfig:
     )
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     out: str = dataclasses.field(default="runs/select", metadata={"help": "Output directory."})
+    plugins: list[str] = dataclasses.field(default_factory=list, metadata={"help": PLUGINS_HELP})
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -272,7 +279,24 @@ def load_config(
         set_dotted(data, key, value)
     for override in overrides or []:
         apply_override(data, override)
+    load_config_plugins(data, where=str(path) if path else "config")
     return build_config(cls, data, where=str(path) if path else "config")
+
+
+def load_config_plugins(data: dict[str, Any], where: str) -> None:
+    """Import the config's `plugins` before its sections are built: what they register (an objective a
+    `recovery` section names, a strategy a sweep lists) must be known when those sections check their names."""
+    plugins = data.get("plugins")
+    if plugins is None:
+        return
+    if not isinstance(plugins, list) or not all(isinstance(plugin, str) for plugin in plugins):
+        raise ConfigError(f"{where}.plugins: expected a list of file paths or module names, got {plugins!r}")
+    from pipelines.plugins import load_plugins
+
+    try:
+        load_plugins(plugins)
+    except ValueError as error:
+        raise ConfigError(f"{where}.plugins: {error}") from error
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

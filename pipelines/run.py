@@ -45,6 +45,7 @@ from data.heldout import get_heldout_builder, heldout_source, write_heldout
 from pipelines.accounting import combo_compute, shared_cost
 from pipelines.config import (
     ENGINES,
+    PLUGINS_HELP,
     ConfigError,
     EmbeddingConfig,
     FormattingConfig,
@@ -321,6 +322,7 @@ class RunConfig:
     engine: str = dataclasses.field(default="local", metadata={"help": "Scoring and embedding: local or ray."})
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    plugins: list[str] = dataclasses.field(default_factory=list, metadata={"help": PLUGINS_HELP})
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
