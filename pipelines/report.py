@@ -121,6 +121,8 @@ def build_report(run: RunResults) -> list[Block]:
     blocks += _uncertainty_section(run)
     blocks += _combos_section(run)
     blocks += _compute_section(run)
+    blocks += _picks_section(run)
+    blocks += _gain_section(run)
     blocks += _clusters_section(run)
     blocks += _overlap_section(run)
     return blocks
@@ -389,6 +391,66 @@ def _compute_section(run: RunResults) -> list[Block]:
     ]
 
 
+def _picks_section(run: RunResults) -> list[Block]:
+    """What each strategy's subsets are made of against the pool, averaged over seeds, and their response lengths."""
+    picks = run.picks()
+    if picks.empty:
+        return []
+    numbers = ["rows", "tokens", "mean_prompt_tokens", "mean_response_tokens", "mean_cds", "cds_rank"]
+    numbers += ["clusters_covered", "cluster_shift", "ccg_rejected"]
+    grouped = picks.assign(budget=picks["budget"].astype(str)).groupby(["strategy", "budget"], sort=False)
+    rows = []
+    for (strategy, budget), group in grouped:
+        means = group[numbers].mean()
+        rows.append(
+            (
+                strategy,
+                "" if strategy == "pool" else budget,
+                str(len(group)),
+                *(_thousands(round(means[name])) for name in ("rows", "tokens")),
+                *(f"{means[name]:.1f}" for name in ("mean_prompt_tokens", "mean_response_tokens")),
+                f"{means['mean_cds']:.4f}",
+                f"{means['cds_rank']:.2f}",
+                f"{means['clusters_covered']:.1f}",
+                f"{means['cluster_shift']:.2f}",
+                MISSING if _is_missing(means["ccg_rejected"]) else f"{means['ccg_rejected']:.0f}",
+            )
+        )
+    header = ("strategy", "budget", "seeds", "rows", "tokens", "prompt tokens", "response tokens", "mean CDS")
+    header += ("CDS rank", "clusters", "cluster shift", "CCG rejected")
+    legend = (
+        "Means over seeds. Tokens: prompt + response as the scorer counted them; prompt/response tokens: means "
+        "per row. CDS rank: the mean percentile of the rows' CDS in the pool (0.50 for a uniform draw). Cluster "
+        "shift: total variation distance between the subset's cluster mix and the pool's (0 = the pool's mix). "
+        "CCG rejected: rows the consistency filter turned away."
+    )
+    return [
+        Heading(2, "What each strategy picks"),
+        Table(header, tuple(rows)),
+        Paragraph(legend),
+        _response_lengths(run, picks),
+    ]
+
+
+def _gain_section(run: RunResults) -> list[Block]:
+    """CDS vs recovery gain per cluster, where the run trained on single clusters (strategy single_cluster)."""
+    blocks: list[Block] = []
+    for metric in main_metrics(run.metrics):
+        table, rho, p_value = run.cds_vs_gain(metric)
+        if table.empty:
+            return []
+        if not blocks:
+            blocks.append(Heading(2, "Does the degradation signal point where recovery pays?"))
+        rows = tuple(
+            (str(row.cluster), str(row.size), f"{row.mean_cds:.4f}", f"{getattr(row, metric):.4f}", f"{row.gain:+.4f}")
+            for row in table.itertuples(index=False)
+        )
+        blocks.append(Table(("cluster", "size", "mean CDS", metric, "gain"), rows))
+        verdict = "fewer than three clusters" if math.isnan(rho) else f"Spearman rho = {rho:+.2f} (p = {p_value:.2f})"
+        blocks.append(Paragraph(f"{metric}: gain = improvement over the pruned model; mean CDS vs gain: {verdict}."))
+    return blocks
+
+
 # ---- plots ------------------------------------------------------------------------------------------------
 
 
@@ -461,6 +523,24 @@ def _cds_boxes(clusters: pd.DataFrame, seed: int) -> Figure:
     axis.set_ylabel("CDS (nats)")
     caption = f"CDS of the pool's rows per cluster (seed {seed}; boxes: quartiles, whiskers: 1.5 IQR, no fliers)."
     return Figure("cds_per_cluster.png", _png(figure), caption)
+
+
+def _response_lengths(run: RunResults, picks: pd.DataFrame) -> Figure:
+    """Response tokens of the rows each strategy picked (all seeds pooled), beside the pool's."""
+    scores = run.scores().set_index("id")["response_tokens"]
+    groups: dict[str, list[float]] = {}
+    for row in picks.itertuples(index=False):
+        ids = run.clusters(row.seed)["id"] if row.strategy == "pool" else run.selection(row.combo)["id"]
+        label = "pool" if row.strategy == "pool" else f"{row.strategy} {row.budget}"
+        groups.setdefault(label, []).extend(scores.loc[ids].tolist())
+    labels = list(groups)
+    figure = _new_figure(max(6, 0.9 * len(labels) + 2), 4)
+    axis = figure.subplots()
+    axis.boxplot([groups[label] for label in labels], showfliers=False)
+    axis.set_xticks(np.arange(1, len(labels) + 1), labels, rotation=30, ha="right")
+    axis.set_ylabel("response tokens")
+    caption = "Response tokens of the selected rows per strategy and budget, all seeds pooled, and of the pool."
+    return Figure("response_tokens.png", _png(figure), caption)
 
 
 def _purity_heatmap(purity: ClusterPurity, field: str, seed: int) -> Figure:

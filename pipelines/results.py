@@ -349,6 +349,93 @@ class RunResults:
 
     # ---- results ------------------------------------------------------------------------------------------
 
+    def picks(self) -> pd.DataFrame:
+        """What each combo's selection is made of, against its pool (the rows it selected from): one row per combo
+        with a selection, then one `pool` row per seed. Columns: combo, strategy, budget, seed, rows, tokens
+        (prompt + response, as the scorer counted them), mean_prompt_tokens, mean_response_tokens,
+        median_response_tokens, mean_cds, cds_rank (the selected rows' mean CDS percentile in the pool: 0.5 for a
+        uniform draw, 1 for the top), clusters_covered, cluster_shift (total variation distance between the
+        selection's cluster mix and the pool's, in [0, 1]) and ccg_rejected (rows the CCG turned away; NaN for a
+        strategy without one)."""
+        scores = self.scores().set_index("id")
+        rows = []
+        for seed in self.seeds:
+            pool = self.clusters(seed).set_index("id")
+            if not len(pool):
+                continue
+            pool_tokens = scores.loc[pool.index, ["prompt_tokens", "response_tokens"]]
+            rank = pool["cds"].rank(pct=True)
+            pool_mix = pool["cluster"].value_counts(normalize=True)
+            rows.append(
+                {"combo": f"pool-s{seed}", "strategy": "pool", "budget": None, "seed": seed}
+                | _pick_stats(pool_tokens, pool["cds"], rank, pool["cluster"], pool_mix)
+                | {"ccg_rejected": np.nan}
+            )
+            for combo in self.combos().itertuples(index=False):
+                if combo.seed != seed or not combo.has_selection:
+                    continue
+                ids = self.selection(combo.combo)["id"].tolist()
+                stats_path = self._combo_dir(combo.combo) / "select" / "stats.json"
+                clusters = pd.DataFrame(_read_json(stats_path).get("clusters") or []) if stats_path.is_file() else None
+                rejected = np.nan
+                if clusters is not None and "ccg_rejected" in clusters:
+                    rejected = float(clusters["ccg_rejected"].sum())
+                rows.append(
+                    {"combo": combo.combo, "strategy": combo.strategy, "budget": combo.budget, "seed": seed}
+                    | _pick_stats(
+                        scores.loc[ids, ["prompt_tokens", "response_tokens"]],
+                        pool.loc[ids, "cds"],
+                        rank.loc[ids],
+                        pool.loc[ids, "cluster"],
+                        pool_mix,
+                    )
+                    | {"ccg_rejected": rejected}
+                )
+        return pd.DataFrame(rows)
+
+    def cds_vs_gain(self, metric: str) -> tuple[pd.DataFrame, float, float]:
+        """Does the degradation signal point where recovery pays? Over the combos that trained on one cluster's
+        rows (strategy `single_cluster`, e.g. variants `cluster_0`, `cluster_1`, ... of a sweep), per cluster:
+        size, mean_cds (in the pool), the combos' mean `metric` and gain (the improvement over the pruned model,
+        positive when better, averaged over seeds). Returns (that table, Spearman's rho of mean_cds vs gain over
+        the clusters, its two-sided p-value); rho and p are NaN with fewer than three clusters. Refuses an
+        unknown metric (RunError)."""
+        if metric not in self.metrics:
+            raise RunError(f"{self.path}: unknown metric {metric!r}; the run has {self.metrics}")
+        pruned = _as_float((self.results["baselines"].get("pruned") or {}).get(metric))
+        sign = -1.0 if self.results["lower_is_better"].get(metric, True) else 1.0
+        values = self.combo_metrics().set_index("combo")[metric]
+        rows = []
+        for combo in self.combos().itertuples(index=False):
+            stats_path = self._combo_dir(combo.combo) / "select" / "stats.json"
+            if not stats_path.is_file() or math.isnan(values.get(combo.combo, math.nan)):
+                continue
+            strategy = _read_json(stats_path)["strategy"]
+            if strategy.get("name") != "single_cluster":
+                continue
+            pool = self.clusters(combo.seed)
+            members = pool[pool["cluster"] == strategy["cluster"]]
+            rows.append(
+                {
+                    "cluster": int(strategy["cluster"]),
+                    "seed": combo.seed,
+                    "size": len(members),
+                    "mean_cds": float(members["cds"].mean()),
+                    metric: float(values[combo.combo]),
+                    "gain": sign * (float(values[combo.combo]) - pruned),
+                }
+            )
+        columns = ["cluster", "size", "mean_cds", metric, "gain"]
+        if not rows:
+            return pd.DataFrame(columns=columns), math.nan, math.nan
+        table = pd.DataFrame(rows).groupby("cluster", as_index=False)[columns[1:]].mean()
+        if len(table) < 3:
+            return table, math.nan, math.nan
+        from scipy.stats import spearmanr
+
+        rho, p_value = spearmanr(table["mean_cds"], table["gain"])
+        return table, float(rho), float(p_value)
+
     def combo_metrics(self) -> pd.DataFrame:
         """One row per expected combo: combo, strategy, budget, seed and every metric (NaN where missing)."""
         rows = []
@@ -523,3 +610,21 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...], numeric: tuple[
     table = pd.DataFrame.from_records(rows, columns=list(columns))
     table[list(numeric)] = table[list(numeric)].astype(float)
     return table
+
+
+def _pick_stats(
+    tokens: pd.DataFrame, cds: pd.Series, rank: pd.Series, clusters: pd.Series, pool_mix: pd.Series
+) -> dict[str, Any]:
+    """`RunResults.picks`'s numbers for one set of rows (see there)."""
+    mix = clusters.value_counts(normalize=True).reindex(pool_mix.index, fill_value=0.0)
+    return {
+        "rows": len(tokens),
+        "tokens": int(tokens.to_numpy().sum()),
+        "mean_prompt_tokens": float(tokens["prompt_tokens"].mean()),
+        "mean_response_tokens": float(tokens["response_tokens"].mean()),
+        "median_response_tokens": float(tokens["response_tokens"].median()),
+        "mean_cds": float(cds.mean()),
+        "cds_rank": float(rank.mean()),
+        "clusters_covered": int(clusters.nunique()),
+        "cluster_shift": float(0.5 * (mix - pool_mix).abs().sum()),
+    }

@@ -219,6 +219,7 @@ def test_report_markdown_links_plots_that_exist(report):
         "report_files/cds_per_cluster.png",
         "report_files/cluster_purity.png",
         "report_files/corpus_map.png",
+        "report_files/response_tokens.png",
         "report_files/strategy_overlap.png",
         "report_files/versus_random.png",
     ]
@@ -229,7 +230,7 @@ def test_report_markdown_links_plots_that_exist(report):
 def test_report_html_is_self_contained(report):
     page = report[1].read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 6 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert len(sources) == 7 and all(source.startswith("data:image/png;base64,") for source in sources)
     # base64 can spell "http" by chance: look for external references outside the data URIs only
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     assert "http" not in text and "<link" not in text and "<script" not in text and "url(" not in text
@@ -375,3 +376,45 @@ def test_report_on_one_budget_and_one_seed_shows_means_alone(tmp_path):
     markdown = markdown_path.read_text()
     assert "| paser | 0.1 | 5 | 1 | 30.00 | 0.6000 |" in markdown
     assert "paser-b0.2-s1" not in markdown
+
+
+def test_picks_describe_each_selection_against_its_pool(run_dir):
+    picks = load_run(run_dir).picks().set_index("combo")
+    pool = picks.loc["pool-s0"]
+    assert (pool["rows"], pool["clusters_covered"], pool["cluster_shift"]) == (54, 3, 0.0)
+    assert pool["cds_rank"] == pytest.approx(55 / 108)  # the mean percentile rank of 54 distinct values
+    assert math.isnan(pool["ccg_rejected"])
+    paser = picks.loc["paser-b0.1-s0"]
+    assert paser["rows"] == 5 and paser["clusters_covered"] == 3 and paser["ccg_rejected"] == 0
+    # paser's mix is 1, 2, 2 rows of three equal clusters: total variation 1/2 (|1/5 - 1/3| + 2 |2/5 - 1/3|)
+    assert paser["cluster_shift"] == pytest.approx(2 / 15)
+    assert paser["cds_rank"] > 0.7  # the most degraded rows of each cluster
+    assert (
+        paser["tokens"] == paser["rows"] * paser["mean_prompt_tokens"] + paser["rows"] * paser["mean_response_tokens"]
+    )
+    assert math.isnan(picks.loc["random-b0.1-s0", "ccg_rejected"])
+    assert set(picks["strategy"]) == {"pool", "paser", "random"}
+
+
+def test_cds_vs_gain_over_single_cluster_combos(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    # Pretend four random combos trained on one cluster each (as single_cluster variants do).
+    for combo, cluster in (("random-b0.1-s0", 0), ("random-b0.1-s1", 1), ("random-b0.2-s0", 2), ("random-b0.2-s1", 2)):
+        path = run_dir / "combos" / combo / "select" / "stats.json"
+        stats = json.loads(path.read_text())
+        stats["strategy"] = {"name": "single_cluster", "cluster": cluster}
+        path.write_text(json.dumps(stats))
+    table, rho, p_value = load_run(run_dir).cds_vs_gain("wikitext2_ppl")
+    # wikitext2_ppl 38, 36, 33 and 31 against the pruned model's 40: gains 2, 4, and (7 + 9) / 2 for cluster 2.
+    assert table["cluster"].tolist() == [0, 1, 2] and table["gain"].tolist() == [2.0, 4.0, 8.0]
+    assert table["size"].tolist() == [18, 18, 18] and table["mean_cds"].is_monotonic_increasing
+    assert rho == pytest.approx(1.0) and 0 <= p_value < 1e-6
+    assert "Does the degradation signal point where recovery pays?" in write_report(run_dir)[0].read_text()
+    with pytest.raises(RunError, match="unknown metric"):
+        load_run(run_dir).cds_vs_gain("bleu")
+
+
+def test_report_shows_what_each_strategy_picks(report):
+    markdown = report[0].read_text()
+    assert "## What each strategy picks" in markdown and "response_tokens.png" in markdown
+    assert "Does the degradation signal" not in markdown  # no single_cluster combos in this run
