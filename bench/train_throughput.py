@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.paths import data_file  # noqa: E402
 from recovery.models import load_model, load_tokenizer  # noqa: E402
-from recovery.train import TrainConfig, _trl_common_args, build_sft_trainer, load_training_rows  # noqa: E402
+from recovery.objectives.sft import build_sft_trainer  # noqa: E402
+from recovery.train import TrainConfig, _trl_common_args, load_training_rows  # noqa: E402
 from selection.corpus import CorpusConfig, load_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"

@@ -112,7 +112,8 @@ def heldout_nll(model: Any, tokenizer: Any, path: Path, training: Any, *, batch_
     Each category is one `response_nll` pass and the total is their token-weighted mean, so a labelled set
     costs one pass over its rows. Refuses (ValueError) two categories with the same slug, or an empty slug.
     """
-    from recovery.train import load_training_rows, response_nll
+    from recovery.evaluate import response_nll
+    from recovery.train import load_training_rows
 
     rows = load_training_rows(path, tokenizer, training)
     labels = {sample.id: sample.raw.get("category") for sample in rows.samples}

@@ -19,10 +19,8 @@ cluster, select, write artifacts:
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ from recovery.models import (
     resolve_device,
     resolve_model,
 )
+from recovery.versions import package_versions as recorded_versions
 from selection.allocate import TokenBudget, parse_budget, resolve_budget
 from selection.atomic import file_sha256, write_atomic
 from selection.cluster import (
@@ -88,14 +87,8 @@ class SelectOutput:
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of the packages whose behaviour the results depend on."""
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    """Installed versions of the packages whose behaviour the results depend on (python first)."""
+    return recorded_versions(("python", *VERSIONED_PACKAGES))
 
 
 def write_json(path: Path, payload: Any) -> Path:

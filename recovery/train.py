@@ -24,11 +24,9 @@ import torch
 
 from recovery.evaluate import (
     load_ppl_text,
-    response_nll,  # noqa: F401  (its old home: pipelines/heldout.py and bench/ still import it from here)
 )
 from recovery.models import choose_dtype, describe_model, load_model, resolve_device, save_checkpoint
 from recovery.objectives import Objective, PreparedTrainer, TrainingJob, get_objective
-from recovery.objectives.sft import build_sft_trainer  # noqa: F401  (its old home: bench/ imports it from here)
 from recovery.prune import layer_sparsity
 from recovery.tracking import logging_dir, tracker_names, tracking_environment, trainer_args
 from recovery.versions import package_versions

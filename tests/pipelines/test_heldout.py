@@ -131,7 +131,8 @@ def _labelled_file(path, tiny_samples, categories):
 def test_per_category_nll_is_each_category_alone_and_the_total_their_token_weighted_mean(
     tiny_model, tiny_tokenizer, tiny_samples, tmp_path
 ):
-    from recovery.train import TrainConfig, load_training_rows, response_nll
+    from recovery.evaluate import response_nll
+    from recovery.train import TrainConfig, load_training_rows
 
     training = TrainConfig(max_length=96, show_progress=False)
     # A JSON array, read like any corpus file.
