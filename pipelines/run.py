@@ -983,6 +983,8 @@ class Run:
         training = self.recovery_config(combo)
         settings = {**config_to_dict(training), "show_progress": None}
         settings.pop("report_to")  # trackers only watch: a run keeps its hashes whatever it reports to
+        if not settings["padding_free"]:
+            del settings["padding_free"]  # added after runs were cached: hashed only when set
         inputs = {"select": self.select(combo), "pruned": self.prune(), "recovery": settings}
 
         def compute() -> None:

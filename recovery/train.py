@@ -85,6 +85,13 @@ class TrainConfig:
         default=True,
         metadata={"help": "sft/distill: batch rows of similar length (less padding); dpo always samples randomly."},
     )
+    padding_free: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "sft: each batch's rows laid end to end in one sequence (TRL padding_free; attention kept "
+            "within each row by its position ids), so no compute goes to padding; the loss is the same."
+        },
+    )
     gradient_checkpointing: bool = dataclasses.field(
         default=False, metadata={"help": "Recompute activations in the backward pass (less memory, ~30% slower)."}
     )

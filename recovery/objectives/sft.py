@@ -40,7 +40,12 @@ def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: Tr
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(
-        **common, **sampling_args(config), max_length=None, shuffle_dataset=True, remove_unused_columns=True
+        **common,
+        **sampling_args(config),
+        max_length=None,
+        shuffle_dataset=True,
+        remove_unused_columns=True,
+        padding_free=config.padding_free,
     )
     return SFTTrainer(
         model=model,
