@@ -98,37 +98,7 @@ def load_calibration(
         documents, hub_fields = _hub_documents(source, tokenizer, n_samples * seqlen + 1, seed)
         record.update(hub_fields)
     else:
-        path = Path(source).expanduser()
-        refuse_evaluation_text(path, data_dir)
-        if not path.is_file():
-            raise FileNotFoundError(f"calibration file {source} does not exist")
-        name = path.name.lower()
-        if name.endswith(".txt"):
-            record["kind"] = "text"
-            try:
-                documents = [path.read_text(encoding="utf-8")]
-            except UnicodeDecodeError as error:
-                raise ValueError(f"calibration file {source} is not UTF-8 text: {error}") from error
-        elif name.endswith(FILE_SUFFIXES):
-            record["kind"] = "corpus"
-            corpus = load_corpus(CorpusConfig(path=str(path)))
-            documents = corpus_documents(corpus.samples, tokenizer, _corpus_tokens_wanted(n_samples, seqlen), seed)
-            used = calibration_order(len(corpus.samples), seed)[: len(documents)]
-            record.update(
-                rows_read=corpus.stats.rows_read,
-                rows_valid=corpus.stats.rows_valid,
-                rows_used=len(documents),
-                rows_skipped=dict(sorted(corpus.stats.skipped.items())),
-                # 0-based row positions in the file of the rows the windows come from: what a pool drawn from
-                # the same file leaves out (`selection.corpus.CorpusConfig.exclude_rows`).
-                rows_used_positions=sorted(corpus.samples[index].source_index for index in used),
-            )
-        else:
-            raise ValueError(
-                f"calibration file {source} has an unsupported type; use .txt, {', '.join(FILE_SUFFIXES)}, "
-                f"'demo' or a hub name ({', '.join(HUB_SOURCES)})"
-            )
-        record["sha256"] = file_sha256(path)
+        documents = _file_documents(source, tokenizer, _corpus_tokens_wanted(n_samples, seqlen), seed, record, data_dir)
     text = DOCUMENT_SEPARATOR.join(documents)
     # verbose=False: the joined text is meant to exceed the model length; the tokenizer's warning would mislead.
     token_ids = torch.tensor(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long)
@@ -142,6 +112,51 @@ def load_calibration(
         text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
     return windows, record
+
+
+def _file_documents(
+    source: str,
+    tokenizer: Any,
+    tokens_wanted: int,
+    seed: int,
+    record: dict[str, Any],
+    data_dir: str | os.PathLike[str] | None,
+) -> list[str]:
+    """The documents of a calibration file (a .txt text, or a corpus's rows as `corpus_documents` takes them);
+    adds the file's fields to `record` (kind, sha256, and the row counts of a corpus). Refuses as
+    `load_calibration` says."""
+    path = Path(source).expanduser()
+    refuse_evaluation_text(path, data_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"calibration file {source} does not exist")
+    name = path.name.lower()
+    if name.endswith(".txt"):
+        record["kind"] = "text"
+        try:
+            documents = [path.read_text(encoding="utf-8")]
+        except UnicodeDecodeError as error:
+            raise ValueError(f"calibration file {source} is not UTF-8 text: {error}") from error
+    elif name.endswith(FILE_SUFFIXES):
+        record["kind"] = "corpus"
+        corpus = load_corpus(CorpusConfig(path=str(path)))
+        documents = corpus_documents(corpus.samples, tokenizer, tokens_wanted, seed)
+        used = calibration_order(len(corpus.samples), seed)[: len(documents)]
+        record.update(
+            rows_read=corpus.stats.rows_read,
+            rows_valid=corpus.stats.rows_valid,
+            rows_used=len(documents),
+            rows_skipped=dict(sorted(corpus.stats.skipped.items())),
+            # 0-based row positions in the file of the rows the windows come from: what a pool drawn from
+            # the same file leaves out (`selection.corpus.CorpusConfig.exclude_rows`).
+            rows_used_positions=sorted(corpus.samples[index].source_index for index in used),
+        )
+    else:
+        raise ValueError(
+            f"calibration file {source} has an unsupported type; use .txt, {', '.join(FILE_SUFFIXES)}, "
+            f"'demo' or a hub name ({', '.join(HUB_SOURCES)})"
+        )
+    record["sha256"] = file_sha256(path)
+    return documents
 
 
 def sample_windows(token_ids: torch.Tensor, n_samples: int, seqlen: int, seed: int) -> torch.Tensor:

@@ -278,6 +278,43 @@ def _progress(message: str) -> None:
     print(f"[paser eval] {message}", file=sys.stderr, flush=True)
 
 
+def _perplexity_record(
+    model: Any,
+    tokenizer: Any,
+    task: str,
+    files: list[Path],
+    seqlen: int,
+    batch_size: int,
+    limit: int | None,
+    data_dir: str | Path | None,
+) -> dict[str, Any]:
+    """One perplexity task's record for `evaluate_model` (metrics, counts, files, seconds, per-window items)."""
+    started = time.perf_counter()
+    _progress(f"{task}: perplexity on windows of {seqlen} tokens")
+    result = perplexity(
+        model,
+        tokenizer,
+        load_ppl_text(task, data_dir),
+        seqlen=seqlen,
+        batch_size=batch_size,
+        limit=limit,
+        show_progress=True,
+    )
+    seconds = time.perf_counter() - started
+    _progress(f"{task}: ppl {result['ppl']:.4f} ({result['n_windows']} windows, {seconds:.1f} s)")
+    return {
+        "metrics": {"ppl": result["ppl"], "mean_nll": result["mean_nll"]},
+        "n": result["n_tokens"],
+        "n_windows": result["n_windows"],
+        "windows_available": result["windows_available"],
+        "seqlen": result["seqlen"],
+        "source": "local",
+        "files": [str(path) for path in files],
+        "seconds": seconds,
+        "items": {"nll_sum": result["window_nll"], "tokens": [result["seqlen"] - 1] * result["n_windows"]},
+    }
+
+
 def evaluate_model(
     model: Any,
     tokenizer: Any,
@@ -308,32 +345,10 @@ def evaluate_model(
     ppl_tasks = [name for name in names if name in PPL_TASKS]
     zero_shot_tasks = [name for name in names if name in ZERO_SHOT_TASKS]
     seqlen = default_seqlen(model.config) if seqlen is None else seqlen
-    records: dict[str, dict[str, Any]] = {}
-    for task in ppl_tasks:
-        started = time.perf_counter()
-        _progress(f"{task}: perplexity on windows of {seqlen} tokens")
-        result = perplexity(
-            model,
-            tokenizer,
-            load_ppl_text(task, data_dir),
-            seqlen=seqlen,
-            batch_size=batch_size,
-            limit=limit,
-            show_progress=True,
-        )
-        seconds = time.perf_counter() - started
-        records[task] = {
-            "metrics": {"ppl": result["ppl"], "mean_nll": result["mean_nll"]},
-            "n": result["n_tokens"],
-            "n_windows": result["n_windows"],
-            "windows_available": result["windows_available"],
-            "seqlen": result["seqlen"],
-            "source": "local",
-            "files": [str(path) for path in files[task]],
-            "seconds": seconds,
-            "items": {"nll_sum": result["window_nll"], "tokens": [result["seqlen"] - 1] * result["n_windows"]},
-        }
-        _progress(f"{task}: ppl {result['ppl']:.4f} ({result['n_windows']} windows, {seconds:.1f} s)")
+    records = {
+        task: _perplexity_record(model, tokenizer, task, files[task], seqlen, batch_size, limit, data_dir)
+        for task in ppl_tasks
+    }
     if zero_shot_tasks:
         _progress(f"zero-shot: {', '.join(zero_shot_tasks)}" + (f" (limit {limit})" if limit else ""))
 

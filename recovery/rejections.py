@@ -46,6 +46,64 @@ def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return eos_ids
 
 
+def _current_cache(
+    cache_path: Path, header: dict[str, Any], shas: dict[str, str], stats: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The cached entries still valid for this call (same header, same prompt ids), by sample id; records in
+    `stats` why entries were dropped, and rewrites the file when any were (appending is safe only after a complete,
+    current file)."""
+    cached: dict[str, dict[str, Any]] = {}
+    if cache_path.exists():
+        cached, stats["cache_invalidated"], stats["cache_truncated_lines"] = _read_cache(cache_path, header)
+    stale = {
+        sample_id for sample_id in shas if sample_id in cached and cached[sample_id]["prompt_sha"] != shas[sample_id]
+    }
+    stats["cache_stale_prompts"] = len(stale)
+    cached = {sample_id: entry for sample_id, entry in cached.items() if sample_id not in stale}
+    if not cache_path.exists() or stats["cache_invalidated"] or stats["cache_truncated_lines"] or stale:
+        _write_cache(cache_path, header, list(cached.values()))
+    return cached
+
+
+def _generate_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[tuple[str, list[int]]],
+    to_generate: list[int],
+    shas: dict[str, str],
+    eos_ids: list[int],
+    max_new_tokens: int,
+    batch_size: int,
+    cache_path: Path | None,
+    show_progress: bool,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Greedy answers to the prompts at positions `to_generate`, in batches, each batch appended to the cache
+    (one flushed write: a crash loses at most the batch being written); returns (entries by id, new tokens)."""
+    generated: dict[str, dict[str, Any]] = {}
+    tokens_generated = 0
+    progress = tqdm(total=len(to_generate), desc="greedy answers", unit="rows", disable=not show_progress)
+    with _greedy_decoding(model, eos_ids, tokenizer.pad_token_id), contextlib.ExitStack() as stack:
+        cache_file = stack.enter_context(cache_path.open("a", encoding="utf-8")) if cache_path is not None else None
+        stack.callback(progress.close)
+        for start in range(0, len(to_generate), batch_size):
+            batch = to_generate[start : start + batch_size]
+            batch_prompts = [prompts[index][1] for index in batch]
+            results = _generate_batch(model, batch_prompts, tokenizer.pad_token_id, eos_ids, max_new_tokens)
+            texts = tokenizer.batch_decode([tokens for tokens, _ in results], skip_special_tokens=True)
+            lines = []
+            for index, (tokens, finished), text in zip(batch, results, texts, strict=True):
+                sample_id = prompts[index][0]
+                tokens_generated += len(tokens) + int(finished)
+                entry = {"id": sample_id, "prompt_sha": shas[sample_id], "answer": text, "finished": finished}
+                generated[sample_id] = entry
+                lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+            if cache_file is not None:
+                cache_file.writelines(lines)
+                cache_file.flush()
+            progress.update(len(batch))
+    return generated, tokens_generated
+
+
 def _check_arguments(
     prompts: Sequence[tuple[str, list[int]]],
     vocab_size: int,
@@ -254,48 +312,14 @@ def greedy_answers(
     cached: dict[str, dict[str, Any]] = {}
     if cache_path is not None:
         cache_path = Path(cache_path)
-        header = _header(fingerprint, max_new_tokens, eos_ids)
-        if cache_path.exists():
-            cached, stats["cache_invalidated"], stats["cache_truncated_lines"] = _read_cache(cache_path, header)
-        stale = {
-            sample_id
-            for sample_id in shas
-            if sample_id in cached and cached[sample_id]["prompt_sha"] != shas[sample_id]
-        }
-        stats["cache_stale_prompts"] = len(stale)
-        cached = {sample_id: entry for sample_id, entry in cached.items() if sample_id not in stale}
-        # Appending is safe only after a complete, current file: rewrite it when anything was dropped.
-        if not cache_path.exists() or stats["cache_invalidated"] or stats["cache_truncated_lines"] or stale:
-            _write_cache(cache_path, header, list(cached.values()))
-
+        cached = _current_cache(cache_path, _header(fingerprint, max_new_tokens, eos_ids), shas, stats)
     to_generate = sorted(
         (index for index, (sample_id, _) in enumerate(prompts) if sample_id not in cached),
         key=lambda index: -len(prompts[index][1]),
     )
-    generated: dict[str, dict[str, Any]] = {}
-    tokens_generated = 0
-    progress = tqdm(total=len(to_generate), desc="greedy answers", unit="rows", disable=not show_progress)
-    with _greedy_decoding(model, eos_ids, tokenizer.pad_token_id), contextlib.ExitStack() as stack:
-        cache_file = stack.enter_context(cache_path.open("a", encoding="utf-8")) if cache_path is not None else None
-        stack.callback(progress.close)
-        for start in range(0, len(to_generate), batch_size):
-            batch = to_generate[start : start + batch_size]
-            batch_prompts = [prompts[index][1] for index in batch]
-            results = _generate_batch(model, batch_prompts, tokenizer.pad_token_id, eos_ids, max_new_tokens)
-            texts = tokenizer.batch_decode([tokens for tokens, _ in results], skip_special_tokens=True)
-            lines = []
-            for index, (tokens, finished), text in zip(batch, results, texts, strict=True):
-                sample_id = prompts[index][0]
-                tokens_generated += len(tokens) + int(finished)
-                entry = {"id": sample_id, "prompt_sha": shas[sample_id], "answer": text, "finished": finished}
-                generated[sample_id] = entry
-                lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-            if cache_file is not None:
-                # One flushed write per batch: a crash loses at most the batch being written.
-                cache_file.writelines(lines)
-                cache_file.flush()
-            progress.update(len(batch))
-
+    generated, tokens_generated = _generate_answers(
+        model, tokenizer, prompts, to_generate, shas, eos_ids, max_new_tokens, batch_size, cache_path, show_progress
+    )
     entries = [generated.get(sample_id) or cached[sample_id] for sample_id, _ in prompts]
     stats.update(
         rows=len(prompts),
