@@ -182,6 +182,24 @@ def _add_report_to(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def registered(kind: str) -> str:
+    """The names registered as `kind` (strategy, pruner, objective), for help texts: what a plug-in registers
+    (`--plugin`, loaded before the parser is built) is listed too."""
+    if kind == "strategy":
+        from selection.strategies import STRATEGIES
+
+        names = sorted(STRATEGIES)
+    elif kind == "pruner":
+        from recovery.prune import known_methods
+
+        names = known_methods()
+    else:
+        from recovery.objectives import objective_names
+
+        names = objective_names()
+    return ", ".join(names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paser", description="Select post-training data that repairs a pruned LLM.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -196,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=budget_value,
         help="fraction of valid rows in (0,1], a row count, or training tokens as e.g. 200000t",
     )
-    select.add_argument("--strategy", help="paser, random, full, cds_topk, loss, ifd, kmeans_diverse")
+    select.add_argument("--strategy", help=f"a registered strategy: {registered('strategy')} (default paser)")
     select.add_argument("--clusters", type=int, help="fixed number of clusters (default: automatic)")
     select.add_argument("--dtype", help="auto, bf16, fp16, fp32")
     select.add_argument("--device", help="cpu or cuda")
@@ -257,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recover.add_argument("--pruned", required=True, help="pruned model folder (or hub id)")
     recover.add_argument("--subset", required=True, help="rows to train on: a selection.jsonl or any corpus file")
-    recover.add_argument("--objective", default="sft", help="sft (default), dpo, distill or sft+dpo")
+    recover.add_argument(
+        "--objective", default="sft", help=f"a registered objective: {registered('objective')} (default sft)"
+    )
     recover.add_argument("--original", help="original model: the teacher for distill (required there)")
     recover.add_argument("--out", required=True, help="output folder (adapter/, merged/, recovery.json, ...)")
     recover.add_argument("--learning-rate", dest="learning_rate", type=float, help="default 2e-4 (sft), 5e-5 (dpo)")

@@ -89,3 +89,13 @@ def test_a_config_names_its_plugins_and_they_load_before_its_sections_are_built(
     assert config.plugins == [plugin] and config.recovery.objective == "sft_whole_sequence"
     with pytest.raises(ConfigError, match=r"config\.plugins: plugin .*missing\.py: no such file"):
         load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", f"plugins=[{tmp_path}/missing.py]"])
+
+
+def test_help_lists_what_the_registries_hold_plugins_included(capsys):
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["select", "--plugin", str(EXAMPLES / "cds_per_token.py"), "--help"])
+    assert done.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "cds_per_token" in help_text and "degradation_sampled" in help_text and "kmeans_diverse" in help_text
