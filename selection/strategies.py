@@ -655,24 +655,11 @@ class KMeansDiverseStrategy:
         tokens = row_tokens(table) if isinstance(budget, TokenBudget) else None
         walk = _PaserWalk(drawn, list(range(len(members))), np.ones(len(members)), budget, None, tokens)
         walk.run(None)
-        ids = table["id"].to_numpy(dtype=str)
-        order = [row for chosen in walk.chosen for row in chosen]
         cds = table["cds"].to_numpy(dtype=np.float64)
-        clusters = pd.DataFrame(
-            {
-                "cluster": cluster_labels,
-                "size": sizes,
-                "mean_cds": [cds[m].mean() for m in members],
-                "budget": walk.initial_quota,
-                "selected": [len(chosen) for chosen in walk.chosen],
-                "ccg_rejected": np.zeros(len(members), dtype=np.int64),
-            }
-        )
+        mean_cds = np.array([cds[m].mean() for m in members])
+        order = [row for chosen in walk.chosen for row in chosen]
         stats: dict[str, Any] = {"strategy": self.name, "n_clusters": len(members)}
-        if tokens is not None:
-            clusters["selected_tokens"] = [int(tokens[chosen].sum()) for chosen in walk.chosen]
-            stats.update(_token_stats(tokens, order, budget))
-        return SelectionResult(ids=[str(ids[row]) for row in order], clusters=clusters, stats=stats)
+        return _walk_result(table, cluster_labels, sizes, mean_cds, walk, order, budget, stats)
 
 
 @register_strategy("degradation_sampled")
@@ -712,7 +699,6 @@ class DegradationSampledStrategy:
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, budget, self.requires_columns, self.name)
-        ids = table["id"].to_numpy(dtype=str)
         cds = table["cds"].to_numpy(dtype=np.float64)
         if np.any(cds < 0):
             raise ValueError("column 'cds' must be >= 0 for degradation_sampled")
@@ -726,16 +712,6 @@ class DegradationSampledStrategy:
         tokens = row_tokens(table) if isinstance(budget, TokenBudget) else None
         walk = _PaserWalk(drawn, walk_order, weights, budget, None, tokens)
         walk.run(None)
-        clusters = pd.DataFrame(
-            {
-                "cluster": cluster_labels,
-                "size": sizes,
-                "mean_cds": mean_cds,
-                "budget": walk.initial_quota,
-                "selected": [len(chosen) for chosen in walk.chosen],
-                "ccg_rejected": np.zeros(len(members), dtype=np.int64),
-            }
-        )
         stats: dict[str, Any] = {
             "strategy": self.name,
             "n_clusters": len(members),
@@ -743,10 +719,7 @@ class DegradationSampledStrategy:
             "power": self.power,
             f"{walk.unit}_reallocated": walk.reallocated,
         }
-        if tokens is not None:
-            clusters["selected_tokens"] = [int(tokens[chosen].sum()) for chosen in walk.chosen]
-            stats.update(_token_stats(tokens, walk.order, budget))
-        return SelectionResult(ids=[str(ids[row]) for row in walk.order], clusters=clusters, stats=stats)
+        return _walk_result(table, cluster_labels, sizes, mean_cds, walk, walk.order, budget, stats)
 
 
 @register_strategy("single_cluster")
@@ -782,6 +755,36 @@ class SingleClusterStrategy:
             rows = drawn[:budget]
         ids = table["id"].to_numpy(dtype=str)
         return SelectionResult(ids=[str(i) for i in ids[rows]], clusters=None, stats=stats)
+
+
+def _walk_result(
+    table: pd.DataFrame,
+    cluster_labels: np.ndarray,
+    sizes: np.ndarray,
+    mean_cds: np.ndarray,
+    walk: _PaserWalk,
+    order: Sequence[int],
+    budget: int | TokenBudget,
+    stats: dict[str, Any],
+) -> SelectionResult:
+    """The result of a walk without a CCG: ids in `order` (table positions), the common cluster columns (and
+    each cluster's selected tokens under a token budget), `stats` plus the token counts of a token budget."""
+    clusters = pd.DataFrame(
+        {
+            "cluster": cluster_labels,
+            "size": sizes,
+            "mean_cds": mean_cds,
+            "budget": walk.initial_quota,
+            "selected": [len(chosen) for chosen in walk.chosen],
+            "ccg_rejected": np.zeros(len(sizes), dtype=np.int64),
+        }
+    )
+    if isinstance(budget, TokenBudget):
+        tokens = walk.costs
+        clusters["selected_tokens"] = [int(tokens[chosen].sum()) for chosen in walk.chosen]
+        stats.update(_token_stats(tokens, order, budget))
+    ids = table["id"].to_numpy(dtype=str)
+    return SelectionResult(ids=[str(ids[row]) for row in order], clusters=clusters, stats=stats)
 
 
 def weighted_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
