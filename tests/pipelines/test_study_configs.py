@@ -1,0 +1,22 @@
+"""Every committed study's config loads and passes the run's checks (strategies, variants, held-out sets)."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.run import Run, combos, load_run_config
+
+STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*/config.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda path: path.parent.name)
+def test_a_study_config_loads_and_its_sweep_checks(path, tmp_path):
+    config = load_run_config(path)
+    assert combos(config)
+    if not Path(config.corpus.path).exists():
+        pytest.skip(f"shared data {config.corpus.path} is absent")
+    Run(config, tmp_path / "run").check()
+
+
+def test_there_is_a_study():
+    assert STUDIES
