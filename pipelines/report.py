@@ -442,10 +442,17 @@ def _gain_section(run: RunResults) -> list[Block]:
         if not blocks:
             blocks.append(Heading(2, "Does the degradation signal point where recovery pays?"))
         rows = tuple(
-            (str(row.cluster), str(row.size), f"{row.mean_cds:.4f}", f"{getattr(row, metric):.4f}", f"{row.gain:+.4f}")
+            (
+                str(row.seed),
+                str(row.cluster),
+                str(row.size),
+                f"{row.mean_cds:.4f}",
+                f"{getattr(row, metric):.4f}",
+                f"{row.gain:+.4f}",
+            )
             for row in table.itertuples(index=False)
         )
-        blocks.append(Table(("cluster", "size", "mean CDS", metric, "gain"), rows))
+        blocks.append(Table(("seed", "cluster", "size", "mean CDS", metric, "gain"), rows))
         verdict = "fewer than three clusters" if math.isnan(rho) else f"Spearman rho = {rho:+.2f} (p = {p_value:.2f})"
         blocks.append(Paragraph(f"{metric}: gain = improvement over the pruned model; mean CDS vs gain: {verdict}."))
     return blocks

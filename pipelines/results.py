@@ -395,11 +395,11 @@ class RunResults:
 
     def cds_vs_gain(self, metric: str) -> tuple[pd.DataFrame, float, float]:
         """Does the degradation signal point where recovery pays? Over the combos that trained on one cluster's
-        rows (strategy `single_cluster`, e.g. variants `cluster_0`, `cluster_1`, ... of a sweep), per cluster:
-        size, mean_cds (in the pool), the combos' mean `metric` and gain (the improvement over the pruned model,
-        positive when better, averaged over seeds). Returns (that table, Spearman's rho of mean_cds vs gain over
-        the clusters, its two-sided p-value); rho and p are NaN with fewer than three clusters. Refuses an
-        unknown metric (RunError)."""
+        rows (strategy `single_cluster`, e.g. variants `cluster_0`, `cluster_1`, ... of a sweep), one row per
+        (seed, cluster) (each seed has its own clustering, so a label names different rows in different seeds):
+        size, mean_cds (in that seed's pool), the combo's `metric` and gain (the improvement over the pruned
+        model, positive when better). Returns (that table, Spearman's rho of mean_cds vs gain over its rows, the
+        two-sided p-value); rho and p are NaN with fewer than three rows. Refuses an unknown metric (RunError)."""
         if metric not in self.metrics:
             raise RunError(f"{self.path}: unknown metric {metric!r}; the run has {self.metrics}")
         pruned = _as_float((self.results["baselines"].get("pruned") or {}).get(metric))
@@ -425,10 +425,10 @@ class RunResults:
                     "gain": sign * (float(values[combo.combo]) - pruned),
                 }
             )
-        columns = ["cluster", "size", "mean_cds", metric, "gain"]
+        columns = ["seed", "cluster", "size", "mean_cds", metric, "gain"]
         if not rows:
             return pd.DataFrame(columns=columns), math.nan, math.nan
-        table = pd.DataFrame(rows).groupby("cluster", as_index=False)[columns[1:]].mean()
+        table = pd.DataFrame(rows)[columns].sort_values(["seed", "cluster"], ignore_index=True)
         if len(table) < 3:
             return table, math.nan, math.nan
         from scipy.stats import spearmanr
