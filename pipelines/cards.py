@@ -105,7 +105,7 @@ def cluster_table_markdown(clusters: list[dict[str, Any]]) -> str:
 
 def dataset_card(stats: dict[str, Any], source_digest: str) -> str:
     """The dataset card (README.md) of a selection, from its stats.json payload and its source's digest
-    (`pipelines.run.source_identity`)."""
+    (`pipelines.stages.source_identity`)."""
     config = stats["config"]
     totals = stats["totals"]
     source = str(config["corpus"]["path"])
@@ -180,8 +180,8 @@ def write_selection_dataset(folder: Path, rows: list[dict[str, Any]], stats: dic
     """
     from datasets import Dataset
 
-    # Imported here: pipelines.run imports pipelines.select, which imports this module.
-    from pipelines.run import source_identity
+    # Imported here: pipelines.stages imports pipelines.select, which imports this module.
+    from pipelines.stages import source_identity
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

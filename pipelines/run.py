@@ -21,27 +21,24 @@ config runs only its own select, recover and eval stages. A stage that starts wi
 its folder was last started with clears its artifacts first; one that was interrupted resumes (scores and
 embeddings keep their finished shards). `events.jsonl` says, per invocation, which stages ran and which were
 cached. `results.json` gathers every metric for `paser report`.
+
+Each stage is an object (`pipelines.stages.Stage`) built in `pipelines.run_stages`; `Run` composes them and its
+`Executor` (`pipelines.stages`) runs or skips them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import gc
-import hashlib
+import functools
 import json
-import random
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
-from data.heldout import get_heldout_builder, heldout_source, write_heldout
+from data.heldout import heldout_source
 from pipelines.accounting import combo_compute, shared_cost
 from pipelines.config import (
     ENGINES,
@@ -56,44 +53,30 @@ from pipelines.config import (
     config_to_dict,
     load_config,
 )
-from pipelines.heldout import (
-    HeldoutSet,
-    category_metric_names,
-    copy_rows,
-    heldout_metrics,
-    heldout_nll,
-    parse_heldout,
-)
+from pipelines.heldout import HeldoutSet, category_metric_names, heldout_metrics, parse_heldout
 from pipelines.lock import folder_lock
 from pipelines.ray_engine import RayConfig
 from pipelines.results import combo_name, gap_recovered
-from pipelines.select import (
-    RESPONSE_SHARDS,
-    ScoredCorpus,
-    check_before_scoring,
-    cluster_table,
-    clustering_features,
-    effective_config,
-    embed_rows,
-    response_embeddings,
-    score_stage,
-    select_from,
-    write_json,
-    write_jsonl,
-    write_parquet,
+from pipelines.run_stages import (
+    SharedStages,
+    calibration_rows_path,
+    eval_stage,
+    recover_stage,
+    select_stage,
+    shared_stages,
+    write_calibration_rows,
 )
+from pipelines.select import check_before_scoring, effective_config, write_json
+from pipelines.stages import Executor, Manifest, Stage, log, model_identity
 from pipelines.uncertainty import metric_summary, versus_random
 from recovery.tracking import log_eval_metrics
 from selection.allocate import TokenBudget, parse_budget
-from selection.atomic import file_sha256, write_atomic
-from selection.cluster import ClusterConfig, ClusterResult, cluster_embeddings
-from selection.corpus import Corpus, CorpusConfig, CorpusStats
+from selection.atomic import write_atomic
+from selection.cluster import ClusterConfig
+from selection.corpus import CorpusConfig
 from selection.degradation import DegradationConfig
-from selection.embed import read_embedding_summary
-from selection.store import CorpusStore, StoredSamples
 from selection.strategies import get_strategy, strategy_class
 
-MANIFEST_VERSION = 1
 BUILTIN_DEMO_CORPUS = "builtin:demo"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "run" / "demo.yaml"
 
@@ -369,116 +352,12 @@ def sweep_budget(value: float | str, key: str = "selection.budgets") -> float | 
     return str(budget) if isinstance(budget, TokenBudget) else float(budget)
 
 
-# ------------------------------------------------------------------------------------------------ hashing
-
-
-def stable_hash(payload: Any) -> str:
-    """sha256 of the canonical JSON of `payload` (sorted keys; tuples as lists)."""
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def source_identity(source: str) -> str:
-    """What a corpus source is, for a hash: a file's content digest, a folder's file names/sizes/times, or the
-    hub id itself (a hub dataset is identified by its name; pin a revision by saving it locally)."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return "file:" + file_sha256(path)
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for file in sorted(item for item in path.rglob("*") if item.is_file()):
-            status = file.stat()
-            digest.update(f"{file.relative_to(path)}:{status.st_size}:{status.st_mtime_ns}".encode())
-        return "dir:" + digest.hexdigest()
-    return "hub:" + source
-
-
-def model_identity(name: str) -> str:
-    """A checkpoint's fingerprint (config, pruning record, weight files) for a local folder or alias; the hub id
-    otherwise."""
-    from recovery.identity import checkpoint_identity
-    from recovery.models import resolve_model
-
-    resolved = resolve_model(name)
-    return checkpoint_identity(resolved) or f"hub:{resolved}"
-
-
-# ------------------------------------------------------------------------------------------------ manifest
-
-
-class Manifest:
-    """`manifest.json` (stage -> hash, status, artifacts, seconds) and `events.jsonl` of one run directory."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.path = run_dir / "manifest.json"
-        self.events_path = run_dir / "events.jsonl"
-        self.stages: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("version") != MANIFEST_VERSION:
-                raise ValueError(f"{self.path}: manifest version {data.get('version')}, expected {MANIFEST_VERSION}")
-            self.stages = data["stages"]
-        self.invocation = 1 + max((event["invocation"] for event in self.events()), default=0)
-
-    def events(self) -> list[dict[str, Any]]:
-        if not self.events_path.exists():
-            return []
-        return [json.loads(line) for line in self.events_path.read_text(encoding="utf-8").splitlines() if line]
-
-    def fresh(self, stage: str, digest: str, artifacts: list[Path]) -> bool:
-        entry = self.stages.get(stage)
-        return (
-            entry is not None
-            and entry["hash"] == digest
-            and entry["status"] == "done"
-            and all(path.exists() for path in artifacts)
-        )
-
-    def start(self, stage: str, digest: str, artifacts: list[Path]) -> None:
-        """Mark `stage` started with `digest`; artifacts left by a run with another hash are removed first."""
-        entry = self.stages.get(stage)
-        if entry is not None and entry["hash"] != digest:
-            for path in artifacts:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-        self.stages[stage] = {"hash": digest, "status": "started", "artifacts": self._relative(artifacts)}
-        self._save()
-
-    def finish(self, stage: str, digest: str, artifacts: list[Path], seconds: float) -> None:
-        self.stages[stage] = {
-            "hash": digest,
-            "status": "done",
-            "artifacts": self._relative(artifacts),
-            "seconds": round(seconds, 3),
-            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        self._save()
-
-    def event(self, stage: str, action: str, seconds: float) -> None:
-        line = {"invocation": self.invocation, "stage": stage, "action": action, "seconds": round(seconds, 3)}
-        with self.events_path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(line) + "\n")
-
-    def _relative(self, paths: list[Path]) -> list[str]:
-        return [str(path.relative_to(self.run_dir)) for path in paths]
-
-    def _save(self) -> None:
-        payload = {"version": MANIFEST_VERSION, "stages": self.stages}
-        write_json(self.path, payload)
-
-
-def _log(message: str) -> None:
-    print(f"[paser run] {message}", flush=True)
-
-
 # ------------------------------------------------------------------------------------------------ the run
 
 
 class Run:
-    """One invocation of `paser run` over a run directory: stage hashes, lazily loaded inputs, the stages."""
+    """One invocation of `paser run` over a run directory: composes the stages (`pipelines.run_stages`) and has
+    its executor (`pipelines.stages.Executor`: manifest, cache decision, events) run or skip each one."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path) -> None:
         self.config = config
@@ -486,41 +365,23 @@ class Run:
         self.shared = self.dir / "shared"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.shared.mkdir(exist_ok=True)
-        self.manifest = Manifest(self.dir)
-        self._memo: dict[str, Any] = {}
-        self.ran: list[str] = []
-        self.cached: list[str] = []
+        self.executor = Executor(self.dir)
 
-    # -- stage machinery
+    @property
+    def manifest(self) -> Manifest:
+        return self.executor.manifest
 
-    def stage(self, name: str, inputs: dict[str, Any], artifacts: list[Path], compute: Callable[[], Any]) -> str:
-        """Run `compute` unless `name` finished before with the same input hash and its artifacts exist."""
-        digest = stable_hash(inputs)
-        if self.manifest.fresh(name, digest, artifacts):
-            self.manifest.event(name, "cached", 0.0)
-            self.cached.append(name)
-            _log(f"{name}: cached")
-            return digest
-        _log(f"{name}: running")
-        self.manifest.start(name, digest, artifacts)
-        started = time.perf_counter()
-        compute()
-        seconds = time.perf_counter() - started
-        missing = [str(path) for path in artifacts if not path.exists()]
-        if missing:
-            raise RuntimeError(f"stage {name} finished without writing {', '.join(missing)}")
-        self.manifest.finish(name, digest, artifacts, seconds)
-        self.manifest.event(name, "ran", seconds)
-        self.ran.append(name)
-        _log(f"{name}: done in {seconds:.1f} s")
-        return digest
+    @property
+    def ran(self) -> list[str]:
+        """The stages that ran in this invocation, in order."""
+        return self.executor.ran
 
-    def memo(self, key: str, make: Callable[[], Any]) -> Any:
-        if key not in self._memo:
-            self._memo[key] = make()
-        return self._memo[key]
+    @property
+    def cached(self) -> list[str]:
+        """The stages this invocation found done with the same hash, in order."""
+        return self.executor.cached
 
-    # -- paths
+    # -- paths and configs
 
     def combo_dir(self, combo: Combo) -> Path:
         return self.dir / "combos" / combo.name
@@ -533,34 +394,6 @@ class Run:
         if self.config.recipe is not None:
             return str(self.shared / "recipe_corpus.jsonl")
         return path
-
-    def corpus_identity(self) -> str:
-        """What the scored corpus is: the demo corpus's digest, the recipe stage's hash, or the source's."""
-
-        def make() -> str:
-            if self.config.corpus.path == BUILTIN_DEMO_CORPUS:
-                self._demo_corpus()
-            if self.config.recipe is None:
-                return source_identity(self.corpus_path)
-            corpus = self.config.corpus
-            inputs = {
-                "source": source_identity(corpus.path),
-                "recipe": self.config.recipe,
-                "split": corpus.split,
-                "limit": corpus.limit,
-            }
-
-            def compute() -> None:
-                from data.recipes import prepare_corpus
-
-                stats = prepare_corpus(
-                    self.config.recipe, corpus.path, Path(self.corpus_path), split=corpus.split, limit=corpus.limit
-                )
-                _log(stats.summary())
-
-            return "recipe:" + self.stage("recipe", inputs, [Path(self.corpus_path)], compute)
-
-        return self.memo("corpus_identity", make)
 
     @property
     def pruned_path(self) -> str:
@@ -581,7 +414,7 @@ class Run:
             corpus=dataclasses.replace(
                 config.corpus,
                 path=self.corpus_path,
-                exclude_rows=self.calibration_rows_path() or config.corpus.exclude_rows,
+                exclude_rows=calibration_rows_path(self) or config.corpus.exclude_rows,
             ),
             models=ModelPairConfig(
                 original=config.models.original,
@@ -606,8 +439,6 @@ class Run:
         )
         return effective_config(select)
 
-    # -- checks
-
     def check(self) -> None:
         """Refuse, before anything loads, unknown strategies/tasks, malformed budgets and missing files."""
         from recovery.evaluate import parse_tasks, required_files
@@ -624,452 +455,65 @@ class Run:
             if spec.builtin is not None:
                 heldout_source(spec.builtin, evaluation.data_dir)
 
-    # -- stages
+    # -- the model pair
 
-    def prune(self) -> str:
-        """The pruned model's identity for later hashes: the prune stage's hash, or the checkpoint fingerprint."""
+    @functools.cached_property
+    def prune_stage(self) -> Stage | None:
+        """Stage `prune` (`pruned/`) when the config gives a pruning spec instead of a pruned checkpoint."""
         spec = self.config.models.prune
         if spec is None:
-            return self.memo("pruned_identity", lambda: model_identity(self.pruned_path))
-        inputs = {"original": model_identity(self.config.models.original), "spec": config_to_dict(spec)}
+            return None
 
         def compute() -> None:
             spec.apply(self.config.models.original, Path(self.pruned_path))
 
-        return self.memo(
-            "prune", lambda: self.stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
-        )
+        inputs = lambda: {"original": self.original_identity, "spec": config_to_dict(spec)}  # noqa: E731
+        return Stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
 
-    def _demo_corpus(self) -> str:
+    def prune(self) -> str:
+        """Run the prune stage where there is one; returns the pruned model's identity (`pruned_identity`)."""
+        if self.prune_stage is not None:
+            self.executor.ensure(self.prune_stage)
+        return self.pruned_identity
+
+    @functools.cached_property
+    def original_identity(self) -> str:
+        return model_identity(self.config.models.original)
+
+    @functools.cached_property
+    def pruned_identity(self) -> str:
+        """The pruned model's identity for later hashes: the prune stage's hash, or the checkpoint fingerprint."""
+        return model_identity(self.pruned_path) if self.prune_stage is None else self.prune_stage.digest
+
+    def write_demo_corpus(self) -> None:
+        """Write the built-in demo corpus into the run folder when the config names it (once)."""
+        if self.config.corpus.path != BUILTIN_DEMO_CORPUS or Path(self.corpus_path).exists():
+            return
         from data.demo import write_demo_corpus
 
-        path = Path(self.corpus_path)
-        if not path.exists():
-            write_demo_corpus(path)
-        return str(path)
-
-    def calibration_rows_path(self) -> str | None:
-        """`shared/calibration_rows.txt` (written by `write_calibration_rows`) when the pruning calibrates on the
-        corpus file itself and `models.exclude_calibration_rows` holds; else None."""
-        models, corpus = self.config.models, self.config.corpus
-        spec = models.prune
-        if spec is None or spec.calibration is None or not models.exclude_calibration_rows or self.config.recipe:
-            return None
-        calibration, source = Path(spec.calibration).expanduser(), Path(corpus.path).expanduser()
-        if not (calibration.is_file() and source.is_file() and calibration.resolve() == source.resolve()):
-            return None
-        if corpus.exclude_rows is not None:
-            raise ValueError(
-                "corpus.exclude_rows is set and the calibration rows of the corpus file are excluded too: give one "
-                "(set models.exclude_calibration_rows: false to use corpus.exclude_rows alone)"
-            )
-        return str(self.shared / "calibration_rows.txt")
-
-    def write_calibration_rows(self) -> None:
-        """Write the row positions the pruning's calibration used (from its pruning.json) to
-        `calibration_rows_path()`, after the prune stage; refuses a pruning.json without them."""
-        path = self.calibration_rows_path()
-        if path is None:
-            return
-        self.prune()
-        record_path = Path(self.pruned_path) / "pruning.json"
-        calibration = json.loads(record_path.read_text(encoding="utf-8")).get("calibration") or {}
-        positions = calibration.get("rows_used_positions")
-        if positions is None:
-            raise RuntimeError(
-                f"{record_path} does not list the calibration rows (rows_used_positions): delete "
-                f"{self.pruned_path} to prune again, or set models.exclude_calibration_rows: false"
-            )
-        text = "".join(f"{position}\n" for position in positions)
-        write_atomic(Path(path), lambda staging: staging.write_text(text, encoding="utf-8"))
-
-    def score_hash(self) -> str:
-        def make() -> str:
-            config = self.select_config()
-            self.write_calibration_rows()
-            corpus_config = {**config_to_dict(config.corpus), "path": None}
-            # Keys added after runs were cached are hashed only when set, so older runs keep their hashes.
-            for key in ("exclude_rows", "sample"):
-                if corpus_config[key] is None:
-                    del corpus_config[key]
-            if "sample" not in corpus_config:
-                del corpus_config["sample_seed"]
-            if "exclude_rows" in corpus_config:
-                corpus_config["exclude_rows"] = file_sha256(Path(config.corpus.exclude_rows))
-            inputs = {
-                "corpus": self.corpus_identity(),
-                "corpus_config": corpus_config,
-                "original": model_identity(config.models.original),
-                "pruned": self.prune(),
-                "models": {"dtype": config.models.dtype, "device": config.models.device},
-                "formatting": config_to_dict(config.formatting),
-                "scoring": {**config_to_dict(config.scoring), "show_progress": None},
-                "topk": config_to_dict(config.topk),
-            }
-            return self.stage("score", inputs, self._score_artifacts(), lambda: self._compute_scores(config))
-
-        return self.memo("score_hash", make)
-
-    def _score_artifacts(self) -> list[Path]:
-        names = ("corpus.parquet", "scores.parquet", "corpus.json")
-        return [self.shared / name for name in names] + [self.shared / "score_shards"]
-
-    def _compute_scores(self, config: SelectConfig) -> None:
-        (self.shared / "score_shards").mkdir(exist_ok=True)
-        scored = score_stage(config, self.shared)
-        write_parquet(self.shared / "scores.parquet", scored.scores)
-        write_json(
-            self.shared / "corpus.json",
-            {"source": scored.corpus.source, "stats": scored.corpus.stats.to_dict(), "models": scored.model_info},
-        )
-        self._memo["scored"] = scored
-
-    def scored(self) -> ScoredCorpus:
-        """The scored corpus: from this invocation's score stage, or read back from `shared/`."""
-        self.score_hash()
-
-        def load() -> ScoredCorpus:
-            record = json.loads((self.shared / "corpus.json").read_text(encoding="utf-8"))
-            stats = record["stats"]
-            corpus_stats = CorpusStats(
-                rows_read=stats["rows_read"],
-                skipped=dict(stats["skipped"]),
-                flagged=dict(stats["flagged"]),
-                examples={reason: list(places) for reason, places in stats["examples"].items()},
-            )
-            store = CorpusStore(self.shared / "corpus.parquet")
-            scores = pd.read_parquet(self.shared / "scores.parquet")
-            corpus = Corpus(StoredSamples(store), corpus_stats, record["source"])
-            return ScoredCorpus(corpus, store, scores, record["models"])
-
-        return self.memo("scored", load)
-
-    def heldout_hash(self) -> str:
-        def make() -> str:
-            evaluation = self.config.evaluation
-            inputs = {
-                "score": self.score_hash(),
-                "rows": evaluation.split_rows(),
-                "file": None if evaluation.heldout_file is None else source_identity(evaluation.heldout_file),
-            }
-            return self.stage("heldout", inputs, [self.shared / "heldout.json"], self._compute_heldout)
-
-        return self.memo("heldout_hash", make)
-
-    def _compute_heldout(self) -> None:
-        """Choose the held-out rows (seeded, spread over the corpus) and write them; an empty split is allowed."""
-        evaluation = self.config.evaluation
-        scored = self.scored()
-        ids: list[str] = []
-        if evaluation.heldout_file is not None:
-            copy_rows(evaluation.heldout_file, self.shared / "heldout.jsonl")
-            source = evaluation.heldout_file
-        else:
-            scored_ids = scored.scores["id"].astype(str).tolist()
-            split_rows = evaluation.split_rows()
-            if split_rows >= len(scored_ids):
-                key = "evaluation.heldout_rows" if evaluation.heldout is None else "the int entry of evaluation.heldout"
-                raise ValueError(f"{key}={split_rows} leaves no row to select from ({len(scored_ids)} scored rows)")
-            positions = sorted(random.Random(0).sample(range(len(scored_ids)), split_rows))
-            ids = [scored_ids[position] for position in positions]
-            rows = [{**raw, "id": row_id} for row_id, raw in zip(ids, scored.store.raw_rows(ids), strict=True)]
-            if rows:
-                write_jsonl(self.shared / "heldout.jsonl", rows)
-            source = "corpus"
-        write_json(self.shared / "heldout.json", {"ids": ids, "source": source})
-
-    def heldout_ids(self) -> set[str]:
-        self.heldout_hash()
-        return set(json.loads((self.shared / "heldout.json").read_text(encoding="utf-8"))["ids"])
-
-    def heldout_file(self) -> Path | None:
-        self.heldout_hash()
-        path = self.shared / "heldout.jsonl"
-        return path if path.exists() else None
-
-    def heldout_set_hash(self, spec: HeldoutSet) -> str:
-        """Stage `heldout/{name}`: a named file or built-in set's rows as `shared/heldout/{name}.jsonl`, keyed by
-        the file's content, or by the built-in set's name, row limit and data file's content."""
-
-        def make() -> str:
-            path = self.heldout_set_path(spec)
-            data_dir = self.config.evaluation.data_dir
-            if spec.file is not None:
-                inputs = {"file": source_identity(spec.file)}
-                return self.stage(f"heldout/{spec.name}", inputs, [path], lambda: copy_rows(spec.file, path))
-            limit = spec.limit or get_heldout_builder(spec.builtin).default_limit
-            source = heldout_source(spec.builtin, data_dir)
-            inputs = {"builtin": spec.builtin, "limit": limit, "data": source_identity(str(source))}
-
-            def compute() -> None:
-                _log(f"held-out set {spec.name}: {write_heldout(spec.builtin, path, limit, data_dir)} rows")
-
-            return self.stage(f"heldout/{spec.name}", inputs, [path], compute)
-
-        return self.memo(f"heldout_hash/{spec.name}", make)
-
-    def heldout_set_path(self, spec: HeldoutSet) -> Path:
-        return self.shared / "heldout" / f"{spec.name}.jsonl"
-
-    def heldout_files(self) -> list[tuple[HeldoutSet, Path]]:
-        """Every held-out set with the file of its rows: `shared/heldout.jsonl` for the split off the corpus
-        (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
-        files = []
-        for spec in self.config.evaluation.heldout_sets():
-            if spec.name is not None and spec.rows is None:
-                self.heldout_set_hash(spec)
-                files.append((spec, self.heldout_set_path(spec)))
-            elif self.heldout_file() is not None:
-                files.append((spec, self.heldout_file()))
-        return files
-
-    def pool(self) -> ScoredCorpus:
-        """The scored corpus minus the held-out rows: what every strategy selects from."""
-
-        def make() -> ScoredCorpus:
-            scored = self.scored()
-            held = self.heldout_ids()
-            scores = scored.scores[~scored.scores["id"].astype(str).isin(held)].reset_index(drop=True)
-            return dataclasses.replace(scored, scores=scores)
-
-        return self.memo("pool", make)
-
-    def embed_hash(self) -> str:
-        def make() -> str:
-            embedding = {**config_to_dict(self.config.embedding), "batch_size": None}
-            if embedding["long_text"] == "truncate":
-                # What runs embedded before the option existed did: their embed stage stays cached.
-                del embedding["long_text"]
-            inputs = {
-                "heldout": self.heldout_hash(),
-                "embedding": embedding,
-                "embed_fields": list(self.config.corpus.embed_fields),
-            }
-            return self.stage("embed", inputs, [self.shared / "embed_shards"], lambda: self.embeddings())
-
-        return self.memo("embed_hash", make)
-
-    def embeddings(self) -> np.ndarray:
-        def make() -> np.ndarray:
-            pool = self.pool()
-            return embed_rows(
-                self.config, pool.store, pool.scores["id"].astype(str).tolist(), self.shared / "embed_shards"
-            )
-
-        return self.memo("embeddings", make)
-
-    def embed_response_hash(self) -> str | None:
-        """The responses' embedding stage, when the clustering weighs them (else None: no such stage)."""
-        if self.config.clustering.response_weight <= 0:
-            return None
-
-        def make() -> str:
-            embedding = {**config_to_dict(self.config.embedding), "batch_size": None}
-            inputs = {"heldout": self.heldout_hash(), "embedding": embedding}
-            artifacts = [self.shared / RESPONSE_SHARDS]
-            return self.stage("embed_response", inputs, artifacts, lambda: self.response_embeddings())
-
-        return self.memo("embed_response_hash", make)
-
-    def response_embeddings(self) -> np.ndarray | None:
-        def make() -> np.ndarray | None:
-            pool = self.pool()
-            return response_embeddings(self.config, pool.store, pool.scores["id"].astype(str).tolist(), self.shared)
-
-        return self.memo("response_embeddings", make)
-
-    def cluster_seed(self, seed: int) -> int:
-        """The clustering's seed for run seed `seed`: `clustering.seed` where one is set, else `seed`."""
-        return seed if self.config.clustering.seed is None else self.config.clustering.seed
-
-    def cluster_hash(self, seed: int) -> str:
-        def make() -> str:
-            inputs = {
-                "embed": self.embed_hash(),
-                "clustering": config_to_dict(self.config.clustering),
-                "seed": self.cluster_seed(seed),
-            }
-            response_hash = self.embed_response_hash()
-            if response_hash is not None:
-                inputs["embed_response"] = response_hash
-            artifacts = self._cluster_artifacts(seed)
-            return self.stage(f"cluster/s{seed}", inputs, artifacts, lambda: self._compute_clusters(seed))
-
-        return self.memo(f"cluster_hash/{seed}", make)
-
-    def _cluster_artifacts(self, seed: int) -> list[Path]:
-        return [self.shared / f"clusters-s{seed}.parquet", self.shared / f"clustering-s{seed}.json"]
-
-    def _compute_clusters(self, seed: int) -> None:
-        """Cluster the pool's embeddings under `seed` and write the clusters and the 2-D map (stage compute)."""
-        config = dataclasses.replace(self.config.clustering, seed=self.cluster_seed(seed))
-        pool = self.pool()
-        ids = pool.scores["id"].astype(str).tolist()
-        features = clustering_features(
-            self.config, pool.store, ids, self.embeddings(), self.response_embeddings(), config
-        )
-        result = cluster_embeddings(features, config)
-        table = cluster_table(ids, result, self.embeddings(), seed)
-        table_path, record_path = self._cluster_artifacts(seed)
-        write_parquet(table_path, table)
-        eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
-        write_json(
-            record_path,
-            {
-                "n_clusters": result.n_clusters,
-                "eigenvalues": eigenvalues,
-                "n_landmarks": result.n_landmarks,
-                "seconds": result.seconds,
-                "details": result.details,
-            },
-        )
-        self._memo[f"clusters/{seed}"] = result
-
-    def clusters(self, seed: int) -> ClusterResult:
-        """The clustering of `seed`: from this invocation's cluster stage, or read back from `shared/`."""
-        self.cluster_hash(seed)
-
-        def load() -> ClusterResult:
-            table_path, record_path = self._cluster_artifacts(seed)
-            table = pd.read_parquet(table_path)
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            if table["id"].astype(str).tolist() != self.pool().scores["id"].astype(str).tolist():
-                raise RuntimeError(f"{table_path} does not match the scored pool; delete it and rerun")
-            manifold = sorted((c for c in table.columns if c.startswith("manifold_")), key=lambda c: int(c[9:]))
-            eigenvalues = record["eigenvalues"]
-            return ClusterResult(
-                labels=table["cluster"].to_numpy(np.int64),
-                n_clusters=record["n_clusters"],
-                eigenvalues=None if eigenvalues is None else np.asarray(eigenvalues),
-                coordinates=table[manifold].to_numpy() if manifold else None,
-                n_landmarks=record["n_landmarks"],
-                seconds=record["seconds"],
-                details=record.get("details", {}),
-            )
-
-        return self.memo(f"clusters/{seed}", load)
-
-    def select(self, combo: Combo) -> str:
-        out = self.combo_dir(combo) / "select"
-        config = self.select_config(combo, out)
-        inputs = {
-            "cluster": self.cluster_hash(combo.seed),
-            "strategy": combo.strategy,
-            "budget": combo.budget,
-            "options": config.selection.options,
-        }
-
-        def compute() -> None:
-            pool = self.pool()
-            embeddings = self.embeddings()  # first: embedding (re)writes the summary read below
-            select_from(
-                config,
-                pool,
-                embeddings,
-                self.clusters(combo.seed),
-                out,
-                concept_cache_dir=self.shared / "concept_cache",
-                embedding_summary=read_embedding_summary(self.shared / "embed_shards"),
-                write_tables=False,
-            )
-
-        return self.stage(f"select/{combo.name}", inputs, [out / "selection.jsonl", out / "stats.json"], compute)
-
-    def recovery_config(self, combo: Combo) -> Any:
-        return dataclasses.replace(self.config.recovery, seed=combo.seed)
-
-    def recover(self, combo: Combo) -> str:
-        out = self.combo_dir(combo) / "recover"
-        training = self.recovery_config(combo)
-        settings = {**config_to_dict(training), "show_progress": None}
-        settings.pop("report_to")  # trackers only watch: a run keeps its hashes whatever it reports to
-        if not settings["padding_free"]:
-            del settings["padding_free"]  # added after runs were cached: hashed only when set
-        inputs = {"select": self.select(combo), "pruned": self.prune(), "recovery": settings}
-
-        def compute() -> None:
-            from recovery.train import recover
-
-            recover(
-                self.pruned_path,
-                self.combo_dir(combo) / "select" / "selection.jsonl",
-                out,
-                training,
-                original=self.config.models.original,
-                data_dir=self.config.evaluation.data_dir,
-                run_name=combo.name,
-            )
-            gc.collect()
-
-        return self.stage(f"recover/{combo.name}", inputs, [out / "recovery.json", out / "merged"], compute)
-
-    def eval_inputs(self) -> dict[str, Any]:
-        evaluation = config_to_dict(self.config.evaluation)
-        for key in ("heldout_rows", "heldout_file", "heldout"):
-            evaluation.pop(key)
-        inputs = {
-            "evaluation": evaluation,
-            "heldout": self.heldout_hash(),
-            "heldout_tokens": {
-                "max_length": self.config.recovery.max_length,
-                "template": self.config.recovery.template,
-                "overflow": self.config.recovery.overflow,
-            },
-            "dtype": self.config.models.dtype,
-            "device": self.config.models.device,
-        }
-        if self.config.evaluation.heldout is not None:
-            # Only named sets add this key: runs with the older keys keep their eval hashes.
-            inputs["heldout_sets"] = {
-                spec.name: "split" if spec.rows else self.heldout_set_hash(spec)
-                for spec in self.config.evaluation.heldout_sets()
-            }
-        return inputs
-
-    def evaluate(self, name: str, model: str, model_hash: str, out: Path) -> str:
-        inputs = {"model": model_hash, **self.eval_inputs()}
-        return self.stage(f"eval/{name}", inputs, [out / "metrics.json"], lambda: self._compute_eval(model, out))
-
-    def _compute_eval(self, model_name: str, out: Path) -> None:
-        from recovery.evaluate import evaluate_model, response_nll, write_results
-        from recovery.models import load_model
-        from recovery.train import load_training_rows
-
-        evaluation = self.config.evaluation
-        model, tokenizer = load_model(model_name, dtype=self.config.models.dtype, device=self.config.models.device)
-        model.eval()
-        record = {
-            "model": model_name,
-            "adapter": None,
-            **evaluate_model(
-                model,
-                tokenizer,
-                evaluation.tasks,
-                limit=evaluation.limit,
-                data_dir=evaluation.data_dir,
-                source=evaluation.source,
-                batch_size=evaluation.batch_size,
-                seqlen=evaluation.seqlen,
-            ),
-        }
-        for spec, heldout in self.heldout_files():
-            if spec.name is None:
-                rows = load_training_rows(heldout, tokenizer, self.config.recovery)
-                record["heldout"] = {
-                    **response_nll(model, rows.encoded, batch_size=evaluation.batch_size),
-                    "skipped": rows.skipped,
-                }
-            else:
-                record[spec.metric_prefix] = heldout_nll(
-                    model, tokenizer, heldout, self.config.recovery, batch_size=evaluation.batch_size
-                )
-            result = record[spec.metric_prefix]
-            _log(f"{spec.metric_prefix}: response NLL {result['nll']:.4f} on {result['rows']} rows")
-        write_results(record, out)
-        del model
-        gc.collect()
+        write_demo_corpus(Path(self.corpus_path))
 
     # -- the whole run
+
+    @functools.cached_property
+    def stages(self) -> SharedStages:
+        """The stages every combination builds on (building them reads nothing)."""
+        return shared_stages(self)
+
+    def baseline_stage(self, name: str) -> Stage:
+        """Stage `eval/original` or `eval/pruned`: a model of the pair evaluated as it is."""
+        out = self.dir / "baselines" / name / "eval"
+        if name == "original":
+            return eval_stage(self, self.stages, name, self.config.models.original, out, lambda: self.original_identity)
+        model_hash = lambda: self.pruned_identity  # noqa: E731
+        return eval_stage(self, self.stages, name, self.pruned_path, out, model_hash, self.prune_stage)
+
+    def combo_stage(self, combo: Combo) -> Stage:
+        """Stage `eval/{combo}`, after the combination's select and recover stages."""
+        recover = recover_stage(self, select_stage(self, self.stages, combo), combo)
+        merged = str(self.combo_dir(combo) / "recover" / "merged")
+        out = self.combo_dir(combo) / "eval"
+        return eval_stage(self, self.stages, combo.name, merged, out, lambda: recover.digest, recover)
 
     def execute(self) -> dict[str, Any]:
         """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""
@@ -1079,20 +523,20 @@ class Run:
             lambda path: path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False)),
         )
         started = time.perf_counter()
-        original_hash = self.memo("original_identity", lambda: model_identity(self.config.models.original))
-        self.evaluate("original", self.config.models.original, original_hash, self.dir / "baselines/original/eval")
-        self.evaluate("pruned", self.pruned_path, self.prune(), self.dir / "baselines/pruned/eval")
+        self.write_demo_corpus()  # the score stage hashes what these two write
+        write_calibration_rows(self)
+        self.executor.ensure(self.baseline_stage("original"))
+        self.executor.ensure(self.baseline_stage("pruned"))
         all_combos = combos(self.config)
         for index, combo in enumerate(all_combos, 1):
-            _log(f"combination {index}/{len(all_combos)}: {combo.name}")
-            merged = str(self.combo_dir(combo) / "recover" / "merged")
-            self.evaluate(combo.name, merged, self.recover(combo), self.combo_dir(combo) / "eval")
+            log(f"combination {index}/{len(all_combos)}: {combo.name}")
+            self.executor.ensure(self.combo_stage(combo))
             metrics = _read_metrics(self.combo_dir(combo) / "eval" / "metrics.json")
             log_eval_metrics(self.config.recovery.report_to, self.combo_dir(combo) / "recover", combo.name, metrics)
         results = collect_results(self.dir, self.config)
         results.update(statistics_blocks(results, self.dir))
         write_json(self.dir / "results.json", results)
-        _log(
+        log(
             f"{len(self.ran)} stage(s) ran, {len(self.cached)} cached, "
             f"{time.perf_counter() - started:.1f} s (invocation {self.manifest.invocation})"
         )

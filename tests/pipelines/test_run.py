@@ -418,24 +418,25 @@ def test_malformed_variants_are_refused(variants, message):
 
 def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_corpus_file(tmp_path, monkeypatch):
     from pipelines.run import Run
+    from pipelines.run_stages import calibration_rows_path, write_calibration_rows
 
     corpus = write_demo_corpus(tmp_path / "corpus.jsonl", rows_per_skill=3)
     overrides = [f"corpus.path={corpus}", f"models.prune={{method: wanda, calibration: {corpus}}}"]
     runner = Run(load_config(RunConfig, None, overrides), tmp_path / "run")
-    listed = runner.calibration_rows_path()
+    listed = calibration_rows_path(runner)
     assert listed == str(runner.shared / "calibration_rows.txt")
     assert runner.select_config().corpus.exclude_rows == listed
     pruned = Path(runner.pruned_path)
     pruned.mkdir(parents=True)
     (pruned / "pruning.json").write_text(json.dumps({"calibration": {"rows_used_positions": [4, 1]}}))
     monkeypatch.setattr(Run, "prune", lambda self: "pruned")
-    runner.write_calibration_rows()
+    write_calibration_rows(runner)
     assert Path(listed).read_text() == "4\n1\n"
     (pruned / "pruning.json").write_text(json.dumps({"calibration": {}}))
     with pytest.raises(RuntimeError, match="rows_used_positions"):
-        runner.write_calibration_rows()
+        write_calibration_rows(runner)
     # Another calibration source, or the switch off: nothing is excluded.
     other = load_config(RunConfig, None, [*overrides[:1], "models.prune={method: wanda, calibration: demo}"])
-    assert Run(other, tmp_path / "other").calibration_rows_path() is None
+    assert calibration_rows_path(Run(other, tmp_path / "other")) is None
     off = load_config(RunConfig, None, [*overrides, "models.exclude_calibration_rows=false"])
     assert Run(off, tmp_path / "off").select_config().corpus.exclude_rows is None

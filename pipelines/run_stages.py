@@ -1,0 +1,534 @@
+"""The stages of `paser run` (what each writes: pipelines/run.py), one builder each: a function of the run and
+the stages it builds on that returns a `pipelines.stages.Stage`. Building a stage runs, hashes and writes
+nothing; `Run` composes them and its executor runs them. Two steps come before the stages because the score
+stage hashes what they write: the demo corpus (`Run.write_demo_corpus`) and the calibration rows
+(`write_calibration_rows`).
+
+Each stage's inputs are exactly what earlier versions hashed, key for key: keys added after runs were cached
+are left out while unset, so those runs stay cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from data.heldout import get_heldout_builder, heldout_source, write_heldout
+from pipelines.config import config_to_dict
+from pipelines.heldout import HeldoutSet, copy_rows, heldout_nll
+from pipelines.select import (
+    RESPONSE_SHARDS,
+    ScoredCorpus,
+    cluster_table,
+    clustering_features,
+    embed_rows,
+    response_embeddings,
+    select_from,
+    write_json,
+    write_jsonl,
+    write_parquet,
+)
+from pipelines.select import score_stage as read_and_score_corpus
+from pipelines.stages import Stage, log, source_identity
+from selection.atomic import file_sha256, write_atomic
+from selection.cluster import ClusterResult, cluster_embeddings
+from selection.corpus import Corpus, CorpusStats
+from selection.embed import read_embedding_summary
+from selection.store import CorpusStore, StoredSamples
+
+if TYPE_CHECKING:
+    from pipelines.run import Combo, Run
+
+
+@dataclasses.dataclass
+class SharedStages:
+    """The stages every combination builds on: the corpus scored (`score`, after `recipe` where the config names
+    one), split into held-out rows and the pool (`heldout`), the named held-out sets (`heldout/{name}`), the pool
+    embedded (`embed`, `embed_response` when the clustering weighs responses) and clustered per seed
+    (`cluster/s{seed}`)."""
+
+    score: Stage
+    heldout: Stage
+    heldout_sets: dict[str, Stage]
+    embed: Stage
+    embed_response: Stage | None
+    clusters: dict[int, Stage]
+
+
+def shared_stages(run: Run) -> SharedStages:
+    """Every shared stage of `run`, each wired to the stages it builds on."""
+    recipe = recipe_stage(run) if run.config.recipe is not None else None
+    score = score_stage(run, recipe)
+    heldout = heldout_stage(run, score)
+    heldout_sets = {
+        spec.name: heldout_set_stage(run, spec)
+        for spec in run.config.evaluation.heldout_sets()
+        if spec.name is not None and spec.rows is None
+    }
+    embed = embed_stage(run, heldout)
+    embed_response = embed_response_stage(run, heldout) if run.config.clustering.response_weight > 0 else None
+    clusters = {
+        int(seed): cluster_stage(run, int(seed), heldout, embed, embed_response) for seed in run.config.selection.seeds
+    }
+    return SharedStages(score, heldout, heldout_sets, embed, embed_response, clusters)
+
+
+# ------------------------------------------------------------------------------------------------ the corpus
+
+
+def calibration_rows_path(run: Run) -> str | None:
+    """`shared/calibration_rows.txt` (written by `write_calibration_rows`) when the pruning calibrates on the
+    corpus file itself and `models.exclude_calibration_rows` holds; else None."""
+    models, corpus = run.config.models, run.config.corpus
+    spec = models.prune
+    if spec is None or spec.calibration is None or not models.exclude_calibration_rows or run.config.recipe:
+        return None
+    calibration, source = Path(spec.calibration).expanduser(), Path(corpus.path).expanduser()
+    if not (calibration.is_file() and source.is_file() and calibration.resolve() == source.resolve()):
+        return None
+    if corpus.exclude_rows is not None:
+        raise ValueError(
+            "corpus.exclude_rows is set and the calibration rows of the corpus file are excluded too: give one "
+            "(set models.exclude_calibration_rows: false to use corpus.exclude_rows alone)"
+        )
+    return str(run.shared / "calibration_rows.txt")
+
+
+def write_calibration_rows(run: Run) -> None:
+    """Write the row positions the pruning's calibration used (from its pruning.json) to
+    `calibration_rows_path(run)`, after the prune stage (`Run.prune`); refuses a pruning.json without them. A
+    step of its own, before the score stage, whose hash covers the file."""
+    path = calibration_rows_path(run)
+    if path is None:
+        return
+    run.prune()
+    record_path = Path(run.pruned_path) / "pruning.json"
+    calibration = json.loads(record_path.read_text(encoding="utf-8")).get("calibration") or {}
+    positions = calibration.get("rows_used_positions")
+    if positions is None:
+        raise RuntimeError(
+            f"{record_path} does not list the calibration rows (rows_used_positions): delete "
+            f"{run.pruned_path} to prune again, or set models.exclude_calibration_rows: false"
+        )
+    text = "".join(f"{position}\n" for position in positions)
+    write_atomic(Path(path), lambda staging: staging.write_text(text, encoding="utf-8"))
+
+
+def recipe_stage(run: Run) -> Stage:
+    """Stage `recipe`: `corpus.path` normalised by the config's data recipe into `shared/recipe_corpus.jsonl`."""
+    corpus, recipe, out = run.config.corpus, run.config.recipe, Path(run.corpus_path)
+
+    def inputs() -> dict[str, Any]:
+        return {"source": source_identity(corpus.path), "recipe": recipe, "split": corpus.split, "limit": corpus.limit}
+
+    def compute() -> None:
+        from data.recipes import prepare_corpus
+
+        stats = prepare_corpus(recipe, corpus.path, out, split=corpus.split, limit=corpus.limit)
+        log(stats.summary())
+
+    return Stage("recipe", inputs, [out], compute)
+
+
+def score_stage(run: Run, recipe: Stage | None) -> Stage:
+    """Stage `score`: the corpus validated into `shared/corpus.parquet` and scored with the model pair; its value
+    is the `ScoredCorpus`. Keyed by the corpus's content (or the recipe stage's hash), not its path, and by
+    `calibration_rows.txt` where there is one (`write_calibration_rows` writes it first)."""
+    shared = run.shared
+    artifacts = [shared / name for name in ("corpus.parquet", "scores.parquet", "corpus.json")]
+
+    def inputs() -> dict[str, Any]:
+        config = run.select_config()
+        corpus_config = {**config_to_dict(config.corpus), "path": None}
+        # Keys added after runs were cached are hashed only when set, so older runs keep their hashes.
+        for key in ("exclude_rows", "sample"):
+            if corpus_config[key] is None:
+                del corpus_config[key]
+        if "sample" not in corpus_config:
+            del corpus_config["sample_seed"]
+        if "exclude_rows" in corpus_config:
+            corpus_config["exclude_rows"] = file_sha256(Path(config.corpus.exclude_rows))
+        return {
+            "corpus": source_identity(run.corpus_path) if recipe is None else "recipe:" + recipe.digest,
+            "corpus_config": corpus_config,
+            "original": run.original_identity,
+            "pruned": run.pruned_identity,
+            "models": {"dtype": config.models.dtype, "device": config.models.device},
+            "formatting": config_to_dict(config.formatting),
+            "scoring": {**config_to_dict(config.scoring), "show_progress": None},
+            "topk": config_to_dict(config.topk),
+        }
+
+    def compute() -> ScoredCorpus:
+        (shared / "score_shards").mkdir(exist_ok=True)
+        scored = read_and_score_corpus(run.select_config(), shared)
+        write_parquet(shared / "scores.parquet", scored.scores)
+        write_json(
+            shared / "corpus.json",
+            {"source": scored.corpus.source, "stats": scored.corpus.stats.to_dict(), "models": scored.model_info},
+        )
+        return scored
+
+    needs = tuple(stage for stage in (recipe, run.prune_stage) if stage is not None)
+    return Stage("score", inputs, [*artifacts, shared / "score_shards"], compute, lambda: load_scored(shared), needs)
+
+
+def load_scored(shared: Path) -> ScoredCorpus:
+    """The scored corpus read back from `shared/` (the score stage's artifacts)."""
+    record = json.loads((shared / "corpus.json").read_text(encoding="utf-8"))
+    stats = record["stats"]
+    corpus_stats = CorpusStats(
+        rows_read=stats["rows_read"],
+        skipped=dict(stats["skipped"]),
+        flagged=dict(stats["flagged"]),
+        examples={reason: list(places) for reason, places in stats["examples"].items()},
+    )
+    store = CorpusStore(shared / "corpus.parquet")
+    scores = pd.read_parquet(shared / "scores.parquet")
+    corpus = Corpus(StoredSamples(store), corpus_stats, record["source"])
+    return ScoredCorpus(corpus, store, scores, record["models"])
+
+
+# ------------------------------------------------------------------------------------------------ held-out rows
+
+
+def heldout_stage(run: Run, score: Stage) -> Stage:
+    """Stage `heldout`: the rows kept out of every selection (`shared/heldout.json`, their rows in
+    `shared/heldout.jsonl`). Its value is the pool: the scored corpus minus those rows, what every strategy
+    selects from."""
+    evaluation, shared = run.config.evaluation, run.shared
+
+    def inputs() -> dict[str, Any]:
+        return {
+            "score": score.digest,
+            "rows": evaluation.split_rows(),
+            "file": None if evaluation.heldout_file is None else source_identity(evaluation.heldout_file),
+        }
+
+    def pool() -> ScoredCorpus:
+        scored = run.executor.value(score)
+        held = set(json.loads((shared / "heldout.json").read_text(encoding="utf-8"))["ids"])
+        scores = scored.scores[~scored.scores["id"].astype(str).isin(held)].reset_index(drop=True)
+        return dataclasses.replace(scored, scores=scores)
+
+    def compute() -> ScoredCorpus:
+        write_heldout_rows(run, run.executor.value(score))
+        return pool()
+
+    return Stage("heldout", inputs, [shared / "heldout.json"], compute, pool, (score,))
+
+
+def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
+    """Choose the held-out rows (seeded, spread over the corpus) and write them; an empty split is allowed."""
+    evaluation, shared = run.config.evaluation, run.shared
+    ids: list[str] = []
+    if evaluation.heldout_file is not None:
+        copy_rows(evaluation.heldout_file, shared / "heldout.jsonl")
+        source = evaluation.heldout_file
+    else:
+        scored_ids = scored.scores["id"].astype(str).tolist()
+        split_rows = evaluation.split_rows()
+        if split_rows >= len(scored_ids):
+            key = "evaluation.heldout_rows" if evaluation.heldout is None else "the int entry of evaluation.heldout"
+            raise ValueError(f"{key}={split_rows} leaves no row to select from ({len(scored_ids)} scored rows)")
+        positions = sorted(random.Random(0).sample(range(len(scored_ids)), split_rows))
+        ids = [scored_ids[position] for position in positions]
+        rows = [{**raw, "id": row_id} for row_id, raw in zip(ids, scored.store.raw_rows(ids), strict=True)]
+        if rows:
+            write_jsonl(shared / "heldout.jsonl", rows)
+        source = "corpus"
+    write_json(shared / "heldout.json", {"ids": ids, "source": source})
+
+
+def heldout_set_path(run: Run, spec: HeldoutSet) -> Path:
+    return run.shared / "heldout" / f"{spec.name}.jsonl"
+
+
+def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
+    """Stage `heldout/{name}`: a named file or built-in set's rows as `shared/heldout/{name}.jsonl`, keyed by
+    the file's content, or by the built-in set's name, row limit and data file's content."""
+    path = heldout_set_path(run, spec)
+    if spec.file is not None:
+        inputs = lambda: {"file": source_identity(spec.file)}  # noqa: E731
+        return Stage(f"heldout/{spec.name}", inputs, [path], lambda: copy_rows(spec.file, path))
+    data_dir = run.config.evaluation.data_dir
+    limit = spec.limit or get_heldout_builder(spec.builtin).default_limit
+
+    def inputs() -> dict[str, Any]:
+        source = heldout_source(spec.builtin, data_dir)
+        return {"builtin": spec.builtin, "limit": limit, "data": source_identity(str(source))}
+
+    def compute() -> None:
+        log(f"held-out set {spec.name}: {write_heldout(spec.builtin, path, limit, data_dir)} rows")
+
+    return Stage(f"heldout/{spec.name}", inputs, [path], compute)
+
+
+# ------------------------------------------------------------------------------------------------ embed, cluster
+
+
+def embed_stage(run: Run, heldout: Stage) -> Stage:
+    """Stage `embed`: the pool's embeddings in `shared/embed_shards/` (finished shards kept on a resume)."""
+    embedding = {**config_to_dict(run.config.embedding), "batch_size": None}
+    if embedding["long_text"] == "truncate":
+        # What runs embedded before the option existed did: their embed stage stays cached.
+        del embedding["long_text"]
+
+    def inputs() -> dict[str, Any]:
+        return {"heldout": heldout.digest, "embedding": embedding, "embed_fields": list(run.config.corpus.embed_fields)}
+
+    def embeddings() -> np.ndarray:
+        pool = run.executor.value(heldout)
+        return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared / "embed_shards")
+
+    return Stage("embed", inputs, [run.shared / "embed_shards"], embeddings, embeddings, (heldout,))
+
+
+def embed_response_stage(run: Run, heldout: Stage) -> Stage:
+    """Stage `embed_response`: the pool's responses embedded, for a clustering that weighs them."""
+    embedding = {**config_to_dict(run.config.embedding), "batch_size": None}
+
+    def embeddings() -> np.ndarray | None:
+        pool = run.executor.value(heldout)
+        return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared)
+
+    inputs = lambda: {"heldout": heldout.digest, "embedding": embedding}  # noqa: E731
+    return Stage("embed_response", inputs, [run.shared / RESPONSE_SHARDS], embeddings, embeddings, (heldout,))
+
+
+def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_response: Stage | None) -> Stage:
+    """Stage `cluster/s{seed}`: the pool clustered under run seed `seed` (`clustering.seed` where one is set):
+    `shared/clusters-s{seed}.parquet` (with the 2-D map) and `shared/clustering-s{seed}.json`. Its value is the
+    `ClusterResult`."""
+    cluster_seed = seed if run.config.clustering.seed is None else run.config.clustering.seed
+    table_path = run.shared / f"clusters-s{seed}.parquet"
+    record_path = run.shared / f"clustering-s{seed}.json"
+
+    def inputs() -> dict[str, Any]:
+        inputs = {"embed": embed.digest, "clustering": config_to_dict(run.config.clustering), "seed": cluster_seed}
+        if embed_response is not None:
+            inputs["embed_response"] = embed_response.digest
+        return inputs
+
+    def pool_ids() -> list[str]:
+        return run.executor.value(heldout).scores["id"].astype(str).tolist()
+
+    def compute() -> ClusterResult:
+        config = dataclasses.replace(run.config.clustering, seed=cluster_seed)
+        pool = run.executor.value(heldout)
+        ids = pool.scores["id"].astype(str).tolist()
+        embeddings = run.executor.value(embed)
+        responses = None if embed_response is None else run.executor.value(embed_response)
+        features = clustering_features(run.config, pool.store, ids, embeddings, responses, config)
+        result = cluster_embeddings(features, config)
+        write_parquet(table_path, cluster_table(ids, result, embeddings, seed))
+        eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
+        record = {
+            "n_clusters": result.n_clusters,
+            "eigenvalues": eigenvalues,
+            "n_landmarks": result.n_landmarks,
+            "seconds": result.seconds,
+            "details": result.details,
+        }
+        write_json(record_path, record)
+        return result
+
+    def load() -> ClusterResult:
+        return load_clusters(table_path, record_path, pool_ids)
+
+    needs = (embed,) if embed_response is None else (embed, embed_response)
+    return Stage(f"cluster/s{seed}", inputs, [table_path, record_path], compute, load, needs)
+
+
+def load_clusters(table_path: Path, record_path: Path, pool_ids: Callable[[], list[str]]) -> ClusterResult:
+    """A clustering read back from its table and record; refuses a table whose rows are not the pool's
+    (`pool_ids()`)."""
+    table = pd.read_parquet(table_path)
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    if table["id"].astype(str).tolist() != pool_ids():
+        raise RuntimeError(f"{table_path} does not match the scored pool; delete it and rerun")
+    manifold = sorted((c for c in table.columns if c.startswith("manifold_")), key=lambda c: int(c[9:]))
+    eigenvalues = record["eigenvalues"]
+    return ClusterResult(
+        labels=table["cluster"].to_numpy(np.int64),
+        n_clusters=record["n_clusters"],
+        eigenvalues=None if eigenvalues is None else np.asarray(eigenvalues),
+        coordinates=table[manifold].to_numpy() if manifold else None,
+        n_landmarks=record["n_landmarks"],
+        seconds=record["seconds"],
+        details=record.get("details", {}),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ per combination
+
+
+def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
+    """Stage `select/{combo}`: the combination's selection (`combos/{combo}/select/`: selection.jsonl,
+    stats.json) from the pool, its embeddings and its seed's clustering."""
+    out = run.combo_dir(combo) / "select"
+    config = run.select_config(combo, out)
+    cluster = shared.clusters[combo.seed]
+
+    def inputs() -> dict[str, Any]:
+        return {
+            "cluster": cluster.digest,
+            "strategy": combo.strategy,
+            "budget": combo.budget,
+            "options": config.selection.options,
+        }
+
+    def compute() -> None:
+        pool = run.executor.value(shared.heldout)
+        embeddings = run.executor.value(shared.embed)  # first: embedding (re)writes the summary read below
+        select_from(
+            config,
+            pool,
+            embeddings,
+            run.executor.value(cluster),
+            out,
+            concept_cache_dir=run.shared / "concept_cache",
+            embedding_summary=read_embedding_summary(run.shared / "embed_shards"),
+            write_tables=False,
+        )
+
+    artifacts = [out / "selection.jsonl", out / "stats.json"]
+    return Stage(f"select/{combo.name}", inputs, artifacts, compute, needs=(cluster,))
+
+
+def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
+    """Stage `recover/{combo}`: the pruned model trained on the combination's selection and merged
+    (`combos/{combo}/recover/`: adapter/, merged/, recovery.json, ...)."""
+    out = run.combo_dir(combo) / "recover"
+    training = dataclasses.replace(run.config.recovery, seed=combo.seed)
+    settings = {**config_to_dict(training), "show_progress": None}
+    settings.pop("report_to")  # trackers only watch: a run keeps its hashes whatever it reports to
+    if not settings["padding_free"]:
+        del settings["padding_free"]  # added after runs were cached: hashed only when set
+
+    def inputs() -> dict[str, Any]:
+        return {"select": select.digest, "pruned": run.pruned_identity, "recovery": settings}
+
+    def compute() -> None:
+        from recovery.train import recover
+
+        recover(
+            run.pruned_path,
+            run.combo_dir(combo) / "select" / "selection.jsonl",
+            out,
+            training,
+            original=run.config.models.original,
+            data_dir=run.config.evaluation.data_dir,
+            run_name=combo.name,
+        )
+        gc.collect()
+
+    needs = (select,) if run.prune_stage is None else (select, run.prune_stage)
+    return Stage(f"recover/{combo.name}", inputs, [out / "recovery.json", out / "merged"], compute, needs=needs)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def eval_stage(
+    run: Run,
+    shared: SharedStages,
+    name: str,
+    model: str,
+    out: Path,
+    model_hash: Callable[[], str],
+    after: Stage | None = None,
+) -> Stage:
+    """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out/metrics.json`), keyed by
+    `model_hash()`: its checkpoint's identity, or the hash of the stage that wrote it (`after`, run first)."""
+    evaluation = run.config.evaluation
+    settings = config_to_dict(evaluation)
+    for key in ("heldout_rows", "heldout_file", "heldout"):
+        settings.pop(key)
+
+    def inputs() -> dict[str, Any]:
+        inputs = {
+            "model": model_hash(),
+            "evaluation": settings,
+            "heldout": shared.heldout.digest,
+            "heldout_tokens": {
+                "max_length": run.config.recovery.max_length,
+                "template": run.config.recovery.template,
+                "overflow": run.config.recovery.overflow,
+            },
+            "dtype": run.config.models.dtype,
+            "device": run.config.models.device,
+        }
+        if evaluation.heldout is not None:
+            # Only named sets add this key: runs with the older keys keep their eval hashes.
+            inputs["heldout_sets"] = {
+                spec.name: "split" if spec.rows else shared.heldout_sets[spec.name].digest
+                for spec in evaluation.heldout_sets()
+            }
+        return inputs
+
+    needs = (*([] if after is None else [after]), shared.heldout, *shared.heldout_sets.values())
+    return Stage(f"eval/{name}", inputs, [out / "metrics.json"], lambda: evaluate(run, shared, model, out), needs=needs)
+
+
+def heldout_files(run: Run, shared: SharedStages) -> list[tuple[HeldoutSet, Path]]:
+    """Every held-out set with the file of its rows: `shared/heldout.jsonl` for the split off the corpus
+    (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
+    files = []
+    split = run.shared / "heldout.jsonl"
+    for spec in run.config.evaluation.heldout_sets():
+        if spec.name in shared.heldout_sets:
+            files.append((spec, heldout_set_path(run, spec)))
+        elif split.exists():
+            files.append((spec, split))
+    return files
+
+
+def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None:
+    """Evaluate `model_name` on the tasks and the held-out sets' response NLL into `out` (the eval stage's
+    compute)."""
+    from recovery.evaluate import evaluate_model, response_nll, write_results
+    from recovery.models import load_model
+    from recovery.train import load_training_rows
+
+    evaluation = run.config.evaluation
+    model, tokenizer = load_model(model_name, dtype=run.config.models.dtype, device=run.config.models.device)
+    model.eval()
+    record = {
+        "model": model_name,
+        "adapter": None,
+        **evaluate_model(
+            model,
+            tokenizer,
+            evaluation.tasks,
+            limit=evaluation.limit,
+            data_dir=evaluation.data_dir,
+            source=evaluation.source,
+            batch_size=evaluation.batch_size,
+            seqlen=evaluation.seqlen,
+        ),
+    }
+    for spec, heldout in heldout_files(run, shared):
+        if spec.name is None:
+            rows = load_training_rows(heldout, tokenizer, run.config.recovery)
+            record["heldout"] = {
+                **response_nll(model, rows.encoded, batch_size=evaluation.batch_size),
+                "skipped": rows.skipped,
+            }
+        else:
+            record[spec.metric_prefix] = heldout_nll(
+                model, tokenizer, heldout, run.config.recovery, batch_size=evaluation.batch_size
+            )
+        result = record[spec.metric_prefix]
+        log(f"{spec.metric_prefix}: response NLL {result['nll']:.4f} on {result['rows']} rows")
+    write_results(record, out)
+    del model
+    gc.collect()

@@ -1,0 +1,209 @@
+"""Cached stages: a `Stage` is one step of `paser run` (its name, the inputs its hash covers, the artifacts it
+leaves, how it computes them and how its value is read back), and an `Executor` runs or skips each stage against
+the run directory's `manifest.json` and says which it did in `events.jsonl`.
+
+A stage's hash is `stable_hash(stage.inputs())`. Reading the inputs hashes configs and identifies files; it runs
+no stage and writes nothing. The hashes of the stages a stage builds on are among its inputs, and those stages
+(`needs`) run before it, so a change anywhere upstream reruns everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipelines.select import write_json
+from selection.atomic import file_sha256
+
+MANIFEST_VERSION = 1
+
+
+def log(message: str) -> None:
+    """One line of `paser run`'s progress on stdout."""
+    print(f"[paser run] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ hashing
+
+
+def stable_hash(payload: Any) -> str:
+    """sha256 of the canonical JSON of `payload` (sorted keys; tuples as lists)."""
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def source_identity(source: str) -> str:
+    """What a corpus source is, for a hash: a file's content digest, a folder's file names/sizes/times, or the
+    hub id itself (a hub dataset is identified by its name; pin a revision by saving it locally)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return "file:" + file_sha256(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(item for item in path.rglob("*") if item.is_file()):
+            status = file.stat()
+            digest.update(f"{file.relative_to(path)}:{status.st_size}:{status.st_mtime_ns}".encode())
+        return "dir:" + digest.hexdigest()
+    return "hub:" + source
+
+
+def model_identity(name: str) -> str:
+    """A checkpoint's fingerprint (config, pruning record, weight files) for a local folder or alias; the hub id
+    otherwise."""
+    from recovery.identity import checkpoint_identity
+    from recovery.models import resolve_model
+
+    resolved = resolve_model(name)
+    return checkpoint_identity(resolved) or f"hub:{resolved}"
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+
+
+class Manifest:
+    """`manifest.json` (stage -> hash, status, artifacts, seconds) and `events.jsonl` of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "manifest.json"
+        self.events_path = run_dir / "events.jsonl"
+        self.stages: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"{self.path}: manifest version {data.get('version')}, expected {MANIFEST_VERSION}")
+            self.stages = data["stages"]
+        self.invocation = 1 + max((event["invocation"] for event in self.events()), default=0)
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        return [json.loads(line) for line in self.events_path.read_text(encoding="utf-8").splitlines() if line]
+
+    def fresh(self, stage: str, digest: str, artifacts: list[Path]) -> bool:
+        entry = self.stages.get(stage)
+        return (
+            entry is not None
+            and entry["hash"] == digest
+            and entry["status"] == "done"
+            and all(path.exists() for path in artifacts)
+        )
+
+    def start(self, stage: str, digest: str, artifacts: list[Path]) -> None:
+        """Mark `stage` started with `digest`; artifacts left by a run with another hash are removed first."""
+        entry = self.stages.get(stage)
+        if entry is not None and entry["hash"] != digest:
+            for path in artifacts:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        self.stages[stage] = {"hash": digest, "status": "started", "artifacts": self._relative(artifacts)}
+        self._save()
+
+    def finish(self, stage: str, digest: str, artifacts: list[Path], seconds: float) -> None:
+        self.stages[stage] = {
+            "hash": digest,
+            "status": "done",
+            "artifacts": self._relative(artifacts),
+            "seconds": round(seconds, 3),
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._save()
+
+    def event(self, stage: str, action: str, seconds: float) -> None:
+        line = {"invocation": self.invocation, "stage": stage, "action": action, "seconds": round(seconds, 3)}
+        with self.events_path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(line) + "\n")
+
+    def _relative(self, paths: list[Path]) -> list[str]:
+        return [str(path.relative_to(self.run_dir)) for path in paths]
+
+    def _save(self) -> None:
+        payload = {"version": MANIFEST_VERSION, "stages": self.stages}
+        write_json(self.path, payload)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+@dataclasses.dataclass(eq=False)
+class Stage:
+    """One cached step: `name` (its manifest key), `inputs` (what its hash covers; returns a JSON-able dict),
+    `artifacts` (what it leaves; it counts as done only while all exist), `compute` (writes the artifacts), `load`
+    (for a stage whose value later stages use: that value read back from the artifacts; `compute` returns it
+    too) and `needs` (the stages to run before it, in order: those whose hashes are among its inputs)."""
+
+    name: str
+    inputs: Callable[[], dict[str, Any]]
+    artifacts: list[Path]
+    compute: Callable[[], Any]
+    load: Callable[[], Any] | None = None
+    needs: tuple[Stage, ...] = ()
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """The hash of the stage's inputs (`stable_hash`), read once."""
+        return stable_hash(self.inputs())
+
+
+class Executor:
+    """Runs each stage at most once per invocation: skipped when the manifest has it done with the same hash
+    and its artifacts exist, else run (its old artifacts cleared first when the hash changed); either way an
+    event in `events.jsonl` and a log line."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.manifest = Manifest(run_dir)
+        self.ran: list[str] = []
+        self.cached: list[str] = []
+        self._digests: dict[str, str] = {}  # stage name -> hash, for the stages done in this invocation
+        self._values: dict[str, Any] = {}  # stage name -> value, once computed or loaded
+
+    def ensure(self, stage: Stage) -> str:
+        """Run the stages `stage` needs, then `stage` itself unless it is cached; returns its hash."""
+        if stage.name in self._digests:
+            return self._digests[stage.name]
+        for need in stage.needs:
+            self.ensure(need)
+        digest = stage.digest
+        if self.manifest.fresh(stage.name, digest, stage.artifacts):
+            self.manifest.event(stage.name, "cached", 0.0)
+            self.cached.append(stage.name)
+            log(f"{stage.name}: cached")
+        else:
+            self._run(stage, digest)
+        self._digests[stage.name] = digest
+        return digest
+
+    def value(self, stage: Stage) -> Any:
+        """`stage`'s value (after `ensure`): what its compute returned in this invocation, else its `load()`."""
+        self.ensure(stage)
+        if stage.name not in self._values:
+            if stage.load is None:
+                raise RuntimeError(f"stage {stage.name} has no value to read back")
+            self._values[stage.name] = stage.load()
+        return self._values[stage.name]
+
+    def _run(self, stage: Stage, digest: str) -> None:
+        log(f"{stage.name}: running")
+        self.manifest.start(stage.name, digest, stage.artifacts)
+        started = time.perf_counter()
+        value = stage.compute()
+        seconds = time.perf_counter() - started
+        missing = [str(path) for path in stage.artifacts if not path.exists()]
+        if missing:
+            raise RuntimeError(f"stage {stage.name} finished without writing {', '.join(missing)}")
+        self.manifest.finish(stage.name, digest, stage.artifacts, seconds)
+        self.manifest.event(stage.name, "ran", seconds)
+        self.ran.append(stage.name)
+        log(f"{stage.name}: done in {seconds:.1f} s")
+        if stage.load is not None:
+            self._values[stage.name] = value
