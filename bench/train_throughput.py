@@ -8,6 +8,9 @@ sampling) for exactly one epoch. Then, side by side:
 - forward-only: the trainer's own padded batches (its dataloader) through the model with the adapter
   disabled, under `torch.no_grad` (one untimed warm-up batch first);
 - training: `trainer.train()` over the same epoch, its `train_runtime` (no warm-up: the first step counts);
+- training padding-free: the same epoch on a fresh copy of the model with `padding_free=True` (each batch's
+  rows end to end in one sequence; TRL's collator, attention kept within a row by the position ids), and the
+  largest relative difference of its logged losses from the padded run's;
 - padding: the share of padding positions in the trainer's batches, and in batches of the same size drawn
   in a seeded random order (what `group_by_length=False` would build). transformers groups by length in
   mega-batches of min(50, rows / (4 * batch size)) batches, so a few dozen rows are barely sorted; the same
@@ -26,6 +29,7 @@ trainer's batches), padding_random, threads and the settings.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import set_seed
 
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -141,6 +146,7 @@ def main() -> None:
                 stream.write(json.dumps({**sample.raw, "id": sample.id}) + "\n")
         study_lengths = [row.length for row in load_training_rows(study_file, tokenizer, config).encoded]
         dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+        set_seed(args.seed)  # the LoRA adapter's initialisation: the same for both trainings
         trainer = build_sft_trainer(
             model, tokenizer, rows, config, _trl_common_args(config, Path(scratch), "cpu", dtype)
         )
@@ -162,6 +168,21 @@ def main() -> None:
         train_seconds = output.metrics["train_runtime"]
         steps = trainer.state.global_step
 
+        # The same epoch again on a fresh copy of the model, each batch's rows end to end (padding-free).
+        if args.tiny:
+            model = tiny_llama(tokenizer)
+        else:
+            model, _ = load_model(args.model, dtype=args.dtype, device="cpu")
+        free_config = dataclasses.replace(config, padding_free=True)
+        set_seed(args.seed)
+        free_trainer = build_sft_trainer(
+            model, tokenizer, rows, free_config, _trl_common_args(free_config, Path(scratch) / "free", "cpu", dtype)
+        )
+        list(free_trainer.get_train_dataloader())  # as for the padded run: the sampler's next epoch is the one trained
+        free_seconds = free_trainer.train().metrics["train_runtime"]
+        free_losses = [entry["loss"] for entry in free_trainer.state.log_history if "loss" in entry]
+        padded_losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
     order = list(range(len(rows.encoded)))
     random.Random(args.seed).shuffle(order)
     padding = 1.0 - tokens / padded
@@ -169,6 +190,8 @@ def main() -> None:
     study_grouped, study_random = padding_shares(study_lengths, args.batch_size, args.seed)
     forward_tok_s = tokens / forward_seconds
     train_tok_s = tokens / train_seconds
+    free_tok_s = tokens / free_seconds
+    loss_gap = max(abs(a - b) / abs(b) for a, b in zip(free_losses, padded_losses, strict=True))
     trainable = sum(parameter.numel() for parameter in peft_model.parameters() if parameter.requires_grad)
 
     print(
@@ -185,6 +208,10 @@ def main() -> None:
         f"{train_tok_s:.0f} tokens/s"
     )
     print(
+        f"training, padding-free (padding_free=True, fresh model): {free_seconds:.1f} s, {free_tok_s:.0f} tokens/s, "
+        f"largest relative loss difference from padded over the {len(free_losses)} logged steps {loss_gap:.1e}"
+    )
+    print(
         f"padding share: {padding:.1%} in the trainer's batches (group_by_length={config.group_by_length}), "
         f"{padding_random:.1%} in seeded random batches"
     )
@@ -195,6 +222,7 @@ def main() -> None:
     print(f"wall: {time.perf_counter() - started:.0f} s, threads {torch.get_num_threads()}")
     print(
         f"forward_tok_s={forward_tok_s:.1f} train_tok_s={train_tok_s:.1f} ratio={train_tok_s / forward_tok_s:.3f} "
+        f"train_padding_free_tok_s={free_tok_s:.1f} ratio_padding_free={free_tok_s / forward_tok_s:.3f} "
         f"padding={padding:.3f} padding_random={padding_random:.3f} "
         f"padding_study_grouped={study_grouped:.3f} padding_study_random={study_random:.3f} "
         f"threads={torch.get_num_threads()} "
