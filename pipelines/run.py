@@ -70,6 +70,7 @@ from pipelines.select import check_before_scoring, effective_config, write_json
 from pipelines.stages import Executor, Manifest, Stage, log, model_identity
 from pipelines.uncertainty import metric_summary, versus_random
 from recovery.tracking import log_eval_metrics
+from recovery.train import TrainConfig
 from selection.allocate import TokenBudget, parse_budget
 from selection.atomic import write_atomic
 from selection.cluster import ClusterConfig
@@ -274,12 +275,6 @@ class ReportConfig:
     )
 
 
-def _train_config_type() -> type:
-    from recovery.train import TrainConfig
-
-    return TrainConfig
-
-
 @dataclasses.dataclass
 class RunConfig:
     """Everything `paser run` needs: the select config's sections plus the sweep, pruning, recovery, eval and
@@ -293,7 +288,7 @@ class RunConfig:
     embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
     clustering: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     selection: SweepConfig = dataclasses.field(default_factory=SweepConfig)
-    recovery: Any = dataclasses.field(default_factory=lambda: _train_config_type()())
+    recovery: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     recipe: str | None = dataclasses.field(
         default=None,
@@ -314,10 +309,6 @@ class RunConfig:
             from data.recipes import get_recipe
 
             get_recipe(self.recipe)
-        if isinstance(self.recovery, dict):
-            from pipelines.config import build_config
-
-            self.recovery = build_config(_train_config_type(), self.recovery, "recovery")
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
