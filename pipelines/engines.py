@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
+from paser.console import say
 from pipelines.config import ModelPairConfig, TopkConfig
 from pipelines.ray_engine import RayConfig, embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from recovery.models import describe_model, load_model
@@ -152,7 +153,7 @@ def _loader(models: ModelPairConfig, info: dict[str, Any]) -> Callable[[str], An
 
     def load(role: str) -> Any:
         name = getattr(models, role)
-        print(f"[paser] loading {role} model {name}", flush=True)
+        say(f"loading {role} model {name}")
         model, _ = load_model(name, models.dtype, models.device)
         info[role] = describe_model(name, model).to_dict()
         return model

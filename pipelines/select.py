@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from transformers import AutoConfig
 
+from paser.console import say
 from pipelines.cards import write_selection_dataset
 from pipelines.config import SelectConfig, config_to_dict
 from pipelines.engines import get_engine
@@ -113,7 +114,7 @@ def write_parquet(path: Path, table: pd.DataFrame) -> Path:
 
 
 def _log(message: str) -> None:
-    print(f"[paser] {message}", flush=True)
+    say(message)
 
 
 def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:

