@@ -5,9 +5,9 @@ prunes the model in place and returns extra fields for the record written to `pr
 the target (`PruneTarget`: a sparsity, an N:M pattern, or a fraction of blocks to drop), the N:M helpers every
 weight pruner shares, and magnitude pruning (the baseline of the Wanda and SparseGPT papers: smallest |W|
 within each linear layer of the decoder, embeddings and lm_head kept). Wanda and SparseGPT live in
-`recovery.wanda` and `recovery.sparsegpt`, block removal in `recovery.layer_drop`; they are imported on the
-first registry lookup, so importing this module stays cheap and free of import cycles. The zeros of a pruned
-checkpoint are its mask: nothing else is stored.
+`recovery.wanda` and `recovery.sparsegpt`, block removal in `recovery.layer_drop`, channel and head removal in
+`recovery.width`; they are imported on the first registry lookup, so importing this module stays cheap and free
+of import cycles. The zeros of a pruned checkpoint are its mask: nothing else is stored.
 """
 
 from __future__ import annotations
@@ -26,33 +26,36 @@ import torch
 from recovery.models import linear_sparsity, load_model, max_positions, prunable_linears, save_checkpoint
 
 # Modules that register pruners when imported; loaded lazily by `_load_methods`.
-METHOD_MODULES = ("recovery.wanda", "recovery.sparsegpt", "recovery.layer_drop")
+METHOD_MODULES = ("recovery.wanda", "recovery.sparsegpt", "recovery.layer_drop", "recovery.width")
 
 Pruner = Callable[..., dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class PruneTarget:
-    """How much to prune: exactly one of an unstructured `sparsity`, an N:M `pattern`, or a block `drop` fraction.
+    """How much to prune: exactly one of an unstructured `sparsity`, an N:M `pattern`, a block `drop` fraction, or
+    a width `ratio`.
 
     `sparsity`: fraction of the weights of every prunable linear layer set to zero, in (0, 1).
     `pattern`: (N, M) with 0 < N < M: at most N of every M consecutive input weights of a row stay non-zero
     (N kept per group, as in the Wanda/SparseGPT papers and NVIDIA's 2:4).
     `drop`: fraction of decoder blocks removed, in (0, 1) (structured layer drop).
+    `ratio`: fraction of the MLP channels and attention heads of every block removed, in (0, 1) (width pruning).
     """
 
     sparsity: float | None = None
     pattern: tuple[int, int] | None = None
     drop: float | None = None
+    ratio: float | None = None
 
     def __post_init__(self) -> None:
-        given = [name for name in ("sparsity", "pattern", "drop") if getattr(self, name) is not None]
+        given = [name for name in ("sparsity", "pattern", "drop", "ratio") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of sparsity, pattern or drop; got {', '.join(given) or 'none'}")
-        if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in (0, 1), got {self.sparsity}")
-        if self.drop is not None and not 0.0 < self.drop < 1.0:
-            raise ValueError(f"drop must be in (0, 1), got {self.drop}")
+            raise ValueError(f"give exactly one of sparsity, pattern, drop or ratio; got {', '.join(given) or 'none'}")
+        for name in ("sparsity", "drop", "ratio"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
         if self.pattern is not None:
             kept, group = self.pattern
             if not 0 < kept < group:
@@ -60,7 +63,11 @@ class PruneTarget:
 
     @classmethod
     def from_args(
-        cls, sparsity: float | None = None, pattern: str | None = None, drop: float | None = None
+        cls,
+        sparsity: float | None = None,
+        pattern: str | None = None,
+        drop: float | None = None,
+        ratio: float | None = None,
     ) -> PruneTarget:
         """The target from command-line style values; `pattern` is "N:M" (e.g. "2:4"). Refuses malformed values."""
         parsed_pattern = None
@@ -69,22 +76,21 @@ class PruneTarget:
             if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
                 raise ValueError(f"pattern must look like N:M (e.g. 2:4), got {pattern!r}")
             parsed_pattern = (int(parts[0]), int(parts[1]))
-        return cls(sparsity=sparsity, pattern=parsed_pattern, drop=drop)
+        return cls(sparsity=sparsity, pattern=parsed_pattern, drop=drop, ratio=ratio)
 
     @property
     def kind(self) -> str:
-        """ "sparsity", "pattern" or "drop": which field is set."""
-        if self.sparsity is not None:
-            return "sparsity"
-        return "pattern" if self.pattern is not None else "drop"
+        """ "sparsity", "pattern", "drop" or "ratio": which field is set."""
+        return next(name for name in ("sparsity", "pattern", "drop", "ratio") if getattr(self, name) is not None)
 
     @property
     def fraction_pruned(self) -> float:
-        """The fraction of weights (sparsity, pattern) or of decoder blocks (drop) removed."""
+        """The fraction of weights (sparsity, pattern), of decoder blocks (drop) or of channels and heads (ratio)
+        removed."""
         if self.pattern is not None:
             kept, group = self.pattern
             return (group - kept) / group
-        return self.sparsity if self.sparsity is not None else self.drop
+        return getattr(self, self.kind)
 
     @property
     def density(self) -> float:
@@ -92,12 +98,14 @@ class PruneTarget:
         return 1.0 - self.fraction_pruned
 
     def describe(self) -> str:
-        """A short label: "50%", "2:4" or "drop 25%"."""
+        """A short label: "50%", "2:4", "drop 25%" or "width 20%"."""
         if self.pattern is not None:
             return f"{self.pattern[0]}:{self.pattern[1]}"
         if self.sparsity is not None:
             return f"{self.sparsity * 100:g}%"
-        return f"drop {self.drop * 100:g}%"
+        if self.drop is not None:
+            return f"drop {self.drop * 100:g}%"
+        return f"width {self.ratio * 100:g}%"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form recorded in `pruning.json`: the set field, the pattern as "N:M", and the label."""
@@ -170,12 +178,13 @@ def check_pattern(layer_name: str, in_features: int, pattern: tuple[int, int]) -
 
 
 def check_weight_target(method: str, model: torch.nn.Module, target: PruneTarget) -> None:
-    """Refuse a target a weight pruner cannot meet: a block drop, or an N:M pattern some layer's width breaks.
+    """Refuse a target a weight pruner cannot meet: a block drop or width ratio, or an N:M pattern some layer's
+    width breaks.
 
     Checked for every prunable layer before any work, so a bad pattern fails in seconds, not mid-model.
     """
-    if target.drop is not None:
-        raise ValueError(f"method {method!r} prunes weights: give a sparsity or an N:M pattern, not drop")
+    if target.drop is not None or target.ratio is not None:
+        raise ValueError(f"method {method!r} prunes weights: give a sparsity or an N:M pattern, not {target.kind}")
     if target.pattern is not None:
         for name, layer in prunable_linears(model).items():
             check_pattern(name, layer.in_features, target.pattern)
@@ -231,13 +240,21 @@ def layer_sparsity(model: torch.nn.Module) -> dict[str, float]:
     }
 
 
-def _effective_options(pruner: Pruner, options: dict[str, Any]) -> dict[str, Any]:
-    """The pruner's keyword defaults overridden by `options`, so the record shows every setting that was used."""
+def _effective_options(method: str, pruner: Pruner, options: dict[str, Any]) -> dict[str, Any]:
+    """The pruner's keyword defaults overridden by `options`, so the record shows every setting that was used.
+
+    Refuses (ValueError naming them and the method's options) options the pruner does not take.
+    """
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(pruner).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"method {method!r} takes no option {', '.join(unknown)}; its options: {', '.join(defaults) or 'none'}"
+        )
     return {**defaults, **options}
 
 
@@ -253,9 +270,11 @@ def prune_model(
     The record holds the method, the target (`PruneTarget.to_dict`), the options in effect (the pruner's defaults
     plus `options`), the calibration shape [windows, tokens] or None, the sparsity of every prunable linear layer
     and over all of them measured after pruning, the wall time in seconds, and the pruner's own fields (the
-    measured fields win a name clash). Refuses a method that needs calibration when `calibration` is None.
+    measured fields win a name clash). Refuses a method that needs calibration when `calibration` is None, and
+    options the method does not take.
     """
     registered = _registered(method)
+    effective_options = _effective_options(method, registered.function, options)
     if registered.needs_calibration and calibration is None:
         raise ValueError(f"method {method!r} needs calibration token ids (a [windows, tokens] tensor)")
     started = time.perf_counter()
@@ -264,7 +283,7 @@ def prune_model(
     return {
         "method": method,
         "target": target.to_dict(),
-        "options": _effective_options(registered.function, options),
+        "options": effective_options,
         "calibration_shape": list(calibration.shape) if calibration is not None else None,
         **fields,
         "per_layer_sparsity": layer_sparsity(model),

@@ -116,10 +116,10 @@ def test_weight_method_refuses_a_drop_target(tiny_model):
 
 def test_unknown_method_lists_the_known_ones():
     with pytest.raises(
-        ValueError, match="unknown pruning method 'lottery'; known: layer_drop, magnitude, sparsegpt, wanda"
+        ValueError, match="unknown pruning method 'lottery'; known: layer_drop, magnitude, sparsegpt, wanda, width"
     ):
         get_pruner("lottery")
-    assert {"layer_drop", "magnitude", "sparsegpt", "wanda"} <= set(known_methods())
+    assert {"layer_drop", "magnitude", "sparsegpt", "wanda", "width"} <= set(known_methods())
 
 
 def test_target_parses_an_n_m_pattern_and_describes_itself():
@@ -157,5 +157,5 @@ def test_malformed_pattern_is_refused(pattern):
 
 @pytest.mark.parametrize("arguments", [{}, {"sparsity": 0.5, "pattern": "2:4"}, {"sparsity": 0.5, "drop": 0.25}])
 def test_target_needs_exactly_one_of_sparsity_pattern_drop(arguments):
-    with pytest.raises(ValueError, match="give exactly one of sparsity, pattern or drop"):
+    with pytest.raises(ValueError, match="give exactly one of sparsity, pattern, drop or ratio"):
         PruneTarget.from_args(**arguments)
