@@ -3,7 +3,7 @@
 A merged LoRA weight W + BA is dense, so an unstructured or N:M pruned model loses its sparsity at
 `merge_and_unload()`. The zeros of a pruned checkpoint are its mask (`recovery.prune` stores nothing else),
 so the mask is read from the weights before training (kept = weight != 0) and re-applied to the merged
-model. A layer-dropped (structured) model is dense and is merged as is. `sparsity_report` builds the
+model. A layer-dropped or width-pruned (structured) model is dense and is merged as is. `sparsity_report` builds the
 `sparsity.json` record: per-layer zero fractions before training, after the merge and after re-masking,
 the weights the re-mask set back to zero, and the perplexity effect of re-masking.
 """
@@ -22,7 +22,7 @@ from recovery.models import linear_sparsity, prunable_linears
 # A model with no pruning.json is re-masked when at least this fraction of its prunable weights is exactly
 # zero: trained dense weights hold (almost) no exact zeros, while any pruned model holds far more than 1%.
 MEASURED_SPARSITY_THRESHOLD = 0.01
-TARGET_FIELDS = ("sparsity", "pattern", "drop")
+TARGET_FIELDS = ("sparsity", "pattern", "drop", "ratio")
 
 
 def capture_mask(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -52,11 +52,12 @@ def _read_target(record_path: Path) -> tuple[str, dict[str, Any]]:
 def mask_policy(model_dir: str | Path | None, model: torch.nn.Module) -> tuple[bool, str]:
     """Whether the merged model must be re-masked, and the one-line reason recorded in `sparsity.json`.
 
-    With a `pruning.json` in `model_dir`, its target decides: sparsity or N:M pattern -> re-mask; block drop ->
-    dense, merged as is. Without one (or with `model_dir` None, e.g. a hub id), the model's prunable linears are
-    measured: re-mask when at least 1% of their weights are exactly zero. Refuses (ValueError naming the file) a
-    `pruning.json` that cannot be parsed or has no single recognisable target, and one that promises a sparse
-    model when `model` holds under 1% zeros (the record does not belong to this model).
+    With a `pruning.json` in `model_dir`, its target decides: sparsity or N:M pattern -> re-mask; block drop or
+    width ratio -> dense, merged as is. Without one (or with `model_dir` None, e.g. a hub id), the model's
+    prunable linears are measured: re-mask when at least 1% of their weights are exactly zero. Refuses
+    (ValueError naming the file) a `pruning.json` that cannot be parsed or has no single recognisable target,
+    and one that promises a sparse model when `model` holds under 1% zeros (the record does not belong to this
+    model).
     """
     zeros = linear_sparsity(model)
     record_path = Path(model_dir) / "pruning.json" if model_dir is not None else None
@@ -67,6 +68,8 @@ def mask_policy(model_dir: str | Path | None, model: torch.nn.Module) -> tuple[b
     method, target = _read_target(record_path)
     if target.get("drop") is not None:
         return False, "layer-dropped: dense, merged as is"
+    if target.get("ratio") is not None:
+        return False, "width-pruned: dense, merged as is"
     label = target.get("label") or target.get("sparsity") or target.get("pattern")
     if zeros < MEASURED_SPARSITY_THRESHOLD:
         raise ValueError(
