@@ -69,6 +69,8 @@ def prune_command(args: argparse.Namespace) -> int:
         sparsity=args.sparsity,
         pattern=args.pattern,
         drop=args.drop,
+        ratio=args.ratio,
+        importance=args.importance,
         calibration=args.calibration,
         calibration_samples=args.calibration_samples,
         seqlen=args.seqlen,
@@ -90,6 +92,13 @@ def format_pruning(record: dict, out: str) -> str:
     )
     if "dropped_layers" in record:
         removed = f"dropped blocks {record['dropped_layers']} ({record['layers_before']} -> {record['layers_after']})"
+    elif "per_layer_kept" in record:
+        channels, heads = record["intermediate_size"], record["num_attention_heads"]
+        removed = (
+            f"MLP channels {channels['before']} -> {channels['after']}, attention heads {heads['before']} -> "
+            f"{heads['after']} per block, decoder parameters {record['decoder_parameters_before']:,} -> "
+            f"{record['decoder_parameters_after']:,}"
+        )
     else:
         removed = f"total sparsity {record['total_sparsity']:.4f}"
     return (
@@ -228,15 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="prune a model into a plain HF checkpoint")
     prune.add_argument("--model", required=True, help="model to prune (path, hub id, or `smollm2`)")
     prune.add_argument(
-        "--method", default="magnitude", help="magnitude (default), wanda, sparsegpt, or layer_drop (structured)"
+        "--method",
+        default="magnitude",
+        help="magnitude (default), wanda, sparsegpt, or the structured layer_drop and width",
     )
     amount = prune.add_mutually_exclusive_group()
     amount.add_argument("--sparsity", type=float, help="fraction of weights to zero, in (0,1) (default 0.5)")
     amount.add_argument("--pattern", help="N:M semi-structured sparsity, e.g. 2:4 (N kept in every M inputs)")
     amount.add_argument("--drop", type=float, help="layer_drop: fraction of decoder blocks to remove, in (0,1)")
+    amount.add_argument(
+        "--ratio", type=float, help="width: fraction of MLP channels and attention heads to remove per block, in (0,1)"
+    )
+    prune.add_argument("--importance", help="width: activation (default), taylor or random")
     prune.add_argument(
         "--calibration",
-        help="calibration text for wanda/sparsegpt/layer_drop: a corpus file, a .txt file, `demo`, or "
+        help="calibration text for wanda/sparsegpt/layer_drop/width: a corpus file, a .txt file, `demo`, or "
         "`wikitext2`/`c4` (hub); never an evaluation test split",
     )
     prune.add_argument(

@@ -84,15 +84,26 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "run" / "demo.yaml"
 
 # ------------------------------------------------------------------------------------------------ config
 
+# PruneSpec fields of width pruning, hashed only when set (`PruneSpec.hash_inputs`).
+WIDTH_FIELDS = ("ratio", "importance")
+
 
 @dataclasses.dataclass
 class PruneSpec:
     """Prune the original inside the run (stage `prune`) instead of naming a pruned checkpoint."""
 
-    method: str = dataclasses.field(default="wanda", metadata={"help": "magnitude, wanda, sparsegpt or layer_drop."})
+    method: str = dataclasses.field(
+        default="wanda", metadata={"help": "magnitude, wanda, sparsegpt, layer_drop or width."}
+    )
     sparsity: float | None = dataclasses.field(default=None, metadata={"help": "Unstructured fraction in (0, 1)."})
     pattern: str | None = dataclasses.field(default=None, metadata={"help": "N:M pattern, e.g. 2:4."})
     drop: float | None = dataclasses.field(default=None, metadata={"help": "layer_drop: fraction of blocks."})
+    ratio: float | None = dataclasses.field(
+        default=None, metadata={"help": "width: fraction of MLP channels and attention heads removed per block."}
+    )
+    importance: str | None = dataclasses.field(
+        default=None, metadata={"help": "width: activation (default), taylor or random."}
+    )
     calibration: str | None = dataclasses.field(
         default=None, metadata={"help": "Calibration text: a corpus file, a .txt file, demo, wikitext2 or c4."}
     )
@@ -105,9 +116,16 @@ class PruneSpec:
         from recovery.prune import PruneTarget
 
         sparsity = self.sparsity
-        if sparsity is None and self.pattern is None and self.drop is None and self.method != "layer_drop":
+        unset = sparsity is None and self.pattern is None and self.drop is None and self.ratio is None
+        if unset and self.method not in ("layer_drop", "width"):
             sparsity = 0.5
-        return PruneTarget.from_args(sparsity=sparsity, pattern=self.pattern, drop=self.drop)
+        return PruneTarget.from_args(sparsity=sparsity, pattern=self.pattern, drop=self.drop, ratio=self.ratio)
+
+    def hash_inputs(self) -> dict[str, Any]:
+        """The spec as the prune stage hashes it: `ratio` and `importance` (added after runs were cached) count
+        only when set, so those runs keep their hashes."""
+        fields = config_to_dict(self)
+        return {name: value for name, value in fields.items() if value is not None or name not in WIDTH_FIELDS}
 
     def apply(self, model: str, out: Path) -> dict[str, Any]:
         """Prune `model` as this spec says into `out` (`recovery.prune.prune_checkpoint`); returns its record."""
@@ -123,6 +141,7 @@ class PruneSpec:
             calibration_samples=self.calibration_samples,
             calibration_seqlen=self.seqlen,
             seed=self.seed,
+            **({"importance": self.importance} if self.importance is not None else {}),
         )
 
 
@@ -458,7 +477,7 @@ class Run:
         def compute() -> None:
             spec.apply(self.config.models.original, Path(self.pruned_path))
 
-        inputs = lambda: {"original": self.original_identity, "spec": config_to_dict(spec)}  # noqa: E731
+        inputs = lambda: {"original": self.original_identity, "spec": spec.hash_inputs()}  # noqa: E731
         return Stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
 
     def prune(self) -> str:

@@ -47,10 +47,13 @@ def test_prune_command_drops_layers(tiny_model_dir, tmp_path, capsys):
     ("extra", "message"),
     [
         (["--method", "wanda"], "method 'wanda' needs calibration data"),
-        (["--method", "pruneit"], "unknown pruning method 'pruneit'; known: layer_drop, magnitude, sparsegpt, wanda"),
+        (
+            ["--method", "pruneit"],
+            "unknown pruning method 'pruneit'; known: layer_drop, magnitude, sparsegpt, wanda, width",
+        ),
         (["--sparsity", "1.5"], "sparsity must be in (0, 1), got 1.5"),
         (["--pattern", "2:5"], "its input width 48 is not a multiple of 5"),
-        (["--method", "layer_drop", "--calibration", "demo"], "give exactly one of sparsity, pattern or drop"),
+        (["--method", "layer_drop", "--calibration", "demo"], "give exactly one of sparsity, pattern, drop or ratio"),
     ],
 )
 def test_prune_command_refuses_bad_input_in_one_line(tiny_model_dir, tmp_path, capsys, extra, message):
