@@ -62,7 +62,7 @@ def select_command(args: argparse.Namespace) -> int:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from pipelines.run import PruneSpec
+    from recovery.prune import PruneSpec
 
     spec = PruneSpec(
         method=args.method,
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--method",
         default="magnitude",
-        help="magnitude (default), wanda, sparsegpt, or the structured layer_drop and width",
+        help=f"a registered pruning method: {registered('pruner')} (default magnitude)",
     )
     amount = prune.add_mutually_exclusive_group()
     amount.add_argument("--sparsity", type=float, help="fraction of weights to zero, in (0,1) (default 0.5)")

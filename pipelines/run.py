@@ -69,6 +69,7 @@ from pipelines.run_stages import (
 from pipelines.select import check_before_scoring, effective_config, write_json
 from pipelines.stages import Executor, Manifest, Stage, log, model_identity
 from pipelines.uncertainty import metric_summary, versus_random
+from recovery.prune import PruneSpec
 from recovery.tracking import log_eval_metrics
 from recovery.train import TrainConfig
 from selection.allocate import TokenBudget, parse_budget
@@ -83,66 +84,6 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "run" / "demo.yaml"
 
 
 # ------------------------------------------------------------------------------------------------ config
-
-# PruneSpec fields of width pruning, hashed only when set (`PruneSpec.hash_inputs`).
-WIDTH_FIELDS = ("ratio", "importance")
-
-
-@dataclasses.dataclass
-class PruneSpec:
-    """Prune the original inside the run (stage `prune`) instead of naming a pruned checkpoint."""
-
-    method: str = dataclasses.field(
-        default="wanda", metadata={"help": "magnitude, wanda, sparsegpt, layer_drop or width."}
-    )
-    sparsity: float | None = dataclasses.field(default=None, metadata={"help": "Unstructured fraction in (0, 1)."})
-    pattern: str | None = dataclasses.field(default=None, metadata={"help": "N:M pattern, e.g. 2:4."})
-    drop: float | None = dataclasses.field(default=None, metadata={"help": "layer_drop: fraction of blocks."})
-    ratio: float | None = dataclasses.field(
-        default=None, metadata={"help": "width: fraction of MLP channels and attention heads removed per block."}
-    )
-    importance: str | None = dataclasses.field(
-        default=None, metadata={"help": "width: activation (default), taylor or random."}
-    )
-    calibration: str | None = dataclasses.field(
-        default=None, metadata={"help": "Calibration text: a corpus file, a .txt file, demo, wikitext2 or c4."}
-    )
-    calibration_samples: int = dataclasses.field(default=128, metadata={"help": "Calibration windows."})
-    seqlen: int | None = dataclasses.field(default=None, metadata={"help": "Tokens per calibration window."})
-    seed: int = dataclasses.field(default=0, metadata={"help": "Seed of the calibration draw."})
-    device: str | None = dataclasses.field(default=None, metadata={"help": "Device to prune on (default cpu)."})
-
-    def target(self) -> Any:
-        from recovery.prune import PruneTarget
-
-        sparsity = self.sparsity
-        unset = sparsity is None and self.pattern is None and self.drop is None and self.ratio is None
-        if unset and self.method not in ("layer_drop", "width"):
-            sparsity = 0.5
-        return PruneTarget.from_args(sparsity=sparsity, pattern=self.pattern, drop=self.drop, ratio=self.ratio)
-
-    def hash_inputs(self) -> dict[str, Any]:
-        """The spec as the prune stage hashes it: `ratio` and `importance` (added after runs were cached) count
-        only when set, so those runs keep their hashes."""
-        fields = config_to_dict(self)
-        return {name: value for name, value in fields.items() if value is not None or name not in WIDTH_FIELDS}
-
-    def apply(self, model: str, out: Path) -> dict[str, Any]:
-        """Prune `model` as this spec says into `out` (`recovery.prune.prune_checkpoint`); returns its record."""
-        from recovery.prune import prune_checkpoint
-
-        return prune_checkpoint(
-            model,
-            self.method,
-            self.target(),
-            Path(out),
-            device=self.device,
-            calibration_source=self.calibration,
-            calibration_samples=self.calibration_samples,
-            calibration_seqlen=self.seqlen,
-            seed=self.seed,
-            **({"importance": self.importance} if self.importance is not None else {}),
-        )
 
 
 @dataclasses.dataclass

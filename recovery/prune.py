@@ -17,7 +17,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,18 +113,26 @@ class PruneTarget:
         return {self.kind: value, "fraction_pruned": self.fraction_pruned, "label": self.describe()}
 
 
+# The target of a weight pruner given none: half of every prunable layer's weights, as the papers' main setting.
+HALF_OF_THE_WEIGHTS = PruneTarget(sparsity=0.5)
+
+
 @dataclass(frozen=True)
 class RegisteredPruner:
-    """A pruning function and whether it needs calibration token ids."""
+    """A pruning function, whether it needs calibration token ids, and `default_target`: the target it prunes to
+    when none is given (None: it needs one, e.g. a block `drop` or a width `ratio`)."""
 
     function: Pruner
     needs_calibration: bool
+    default_target: PruneTarget | None = None
 
 
 PRUNERS: dict[str, RegisteredPruner] = {}
 
 
-def register_pruner(name: str, needs_calibration: bool = False) -> Callable[[Pruner], Pruner]:
+def register_pruner(
+    name: str, needs_calibration: bool = False, default_target: PruneTarget | None = None
+) -> Callable[[Pruner], Pruner]:
     """Register `fn(model, target: PruneTarget, calibration: Tensor | None, **options) -> dict` as method `name`.
 
     The function prunes in place and returns fields to merge into the `pruning.json` record. With
@@ -132,7 +140,7 @@ def register_pruner(name: str, needs_calibration: bool = False) -> Callable[[Pru
     """
 
     def decorator(function: Pruner) -> Pruner:
-        PRUNERS[name] = RegisteredPruner(function, needs_calibration)
+        PRUNERS[name] = RegisteredPruner(function, needs_calibration, default_target)
         return function
 
     return decorator
@@ -155,6 +163,12 @@ def _registered(name: str) -> RegisteredPruner:
     if name not in PRUNERS:
         raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(sorted(PRUNERS))}")
     return PRUNERS[name]
+
+
+def default_target(name: str) -> PruneTarget | None:
+    """What method `name` prunes to when no target is given (e.g. 50% for a weight pruner), or None when it needs
+    one; refuses an unknown name as `known_methods` lists."""
+    return _registered(name).default_target
 
 
 def get_pruner(name: str) -> Pruner:
@@ -221,7 +235,7 @@ def magnitude_prune_layer(layer: torch.nn.Linear, target: PruneTarget) -> None:
     weight.view(-1)[order[:n_pruned]] = 0
 
 
-@register_pruner("magnitude")
+@register_pruner("magnitude", default_target=HALF_OF_THE_WEIGHTS)
 def magnitude_prune(model: torch.nn.Module, target: PruneTarget, calibration: torch.Tensor | None) -> dict[str, Any]:
     """Magnitude-prune every prunable linear layer in place (`magnitude_prune_layer`); calibration is unused.
 
@@ -351,3 +365,59 @@ def prune_checkpoint(
     }
     save_pruned(model, tokenizer, Path(out_dir), record)
     return record
+
+
+# PruneSpec fields of width pruning, hashed only when set (`PruneSpec.hash_inputs`).
+WIDTH_FIELDS = ("ratio", "importance")
+
+
+@dataclass
+class PruneSpec:
+    """What `paser prune` does and a run's `models.prune` says: a method, its target (or the method's default),
+    the calibration and the device; `apply` prunes a checkpoint into a folder."""
+
+    method: str = field(
+        default="wanda", metadata={"help": "A registered pruning method (`paser prune --help` lists them)."}
+    )
+    sparsity: float | None = field(default=None, metadata={"help": "Unstructured fraction in (0, 1)."})
+    pattern: str | None = field(default=None, metadata={"help": "N:M pattern, e.g. 2:4."})
+    drop: float | None = field(default=None, metadata={"help": "layer_drop: fraction of blocks."})
+    ratio: float | None = field(
+        default=None, metadata={"help": "width: fraction of MLP channels and attention heads removed per block."}
+    )
+    importance: str | None = field(default=None, metadata={"help": "width: activation (default), taylor or random."})
+    calibration: str | None = field(
+        default=None, metadata={"help": "Calibration text: a corpus file, a .txt file, demo, wikitext2 or c4."}
+    )
+    calibration_samples: int = field(default=128, metadata={"help": "Calibration windows."})
+    seqlen: int | None = field(default=None, metadata={"help": "Tokens per calibration window."})
+    seed: int = field(default=0, metadata={"help": "Seed of the calibration draw."})
+    device: str | None = field(default=None, metadata={"help": "Device to prune on (default cpu)."})
+
+    def target(self) -> Any:
+        """The target given, or with none the method's declared default (`default_target`)."""
+        unset = self.sparsity is None and self.pattern is None and self.drop is None and self.ratio is None
+        if unset and default_target(self.method) is not None:
+            return default_target(self.method)
+        return PruneTarget.from_args(sparsity=self.sparsity, pattern=self.pattern, drop=self.drop, ratio=self.ratio)
+
+    def hash_inputs(self) -> dict[str, Any]:
+        """The spec as the prune stage hashes it: `ratio` and `importance` (added after runs were cached) count
+        only when set, so those runs keep their hashes."""
+        fields = asdict(self)
+        return {name: value for name, value in fields.items() if value is not None or name not in WIDTH_FIELDS}
+
+    def apply(self, model: str, out: Path) -> dict[str, Any]:
+        """Prune `model` as this spec says into `out` (`prune_checkpoint`); returns its record."""
+        return prune_checkpoint(
+            model,
+            self.method,
+            self.target(),
+            Path(out),
+            device=self.device,
+            calibration_source=self.calibration,
+            calibration_samples=self.calibration_samples,
+            calibration_seqlen=self.seqlen,
+            seed=self.seed,
+            **({"importance": self.importance} if self.importance is not None else {}),
+        )

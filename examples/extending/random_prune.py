@@ -12,10 +12,10 @@ from typing import Any
 import torch
 
 from recovery.models import prunable_linears
-from recovery.prune import PruneTarget, check_weight_target, register_pruner
+from recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, register_pruner
 
 
-@register_pruner("random_unstructured")
+@register_pruner("random_unstructured", default_target=HALF_OF_THE_WEIGHTS)
 @torch.no_grad()
 def random_unstructured(
     model: torch.nn.Module, target: PruneTarget, calibration: torch.Tensor | None, seed: int = 0

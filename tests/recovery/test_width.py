@@ -16,9 +16,8 @@ from transformers import (
 )
 
 from pipelines.cli import main
-from pipelines.run import PruneSpec
 from recovery.models import decoder_layers
-from recovery.prune import PruneTarget, prune_checkpoint, prune_model
+from recovery.prune import PruneSpec, PruneTarget, prune_checkpoint, prune_model
 from recovery.sparsity import mask_policy
 from recovery.width import BlockShape, group_heads, head_channels, shrink_attention, shrink_mlp
 from selection.degradation import DegradationConfig, score_degradation
