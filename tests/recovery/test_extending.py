@@ -14,6 +14,22 @@ from pipelines.plugins import load_plugin, load_plugins
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "extending"
 
 
+@pytest.fixture(autouse=True)
+def registries_as_they_were(monkeypatch):
+    """What a plug-in registers here is gone after the test: the other tests see the built-in registries."""
+    import pipelines.plugins
+    import recovery.objectives
+    import recovery.prune
+    import selection.strategies
+
+    recovery.prune.known_methods()  # the built-in pruners and objectives are registered before the snapshot
+    recovery.objectives.objective_names()
+    monkeypatch.setattr(selection.strategies, "STRATEGIES", dict(selection.strategies.STRATEGIES))
+    monkeypatch.setattr(recovery.prune, "PRUNERS", dict(recovery.prune.PRUNERS))
+    monkeypatch.setattr(recovery.objectives, "OBJECTIVES", dict(recovery.objectives.OBJECTIVES))
+    monkeypatch.setattr(pipelines.plugins, "_LOADED", {})
+
+
 def test_a_strategy_plugin_is_known_by_name_and_ranks_by_cds_per_token():
     from selection.allocate import TokenBudget
     from selection.strategies import SelectionInputs, get_strategy

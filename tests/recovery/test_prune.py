@@ -115,10 +115,9 @@ def test_weight_method_refuses_a_drop_target(tiny_model):
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(
-        ValueError, match="unknown pruning method 'lottery'; known: layer_drop, magnitude, sparsegpt, wanda, width"
-    ):
+    with pytest.raises(ValueError, match="unknown pruning method 'lottery'; known: ") as error:
         get_pruner("lottery")
+    assert all(name in str(error.value) for name in known_methods())
     assert {"layer_drop", "magnitude", "sparsegpt", "wanda", "width"} <= set(known_methods())
 
 
