@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,14 @@ def registered(kind: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paser", description="Select post-training data that repairs a pruned LLM.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_select_parser, _prune_parser, _eval_parser, _recover_parser, _run_parser, _report_parser):
+        command = add(commands)
+        command.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
+    _data_parser(commands)  # its arguments are its recipe's, taken as they come: no --plugin
+    return parser
 
+
+def _select_parser(commands: Any) -> argparse.ArgumentParser:
     select = commands.add_parser("select", help="score, cluster and select a subset of a corpus")
     select.add_argument("--config", help="YAML run config (flags and --set override it)")
     select.add_argument("--original", help="original model (path, hub id, or `smollm2`)")
@@ -233,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--out", help="output directory")
     select.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
     select.set_defaults(run=select_command)
+    return select
 
+
+def _prune_parser(commands: Any) -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="prune a model into a plain HF checkpoint")
     prune.add_argument("--model", required=True, help="model to prune (path, hub id, or `smollm2`)")
     prune.add_argument(
@@ -262,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--device", help="device to load and prune the model on (default cpu)")
     prune.add_argument("--out", required=True, help="output directory")
     prune.set_defaults(run=prune_command)
+    return prune
 
+
+def _eval_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="perplexity and zero-shot accuracy (lm-eval, in-process, offline)")
     evaluate.add_argument("--model", required=True, help="model to evaluate (path, hub id, or `smollm2`)")
     evaluate.add_argument("--adapter", help="peft adapter folder to apply on top of the model")
@@ -284,45 +298,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for lm-eval")
     evaluate.add_argument("--out", help="folder for metrics.json and metrics.md (default: print only)")
     evaluate.set_defaults(run=eval_command)
+    return evaluate
 
+
+def _recover_parser(commands: Any) -> argparse.ArgumentParser:
     recover = commands.add_parser(
-        "recover", help="LoRA fine-tune a pruned model on a subset (sft, dpo, distill, sft+dpo), sparsity kept"
+        "recover", help="LoRA fine-tune a pruned model on a subset, sparsity kept (objectives: see --objective)"
     )
     recover.add_argument("--pruned", required=True, help="pruned model folder (or hub id)")
     recover.add_argument("--subset", required=True, help="rows to train on: a selection.jsonl or any corpus file")
-    recover.add_argument(
-        "--objective", default="sft", help=f"a registered objective: {registered('objective')} (default sft)"
-    )
     recover.add_argument("--original", help="original model: the teacher for distill (required there)")
     recover.add_argument("--out", required=True, help="output folder (adapter/, merged/, recovery.json, ...)")
-    recover.add_argument("--learning-rate", dest="learning_rate", type=float, help="default 2e-4 (sft), 5e-5 (dpo)")
-    recover.add_argument("--epochs", type=float, help="passes over the subset (default 1)")
-    recover.add_argument("--max-steps", dest="max_steps", type=int, help="stop after N optimiser steps")
-    recover.add_argument("--batch-size", dest="batch_size", type=int, help="rows per device per step (default 8)")
-    recover.add_argument("--grad-accum", dest="grad_accum", type=int, help="gradient accumulation steps (default 1)")
-    recover.add_argument("--max-length", dest="max_length", type=int, help="tokens per row (default 1024)")
-    recover.add_argument("--template", help="auto (default), chat or alpaca: as the subset was scored")
-    recover.add_argument("--lora-r", dest="lora_r", type=int, help="LoRA rank (default 8)")
-    recover.add_argument("--lora-alpha", dest="lora_alpha", type=int, help="LoRA alpha (default 16)")
-    recover.add_argument("--lora-dropout", dest="lora_dropout", type=float, help="LoRA dropout (default 0.05)")
-    recover.add_argument("--dpo-beta", dest="dpo_beta", type=float, help="DPO beta (default 0.1)")
-    recover.add_argument(
-        "--sft-weight", dest="sft_weight", type=float, help="response-NLL weight in sft+dpo (1) / distill (0)"
-    )
-    recover.add_argument(
-        "--max-new-tokens", dest="max_new_tokens", type=int, help="DPO: longest rejected answer (default 256)"
-    )
-    recover.add_argument(
-        "--remask-eval", dest="remask_eval", help="text for the re-masking ppl check: wikitext2, none, or a .txt"
-    )
-    recover.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true")
     recover.add_argument("--data-dir", dest="data_dir", help="offline data folder (default: $PASER_DATA_DIR)")
-    recover.add_argument("--dtype", help="auto, bf16, fp16, fp32")
-    recover.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    recover.add_argument("--seed", type=int, help="seed (default 0)")
+    from recovery.train import TrainConfig
+
+    # One flag per TrainConfig field, its help and default read from the field (`recovery.<field>` in a run).
+    names = {"objective": f"a registered objective: {registered('objective')}."}
+    add_dataclass_flags(recover, TrainConfig, skip=("report_to", "target_modules"), helps=names)
     _add_report_to(recover)
     recover.set_defaults(run=recover_command)
+    return recover
 
+
+def _run_parser(commands: Any) -> argparse.ArgumentParser:
     run_parser = commands.add_parser(
         "run", help="prune -> select (strategy x budget x seed) -> recover -> evaluate -> report, cached by stage"
     )
@@ -331,12 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
     _add_report_to(run_parser)
     run_parser.set_defaults(run=run_command)
+    return run_parser
 
+
+def _report_parser(commands: Any) -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write report.md and report.html for a run directory")
     report.add_argument("run_dir", metavar="RUN", help="run directory written by `paser run`")
     report.add_argument("--out", help="folder for the report (default: the run directory)")
     report.set_defaults(run=report_command)
+    return report
 
+
+def _data_parser(commands: Any) -> argparse.ArgumentParser:
     data = commands.add_parser(
         "data", help="normalise a corpus (alpaca, dolly, lamini, sharegpt) to JSONL, or build a held-out set"
     )
@@ -346,10 +350,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="RECIPE --source S --out F [--split] [--limit], or heldout NAME --out F [--limit] [--data-dir]",
     )
     data.set_defaults(run=data_command)
-    for command in commands.choices.values():
-        if command is not data:  # data's arguments are its recipe's, taken as they come
-            command.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
-    return parser
+    return data
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), helps: dict[str, str] | None = None
+) -> None:
+    """A `--field-name` flag for each field of dataclass `cls` (but `skip`): its type from the annotation (a bool
+    becomes `--name` / `--no-name`), its help from the field's metadata (or `helps`) plus its default, and
+    default None, so a flag not given leaves the field's own default."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        kind = next((t for t in typing.get_args(hints[field.name]) if t is not type(None)), hints[field.name])
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = (helps or {}).get(field.name) or field.metadata.get("help", "")
+        if default is not None:
+            help_text = f"{help_text} (default {default})"
+        flag = "--" + field.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag, dest=field.name, type=kind, help=help_text)
 
 
 PLUGIN_HELP = (

@@ -45,7 +45,13 @@ class TrainConfig:
     A field whose metadata has `"card": True` is listed in the recovered model's card (`recovery.card`).
     """
 
-    objective: str = dataclasses.field(default="sft", metadata={"help": "sft, dpo, distill or sft+dpo.", "card": True})
+    objective: str = dataclasses.field(
+        default="sft",
+        metadata={
+            "help": "A registered objective (recovery.objectives; `paser recover --help` lists them).",
+            "card": True,
+        },
+    )
     # LoRA: the paper's and peft's usual small adapter on every linear layer of the decoder.
     lora_r: int = dataclasses.field(default=8, metadata={"help": "LoRA rank.", "card": True})
     lora_alpha: int = dataclasses.field(

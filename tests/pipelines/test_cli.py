@@ -316,3 +316,29 @@ def test_a_select_takes_over_the_lock_of_a_dead_process(tiny_model_dir, tmp_path
     monkeypatch.setattr("pipelines.select.score_stage", score_stage)
     assert main(_select_argv(tiny_model_dir, tmp_path, out)) == 2
     assert _one_line_refusal(capsys) == f"paser select: error: scoring under the lock of {os.getpid()}"
+
+
+def test_recover_flags_are_generated_from_the_train_config_fields():
+    import dataclasses
+
+    from pipelines.cli import build_parser
+    from recovery.train import TrainConfig
+
+    args = build_parser().parse_args(
+        [
+            "recover",
+            "--pruned",
+            "p",
+            "--subset",
+            "s",
+            "--out",
+            "o",
+            "--padding-free",
+            "--epochs",
+            "2",
+            "--no-group-by-length",
+        ]
+    )
+    assert (args.padding_free, args.epochs, args.group_by_length, args.lora_r) == (True, 2.0, False, None)
+    flags = {action.dest for action in build_parser()._subparsers._group_actions[0].choices["recover"]._actions}
+    assert {field.name for field in dataclasses.fields(TrainConfig)} - {"target_modules"} <= flags
