@@ -316,7 +316,8 @@ def _uncertainty_section(run: RunResults) -> list[Block]:
                 MISSING if _is_missing(value) else f"{value:+.{decimals}f}",
                 _interval(difference["lo"], difference["hi"], decimals),
                 _resampled(difference),
-                difference["verdict"] or MISSING,
+                # None in results.json, NaN once pandas mixes it with text: no verdict without an interval.
+                MISSING if _is_missing(difference["verdict"]) else difference["verdict"],
             ]
         rows.append(tuple(cells))
     header = ("strategy", "budget", "metric", "seeds", "mean ± sd", "95% t-interval")

@@ -420,3 +420,22 @@ def test_report_shows_what_each_strategy_picks(report):
     markdown = report[0].read_text()
     assert "## What each strategy picks" in markdown and "response_tokens.png" in markdown
     assert "Does the degradation signal" not in markdown  # no single_cluster combos in this run
+
+
+def test_a_comparison_without_a_verdict_is_shown_as_missing(run_dir, monkeypatch):
+    # Per-category metrics have no per-item values to resample: their verdict is None in results.json, which
+    # pandas turns into NaN beside the text verdicts of the other rows.
+    from pipelines.report import MISSING, build_report
+    from pipelines.results import RunResults
+
+    real = RunResults.versus_random
+
+    def without_verdicts(self):
+        table = real(self)
+        table.loc[table.index[:2], "verdict"] = None
+        return table
+
+    monkeypatch.setattr(RunResults, "versus_random", without_verdicts)
+    tables = [block for block in build_report(load_run(run_dir)) if getattr(block, "header", None)]
+    cells = [cell for table in tables for row in table.rows for cell in row]
+    assert all(isinstance(cell, str) for cell in cells) and MISSING in cells
