@@ -399,14 +399,15 @@ def _picks_section(run: RunResults) -> list[Block]:
         return []
     numbers = ["rows", "tokens", "mean_prompt_tokens", "mean_response_tokens", "mean_cds", "cds_rank"]
     numbers += ["clusters_covered", "cluster_shift", "ccg_rejected"]
-    grouped = picks.assign(budget=picks["budget"].astype(str)).groupby(["strategy", "budget"], sort=False)
+    budgets = picks["budget"].map(lambda budget: "" if _is_missing(budget) else format_budget(budget))
+    grouped = picks.assign(budget=budgets).groupby(["strategy", "budget"], sort=False, dropna=False)
     rows = []
     for (strategy, budget), group in grouped:
         means = group[numbers].mean()
         rows.append(
             (
                 strategy,
-                "" if strategy == "pool" else budget,
+                budget,
                 str(len(group)),
                 *(_thousands(round(means[name])) for name in ("rows", "tokens")),
                 *(f"{means[name]:.1f}" for name in ("mean_prompt_tokens", "mean_response_tokens")),

@@ -419,6 +419,7 @@ def test_cds_vs_gain_over_single_cluster_combos(tmp_path):
 def test_report_shows_what_each_strategy_picks(report):
     markdown = report[0].read_text()
     assert "## What each strategy picks" in markdown and "response_tokens.png" in markdown
+    assert "| pool |  | 2 | 54 |" in markdown and "| paser | 0.1 | 2 | 5 |" in markdown
     assert "Does the degradation signal" not in markdown  # no single_cluster combos in this run
 
 
