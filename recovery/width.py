@@ -303,6 +303,60 @@ def set_block_shape(config: Any, shape: BlockShape) -> None:
     config.head_dim = shape.head_dim
 
 
+def _narrow_by_activations(
+    model: torch.nn.Module,
+    calibration: torch.Tensor,
+    shape: BlockShape,
+    narrowed: BlockShape,
+    batch_size: int,
+    device: str | None,
+) -> list[KeptWidth]:
+    """Narrow block by block, each scored (`activation_scores`) on the outputs of the blocks already narrowed."""
+    blocks = decoder_layers(model)
+    block_index = {id(block.mlp.down_proj): index for index, block in enumerate(blocks)}
+    kept: list[KeptWidth] = []
+
+    def prune_block(layers: BlockLayers[InputNorms]) -> None:
+        by_role = {name.rsplit(".", 1)[-1]: pair for name, pair in layers.items()}
+        down_proj, down_inputs = by_role["down_proj"]
+        o_proj, o_inputs = by_role["o_proj"]
+        block = blocks[block_index[id(down_proj)]]
+        scores = activation_scores(down_proj, down_inputs, o_proj, o_inputs, shape)
+        kept.append(narrow_block(block, scores, shape, narrowed))
+
+    prune_sequentially(
+        model,
+        calibration,
+        lambda layer: InputNorms(layer.in_features, layer.weight.device),
+        prune_block,
+        batch_size=batch_size,
+        device=device,
+        description="width",
+    )
+    return kept
+
+
+def _static_scores(
+    model: torch.nn.Module, calibration: torch.Tensor | None, shape: BlockShape, importance: str, random_seed: int
+) -> list[BlockScores]:
+    """Every block's scores computed on the unpruned model: first-order Taylor, or seeded random."""
+    blocks = decoder_layers(model)
+    if importance == "taylor":
+        restore = accumulate_gradients(model, calibration)
+        try:
+            return [taylor_block_scores(block, shape) for block in blocks]
+        finally:
+            restore()
+    generator = torch.Generator().manual_seed(random_seed)
+    return [
+        BlockScores(
+            torch.rand(shape.intermediate_size, generator=generator),
+            torch.rand(shape.key_value_heads, generator=generator),
+        )
+        for _ in blocks
+    ]
+
+
 @register_pruner("width", needs_calibration=True)
 def width_prune(
     model: torch.nn.Module,
@@ -345,48 +399,13 @@ def width_prune(
     shape = check_width_model(model)
     narrowed = shape.narrowed(target.ratio)
     parameters_before, decoder_before = parameter_counts(model)
-    blocks = decoder_layers(model)
-    kept: list[KeptWidth] = []
-
     if importance == "activation":
-        block_index = {id(block.mlp.down_proj): index for index, block in enumerate(blocks)}
-
-        def prune_block(layers: BlockLayers[InputNorms]) -> None:
-            by_role = {name.rsplit(".", 1)[-1]: pair for name, pair in layers.items()}
-            down_proj, down_inputs = by_role["down_proj"]
-            o_proj, o_inputs = by_role["o_proj"]
-            block = blocks[block_index[id(down_proj)]]
-            scores = activation_scores(down_proj, down_inputs, o_proj, o_inputs, shape)
-            kept.append(narrow_block(block, scores, shape, narrowed))
-
-        prune_sequentially(
-            model,
-            calibration,
-            lambda layer: InputNorms(layer.in_features, layer.weight.device),
-            prune_block,
-            batch_size=batch_size,
-            device=device,
-            description="width",
-        )
+        kept = _narrow_by_activations(model, calibration, shape, narrowed, batch_size, device)
     else:
-        if importance == "taylor":
-            restore = accumulate_gradients(model, calibration)
-            try:
-                scores = [taylor_block_scores(block, shape) for block in blocks]
-            finally:
-                restore()
-        else:
-            generator = torch.Generator().manual_seed(random_seed)
-            scores = [
-                BlockScores(
-                    torch.rand(shape.intermediate_size, generator=generator),
-                    torch.rand(shape.key_value_heads, generator=generator),
-                )
-                for _ in blocks
-            ]
+        scores = _static_scores(model, calibration, shape, importance, random_seed)
         kept = [
             narrow_block(block, block_scores, shape, narrowed)
-            for block, block_scores in zip(blocks, scores, strict=True)
+            for block, block_scores in zip(decoder_layers(model), scores, strict=True)
         ]
     set_block_shape(model.config, narrowed)
     parameters_after, decoder_after = parameter_counts(model)
