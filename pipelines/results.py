@@ -358,6 +358,7 @@ class RunResults:
         selection's cluster mix and the pool's, in [0, 1]) and ccg_rejected (rows the CCG turned away; NaN for a
         strategy without one)."""
         scores = self.scores().set_index("id")
+        combos = self.combos()
         rows = []
         for seed in self.seeds:
             pool = self.clusters(seed).set_index("id")
@@ -371,8 +372,8 @@ class RunResults:
                 | _pick_stats(pool_tokens, pool["cds"], rank, pool["cluster"], pool_mix)
                 | {"ccg_rejected": np.nan}
             )
-            for combo in self.combos().itertuples(index=False):
-                if combo.seed != seed or not combo.has_selection:
+            for combo in combos[combos["seed"] == seed].itertuples(index=False):
+                if not combo.has_selection:
                     continue
                 ids = self.selection(combo.combo)["id"].tolist()
                 stats_path = self._combo_dir(combo.combo) / "select" / "stats.json"
