@@ -116,7 +116,7 @@ class TopkConfig:
 class SelectionConfig:
     strategy: str = dataclasses.field(
         default="paser",
-        metadata={"help": "paser, random, full, cds_topk, loss, ifd or kmeans_diverse."},
+        metadata={"help": "A registered selection strategy (`paser select --help` lists them)."},
     )
     budget: float | str = dataclasses.field(
         default=0.1,
@@ -132,29 +132,37 @@ class SelectionConfig:
     )
 
 
-@dataclasses.dataclass
-class SelectConfig:
-    """Everything `paser select` needs: corpus, model pair, scoring, embedding, clustering, strategy, output."""
+@dataclasses.dataclass(kw_only=True)
+class CorpusSections:
+    """The sections `paser select` and `paser run` share: the corpus and how it is formatted, scored, embedded and
+    clustered, where scoring and embedding run, and the plug-ins to import. Each command adds its own `models`
+    and `selection`."""
 
     corpus: CorpusConfig
-    models: ModelPairConfig = dataclasses.field(default_factory=ModelPairConfig)
     formatting: FormattingConfig = dataclasses.field(default_factory=FormattingConfig)
     scoring: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
     topk: TopkConfig = dataclasses.field(default_factory=TopkConfig)
     embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
     clustering: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
-    selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
     engine: str = dataclasses.field(
         default="local",
         metadata={"help": "Where scoring and embedding run: 'local' (this process) or 'ray' (Ray Data actors)."},
     )
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
-    out: str = dataclasses.field(default="runs/select", metadata={"help": "Output directory."})
     plugins: list[str] = dataclasses.field(default_factory=list, metadata={"help": PLUGINS_HELP})
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class SelectConfig(CorpusSections):
+    """Everything `paser select` needs: the shared sections, the model pair, one strategy and the output."""
+
+    models: ModelPairConfig = dataclasses.field(default_factory=ModelPairConfig)
+    selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
+    out: str = dataclasses.field(default="runs/select", metadata={"help": "Output directory."})
 
 
 def _is_dataclass_type(kind: Any) -> bool:

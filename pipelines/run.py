@@ -41,21 +41,16 @@ import yaml
 from data.heldout import heldout_source
 from pipelines.accounting import combo_compute, shared_cost
 from pipelines.config import (
-    ENGINES,
-    PLUGINS_HELP,
     ConfigError,
-    EmbeddingConfig,
-    FormattingConfig,
+    CorpusSections,
     ModelPairConfig,
     SelectConfig,
     SelectionConfig,
-    TopkConfig,
     config_to_dict,
     load_config,
 )
 from pipelines.heldout import HeldoutSet, category_metric_names, heldout_metrics, parse_heldout
 from pipelines.lock import folder_lock
-from pipelines.ray_engine import RayConfig
 from pipelines.results import combo_name, gap_recovered
 from pipelines.run_stages import (
     SharedStages,
@@ -74,9 +69,6 @@ from recovery.tracking import log_eval_metrics
 from recovery.train import TrainConfig
 from selection.allocate import TokenBudget, parse_budget
 from selection.atomic import write_atomic
-from selection.cluster import ClusterConfig
-from selection.corpus import CorpusConfig
-from selection.degradation import DegradationConfig
 from selection.strategies import get_strategy, strategy_class
 
 BUILTIN_DEMO_CORPUS = "builtin:demo"
@@ -235,18 +227,12 @@ class ReportConfig:
     )
 
 
-@dataclasses.dataclass
-class RunConfig:
-    """Everything `paser run` needs: the select config's sections plus the sweep, pruning, recovery, eval and
-    what the report shows."""
+@dataclasses.dataclass(kw_only=True)
+class RunConfig(CorpusSections):
+    """Everything `paser run` needs: the sections it shares with `paser select` (`CorpusSections`) plus the
+    models and pruning, the sweep, recovery, evaluation and what the report shows."""
 
-    corpus: CorpusConfig
     models: RunModelsConfig
-    formatting: FormattingConfig = dataclasses.field(default_factory=FormattingConfig)
-    scoring: DegradationConfig = dataclasses.field(default_factory=DegradationConfig)
-    topk: TopkConfig = dataclasses.field(default_factory=TopkConfig)
-    embedding: EmbeddingConfig = dataclasses.field(default_factory=EmbeddingConfig)
-    clustering: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     selection: SweepConfig = dataclasses.field(default_factory=SweepConfig)
     recovery: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
@@ -257,14 +243,10 @@ class RunConfig:
             "`recipe`), e.g. a Dolly or ShareGPT file or hub id."
         },
     )
-    engine: str = dataclasses.field(default="local", metadata={"help": "Scoring and embedding: local or ray."})
-    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
-    plugins: list[str] = dataclasses.field(default_factory=list, metadata={"help": PLUGINS_HELP})
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        super().__post_init__()
         if self.recipe is not None:
             from data.recipes import get_recipe
 
