@@ -3,6 +3,12 @@ config.yaml, report.md + report.html (with its plots), tables.md (the README's t
 combination and the wall time of every stage. Model weights, adapters and the corpus are not copied.
 
     python studies/smollm2-wanda50-alpaca/collect.py ~/runs/study
+    python studies/smollm2-wanda50-alpaca/collect.py ~/runs/study-b --into equal-tokens \
+        --sweep studies/smollm2-wanda50-alpaca/config.yaml --set "selection.budgets=[11300t]" ...
+
+`--sweep CONFIG` (with `--set` overrides) first rewrites the run folder's config.yaml and results.json for that
+sweep from what the folder holds, training nothing: a combination not finished shows as missing. That is how a
+sweep driven in stages, some of them cut short, is collected as one. `--into` collects into a subfolder.
 
 The run folder itself (outside the repository) is what `paser run studies/smollm2-wanda50-alpaca/config.yaml
 --out RUN` writes; rerunning that command resumes it (every finished stage is cached).
@@ -16,11 +22,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from pipelines.config import config_to_dict  # noqa: E402
 from pipelines.report import write_report  # noqa: E402
 from pipelines.results import load_run  # noqa: E402
+from pipelines.run import collect_results, load_run_config, statistics_blocks  # noqa: E402
+from pipelines.select import write_json  # noqa: E402
+from pipelines.uncertainty import versus_random  # noqa: E402
+from selection.atomic import write_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # The study's metrics, the in-distribution one (where choices are made) first.
@@ -28,55 +42,118 @@ METRICS = ("heldout_alpaca_nll", "wikitext2_ppl", "heldout_t0_nll", "heldout_gsm
 
 
 def tables(run) -> str:
-    """tables.md: per strategy the metrics (mean ± sd over seeds, gap recovered), the paired difference from
-    random with its bootstrap interval, and what each strategy picked (from `RunResults`)."""
-    results = run.results_table().set_index("strategy")
-    compute = run.compute().groupby("strategy")[["train_tokens", "train_seconds"]].mean()
-    lines = ["| strategy | seeds | tokens trained (2 epochs) | " + " | ".join(METRICS) + " | gap recovered (alpaca NLL) |"]
-    lines.append("|---" * (len(METRICS) + 4) + "|")
-    for strategy, row in results.iterrows():
-        cells = [strategy, "" if strategy in ("original", "pruned") else str(row["seeds"])]
-        cells.append(f"{compute.loc[strategy, 'train_tokens']:,.0f}" if strategy in compute.index else "")
+    """tables.md: per strategy and budget the metrics (mean ± sd over seeds, gap recovered), the paired difference
+    from random with its bootstrap interval, the PASER ablations' paired difference from `paser`, what each
+    strategy picked, and the CDS-vs-gain table where the run trained on single clusters (from `RunResults`)."""
+    results = run.results_table()
+    results = results[results["strategy"].isin(["original", "pruned"]) | (results["seeds"] > 0)]
+    compute = run.compute().groupby(["strategy", "budget"])[["train_tokens", "train_seconds"]].mean()
+    header = ["strategy", "budget", "seeds", "tokens trained (2 epochs)", *METRICS, "gap recovered (alpaca NLL)"]
+    lines = [_row(header), "|---" * len(header) + "|"]
+    for row in results.itertuples(index=False):
+        baseline = row.strategy in ("original", "pruned")
+        key = (row.strategy, row.budget)
+        cells = [row.strategy, "" if baseline else _budget(row.budget), "" if baseline else str(row.seeds)]
+        cells.append(f"{compute.loc[key, 'train_tokens']:,.0f}" if key in compute.index else "")
         for metric in METRICS:
-            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
             cells.append(f"{mean:.4f}" + ("" if std != std else f" ± {std:.4f}"))
-        cells.append(f"{row['heldout_alpaca_nll_gap_recovered']:.1%}")
-        lines.append("| " + " | ".join(cells) + " |")
-    versus = run.versus_random()
-    lines += ["", "| strategy | metric | pairs | strategy − random | 95% bootstrap interval | resampled | verdict |"]
-    lines.append("|---" * 7 + "|")
-    for row in versus[versus["metric"].isin(METRICS)].itertuples(index=False):
-        lines.append(
-            f"| {row.strategy} | {row.metric} | {row.pairs} | {row.difference:+.4f} | [{row.lo:+.4f}, {row.hi:+.4f}] "
-            f"| {row.bootstrap} | {row.verdict} |"
-        )
+        cells.append(f"{row.heldout_alpaca_nll_gap_recovered:.1%}")
+        lines.append(_row(cells))
+    lines += ["", *_versus(run.versus_random(), "random")]
+    ablations = [name for name in run.results["strategies"] if name.startswith("paser_")]
+    if ablations and "paser" in run.results["strategies"]:
+        block = versus_random(run.results, run.path, baseline="paser")
+        versus = pd.DataFrame(block["rows"])
+        lines += ["", *_versus(versus[versus["strategy"].isin(ablations)], "paser")]
     picks = run.picks()
     numbers = ["tokens", "mean_response_tokens", "median_response_tokens", "mean_cds", "cds_rank", "cluster_shift"]
-    mean = picks.groupby("strategy", sort=False)[numbers].mean()
-    lines += [
-        "",
-        "| picked by | tokens | mean response tokens | median response tokens | mean CDS | CDS rank | cluster shift |",
-        "|---" * 7 + "|",
-    ]
-    for strategy, row in mean.iterrows():
+    mean = picks.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
+    header = ["picked by", "budget", "tokens", "mean response tokens", "median response tokens", "mean CDS"]
+    lines += ["", _row([*header, "CDS rank", "cluster shift"]), "|---" * 8 + "|"]
+    for (strategy, budget), row in mean.iterrows():
         lines.append(
-            f"| {strategy} | {row.tokens:,.0f} | {row.mean_response_tokens:.1f} | {row.median_response_tokens:.1f} "
-            f"| {row.mean_cds:.4f} | {row.cds_rank:.2f} | {row.cluster_shift:.2f} |"
+            f"| {strategy} | {_budget(budget)} | {row.tokens:,.0f} | {row.mean_response_tokens:.1f} "
+            f"| {row.median_response_tokens:.1f} | {row.mean_cds:.4f} | {row.cds_rank:.2f} | {row.cluster_shift:.2f} |"
         )
+    gains = [(metric, *run.cds_vs_gain(metric)) for metric in METRICS]
+    if len(gains[0][1]):
+        lines += ["", *_cds_vs_gain(gains)]
     return "\n".join(lines) + "\n"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _budget(budget) -> str:
+    """A budget as the sweep wrote it: a row fraction or count, or tokens (`11300t`)."""
+    if isinstance(budget, str) or budget != budget:
+        return "" if budget != budget else budget
+    return f"{budget:g}" if budget < 1 else f"{budget:.0f} rows"
+
+
+def _versus(versus: pd.DataFrame, baseline: str) -> list[str]:
+    """The paired-difference table of `versus` (rows of a `versus_random` block) against `baseline`."""
+    header = ["strategy", "budget", "metric", "pairs", f"strategy − {baseline}", "95% bootstrap interval"]
+    lines = [_row([*header, "resampled", "verdict"]), "|---" * 8 + "|"]
+    for row in versus[versus["metric"].isin(METRICS)].itertuples(index=False):
+        if row.pairs == 0:
+            continue
+        lines.append(
+            f"| {row.strategy} | {_budget(row.budget)} | {row.metric} | {row.pairs} | {row.difference:+.4f} "
+            f"| [{row.lo:+.4f}, {row.hi:+.4f}] | {row.bootstrap} | {row.verdict} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+def _cds_vs_gain(gains: list[tuple[str, pd.DataFrame, float, float]]) -> list[str]:
+    """Per (seed, cluster) trained alone: size, mean CDS and the gain over the pruned model on every metric; then
+    Spearman's rho of mean CDS vs gain per metric."""
+    first = gains[0][1]
+    header = ["seed", "cluster", "rows in cluster", "mean CDS", *[f"gain {metric}" for metric, *_ in gains]]
+    lines = [_row(header), "|---" * len(header) + "|"]
+    for index, row in first.iterrows():
+        cells = [str(row["seed"]), str(row["cluster"]), str(row["size"]), f"{row['mean_cds']:.4f}"]
+        cells += [f"{table.loc[index, 'gain']:+.4f}" for _, table, _, _ in gains]
+        lines.append(_row(cells))
+    lines += ["", _row(["metric", "points", "Spearman rho (mean CDS vs gain)", "p"]), "|---" * 4 + "|"]
+    lines += [_row([metric, str(len(table)), f"{rho:+.3f}", f"{p:.3f}"]) for metric, table, rho, p in gains]
+    return lines
+
+
+def rebuild(run_dir: Path, sweep: Path, overrides: list[str]) -> None:
+    """Rewrite `run_dir`'s config.yaml and results.json for `sweep` (with `overrides`) from the finished stages
+    the folder holds, as the last `paser run` of that sweep would, training and evaluating nothing. Stage hashes
+    are not checked: every combination in the folder must have been run with this sweep's settings."""
+    config = load_run_config(sweep, overrides)
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    write_atomic(run_dir / "config.yaml", lambda path: path.write_text(text, encoding="utf-8"))
+    results = collect_results(run_dir, config)
+    results.update(statistics_blocks(results, run_dir))
+    write_json(run_dir / "results.json", results)
+    evaluated = sum(1 for combo in results["combos"] if combo.get("metrics"))
+    print(f"{run_dir}: results of {evaluated} of {len(results['combos'])} combinations of {sweep}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="the study's run folder")
+    parser.add_argument("--into", default="", help="a subfolder of the study to collect into (default: the study)")
+    parser.add_argument("--sweep", type=Path, help="rebuild the folder's results for this run config's sweep first")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override of --sweep")
     args = parser.parse_args()
     run_dir = args.run_dir.expanduser()
+    here = HERE / args.into
+    here.mkdir(parents=True, exist_ok=True)
+    if args.sweep is not None:
+        rebuild(run_dir, args.sweep, args.set)
     run = load_run(run_dir)
-    shutil.copyfile(run_dir / "results.json", HERE / "results.json")
-    shutil.copyfile(run_dir / "config.yaml", HERE / "run_config.yaml")
-    write_report(run_dir, HERE)
-    (HERE / "tables.md").write_text(tables(run), encoding="utf-8")
-    selections = HERE / "selections"
+    shutil.copyfile(run_dir / "results.json", here / "results.json")
+    shutil.copyfile(run_dir / "config.yaml", here / "run_config.yaml")
+    write_report(run_dir, here)
+    (here / "tables.md").write_text(tables(run), encoding="utf-8")
+    selections = here / "selections"
     if selections.exists():
         shutil.rmtree(selections)
     selections.mkdir()
@@ -86,9 +163,9 @@ def main() -> None:
             (selections / f"{combo.combo}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     seconds = {stage: entry.get("seconds") for stage, entry in manifest["stages"].items() if entry["status"] == "done"}
-    (HERE / "stage_seconds.json").write_text(json.dumps(seconds, indent=1) + "\n", encoding="utf-8")
+    (here / "stage_seconds.json").write_text(json.dumps(seconds, indent=1) + "\n", encoding="utf-8")
     total = sum(value for value in seconds.values() if value)
-    print(f"{len(seconds)} finished stages, {total / 3600:.2f} h of stage time; files in {HERE}")
+    print(f"{len(seconds)} finished stages, {total / 3600:.2f} h of stage time; files in {here}")
 
 
 if __name__ == "__main__":
