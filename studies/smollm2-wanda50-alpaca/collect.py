@@ -47,26 +47,49 @@ def tables(run) -> str:
     strategy picked, and the CDS-vs-gain table where the run trained on single clusters (from `RunResults`)."""
     results = run.results_table()
     results = results[results["strategy"].isin(["original", "pruned"]) | (results["seeds"] > 0)]
+    summary = run.summary().set_index(["strategy", "budget", "metric"])
     compute = run.compute().groupby(["strategy", "budget"])[["train_tokens", "train_seconds"]].mean()
-    header = ["strategy", "budget", "seeds", "tokens trained (2 epochs)", *METRICS, "gap recovered (alpaca NLL)"]
+    picks = run.picks()
+    pool_tokens = float(picks.loc[picks["strategy"] == "pool", "tokens"].iloc[0])
+    header = [
+        "strategy",
+        "budget",
+        "seeds",
+        "tokens trained (2 epochs)",
+        "of full (pool, 2 epochs)",
+        "train s",
+        *METRICS,
+    ]
     lines = [_row(header), "|---" * len(header) + "|"]
+    gaps = [_row(["strategy", "budget", *[f"gap recovered {metric}" for metric in METRICS]])]
+    gaps.append("|---" * (len(METRICS) + 2) + "|")
     for row in results.itertuples(index=False):
         baseline = row.strategy in ("original", "pruned")
         key = (row.strategy, row.budget)
         cells = [row.strategy, "" if baseline else _budget(row.budget), "" if baseline else str(row.seeds)]
-        cells.append(f"{compute.loc[key, 'train_tokens']:,.0f}" if key in compute.index else "")
+        if key in compute.index:
+            tokens, seconds = compute.loc[key, "train_tokens"], compute.loc[key, "train_seconds"]
+            cells += [f"{tokens:,.0f}", f"{tokens / (2 * pool_tokens):.1%}", f"{seconds:,.0f}"]
+        else:
+            cells += ["", "", ""]
         for metric in METRICS:
             mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
-            cells.append(f"{mean:.4f}" + ("" if std != std else f" ± {std:.4f}"))
-        cells.append(f"{row.heldout_alpaca_nll_gap_recovered:.1%}")
+            cell = f"{mean:.4f}" + ("" if std != std else f" ± {std:.4f}")
+            if (*key, metric) in summary.index and summary.loc[(*key, metric), "lo"] == summary.loc[
+                (*key, metric), "lo"
+            ]:
+                cell += f" [{summary.loc[(*key, metric), 'lo']:.4f}, {summary.loc[(*key, metric), 'hi']:.4f}]"
+            cells.append(cell)
         lines.append(_row(cells))
+        if not baseline:
+            gaps.append(_row([*cells[:2], *[f"{getattr(row, f'{metric}_gap_recovered'):.1%}" for metric in METRICS]]))
+    lines += ["", *gaps]
     lines += ["", *_versus(run.versus_random(), "random")]
     ablations = [name for name in run.results["strategies"] if name.startswith("paser_")]
     if ablations and "paser" in run.results["strategies"]:
         block = versus_random(run.results, run.path, baseline="paser")
         versus = pd.DataFrame(block["rows"])
         lines += ["", *_versus(versus[versus["strategy"].isin(ablations)], "paser")]
-    picks = run.picks()
     numbers = ["tokens", "mean_response_tokens", "median_response_tokens", "mean_cds", "cds_rank", "cluster_shift"]
     mean = picks.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
     header = ["picked by", "budget", "tokens", "mean response tokens", "median response tokens", "mean CDS"]
