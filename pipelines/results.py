@@ -34,6 +34,7 @@ from pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
 from pipelines.uncertainty import metric_summary, versus_random
 from selection.allocate import TokenBudget, parse_budget
 from selection.store import CorpusStore
+from selection.strategies import strategy_with_role
 
 RUN_FILES = ("manifest.json", "results.json")
 RESULTS_KEYS = ("metrics", "lower_is_better", "baselines", "combos", "seeds", "strategies", "budgets")
@@ -396,23 +397,25 @@ class RunResults:
 
     def cds_vs_gain(self, metric: str) -> tuple[pd.DataFrame, float, float]:
         """Does the degradation signal point where recovery pays? Over the combos that trained on one cluster's
-        rows (strategy `single_cluster`, e.g. variants `cluster_0`, `cluster_1`, ... of a sweep), one row per
-        (seed, cluster) (each seed has its own clustering, so a label names different rows in different seeds):
-        size, mean_cds (in that seed's pool), the combo's `metric` and gain (the improvement over the pruned
-        model, positive when better). Returns (that table, Spearman's rho of mean_cds vs gain over its rows, the
-        two-sided p-value); rho and p are NaN with fewer than three rows. Refuses an unknown metric (RunError)."""
+        rows (the strategy with role "per_cluster", `single_cluster`, e.g. variants `cluster_0`, `cluster_1`, ...
+        of a sweep), one row per (seed, cluster) (each seed has its own clustering, so a label names different
+        rows in different seeds): size, mean_cds (in that seed's pool), the combo's `metric` and gain (the
+        improvement over the pruned model, positive when better). Returns (that table, Spearman's rho of mean_cds
+        vs gain over its rows, the two-sided p-value); rho and p are NaN with fewer than three rows.
+        Refuses an unknown metric (RunError)."""
         if metric not in self.metrics:
             raise RunError(f"{self.path}: unknown metric {metric!r}; the run has {self.metrics}")
         pruned = _as_float((self.results["baselines"].get("pruned") or {}).get(metric))
         sign = -1.0 if self.results["lower_is_better"].get(metric, True) else 1.0
         values = self.combo_metrics().set_index("combo")[metric]
+        per_cluster = strategy_with_role("per_cluster")
         rows = []
         for combo in self.combos().itertuples(index=False):
             stats_path = self._combo_dir(combo.combo) / "select" / "stats.json"
             if not stats_path.is_file() or math.isnan(values.get(combo.combo, math.nan)):
                 continue
             strategy = _read_json(stats_path)["strategy"]
-            if strategy.get("name") != "single_cluster":
+            if strategy.get("name") != per_cluster:
                 continue
             pool = self.clusters(combo.seed)
             members = pool[pool["cluster"] == strategy["cluster"]]

@@ -81,7 +81,9 @@ class Strategy(Protocol):
     `inputs.table` it reads; a column the scorer computes only on demand, `nll_pruned_unconditioned`, makes
     `needs_unconditioned_nll` true, set by `register_strategy`), `uses_budget` (False: it ignores the budget,
     as `full` does) and `role` ("baseline": what other strategies are compared against; "reference": the
-    no-selection cost reference; None for the rest). At most one registered strategy holds each role.
+    no-selection cost reference; "per_cluster": trains on one cluster's rows, recorded as `cluster` in its
+    stats, the instrument of the CDS-vs-gain analysis; None for the rest). At most one registered strategy holds
+    each role.
     """
 
     name: ClassVar[str]
@@ -105,7 +107,7 @@ def row_tokens(table: pd.DataFrame) -> np.ndarray:
 STRATEGIES: dict[str, type] = {}
 
 
-ROLES = ("baseline", "reference")
+ROLES = ("baseline", "reference", "per_cluster")
 UNCONDITIONED_COLUMN = "nll_pruned_unconditioned"
 
 
@@ -142,7 +144,7 @@ def strategy_class(name: str) -> type:
 
 
 def strategy_with_role(role: str) -> str | None:
-    """The name of the registered strategy holding `role` ("baseline" or "reference"), or None."""
+    """The name of the registered strategy holding `role` (one of `ROLES`), or None."""
     if role not in ROLES:
         raise ValueError(f"unknown strategy role {role!r}; known: {', '.join(ROLES)}")
     return next((name for name, cls in STRATEGIES.items() if cls.role == role), None)
@@ -735,6 +737,7 @@ class SingleClusterStrategy:
 
     name: ClassVar[str]
     requires_columns: ClassVar[tuple[str, ...]] = ("id", "cluster")
+    role: ClassVar[str | None] = "per_cluster"
     cluster: int = 0
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
