@@ -6,10 +6,10 @@ import pytest
 
 from pipelines.run import Run, combos, load_run_config
 
-STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*/config.yaml"))
+STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*/*.yaml"))
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=lambda path: path.parent.name)
+@pytest.mark.parametrize("path", STUDIES, ids=lambda path: f"{path.parent.name}/{path.stem}")
 def test_a_study_config_loads_and_its_sweep_checks(path, tmp_path):
     config = load_run_config(path)
     assert combos(config)
