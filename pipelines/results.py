@@ -399,15 +399,17 @@ class RunResults:
         """Does the degradation signal point where recovery pays? Over the combos that trained on one cluster's
         rows (the strategy with role "per_cluster", `single_cluster`, e.g. variants `cluster_0`, `cluster_1`, ...
         of a sweep), one row per (seed, cluster) (each seed has its own clustering, so a label names different
-        rows in different seeds): size, mean_cds (in that seed's pool), the combo's `metric` and gain (the
-        improvement over the pruned model, positive when better). Returns (that table, Spearman's rho of mean_cds
-        vs gain over its rows, the two-sided p-value); rho and p are NaN with fewer than three rows.
+        rows in different seeds): the combo, size, mean_cds (in that seed's pool), the tokens it trained on
+        (train_tokens), its `metric` and gain (the improvement over the pruned model, positive when better).
+        Returns (that table, Spearman's rho of mean_cds vs gain over its rows, the two-sided p-value); rho and p
+        are NaN with fewer than three rows.
         Refuses an unknown metric (RunError)."""
         if metric not in self.metrics:
             raise RunError(f"{self.path}: unknown metric {metric!r}; the run has {self.metrics}")
         pruned = _as_float((self.results["baselines"].get("pruned") or {}).get(metric))
         sign = -1.0 if self.results["lower_is_better"].get(metric, True) else 1.0
         values = self.combo_metrics().set_index("combo")[metric]
+        tokens = self.compute().set_index("combo")["train_tokens"]
         per_cluster = strategy_with_role("per_cluster")
         rows = []
         for combo in self.combos().itertuples(index=False):
@@ -421,15 +423,17 @@ class RunResults:
             members = pool[pool["cluster"] == strategy["cluster"]]
             rows.append(
                 {
+                    "combo": combo.combo,
                     "cluster": int(strategy["cluster"]),
                     "seed": combo.seed,
                     "size": len(members),
                     "mean_cds": float(members["cds"].mean()),
+                    "train_tokens": float(tokens.get(combo.combo, math.nan)),
                     metric: float(values[combo.combo]),
                     "gain": sign * (float(values[combo.combo]) - pruned),
                 }
             )
-        columns = ["seed", "cluster", "size", "mean_cds", metric, "gain"]
+        columns = ["seed", "cluster", "combo", "size", "mean_cds", "train_tokens", metric, "gain"]
         if not rows:
             return pd.DataFrame(columns=columns), math.nan, math.nan
         table = pd.DataFrame(rows)[columns].sort_values(["seed", "cluster"], ignore_index=True)

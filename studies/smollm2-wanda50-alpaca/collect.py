@@ -131,17 +131,27 @@ def _versus(versus: pd.DataFrame, baseline: str) -> list[str]:
 
 
 def _cds_vs_gain(gains: list[tuple[str, pd.DataFrame, float, float]]) -> list[str]:
-    """Per (seed, cluster) trained alone: size, mean CDS and the gain over the pruned model on every metric; then
-    Spearman's rho of mean CDS vs gain per metric."""
+    """Per (seed, cluster) trained alone: size, mean CDS, tokens trained and the gain over the pruned model on every
+    metric; then per metric Spearman's rho of mean CDS vs gain, of mean CDS vs gain per 1,000 tokens trained (the
+    clusters' lengths differ, so equal rows is not equal compute), and of tokens vs gain."""
+    from scipy.stats import spearmanr
+
     first = gains[0][1]
-    header = ["seed", "cluster", "rows in cluster", "mean CDS", *[f"gain {metric}" for metric, *_ in gains]]
+    header = ["seed", "cluster", "rows in cluster", "mean CDS", "tokens trained (2 epochs)"]
+    header += [f"gain {metric}" for metric, *_ in gains]
     lines = [_row(header), "|---" * len(header) + "|"]
-    for index, row in first.iterrows():
-        cells = [str(row["seed"]), str(row["cluster"]), str(row["size"]), f"{row['mean_cds']:.4f}"]
-        cells += [f"{table.loc[index, 'gain']:+.4f}" for _, table, _, _ in gains]
+    for index, row in enumerate(first.itertuples(index=False)):
+        cells = [str(row.seed), str(row.cluster), str(row.size), f"{row.mean_cds:.4f}", f"{row.train_tokens:,.0f}"]
+        cells += [f"{table['gain'].iloc[index]:+.4f}" for _, table, _, _ in gains]
         lines.append(_row(cells))
-    lines += ["", _row(["metric", "points", "Spearman rho (mean CDS vs gain)", "p"]), "|---" * 4 + "|"]
-    lines += [_row([metric, str(len(table)), f"{rho:+.3f}", f"{p:.3f}"]) for metric, table, rho, p in gains]
+    header = ["metric", "points", "rho: mean CDS vs gain (p)", "rho: mean CDS vs gain per 1k tokens (p)"]
+    lines += ["", _row([*header, "rho: tokens vs gain (p)"]), "|---" * 5 + "|"]
+    for metric, table, rho, p in gains:
+        per_token = spearmanr(table["mean_cds"], table["gain"] / table["train_tokens"] * 1000)
+        length = spearmanr(table["train_tokens"], table["gain"])
+        cells = [metric, str(len(table)), f"{rho:+.3f} ({p:.3f})"]
+        cells += [f"{per_token[0]:+.3f} ({per_token[1]:.3f})", f"{length[0]:+.3f} ({length[1]:.3f})"]
+        lines.append(_row(cells))
     return lines
 
 

@@ -409,6 +409,8 @@ def test_cds_vs_gain_over_single_cluster_combos(tmp_path):
     # cluster (each seed's clustering is its own).
     assert table[["seed", "cluster"]].values.tolist() == [[0, 0], [0, 2], [1, 1], [1, 2]]
     assert table["gain"].tolist() == [2.0, 7.0, 4.0, 9.0] and table["size"].tolist() == [18] * 4
+    assert table["combo"].tolist() == ["random-b0.1-s0", "random-b0.2-s0", "random-b0.1-s1", "random-b0.2-s1"]
+    assert table["train_tokens"].notna().all()
     # mean CDS ranks 1, 3.5, 2, 3.5 against gain ranks 1, 3, 2, 4
     assert rho == pytest.approx(0.9486833) and 0 < p_value < 0.1
     assert "Does the degradation signal point where recovery pays?" in write_report(run_dir)[0].read_text()
