@@ -10,6 +10,9 @@ combination and the wall time of every stage. Model weights, adapters and the co
 sweep from what the folder holds, training nothing: a combination not finished shows as missing. That is how a
 sweep driven in stages, some of them cut short, is collected as one. `--into` collects into a subfolder.
 
+Tables also replace the README's blocks between `<!-- begin INTO:NAME -->` and `<!-- end INTO:NAME -->` (INTO is
+`main` for the study folder itself, NAME one of `tables`' names), so the README's numbers are the collected ones.
+
 The run folder itself (outside the repository) is what `paser run studies/smollm2-wanda50-alpaca/config.yaml
 --out RUN` writes; rerunning that command resumes it (every finished stage is cached).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -41,26 +45,20 @@ HERE = Path(__file__).resolve().parent
 METRICS = ("heldout_alpaca_nll", "wikitext2_ppl", "heldout_t0_nll", "heldout_gsm8k_nll")
 
 
-def tables(run) -> str:
-    """tables.md: per strategy and budget the metrics (mean ± sd over seeds, gap recovered), the paired difference
-    from random with its bootstrap interval, the PASER ablations' paired difference from `paser`, what each
-    strategy picked, and the CDS-vs-gain table where the run trained on single clusters (from `RunResults`)."""
+def tables(run) -> dict[str, list[str]]:
+    """The study's tables as markdown lines, by name: `results` (per strategy and budget: seeds, tokens trained,
+    their share of full, train seconds, every metric as mean ± sd [95% t-interval]), `gaps` (gap recovered per
+    metric), `versus_random` (paired difference from random with its bootstrap interval), `versus_paser` (the
+    PASER ablations against `paser`), `picks` (what each strategy picked) and `cds_vs_gain` (where the run trained
+    on single clusters); a table the run has no rows for is absent."""
     results = run.results_table()
     results = results[results["strategy"].isin(["original", "pruned"]) | (results["seeds"] > 0)]
     summary = run.summary().set_index(["strategy", "budget", "metric"])
     compute = run.compute().groupby(["strategy", "budget"])[["train_tokens", "train_seconds"]].mean()
     picks = run.picks()
     pool_tokens = float(picks.loc[picks["strategy"] == "pool", "tokens"].iloc[0])
-    header = [
-        "strategy",
-        "budget",
-        "seeds",
-        "tokens trained (2 epochs)",
-        "of full (pool, 2 epochs)",
-        "train s",
-        *METRICS,
-    ]
-    lines = [_row(header), "|---" * len(header) + "|"]
+    header = ["strategy", "budget", "seeds", "tokens trained (2 epochs)", "of full (pool, 2 epochs)", "train s"]
+    lines = [_row([*header, *METRICS]), "|---" * (len(header) + len(METRICS)) + "|"]
     gaps = [_row(["strategy", "budget", *[f"gap recovered {metric}" for metric in METRICS]])]
     gaps.append("|---" * (len(METRICS) + 2) + "|")
     for row in results.itertuples(index=False):
@@ -75,34 +73,46 @@ def tables(run) -> str:
         for metric in METRICS:
             mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
             cell = f"{mean:.4f}" + ("" if std != std else f" ± {std:.4f}")
-            if (*key, metric) in summary.index and summary.loc[(*key, metric), "lo"] == summary.loc[
-                (*key, metric), "lo"
-            ]:
-                cell += f" [{summary.loc[(*key, metric), 'lo']:.4f}, {summary.loc[(*key, metric), 'hi']:.4f}]"
+            lo, hi = summary.loc[(*key, metric), ["lo", "hi"]] if (*key, metric) in summary.index else (None, None)
+            if lo is not None and lo == lo:  # a 95% t-interval over seeds (none with one seed)
+                cell += f" [{lo:.4f}, {hi:.4f}]"
             cells.append(cell)
         lines.append(_row(cells))
         if not baseline:
             gaps.append(_row([*cells[:2], *[f"{getattr(row, f'{metric}_gap_recovered'):.1%}" for metric in METRICS]]))
-    lines += ["", *gaps]
-    lines += ["", *_versus(run.versus_random(), "random")]
+    out = {"results": lines, "gaps": gaps, "versus_random": _versus(run.versus_random(), "random")}
     ablations = [name for name in run.results["strategies"] if name.startswith("paser_")]
     if ablations and "paser" in run.results["strategies"]:
-        block = versus_random(run.results, run.path, baseline="paser")
-        versus = pd.DataFrame(block["rows"])
-        lines += ["", *_versus(versus[versus["strategy"].isin(ablations)], "paser")]
+        versus = pd.DataFrame(versus_random(run.results, run.path, baseline="paser")["rows"])
+        out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser")
     numbers = ["tokens", "mean_response_tokens", "median_response_tokens", "mean_cds", "cds_rank", "cluster_shift"]
     mean = picks.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
     header = ["picked by", "budget", "tokens", "mean response tokens", "median response tokens", "mean CDS"]
-    lines += ["", _row([*header, "CDS rank", "cluster shift"]), "|---" * 8 + "|"]
+    out["picks"] = [_row([*header, "CDS rank", "cluster shift"]), "|---" * 8 + "|"]
     for (strategy, budget), row in mean.iterrows():
-        lines.append(
+        out["picks"].append(
             f"| {strategy} | {_budget(budget)} | {row.tokens:,.0f} | {row.mean_response_tokens:.1f} "
             f"| {row.median_response_tokens:.1f} | {row.mean_cds:.4f} | {row.cds_rank:.2f} | {row.cluster_shift:.2f} |"
         )
     gains = [(metric, *run.cds_vs_gain(metric)) for metric in METRICS]
     if len(gains[0][1]):
-        lines += ["", *_cds_vs_gain(gains)]
-    return "\n".join(lines) + "\n"
+        out["cds_vs_gain"] = _cds_vs_gain(gains)
+    return {name: table for name, table in out.items() if table}
+
+
+def splice(readme: Path, into: str, named: dict[str, list[str]]) -> int:
+    """Replace every block of `readme` between `<!-- begin {into}:{name} -->` and `<!-- end {into}:{name} -->`
+    (`into` "main" for the study folder itself) by the table `name`; returns how many blocks were replaced."""
+    text = readme.read_text(encoding="utf-8")
+    count = 0
+    for name, table in named.items():
+        begin, end = f"<!-- begin {into}:{name} -->", f"<!-- end {into}:{name} -->"
+        block = "\n".join([begin, *table, end])
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), flags=re.DOTALL)
+        text, replaced = pattern.subn(lambda _, block=block: block, text)
+        count += replaced
+    write_atomic(readme, lambda path: path.write_text(text, encoding="utf-8"))
+    return count
 
 
 def _row(cells: list[str]) -> str:
@@ -185,7 +195,10 @@ def main() -> None:
     shutil.copyfile(run_dir / "results.json", here / "results.json")
     shutil.copyfile(run_dir / "config.yaml", here / "run_config.yaml")
     write_report(run_dir, here)
-    (here / "tables.md").write_text(tables(run), encoding="utf-8")
+    named = tables(run)
+    text = "".join(f"## {name}\n\n" + "\n".join(table) + "\n\n" for name, table in named.items())
+    (here / "tables.md").write_text(text, encoding="utf-8")
+    spliced = splice(HERE / "README.md", args.into or "main", named)
     selections = here / "selections"
     if selections.exists():
         shutil.rmtree(selections)
@@ -199,6 +212,7 @@ def main() -> None:
     (here / "stage_seconds.json").write_text(json.dumps(seconds, indent=1) + "\n", encoding="utf-8")
     total = sum(value for value in seconds.values() if value)
     print(f"{len(seconds)} finished stages, {total / 3600:.2f} h of stage time; files in {here}")
+    print(f"{spliced} tables replaced in README.md")
 
 
 if __name__ == "__main__":
