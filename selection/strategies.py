@@ -760,6 +760,58 @@ class SingleClusterStrategy:
         return SelectionResult(ids=[str(i) for i in ids[rows]], clusters=None, stats=stats)
 
 
+@register_strategy("length_matched")
+@dataclass
+class LengthMatchedStrategy:
+    """A control for what a strategy picks beyond the lengths of its rows: runs `reference` (a registered
+    strategy, with `reference_options`) on the same inputs and budget, then replaces each of its rows by a seeded
+    random row with the same response length (uniform among the rows of that length, without replacement; the
+    reference's own rows among them). The rows have the reference's response-length profile and its row count,
+    their content drawn at random; under a token budget they are taken in that order while they fit (prompt
+    lengths differ, so the count may differ by a few). `stats["shared_with_reference"]` counts the rows both
+    took.
+
+    An instrument of the study in `studies/smollm2-wanda50-alpaca/`: if `length_matched` recovers as much as
+    `paser`, what helps is the length of PASER's rows, not the degradation behind them. The reference may need
+    no column `length_matched` does not declare (those of `paser`).
+    """
+
+    name: ClassVar[str]
+    requires_columns: ClassVar[tuple[str, ...]] = BASE_COLUMNS
+    reference: str = "paser"
+    reference_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reference == self.name:
+            raise ValueError("length_matched: the reference must be another strategy")
+        missing = set(strategy_class(self.reference).requires_columns) - set(self.requires_columns)
+        if missing:
+            raise ValueError(f"length_matched: reference {self.reference!r} needs {sorted(missing)}, not declared")
+
+    def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
+        table = _validated_table(inputs, budget, self.requires_columns, self.name)
+        reference = get_strategy(self.reference, **self.reference_options).select(inputs, budget)
+        positions = pd.Index(table["id"].astype(str)).get_indexer(reference.ids)
+        lengths = table["response_tokens"].to_numpy(dtype=np.int64)
+        rng = np.random.default_rng(inputs.seed)
+        # Each length the reference took k times gets k rows drawn from the table's rows of that length (there
+        # are at least k: the reference's own).
+        drawn = {length: iter(rng.permutation(np.flatnonzero(lengths == length))) for length in lengths[positions]}
+        order = np.asarray([next(drawn[length]) for length in lengths[positions]], dtype=np.int64)
+        stats: dict[str, Any] = {
+            "strategy": self.name,
+            "reference": self.reference,
+            "reference_rows": len(reference.ids),
+            "shared_with_reference": int(np.isin(order, positions).sum()),
+        }
+        if isinstance(budget, TokenBudget):
+            tokens = row_tokens(table)
+            order = take_within_tokens(order, tokens, budget)
+            stats.update(_token_stats(tokens, order, budget))
+        ids = table["id"].to_numpy(dtype=str)
+        return SelectionResult(ids=[str(i) for i in ids[order]], clusters=None, stats=stats)
+
+
 def _walk_result(
     table: pd.DataFrame,
     cluster_labels: np.ndarray,

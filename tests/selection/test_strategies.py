@@ -662,3 +662,36 @@ def test_single_cluster_draws_a_seeded_sample_of_one_cluster_only():
         get_strategy("single_cluster", cluster=7).select(SelectionInputs(table), 5)
     with pytest.raises(ValueError, match="holds 10 rows, fewer than 11"):
         get_strategy("single_cluster", cluster=0).select(SelectionInputs(table), 11)
+
+
+def test_length_matched_keeps_the_references_response_lengths_and_draws_other_content(random_inputs):
+    table = random_inputs.table
+    reference = get_strategy("cds_topk").select(random_inputs, 30)
+    result = get_strategy("length_matched", reference="cds_topk").select(random_inputs, 30)
+    lengths = table.set_index("id")["response_tokens"]
+    assert len(result.ids) == len(set(result.ids)) == 30
+    # Every response length of the reference's rows is matched (exactly where a row of that length was left).
+    assert sorted(lengths[result.ids]) == sorted(lengths[reference.ids])
+    assert result.stats["reference"] == "cds_topk" and result.stats["shared_with_reference"] < 30
+    # Its content is not the reference's: cds_topk takes the top CDS, a length-matched draw does not.
+    cds = table.set_index("id")["cds"]
+    assert cds[result.ids].mean() < cds[reference.ids].mean()
+    again = get_strategy("length_matched", reference="cds_topk").select(random_inputs, 30)
+    other = get_strategy("length_matched", reference="cds_topk").select(dataclasses.replace(random_inputs, seed=4), 30)
+    assert again.ids == result.ids != other.ids
+
+
+def test_length_matched_respects_a_token_budget():
+    # Response lengths 20 and 50; prompts of 10 tokens: a row is 30 or 60 tokens.
+    table = make_table([0] * 6, [0.1] * 6, response_tokens=np.array([20, 20, 20, 20, 50, 50]))
+    inputs = SelectionInputs(table, seed=0)
+    tokens = get_strategy("length_matched", reference="random").select(inputs, TokenBudget(95))
+    assert tokens.stats["selected_tokens"] <= 95 and tokens.stats["budget_tokens"] == 95
+    assert tokens.stats["reference_rows"] >= len(tokens.ids) >= 1
+
+
+def test_length_matched_refuses_itself_or_a_reference_needing_undeclared_columns():
+    with pytest.raises(ValueError, match="another strategy"):
+        get_strategy("length_matched", reference="length_matched")
+    with pytest.raises(ValueError, match="needs"):
+        get_strategy("length_matched", reference="ifd")
