@@ -229,7 +229,8 @@ def _select_parser(commands: Any) -> argparse.ArgumentParser:
     select.add_argument(
         "--budget",
         type=budget_value,
-        help="fraction of valid rows in (0,1], a row count, or training tokens as e.g. 200000t",
+        help="fraction of valid rows in (0,1], a row count, or training tokens as e.g. 200000t (the fair unit "
+        "to compare strategies in: paser prefers short rows)",
     )
     select.add_argument("--strategy", help=f"a registered strategy: {registered('strategy')} (default paser)")
     select.add_argument("--clusters", type=int, help="fixed number of clusters (default: automatic)")

@@ -108,13 +108,14 @@ class RunModelsConfig:
 class SweepConfig:
     strategies: list[str] = dataclasses.field(
         default_factory=lambda: ["paser", "random"],
-        metadata={"help": "Strategies to compare: paser, random, full, cds_topk, loss, ifd, kmeans_diverse."},
+        metadata={"help": "Strategies to compare: registered names (`paser select --help` lists them) or variants."},
     )
     budgets: list[float | str] = dataclasses.field(
         default_factory=lambda: [0.1],
         metadata={
             "help": "Budgets: fractions in (0, 1] of the pool, row counts, or training tokens written <int>t "
-            "(e.g. 200000t), to compare strategies at equal compute."
+            "(e.g. 200000t). Compare strategies in tokens: PASER prefers short rows, so at equal rows it trains on "
+            "fewer tokens than the others (studies/smollm2-wanda50-alpaca/)."
         },
     )
     seeds: list[int] = dataclasses.field(
