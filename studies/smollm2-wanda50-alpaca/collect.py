@@ -49,8 +49,9 @@ def tables(run) -> dict[str, list[str]]:
     """The study's tables as markdown lines, by name: `results` (per strategy and budget: seeds, tokens trained,
     their share of full, train seconds, every metric as mean ± sd [95% t-interval]), `gaps` (gap recovered per
     metric), `versus_random` (paired difference from random with its bootstrap interval), `versus_paser` (the
-    PASER ablations against `paser`), `picks` (what each strategy picked) and `cds_vs_gain` (where the run trained
-    on single clusters); a table the run has no rows for is absent."""
+    PASER ablations against `paser`), `versus_length_matched` (`paser` against its length-matched control),
+    `picks` (what each strategy picked) and `cds_vs_gain` (where the run trained on single clusters);
+    a table the run has no rows for is absent."""
     results = run.results_table()
     results = results[results["strategy"].isin(["original", "pruned"]) | (results["seeds"] > 0)]
     summary = run.summary().set_index(["strategy", "budget", "metric"])
@@ -85,6 +86,9 @@ def tables(run) -> dict[str, list[str]]:
     if ablations and "paser" in run.results["strategies"]:
         versus = pd.DataFrame(versus_random(run.results, run.path, baseline="paser")["rows"])
         out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser")
+    if "length_matched" in run.results["strategies"] and "paser" in run.results["strategies"]:
+        versus = pd.DataFrame(versus_random(run.results, run.path, baseline="length_matched")["rows"])
+        out["versus_length_matched"] = _versus(versus[versus["strategy"] == "paser"], "length_matched")
     numbers = ["tokens", "mean_response_tokens", "median_response_tokens", "mean_cds", "cds_rank", "cluster_shift"]
     mean = picks.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
     header = ["picked by", "budget", "tokens", "mean response tokens", "median response tokens", "mean CDS"]
