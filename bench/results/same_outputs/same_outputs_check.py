@@ -1,5 +1,6 @@
 """Issue 15's "same outputs" check: tiny `paser run`s whose selection.jsonl files and metrics are dumped, to be
 compared between two checkouts (run this file from each checkout's tests/ folder)."""
+
 import hashlib
 import json
 import os
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.run import RunConfig, run
 from pipelines.config import load_config
+from pipelines.run import RunConfig, run
 from tests.pipelines.test_run import tiny_overrides
 
 OUT = Path(os.environ["EQ_OUT"])
