@@ -25,6 +25,11 @@ class InputNorms:
         self.sum_squares = torch.zeros(in_features, dtype=torch.float64, device=device)
         self.tokens = 0
 
+    @classmethod
+    def for_layer(cls, layer: torch.nn.Linear) -> InputNorms:
+        """The empty statistic of `layer`'s inputs, on its device (what `prune_sequentially` collects per layer)."""
+        return cls(layer.in_features, layer.weight.device)
+
     def add_batch(self, inputs: torch.Tensor) -> None:
         """Fold in layer inputs [..., in_features]."""
         flat = inputs.reshape(-1, inputs.shape[-1]).float()
@@ -82,7 +87,7 @@ def wanda_prune(
     prune_sequentially(
         model,
         calibration,
-        lambda layer: InputNorms(layer.in_features, layer.weight.device),
+        InputNorms.for_layer,
         prune_block,
         batch_size=batch_size,
         device=device,

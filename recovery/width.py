@@ -327,7 +327,7 @@ def _narrow_by_activations(
     prune_sequentially(
         model,
         calibration,
-        lambda layer: InputNorms(layer.in_features, layer.weight.device),
+        InputNorms.for_layer,
         prune_block,
         batch_size=batch_size,
         device=device,

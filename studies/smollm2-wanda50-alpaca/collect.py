@@ -124,9 +124,11 @@ def _row(cells: list[str]) -> str:
 
 
 def _budget(budget) -> str:
-    """A budget as the sweep wrote it: a row fraction or count, or tokens (`11300t`)."""
-    if isinstance(budget, str) or budget != budget:
-        return "" if budget != budget else budget
+    """A budget as the sweep wrote it: a row fraction or count, tokens (`11300t`), or "" for none (NaN)."""
+    if isinstance(budget, str):
+        return budget
+    if budget != budget:
+        return ""
     return f"{budget:g}" if budget < 1 else f"{budget:.0f} rows"
 
 
