@@ -44,9 +44,9 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selection.cluster import ClusterConfig, cluster_embeddings, features_for, kmeans_cluster  # noqa: E402
-from selection.embed import embed_texts  # noqa: E402
-from selection.manifold import l2_normalise  # noqa: E402
+from paser.selection.cluster import ClusterConfig, cluster_embeddings, features_for, kmeans_cluster  # noqa: E402
+from paser.selection.embed import embed_texts  # noqa: E402
+from paser.selection.manifold import l2_normalise  # noqa: E402
 
 CACHE = Path(os.environ.get("PASER_CACHE", Path.home() / ".cache" / "paser")) / "bench"
 
@@ -72,7 +72,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def _prompt(instruction: str, extra: str = "") -> str:
-    """As `selection.corpus.embed_text` joins instruction and input: non-empty parts, blank line between."""
+    """As `paser.selection.corpus.embed_text` joins instruction and input: non-empty parts, blank line between."""
     return "\n\n".join(part for part in (instruction, extra) if part)
 
 

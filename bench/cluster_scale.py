@@ -26,8 +26,8 @@ import numpy as np
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
-from selection.embed import embed_texts  # noqa: E402
+from paser.selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
+from paser.selection.embed import embed_texts  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
 

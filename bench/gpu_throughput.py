@@ -4,7 +4,7 @@ tokens/s, the overhead of the JSD + NLL over a forward-only baseline, and model 
 Models: two `LlamaForCausalLM` of the Llama-3.2-1B shape (hidden 2048, 16 layers, 32 heads, 8 KV heads,
 intermediate 8192, vocab 128256, tied embeddings), random weights (throughput does not depend on the values).
 The "pruned" model is a copy of the original with 50% of every decoder linear's weights zeroed by magnitude
-(`recovery.prune`, method "magnitude"); the zeros are stored densely, so it runs exactly as fast as the original.
+(`paser.recovery.prune`, method "magnitude"); the zeros are stored densely, so it runs exactly as fast as the original.
 `--shape llama-8b` is the Llama-3-8B shape (hidden 4096, 32 layers, intermediate 14336, untied head; 512 rows by
 default); `--shape tiny` is a ~1M-parameter Llama for a CPU smoke run.
 
@@ -16,7 +16,7 @@ instruction corpus under a chat template; Alpaca-52K itself is shorter, median r
 Measured per setting, after a warm-up on other rows of the same distribution, with the device synchronised
 around each timed region:
   forward  both models' decoder body on the same length-sorted, token-budgeted batches as scoring (the batching
-           rule of `selection.degradation` is mirrored here, per shard), then the output head on the positions
+           rule of `paser.selection.degradation` is mirrored here, per shard), then the output head on the positions
            that predict response tokens only, in chunks of `position_chunk`; logits are dropped. This is the
            least work any scorer must do.
   score    `score_degradation(original, pruned, rows, config)`: the same forwards plus float32 log-softmax, JSD
@@ -78,16 +78,16 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recovery.models import choose_dtype, default_device  # noqa: E402
-from recovery.prune import PruneTarget, prune_model  # noqa: E402
-from selection.degradation import (  # noqa: E402
+from paser.recovery.models import choose_dtype, default_device  # noqa: E402
+from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.selection.degradation import (  # noqa: E402
     DegradationConfig,
     check_model_pair,
     length_batches,
     prepare_bodies,
     score_degradation,
 )
-from selection.formatting import EncodedSample  # noqa: E402
+from paser.selection.formatting import EncodedSample  # noqa: E402
 
 SHAPES: dict[str, dict[str, object]] = {
     # Llama-3.2-1B's config (rope scaling omitted: it changes no FLOPs).

@@ -1,8 +1,8 @@
 """Quality and speed of the pruning methods: SmolLM2-135M-Instruct pruned by each method, side by side with dense.
 
 Calibration: `--calibration-windows` seeded windows of `--seqlen` tokens drawn by the project's loader
-(`recovery.calibration`) from `--calibration` (default: the Alpaca-52K file of the data directory, rows
-rendered with the scorer's prompt). Evaluation: `recovery.evaluate.perplexity` (the SparseGPT protocol) on the
+(`paser.recovery.calibration`) from `--calibration` (default: the Alpaca-52K file of the data directory, rows
+rendered with the scorer's prompt). Evaluation: `paser.recovery.evaluate.perplexity` (the SparseGPT protocol) on the
 first `--ppl-windows` non-overlapping `--ppl-seqlen`-token windows of the WikiText-2 raw test split. Speed:
 forward tokens/s (no KV cache) of each pruned model paired with the dense one: `--speed-rounds` rounds, each
 timing one forward of the dense model and one of the pruned model on the same WikiText-2 window of
@@ -38,12 +38,12 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.paths import data_file  # noqa: E402
-from recovery.calibration import load_calibration  # noqa: E402
-from recovery.evaluate import load_ppl_text, perplexity  # noqa: E402
-from recovery.models import linear_sparsity, load_model  # noqa: E402
-from recovery.prune import PruneTarget, prune_model, save_pruned  # noqa: E402
-from recovery.width import parameter_counts  # noqa: E402
+from paser.data.paths import data_file  # noqa: E402
+from paser.recovery.calibration import load_calibration  # noqa: E402
+from paser.recovery.evaluate import load_ppl_text, perplexity  # noqa: E402
+from paser.recovery.models import linear_sparsity, load_model  # noqa: E402
+from paser.recovery.prune import PruneTarget, prune_model, save_pruned  # noqa: E402
+from paser.recovery.width import parameter_counts  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
 GENERATION_PROMPT = "The capital of France is"

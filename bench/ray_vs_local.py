@@ -27,14 +27,14 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.paths import data_file  # noqa: E402
-from pipelines.ray_engine import RayConfig, connect, embed_on_ray, score_on_ray  # noqa: E402
-from recovery.models import load_model, load_tokenizer, save_checkpoint  # noqa: E402
-from recovery.prune import PruneTarget, prune_model  # noqa: E402
-from selection.corpus import CorpusConfig, embed_text, load_corpus  # noqa: E402
-from selection.degradation import DegradationConfig, score_degradation  # noqa: E402
-from selection.embed import embed_in_shards  # noqa: E402
-from selection.formatting import encode_corpus  # noqa: E402
+from paser.data.paths import data_file  # noqa: E402
+from paser.pipelines.ray_engine import RayConfig, connect, embed_on_ray, score_on_ray  # noqa: E402
+from paser.recovery.models import load_model, load_tokenizer, save_checkpoint  # noqa: E402
+from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.selection.corpus import CorpusConfig, embed_text, load_corpus  # noqa: E402
+from paser.selection.degradation import DegradationConfig, score_degradation  # noqa: E402
+from paser.selection.embed import embed_in_shards  # noqa: E402
+from paser.selection.formatting import encode_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
 

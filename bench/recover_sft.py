@@ -1,9 +1,9 @@
 """Recovery by LoRA SFT, measured: held-out response NLL of the dense, pruned and recovered model side by side.
 
 Draws `--train-rows` and a disjoint `--heldout-rows` Alpaca rows (seeded, from the data directory's
-Alpaca-52K file), writes the training rows to `--out/train_rows.jsonl`, runs `recovery.train.recover`
+Alpaca-52K file), writes the training rows to `--out/train_rows.jsonl`, runs `paser.recovery.train.recover`
 (`--objective`, default sft, 1 epoch) on the pruned model, and scores the held-out rows' response tokens
-(`recovery.evaluate.response_nll`, the same tokens and mask as training) with the original, the pruned and the
+(`paser.recovery.evaluate.response_nll`, the same tokens and mask as training) with the original, the pruned and the
 merged recovered model. Prints the three NLLs, the share of the pruning gap the training closed, wall time,
 seconds per step, trained tokens per second, and sparsity before/after.
 
@@ -25,11 +25,11 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.paths import data_file  # noqa: E402
-from recovery.evaluate import response_nll  # noqa: E402
-from recovery.models import load_model, load_tokenizer  # noqa: E402
-from recovery.train import TrainConfig, load_training_rows, recover  # noqa: E402
-from selection.corpus import CorpusConfig, load_corpus  # noqa: E402
+from paser.data.paths import data_file  # noqa: E402
+from paser.recovery.evaluate import response_nll  # noqa: E402
+from paser.recovery.models import load_model, load_tokenizer  # noqa: E402
+from paser.recovery.train import TrainConfig, load_training_rows, recover  # noqa: E402
+from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
 

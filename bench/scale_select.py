@@ -65,22 +65,22 @@ import pyarrow.parquet as pq
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selection import strategies  # noqa: E402
-from selection.allocate import resolve_budget  # noqa: E402
-from selection.atomic import write_atomic  # noqa: E402
-from selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
-from selection.consistency import ConceptCache, ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
-from selection.corpus import CorpusConfig, CorpusStats, Sample, concept_text, iter_samples  # noqa: E402
-from selection.formatting import encode_corpus_cached  # noqa: E402
-from selection.prioritize import efficiency_score  # noqa: E402
-from selection.store import (  # noqa: E402
+from paser.selection import strategies  # noqa: E402
+from paser.selection.allocate import resolve_budget  # noqa: E402
+from paser.selection.atomic import write_atomic  # noqa: E402
+from paser.selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
+from paser.selection.consistency import ConceptCache, ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
+from paser.selection.corpus import CorpusConfig, CorpusStats, Sample, concept_text, iter_samples  # noqa: E402
+from paser.selection.formatting import encode_corpus_cached  # noqa: E402
+from paser.selection.prioritize import efficiency_score  # noqa: E402
+from paser.selection.store import (  # noqa: E402
     CorpusStore,
     EmbeddingWriter,
     StoredSamples,
     open_embeddings,
     write_corpus_store,
 )
-from selection.strategies import SelectionInputs, get_strategy  # noqa: E402
+from paser.selection.strategies import SelectionInputs, get_strategy  # noqa: E402
 
 STAGES = ("generate", "store", "embed", "cluster", "select", "fetch", "ccg", "tokenise", "tokenise_list")
 # The tokenise stages need a tokenizer and take minutes per million rows; they run when asked for.
@@ -415,7 +415,7 @@ def tokenise(work: Path, args: argparse.Namespace, samples: Sequence[Sample]) ->
     """`paser select`'s tokenisation (`encode_corpus_cached`: a digest pass, then batches of 1,024 rows) of
     `samples` with `args.tokenizer`, the token cache in a fresh folder. The stage's peak memory (VmHWM) holds
     the samples as given plus the encoded rows, which scoring keeps."""
-    from recovery.models import load_tokenizer
+    from paser.recovery.models import load_tokenizer
 
     tokenizer = load_tokenizer(args.tokenizer)
     cache = work / "token_cache_bench"

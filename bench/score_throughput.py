@@ -25,11 +25,11 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recovery.models import load_model  # noqa: E402
-from recovery.prune import PruneTarget, prune_model  # noqa: E402
-from selection.corpus import CorpusConfig, load_corpus  # noqa: E402
-from selection.degradation import DegradationConfig, score_degradation  # noqa: E402
-from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus  # noqa: E402
+from paser.recovery.models import load_model  # noqa: E402
+from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
+from paser.selection.degradation import DegradationConfig, score_degradation  # noqa: E402
+from paser.selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
 

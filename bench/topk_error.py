@@ -1,4 +1,4 @@
-"""Error of top-k degradation scoring (`selection.topk`) against exact scoring (`score_degradation`).
+"""Error of top-k degradation scoring (`paser.selection.topk`) against exact scoring (`score_degradation`).
 
 Scores the first valid Alpaca-52K rows with both models side by side (exact CDS), then, for each k, caches
 the original's top-k view (`cache_original_topk`) and scores the pruned model from it with each estimator
@@ -29,13 +29,13 @@ import torch
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.paths import data_file  # noqa: E402
-from recovery.models import load_model  # noqa: E402
-from recovery.prune import PruneTarget, prune_model  # noqa: E402
-from selection.corpus import CorpusConfig, load_corpus  # noqa: E402
-from selection.degradation import DegradationConfig, score_degradation  # noqa: E402
-from selection.formatting import check_same_tokenizer, encode_corpus  # noqa: E402
-from selection.topk import ESTIMATORS, cache_original_topk, score_from_topk  # noqa: E402
+from paser.data.paths import data_file  # noqa: E402
+from paser.recovery.models import load_model  # noqa: E402
+from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
+from paser.selection.degradation import DegradationConfig, score_degradation  # noqa: E402
+from paser.selection.formatting import check_same_tokenizer, encode_corpus  # noqa: E402
+from paser.selection.topk import ESTIMATORS, cache_original_topk, score_from_topk  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
 

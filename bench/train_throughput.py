@@ -1,8 +1,8 @@
 """LoRA SFT training tokens/s against forward-only tokens/s, same rows, same batches, same model (issue 19).
 
 Draws `--rows` Alpaca rows (seeded, from the data directory's Alpaca-52K file), tokenises them with
-`recovery.train.load_training_rows` (the training path's own formatting) and builds the project's SFT trainer
-(`recovery.train.build_sft_trainer`: TRL `SFTTrainer`, the `TrainConfig` LoRA adapter, length-grouped
+`paser.recovery.train.load_training_rows` (the training path's own formatting) and builds the project's SFT trainer
+(`paser.recovery.train.build_sft_trainer`: TRL `SFTTrainer`, the `TrainConfig` LoRA adapter, length-grouped
 sampling) for exactly one epoch. Then, side by side:
 
 - forward-only: the trainer's own padded batches (its dataloader) through the model with the adapter
@@ -43,11 +43,11 @@ from transformers import set_seed
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.paths import data_file  # noqa: E402
-from recovery.models import load_model, load_tokenizer  # noqa: E402
-from recovery.objectives.sft import build_sft_trainer  # noqa: E402
-from recovery.train import TrainConfig, _trl_common_args, load_training_rows  # noqa: E402
-from selection.corpus import CorpusConfig, load_corpus  # noqa: E402
+from paser.data.paths import data_file  # noqa: E402
+from paser.recovery.models import load_model, load_tokenizer  # noqa: E402
+from paser.recovery.objectives.sft import build_sft_trainer  # noqa: E402
+from paser.recovery.train import TrainConfig, _trl_common_args, load_training_rows  # noqa: E402
+from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
 

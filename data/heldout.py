@@ -1,9 +1,9 @@
 """Out-of-distribution held-out sets built from the shared data: rows in the corpus schema, never copied
 into the repository.
 
-Each builder reads one file of the data directory (`data.paths.data_dir`: `--data-dir`, else
+Each builder reads one file of the data directory (`paser.data.paths.data_dir`: `--data-dir`, else
 `$PASER_DATA_DIR`, else `../shared/data` beside the checkout) and returns Alpaca rows (`id`, `instruction`,
-`input`, `output`), which `recovery.train.load_training_rows` reads like any corpus file:
+`input`, `output`), which `paser.recovery.train.load_training_rows` reads like any corpus file:
 
 - `gsm8k`: `eval/gsm8k_test.jsonl`, question -> answer (the worked solution, ending in `#### <number>`); the
   first LIMIT rows in file order (default: all 1,319). Ids `gsm8k/<0-based line>`.
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.paths import data_file
-from selection.atomic import write_atomic
-from selection.corpus import read_rows
+from paser.data.paths import data_file
+from paser.selection.atomic import write_atomic
+from paser.selection.corpus import read_rows
 
 Row = dict[str, Any]
 OUTPUT_SUFFIXES = (".jsonl", ".jsonl.gz")

@@ -1,6 +1,6 @@
 """Corpus recipes: turn a public instruction dataset's own shape into the corpus schema, as JSON Lines.
 
-The corpus schema is what `selection.corpus` reads: Alpaca rows (`instruction`, `input`, `output`) or
+The corpus schema is what `paser.selection.corpus` reads: Alpaca rows (`instruction`, `input`, `output`) or
 chat rows (`messages`: `{"role", "content"}` turns, the last the assistant's, the one before it the
 user's). One recipe per public shape:
 
@@ -12,7 +12,7 @@ user's). One recipe per public shape:
   input = "", output = response; `instruction_source` is kept as an extra field.
 - `sharegpt`: ShareGPT-style `conversations: [{"from": "human" | "gpt" | "system", "value"}]` (or rows
   already in `messages` / role-content form) -> `messages` with roles user / assistant / system. Every
-  turn is kept (`selection.corpus` reads earlier turns as context); a conversation that does not end
+  turn is kept (`paser.selection.corpus` reads earlier turns as context); a conversation that does not end
   in an assistant answer to a user turn is cut after its last user -> assistant pair (counted as
   `trimmed_to_last_answer`); one with no such pair is skipped.
 
@@ -23,7 +23,7 @@ silently; a row that cannot be parsed at all is an error naming the file and lin
     paser data dolly --out corpora/dolly.jsonl          # no --source: the recipe's first hub id
 
 or from Python: `prepare_corpus("dolly", "databricks/databricks-dolly-15k", Path("dolly.jsonl"))`.
-The written file loads with `selection.corpus.load_corpus(CorpusConfig(path=...))`, which still removes
+The written file loads with `paser.selection.corpus.load_corpus(CorpusConfig(path=...))`, which still removes
 duplicate rows (recipes only change the shape).
 """
 
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selection.atomic import write_atomic
-from selection.corpus import CorpusError, CorpusStats, read_rows
+from paser.selection.atomic import write_atomic
+from paser.selection.corpus import CorpusError, CorpusStats, read_rows
 
 Row = dict[str, Any]
 
@@ -261,7 +261,7 @@ def prepare_corpus(
     split: str = "train",
     limit: int | None = None,
 ) -> RecipeStats:
-    """Read `source` with `selection.corpus.read_rows` (a .jsonl / .jsonl.gz / .json / .parquet file, a
+    """Read `source` with `paser.selection.corpus.read_rows` (a .jsonl / .jsonl.gz / .json / .parquet file, a
     datasets folder, or a hub id through `datasets.load_dataset`), convert every row (the first `limit`
     only, when given) with the recipe named `recipe`, and write the converted rows to `out` as JSON Lines
     (gzipped when `out` ends in `.gz`), atomically.

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipelines.config import SelectConfig
-    from pipelines.results import RunResults
-    from pipelines.run import Run
-    from pipelines.select import SelectOutput
-    from recovery.train import RecoveryResult, TrainConfig
-    from selection.cluster import ClusterConfig, ClusterResult
+    from paser.pipelines.config import SelectConfig
+    from paser.pipelines.results import RunResults
+    from paser.pipelines.run import Run
+    from paser.pipelines.select import SelectOutput
+    from paser.recovery.train import RecoveryResult, TrainConfig
+    from paser.selection.cluster import ClusterConfig, ClusterResult
 
 __all__ = ["__version__", "cluster_texts", "evaluate", "load_run", "prune", "recover", "run", "select"]
 
@@ -49,17 +49,17 @@ def select(
     overrides: Mapping[str, Any] | None = None,
 ) -> SelectOutput:
     """Run `paser select`: score the corpus with the model pair, cluster it, pick the budget; returns the
-    `pipelines.select.SelectOutput` (the selection, scores and clusters as DataFrames, stats.json's payload
+    `paser.pipelines.select.SelectOutput` (the selection, scores and clusters as DataFrames, stats.json's payload
     and the paths written under `out`).
 
     `config` is a YAML file (as `paser select --config`), a `SelectConfig`, or None for the defaults.
     `overrides` maps dotted keys to values, set verbatim after the file as the CLI flags are
     (`{"models.pruned": "pruned/wanda-50", "selection.budget": 0.05, "out": "runs/sel"}`): a value is not
-    re-read as YAML, so pass numbers and lists as Python values. Refuses (`pipelines.config.ConfigError`)
+    re-read as YAML, so pass numbers and lists as Python values. Refuses (`paser.pipelines.config.ConfigError`)
     a missing file and unknown keys, naming the known ones, and what `run_select` refuses.
     """
-    from pipelines.config import SelectConfig, build_config, config_to_dict, load_config, set_dotted
-    from pipelines.select import run_select
+    from paser.pipelines.config import SelectConfig, build_config, config_to_dict, load_config, set_dotted
+    from paser.pipelines.select import run_select
 
     if isinstance(config, SelectConfig):
         data = config_to_dict(config)
@@ -75,12 +75,12 @@ def prune(model: str, out: str | os.PathLike[str], method: str = "wanda", **spec
     """Run `paser prune`: prune `model` (a path, hub id or alias) with `method` into the folder `out`;
     returns the pruning record (also written there).
 
-    `spec` takes the other fields of `recovery.prune.PruneSpec`: `sparsity` (a fraction in (0, 1); 0.5 when
+    `spec` takes the other fields of `paser.recovery.prune.PruneSpec`: `sparsity` (a fraction in (0, 1); 0.5 when
     no target is given), `pattern` ("2:4"), `drop` (layer_drop's fraction of blocks), `calibration`,
     `calibration_samples`, `seqlen`, `seed`, `device`. Refuses an unknown method or field and a malformed
     target.
     """
-    from recovery.prune import PruneSpec
+    from paser.recovery.prune import PruneSpec
 
     return PruneSpec(method=method, **spec).apply(model, Path(out))
 
@@ -96,14 +96,14 @@ def recover(
     **settings: Any,
 ) -> RecoveryResult:
     """Run `paser recover`: LoRA-tune the `pruned` model on `subset` (a `selection.jsonl`) into `out`
-    (adapter, merged model, records); returns `recovery.train.RecoveryResult`.
+    (adapter, merged model, records); returns `paser.recovery.train.RecoveryResult`.
 
     The training settings are `config` or, without one, `TrainConfig(**settings)` (`objective`,
     `learning_rate`, `epochs`, `lora_r`, ...); not both. `original` is the teacher for `objective="distill"`
-    and only recorded otherwise. Refuses what `recovery.train.recover` refuses.
+    and only recorded otherwise. Refuses what `paser.recovery.train.recover` refuses.
     """
-    from recovery.train import TrainConfig
-    from recovery.train import recover as recover_model
+    from paser.recovery.train import TrainConfig
+    from paser.recovery.train import recover as recover_model
 
     if config is not None and settings:
         raise TypeError(f"pass the training settings either as config or as keywords, not both: {sorted(settings)}")
@@ -119,13 +119,13 @@ def evaluate(
     **options: Any,
 ) -> dict[str, Any]:
     """Run `paser eval`: evaluate `model` (optionally with a peft `adapter` folder) on `tasks` (default:
-    all of `recovery.evaluate`'s tasks); returns the metrics record and, with `out`, writes `metrics.json`,
+    all of `paser.recovery.evaluate`'s tasks); returns the metrics record and, with `out`, writes `metrics.json`,
     `metrics.md` and `items.npz` there.
 
-    `options` are `recovery.evaluate.run_eval`'s other keywords: `limit`, `data_dir`, `source`, `dtype`,
+    `options` are `paser.recovery.evaluate.run_eval`'s other keywords: `limit`, `data_dir`, `source`, `dtype`,
     `device`, `batch_size`, `seqlen`, `seed`. Refuses what `run_eval` refuses.
     """
-    from recovery.evaluate import run_eval
+    from paser.recovery.evaluate import run_eval
 
     if tasks is not None:
         options["tasks"] = tasks
@@ -134,19 +134,19 @@ def evaluate(
 
 def run(config: str | os.PathLike[str] | None, out: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Run:
     """Run `paser run`: the whole experiment of the YAML `config` (None: the built-in demo) into the folder
-    `out`, each stage cached across calls; returns the finished `pipelines.run.Run` (read its results with
+    `out`, each stage cached across calls; returns the finished `paser.pipelines.run.Run` (read its results with
     `load_run(out)`). `overrides` are `key=value` strings with YAML values, as `paser run --set`.
     """
-    from pipelines.run import load_run_config
-    from pipelines.run import run as run_experiment
+    from paser.pipelines.run import load_run_config
+    from paser.pipelines.run import run as run_experiment
 
     return run_experiment(load_run_config(config, list(overrides)), out)
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
-    """The results of a `paser run` folder as tables (`pipelines.results.RunResults`); refuses
-    (`pipelines.results.RunError`) a folder `paser run` did not finish writing."""
-    from pipelines.results import load_run as load_results
+    """The results of a `paser run` folder as tables (`paser.pipelines.results.RunResults`); refuses
+    (`paser.pipelines.results.RunError`) a folder `paser run` did not finish writing."""
+    from paser.pipelines.results import load_run as load_results
 
     return load_results(run_dir)
 
@@ -158,8 +158,8 @@ def cluster_texts(
     **options: Any,
 ) -> ClusterResult:
     """Embed and cluster `texts` (prompts; `responses`, one per text, optional) as `paser select` does,
-    without a corpus store: `selection.cluster.cluster_texts`, whose keywords (`embedder`, `batch_size`,
+    without a corpus store: `paser.selection.cluster.cluster_texts`, whose keywords (`embedder`, `batch_size`,
     `device`, `cache_dir`, `show_progress`) `options` takes. Returns the `ClusterResult` (labels per text)."""
-    from selection.cluster import cluster_texts as cluster
+    from paser.selection.cluster import cluster_texts as cluster
 
     return cluster(texts, config, responses, **options)

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from selection.strategies import strategy_with_role
+from paser.selection.strategies import strategy_with_role
 
 # The no-selection reference whose cost the others are a share of (`full`): declared by the strategy's role.
 REFERENCE_STRATEGY = strategy_with_role("reference")

@@ -36,7 +36,7 @@ COLUMN_MEANINGS = """\
 between the original and the pruned model's next-token distributions (nats, in [0, ln 2]; higher: the pruning \
 hurt this row more) |
 | `ies` | information efficiency score: `cds / log(cost)`, the cost growing with the row's prompt and response \
-tokens (`selection.prioritize.efficiency_score`); rows are taken in this order within a cluster |"""
+tokens (`paser.selection.prioritize.efficiency_score`); rows are taken in this order within a cluster |"""
 
 
 def size_category(rows: int) -> str:
@@ -105,7 +105,7 @@ def cluster_table_markdown(clusters: list[dict[str, Any]]) -> str:
 
 def dataset_card(stats: dict[str, Any], source_digest: str) -> str:
     """The dataset card (README.md) of a selection, from its stats.json payload and its source's digest
-    (`pipelines.stages.source_identity`)."""
+    (`paser.pipelines.stages.source_identity`)."""
     config = stats["config"]
     totals = stats["totals"]
     source = str(config["corpus"]["path"])
@@ -181,7 +181,7 @@ def write_selection_dataset(folder: Path, rows: list[dict[str, Any]], stats: dic
     from datasets import Dataset
 
     # Imported here: pipelines.stages imports pipelines.select, which imports this module.
-    from pipelines.stages import source_identity
+    from paser.pipelines.stages import source_identity
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import SelectConfig, load_config
-from pipelines.plugins import load_plugins
+from paser.pipelines.config import SelectConfig, load_config
+from paser.pipelines.plugins import load_plugins
 
 # CLI flag -> dotted config key, for `paser select`
 SELECT_FLAGS = {
@@ -54,7 +54,7 @@ def select_config(args: argparse.Namespace) -> SelectConfig:
 
 
 def select_command(args: argparse.Namespace) -> int:
-    from pipelines.select import format_summary, run_select
+    from paser.pipelines.select import format_summary, run_select
 
     config = select_config(args)
     output = run_select(config)
@@ -63,7 +63,7 @@ def select_command(args: argparse.Namespace) -> int:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from recovery.prune import PruneSpec
+    from paser.recovery.prune import PruneSpec
 
     spec = PruneSpec(
         method=args.method,
@@ -109,7 +109,7 @@ def format_pruning(record: dict, out: str) -> str:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from recovery.evaluate import format_summary, run_eval
+    from paser.recovery.evaluate import format_summary, run_eval
 
     record = run_eval(
         args.model,
@@ -132,7 +132,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def recover_command(args: argparse.Namespace) -> int:
-    from recovery.train import TrainConfig, format_summary, recover
+    from paser.recovery.train import TrainConfig, format_summary, recover
 
     # A flag whose dest is a TrainConfig field sets that field; one not given keeps the config's default.
     fields = [field.name for field in dataclasses.fields(TrainConfig)]
@@ -144,7 +144,7 @@ def recover_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from pipelines.run import load_run_config, run
+    from paser.pipelines.run import load_run_config, run
 
     if args.config is None:
         print("[paser run] no config: the built-in demo (SmolLM2-135M-Instruct, Wanda 50%, demo corpus)")
@@ -155,7 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _print_report(run_dir: Path) -> int:
-    from pipelines.report import format_results, write_report
+    from paser.pipelines.report import format_results, write_report
 
     markdown, html = write_report(run_dir)
     print(format_results(run_dir))
@@ -164,7 +164,7 @@ def _print_report(run_dir: Path) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from pipelines.report import write_report
+    from paser.pipelines.report import write_report
 
     markdown, html = write_report(args.run_dir, args.out)
     print(f"[paser] report: {markdown}  (self-contained: {html})")
@@ -173,10 +173,10 @@ def report_command(args: argparse.Namespace) -> int:
 
 def data_command(args: argparse.Namespace) -> int:
     if args.recipe_args[:1] == ["heldout"]:
-        from data.heldout import main as heldout_main
+        from paser.data.heldout import main as heldout_main
 
         return heldout_main(args.recipe_args[1:])
-    from data.recipes import main as recipes_main
+    from paser.data.recipes import main as recipes_main
 
     return recipes_main(args.recipe_args)
 
@@ -196,15 +196,15 @@ def registered(kind: str) -> str:
     """The names registered as `kind` (strategy, pruner, objective), for help texts: what a plug-in registers
     (`--plugin`, loaded before the parser is built) is listed too."""
     if kind == "strategy":
-        from selection.strategies import STRATEGIES
+        from paser.selection.strategies import STRATEGIES
 
         names = sorted(STRATEGIES)
     elif kind == "pruner":
-        from recovery.prune import known_methods
+        from paser.recovery.prune import known_methods
 
         names = known_methods()
     else:
-        from recovery.objectives import objective_names
+        from paser.recovery.objectives import objective_names
 
         names = objective_names()
     return ", ".join(names)
@@ -311,7 +311,7 @@ def _recover_parser(commands: Any) -> argparse.ArgumentParser:
     recover.add_argument("--original", help="original model: the teacher for distill (required there)")
     recover.add_argument("--out", required=True, help="output folder (adapter/, merged/, recovery.json, ...)")
     recover.add_argument("--data-dir", dest="data_dir", help="offline data folder (default: $PASER_DATA_DIR)")
-    from recovery.train import TrainConfig
+    from paser.recovery.train import TrainConfig
 
     # One flag per TrainConfig field, its help and default read from the field (`recovery.<field>` in a run).
     names = {"objective": f"a registered objective: {registered('objective')}."}

@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import yaml
 
-from pipelines.ray_engine import RayConfig
-from selection.cluster import ClusterConfig
-from selection.corpus import CorpusConfig
-from selection.degradation import DegradationConfig
-from selection.embed import DEFAULT_LONG_TEXT, check_long_text
+from paser.pipelines.ray_engine import RayConfig
+from paser.selection.cluster import ClusterConfig
+from paser.selection.corpus import CorpusConfig
+from paser.selection.degradation import DegradationConfig
+from paser.selection.embed import DEFAULT_LONG_TEXT, check_long_text
 
 ConfigT = TypeVar("ConfigT")
 
@@ -299,7 +299,7 @@ def load_config_plugins(data: dict[str, Any], where: str) -> None:
         return
     if not isinstance(plugins, list) or not all(isinstance(plugin, str) for plugin in plugins):
         raise ConfigError(f"{where}.plugins: expected a list of file paths or module names, got {plugins!r}")
-    from pipelines.plugins import load_plugins
+    from paser.pipelines.plugins import load_plugins
 
     try:
         load_plugins(plugins)

@@ -1,9 +1,10 @@
 """Where scoring and embedding run: an `Engine`, chosen once from `engine` in the config.
 
-`LocalEngine` runs the models in this process (`selection.degradation`, `selection.topk`,
-`selection.embed`); `RayEngine` runs the same code on Ray actors (`pipelines.ray_engine`). Both score the pair
-side by side (`score`) or one model at a time through the original's top-k cache (`score_topk`), and embed
-texts in resumable shards (`embed`). A new engine is a class with these three methods, registered in `ENGINES`.
+`LocalEngine` runs the models in this process (`paser.selection.degradation`, `paser.selection.topk`,
+`paser.selection.embed`); `RayEngine` runs the same code on Ray actors (`paser.pipelines.ray_engine`).
+Both score the pair side by side (`score`) or one model at a time through the original's top-k cache
+(`score_topk`), and embed texts in resumable shards (`embed`). A new engine is a class with these three
+methods, registered in `ENGINES`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import numpy as np
 import pandas as pd
 
 from paser.console import say
-from pipelines.config import ModelPairConfig, TopkConfig
-from pipelines.ray_engine import RayConfig, embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
-from recovery.models import describe_model, load_model
-from selection.degradation import DegradationConfig, score_degradation
-from selection.embed import embed_in_shards
-from selection.formatting import EncodedSample
-from selection.topk import score_degradation_topk
+from paser.pipelines.config import ModelPairConfig, TopkConfig
+from paser.pipelines.ray_engine import RayConfig, embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
+from paser.recovery.models import describe_model, load_model
+from paser.selection.degradation import DegradationConfig, score_degradation
+from paser.selection.embed import embed_in_shards
+from paser.selection.formatting import EncodedSample
+from paser.selection.topk import score_degradation_topk
 
 
 class Engine(Protocol):

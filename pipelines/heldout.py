@@ -4,7 +4,7 @@
 
 - an int N > 0: N rows split off the corpus (seeded, spread over it) and kept out of every selection; at
   most one entry may be an int;
-- `builtin:NAME` or `builtin:NAME:LIMIT`: a set built from the shared data by `data.heldout` (gsm8k,
+- `builtin:NAME` or `builtin:NAME:LIMIT`: a set built from the shared data by `paser.data.heldout` (gsm8k,
   humaneval, t0), at most LIMIT rows (default: the set's own default);
 - any other string: a file of rows in the corpus schema (Alpaca `instruction`/`input`/`output`, or chat
   `messages`): `.jsonl`, `.jsonl.gz`, `.json` or `.json.gz`.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data.heldout import get_heldout_builder
-from pipelines.select import write_jsonl
-from selection.corpus import read_rows
+from paser.data.heldout import get_heldout_builder
+from paser.pipelines.select import write_jsonl
+from paser.selection.corpus import read_rows
 
 BUILTIN_PREFIX = "builtin:"
 HELDOUT_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
@@ -93,7 +93,7 @@ def parse_heldout(mapping: dict[Any, Any]) -> list[HeldoutSet]:
 
 
 def copy_rows(source: str | Path, out: Path) -> Path:
-    """Write the rows of a JSON Lines / JSON file (`selection.corpus.read_rows`) to `out` as JSON Lines,
+    """Write the rows of a JSON Lines / JSON file (`paser.selection.corpus.read_rows`) to `out` as JSON Lines,
     atomically: a held-out file in any supported format becomes what `load_training_rows` reads."""
     return write_jsonl(out, [row for _, row in read_rows(source)])
 
@@ -112,8 +112,8 @@ def heldout_nll(model: Any, tokenizer: Any, path: Path, training: Any, *, batch_
     Each category is one `response_nll` pass and the total is their token-weighted mean, so a labelled set
     costs one pass over its rows. Refuses (ValueError) two categories with the same slug, or an empty slug.
     """
-    from recovery.evaluate import response_nll
-    from recovery.train import load_training_rows
+    from paser.recovery.evaluate import response_nll
+    from paser.recovery.train import load_training_rows
 
     rows = load_training_rows(path, tokenizer, training)
     labels = {sample.id: sample.raw.get("category") for sample in rows.samples}

@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from selection.atomic import write_atomic
-from selection.degradation import (
+from paser.selection.atomic import write_atomic
+from paser.selection.degradation import (
     DegradationConfig,
     _ModelParts,
     _score_shard,
@@ -47,7 +47,7 @@ from selection.degradation import (
     shard_rows,
     write_score_shard,
 )
-from selection.embed import (
+from paser.selection.embed import (
     DEFAULT_LONG_TEXT,
     EncodedTexts,
     assemble_embeddings,
@@ -58,9 +58,9 @@ from selection.embed import (
     summarize_embedding_shards,
     write_embedding_shard,
 )
-from selection.formatting import EncodedSample
-from selection.shards import ShardStore
-from selection.topk import (
+from paser.selection.formatting import EncodedSample
+from paser.selection.shards import ShardStore
+from paser.selection.topk import (
     CACHE_CONTENTS,
     _cache_shard,
     _score_shard_from_topk,
@@ -210,7 +210,7 @@ def _encoded_rows(rows: pd.DataFrame) -> list[EncodedSample]:
 
 def _load_one(name: str, dtype: str, cpus: float) -> Any:
     """One model on this worker's device (its GPU when Ray gave it one), with `cpus` torch threads."""
-    from recovery.models import default_device, load_model
+    from paser.recovery.models import default_device, load_model
 
     _set_threads(cpus)
     return load_model(name, dtype, default_device())[0]
@@ -224,7 +224,7 @@ def _load_pair(original: str, pruned: str, dtype: str, cpus: float) -> tuple[Any
 def _probe_model(name: str, dtype: str, role: str, unconditioned: bool, cpus: float) -> dict[str, Any]:
     """Load one model where the actors will (same device kind) and return what the shard fingerprints need:
     its description, vocab size, weight signature and (with `unconditioned`) BOS id. Released on return."""
-    from recovery.models import describe_model
+    from paser.recovery.models import describe_model
 
     model = _load_one(name, dtype, cpus)
     parts = _ModelParts(model, role)
@@ -508,7 +508,7 @@ def score_topk_on_ray(
     estimator: str = "sampled_tail",
     overwrite: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """`selection.topk.score_degradation_topk` on Ray actors, for a pair that does not fit one device: first a
+    """`paser.selection.topk.score_degradation_topk` on Ray actors, for a pair that does not fit one device: first a
     pool of actors holding only the original model writes the top-k cache shards in `cache_dir`, then a pool
     holding only the pruned model scores against them into `shard_dir`. The same files, fingerprints and
     numbers as the local top-k path, so either engine resumes the other's cache and score shards; returns
@@ -590,10 +590,10 @@ def _encoded_table(index: int, rows: Sequence[EncodedSample]) -> pa.Table:
 
 class _EmbedActor:
     """Holds the sentence-transformers embedder; embeds blocks of texts, shard by shard, and counts their
-    tokens (`selection.embed.encode_with`, as the local engine)."""
+    tokens (`paser.selection.embed.encode_with`, as the local engine)."""
 
     def __init__(self, model_location: str, batch_size: int, long_text: str, cpus: float) -> None:
-        from recovery.models import default_device
+        from paser.recovery.models import default_device
 
         _set_threads(cpus)
         self.encoder = load_embedder(model_location, default_device())
@@ -624,7 +624,7 @@ def embed_on_ray(
     overwrite: bool = False,
     long_text: str = DEFAULT_LONG_TEXT,
 ) -> np.ndarray:
-    """`selection.embed.embed_in_shards` on Ray actors: the same shards and summary, the same memory-mapped
+    """`paser.selection.embed.embed_in_shards` on Ray actors: the same shards and summary, the same memory-mapped
     result."""
     store, bounds, pending = prepare_embedding_shards(
         ids,

@@ -30,12 +30,12 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
-from pipelines.accounting import REFERENCE_STRATEGY
-from pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
-from pipelines.results import RunError, RunResults, format_budget, load_run
-from pipelines.stats import RESAMPLES
-from pipelines.uncertainty import BASELINE_STRATEGY
-from selection.atomic import write_atomic
+from paser.pipelines.accounting import REFERENCE_STRATEGY
+from paser.pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
+from paser.pipelines.results import RunError, RunResults, format_budget, load_run
+from paser.pipelines.stats import RESAMPLES
+from paser.pipelines.uncertainty import BASELINE_STRATEGY
+from paser.selection.atomic import write_atomic
 
 REPORT_FILES = "report_files"
 MISSING = "–"

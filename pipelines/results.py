@@ -13,7 +13,7 @@ reads as missing (NaN) in the tables and is listed by `RunResults.missing()`; no
 A method asked for one artifact by name (`selection`, `clusters`, `scores`) refuses a missing file (RunError
 naming it).
 
-CDS (capability degradation score of a row, `selection.degradation`) is the mean Jensen-Shannon
+CDS (capability degradation score of a row, `paser.selection.degradation`) is the mean Jensen-Shannon
 divergence (nats) between the original and the pruned model's next-token distributions over the response.
 """
 
@@ -30,11 +30,11 @@ import pandas as pd
 import pyarrow.compute as pc
 import yaml
 
-from pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
-from pipelines.uncertainty import metric_summary, versus_random
-from selection.allocate import TokenBudget, parse_budget
-from selection.store import CorpusStore
-from selection.strategies import strategy_with_role
+from paser.pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
+from paser.pipelines.uncertainty import metric_summary, versus_random
+from paser.selection.allocate import TokenBudget, parse_budget
+from paser.selection.store import CorpusStore
+from paser.selection.strategies import strategy_with_role
 
 RUN_FILES = ("manifest.json", "results.json")
 RESULTS_KEYS = ("metrics", "lower_is_better", "baselines", "combos", "seeds", "strategies", "budgets")
@@ -285,7 +285,7 @@ class RunResults:
         return pd.concat([top[["id", "cluster", "cds"]].reset_index(drop=True), text], axis=1)
 
     def label_field(self) -> str | None:
-        """The raw-row field the clusters are compared with (`pipelines.purity.cluster_purity`): config.yaml's
+        """The raw-row field the clusters are compared with (`paser.pipelines.purity.cluster_purity`): config.yaml's
         `report.label_field` where set (whether or not the rows carry it), else the first of `LABEL_FIELDS`
         that some row of shared/corpus.parquet carries; None where none is set or found, or the corpus store
         is missing."""
@@ -579,7 +579,7 @@ class RunResults:
     def summary(self) -> pd.DataFrame:
         """Per strategy × budget × metric: seeds (with a value), mean, sd (ddof=1) and the 95% t-interval [lo, hi]
         of the mean over seeds (NaN where undefined). results.json's `summary`; computed from the combos'
-        metrics for a run written before it had one (`pipelines.uncertainty.metric_summary`)."""
+        metrics for a run written before it had one (`paser.pipelines.uncertainty.metric_summary`)."""
         block = self.results.get("summary") or metric_summary(self.results)
         numeric = ("mean", "sd", "lo", "hi")
         return _table(block["rows"], ("strategy", "budget", "metric", "seeds", *numeric), numeric)
@@ -589,7 +589,7 @@ class RunResults:
         pairs of strategy − random), its bootstrap interval [lo, hi], bootstrap (what was resampled:
         seeds+items, items, seeds or none), items, lower_is_better and verdict (better, worse, unclear, or
         None without an interval). results.json's `versus_random`; computed from the run folder for a run
-        written before it had one (`pipelines.uncertainty.versus_random`). Empty without a random strategy."""
+        written before it had one (`paser.pipelines.uncertainty.versus_random`). Empty without a random strategy."""
         block = self.results.get("versus_random") or versus_random(self.results, self.path)
         numeric = ("difference", "lo", "hi", "items")
         columns = ("strategy", "budget", "metric", "pairs", *numeric, "bootstrap", "lower_is_better", "verdict")
@@ -598,13 +598,13 @@ class RunResults:
     def compute(self) -> pd.DataFrame:
         """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, and
         the tokens and seconds as a fraction of the `full` combos' (NaN without one); see
-        `pipelines.accounting`. results.json's `compute`, else read from the recovery records and the manifest."""
+        `paser.pipelines.accounting`. results.json's `compute`, else read from the recovery records and the manifest."""
         block = self.results.get("compute") or combo_compute(self.results, self.manifest.get("stages", {}), self.path)
         return _table(block["rows"], ("combo", "strategy", "budget", "seed", *COMPUTE_FIELDS), COMPUTE_FIELDS)
 
     def shared_cost(self) -> dict[str, Any]:
         """{"stages": seconds of each shared stage, "selection_seconds": scoring + embedding + clustering}:
-        results.json's `shared_cost`, else from the manifest (`pipelines.accounting.shared_cost`)."""
+        results.json's `shared_cost`, else from the manifest (`paser.pipelines.accounting.shared_cost`)."""
         return self.results.get("shared_cost") or shared_cost(self.manifest.get("stages", {}))
 
 

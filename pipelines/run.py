@@ -22,8 +22,8 @@ its folder was last started with clears its artifacts first; one that was interr
 embeddings keep their finished shards). `events.jsonl` says, per invocation, which stages ran and which were
 cached. `results.json` gathers every metric for `paser report`.
 
-Each stage is an object (`pipelines.stages.Stage`) built in `pipelines.run_stages`; `Run` composes them and its
-`Executor` (`pipelines.stages`) runs or skips them.
+Each stage is an object (`paser.pipelines.stages.Stage`) built in `paser.pipelines.run_stages`; `Run` composes
+them and its `Executor` (`paser.pipelines.stages`) runs or skips them.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from data.heldout import heldout_source
-from pipelines.accounting import combo_compute, shared_cost
-from pipelines.config import (
+from paser.data.heldout import heldout_source
+from paser.pipelines.accounting import combo_compute, shared_cost
+from paser.pipelines.config import (
     ConfigError,
     CorpusSections,
     ModelPairConfig,
@@ -49,10 +49,10 @@ from pipelines.config import (
     config_to_dict,
     load_config,
 )
-from pipelines.heldout import HeldoutSet, category_metric_names, heldout_metrics, parse_heldout
-from pipelines.lock import folder_lock
-from pipelines.results import combo_name, gap_recovered
-from pipelines.run_stages import (
+from paser.pipelines.heldout import HeldoutSet, category_metric_names, heldout_metrics, parse_heldout
+from paser.pipelines.lock import folder_lock
+from paser.pipelines.results import combo_name, gap_recovered
+from paser.pipelines.run_stages import (
     SharedStages,
     calibration_rows_path,
     eval_stage,
@@ -61,15 +61,15 @@ from pipelines.run_stages import (
     shared_stages,
     write_calibration_rows,
 )
-from pipelines.select import check_before_scoring, effective_config, write_json
-from pipelines.stages import Executor, Manifest, Stage, log, model_identity
-from pipelines.uncertainty import metric_summary, versus_random
-from recovery.prune import PruneSpec
-from recovery.tracking import log_eval_metrics
-from recovery.train import TrainConfig
-from selection.allocate import TokenBudget, parse_budget
-from selection.atomic import write_atomic
-from selection.strategies import get_strategy, strategy_class
+from paser.pipelines.select import check_before_scoring, effective_config, write_json
+from paser.pipelines.stages import Executor, Manifest, Stage, log, model_identity
+from paser.pipelines.uncertainty import metric_summary, versus_random
+from paser.recovery.prune import PruneSpec
+from paser.recovery.tracking import log_eval_metrics
+from paser.recovery.train import TrainConfig
+from paser.selection.allocate import TokenBudget, parse_budget
+from paser.selection.atomic import write_atomic
+from paser.selection.strategies import get_strategy, strategy_class
 
 BUILTIN_DEMO_CORPUS = "builtin:demo"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "run" / "demo.yaml"
@@ -249,7 +249,7 @@ class RunConfig(CorpusSections):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.recipe is not None:
-            from data.recipes import get_recipe
+            from paser.data.recipes import get_recipe
 
             get_recipe(self.recipe)
 
@@ -281,7 +281,7 @@ def combos(config: RunConfig) -> list[Combo]:
 def sweep_budget(value: float | str, key: str = "selection.budgets") -> float | str:
     """A budget of the sweep as combos, stage hashes and results.json hold it: a row budget as a float (as before
     token budgets existed, so cached runs keep their names and hashes), a token budget as its text, e.g.
-    "200000t". Refuses (ValueError naming `key`) what `selection.allocate.parse_budget` refuses."""
+    "200000t". Refuses (ValueError naming `key`) what `paser.selection.allocate.parse_budget` refuses."""
     budget = parse_budget(value, key)
     return str(budget) if isinstance(budget, TokenBudget) else float(budget)
 
@@ -290,8 +290,8 @@ def sweep_budget(value: float | str, key: str = "selection.budgets") -> float | 
 
 
 class Run:
-    """One invocation of `paser run` over a run directory: composes the stages (`pipelines.run_stages`) and has
-    its executor (`pipelines.stages.Executor`: manifest, cache decision, events) run or skip each one."""
+    """One invocation of `paser run` over a run directory: composes the stages (`paser.pipelines.run_stages`) and has
+    its executor (`paser.pipelines.stages.Executor`: manifest, cache decision, events) run or skip each one."""
 
     def __init__(self, config: RunConfig, run_dir: str | Path) -> None:
         self.config = config
@@ -375,7 +375,7 @@ class Run:
 
     def check(self) -> None:
         """Refuse, before anything loads, unknown strategies/tasks, malformed budgets and missing files."""
-        from recovery.evaluate import parse_tasks, required_files
+        from paser.recovery.evaluate import parse_tasks, required_files
 
         for combo in combos(self.config):
             config = self.select_config(combo)
@@ -423,7 +423,7 @@ class Run:
         """Write the built-in demo corpus into the run folder when the config names it (once)."""
         if self.config.corpus.path != BUILTIN_DEMO_CORPUS or Path(self.corpus_path).exists():
             return
-        from data.demo import write_demo_corpus
+        from paser.data.demo import write_demo_corpus
 
         write_demo_corpus(Path(self.corpus_path))
 
@@ -482,7 +482,7 @@ class Run:
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
     """An evaluation record as flat metric columns: `{task}_ppl`, `{task}_acc`, `avg_acc`, `heldout_nll/ppl`."""
-    from recovery.evaluate import PPL_TASKS
+    from paser.recovery.evaluate import PPL_TASKS
 
     metrics: dict[str, float] = {}
     accuracies = []
@@ -552,7 +552,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
 def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The blocks of `results.json` computed from a `collect_results` payload and the run folder: `summary` (mean,
     sd and t-interval over seeds) and `versus_random` (paired differences with bootstrap intervals) from
-    `pipelines.uncertainty`; `compute` (per combination) and `shared_cost` from `pipelines.accounting`."""
+    `paser.pipelines.uncertainty`; `compute` (per combination) and `shared_cost` from `paser.pipelines.accounting`."""
     manifest_path = run_dir / "manifest.json"
     stages = json.loads(manifest_path.read_text(encoding="utf-8"))["stages"] if manifest_path.exists() else {}
     return {

@@ -1,5 +1,5 @@
 """The stages of `paser run` (what each writes: pipelines/run.py), one builder each: a function of the run and
-the stages it builds on that returns a `pipelines.stages.Stage`. Building a stage runs, hashes and writes
+the stages it builds on that returns a `paser.pipelines.stages.Stage`. Building a stage runs, hashes and writes
 nothing; `Run` composes them and its executor runs them. Two steps come before the stages because the score
 stage hashes what they write: the demo corpus (`Run.write_demo_corpus`) and the calibration rows
 (`write_calibration_rows`).
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from data.heldout import get_heldout_builder, heldout_source, write_heldout
-from pipelines.config import config_to_dict
-from pipelines.heldout import HeldoutSet, copy_rows, heldout_nll
-from pipelines.select import (
+from paser.data.heldout import get_heldout_builder, heldout_source, write_heldout
+from paser.pipelines.config import config_to_dict
+from paser.pipelines.heldout import HeldoutSet, copy_rows, heldout_nll
+from paser.pipelines.select import (
     RESPONSE_SHARDS,
     ScoredCorpus,
     cluster_table,
@@ -36,16 +36,16 @@ from pipelines.select import (
     write_jsonl,
     write_parquet,
 )
-from pipelines.select import score_stage as read_and_score_corpus
-from pipelines.stages import Stage, log, source_identity
-from selection.atomic import file_sha256, write_atomic
-from selection.cluster import ClusterResult, cluster_embeddings
-from selection.corpus import Corpus, CorpusStats
-from selection.embed import read_embedding_summary
-from selection.store import CorpusStore, StoredSamples
+from paser.pipelines.select import score_stage as read_and_score_corpus
+from paser.pipelines.stages import Stage, log, source_identity
+from paser.selection.atomic import file_sha256, write_atomic
+from paser.selection.cluster import ClusterResult, cluster_embeddings
+from paser.selection.corpus import Corpus, CorpusStats
+from paser.selection.embed import read_embedding_summary
+from paser.selection.store import CorpusStore, StoredSamples
 
 if TYPE_CHECKING:
-    from pipelines.run import Combo, Run
+    from paser.pipelines.run import Combo, Run
 
 
 @dataclasses.dataclass
@@ -130,7 +130,7 @@ def recipe_stage(run: Run) -> Stage:
         return {"source": source_identity(corpus.path), "recipe": recipe, "split": corpus.split, "limit": corpus.limit}
 
     def compute() -> None:
-        from data.recipes import prepare_corpus
+        from paser.data.recipes import prepare_corpus
 
         stats = prepare_corpus(recipe, corpus.path, out, split=corpus.split, limit=corpus.limit)
         log(stats.summary())
@@ -418,7 +418,7 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
         return {"select": select.digest, "pruned": run.pruned_identity, "recovery": settings}
 
     def compute() -> None:
-        from recovery.train import recover
+        from paser.recovery.train import recover
 
         recover(
             run.pruned_path,
@@ -495,9 +495,9 @@ def heldout_files(run: Run, shared: SharedStages) -> list[tuple[HeldoutSet, Path
 def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None:
     """Evaluate `model_name` on the tasks and the held-out sets' response NLL into `out` (the eval stage's
     compute)."""
-    from recovery.evaluate import evaluate_model, response_nll, write_results
-    from recovery.models import load_model
-    from recovery.train import load_training_rows
+    from paser.recovery.evaluate import evaluate_model, response_nll, write_results
+    from paser.recovery.models import load_model
+    from paser.recovery.train import load_training_rows
 
     evaluation = run.config.evaluation
     model, tokenizer = load_model(model_name, dtype=run.config.models.dtype, device=run.config.models.device)

@@ -31,20 +31,20 @@ import pyarrow.parquet as pq
 from transformers import AutoConfig
 
 from paser.console import say
-from pipelines.cards import write_selection_dataset
-from pipelines.config import SelectConfig, config_to_dict
-from pipelines.engines import get_engine
-from pipelines.lock import folder_lock
-from recovery.models import (
+from paser.pipelines.cards import write_selection_dataset
+from paser.pipelines.config import SelectConfig, config_to_dict
+from paser.pipelines.engines import get_engine
+from paser.pipelines.lock import folder_lock
+from paser.recovery.models import (
     load_tokenizer,
     max_positions,
     resolve_device,
     resolve_model,
 )
-from recovery.versions import package_versions as recorded_versions
-from selection.allocate import TokenBudget, parse_budget, resolve_budget
-from selection.atomic import file_sha256, write_atomic
-from selection.cluster import (
+from paser.recovery.versions import package_versions as recorded_versions
+from paser.selection.allocate import TokenBudget, parse_budget, resolve_budget
+from paser.selection.atomic import file_sha256, write_atomic
+from paser.selection.cluster import (
     MANIFOLDS,
     ClusterConfig,
     ClusterResult,
@@ -54,15 +54,15 @@ from selection.cluster import (
     get_clusterer,
     settings_for_rows,
 )
-from selection.consistency import ConceptCache
-from selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
-from selection.corpus import concept_text as sample_concept_text
-from selection.embed import read_embedding_summary, resolve_embedder
-from selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
-from selection.prioritize import efficiency_score
-from selection.store import CorpusStore, SampleLookup, StoredSamples, StoredTexts, write_corpus_store
-from selection.strategies import SelectionInputs, SelectionResult, get_strategy, row_tokens, strategy_class
-from selection.topk import ESTIMATORS as TOPK_ESTIMATORS
+from paser.selection.consistency import ConceptCache
+from paser.selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
+from paser.selection.corpus import concept_text as sample_concept_text
+from paser.selection.embed import read_embedding_summary, resolve_embedder
+from paser.selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
+from paser.selection.prioritize import efficiency_score
+from paser.selection.store import CorpusStore, SampleLookup, StoredSamples, StoredTexts, write_corpus_store
+from paser.selection.strategies import SelectionInputs, SelectionResult, get_strategy, row_tokens, strategy_class
+from paser.selection.topk import ESTIMATORS as TOPK_ESTIMATORS
 
 VERSIONED_PACKAGES = (
     "paser",
@@ -184,7 +184,7 @@ def embed_rows(
     """Embeddings of the store's rows `ids` (in that order; `fields`, default `config.corpus.embed_fields`,
     joined), in shards under `shard_dir` on the configured engine; returns them memory-mapped. The texts are
     read from the store shard by shard (`StoredTexts`), never all held in memory. How many were over the
-    embedder's limit is left in `shard_dir/summary.json` (`selection.embed.read_embedding_summary`). `config`
+    embedder's limit is left in `shard_dir/summary.json` (`paser.selection.embed.read_embedding_summary`). `config`
     is a `SelectConfig` or a `RunConfig`."""
     fields = tuple(config.corpus.embed_fields) if fields is None else fields
     texts = StoredTexts(store, store.positions(ids), fields)
@@ -222,7 +222,7 @@ def clustering_features(
     clustering: ClusterConfig,
 ) -> np.ndarray:
     """What `clustering` runs on for the rows `ids`: the prompt embeddings, the response embeddings and the
-    prompts' lexical block, weighted (`selection.cluster.features_for`); the prompt texts are streamed from
+    prompts' lexical block, weighted (`paser.selection.cluster.features_for`); the prompt texts are streamed from
     the store. `config` is a `SelectConfig` or a `RunConfig`."""
     texts = None
     if clustering.lexical_weight > 0:
@@ -267,7 +267,7 @@ def effective_config(config: SelectConfig) -> SelectConfig:
 
 def check_cluster_rows(clustering: ClusterConfig, n_rows: int) -> None:
     """Before scoring: refuse clustering settings `n_rows` valid rows cannot satisfy (naming the key), and say
-    which ones clustering will clamp (`selection.cluster.settings_for_rows`; stats.json records them)."""
+    which ones clustering will clamp (`paser.selection.cluster.settings_for_rows`; stats.json records them)."""
     _, clamped = settings_for_rows(clustering, n_rows)
     for key, change in clamped.items():
         _log(f"clustering.{key}={change['asked']} is too large for {n_rows} rows: {change['used']} will be used")
@@ -347,9 +347,9 @@ def select_from(
 ) -> SelectOutput:
     """The second half: run `config.selection`'s strategy over the clustered rows of `scored.scores` (in that
     order, aligned with `embeddings` and `clustering.labels`) and write `selection.jsonl`, `stats.json`,
-    `dataset/` (the same rows as a `datasets` folder with its card: `pipelines.cards`) and, when
+    `dataset/` (the same rows as a `datasets` folder with its card: `paser.pipelines.cards`) and, when
     `write_tables`, `scores.parquet` and `clusters.parquet` to `out_dir`. `embedding_summary` is what
-    embedding them left in its shard folder (`selection.embed.read_embedding_summary`)."""
+    embedding them left in its shard folder (`paser.selection.embed.read_embedding_summary`)."""
     started = time.perf_counter()
     timings = dict(timings or {})
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -438,7 +438,7 @@ def run_select(config: SelectConfig) -> SelectOutput:
     Refuses (ValueError) a missing pruned model, a corpus with no valid row, a tokenizer mismatch between
     the models; an unknown strategy or clustering method (listing the known ones), a malformed budget and a
     CUDA device this torch cannot use are refused before anything is loaded, and so is an output folder that
-    another process holds (`pipelines.lock.FolderLockedError`).
+    another process holds (`paser.pipelines.lock.FolderLockedError`).
     """
     config = effective_config(config)
     out_dir = Path(config.out)
@@ -468,7 +468,7 @@ def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStor
     """Stream the source, validated, into `out_dir/corpus.parquet` (one row group in memory at a time), then
     hand its samples on as a sequence over that file (`StoredSamples`, nothing per row in memory); returns
     (corpus, store). The raw rows stay on disk until `selection_rows` reads the chosen ones. Refuses what
-    `selection.corpus.load_corpus` refuses."""
+    `paser.selection.corpus.load_corpus` refuses."""
     stats = CorpusStats()
     target = out_dir / "corpus.parquet"
     # Written beside the folder's store first: a folder scored for another corpus is refused before its store

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from paser.console import say
-from pipelines.select import write_json
-from selection.atomic import file_sha256
+from paser.pipelines.select import write_json
+from paser.selection.atomic import file_sha256
 
 MANIFEST_VERSION = 1
 
@@ -59,8 +59,8 @@ def source_identity(source: str) -> str:
 def model_identity(name: str) -> str:
     """A checkpoint's fingerprint (config, pruning record, weight files) for a local folder or alias; the hub id
     otherwise."""
-    from recovery.identity import checkpoint_identity
-    from recovery.models import resolve_model
+    from paser.recovery.identity import checkpoint_identity
+    from paser.recovery.models import resolve_model
 
     resolved = resolve_model(name)
     return checkpoint_identity(resolved) or f"hub:{resolved}"

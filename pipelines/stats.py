@@ -1,4 +1,4 @@
-"""Intervals for a sweep's numbers, as plain functions on arrays (`pipelines.uncertainty` applies them to a run).
+"""Intervals for a sweep's numbers, as plain functions on arrays (`paser.pipelines.uncertainty` applies them to a run).
 
 A recovered model's score varies with the seed (which rows are selected, how the clusters fall, the LoRA
 initialisation and data order) and with the test set (a finite sample of items: questions, held-out rows,

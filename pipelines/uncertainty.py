@@ -1,10 +1,10 @@
-"""results.json's `summary` and `versus_random` blocks: how sure a sweep's numbers are (`pipelines.stats`).
+"""results.json's `summary` and `versus_random` blocks: how sure a sweep's numbers are (`paser.pipelines.stats`).
 
 - `metric_summary`: per (strategy, budget, metric), the mean, sample sd and 95% t-interval of the mean over the
   seeds with a value: run-to-run variation only, the test items held fixed.
 - `versus_random`: per strategy other than random, budget and metric, the mean over seeds of (strategy −
   random), each seed paired with random's same seed, and a seeded percentile bootstrap interval. Where both
-  sides' evaluations kept per-item values (eval/items.npz, `recovery.items`) the bootstrap resamples seeds and
+  sides' evaluations kept per-item values (eval/items.npz, `paser.recovery.items`) the bootstrap resamples seeds and
   test items (`bootstrap` "seeds+items"; "items" with one seed); else seeds only ("seeds"; "none" with one
   seed and no items: no interval).
 
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.stats import CONFIDENCE, RESAMPLES, bootstrap_paired_difference, item_totals, t_interval
-from recovery.items import read_items
-from selection.strategies import strategy_with_role
+from paser.pipelines.stats import CONFIDENCE, RESAMPLES, bootstrap_paired_difference, item_totals, t_interval
+from paser.recovery.items import read_items
+from paser.selection.strategies import strategy_with_role
 
 # What every strategy is compared against (`random`): declared by the strategy's role.
 BASELINE_STRATEGY = strategy_with_role("baseline")
@@ -70,7 +70,7 @@ def metric_formula(metric: str, metrics: list[str]) -> MetricFormula | None:
 
 class ItemResamples:
     """Evaluations' metrics recomputed from their per-item values, under bootstrap draws of the items shared by
-    every evaluation of the same source and item count (`pipelines.stats.item_totals`, one call per source:
+    every evaluation of the same source and item count (`paser.pipelines.stats.item_totals`, one call per source:
     every evaluation a column)."""
 
     def __init__(self, eval_dirs: dict[str, Path], metrics: list[str], resamples: int, seed: int) -> None:
@@ -146,7 +146,7 @@ def _number(value: float) -> float | None:
 
 
 def metric_summary(results: dict[str, Any], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """The `summary` block of a results.json payload (`pipelines.run.collect_results`): {"confidence",
+    """The `summary` block of a results.json payload (`paser.pipelines.run.collect_results`): {"confidence",
     "interval", "rows": one per strategy × budget × metric, in that order, each {"strategy", "budget", "metric",
     "seeds" (seeds with a value), "mean", "sd", "lo", "hi"}} (None where undefined: sd, lo and hi with one seed)."""
     recorded = _recorded(results)

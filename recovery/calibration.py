@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from data.demo import demo_rows
-from data.paths import data_dir as resolve_data_dir
-from recovery.models import DEFAULT_SEQLEN
-from selection.atomic import file_sha256
-from selection.corpus import FILE_SUFFIXES, CorpusConfig, Sample, load_corpus
-from selection.formatting import build_prompt
+from paser.data.demo import demo_rows
+from paser.data.paths import data_dir as resolve_data_dir
+from paser.recovery.models import DEFAULT_SEQLEN
+from paser.selection.atomic import file_sha256
+from paser.selection.corpus import FILE_SUFFIXES, CorpusConfig, Sample, load_corpus
+from paser.selection.formatting import build_prompt
 
 DEFAULT_N_SAMPLES = 128
 DOCUMENT_SEPARATOR = "\n\n"
@@ -63,8 +63,9 @@ def load_calibration(
 
     `source` is `demo`, `wikitext2`, `c4`, a `.txt` file, or a corpus file (`.jsonl`, `.jsonl.gz`, `.json`,
     `.json.gz`, `.parquet`; Alpaca or chat rows). `seqlen=None` means min(2048, `max_length`), `max_length`
-    being the model's maximum positions (`recovery.models.max_positions(model.config)`; 2048 when not given).
-    `data_dir` is the data directory whose `eval/` folder is refused (default: `data.paths.data_dir()` when one exists).
+    being the model's maximum positions (`paser.recovery.models.max_positions(model.config)`; 2048 when not given).
+    `data_dir` is the data directory whose `eval/` folder is refused (default: `paser.data.paths.data_dir()` when
+    one exists).
 
     Returns `(input_ids, record)`: a `[n_samples, seqlen]` torch.long tensor, and the JSON-serialisable record
     for `pruning.json`: source, kind (`corpus`, `text`, `demo`, `hub`), n_samples, seqlen, seed,
@@ -147,7 +148,7 @@ def _file_documents(
             rows_used=len(documents),
             rows_skipped=dict(sorted(corpus.stats.skipped.items())),
             # 0-based row positions in the file of the rows the windows come from: what a pool drawn from
-            # the same file leaves out (`selection.corpus.CorpusConfig.exclude_rows`).
+            # the same file leaves out (`paser.selection.corpus.CorpusConfig.exclude_rows`).
             rows_used_positions=sorted(corpus.samples[index].source_index for index in used),
         )
     else:
@@ -229,7 +230,7 @@ def formatted_rows(samples: Sequence[Sample], tokenizer: Any) -> list[str]:
 
 def refuse_evaluation_text(path: Path, data_dir: str | os.PathLike[str] | None = None) -> None:
     """Refuse (ValueError) a path that is evaluation text: a WikiText-2 / PTB test file by name, or any file
-    under the data directory's `eval/` folder (`data_dir`, else `data.paths.data_dir()` when one exists).
+    under the data directory's `eval/` folder (`data_dir`, else `paser.data.paths.data_dir()` when one exists).
     Returns None for any other path."""
     resolved = path.expanduser().resolve()
     reason = None

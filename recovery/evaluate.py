@@ -3,7 +3,7 @@
 Perplexity follows the protocol of SparseGPT, Wanda and LLM-Pruner: the test split is joined into one
 text, tokenized once, cut into non-overlapping windows of `seqlen` tokens, and the perplexity is the
 exponential of the mean next-token NLL over every predicted token. The zero-shot tasks run in-process
-through lm-evaluation-harness (`recovery.zero_shot`). `response_nll` scores held-out rows on their response
+through lm-evaluation-harness (`paser.recovery.zero_shot`). `response_nll` scores held-out rows on their response
 tokens, the tokens and mask recovery training uses. `run_eval` is the entry point behind `paser eval`:
 it loads a model (and optionally a LoRA adapter), evaluates, and writes `metrics.json` and `metrics.md`.
 """
@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from data.paths import data_file
 from paser.console import say
-from recovery.items import ITEMS_FILE, split_items, write_items
-from recovery.models import default_seqlen, max_positions
-from recovery.versions import package_versions
-from recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, local_task_files, run_zero_shot
-from selection.atomic import write_atomic
-from selection.formatting import EncodedSample
+from paser.data.paths import data_file
+from paser.recovery.items import ITEMS_FILE, split_items, write_items
+from paser.recovery.models import default_seqlen, max_positions
+from paser.recovery.versions import package_versions
+from paser.recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, local_task_files, run_zero_shot
+from paser.selection.atomic import write_atomic
+from paser.selection.formatting import EncodedSample
 
 PPL_TASKS: tuple[str, ...] = ("wikitext2", "ptb")
 ALL_TASKS: tuple[str, ...] = PPL_TASKS + ZERO_SHOT_TASKS
@@ -231,7 +231,7 @@ def response_nll(model: Any, encoded: Sequence[EncodedSample], *, batch_size: in
 
     The held-out measure of recovery: same tokens and mask as training. Rows are batched with right padding;
     returns `{"nll", "ppl", "tokens", "rows", "items"}`, `items` being each row's `nll_sum` (nats over its
-    response tokens) and `tokens`, in the order of `encoded` (`recovery.items`). Refuses an empty row list.
+    response tokens) and `tokens`, in the order of `encoded` (`paser.recovery.items`). Refuses an empty row list.
     """
     if not encoded:
         raise ValueError("response_nll needs at least one row")
@@ -333,8 +333,8 @@ def evaluate_model(
     {"tasks": {name: record}, "limit", "seed", "source", "dtype", "device", "versions", "seqlen"}. A
     perplexity record is {"metrics": {"ppl", "mean_nll"}, "n": predicted tokens, "n_windows",
     "windows_available", "seqlen", "source": "local", "files", "seconds", "items": each window's `nll_sum` and
-    `tokens`}; a zero-shot record is what `recovery.zero_shot.run_zero_shot` returns for it (`items`: each
-    question's correctness). `write_results` keeps the items apart, in items.npz (`recovery.items`). `limit`
+    `tokens`}; a zero-shot record is what `paser.recovery.zero_shot.run_zero_shot` returns for it (`items`: each
+    question's correctness). `write_results` keeps the items apart, in items.npz (`paser.recovery.items`). `limit`
     caps windows for perplexity and examples for zero-shot tasks. Perplexity reads local files (the test splits
     in the data directory) whatever `source` says; `source` ("local" or "hub") applies to the zero-shot tasks.
     Every data file is checked before anything runs (`required_files`), so a missing one fails fast
@@ -414,7 +414,7 @@ def run_eval(
     model path (`ModelLoadError`), a missing adapter folder or data file (FileNotFoundError naming it), unknown
     tasks or sources, a limit or batch size below 1 and a CUDA device this torch cannot use (ValueError).
     """
-    from recovery.models import load_model, resolve_device
+    from paser.recovery.models import load_model, resolve_device
 
     resolve_device(device)
     _check_counts(limit, batch_size)
@@ -455,7 +455,7 @@ def result_label(record: dict[str, Any]) -> str:
 
 def write_results(record: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write `metrics.json` and `metrics.md` for one evaluation record into `out_dir`, each atomically, and its
-    per-item values (`items` of its tasks and held-out set) apart in `items.npz` (`recovery.items`), first, so
+    per-item values (`items` of its tasks and held-out set) apart in `items.npz` (`paser.recovery.items`), first, so
     that a metrics.json never sits beside the items of an older evaluation.
 
     Returns the paths of metrics.json and metrics.md.

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from recovery.models import decoder_layers
-from recovery.prune import register_pruner
-from recovery.sequential import check_calibration
+from paser.recovery.models import decoder_layers
+from paser.recovery.prune import register_pruner
+from paser.recovery.sequential import check_calibration
 
 # Config fields holding one entry per decoder block; filtered with the blocks.
 PER_LAYER_CONFIG_FIELDS = (
@@ -112,7 +112,7 @@ def layer_drop_prune(
 ) -> dict[str, Any]:
     """Drop the round(`target.drop` × n_layers) decoder blocks of lowest `block_influence` on `calibration`.
 
-    `target` is any object with a `drop` fraction in (0, 1) (e.g. `recovery.prune.PruneTarget`); the count uses
+    `target` is any object with a `drop` fraction in (0, 1) (e.g. `paser.recovery.prune.PruneTarget`); the count uses
     Python's `round` (half to even: 0.25 of 30 blocks drops 8, of 26 drops 6). `batch_size` is the number of
     calibration windows per forward in `block_influence`. Ties in influence drop the earlier block.
 

@@ -5,9 +5,9 @@ prunes the model in place and returns extra fields for the record written to `pr
 the target (`PruneTarget`: a sparsity, an N:M pattern, or a fraction of blocks to drop), the N:M helpers every
 weight pruner shares, and magnitude pruning (the baseline of the Wanda and SparseGPT papers: smallest |W|
 within each linear layer of the decoder, embeddings and lm_head kept). Wanda and SparseGPT live in
-`recovery.wanda` and `recovery.sparsegpt`, block removal in `recovery.layer_drop`, channel and head removal in
-`recovery.width`; they are imported on the first registry lookup, so importing this module stays cheap and free
-of import cycles. The zeros of a pruned checkpoint are its mask: nothing else is stored.
+`paser.recovery.wanda` and `paser.recovery.sparsegpt`, block removal in `paser.recovery.layer_drop`, channel and
+head removal in `paser.recovery.width`; they are imported on the first registry lookup, so importing this module
+stays cheap and free of import cycles. The zeros of a pruned checkpoint are its mask: nothing else is stored.
 """
 
 from __future__ import annotations
@@ -23,10 +23,15 @@ from typing import Any
 
 import torch
 
-from recovery.models import linear_sparsity, load_model, max_positions, prunable_linears, save_checkpoint
+from paser.recovery.models import linear_sparsity, load_model, max_positions, prunable_linears, save_checkpoint
 
 # Modules that register pruners when imported; loaded lazily by `_load_methods`.
-METHOD_MODULES = ("recovery.wanda", "recovery.sparsegpt", "recovery.layer_drop", "recovery.width")
+METHOD_MODULES = (
+    "paser.recovery.wanda",
+    "paser.recovery.sparsegpt",
+    "paser.recovery.layer_drop",
+    "paser.recovery.width",
+)
 
 Pruner = Callable[..., dict[str, Any]]
 
@@ -333,7 +338,7 @@ def prune_checkpoint(
     """Load `model_name` (fp32, on `device`, CPU by default), prune it and save it to `out_dir` with `pruning.json`.
 
     Calibration comes either as token ids (`calibration`, described by `calibration_record`) or is drawn here
-    from `calibration_source` (see `recovery.calibration.load_calibration`: a corpus or text file, `demo`,
+    from `calibration_source` (see `paser.recovery.calibration.load_calibration`: a corpus or text file, `demo`,
     `wikitext2`, `c4`): `calibration_samples` windows of `calibration_seqlen` tokens (default min(2048, the
     model's maximum)) chosen under `seed`. The record is `prune_model`'s plus `model` and `calibration` (where
     the windows came from, or None). Refuses, before the model loads, an unknown method, a method that needs
@@ -348,7 +353,7 @@ def prune_checkpoint(
         )
     model, tokenizer = load_model(model_name, dtype="fp32", device=device or "cpu")
     if calibration_source is not None:
-        from recovery.calibration import load_calibration
+        from paser.recovery.calibration import load_calibration
 
         calibration, calibration_record = load_calibration(
             calibration_source,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from selection.atomic import write_atomic
+from paser.selection.atomic import write_atomic
 
 CACHE_FORMAT = "paser.rejections"
 CACHE_FORMAT_VERSION = 1

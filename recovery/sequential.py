@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from recovery.models import decoder_layers
+from paser.recovery.models import decoder_layers
 
 
 class InputStatistic(Protocol):

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, nm_prune_mask, register_pruner
-from recovery.sequential import BlockLayers, prune_sequentially
+from paser.recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, nm_prune_mask, register_pruner
+from paser.recovery.sequential import BlockLayers, prune_sequentially
 
 
 class InputHessian:

@@ -1,7 +1,7 @@
 """Keeping a pruned model's zeros through LoRA recovery: capture the mask, re-apply it after the merge, report.
 
 A merged LoRA weight W + BA is dense, so an unstructured or N:M pruned model loses its sparsity at
-`merge_and_unload()`. The zeros of a pruned checkpoint are its mask (`recovery.prune` stores nothing else),
+`merge_and_unload()`. The zeros of a pruned checkpoint are its mask (`paser.recovery.prune` stores nothing else),
 so the mask is read from the weights before training (kept = weight != 0) and re-applied to the merged
 model. A layer-dropped or width-pruned (structured) model is dense and is merged as is. `sparsity_report` builds the
 `sparsity.json` record: per-layer zero fractions before training, after the merge and after re-masking,
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from recovery.evaluate import perplexity
-from recovery.models import linear_sparsity, prunable_linears
+from paser.recovery.evaluate import perplexity
+from paser.recovery.models import linear_sparsity, prunable_linears
 
 # A model with no pruning.json is re-masked when at least this fraction of its prunable weights is exactly
 # zero: trained dense weights hold (almost) no exact zeros, while any pruned model holds far more than 1%.
@@ -167,7 +167,7 @@ def sparsity_report(
 ) -> dict[str, Any]:
     """The `sparsity.json` payload of a recovery run.
 
-    Inputs are per-layer zero fractions (`recovery.prune.layer_sparsity`) before training, after the merge, and
+    Inputs are per-layer zero fractions (`paser.recovery.prune.layer_sparsity`) before training, after the merge, and
     after re-masking (None for a dense model that was not re-masked), `sizes` from `layer_sizes`, the
     `mask_policy` reason, the `apply_mask` counts, and the ppl effect (a `remask_ppl_effect` record or
     {"skipped": reason}; None only for a model that was not re-masked).
@@ -227,7 +227,7 @@ def remask_ppl_effect(
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Perplexity of the merged model on `text`, then `apply_mask`, then perplexity again.
 
-    Both runs use `recovery.evaluate.perplexity` on the first `windows` windows of `seqlen` tokens (small
+    Both runs use `paser.recovery.evaluate.perplexity` on the first `windows` windows of `seqlen` tokens (small
     defaults: this runs on CPU at the end of training). Returns ({"text": text_name, "windows": windows
     evaluated, "seqlen", "ppl_merged", "ppl_remasked"}, the `apply_mask` counts); the model ends re-masked.
     The mask is checked before the first perplexity run, so a bad mask fails fast. Refuses what `apply_mask`

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from selection.atomic import write_atomic
+from paser.selection.atomic import write_atomic
 
 # Tracker name -> the package it needs.
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
@@ -67,7 +67,7 @@ def wandb_offline() -> bool:
     """True when W&B cannot reach its server: `HF_HUB_OFFLINE` is set, or a connection to it does not open."""
     from huggingface_hub import constants
 
-    from recovery.models import hub_reachable
+    from paser.recovery.models import hub_reachable
 
     return bool(constants.HF_HUB_OFFLINE) or not hub_reachable(os.environ.get("WANDB_BASE_URL", WANDB_SERVER))
 

@@ -1,7 +1,7 @@
 """Recovery training: LoRA fine-tuning of a pruned model on the selected subset, with TRL and peft.
 
 This module is the loop every objective shares: read and tokenise the subset (`load_training_rows`), build the
-objective's trainer (`recovery.objectives`: `sft`, `dpo`, `sft+dpo`, `distill`, registered by name) with the
+objective's trainer (`paser.recovery.objectives`: `sft`, `dpo`, `sft+dpo`, `distill`, registered by name) with the
 LoRA adapter and the common TrainingArguments, train, save the adapter, merge it, restore the pruned zeros and
 write the records.
 
@@ -22,17 +22,17 @@ from typing import Any
 import torch
 
 from paser.console import say
-from recovery.evaluate import (
+from paser.recovery.evaluate import (
     load_ppl_text,
 )
-from recovery.models import choose_dtype, describe_model, load_model, resolve_device, save_checkpoint
-from recovery.objectives import Objective, PreparedTrainer, TrainingJob, get_objective
-from recovery.prune import layer_sparsity
-from recovery.tracking import logging_dir, tracker_names, tracking_environment, trainer_args
-from recovery.versions import package_versions
-from selection.atomic import write_atomic
-from selection.corpus import CorpusConfig, CorpusStats, Sample, load_corpus
-from selection.formatting import EncodedSample, encode_corpus
+from paser.recovery.models import choose_dtype, describe_model, load_model, resolve_device, save_checkpoint
+from paser.recovery.objectives import Objective, PreparedTrainer, TrainingJob, get_objective
+from paser.recovery.prune import layer_sparsity
+from paser.recovery.tracking import logging_dir, tracker_names, tracking_environment, trainer_args
+from paser.recovery.versions import package_versions
+from paser.selection.atomic import write_atomic
+from paser.selection.corpus import CorpusConfig, CorpusStats, Sample, load_corpus
+from paser.selection.formatting import EncodedSample, encode_corpus
 
 # The packages whose versions recovery.json records.
 TRAINING_PACKAGES = ("python", "paser", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
@@ -42,7 +42,7 @@ TRAINING_PACKAGES = ("python", "paser", "torch", "transformers", "peft", "trl", 
 class TrainConfig:
     """How to fine-tune: objective, LoRA shape, optimisation, formatting, DPO/distillation knobs, devices.
 
-    A field whose metadata has `"card": True` is listed in the recovered model's card (`recovery.card`).
+    A field whose metadata has `"card": True` is listed in the recovered model's card (`paser.recovery.card`).
     """
 
     objective: str = dataclasses.field(
@@ -390,8 +390,8 @@ class PrunedModel:
 
 def load_pruned(pruned: str, dtype: torch.dtype) -> PrunedModel:
     """Load the pruned model on the CPU in the training dtype (the Trainer moves it to its per-process device)
-    and take its mask when its sparsity is to be kept (`recovery.sparsity.mask_policy`)."""
-    from recovery import sparsity
+    and take its mask when its sparsity is to be kept (`paser.recovery.sparsity.mask_policy`)."""
+    from paser.recovery import sparsity
 
     model, tokenizer = load_model(pruned, dtype=_dtype_name(dtype), device="cpu")
     mask_needed, mask_reason = sparsity.mask_policy(Path(pruned) if Path(pruned).exists() else None, model)
@@ -409,7 +409,7 @@ def _merge_keeping_zeros(
     With a mask, the merged model's perplexity is measured before and after re-masking on the configured
     held-out text (or the skip reason is recorded), and every pruned position is checked to be zero again.
     """
-    from recovery import sparsity
+    from paser.recovery import sparsity
 
     tokenizer, mask = pruned.tokenizer, pruned.mask
     merged = peft_model.merge_and_unload().to("cpu")
@@ -551,7 +551,7 @@ def recover(
     tokenizer, and a subset without usable rows. The trackers of `config.report_to` log under `run_name` (default:
     the output folder's name) into `OUT/logs`. Returns what was written.
     """
-    from recovery.card import model_card
+    from paser.recovery.card import model_card
 
     config = config or TrainConfig()
     objective = get_objective(config.objective)

@@ -16,7 +16,7 @@ Which channels and groups go is decided by an importance score, lowest first:
   channels of its query heads, summed. Cross terms between channels are ignored. Minitron scores the
   activations alone; weighting them by the output weights they multiply makes a channel with large
   activations but near-zero outgoing weights cheap to remove, as it is. Computed layer by layer
-  (`recovery.sequential`): each block is scored on the outputs of the already-pruned blocks.
+  (`paser.recovery.sequential`): each block is scored on the outputs of the already-pruned blocks.
 - `taylor` (LLM-Pruner's first-order, element-wise Taylor term, summed over the group): the sum over every
   weight (and bias) of the channel or group, in all the projections it spans, of |w · ∂L/∂w|, L being the
   language-model loss over all calibration windows, computed once on the unpruned model (one backward per
@@ -42,10 +42,10 @@ from typing import Any
 
 import torch
 
-from recovery.models import decoder_layers, prunable_linears
-from recovery.prune import PruneTarget, register_pruner
-from recovery.sequential import BlockLayers, check_calibration, prune_sequentially
-from recovery.wanda import InputNorms
+from paser.recovery.models import decoder_layers, prunable_linears
+from paser.recovery.prune import PruneTarget, register_pruner
+from paser.recovery.sequential import BlockLayers, check_calibration, prune_sequentially
+from paser.recovery.wanda import InputNorms
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 IMPORTANCE_SCORES = ("activation", "taylor", "random")

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from data.paths import data_dir as resolve_data_dir
-from data.paths import data_file
-from recovery.tasks import LOCAL_TASK_PREFIX, TASKS_DIR
-from recovery.tasks.utils import TASK_FILES
+from paser.data.paths import data_dir as resolve_data_dir
+from paser.data.paths import data_file
+from paser.recovery.tasks import LOCAL_TASK_PREFIX, TASKS_DIR
+from paser.recovery.tasks.utils import TASK_FILES
 
 ZERO_SHOT_TASKS: tuple[str, ...] = (
     "boolq",
@@ -134,8 +134,8 @@ def run_zero_shot(
     WinoGrande; accuracies are fractions in [0, 1], stderr None where lm-eval gives none), `n` the number of items
     scored (the first `limit` of the task, or all), `source` the data source, `files` the local files read (empty
     for `hub`), `seconds` the wall time of the task, and `items` each question's acc (and acc_norm), in document
-    order, where lm-eval logged them (`recovery.items`). `on_result(task, record)` is called as each task finishes,
-    so a caller can report progress. The model is scored in eval mode and handed back in the
+    order, where lm-eval logged them (`paser.recovery.items`). `on_result(task, record)` is called as each task
+    finishes, so a caller can report progress. The model is scored in eval mode and handed back in the
     train/eval mode it came in. Refuses (ValueError) an empty task list, an unknown task or source and a limit below 1,
     and
     (FileNotFoundError naming it) a missing data directory or file, before any scoring starts.

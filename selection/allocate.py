@@ -100,7 +100,7 @@ def take_within_tokens(order: np.ndarray, row_tokens: np.ndarray, budget: TokenB
     """The rows a token budget buys, walking `order` (row positions, best first): rows are taken until the next
     one would take the total over `budget.tokens`, so the total is at most the budget. A row larger than the
     whole budget could never be taken: it is passed over rather than ending the walk. `row_tokens[i]` is row
-    i's tokens (`selection.strategies.row_tokens`).
+    i's tokens (`paser.selection.strategies.row_tokens`).
 
     Returns the taken positions (int64), in `order`'s order.
     """

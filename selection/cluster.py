@@ -32,9 +32,9 @@ import scipy.sparse
 from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
-from selection.embed import embed_texts
-from selection.features import cluster_features
-from selection.manifold import (
+from paser.selection.embed import embed_texts
+from paser.selection.features import cluster_features
+from paser.selection.manifold import (
     ROW_BLOCK,
     affinity_spectrum,
     check_embedding_rows,
@@ -589,7 +589,7 @@ def features_for(
     response_embeddings: np.ndarray | None = None,
     prompt_texts: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """What `config` clusters on: `selection.features.cluster_features` with its weights, LSA size and seed."""
+    """What `config` clusters on: `paser.selection.features.cluster_features` with its weights, LSA size and seed."""
     config = with_seed(config)
     return cluster_features(
         prompt_embeddings,

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yake
 
-from selection.shards import ShardStore
+from paser.selection.shards import ShardStore
 
 Concepts = tuple[str, ...]
 
@@ -101,7 +101,7 @@ class ConceptCache:
     under two ids is found once, an edited row is extracted again). Two different texts collide with
     probability about n² / 2¹²⁹ over n texts.
 
-    In memory, and in `folder` when one is given: a shard folder (`selection.shards.ShardStore`) whose
+    In memory, and in `folder` when one is given: a shard folder (`paser.selection.shards.ShardStore`) whose
     `meta.json` holds the extractor's settings and whose Parquet shards (digest, concepts) are added by
     `flush()`, `flush_rows` new texts at a time as `put` fills it. `bind(settings)` ties the cache to one
     extractor: the first call opens the folder (refusing one filled under other settings, naming the

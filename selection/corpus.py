@@ -221,7 +221,7 @@ class CorpusStats:
 class Corpus:
     """The valid samples of a source in source order, the counts of what was skipped, and the source.
 
-    `samples` is a list when read by `load_corpus`, or a `selection.store.StoredSamples` reading a corpus
+    `samples` is a list when read by `load_corpus`, or a `paser.selection.store.StoredSamples` reading a corpus
     store (what `paser select` and `paser run` use, so a large corpus is not held in memory)."""
 
     samples: Sequence[Sample]
@@ -237,7 +237,7 @@ def load_corpus(config: CorpusConfig) -> Corpus:
     `CorpusError`: a missing, unreadable or corrupt source (naming file and line where there is one), an
     unsupported format, a missing, non-str/int or repeated id when `id_field` is set, and a source with
     no valid row (naming the skip counts). For a corpus too large to hold as `Sample`s, stream it with
-    `iter_samples` (e.g. into `selection.store.write_corpus_store`).
+    `iter_samples` (e.g. into `paser.selection.store.write_corpus_store`).
     """
     stats = CorpusStats()
     samples = list(iter_samples(config, stats))
@@ -252,7 +252,7 @@ def iter_samples(config: CorpusConfig, stats: CorpusStats, *, keep_raw: bool = T
     not grow with the rows yielded, except for duplicate detection (one 16-byte content digest per valid
     row, see `content_digest`) and, when `config.id_field` is set, the id of every row (to refuse a
     repeat). With `keep_raw=False` a sample's `raw` is left empty (`{}`), for callers that re-read raw
-    rows later (from the source by `source_index`, or from a `selection.store.CorpusStore`).
+    rows later (from the source by `source_index`, or from a `paser.selection.store.CorpusStore`).
 
     Raises the same `CorpusError`s as `load_corpus`, when the offending row is reached; the refusal of a
     source with no valid row comes after its last row was read.

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from selection.formatting import EncodedSample
-from selection.shards import ShardStore, shard_bounds
+from paser.selection.formatting import EncodedSample
+from paser.selection.shards import ShardStore, shard_bounds
 
 LN2 = math.log(2.0)
 SHARD_FORMAT_VERSION = 1

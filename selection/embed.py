@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from selection.atomic import write_atomic
-from selection.shards import ShardStore, ids_hash, shard_bounds
+from paser.selection.atomic import write_atomic
+from paser.selection.shards import ShardStore, ids_hash, shard_bounds
 
 DEFAULT_EMBEDDER_NAMES = (None, "default", "all-MiniLM-L6-v2")
 LONG_TEXT_MODES = ("truncate", "chunks")
@@ -322,7 +322,7 @@ def embedding_fingerprint(
 
 
 def open_embedding_shards(folder: Path, fingerprint: dict[str, Any], *, overwrite: bool = False) -> ShardStore:
-    """The embedding shard folder for the inputs `fingerprint` describes (see `selection.shards.ShardStore`)."""
+    """The embedding shard folder for the inputs `fingerprint` describes (see `paser.selection.shards.ShardStore`)."""
     return ShardStore(folder, fingerprint, suffix=".npy", what="embeddings", overwrite=overwrite)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from selection.manifold import ROW_BLOCK, check_embedding_rows
+from paser.selection.manifold import ROW_BLOCK, check_embedding_rows
 
 
 def lexical_features(

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from selection.corpus import Sample
+from paser.selection.corpus import Sample
 
 TEMPLATES = ("auto", "alpaca", "chat")
 OVERFLOW_MODES = ("truncate", "skip")
@@ -383,7 +383,7 @@ def encode_corpus_cached(
     samples, tokenizer and settings reads the token ids back (seconds) instead of tokenising again (about
     3,000 rows/s on two cores: a quarter of an hour at 3M rows). Other inputs recompute and replace the cache.
     """
-    from selection.atomic import write_atomic
+    from paser.selection.atomic import write_atomic
 
     cache_dir = Path(cache_dir)
     key = {

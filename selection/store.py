@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from selection.atomic import write_atomic
-from selection.corpus import Sample, embed_text
+from paser.selection.atomic import write_atomic
+from paser.selection.corpus import Sample, embed_text
 
 # Written into the Parquet schema metadata, so a store is told apart from any other Parquet file.
 STORE_FORMAT_KEY = b"paser.corpus_store"
@@ -265,7 +265,7 @@ class CorpusStore:
     def iter_texts(
         self, fields: Sequence[str] = ("instruction", "input"), batch_rows: int = DEFAULT_BATCH_ROWS
     ) -> Iterator[list[str]]:
-        """The text of every row, joined from `fields` as `selection.corpus.embed_text` joins them, in lists
+        """The text of every row, joined from `fields` as `paser.selection.corpus.embed_text` joins them, in lists
         of at most `batch_rows` in row order: what the embedder reads, one block at a time."""
         fields = tuple(fields)
         for batch in self.iter_batches(columns=list(fields), batch_rows=batch_rows):
@@ -393,7 +393,7 @@ class StoredSamples(Sequence[Sample]):
 
 class StoredTexts(Sequence[str]):
     """The texts of the store's rows at `positions` (in that order), joined from `fields` as
-    `selection.corpus.embed_text` joins them: what the embedder reads, as a sequence over the file (slices
+    `paser.selection.corpus.embed_text` joins them: what the embedder reads, as a sequence over the file (slices
     read only their rows' row groups; iteration goes `block_rows` positions at a time), so the texts of a
     3M-row corpus are never all in memory. Refuses (StoreError) a position outside the store."""
 

@@ -21,15 +21,15 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from selection.allocate import TokenBudget, allocate_budget, take_within_tokens
-from selection.consistency import (
+from paser.selection.allocate import TokenBudget, allocate_budget, take_within_tokens
+from paser.selection.consistency import (
     ConceptCache,
     ConceptConsistencyGraph,
     ConceptExtractor,
     PrefetchedConcepts,
     SerialConcepts,
 )
-from selection.prioritize import COST_KINDS, efficiency_score, rank_within_cluster, sample_cost
+from paser.selection.prioritize import COST_KINDS, efficiency_score, rank_within_cluster, sample_cost
 
 BASE_COLUMNS = ("id", "cluster", "cds", "prompt_tokens", "response_tokens", "nll_original", "nll_pruned")
 CLUSTER_COLUMNS = ("cluster", "size", "mean_cds", "budget", "selected", "ccg_rejected")
@@ -98,7 +98,7 @@ class Strategy(Protocol):
 def row_tokens(table: pd.DataFrame) -> np.ndarray:
     """Each row's training tokens, what a token budget counts: `prompt_tokens + response_tokens` as the scorer
     counted them (SFT forwards both; the loss is on the response). Returns int64; refuses what
-    `selection.prioritize.sample_cost` refuses."""
+    `paser.selection.prioritize.sample_cost` refuses."""
     return sample_cost(table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy(), "linear").astype(
         np.int64
     )
@@ -197,7 +197,7 @@ class PaserStrategy:
     `budget` in `clusters` is then each cluster's first share in tokens, `selected_tokens` what it took, and
     `rows_reallocated` is `tokens_reallocated`.
 
-    Concepts (see `selection.consistency`): with `concept_workers` = 0 they are extracted in this process
+    Concepts (see `paser.selection.consistency`): with `concept_workers` = 0 they are extracted in this process
     for exactly the rows offered, when offered. Otherwise `concept_workers` processes (None: os.cpu_count())
     extract them ahead of the walk, in tasks of `concept_batch_rows` rows, for the next
     `concept_prefetch_rows` rows the walk is expected to offer (each cluster's remaining quota divided by the
@@ -674,7 +674,7 @@ class DegradationSampledStrategy:
 
     - allocation ∝ cluster size × cluster mean CDS (`allocation="size_cds"`; PASER's is ∝ mean CDS alone,
       which is near-uniform over clusters when the CDS means are close, so small clusters are over-sampled
-      and the subset's mix departs from the pool's), water-filled as paser's (`selection.allocate`);
+      and the subset's mix departs from the pool's), water-filled as paser's (`paser.selection.allocate`);
       `allocation="size"` is proportional (stratified) sampling;
     - inside each cluster, a seeded weighted draw without replacement with probability ∝ CDS^`power`
       (Efraimidis–Spirakis keys `u^(1/w)`), in place of the top of the IES ranking, which favours short
@@ -933,7 +933,7 @@ def _n_table_clusters(table: pd.DataFrame) -> int:
 
 
 def _kmeans_labels(inputs: SelectionInputs, n_clusters: int) -> np.ndarray:
-    """k-means labels for the rows, from `selection.cluster.kmeans_cluster` on `inputs.embeddings`."""
+    """k-means labels for the rows, from `paser.selection.cluster.kmeans_cluster` on `inputs.embeddings`."""
     if inputs.embeddings is None:
         raise ValueError("k-means clustering needs inputs.embeddings (N × d, aligned with the table)")
     if len(inputs.embeddings) != len(inputs.table):
@@ -941,7 +941,7 @@ def _kmeans_labels(inputs: SelectionInputs, n_clusters: int) -> np.ndarray:
             f"inputs.embeddings has {len(inputs.embeddings)} rows but inputs.table has {len(inputs.table)}"
         )
     # Imported here: the clustering module pulls in scikit-learn, which most strategies never need.
-    from selection.cluster import kmeans_cluster
+    from paser.selection.cluster import kmeans_cluster
 
     return np.asarray(kmeans_cluster(inputs.embeddings, n_clusters, inputs.seed))
 

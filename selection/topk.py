@@ -1,6 +1,6 @@
 """Top-k degradation scoring: CDS when the original and the pruned model cannot share a device.
 
-Exact scoring (`selection.degradation.score_degradation`) runs both models side by side. Here each model runs
+Exact scoring (`paser.selection.degradation.score_degradation`) runs both models side by side. Here each model runs
 alone, in two passes over the same shards, batches and chunks:
 
 1. `cache_original_topk` runs only the original model and stores, per response position, its k most likely
@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from selection.degradation import (
+from paser.selection.degradation import (
     LN2,
     UNCONDITIONED_COLUMN,
     DegradationConfig,
@@ -80,8 +80,8 @@ from selection.degradation import (
     shard_rows,
     write_score_shard,
 )
-from selection.formatting import EncodedSample
-from selection.shards import ShardStore
+from paser.selection.formatting import EncodedSample
+from paser.selection.shards import ShardStore
 
 TOPK_FORMAT_VERSION = 1
 CACHE_CONTENTS = "original model top-k log-probs"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selection.corpus import Sample
+from paser.selection.corpus import Sample
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -160,7 +160,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> 
 @pytest.fixture
 def tiny_model(tiny_model_dir: Path, single_torch_thread) -> torch.nn.Module:
     """A fresh fp32 copy of the tiny model per test (pruning and training change it in place), in eval mode."""
-    from recovery.models import load_model
+    from paser.recovery.models import load_model
 
     model, _ = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
     return model

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import paser
-from data.demo import demo_rows
+from paser.data.demo import demo_rows
 from tests.pipelines.fake_run import build_fake_run
 
 
@@ -78,7 +78,7 @@ def test_the_dataset_card_has_a_yaml_header_and_the_cluster_table(selected):
 def test_select_takes_a_config_object_and_a_rerun_replaces_the_dataset(selected):
     from datasets import load_from_disk
 
-    from pipelines.config import SelectConfig, build_config
+    from paser.pipelines.config import SelectConfig, build_config
 
     config = build_config(SelectConfig, selected.stats["config"])
     again = paser.select(config, {"selection.budget": 5})
@@ -92,7 +92,7 @@ def test_load_run_reads_a_run_folder(tmp_path):
 
 
 def test_unknown_select_key_is_refused_naming_it(tmp_path):
-    from pipelines.config import ConfigError
+    from paser.pipelines.config import ConfigError
 
     with pytest.raises(ConfigError, match="nope"):
         paser.select(None, {"selection.nope": 1})

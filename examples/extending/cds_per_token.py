@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from selection.allocate import TokenBudget, take_within_tokens
-from selection.strategies import SelectionInputs, SelectionResult, register_strategy, row_tokens
+from paser.selection.allocate import TokenBudget, take_within_tokens
+from paser.selection.strategies import SelectionInputs, SelectionResult, register_strategy, row_tokens
 
 
 @register_strategy("cds_per_token")

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from recovery.models import prunable_linears
-from recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, register_pruner
+from paser.recovery.models import prunable_linears
+from paser.recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, register_pruner
 
 
 @register_pruner("random_unstructured", default_target=HALF_OF_THE_WEIGHTS)

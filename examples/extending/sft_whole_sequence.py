@@ -7,8 +7,8 @@ sft_whole_sequence`, or `recovery: {objective: sft_whole_sequence}` in a `paser 
 
 from __future__ import annotations
 
-from recovery.objectives import PreparedTrainer, TrainingJob, register_objective
-from recovery.objectives.sft import sampling_args
+from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.recovery.objectives.sft import sampling_args
 
 
 @register_objective("sft_whole_sequence", default_learning_rate=2e-4)

@@ -2,7 +2,7 @@
 
 An objective is a function `prepare(job: TrainingJob) -> PreparedTrainer` registered with `register_objective`,
 which declares its default learning rate, the default weight of its response-NLL term (`TrainConfig.sft_weight`
-unset) and whether it needs the original model. `recovery.train.recover` looks the objective up by
+unset) and whether it needs the original model. `paser.recovery.train.recover` looks the objective up by
 `TrainConfig.objective` and runs the shared loop around its trainer: rows, LoRA, training, merge, re-masking,
 records. Every module of this package is imported on the first lookup, so an objective is one file here; the
 built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.train import TrainConfig, TrainingRows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,9 +28,9 @@ class TrainingJob:
 
     `model`: the pruned model, on the CPU in the training dtype (the Trainer moves it to its device);
     `trainer_args`: the TrainingArguments every objective's TRL config takes (batch, schedule, precision,
-    trackers: `recovery.train._trl_common_args`); `original`: the original model's name or folder, or None;
+    trackers: `paser.recovery.train._trl_common_args`); `original`: the original model's name or folder, or None;
     `state`: accelerate's `PartialState`; `device`: "cpu" or "cuda"; `dtype`: the training dtype's name as
-    `recovery.models.load_model` takes it ("float32", "bfloat16", ...).
+    `paser.recovery.models.load_model` takes it ("float32", "bfloat16", ...).
     """
 
     model: Any

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from recovery.models import describe_model, load_model
-from recovery.objectives import PreparedTrainer, TrainingJob, register_objective
-from recovery.objectives.sft import sampling_args, sft_dataset
-from selection.formatting import check_same_tokenizer
+from paser.recovery.models import describe_model, load_model
+from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.recovery.objectives.sft import sampling_args, sft_dataset
+from paser.selection.formatting import check_same_tokenizer
 
 if TYPE_CHECKING:
-    from recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.train import TrainConfig, TrainingRows
 
 
 def build_distill_trainer(

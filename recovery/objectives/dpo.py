@@ -1,7 +1,7 @@
 """`dpo` and `sft+dpo`: TRL's `DPOTrainer` on pairs chosen = the corpus response, rejected = the pruned model's
 own greedy answer to the same prompt.
 
-The rejected answers are generated once and cached in `OUT/rejections.jsonl` (`recovery.rejections`). The
+The rejected answers are generated once and cached in `OUT/rejections.jsonl` (`paser.recovery.rejections`). The
 reference model is the pruned model itself: peft's adapter disabled, so no second copy is held. Pairs whose
 rejected answer equals the chosen one teach nothing and are dropped and counted. `sft+dpo` adds TRL's `sft`
 loss (NLL of the chosen response) to the sigmoid loss, weighted by `sft_weight` (default 1); `dpo` adds it only
@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from recovery.identity import checkpoint_identity
-from recovery.models import linear_sparsity
-from recovery.objectives import PreparedTrainer, TrainingJob, register_objective
-from recovery.versions import package_versions
-from selection.formatting import build_prompt
+from paser.recovery.identity import checkpoint_identity
+from paser.recovery.models import linear_sparsity
+from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.recovery.versions import package_versions
+from paser.selection.formatting import build_prompt
 
 if TYPE_CHECKING:
-    from recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.train import TrainConfig, TrainingRows
 
 # Drop reason counted in recovery.json.
 REJECTED_EQUALS_CHOSEN = "rejected_equals_chosen"
@@ -84,7 +84,7 @@ def rejected_answers(job: TrainingJob) -> tuple[dict[str, str], dict[str, Any]]:
     model's identity and sparsity, the generation settings, the paser version) matches; under `accelerate
     launch` the main process generates and the others read the cache.
     """
-    from recovery.rejections import greedy_answers
+    from paser.recovery.rejections import greedy_answers
 
     model, config = job.model, job.config
     prompts = [(row.id, row.input_ids[: row.prompt_length]) for row in job.rows.encoded]

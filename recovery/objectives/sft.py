@@ -1,6 +1,6 @@
 """`sft`: supervised fine-tuning with TRL's `SFTTrainer` and the LoRA adapter, loss on the response tokens only.
 
-Rows are tokenised by `selection.formatting.encode_corpus` (`recovery.train.load_training_rows`), exactly as
+Rows are tokenised by `paser.selection.formatting.encode_corpus` (`paser.recovery.train.load_training_rows`), exactly as
 degradation scoring tokenised them, and handed to TRL pre-tokenised with `labels = -100` on every prompt token,
 so the loss mask is the scorer's response span by construction (no `completion_only_loss` /
 `assistant_only_loss` guessing from text).
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from recovery.objectives import PreparedTrainer, TrainingJob, register_objective
-from selection.formatting import EncodedSample
+from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.selection.formatting import EncodedSample
 
 if TYPE_CHECKING:
-    from recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.train import TrainConfig, TrainingRows
 
 
 def sft_dataset(encoded: Sequence[EncodedSample]) -> Any:

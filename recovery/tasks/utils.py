@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data.paths import data_file
+from paser.data.paths import data_file
 
 # Paths relative to the data directory, in the order each loader reads them.
 TASK_FILES: dict[str, tuple[str, ...]] = {

@@ -1,7 +1,7 @@
 import json
 from collections import Counter
 
-from data.demo import SKILLS, demo_rows, write_demo_corpus
+from paser.data.demo import SKILLS, demo_rows, write_demo_corpus
 
 
 def test_demo_corpus_has_every_skill_equally():

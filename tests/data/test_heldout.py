@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from data.heldout import HELDOUT_BUILDERS, heldout_rows, heldout_source, main, write_heldout
-from data.paths import data_file
-from selection.corpus import CorpusConfig, load_corpus
+from paser.data.heldout import HELDOUT_BUILDERS, heldout_rows, heldout_source, main, write_heldout
+from paser.data.paths import data_file
+from paser.selection.corpus import CorpusConfig, load_corpus
 
 CATEGORIES = {"Sentiment": 10, "Summarization": 6, "Topic Classification": 2}
 
@@ -73,7 +73,7 @@ def test_unknown_set_and_bad_output_are_refused(tmp_path):
 
 
 def test_cli_writes_the_set_and_says_where(tmp_path, capsys):
-    from pipelines.cli import main as paser
+    from paser.pipelines.cli import main as paser
 
     data_dir = _planted_data_dir(tmp_path / "data")
     out = tmp_path / "gsm8k.jsonl"

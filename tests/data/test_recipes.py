@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from data.paths import data_file
-from data.recipes import RECIPES, get_recipe, main, prepare_corpus
-from selection.corpus import CorpusConfig, CorpusError, load_corpus
+from paser.data.paths import data_file
+from paser.data.recipes import RECIPES, get_recipe, main, prepare_corpus
+from paser.selection.corpus import CorpusConfig, CorpusError, load_corpus
 
 # Per recipe: source rows in that dataset's own shape (good and bad), the rows the recipe must write,
 # and the skips / flags it must count (reason -> source lines, 1-based as in the JSONL fixture).

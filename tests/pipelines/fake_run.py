@@ -12,7 +12,7 @@ With `labelled=True` each raw row also carries a `category` (`row_category`: the
 cluster 0 and beta for clusters 1 and 2, except gamma on every fifth row) and a `dataset` (set0 / set1 by the
 row's parity), as labelled instruction pools do.
 
-Every finished evaluation keeps per-item values (eval/items.npz, `recovery.items`) that give back its metrics
+Every finished evaluation keeps per-item values (eval/items.npz, `paser.recovery.items`) that give back its metrics
 exactly (`item_values`): 4 WikiText-2 windows of 31 tokens, 50 BoolQ and 50 PIQA questions (the first
 acc × 50 of a fixed order of the questions right), 6 held-out rows of 20 response tokens. Every combo's
 recovery.json trains its selected rows for 2 epochs at 10 prompt + 30 response tokens a row, in
@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipelines.results import combo_name
-from recovery.items import ITEMS_FILE
-from selection.corpus import Sample
-from selection.store import write_corpus_store
+from paser.pipelines.results import combo_name
+from paser.recovery.items import ITEMS_FILE
+from paser.selection.corpus import Sample
+from paser.selection.store import write_corpus_store
 
 N_ROWS = 60
 HELDOUT_ROWS = range(54, 60)
@@ -81,7 +81,7 @@ def train_seconds(rows: int) -> float:
 
 
 def item_values(values: dict[str, float]) -> dict[str, np.ndarray]:
-    """Per-item arrays (`recovery.items` names) whose sums give back `values`' wikitext2_ppl, boolq_acc,
+    """Per-item arrays (`paser.recovery.items` names) whose sums give back `values`' wikitext2_ppl, boolq_acc,
     piqa_acc and heldout_nll."""
     windows = np.array([-0.03, -0.01, 0.01, 0.03]) + math.log(values["wikitext2_ppl"])
     rows = np.array([-0.15, -0.1, -0.05, 0.05, 0.1, 0.15]) + values["heldout_nll"]

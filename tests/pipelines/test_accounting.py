@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipelines.accounting import combo_compute, shared_cost
+from paser.pipelines.accounting import combo_compute, shared_cost
 from tests.pipelines.fake_run import build_fake_run
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from pipelines.cards import card_header, cluster_table_markdown, size_category, source_license
+from paser.pipelines.cards import card_header, cluster_table_markdown, size_category, source_license
 
 
 def test_size_category_uses_the_hubs_buckets():

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from pipelines.cli import main
+from paser.pipelines.cli import main
 
 
 def test_prune_command_writes_a_checkpoint_with_its_record(tiny_model_dir, tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_run_without_config_is_the_builtin_demo(tmp_path, capsys):
 
 
 def _shared_data_or_skip():
-    from data.paths import data_dir
+    from paser.data.paths import data_dir
 
     try:
         return data_dir()
@@ -209,7 +209,7 @@ def test_an_out_that_cannot_be_written_is_refused_in_one_line(
     def refuse(rows, path, **options):  # what writing into a read-only folder raises, even as root
         raise OSError(code, os.strerror(code), str(path.parent / f".{path.name}-host-1-x.tmp"))
 
-    monkeypatch.setattr("pipelines.select.write_corpus_store", refuse)
+    monkeypatch.setattr("paser.pipelines.select.write_corpus_store", refuse)
     assert main(_select_argv(tiny_model_dir, tmp_path, out)) == 2
     assert _one_line_refusal(capsys) == "paser select: error: " + message.format(out=out)
 
@@ -232,7 +232,9 @@ def test_cuda_on_a_torch_without_cuda_is_refused_before_loading(tiny_model_dir, 
         "eval": ["eval", "--model", str(tiny_model_dir), "--tasks", "wikitext2"],
         "prune": ["prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")],
     }[command]
-    monkeypatch.setattr("pipelines.select.score_stage", lambda *args: pytest.fail("scored on a device it refuses"))
+    monkeypatch.setattr(
+        "paser.pipelines.select.score_stage", lambda *args: pytest.fail("scored on a device it refuses")
+    )
     assert main([*argv, "--device", "cuda"]) == 2
     assert _one_line_refusal(capsys) == (
         f"paser {command}: error: device 'cuda' cannot be used: this torch ({torch.__version__}) is built without "
@@ -243,7 +245,7 @@ def test_cuda_on_a_torch_without_cuda_is_refused_before_loading(tiny_model_dir, 
 @pytest.mark.parametrize("offline", [True, False])
 def test_a_hub_model_that_cannot_be_reached_is_refused_at_once(tmp_path, capsys, monkeypatch, offline):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", offline)
-    monkeypatch.setattr("recovery.models.hub_reachable", lambda endpoint: False)
+    monkeypatch.setattr("paser.recovery.models.hub_reachable", lambda endpoint: False)
     started = time.perf_counter()
     assert main(["prune", "--model", "paser-tests/no-such-model", "--out", str(tmp_path / "out")]) == 2
     assert time.perf_counter() - started < 10  # no download retries
@@ -289,9 +291,9 @@ def test_a_config_file_that_is_not_yaml_is_refused_naming_the_file_and_line(tmp_
 def test_a_select_on_a_folder_another_process_holds_is_refused_before_any_model_loads(
     tiny_model_dir, tmp_path, capsys, monkeypatch
 ):
-    from pipelines.lock import folder_lock
+    from paser.pipelines.lock import folder_lock
 
-    monkeypatch.setattr("pipelines.engines.load_model", lambda *args: pytest.fail("loaded a model"))
+    monkeypatch.setattr("paser.pipelines.engines.load_model", lambda *args: pytest.fail("loaded a model"))
     out = tmp_path / "out"
     out.mkdir()
     with folder_lock(out, "select"):
@@ -313,7 +315,7 @@ def test_a_select_takes_over_the_lock_of_a_dead_process(tiny_model_dir, tmp_path
     def score_stage(config, work_dir):
         raise ValueError(f"scoring under the lock of {json.loads((work_dir / '.lock').read_text())['pid']}")
 
-    monkeypatch.setattr("pipelines.select.score_stage", score_stage)
+    monkeypatch.setattr("paser.pipelines.select.score_stage", score_stage)
     assert main(_select_argv(tiny_model_dir, tmp_path, out)) == 2
     assert _one_line_refusal(capsys) == f"paser select: error: scoring under the lock of {os.getpid()}"
 
@@ -321,8 +323,8 @@ def test_a_select_takes_over_the_lock_of_a_dead_process(tiny_model_dir, tmp_path
 def test_recover_flags_are_generated_from_the_train_config_fields():
     import dataclasses
 
-    from pipelines.cli import build_parser
-    from recovery.train import TrainConfig
+    from paser.pipelines.cli import build_parser
+    from paser.recovery.train import TrainConfig
 
     args = build_parser().parse_args(
         [

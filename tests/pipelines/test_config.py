@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, SelectConfig, apply_override, config_to_dict, load_config
+from paser.pipelines.config import ConfigError, SelectConfig, apply_override, config_to_dict, load_config
 
 SHIPPED_CONFIGS = sorted((Path(__file__).parents[2] / "pipelines" / "configs").glob("*.yaml"))
 
@@ -98,7 +98,7 @@ def test_an_unknown_long_text_mode_names_the_key_and_the_known_modes():
     ],
 )
 def test_select_flags_reach_the_config_verbatim(flags, key, expected):
-    from pipelines.cli import build_parser, select_config
+    from paser.pipelines.cli import build_parser, select_config
 
     config = select_config(build_parser().parse_args(["select", "--pruned", "p", "--corpus", "c.jsonl", *flags]))
     value = config
@@ -115,7 +115,7 @@ def test_set_values_are_yaml_with_scientific_numbers_and_bad_yaml_is_one_error()
 
 
 def test_set_overrides_win_over_flags():
-    from pipelines.cli import build_parser, select_config
+    from paser.pipelines.cli import build_parser, select_config
 
     args = build_parser().parse_args(
         ["select", "--pruned", "p", "--corpus", "c.jsonl", "--seed", "3", "--set", "selection.seed=4"]

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.cli import main
-from pipelines.config import config_to_dict, load_config
-from pipelines.run import RunConfig
+from paser.pipelines.cli import main
+from paser.pipelines.config import config_to_dict, load_config
+from paser.pipelines.run import RunConfig
 from tests.pipelines.test_run import tiny_overrides
 
 KILLS = int(os.environ.get("PASER_TEST_KILLS", "20"))
@@ -67,14 +67,14 @@ def _stray_files(folder: Path) -> list[str]:
 def test_a_full_disk_while_writing_shards_is_one_line_and_a_rerun_takes_nothing_half_written_as_done(
     tiny_model_dir, perturbed_model_dir, tmp_path, capsys, monkeypatch
 ):
-    import selection.shards
+    from paser.selection import shards
 
     corpus = _corpus(tmp_path)
     clean = tmp_path / "clean"
     assert main(_select_argv(corpus, tiny_model_dir, perturbed_model_dir, clean)) == 0
     capsys.readouterr()
 
-    real_write_atomic = selection.shards.write_atomic
+    real_write_atomic = shards.write_atomic
     writes = []
 
     def filling_disk(path, write):
@@ -90,7 +90,7 @@ def test_a_full_disk_while_writing_shards_is_one_line_and_a_rerun_takes_nothing_
             writes.append(path)
         return real_write_atomic(path, write)
 
-    monkeypatch.setattr(selection.shards, "write_atomic", filling_disk)
+    monkeypatch.setattr(shards, "write_atomic", filling_disk)
     out = tmp_path / "full"
     assert main(_select_argv(corpus, tiny_model_dir, perturbed_model_dir, out)) == 2
     stderr = capsys.readouterr().err
@@ -101,7 +101,7 @@ def test_a_full_disk_while_writing_shards_is_one_line_and_a_rerun_takes_nothing_
     shard_dir = out / "score_shards"
     assert len(list(shard_dir.glob("*.parquet"))) == 2  # the two whole shards, and no half one
 
-    monkeypatch.setattr(selection.shards, "write_atomic", real_write_atomic)
+    monkeypatch.setattr(shards, "write_atomic", real_write_atomic)
     assert main(_select_argv(corpus, tiny_model_dir, perturbed_model_dir, out)) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"), pd.read_parquet(clean / "scores.parquet"))
     assert (out / "selection.jsonl").read_bytes() == (clean / "selection.jsonl").read_bytes()
@@ -120,7 +120,7 @@ def _run_command(root: Path, original: Path, pruned: Path, out: Path) -> list[st
         overrides = [*tiny_overrides(root, original, pruned, budgets=[8]), "selection.strategies=[paser]"]
         config = config_to_dict(load_config(RunConfig, None, overrides))
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return [sys.executable, "-m", "pipelines.cli", "run", str(config_path), "--out", str(out)]
+    return [sys.executable, "-m", "paser.pipelines.cli", "run", str(config_path), "--out", str(out)]
 
 
 def _finish(command: list[str], env: dict[str, str]) -> None:

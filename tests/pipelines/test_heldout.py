@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from pipelines.config import ConfigError, load_config
-from pipelines.heldout import (
+from paser.pipelines.config import ConfigError, load_config
+from paser.pipelines.heldout import (
     HeldoutSet,
     category_metric_names,
     category_slug,
@@ -16,7 +16,7 @@ from pipelines.heldout import (
     heldout_nll,
     parse_heldout,
 )
-from pipelines.run import RunConfig
+from paser.pipelines.run import RunConfig
 
 BASE = ["corpus.path=x.jsonl", "models.pruned=p"]
 
@@ -131,8 +131,8 @@ def _labelled_file(path, tiny_samples, categories):
 def test_per_category_nll_is_each_category_alone_and_the_total_their_token_weighted_mean(
     tiny_model, tiny_tokenizer, tiny_samples, tmp_path
 ):
-    from recovery.evaluate import response_nll
-    from recovery.train import TrainConfig, load_training_rows
+    from paser.recovery.evaluate import response_nll
+    from paser.recovery.train import TrainConfig, load_training_rows
 
     training = TrainConfig(max_length=96, show_progress=False)
     # A JSON array, read like any corpus file.
@@ -150,7 +150,7 @@ def test_per_category_nll_is_each_category_alone_and_the_total_their_token_weigh
 
 
 def test_an_unlabelled_set_has_no_categories(tiny_model, tiny_tokenizer, tiny_samples, tmp_path):
-    from recovery.train import TrainConfig
+    from paser.recovery.train import TrainConfig
 
     path = _labelled_file(tmp_path / "plain.json", tiny_samples, [None])
     result = heldout_nll(
@@ -160,7 +160,7 @@ def test_an_unlabelled_set_has_no_categories(tiny_model, tiny_tokenizer, tiny_sa
 
 
 def test_two_categories_with_one_slug_are_refused(tiny_model, tiny_tokenizer, tiny_samples, tmp_path):
-    from recovery.train import TrainConfig
+    from paser.recovery.train import TrainConfig
 
     path = _labelled_file(tmp_path / "clash.json", tiny_samples, ["Closed QA", "closed-qa"])
     with pytest.raises(ValueError, match="closed_qa"):

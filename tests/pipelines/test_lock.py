@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.lock import FolderLockedError, folder_lock
+from paser.pipelines.lock import FolderLockedError, folder_lock
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 HOLD_THE_LOCK = """
 import sys, time
-from pipelines.lock import folder_lock
+from paser.pipelines.lock import folder_lock
 with folder_lock(sys.argv[1], "select"):
     print("held", flush=True)
     time.sleep(60)

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import SelectConfig, load_config
-from pipelines.select import run_select
+from paser.pipelines.config import SelectConfig, load_config
+from paser.pipelines.select import run_select
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-from pipelines import ray_engine  # noqa: E402
-from pipelines.ray_engine import RayConfig  # noqa: E402
+from paser.pipelines import ray_engine  # noqa: E402
+from paser.pipelines.ray_engine import RayConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
-    from data.demo import demo_rows
+    from paser.data.demo import demo_rows
 
     path = tmp_path_factory.mktemp("ray_corpus") / "rows.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in demo_rows(rows_per_skill=6)) + "\n")
@@ -115,7 +115,7 @@ def test_ray_embeds_long_texts_in_chunks_as_the_local_engine(ray_cluster, tmp_pa
     """`embedding.long_text=chunks` on either engine: the same embeddings, token counts and summary."""
     import torch
 
-    from selection.embed import embed_in_shards
+    from paser.selection.embed import embed_in_shards
 
     long = " ".join(["The committee reconsidered its stance on the unaffable proposal, then voted again."] * 36)
     texts = ["Give three tips for staying healthy.", long, "What is the capital of Australia?", long[:1500], ""]
@@ -165,9 +165,9 @@ def test_ray_resumes_a_local_run_without_recomputing(both_runs, corpus_file, tin
 
 KILLED_JOB = """
 import os, signal, sys
-from pipelines import ray_engine
-from pipelines.config import SelectConfig, load_config
-from pipelines.select import run_select
+from paser.pipelines import ray_engine
+from paser.pipelines.config import SelectConfig, load_config
+from paser.pipelines.select import run_select
 
 written = []
 real_write = ray_engine.write_score_shard

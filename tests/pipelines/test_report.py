@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pipelines.report import format_results, write_report
-from pipelines.results import RunError, load_run
+from paser.pipelines.report import format_results, write_report
+from paser.pipelines.results import RunError, load_run
 from tests.pipelines.conftest import NOTEBOOK, execute_notebook
 from tests.pipelines.fake_run import build_fake_run, paser_selection
 
@@ -428,8 +428,8 @@ def test_report_shows_what_each_strategy_picks(report):
 def test_a_comparison_without_a_verdict_is_shown_as_missing(run_dir, monkeypatch):
     # Per-category metrics have no per-item values to resample: their verdict is None in results.json, which
     # pandas turns into NaN beside the text verdicts of the other rows.
-    from pipelines.report import MISSING, build_report
-    from pipelines.results import RunResults
+    from paser.pipelines.report import MISSING, build_report
+    from paser.pipelines.results import RunResults
 
     real = RunResults.versus_random
 

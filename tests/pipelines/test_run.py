@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from data.demo import write_demo_corpus
-from pipelines.config import ConfigError, load_config
-from pipelines.run import Combo, RunConfig, combos, gap_recovered, load_run_config, run
-from recovery.items import read_items
+from paser.data.demo import write_demo_corpus
+from paser.pipelines.config import ConfigError, load_config
+from paser.pipelines.run import Combo, RunConfig, combos, gap_recovered, load_run_config, run
+from paser.recovery.items import read_items
 from tests.pipelines.conftest import execute_notebook
 
 RUN_CONFIGS = sorted((Path(__file__).parents[2] / "pipelines" / "configs" / "run").glob("*.yaml"))
@@ -220,10 +220,10 @@ def test_changed_recovery_setting_reruns_recovery_and_eval_only(tmp_path, tiny_m
 
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path, tiny_model_dir, perturbed_model_dir, monkeypatch):
-    import recovery.train
+    from paser.recovery import train
 
     config = tiny_config(tmp_path, tiny_model_dir, perturbed_model_dir, budgets=[10])
-    real_recover, calls = recovery.train.recover, []
+    real_recover, calls = train.recover, []
 
     def recover_then_crash(*args, **kwargs):
         calls.append(args[1])
@@ -231,17 +231,17 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, tiny_model_dir, pert
             raise KeyboardInterrupt("simulated interruption")
         return real_recover(*args, **kwargs)
 
-    monkeypatch.setattr(recovery.train, "recover", recover_then_crash)
+    monkeypatch.setattr(train, "recover", recover_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run(config, tmp_path / "run")
-    monkeypatch.setattr(recovery.train, "recover", real_recover)
+    monkeypatch.setattr(train, "recover", real_recover)
     runner = run(config, tmp_path / "run")
     assert set(runner.ran) == {"recover/random-b10-s0", "eval/random-b10-s0"}
     assert "recover/paser-b10-s0" in runner.cached
 
 
 def test_report_and_notebook_on_the_tiny_run(tiny_run, tmp_path, monkeypatch, python3_kernel):
-    from pipelines.report import format_results, write_report
+    from paser.pipelines.report import format_results, write_report
 
     _, config, runner = tiny_run
     markdown, html = write_report(runner.dir)
@@ -257,7 +257,7 @@ def test_report_and_notebook_on_the_tiny_run(tiny_run, tmp_path, monkeypatch, py
 
 
 def test_cli_run_prints_the_summary_and_the_report(tmp_path, tiny_model_dir, perturbed_model_dir, capsys):
-    from pipelines.cli import main
+    from paser.pipelines.cli import main
 
     sets = [
         item
@@ -276,7 +276,7 @@ def test_cli_run_prints_the_summary_and_the_report(tmp_path, tiny_model_dir, per
 
 
 def test_cli_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
-    from pipelines.cli import main
+    from paser.pipelines.cli import main
 
     assert main(["report", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
@@ -284,10 +284,10 @@ def test_cli_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_a_second_run_on_a_locked_folder_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
-    from pipelines.cli import main
-    from pipelines.lock import folder_lock
+    from paser.pipelines.cli import main
+    from paser.pipelines.lock import folder_lock
 
-    monkeypatch.setattr("pipelines.run.Run.execute", lambda self: pytest.fail("a locked run executed"))
+    monkeypatch.setattr("paser.pipelines.run.Run.execute", lambda self: pytest.fail("a locked run executed"))
     with folder_lock(tmp_path, "run"):
         assert main(["run", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
@@ -329,7 +329,7 @@ def test_a_recipe_normalises_the_corpus_inside_the_run(tmp_path, tiny_model_dir,
 def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
     tiny_run, tmp_path, tiny_model_dir, perturbed_model_dir
 ):
-    from pipelines.report import write_report
+    from paser.pipelines.report import write_report
 
     _, _, first = tiny_run
     run_dir = shutil.copytree(first.dir, tmp_path / "run")
@@ -374,7 +374,7 @@ def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
 
 
 def test_variants_of_a_strategy_run_in_one_sweep_under_their_own_names(tmp_path):
-    from pipelines.run import Run
+    from paser.pipelines.run import Run
 
     variants = "{paser_no_ccg: {strategy: paser, ccg: false}, paser_cds: {strategy: paser, ranking: cds}}"
     overrides = [
@@ -417,8 +417,8 @@ def test_malformed_variants_are_refused(variants, message):
 
 
 def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_corpus_file(tmp_path, monkeypatch):
-    from pipelines.run import Run
-    from pipelines.run_stages import calibration_rows_path, write_calibration_rows
+    from paser.pipelines.run import Run
+    from paser.pipelines.run_stages import calibration_rows_path, write_calibration_rows
 
     corpus = write_demo_corpus(tmp_path / "corpus.jsonl", rows_per_skill=3)
     overrides = [f"corpus.path={corpus}", f"models.prune={{method: wanda, calibration: {corpus}}}"]

@@ -6,10 +6,10 @@ import weakref
 import pandas as pd
 import pytest
 
-from data.demo import demo_rows
-from pipelines.cli import main
-from pipelines.config import SelectConfig, load_config
-from pipelines.select import format_summary, run_select
+from paser.data.demo import demo_rows
+from paser.pipelines.cli import main
+from paser.pipelines.config import SelectConfig, load_config
+from paser.pipelines.select import format_summary, run_select
 
 ARTIFACTS = ("selection.jsonl", "scores.parquet", "clusters.parquet", "stats.json")
 
@@ -237,7 +237,7 @@ def test_rerun_with_another_budget_reuses_the_score_shards(corpus_file, tiny_mod
 def test_topk_scoring_runs_one_model_at_a_time_and_tracks_exact_scores(
     first_run, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path, monkeypatch
 ):
-    from pipelines import engines
+    from paser.pipelines import engines
 
     loaded, alive = [], []
     real_load_model = engines.load_model
@@ -303,7 +303,7 @@ def test_bad_settings_are_refused_before_any_model_loads(corpus_file, tmp_path, 
     def no_model_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the settings were checked")
 
-    monkeypatch.setattr("pipelines.engines.load_model", no_model_loading)
+    monkeypatch.setattr("paser.pipelines.engines.load_model", no_model_loading)
     config = select_config(corpus_file, "unused", "unused", tmp_path / "run", override)
     with pytest.raises(ValueError, match=message):
         run_select(config)
@@ -344,7 +344,7 @@ def test_the_corpus_is_never_held_as_sample_objects(corpus_file, tiny_model_dir,
     concept text (paser strategy) looked up by id."""
     import weakref
 
-    from selection import formatting, store
+    from paser.selection import formatting, store
 
     alive = {"now": 0, "peak": 0, "made": 0}
     real = store._sample_from_row

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.stats import bootstrap_paired_difference, item_totals, t_interval
+from paser.pipelines.stats import bootstrap_paired_difference, item_totals, t_interval
 
 
 def scored_items(items: int, effect: float, seeds: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

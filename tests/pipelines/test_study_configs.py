@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.run import Run, combos, load_run_config
+from paser.pipelines.run import Run, combos, load_run_config
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*/*.yaml"))
 

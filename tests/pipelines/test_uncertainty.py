@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.results import load_run
-from pipelines.uncertainty import MetricFormula, metric_formula, metric_summary, verdict, versus_random
-from recovery.items import ITEMS_FILE
+from paser.pipelines.results import load_run
+from paser.pipelines.uncertainty import MetricFormula, metric_formula, metric_summary, verdict, versus_random
+from paser.recovery.items import ITEMS_FILE
 from tests.pipelines.fake_run import build_fake_run, item_values
 
 

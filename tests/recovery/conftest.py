@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from recovery.prune import PruneTarget, prune_model, save_pruned
+from paser.recovery.prune import PruneTarget, prune_model, save_pruned
 
 
 @pytest.fixture(scope="session")
 def pruned_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """The tiny model magnitude-pruned to 50% unstructured, saved with pruning.json."""
-    from recovery.models import load_model
+    from paser.recovery.models import load_model
 
     model, tokenizer = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
     record = prune_model(model, "magnitude", PruneTarget(sparsity=0.5))

@@ -6,16 +6,16 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from data.paths import data_file
-from recovery.calibration import (
+from paser.data.paths import data_file
+from paser.recovery.calibration import (
     CORPUS_TOKEN_FACTOR,
     DOCUMENT_SEPARATOR,
     corpus_documents,
     formatted_rows,
     load_calibration,
 )
-from recovery.models import default_seqlen
-from selection.corpus import CorpusConfig, Sample, load_corpus
+from paser.recovery.models import default_seqlen
+from paser.selection.corpus import CorpusConfig, Sample, load_corpus
 
 
 def _token_ids(tokenizer, text: str) -> torch.Tensor:

@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from recovery.card import model_card
+from paser.recovery.card import model_card
 
 RECORD = {
     "objective": "sft",

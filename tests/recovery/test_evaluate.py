@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from data.paths import data_dir
-from recovery.evaluate import (
+from paser.data.paths import data_dir
+from paser.recovery.evaluate import (
     ALL_TASKS,
     PPL_TASKS,
     evaluate_model,
@@ -18,9 +18,9 @@ from recovery.evaluate import (
     results_table,
     run_eval,
 )
-from recovery.items import read_items, split_items
-from recovery.models import ModelLoadError
-from recovery.zero_shot import ZERO_SHOT_TASKS
+from paser.recovery.items import read_items, split_items
+from paser.recovery.models import ModelLoadError
+from paser.recovery.zero_shot import ZERO_SHOT_TASKS
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -105,7 +105,7 @@ def test_chunked_log_softmax_gives_the_unchunked_nll(tiny_model, tiny_tokenizer,
     text, seqlen = two_window_text
     whole = perplexity(tiny_model, tiny_tokenizer, text, seqlen=seqlen)
     # Three positions' worth of logits per chunk, so every window is split into many chunks.
-    monkeypatch.setattr("recovery.evaluate._LOGIT_CHUNK_ELEMENTS", 3 * len(tiny_tokenizer))
+    monkeypatch.setattr("paser.recovery.evaluate._LOGIT_CHUNK_ELEMENTS", 3 * len(tiny_tokenizer))
     chunked = perplexity(tiny_model, tiny_tokenizer, text, seqlen=seqlen)
     assert chunked["mean_nll"] == pytest.approx(whole["mean_nll"], rel=1e-6)
 
@@ -241,19 +241,19 @@ def test_run_eval_writes_metrics_json_and_markdown(tiny_model_dir, local_data_di
 
 
 def test_missing_data_file_fails_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("recovery.models.load_model", lambda *args, **kwargs: pytest.fail("model was loaded"))
+    monkeypatch.setattr("paser.recovery.models.load_model", lambda *args, **kwargs: pytest.fail("model was loaded"))
     with pytest.raises(FileNotFoundError, match="eval/wikitext2_raw_v1_test.jsonl is missing"):
         run_eval(str(tiny_model_dir), tasks="wikitext2,piqa", data_dir=tmp_path)
 
 
 def test_missing_zero_shot_file_fails_before_perplexity_runs(tiny_model, tiny_tokenizer, local_data_dir, monkeypatch):
-    monkeypatch.setattr("recovery.evaluate.perplexity", lambda *args, **kwargs: pytest.fail("perplexity ran"))
+    monkeypatch.setattr("paser.recovery.evaluate.perplexity", lambda *args, **kwargs: pytest.fail("perplexity ran"))
     with pytest.raises(FileNotFoundError, match="eval/piqa_valid.jsonl is missing"):
         evaluate_model(tiny_model, tiny_tokenizer, ["wikitext2", "piqa"], data_dir=local_data_dir)
 
 
 def test_limit_below_one_is_refused_before_the_model_loads(tiny_model_dir, local_data_dir, monkeypatch):
-    monkeypatch.setattr("recovery.models.load_model", lambda *args, **kwargs: pytest.fail("model was loaded"))
+    monkeypatch.setattr("paser.recovery.models.load_model", lambda *args, **kwargs: pytest.fail("model was loaded"))
     with pytest.raises(ValueError, match="limit must be a positive number of windows/examples or None, got 0"):
         run_eval(str(tiny_model_dir), tasks="wikitext2", limit=0, data_dir=local_data_dir)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.plugins import load_plugin, load_plugins
+from paser.pipelines.plugins import load_plugin, load_plugins
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "extending"
 
@@ -17,22 +17,21 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "extending"
 @pytest.fixture(autouse=True)
 def registries_as_they_were(monkeypatch):
     """What a plug-in registers here is gone after the test: the other tests see the built-in registries."""
-    import pipelines.plugins
-    import recovery.objectives
-    import recovery.prune
-    import selection.strategies
+    from paser.pipelines import plugins
+    from paser.recovery import objectives, prune
+    from paser.selection import strategies
 
-    recovery.prune.known_methods()  # the built-in pruners and objectives are registered before the snapshot
-    recovery.objectives.objective_names()
-    monkeypatch.setattr(selection.strategies, "STRATEGIES", dict(selection.strategies.STRATEGIES))
-    monkeypatch.setattr(recovery.prune, "PRUNERS", dict(recovery.prune.PRUNERS))
-    monkeypatch.setattr(recovery.objectives, "OBJECTIVES", dict(recovery.objectives.OBJECTIVES))
-    monkeypatch.setattr(pipelines.plugins, "_LOADED", {})
+    prune.known_methods()  # the built-in pruners and objectives are registered before the snapshot
+    objectives.objective_names()
+    monkeypatch.setattr(strategies, "STRATEGIES", dict(strategies.STRATEGIES))
+    monkeypatch.setattr(prune, "PRUNERS", dict(prune.PRUNERS))
+    monkeypatch.setattr(objectives, "OBJECTIVES", dict(objectives.OBJECTIVES))
+    monkeypatch.setattr(plugins, "_LOADED", {})
 
 
 def test_a_strategy_plugin_is_known_by_name_and_ranks_by_cds_per_token():
-    from selection.allocate import TokenBudget
-    from selection.strategies import SelectionInputs, get_strategy
+    from paser.selection.allocate import TokenBudget
+    from paser.selection.strategies import SelectionInputs, get_strategy
 
     load_plugin(str(EXAMPLES / "cds_per_token.py"))
     table = pd.DataFrame(
@@ -49,7 +48,7 @@ def test_a_strategy_plugin_is_known_by_name_and_ranks_by_cds_per_token():
 
 
 def test_a_pruner_plugin_is_known_by_name_and_prunes_exactly_the_share(tiny_model):
-    from recovery.prune import PruneTarget, prune_model
+    from paser.recovery.prune import PruneTarget, prune_model
 
     load_plugin(str(EXAMPLES / "random_prune.py"))
     record = prune_model(tiny_model, "random_unstructured", PruneTarget(sparsity=0.5), seed=3)
@@ -58,7 +57,7 @@ def test_a_pruner_plugin_is_known_by_name_and_prunes_exactly_the_share(tiny_mode
 
 
 def test_an_objective_plugin_trains_on_the_whole_sequence(pruned_dir, subset_file, tmp_path):
-    from recovery.train import recover
+    from paser.recovery.train import recover
     from tests.recovery.tiny_training import fast_config
 
     load_plugin(str(EXAMPLES / "sft_whole_sequence.py"))
@@ -84,7 +83,7 @@ def test_a_plugin_is_imported_once_and_a_bad_one_is_refused_naming_it(tmp_path):
 
 
 def test_the_cli_loads_a_plugin_before_it_checks_names(tiny_model_dir, tmp_path, capsys):
-    from pipelines.cli import main
+    from paser.pipelines.cli import main
 
     out = tmp_path / "pruned"
     plugin = str(EXAMPLES / "random_prune.py")
@@ -96,8 +95,8 @@ def test_the_cli_loads_a_plugin_before_it_checks_names(tiny_model_dir, tmp_path,
 
 
 def test_a_config_names_its_plugins_and_they_load_before_its_sections_are_built(tmp_path):
-    from pipelines.config import ConfigError, load_config
-    from pipelines.run import RunConfig
+    from paser.pipelines.config import ConfigError, load_config
+    from paser.pipelines.run import RunConfig
 
     plugin = str(EXAMPLES / "sft_whole_sequence.py")
     overrides = ["corpus.path=x.jsonl", "models.pruned=p", f"plugins=[{plugin}]"]
@@ -108,7 +107,7 @@ def test_a_config_names_its_plugins_and_they_load_before_its_sections_are_built(
 
 
 def test_help_lists_what_the_registries_hold_plugins_included(capsys):
-    from pipelines.cli import main
+    from paser.pipelines.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["select", "--plugin", str(EXAMPLES / "cds_per_token.py"), "--help"])

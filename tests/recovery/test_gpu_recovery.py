@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines.cli import main
-from recovery.train import recover
+from paser.pipelines.cli import main
+from paser.recovery.train import recover
 from tests.pipelines.test_run import _wikitext_dir
 from tests.recovery.tiny_training import fast_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from recovery.identity import checkpoint_identity
+from paser.recovery.identity import checkpoint_identity
 
 
 def test_checkpoint_identity_changes_when_the_folder_is_pruned_again(pruned_dir, tmp_path):

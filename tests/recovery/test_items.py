@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recovery.items import ITEMS_FILE, read_items, split_items, write_items
+from paser.recovery.items import ITEMS_FILE, read_items, split_items, write_items
 
 
 def record() -> dict:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from recovery.layer_drop import block_influence, drop_layers, layer_drop_prune
-from recovery.models import decoder_layers
-from recovery.prune import PruneTarget, needs_calibration, prune_model
+from paser.recovery.layer_drop import block_influence, drop_layers, layer_drop_prune
+from paser.recovery.models import decoder_layers
+from paser.recovery.prune import PruneTarget, needs_calibration, prune_model
 
 IDENTITY_BLOCKS = [1, 4]
 

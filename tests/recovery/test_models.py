@@ -3,7 +3,7 @@ import socket
 import pytest
 import torch
 
-from recovery.models import (
+from paser.recovery.models import (
     ModelLoadError,
     choose_dtype,
     describe_model,
@@ -26,13 +26,13 @@ def test_folder_without_config_is_refused(tmp_path):
 
 def test_hub_id_is_passed_through_unchanged_when_the_hub_is_reachable(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("recovery.models.hub_reachable", lambda endpoint: True)
+    monkeypatch.setattr("paser.recovery.models.hub_reachable", lambda endpoint: True)
     assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def test_hub_id_is_refused_at_once_when_the_hub_cannot_be_reached(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("recovery.models.hub_reachable", lambda endpoint: False)
+    monkeypatch.setattr("paser.recovery.models.hub_reachable", lambda endpoint: False)
     with pytest.raises(ModelLoadError, match="'paser-tests/no-such-model' is neither a local folder nor in the"):
         resolve_model("paser-tests/no-such-model")
 
@@ -68,9 +68,9 @@ def test_explicit_dtypes_and_unknown_dtype():
 
 
 def test_auto_dtype_on_cpu_follows_native_bf16(monkeypatch):
-    monkeypatch.setattr("recovery.models.cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr("paser.recovery.models.cpu_supports_bf16", lambda: True)
     assert choose_dtype("auto", "cpu") is torch.bfloat16
-    monkeypatch.setattr("recovery.models.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("paser.recovery.models.cpu_supports_bf16", lambda: False)
     assert choose_dtype("auto", "cpu") is torch.float32
 
 
@@ -87,7 +87,7 @@ def test_a_bin_only_folder_loads_and_says_which_format_was_read(tiny_model_dir, 
 
     from safetensors.torch import load_file
 
-    from recovery.models import load_model, pickled_weights
+    from paser.recovery.models import load_model, pickled_weights
 
     folder = tmp_path / "bin_only"
     shutil.copytree(tiny_model_dir, folder)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import recovery.objectives as objectives
-from recovery.objectives import get_objective, objective_names, register_objective
-from recovery.objectives.sft import prepare_sft
-from recovery.train import TrainConfig, recover
+import paser.recovery.objectives as objectives
+from paser.recovery.objectives import get_objective, objective_names, register_objective
+from paser.recovery.objectives.sft import prepare_sft
+from paser.recovery.train import TrainConfig, recover
 from tests.recovery.tiny_training import fast_config
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from recovery.train import recover
+from paser.recovery.train import recover
 from tests.recovery.tiny_training import fast_config
 
 

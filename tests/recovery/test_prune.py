@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from recovery.models import load_model
-from recovery.prune import (
+from paser.recovery.models import load_model
+from paser.recovery.prune import (
     PruneTarget,
     get_pruner,
     known_methods,

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from recovery.rejections import greedy_answers, prompt_sha
-from selection.formatting import encode_corpus
+from paser.recovery.rejections import greedy_answers, prompt_sha
+from paser.selection.formatting import encode_corpus
 
 QUIET = {"show_progress": False}
 MAX_NEW_TOKENS = 12

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from recovery.models import decoder_layers
-from recovery.prune import PruneTarget, magnitude_prune_layer
-from recovery.sequential import prune_sequentially
+from paser.recovery.models import decoder_layers
+from paser.recovery.prune import PruneTarget, magnitude_prune_layer
+from paser.recovery.sequential import prune_sequentially
 
 
 class TokenCount:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from recovery.prune import PruneTarget, magnitude_prune_layer
-from recovery.sparsegpt import InputHessian, sparsegpt_prune_layer
-from recovery.wanda import InputNorms, wanda_prune_layer
+from paser.recovery.prune import PruneTarget, magnitude_prune_layer
+from paser.recovery.sparsegpt import InputHessian, sparsegpt_prune_layer
+from paser.recovery.wanda import InputNorms, wanda_prune_layer
 
 IN_FEATURES = 192  # one full block of 128 columns and a partial one of 64
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from recovery.models import prunable_linears
-from recovery.prune import PruneTarget, layer_sparsity, prune_model
-from recovery.sparsity import (
+from paser.recovery.models import prunable_linears
+from paser.recovery.prune import PruneTarget, layer_sparsity, prune_model
+from paser.recovery.sparsity import (
     apply_mask,
     capture_mask,
     check_zeros,

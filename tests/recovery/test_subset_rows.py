@@ -2,8 +2,8 @@
 
 import pytest
 
-from recovery.train import TrainConfig, load_training_rows
-from selection.corpus import CorpusError
+from paser.recovery.train import TrainConfig, load_training_rows
+from paser.selection.corpus import CorpusError
 
 
 @pytest.mark.parametrize("with_ids", [False, True])

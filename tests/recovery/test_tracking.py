@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pipelines.cli import main
-from pipelines.run import run
-from recovery import tracking
-from recovery.tracking import log_eval_metrics, tracker_names, tracking_environment
-from recovery.train import TrainConfig, recover
+from paser.pipelines.cli import main
+from paser.pipelines.run import run
+from paser.recovery import tracking
+from paser.recovery.tracking import log_eval_metrics, tracker_names, tracking_environment
+from paser.recovery.train import TrainConfig, recover
 from tests.pipelines.test_run import tiny_config
 from tests.recovery.tiny_training import fast_config
 
@@ -127,7 +127,7 @@ def test_wandb_logs_offline_when_its_server_cannot_be_reached_unless_told_otherw
 
     _fake_wandb(monkeypatch)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("recovery.models.hub_reachable", lambda endpoint: False)
+    monkeypatch.setattr("paser.recovery.models.hub_reachable", lambda endpoint: False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     with tracking_environment(["wandb"], tmp_path / "logs"):
         assert os.environ["WANDB_MODE"] == "offline"
@@ -163,6 +163,6 @@ def test_paser_run_takes_report_to_as_the_recovery_key(monkeypatch, tmp_path):
         seen.append(config)
         raise RuntimeError("stopped before running")
 
-    monkeypatch.setattr("pipelines.run.run", stop_after_loading)
+    monkeypatch.setattr("paser.pipelines.run.run", stop_after_loading)
     assert main(["run", "--out", str(tmp_path), "--report-to", "tensorboard"]) == 2
     assert seen[0].recovery.report_to == ["tensorboard"]

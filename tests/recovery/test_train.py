@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from recovery.evaluate import response_nll
-from recovery.objectives.dpo import preference_pairs
-from recovery.objectives.sft import build_sft_trainer
-from recovery.prune import PruneTarget, prune_model, save_pruned
-from recovery.train import TrainConfig, _trl_common_args, keep_a_step_after_warmup, load_training_rows, recover
+from paser.recovery.evaluate import response_nll
+from paser.recovery.objectives.dpo import preference_pairs
+from paser.recovery.objectives.sft import build_sft_trainer
+from paser.recovery.prune import PruneTarget, prune_model, save_pruned
+from paser.recovery.train import TrainConfig, _trl_common_args, keep_a_step_after_warmup, load_training_rows, recover
 from tests.recovery.tiny_training import fast_config as _fast
 
 
@@ -24,7 +24,7 @@ def _rows(subset_file: Path, tiny_tokenizer, config: TrainConfig):
 def _zero_positions(model_dir: Path) -> dict[str, torch.Tensor]:
     from transformers import AutoModelForCausalLM
 
-    from recovery.models import prunable_linears
+    from paser.recovery.models import prunable_linears
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return {name: layer.weight == 0 for name, layer in prunable_linears(model).items()}
@@ -189,7 +189,7 @@ def test_sft_run_writes_adapter_merged_logs_and_keeps_exact_zeros(pruned_dir, su
 
 
 def test_a_layer_dropped_model_is_merged_dense(tiny_model_dir, subset_file, tmp_path):
-    from recovery.models import load_model
+    from paser.recovery.models import load_model
 
     model, tokenizer = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
     calibration = torch.randint(5, len(tokenizer), (2, 16))

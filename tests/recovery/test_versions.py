@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from recovery.versions import package_versions
+from paser.recovery.versions import package_versions
 
 
 def test_versions_come_in_the_order_asked_with_python_as_the_interpreter():

@@ -1,7 +1,7 @@
 import torch
 
-from recovery.prune import PruneTarget, magnitude_prune_layer
-from recovery.wanda import InputNorms, wanda_metric, wanda_prune_layer
+from paser.recovery.prune import PruneTarget, magnitude_prune_layer
+from paser.recovery.wanda import InputNorms, wanda_metric, wanda_prune_layer
 
 
 def scaled_layer_and_inputs() -> tuple[torch.nn.Linear, torch.Tensor]:

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.run import RunConfig, run
+from paser.pipelines.config import load_config
+from paser.pipelines.run import RunConfig, run
 from tests.pipelines.test_run import tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

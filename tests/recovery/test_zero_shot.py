@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from data.paths import data_dir
-from recovery.tasks import LOCAL_TASK_PREFIX, TASKS_DIR
-from recovery.tasks.utils import TASK_FILES, boolq_doc, load_piqa
-from recovery.zero_shot import ZERO_SHOT_TASKS, run_zero_shot
+from paser.data.paths import data_dir
+from paser.recovery.tasks import LOCAL_TASK_PREFIX, TASKS_DIR
+from paser.recovery.tasks.utils import TASK_FILES, boolq_doc, load_piqa
+from paser.recovery.zero_shot import ZERO_SHOT_TASKS, run_zero_shot
 
 
 @pytest.fixture(scope="module")

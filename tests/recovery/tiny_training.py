@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recovery.train import TrainConfig
+from paser.recovery.train import TrainConfig
 
 
 def fast_config(**overrides) -> TrainConfig:

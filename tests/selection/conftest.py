@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selection.formatting import EncodedSample, encode_corpus
+from paser.selection.formatting import EncodedSample, encode_corpus
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from selection.allocate import TokenBudget, allocate_budget, parse_budget, resolve_budget, take_within_tokens
+from paser.selection.allocate import TokenBudget, allocate_budget, parse_budget, resolve_budget, take_within_tokens
 
 
 def test_fraction_budget_rounds_to_nearest_row():

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from selection.atomic import write_atomic
+from paser.selection.atomic import write_atomic
 
 
 def test_write_replaces_the_file_and_leaves_no_staging_file(tmp_path):
@@ -35,7 +35,7 @@ def _dead_pid() -> int:
 
 
 def test_a_dead_writers_staging_file_is_swept_by_the_next_write(tmp_path, monkeypatch):
-    from selection import atomic
+    from paser.selection import atomic
 
     monkeypatch.setattr(atomic, "_swept_folders", set())
     host = atomic._HOST
@@ -51,7 +51,7 @@ def test_a_dead_writers_staging_file_is_swept_by_the_next_write(tmp_path, monkey
 
 
 def test_staging_files_name_their_host_and_process(tmp_path):
-    from selection import atomic
+    from paser.selection import atomic
 
     seen = []
     write_atomic(tmp_path / "out.txt", lambda staging: seen.append(staging.name) or staging.write_text("x"))

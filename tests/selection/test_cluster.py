@@ -12,8 +12,8 @@ import scipy.sparse
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from selection import cluster, manifold
-from selection.cluster import (
+from paser.selection import cluster, manifold
+from paser.selection.cluster import (
     CLUSTERERS,
     ClusterConfig,
     cluster_embeddings,

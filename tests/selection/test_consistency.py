@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 
-from selection.consistency import (
+from paser.selection.consistency import (
     ConceptCache,
     ConceptConsistencyGraph,
     ConceptExtractor,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from selection.corpus import (
+from paser.selection.corpus import (
     MAX_EXAMPLES_PER_REASON,
     CorpusConfig,
     CorpusError,
@@ -651,7 +651,7 @@ def test_sample_is_uniform_over_rows():
     counts = [0] * 20
     for seed in range(400):
         rows = [Sample(id=str(i), instruction="i", input="", response="r", source_index=i) for i in range(20)]
-        from selection.corpus import sample_rows
+        from paser.selection.corpus import sample_rows
 
         for kept in sample_rows(rows, 5, seed, stats):
             counts[kept.source_index] += 1

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from selection import degradation
-from selection.degradation import DegradationConfig, jensen_shannon, score_degradation
-from selection.formatting import EncodedSample, encode_corpus
+from paser.selection import degradation
+from paser.selection.degradation import DegradationConfig, jensen_shannon, score_degradation
+from paser.selection.formatting import EncodedSample, encode_corpus
 
 QUIET = {"show_progress": False}
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from selection import embed
-from selection.embed import embed_texts, resolve_embedder
+from paser.selection import embed
+from paser.selection.embed import embed_texts, resolve_embedder
 
 SENTENCES = [
     "Give three tips for staying healthy.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selection.features import cluster_features, combine_feature_blocks, lexical_features
+from paser.selection.features import cluster_features, combine_feature_blocks, lexical_features
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from selection.corpus import Sample
-from selection.formatting import (
+from paser.selection.corpus import Sample
+from paser.selection.formatting import (
     ALPACA_PREAMBLE_NO_INPUT,
     ALPACA_PREAMBLE_WITH_INPUT,
     EncodedSample,
@@ -195,7 +195,7 @@ def test_encoded_sample_keeps_compact_ids_and_behaves_like_a_record():
 
 
 def test_token_cache_reads_back_the_same_rows_without_tokenising(tiny_tokenizer, tiny_samples, tmp_path, monkeypatch):
-    import selection.formatting as formatting
+    import paser.selection.formatting as formatting
 
     monkeypatch.setattr(formatting, "_TOKEN_CACHE_GROUP_ROWS", 7)  # several row groups, the last one short
 

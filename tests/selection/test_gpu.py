@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from selection.degradation import DegradationConfig, score_degradation
-from selection.formatting import EncodedSample
-from selection.topk import score_degradation_topk
+from paser.selection.degradation import DegradationConfig, score_degradation
+from paser.selection.formatting import EncodedSample
+from paser.selection.topk import score_degradation_topk
 
 pytestmark = [
     pytest.mark.gpu,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from selection import manifold
-from selection.manifold import (
+from paser.selection import manifold
+from paser.selection.manifold import (
     check_embedding_rows,
     check_embeddings,
     diffusion_map,

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from selection.prioritize import efficiency_score, rank_within_cluster, sample_cost
+from paser.selection.prioritize import efficiency_score, rank_within_cluster, sample_cost
 
 
 def test_squared_cost_is_the_square_of_the_total_token_count():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from selection.shards import ShardStore, shard_bounds
+from paser.selection.shards import ShardStore, shard_bounds
 
 
 def write_text(text):

@@ -5,8 +5,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from selection.corpus import EMBED_FIELDS, CorpusConfig, CorpusStats, Sample, embed_text, iter_samples, load_corpus
-from selection.store import (
+from paser.selection.corpus import (
+    EMBED_FIELDS,
+    CorpusConfig,
+    CorpusStats,
+    Sample,
+    embed_text,
+    iter_samples,
+    load_corpus,
+)
+from paser.selection.store import (
     CorpusStore,
     EmbeddingWriter,
     StoredSamples,
@@ -96,7 +104,7 @@ def test_stored_samples_read_like_the_list_they_replace(store_of_ten):
 
 def test_stored_samples_encode_as_the_list_does(store_of_ten, tiny_tokenizer):
     """`encode_corpus` takes its batches by iterating, so a store-backed corpus encodes as the list does."""
-    from selection.formatting import encode_corpus
+    from paser.selection.formatting import encode_corpus
 
     samples, _, store = store_of_ten
     listed, _, _ = encode_corpus([without_raw(sample) for sample in samples], tiny_tokenizer, 64, show_progress=False)

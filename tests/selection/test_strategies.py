@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selection.allocate import TokenBudget
-from selection.consistency import ConceptCache
-from selection.strategies import STRATEGIES, SelectionInputs, get_strategy
+from paser.selection.allocate import TokenBudget
+from paser.selection.consistency import ConceptCache
+from paser.selection.strategies import STRATEGIES, SelectionInputs, get_strategy
 
 
 def split_concepts(text: str) -> tuple[str, ...]:
@@ -63,7 +63,7 @@ def fake_kmeans(monkeypatch):
         calls.append((len(embeddings), n_clusters, seed))
         return np.arange(len(embeddings)) % n_clusters
 
-    monkeypatch.setitem(sys.modules, "selection.cluster", types.SimpleNamespace(kmeans_cluster=kmeans_cluster))
+    monkeypatch.setitem(sys.modules, "paser.selection.cluster", types.SimpleNamespace(kmeans_cluster=kmeans_cluster))
     return calls
 
 
@@ -139,7 +139,7 @@ def test_ifd_refuses_non_positive_unconditioned_nll():
 def test_kmeans_diverse_gives_each_cluster_an_equal_water_filled_share(monkeypatch):
     labels = np.array([0] * 2 + [1] * 10 + [2] * 10)
     monkeypatch.setitem(
-        sys.modules, "selection.cluster", types.SimpleNamespace(kmeans_cluster=lambda e, k, seed=0: labels)
+        sys.modules, "paser.selection.cluster", types.SimpleNamespace(kmeans_cluster=lambda e, k, seed=0: labels)
     )
     table = make_table(labels, [0.1] * 22)
     inputs = SelectionInputs(table, embeddings=np.zeros((22, 4), dtype=np.float32))
@@ -607,7 +607,7 @@ def test_degradation_sampled_depends_on_the_seed_and_refuses_bad_options(random_
 
 
 def test_strategies_declare_what_the_pipelines_read_instead_of_their_names():
-    from selection.strategies import strategy_class, strategy_with_role
+    from paser.selection.strategies import strategy_class, strategy_with_role
 
     assert strategy_class("ifd").needs_unconditioned_nll and not strategy_class("paser").needs_unconditioned_nll
     assert not strategy_class("full").uses_budget and all(
@@ -628,9 +628,9 @@ def test_every_strategy_refuses_a_table_without_a_column_it_declares(name, rando
 
 
 def test_registering_a_strategy_derives_its_declarations_and_guards_the_roles(monkeypatch):
-    from selection.strategies import register_strategy
+    from paser.selection.strategies import register_strategy
 
-    monkeypatch.setattr("selection.strategies.STRATEGIES", dict(STRATEGIES))
+    monkeypatch.setattr("paser.selection.strategies.STRATEGIES", dict(STRATEGIES))
 
     @register_strategy("needs_unconditioned")
     @dataclasses.dataclass

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from selection import topk
-from selection.degradation import DegradationConfig, jensen_shannon, score_degradation
-from selection.topk import (
+from paser.selection import topk
+from paser.selection.degradation import DegradationConfig, jensen_shannon, score_degradation
+from paser.selection.topk import (
     OriginalTopk,
     cache_original_topk,
     estimate_jsd,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.run import RunConfig, run
+from paser.pipelines.config import load_config
+from paser.pipelines.run import RunConfig, run
 from tests.pipelines.test_run import tiny_overrides
 
 OUT = Path(os.environ["EQ_OUT"])
