@@ -1,0 +1,223 @@
+"""Tune the recovery recipe on a dev split: each setting's share of the pruning gap closed, chosen on dev only.
+
+Draws disjoint seeded Alpaca-52K rows (`--seed`): `--train-rows` to train on, `--dev-rows` (every choice is made
+on these) and `--test-rows` (reported, never used to choose). Out-of-distribution sets are report-only: `--t0-rows`
+prompts of the labelled T0 pool (tasks the Alpaca rows do not hold) and `--gsm8k-rows` GSM8K test problems with
+their worked answers. Each setting (`--setting NAME:key=value,key=value`, keys being `TrainConfig` fields such as
+`objective`, `learning_rate`, `epochs`, `lora_r`, `lora_alpha`, `sft_weight`) trains the pruned model on the same
+rows in its own subprocess (so peak memory is per setting) and is scored by the response NLL of every set
+(`paser.recovery.evaluate.response_nll`, the tokens and mask of training). Finished settings are cached as
+`--out/settings/NAME.json` and skipped on rerun (the run is resumable; delete a file to redo it).
+
+Prints, per setting: the share of the pruning gap (pruned NLL - original NLL) closed on dev, test, T0 and GSM8K,
+training seconds, optimiser steps, trained tokens and FLOPs where the recovery record has them; then the setting
+with the most dev gap closed per objective. Writes `--out/results.json`.
+
+    python bench/recipe_tuning.py --pruned /tmp/smollm2-wanda50 --out /tmp/tune \\
+        --setting sft-2e-4:objective=sft,learning_rate=2e-4 --setting sft-1e-3:objective=sft,learning_rate=1e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
+T0_FILE = "recovery/t0_labelled_dev.jsonl.gz"
+GSM8K_FILE = "eval/gsm8k_test.jsonl"
+SETS = ("dev", "test", "t0", "gsm8k")
+
+
+def parse_setting(text: str) -> tuple[str, dict]:
+    """`NAME:key=value,...` -> (NAME, {key: value}); values are read as JSON where they parse, else strings."""
+    name, _, body = text.partition(":")
+    if not name or not body:
+        raise SystemExit(f"--setting {text!r}: expected NAME:key=value[,key=value]")
+    values = {}
+    for pair in body.split(","):
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--setting {text!r}: {pair!r} is not key=value")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.strip()] = raw.strip()
+    return name, values
+
+
+def draw_rows(args: argparse.Namespace, out: Path) -> None:
+    """Write train/dev/test/t0/gsm8k row files (Alpaca fields + id) under `out/rows/`, once."""
+    from paser.data.paths import data_file
+    from paser.selection.corpus import CorpusConfig, load_corpus
+
+    folder = out / "rows"
+    if (folder / "done").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    alpaca = list(load_corpus(CorpusConfig(path=str(data_file(ALPACA_FILE)))).samples)
+    random.Random(args.seed).shuffle(alpaca)
+    cuts = [args.train_rows, args.train_rows + args.dev_rows, args.train_rows + args.dev_rows + args.test_rows]
+    parts = {"train": alpaca[: cuts[0]], "dev": alpaca[cuts[0] : cuts[1]], "test": alpaca[cuts[1] : cuts[2]]}
+    for name, samples in parts.items():
+        _write(folder / f"{name}.jsonl", ({**sample.raw, "id": sample.id} for sample in samples))
+    with gzip.open(data_file(T0_FILE), "rt", encoding="utf-8") as stream:
+        t0 = [json.loads(line) for line in stream]
+    random.Random(args.seed).shuffle(t0)
+    _write(folder / "t0.jsonl", t0[: args.t0_rows])
+    with open(data_file(GSM8K_FILE), encoding="utf-8") as stream:
+        gsm8k = [json.loads(line) for line in stream]
+    random.Random(args.seed).shuffle(gsm8k)
+    rows = (
+        {"id": f"gsm8k-{i}", "instruction": r["question"], "input": "", "output": r["answer"]}
+        for i, r in enumerate(gsm8k[: args.gsm8k_rows])
+    )
+    _write(folder / "gsm8k.jsonl", rows)
+    (folder / "done").write_text("ok\n")
+
+
+def _write(path: Path, rows) -> None:
+    with path.open("w", encoding="utf-8") as stream:
+        for row in rows:
+            stream.write(json.dumps(row) + "\n")
+
+
+def score(model_path: str, out: Path) -> dict:
+    """Response NLL of `model_path` on every set (rows encoded as training encodes them)."""
+    from paser.recovery.evaluate import response_nll
+    from paser.recovery.models import load_model, load_tokenizer
+    from paser.recovery.train import TrainConfig, load_training_rows
+
+    tokenizer = load_tokenizer(model_path)
+    model, _ = load_model(model_path, dtype="fp32", device="cpu")
+    config = TrainConfig(show_progress=False)
+    scores = {}
+    for name in SETS:
+        rows = load_training_rows(out / "rows" / f"{name}.jsonl", tokenizer, config)
+        result = response_nll(model, rows.encoded, batch_size=8)
+        scores[name] = {"nll": result["nll"], "tokens": result["tokens"], "rows": result["rows"]}
+    return scores
+
+
+def run_baseline(name: str, model: str, out: Path) -> dict:
+    path = out / "baselines" / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = score(model, out)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) -> None:
+    """Train and score one setting in this process; write `settings/NAME.json`."""
+    from paser.recovery.train import TrainConfig, recover
+
+    defaults = {"epochs": args.epochs, "seed": args.seed, "show_progress": False, "remask_eval": "none"}
+    config = TrainConfig(**{**defaults, **values})
+    folder = Path(args.work) / name
+    started = time.perf_counter()
+    result = recover(args.pruned, out / "rows" / "train.jsonl", folder, config, original=args.original)
+    wall = time.perf_counter() - started
+    scores = score(str(result.paths["merged"]), out)
+    record = result.record
+    payload = {
+        "setting": values,
+        "config": {key: value for key, value in vars(config).items() if not key.startswith("_")},
+        "scores": scores,
+        "wall_seconds": wall,
+        "train_seconds": record["seconds"]["train"],
+        "steps": record["training"]["steps"],
+        "compute": record.get("compute"),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+    }
+    path = out / "settings" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(payload, indent=2, default=str))
+    staging.replace(path)
+
+
+def gap_closed(scores: dict, original: dict, pruned: dict, name: str) -> float:
+    gap = pruned[name]["nll"] - original[name]["nll"]
+    return (pruned[name]["nll"] - scores[name]["nll"]) / gap
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pruned", required=True, help="pruned checkpoint folder")
+    parser.add_argument("--original", default="smollm2", help="original model (baseline NLL; distillation teacher)")
+    parser.add_argument("--out", required=True, help="folder for rows, baselines and per-setting results")
+    parser.add_argument("--work", default=None, help="folder for the recovered models (default OUT/models)")
+    parser.add_argument("--setting", action="append", default=[], help="NAME:key=value,... (repeatable)")
+    parser.add_argument("--train-rows", type=int, default=160)
+    parser.add_argument("--dev-rows", type=int, default=200)
+    parser.add_argument("--test-rows", type=int, default=200)
+    parser.add_argument("--t0-rows", type=int, default=200)
+    parser.add_argument("--gsm8k-rows", type=int, default=100)
+    parser.add_argument("--epochs", type=float, default=2.0, help="default epochs of every setting")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the row draws and the training")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    out = Path(args.out)
+    args.work = args.work or str(out / "models")
+    settings = dict(parse_setting(text) for text in args.setting)
+    if args.one:
+        run_setting(args.one, settings[args.one], args, out)
+        return
+    draw_rows(args, out)
+    original = run_baseline("original", args.original, out)
+    pruned = run_baseline("pruned", args.pruned, out)
+    for name in settings:
+        if (out / "settings" / f"{name}.json").exists():
+            continue
+        print(f"training {name} ...", flush=True)
+        command = [sys.executable, __file__, *sys.argv[1:], "--one", name]
+        subprocess.run(command, check=True)
+    report(out, original, pruned, list(settings))
+
+
+def report(out: Path, original: dict, pruned: dict, names: list[str]) -> None:
+    rows = []
+    for name in names:
+        payload = json.loads((out / "settings" / f"{name}.json").read_text())
+        closed = {set_name: gap_closed(payload["scores"], original, pruned, set_name) for set_name in SETS}
+        rows.append({"name": name, **payload, "closed": closed})
+    print("original NLL: " + ", ".join(f"{s} {original[s]['nll']:.4f}" for s in SETS))
+    print("pruned NLL:   " + ", ".join(f"{s} {pruned[s]['nll']:.4f}" for s in SETS))
+    print(f"{'setting':<24} {'dev':>7} {'test':>7} {'t0':>7} {'gsm8k':>7} {'train s':>8} {'steps':>6} {'peak GB':>8}")
+    for row in rows:
+        closed = row["closed"]
+        print(
+            f"{row['name']:<24} "
+            + " ".join(f"{closed[s]:>7.1%}" for s in SETS)
+            + f" {row['train_seconds']:>8.0f} {row['steps']:>6} {row['peak_rss_gb']:>8.2f}"
+        )
+    best = {}
+    for row in rows:
+        objective = row["config"]["objective"]
+        if objective not in best or row["closed"]["dev"] > best[objective]["closed"]["dev"]:
+            best[objective] = row
+    for objective, row in best.items():
+        print(
+            f"best on dev for {objective}: {row['name']} ({row['closed']['dev']:.1%} dev, {row['closed']['test']:.1%} test)"
+        )
+    summary = {
+        "original": original,
+        "pruned": pruned,
+        "settings": rows,
+        "best_on_dev": {k: v["name"] for k, v in best.items()},
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
