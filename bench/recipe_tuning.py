@@ -207,9 +207,8 @@ def report(out: Path, original: dict, pruned: dict, names: list[str]) -> None:
         if objective not in best or row["closed"]["dev"] > best[objective]["closed"]["dev"]:
             best[objective] = row
     for objective, row in best.items():
-        print(
-            f"best on dev for {objective}: {row['name']} ({row['closed']['dev']:.1%} dev, {row['closed']['test']:.1%} test)"
-        )
+        closed = row["closed"]
+        print(f"best on dev for {objective}: {row['name']} ({closed['dev']:.1%} dev, {closed['test']:.1%} test)")
     summary = {
         "original": original,
         "pruned": pruned,
