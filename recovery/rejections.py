@@ -2,8 +2,8 @@
 
 DPO recovery pairs chosen = the corpus response with rejected = what the pruned model says itself. Prompts
 arrive as token ids (exactly the prompt tokens the scorer built, `EncodedSample.input_ids[:prompt_length]`),
-so nothing is re-tokenised: rows are length-sorted, left-padded into batches and decoded greedily (argmax of
-the model's logits, stopping at EOS or `max_new_tokens`).
+so nothing is re-tokenised: rows are length-sorted, left-padded into batches and decoded greedily
+(`paser.recovery.greedy`: argmax of the model's logits, stopping at EOS or `max_new_tokens`).
 
 Answers are cached as JSON Lines: a header line recording the caller's fingerprint (model identity, paser
 version, ...) and the generation settings, then one line per answer `{"id", "prompt_sha", "answer",
@@ -17,13 +17,13 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
+from paser.recovery.greedy import eos_token_ids, generate_batch, greedy_decoding
 from paser.selection.atomic import write_atomic
 
 CACHE_FORMAT = "paser.rejections"
@@ -34,16 +34,6 @@ _ANSWER_FIELDS = {"id": str, "prompt_sha": str, "answer": str, "finished": bool}
 def prompt_sha(prompt_ids: Sequence[int]) -> str:
     """The sha256 hex digest of prompt token ids, written as comma-separated decimals (the cache's key)."""
     return hashlib.sha256(",".join(str(token) for token in prompt_ids).encode()).hexdigest()
-
-
-def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids from the model's generation config and the tokenizer (chat models often end turns on another)."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    candidates = configured if isinstance(configured, list) else [configured]
-    eos_ids = sorted({int(token) for token in [*candidates, tokenizer.eos_token_id] if token is not None})
-    if not eos_ids:
-        raise ValueError("neither the tokenizer nor the model's generation config has an eos token id")
-    return eos_ids
 
 
 def _current_cache(
@@ -82,13 +72,13 @@ def _generate_answers(
     generated: dict[str, dict[str, Any]] = {}
     tokens_generated = 0
     progress = tqdm(total=len(to_generate), desc="greedy answers", unit="rows", disable=not show_progress)
-    with _greedy_decoding(model, eos_ids, tokenizer.pad_token_id), contextlib.ExitStack() as stack:
+    with greedy_decoding(model, eos_ids, tokenizer.pad_token_id), contextlib.ExitStack() as stack:
         cache_file = stack.enter_context(cache_path.open("a", encoding="utf-8")) if cache_path is not None else None
         stack.callback(progress.close)
         for start in range(0, len(to_generate), batch_size):
             batch = to_generate[start : start + batch_size]
             batch_prompts = [prompts[index][1] for index in batch]
-            results = _generate_batch(model, batch_prompts, tokenizer.pad_token_id, eos_ids, max_new_tokens)
+            results = generate_batch(model, batch_prompts, tokenizer.pad_token_id, eos_ids, max_new_tokens)
             texts = tokenizer.batch_decode([tokens for tokens, _ in results], skip_special_tokens=True)
             lines = []
             for index, (tokens, finished), text in zip(batch, results, texts, strict=True):
@@ -213,56 +203,6 @@ def _write_cache(path: Path, header: dict[str, Any], entries: Sequence[dict[str,
     write_atomic(path, write)
 
 
-@contextlib.contextmanager
-def _greedy_decoding(model: Any, eos_ids: list[int], pad_token_id: int) -> Iterator[None]:
-    """Put the model in eval mode, inference mode and a bare greedy generation config; restore both after.
-
-    `generate` merges the model's own generation config into every call, so a shipped config's sampling,
-    repetition penalty or suppressed tokens would change the answer; for the call it sees only what greedy
-    decoding needs.
-    """
-    from transformers import GenerationConfig
-
-    saved_config, was_training = model.generation_config, model.training
-    model.generation_config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        eos_token_id=eos_ids,
-        pad_token_id=pad_token_id,
-        bos_token_id=getattr(saved_config, "bos_token_id", None),
-    )
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.generation_config = saved_config
-        model.train(was_training)
-
-
-def _generate_batch(
-    model: Any, batch: Sequence[list[int]], pad_token_id: int, eos_ids: list[int], max_new_tokens: int
-) -> list[tuple[list[int], bool]]:
-    """Greedy continuations of left-padded prompts: per row, `(tokens before EOS, EOS seen)`."""
-    width = max(len(prompt_ids) for prompt_ids in batch)
-    input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, prompt_ids in enumerate(batch):
-        # Left padding: every prompt ends at the last column, where generation continues.
-        input_ids[row, width - len(prompt_ids) :] = torch.tensor(prompt_ids, dtype=torch.long)
-        attention_mask[row, width - len(prompt_ids) :] = 1
-    output = model.generate(
-        input_ids=input_ids.to(model.device),
-        attention_mask=attention_mask.to(model.device),
-        max_new_tokens=max_new_tokens,
-    )
-    results = []
-    for generated in output[:, width:].tolist():
-        end = next((position for position, token in enumerate(generated) if token in eos_ids), None)
-        results.append((generated, False) if end is None else (generated[:end], True))
-    return results
-
-
 def greedy_answers(
     model: Any,
     tokenizer: Any,
@@ -306,7 +246,7 @@ def greedy_answers(
         cache_path,
         fingerprint,
     )
-    eos_ids = _eos_token_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
     shas = {sample_id: prompt_sha(prompt_ids) for sample_id, prompt_ids in prompts}
     stats: dict[str, Any] = {"cache_invalidated": None, "cache_truncated_lines": 0, "cache_stale_prompts": 0}
     cached: dict[str, dict[str, Any]] = {}
