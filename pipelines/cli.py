@@ -36,13 +36,16 @@ SELECT_FLAGS = {
 
 
 def budget_value(text: str) -> int | float | str:
-    """A `--budget` as typed: a number (`0.1`, `5000`, `1e3`) or a token budget kept as text (`200000t`)."""
+    """A `--budget` as typed: a number (`0.1`, `5000`, `1e3`) or a token budget kept as text (`200000t`).
+
+    A whole float above 1 (`1e3`) is the row count it spells; `1.0` stays a float, the fraction that means every
+    row, while `1` is one row (`paser.selection.allocate.resolve_budget`)."""
     for number in (int, float):
         try:
             value = number(text)
         except ValueError:
             continue
-        return int(value) if number is float and value.is_integer() and value >= 1 else value
+        return int(value) if number is float and value.is_integer() and value > 1 else value
     return text
 
 

@@ -32,7 +32,7 @@ import yaml
 
 from paser.pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
 from paser.pipelines.uncertainty import metric_summary, versus_random
-from paser.selection.allocate import TokenBudget, parse_budget
+from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.store import CorpusStore
 from paser.selection.strategies import strategy_with_role
 
@@ -57,17 +57,26 @@ def gap_recovered(recovered: Any, pruned: float, original: float) -> Any:
 
 
 def combo_name(strategy: str, budget: float | str, seed: int) -> str:
-    """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1", and for a
-    token budget "paser-t200000-s0"."""
+    """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1", "paser-b1-s0"
+    for the fraction 1.0 (every row), "paser-b1row-s0" for the int 1 (one row), and for a token budget
+    "paser-t200000-s0"."""
     parsed = parse_budget(budget)
-    label = f"t{parsed.tokens}" if isinstance(parsed, TokenBudget) else f"b{parsed:g}"
+    if isinstance(parsed, TokenBudget):
+        label = f"t{parsed.tokens}"
+    else:
+        label = "b1row" if is_one_row(parsed) else f"b{parsed:g}"
     return f"{strategy}-{label}-s{seed}"
 
 
 def format_budget(budget: float | str) -> str:
-    """A run's budget as reports write it: a row budget as "0.1" or "30", a token budget as "200000t"."""
+    """A run's budget as reports write it: a row budget as "0.1" or "30" ("1.0" for every row, "1 row" for one
+    row), a token budget as "200000t"."""
     parsed = parse_budget(budget)
-    return str(parsed) if isinstance(parsed, TokenBudget) else f"{parsed:g}"
+    if isinstance(parsed, TokenBudget):
+        return str(parsed)
+    if is_one_row(parsed):
+        return "1 row"
+    return "1.0" if parsed == 1 else f"{parsed:g}"
 
 
 def _budget_order(budget: float | str) -> tuple[int, float]:

@@ -67,7 +67,7 @@ from paser.pipelines.uncertainty import metric_summary, versus_random
 from paser.recovery.prune import PruneSpec
 from paser.recovery.tracking import log_eval_metrics
 from paser.recovery.train import TrainConfig
-from paser.selection.allocate import TokenBudget, parse_budget
+from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.atomic import write_atomic
 from paser.selection.strategies import get_strategy, strategy_class
 
@@ -135,10 +135,17 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         budgets = [sweep_budget(budget, f"selection.budgets[{index}]") for index, budget in enumerate(self.budgets)]
-        for name, values in (("strategies", self.strategies), ("budgets", budgets), ("seeds", self.seeds)):
+        # Budgets are told apart by their combo names: 1 (one row) and 1.0 (every row) are equal numbers.
+        labels = [combo_name("", budget, 0) for budget in budgets]
+        checks = (
+            ("strategies", self.strategies, self.strategies),
+            ("budgets", budgets, labels),
+            ("seeds", self.seeds, self.seeds),
+        )
+        for name, values, keys in checks:
             if not values:
                 raise ValueError(f"selection.{name} is empty")
-            if len(set(values)) != len(values):
+            if len(set(keys)) != len(keys):
                 raise ValueError(f"selection.{name} repeats a value: {values}")
         unknown = sorted(set(self.options) - set(self.strategies))
         if unknown:
@@ -280,10 +287,13 @@ def combos(config: RunConfig) -> list[Combo]:
 
 def sweep_budget(value: float | str, key: str = "selection.budgets") -> float | str:
     """A budget of the sweep as combos, stage hashes and results.json hold it: a row budget as a float (as before
-    token budgets existed, so cached runs keep their names and hashes), a token budget as its text, e.g.
-    "200000t". Refuses (ValueError naming `key`) what `paser.selection.allocate.parse_budget` refuses."""
+    token budgets existed, so cached runs keep their names and hashes) but the int 1, one row, which as a float
+    would be every row (`is_one_row`); a token budget as its text, e.g. "200000t". Refuses (ValueError naming
+    `key`) what `paser.selection.allocate.parse_budget` refuses."""
     budget = parse_budget(value, key)
-    return str(budget) if isinstance(budget, TokenBudget) else float(budget)
+    if isinstance(budget, TokenBudget):
+        return str(budget)
+    return budget if is_one_row(budget) else float(budget)
 
 
 # ------------------------------------------------------------------------------------------------ the run

@@ -63,6 +63,12 @@ def parse_budget(value: float | int | str | TokenBudget, key: str = "budget") ->
     return value
 
 
+def is_one_row(budget: object) -> bool:
+    """Whether `budget` is the row count 1, an int: the one number whose float spelling (1.0, the fraction) means
+    something else, every row. Whatever stores or names a budget keeps the two apart with it."""
+    return isinstance(budget, numbers.Integral) and not isinstance(budget, bool) and budget == 1
+
+
 def resolve_budget(budget: float | int, n_rows: int) -> int:
     """Turn a user budget into a row count.
 

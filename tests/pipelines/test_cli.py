@@ -344,3 +344,39 @@ def test_recover_flags_are_generated_from_the_train_config_fields():
     assert (args.padding_free, args.epochs, args.group_by_length, args.lora_r) == (True, 2.0, False, None)
     flags = {action.dest for action in build_parser()._subparsers._group_actions[0].choices["recover"]._actions}
     assert {field.name for field in dataclasses.fields(TrainConfig)} - {"target_modules"} <= flags
+
+
+@pytest.mark.parametrize(
+    ("typed", "value"), [("1.0", 1.0), ("1", 1), ("1e0", 1.0), ("1e3", 1000), ("0.5", 0.5), ("200000t", "200000t")]
+)
+def test_a_budget_flag_keeps_the_fraction_1_0_apart_from_the_row_count_1(typed, value):
+    from paser.pipelines.cli import budget_value
+
+    parsed = budget_value(typed)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def _counting_corpus(tmp_path, rows=6):
+    """A corpus whose rows share some words and differ in others (what clustering's lexical features need)."""
+    corpus = tmp_path / "counting.jsonl"
+    lines = [
+        json.dumps({"instruction": f"Count to {i + 10}.", "output": " ".join(map(str, range(10, i + 12)))})
+        for i in range(rows)
+    ]
+    corpus.write_text("\n".join(lines) + "\n")
+    return corpus
+
+
+def test_a_budget_of_1_0_selects_every_row_and_1_selects_one(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [
+        *_select_argv(tiny_model_dir, tmp_path, out),
+        "--corpus",
+        str(_counting_corpus(tmp_path)),
+        "--clusters",
+        "2",
+    ]
+    for budget, rows in (("1.0", 6), ("1", 1)):  # the second reuses the first one's scores
+        assert main([*argv, "--budget", budget, "--set", "models.dtype=fp32"]) == 0
+        assert len((out / "selection.jsonl").read_text().splitlines()) == rows
+        assert repr(json.loads((out / "stats.json").read_text())["totals"]["budget_requested"]) == budget

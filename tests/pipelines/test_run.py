@@ -131,6 +131,16 @@ def test_a_sweep_mixes_row_and_token_budgets_and_names_token_combos_by_tokens():
     assert [combo.budget for combo in combos(config)][:2] == [0.1, "200000t"]
 
 
+def test_a_sweep_keeps_the_row_count_1_apart_from_the_fraction_1_0():
+    from paser.pipelines.results import format_budget
+
+    config = load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", "selection.budgets=[1, 1.0, 30]"])
+    chosen = combos(config)[:3]
+    assert [combo.name for combo in chosen] == ["paser-b1row-s0", "paser-b1-s0", "paser-b30-s0"]
+    assert [repr(combo.budget) for combo in chosen] == ["1", "1.0", "30.0"]
+    assert [format_budget(combo.budget) for combo in chosen] == ["1 row", "1.0", "30"]
+
+
 @pytest.mark.parametrize(("budgets", "message"), [("[0.1, 2e5t]", "is not a budget"), ("[0.1, 0]", "must be >= 1")])
 def test_a_malformed_sweep_budget_is_refused_naming_its_key(budgets, message):
     with pytest.raises(ConfigError, match=rf"selection\.budgets\[1\]: .*{message}"):
