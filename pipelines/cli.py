@@ -210,7 +210,13 @@ def registered(kind: str) -> str:
         from paser.recovery.objectives import objective_names
 
         names = objective_names()
-    return ", ".join(names)
+    return literal_help(", ".join(names))
+
+
+def literal_help(text: str) -> str:
+    """`text` (prose from a registry, a dataclass field or a default) as an argparse help string, which argparse
+    %-formats: a bare % (`~30% slower`) is doubled so it prints as written."""
+    return text.replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,13 +351,21 @@ def _report_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _data_parser(commands: Any) -> argparse.ArgumentParser:
+    from paser.data.heldout import HELDOUT_BUILDERS
+    from paser.data.recipes import RECIPES
+
+    recipes, heldout = literal_help(", ".join(RECIPES)), literal_help(", ".join(HELDOUT_BUILDERS))
     data = commands.add_parser(
-        "data", help="normalise a corpus (alpaca, dolly, lamini, sharegpt) to JSONL, or build a held-out set"
+        "data",
+        help=f"normalise a corpus ({recipes}) to JSONL, or build a held-out set ({heldout})",
+        description=f"Recipes: {recipes}. Held-out sets: {heldout}. `paser data RECIPE --help` and "
+        "`paser data heldout --help` describe each.",
     )
     data.add_argument(
         "recipe_args",
         nargs=argparse.REMAINDER,
-        help="RECIPE --source S --out F [--split] [--limit], or heldout NAME --out F [--limit] [--data-dir]",
+        help=f"RECIPE --source S --out F [--split] [--limit] (RECIPE: {recipes}), or heldout NAME --out F "
+        f"[--limit] [--data-dir] (NAME: {heldout})",
     )
     data.set_defaults(run=data_command)
     return data
@@ -372,6 +386,7 @@ def add_dataclass_flags(
         help_text = (helps or {}).get(field.name) or field.metadata.get("help", "")
         if default is not None:
             help_text = f"{help_text} (default {default})"
+        help_text = literal_help(help_text)
         flag = "--" + field.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)

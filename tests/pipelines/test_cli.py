@@ -380,3 +380,42 @@ def test_a_budget_of_1_0_selects_every_row_and_1_selects_one(tiny_model_dir, tmp
         assert main([*argv, "--budget", budget, "--set", "models.dtype=fp32"]) == 0
         assert len((out / "selection.jsonl").read_text().splitlines()) == rows
         assert repr(json.loads((out / "stats.json").read_text())["totals"]["budget_requested"]) == budget
+
+
+def _every_help_argv() -> list[list[str]]:
+    """The argv of every `--help` paser has: the top level, each command, each data recipe and held-out set."""
+    from paser.data.recipes import RECIPES
+    from paser.pipelines.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    data = [["data", recipe, "--help"] for recipe in RECIPES] + [["data", "heldout", "--help"]]
+    return [["--help"], *([command, "--help"] for command in commands), *data]
+
+
+def test_every_help_prints_its_text_as_written(capsys):
+    rendered = {}
+    for argv in _every_help_argv():
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0, argv
+        rendered[" ".join(argv)] = capsys.readouterr().out
+    for argv, text in rendered.items():
+        assert text.startswith("usage: "), argv
+        assert "%(" not in text and "{'option_strings'" not in text and "%%" not in text, argv
+    assert "~30% slower" in " ".join(rendered["recover --help"].split())
+    assert "sharegpt" in rendered["data --help"] and "gsm8k" in rendered["data --help"]
+
+
+def test_a_percent_sign_in_a_config_fields_help_or_default_prints_as_written(capsys):
+    import argparse
+    import dataclasses
+
+    from paser.pipelines.cli import add_dataclass_flags
+
+    @dataclasses.dataclass
+    class Settings:
+        share: str = dataclasses.field(default="50%", metadata={"help": "keep 100% of %(prog)s %d rows"})
+
+    parser = argparse.ArgumentParser(prog="demo")
+    add_dataclass_flags(parser, Settings)
+    assert "keep 100% of %(prog)s %d rows (default 50%)" in " ".join(parser.format_help().split())
