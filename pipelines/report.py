@@ -33,8 +33,8 @@ from matplotlib.figure import Figure as MplFigure
 from paser.pipelines.accounting import REFERENCE_STRATEGY
 from paser.pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
 from paser.pipelines.results import RunError, RunResults, format_budget, load_run
-from paser.pipelines.stats import RESAMPLES
-from paser.pipelines.uncertainty import BASELINE_STRATEGY
+from paser.pipelines.stats import EXACT_SIGN_FLIPS, RESAMPLES
+from paser.pipelines.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
 from paser.selection.atomic import write_atomic
 
 REPORT_FILES = "report_files"
@@ -298,7 +298,8 @@ def _overlap_section(run: RunResults) -> list[Block]:
 
 def _uncertainty_section(run: RunResults) -> list[Block]:
     """Per strategy × budget × metric: mean ± sd and the t-interval over seeds, then the paired difference from
-    random with its bootstrap interval; a forest plot of those differences."""
+    random with its seed-level p-values (paired t, sign-flip) and its bootstrap interval; a forest plot of those
+    differences."""
     summary = run.summary()
     versus = run.versus_random()
     compared = {(row["strategy"], row["budget"], row["metric"]): row for row in versus.to_dict("records")}
@@ -309,29 +310,34 @@ def _uncertainty_section(run: RunResults) -> list[Block]:
         cells += [_mean_std(row["mean"], row["sd"]), _interval(row["lo"], row["hi"], decimals)]
         difference = compared.get((row["strategy"], row["budget"], row["metric"]))
         if difference is None:
-            cells += [MISSING] * 4
+            cells += [MISSING] * 6
         else:
             value = difference["difference"]
             cells += [
                 MISSING if _is_missing(value) else f"{value:+.{decimals}f}",
+                _p_value(difference["t_p"]),
+                _p_value(difference["permutation_p"]),
                 _interval(difference["lo"], difference["hi"], decimals),
                 _resampled(difference),
-                # None in results.json, NaN once pandas mixes it with text: no verdict without an interval.
+                # None in results.json, NaN once pandas mixes it with text: no verdict with fewer than two pairs.
                 MISSING if _is_missing(difference["verdict"]) else difference["verdict"],
             ]
         rows.append(tuple(cells))
     header = ("strategy", "budget", "metric", "seeds", "mean ± sd", "95% t-interval")
-    header += (f"− {BASELINE_STRATEGY}", "95% bootstrap interval", "resampled", "verdict")
+    header += (f"− {BASELINE_STRATEGY}", "paired t p", "sign-flip p", "95% bootstrap interval", "resampled", "verdict")
     legend = (
         "mean ± sd: over seeds (sample standard deviation). 95% t-interval: the Student-t interval of the mean "
         "over seeds, mean ± t·sd/√n: it covers run-to-run variation (selection, clustering, training) with the "
         f"test items held fixed, and is missing with one seed. − {BASELINE_STRATEGY}: the mean over seeds of "
         f"(strategy − {BASELINE_STRATEGY}) at the same budget, each seed paired with {BASELINE_STRATEGY}'s same "
-        f"seed, and its 95% percentile bootstrap interval ({RESAMPLES} seeded resamples). Resampled: seeds and "
-        "the test items (questions, held-out rows, perplexity windows, drawn alike for both sides) where both "
-        "evaluations kept per-item values (eval/items.npz); seeds alone otherwise, which with two or three seeds "
-        "is crude and with one gives no interval. Verdict: better or worse where the interval excludes 0 (in "
-        "the metric's better direction), unclear where it covers 0."
+        f"seed. Paired t p and sign-flip p: two-sided p-values of that difference over the seeds (Student's "
+        f"paired t-test; the sign-flip permutation test, exact over every sign pattern up to {EXACT_SIGN_FLIPS} "
+        "seeds, whose smallest p is 2/2^n: 0.25 with three seeds, 0.0625 with five). The verdict rests on these "
+        "two: "
+        f"{VERDICT_RULE}. 95% bootstrap interval: a secondary interval, the percentile bootstrap "
+        f"({RESAMPLES} seeded resamples) over seeds and the test items (questions, held-out rows, perplexity "
+        "windows, drawn alike for both sides) where both evaluations kept per-item values (eval/items.npz); "
+        "seeds alone otherwise, which with two or three seeds is crude and with one gives no interval."
     )
     blocks: list[Block] = [Heading(2, "Uncertainty"), Table(header, tuple(rows)), Paragraph(legend)]
     if BASELINE_STRATEGY not in run.strategies:
@@ -613,9 +619,9 @@ def _forest_plot(versus: pd.DataFrame, metrics: list[str]) -> Figure:
         axis.set_visible(False)
     caption = (
         f"Strategy − {BASELINE_STRATEGY} per metric, strategy and budget: the mean paired difference over seeds "
-        "(dot) and its 95% bootstrap interval (bar); green where the interval excludes 0 on the better side, red "
-        "on the worse side, grey where it covers 0 (or there is no interval). Per-category held-out metrics are "
-        "in the table only."
+        "(dot) and its 95% bootstrap interval (bar); green where the verdict (the seed-level tests, see the "
+        "table) is better, red where it is worse, grey otherwise. Per-category held-out metrics are in the "
+        "table only."
     )
     return Figure(f"versus_{BASELINE_STRATEGY}.png", _png(figure), caption)
 
@@ -770,6 +776,10 @@ def _percent(fraction: float) -> str:
 
 def _interval(lo: float, hi: float, decimals: int) -> str:
     return MISSING if _is_missing(lo) or _is_missing(hi) else f"[{lo:.{decimals}f}, {hi:.{decimals}f}]"
+
+
+def _p_value(p: Any) -> str:
+    return MISSING if _is_missing(p) else f"{p:.3f}"
 
 
 def _resampled(comparison: dict[str, Any]) -> str:

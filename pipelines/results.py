@@ -595,14 +595,20 @@ class RunResults:
 
     def versus_random(self) -> pd.DataFrame:
         """Per strategy other than random × budget × metric: pairs (seeds both have), difference (mean over
-        pairs of strategy − random), its bootstrap interval [lo, hi], bootstrap (what was resampled:
-        seeds+items, items, seeds or none), items, lower_is_better and verdict (better, worse, unclear, or
-        None without an interval). results.json's `versus_random`; computed from the run folder for a run
-        written before it had one (`paser.pipelines.uncertainty.versus_random`). Empty without a random strategy."""
-        block = self.results.get("versus_random") or versus_random(self.results, self.path)
-        numeric = ("difference", "lo", "hi", "items")
-        columns = ("strategy", "budget", "metric", "pairs", *numeric, "bootstrap", "lower_is_better", "verdict")
-        return _table(block["rows"], columns, numeric)
+        pairs of strategy − random), t_p and permutation_p (the paired t-test's and the sign-flip test's
+        two-sided p-values over seeds; permutation: "exact" or "monte carlo", sign_flips: the sign patterns
+        counted), the secondary bootstrap interval [lo, hi], bootstrap (what it resampled: seeds+items, items,
+        seeds or none), items, lower_is_better and verdict (better, worse, unclear, too few seeds, or None
+        with fewer than two pairs; the rule is `paser.pipelines.uncertainty.VERDICT_RULE`). results.json's
+        `versus_random`; computed from the run folder for a run written before it had one, or before its
+        verdicts rested on the seed-level tests (`paser.pipelines.uncertainty.versus_random`). Empty without a
+        random strategy."""
+        block = self.results.get("versus_random") or {}
+        if "rule" not in block:
+            block = versus_random(self.results, self.path)
+        numeric = ("difference", "t_p", "permutation_p", "sign_flips", "lo", "hi", "items")
+        columns = ("strategy", "budget", "metric", "pairs", *numeric, "permutation", "bootstrap", "lower_is_better")
+        return _table(block["rows"], (*columns, "verdict"), numeric)
 
     def compute(self) -> pd.DataFrame:
         """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, and

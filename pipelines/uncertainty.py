@@ -3,10 +3,23 @@
 - `metric_summary`: per (strategy, budget, metric), the mean, sample sd and 95% t-interval of the mean over the
   seeds with a value: run-to-run variation only, the test items held fixed.
 - `versus_random`: per strategy other than random, budget and metric, the mean over seeds of (strategy −
-  random), each seed paired with random's same seed, and a seeded percentile bootstrap interval. Where both
-  sides' evaluations kept per-item values (eval/items.npz, `paser.recovery.items`) the bootstrap resamples seeds and
-  test items (`bootstrap` "seeds+items"; "items" with one seed); else seeds only ("seeds"; "none" with one
-  seed and no items: no interval).
+  random), each seed paired with random's same seed; the seed-level paired t-test and sign-flip permutation
+  test of that difference (`paser.pipelines.stats.paired_tests`), on which the verdict rests; and, as a
+  secondary interval, a seeded percentile bootstrap. Where both sides' evaluations kept per-item values
+  (eval/items.npz, `paser.recovery.items`) the bootstrap resamples seeds and test items (`bootstrap`
+  "seeds+items"; "items" with one seed); else seeds only ("seeds"; "none" with one seed and no items: no
+  interval).
+
+The verdict rule (`verdict`): "better" or "worse" (in the metric's direction) needs at least `MIN_SEEDS` paired
+seeds, the paired t-test's p < `ALPHA` and the sign-flip test at its exact level: p < `ALPHA`, or, where the
+test cannot go that low (five seeds: its smallest two-sided p is 2/2^5 = 0.0625), p at its smallest, i.e.
+every seed's difference on the same side. Otherwise "unclear", or "too few seeds" with two to four pairs; None
+with fewer than two. Both p-values are in every row, whatever the verdict. What five seeds can and cannot show
+is in `paser.pipelines.stats`.
+
+Per-item values come from the run folder (every evaluated combination's eval/items.npz) or from one committed
+file holding them all (`write_run_items` / `read_run_items`: what a study commits so that its verdicts and
+intervals can be recomputed without the run folder).
 
 A metric is recomputed from item sums by its name:
 - `{source}_nll`: Σ nll_sum / Σ tokens over the source's items (held-out rows: nats per response token);
@@ -27,13 +40,31 @@ from typing import Any
 
 import numpy as np
 
-from paser.pipelines.stats import CONFIDENCE, RESAMPLES, bootstrap_paired_difference, item_totals, t_interval
+from paser.pipelines.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    PairedTests,
+    bootstrap_paired_difference,
+    item_totals,
+    paired_tests,
+    t_interval,
+)
 from paser.recovery.items import read_items
+from paser.selection.atomic import write_atomic
 from paser.selection.strategies import strategy_with_role
 
 # What every strategy is compared against (`random`): declared by the strategy's role.
 BASELINE_STRATEGY = strategy_with_role("baseline")
 BOOTSTRAP_SEED = 0
+# The verdict rule (module docstring): the level both seed-level tests are held to, and the fewest paired seeds
+# a verdict is given on.
+ALPHA = 0.05
+MIN_SEEDS = 5
+VERDICT_RULE = (
+    f"better/worse: at least {MIN_SEEDS} paired seeds, paired t p < {ALPHA} and the sign-flip test at its exact "
+    f"level (p < {ALPHA}, or its smallest p, 2/2^n, where that is larger: every seed on the same side); else "
+    "unclear (too few seeds under the minimum)"
+)
 # Item sums must give back the recorded metric this closely; the recorded value sums the same floats in
 # another order.
 _MATCH = 1e-6
@@ -71,13 +102,13 @@ def metric_formula(metric: str, metrics: list[str]) -> MetricFormula | None:
 class ItemResamples:
     """Evaluations' metrics recomputed from their per-item values, under bootstrap draws of the items shared by
     every evaluation of the same source and item count (`paser.pipelines.stats.item_totals`, one call per source:
-    every evaluation a column)."""
+    every evaluation a column). `items`: each evaluation's arrays (`paser.recovery.items` names) by its name."""
 
-    def __init__(self, eval_dirs: dict[str, Path], metrics: list[str], resamples: int, seed: int) -> None:
+    def __init__(self, items: dict[str, dict[str, np.ndarray]], metrics: list[str], resamples: int, seed: int) -> None:
         self.metrics = metrics
         self.resamples = resamples
         self.seed = seed
-        self._items = {name: read_items(folder) for name, folder in eval_dirs.items()}
+        self._items = items
         self._resampled: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
     def _sums(self, name: str, source: str, kind: str) -> np.ndarray | None:
@@ -129,6 +160,46 @@ class ItemResamples:
         return tuple(counts), formula.combine(resampled)
 
 
+def run_items(results: dict[str, Any], run_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """The per-item values of every evaluated combination of `results` (a results.json payload) in the run
+    folder `run_dir` (combos/{combo}/eval/items.npz), by combination, in results.json's order; a combination
+    whose evaluation kept none is absent."""
+    items = {}
+    for record in results["combos"]:
+        if record.get("metrics"):
+            arrays = read_items(Path(run_dir) / "combos" / record["combo"] / "eval")
+            if arrays:
+                items[record["combo"]] = arrays
+    return items
+
+
+def write_run_items(items: dict[str, dict[str, np.ndarray]], path: str | Path) -> Path:
+    """Write `items` (from `run_items`) to one compressed .npz file at `path`, atomically: each array under
+    `{combo}/{source}.{component}`, as float64 (the item sums must give back the recorded metrics to 1e-6).
+    Returns the path. Refuses a combination name holding "/" (ValueError)."""
+    arrays = {}
+    for combo, values in items.items():
+        if "/" in combo:
+            raise ValueError(f"combination name {combo!r} holds '/', which separates it from the array name")
+        arrays.update({f"{combo}/{name}": np.asarray(array, dtype=np.float64) for name, array in values.items()})
+
+    def write(target: Path) -> None:
+        with target.open("wb") as stream:
+            np.savez_compressed(stream, **arrays)
+
+    return write_atomic(Path(path), write)
+
+
+def read_run_items(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """The per-item values `write_run_items` wrote to `path`, by combination (in the file's order)."""
+    items: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(Path(path)) as stored:
+        for key in stored.files:
+            combo, name = key.split("/", 1)
+            items.setdefault(combo, {})[name] = stored[key]
+    return items
+
+
 def _recorded(results: dict[str, Any]) -> dict[tuple[str, Any, int], dict[str, Any]]:
     """results.json's combo records by (strategy, budget, seed)."""
     return {(record["strategy"], record["budget"], int(record["seed"])): record for record in results["combos"]}
@@ -171,41 +242,54 @@ def metric_summary(results: dict[str, Any], confidence: float = CONFIDENCE) -> d
     return {"confidence": confidence, "interval": "Student t over seeds: mean ± t·sd/√n", "rows": rows}
 
 
-def verdict(lo: float | None, hi: float | None, lower_is_better: bool) -> str | None:
-    """ "better" or "worse" (than the baseline) where the interval of strategy − baseline excludes 0, "unclear"
-    where it covers 0, None without an interval."""
-    if lo is None or hi is None:
+def verdict(
+    tests: PairedTests, lower_is_better: bool, *, alpha: float = ALPHA, min_seeds: int = MIN_SEEDS
+) -> str | None:
+    """The verdict on strategy − baseline from its seed-level `tests` (module docstring): "better" or "worse" (in
+    the metric's direction) where at least `min_seeds` seeds are paired, the paired t-test's p < `alpha` and
+    the sign-flip test's p < `alpha` or at its smallest (`tests.smallest_p`, where that exceeds `alpha`);
+    "unclear" where a test falls short; "too few seeds" with 2 to `min_seeds` − 1 pairs; None with fewer than
+    two (no test)."""
+    if tests.n < 2:
         return None
-    if lo <= 0 <= hi:
+    if tests.n < min_seeds:
+        return "too few seeds"
+    # The sign-flip p is a count over 2^n patterns, so at its smallest it equals `smallest_p` exactly.
+    permutation_level = max(alpha, tests.smallest_p)
+    if not (tests.t_p < alpha and tests.permutation_p <= permutation_level):
         return "unclear"
-    return "better" if (hi < 0) == lower_is_better else "worse"
+    return "better" if (tests.mean < 0) == lower_is_better else "worse"
 
 
 def versus_random(
     results: dict[str, Any],
-    run_dir: str | Path,
+    run_dir: str | Path | None = None,
     *,
+    items: dict[str, dict[str, np.ndarray]] | None = None,
     baseline: str = BASELINE_STRATEGY,
     resamples: int = RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     confidence: float = CONFIDENCE,
 ) -> dict[str, Any]:
-    """The `versus_random` block of a results.json payload for the run at `run_dir`: {"baseline", "confidence",
-    "resamples", "seed", "rows": one per strategy (other than the baseline) × budget × metric, each {"strategy",
-    "budget", "metric", "pairs" (seeds both sides have), "difference" (mean over pairs of strategy − baseline),
-    "lo", "hi" (the bootstrap interval), "bootstrap" ("seeds+items", "items", "seeds" or "none"), "items"
-    (test items resampled, None without), "lower_is_better", "verdict" (`verdict`)}}. A run without the
-    baseline strategy gets no rows and a "note" saying so."""
+    """The `versus_random` block of a results.json payload: {"baseline", "confidence", "resamples", "seed",
+    "alpha", "min_seeds", "rule" (`VERDICT_RULE`), "rows": one per strategy (other than the baseline) × budget
+    × metric, each {"strategy", "budget", "metric", "pairs" (seeds both sides have), "difference" (mean over
+    pairs of strategy − baseline), "t_p" (paired t-test), "permutation_p" (sign-flip test), "permutation"
+    ("exact" or "monte carlo"), "sign_flips" (sign patterns counted), "lo", "hi" (the bootstrap interval),
+    "bootstrap" ("seeds+items", "items", "seeds" or "none"), "items" (test items resampled, None without),
+    "lower_is_better", "verdict" (`verdict`)}}; p-values are None with fewer than two pairs.
+
+    Per-item values are `items` (by combination, e.g. `read_run_items` of a committed file) where given, else
+    those of the run folder `run_dir` (`run_items`); with neither, the bootstrap resamples the seeds only. A
+    run without the baseline strategy gets no rows and a "note" saying so."""
     block: dict[str, Any] = {"baseline": baseline, "confidence": confidence, "resamples": resamples, "seed": seed}
+    block |= {"alpha": ALPHA, "min_seeds": MIN_SEEDS, "rule": VERDICT_RULE}
     if baseline not in results["strategies"]:
         return {**block, "rows": [], "note": f"the run has no {baseline} strategy to compare with"}
     recorded = _recorded(results)
-    evaluated = {
-        record["combo"]: Path(run_dir) / "combos" / record["combo"] / "eval"
-        for record in results["combos"]
-        if record.get("metrics")
-    }
-    items = ItemResamples(evaluated, list(results["metrics"]), resamples, seed)
+    if items is None:
+        items = run_items(results, run_dir) if run_dir is not None else {}
+    resampled_items = ItemResamples(items, list(results["metrics"]), resamples, seed)
     lower_is_better = results.get("lower_is_better", {})
     rows = []
     for strategy in results["strategies"]:
@@ -219,7 +303,7 @@ def versus_random(
                     if _metric(recorded.get((strategy, budget, run_seed)), metric) is not None
                     and _metric(recorded.get((baseline, budget, run_seed)), metric) is not None
                 ]
-                row = _comparison(pairs, metric, items, resamples, seed, confidence)
+                row, tests = _comparison(pairs, metric, resampled_items, resamples, seed, confidence)
                 lower = bool(lower_is_better.get(metric, not metric.endswith("_acc")))
                 rows.append(
                     {
@@ -228,7 +312,7 @@ def versus_random(
                         "metric": metric,
                         **row,
                         "lower_is_better": lower,
-                        "verdict": verdict(row["lo"], row["hi"], lower),
+                        "verdict": verdict(tests, lower),
                     }
                 )
     return {**block, "rows": rows}
@@ -241,12 +325,22 @@ def _comparison(
     resamples: int,
     seed: int,
     confidence: float,
-) -> dict[str, Any]:
-    """One row's numbers: the paired difference and its interval, over items too where both sides allow."""
-    if not pairs:
-        return {"pairs": 0, "difference": None, "lo": None, "hi": None, "bootstrap": "none", "items": None}
+) -> tuple[dict[str, Any], PairedTests]:
+    """One row's numbers (the paired difference, its seed-level tests, and its bootstrap interval, over items
+    too where both sides allow) and the tests themselves."""
     first = [_metric(record, metric) for record, _ in pairs]
     second = [_metric(record, metric) for _, record in pairs]
+    tests = paired_tests(first, second)
+    numbers = {
+        "pairs": len(pairs),
+        "difference": _number(tests.mean),
+        "t_p": _number(tests.t_p),
+        "permutation_p": _number(tests.permutation_p),
+        "permutation": tests.permutation,
+        "sign_flips": tests.sign_flips,
+    }
+    if not pairs:
+        return {**numbers, "lo": None, "hi": None, "bootstrap": "none", "items": None}, tests
     drawn = [
         items.values(record["combo"], metric, value)
         for side, values in ((0, first), (1, second))
@@ -269,11 +363,5 @@ def _comparison(
         interval = bootstrap_paired_difference(first, second, resamples=resamples, seed=seed, confidence=confidence)
         method = "seeds" if len(pairs) > 1 else "none"
         item_count = None
-    return {
-        "pairs": len(pairs),
-        "difference": _number(interval.estimate),
-        "lo": _number(interval.lo),
-        "hi": _number(interval.hi),
-        "bootstrap": method,
-        "items": item_count,
-    }
+    interval_numbers = {"lo": _number(interval.lo), "hi": _number(interval.hi), "bootstrap": method}
+    return {**numbers, **interval_numbers, "items": item_count}, tests

@@ -1,5 +1,6 @@
-"""The interval functions of pipelines/stats.py on planted data: t-intervals over seeds, item resampling, and
-the paired bootstrap over seeds alone and over seeds and items."""
+"""The interval and test functions of pipelines/stats.py on planted data: t-intervals over seeds, item
+resampling, the paired bootstrap over seeds alone and over seeds and items, and the seed-level paired t and
+sign-flip tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import math
 import numpy as np
 import pytest
 
-from paser.pipelines.stats import bootstrap_paired_difference, item_totals, t_interval
+from paser.pipelines.stats import (
+    bootstrap_paired_difference,
+    item_totals,
+    paired_t_p,
+    paired_tests,
+    sign_flip_p,
+    smallest_sign_flip_p,
+    t_interval,
+)
+from paser.pipelines.uncertainty import verdict
 
 
 def scored_items(items: int, effect: float, seeds: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -130,3 +140,93 @@ def test_mismatched_or_missing_inputs_are_refused():
         bootstrap_paired_difference([1.0, 2.0], [1.0, 2.0], first_items=np.zeros((5, 1)), second_items=np.zeros((5, 1)))
     with pytest.raises(ValueError, match="at least one item"):
         item_totals(np.zeros((0, 2)))
+
+
+# ---- seed-level tests ---------------------------------------------------------------------------------------
+
+
+def per_seed(seeds: int, effect: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One metric per seed for a strategy and its baseline: a shared per-seed offset (the seed's pool and
+    clustering), noise of sd 1 on each side, and the strategy `effect` lower (better, for an NLL)."""
+    generator = np.random.default_rng(seed)
+    offset = generator.normal(0.0, 1.0, seeds)
+    baseline = 3.0 + offset + generator.normal(0.0, 1.0, seeds)
+    return baseline - effect + generator.normal(0.0, 1.0, seeds), baseline
+
+
+def test_paired_t_is_scipys_one_sample_t_of_the_differences():
+    # differences -0.03, -0.02, -0.022: mean -0.024, sd 0.00529, t = -7.86 on 2 df
+    assert paired_t_p([-0.03, -0.02, -0.022]) == pytest.approx(0.015820, abs=1e-6)
+    assert paired_tests([1.0, 2.0, 3.5], [1.03, 2.02, 3.522]).t_p == pytest.approx(0.015820, abs=1e-6)
+
+
+def test_paired_t_of_differences_without_spread_is_zero_or_one():
+    assert paired_t_p([0.2, 0.2, 0.2]) == 0.0 and paired_t_p([0.0, 0.0]) == 1.0
+    assert math.isnan(paired_t_p([0.5]))
+
+
+def test_sign_flip_enumerates_every_pattern_up_to_sixteen_seeds():
+    # Five differences of one sign: only that pattern and its mirror are as extreme, p = 2/32.
+    assert sign_flip_p([0.1, 0.2, 0.3, 0.4, 0.5]) == (2 / 32, "exact", 32)
+    # Flipping 0.1 alone keeps |sum| at 1.3 of 1.5; flipping 0.2 gives 1.1: four of 32 are at least as extreme.
+    assert sign_flip_p([-0.1, 0.2, 0.3, 0.4, 0.5])[0] == pytest.approx(4 / 32)
+    assert sign_flip_p(np.full(16, 0.1)) == (2 / 2**16, "exact", 2**16)
+
+
+def test_the_smallest_sign_flip_p_is_two_over_two_to_the_seeds():
+    assert [smallest_sign_flip_p(n) for n in (3, 4, 5, 6)] == [0.25, 0.125, 0.0625, 0.03125]
+    assert math.isnan(smallest_sign_flip_p(1))
+    assert smallest_sign_flip_p(20) == 1 / 100_001
+
+
+def test_sign_flip_counts_ties_from_float_rounding_as_extreme():
+    # |0.1 + 0.2 − 0.1| and |−0.1 + 0.2 + 0.1| are both 0.2, but summed in floats the second comes out a bit
+    # smaller: counted exactly, only 4 of the 8 patterns would be as extreme as the observed one; 6 are.
+    p, _, _ = sign_flip_p([0.1, 0.2, -0.1])
+    assert p == 6 / 8
+
+
+def test_sign_flip_beyond_sixteen_seeds_is_a_seeded_monte_carlo():
+    differences = np.random.default_rng(0).normal(0.3, 1.0, 20)
+    p, method, draws = sign_flip_p(differences, draws=20_000, seed=1)
+    assert (method, draws) == ("monte carlo", 20_000)
+    assert sign_flip_p(differences, draws=20_000, seed=1)[0] == p
+    # The same test enumerated exactly (2^20 patterns) agrees within Monte Carlo error.
+    exact, _, _ = sign_flip_p(differences, exact_up_to=20)
+    assert p == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 20_000))
+    with pytest.raises(ValueError, match="draws"):
+        sign_flip_p(differences, draws=0)
+
+
+def test_paired_tests_refuse_unpaired_or_missing_seeds():
+    with pytest.raises(ValueError, match="one value per seed"):
+        paired_tests([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        paired_tests([1.0, math.nan], [1.0, 2.0])
+    one = paired_tests([1.0], [0.5])
+    assert one.n == 1 and math.isnan(one.t_p) and math.isnan(one.permutation_p)
+
+
+def test_a_planted_effect_over_five_seeds_is_detected_by_both_tests():
+    # A difference of 3 sd of the per-seed difference (sd sqrt(2)): both tests reject in nearly every draw.
+    verdicts = [verdict(paired_tests(*per_seed(5, 3 * math.sqrt(2), seed)), True) for seed in range(200)]
+    assert verdicts.count("better") >= 190 and "worse" not in verdicts
+
+
+def test_a_null_effect_over_five_seeds_is_rarely_called():
+    # No difference: the rule (t p < 0.05 and all five seeds on one side) calls "better" or "worse" in about
+    # 3.6% of draws (simulated in pipelines/stats.py); 400 draws stay well under 8%.
+    verdicts = [verdict(paired_tests(*per_seed(5, 0.0, seed)), True) for seed in range(400)]
+    called = sum(v in ("better", "worse") for v in verdicts)
+    assert called <= 32 and set(verdicts) <= {"better", "worse", "unclear"}
+
+
+def test_three_seeds_agreeing_in_sign_pass_a_seeds_bootstrap_but_not_the_tests():
+    # The anti-conservative case of issue 27: three seeds agreeing in sign put the seeds-only bootstrap
+    # interval clear of 0, while the sign-flip test cannot go below 0.25 and the t-test sees the spread.
+    strategy, baseline = [2.80, 2.83, 2.79], [2.79, 2.80, 2.785]
+    interval = bootstrap_paired_difference(strategy, baseline)
+    assert interval.lo > 0
+    tests = paired_tests(strategy, baseline)
+    assert tests.permutation_p == 0.25 and tests.t_p > 0.05
+    assert verdict(tests, True) == "too few seeds"

@@ -1,5 +1,6 @@
 """results.json's `summary` and `versus_random` (pipelines/uncertainty.py) on the fake run of
-tests/pipelines/fake_run.py, whose evaluations keep per-item values that give back their metrics."""
+tests/pipelines/fake_run.py, whose evaluations keep per-item values that give back their metrics (two seeds: too
+few for a verdict), and on results.json payloads of five seeds for the verdict rule."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ import numpy as np
 import pytest
 
 from paser.pipelines.results import load_run
-from paser.pipelines.uncertainty import MetricFormula, metric_formula, metric_summary, verdict, versus_random
+from paser.pipelines.stats import PairedTests
+from paser.pipelines.uncertainty import (
+    MIN_SEEDS,
+    MetricFormula,
+    metric_formula,
+    metric_summary,
+    read_run_items,
+    run_items,
+    verdict,
+    versus_random,
+    write_run_items,
+)
 from paser.recovery.items import ITEMS_FILE
 from tests.pipelines.fake_run import build_fake_run, item_values
 
@@ -57,13 +69,21 @@ def test_paired_differences_resample_seeds_and_items_where_both_sides_kept_them(
     ppl = row_of(block, "paser", 0.1, "wikitext2_ppl")
     # paser 30, 34 against random 38, 36
     assert ppl["difference"] == pytest.approx(-5.0) and ppl["pairs"] == 2
-    assert (ppl["bootstrap"], ppl["items"], ppl["verdict"]) == ("seeds+items", 4, "better")
+    assert (ppl["bootstrap"], ppl["items"]) == ("seeds+items", 4)
     assert ppl["lo"] < -5.0 < ppl["hi"] < 0
     assert row_of(block, "paser", 0.1, "avg_acc")["items"] == 100  # BoolQ's and PIQA's 50 questions each
-    assert row_of(block, "paser", 0.1, "piqa_acc")["verdict"] == "better"
     # BoolQ at 0.2: 0.60 and 0.60 against 0.60 and 0.62
     boolq = row_of(block, "paser", 0.2, "boolq_acc")
-    assert boolq["difference"] == pytest.approx(-0.01) and boolq["verdict"] == "unclear"
+    assert boolq["difference"] == pytest.approx(-0.01)
+
+
+def test_paired_differences_carry_both_seed_level_p_values(complete_run):
+    ppl = row_of(versus_random(results_of(complete_run), complete_run), "paser", 0.1, "wikitext2_ppl")
+    # differences -8 and -2: t = -5 / (sqrt(18) / sqrt(2)) = -1.667 on 1 df; sign flips: |±8 ± 2| >= 10 in 2 of 4
+    assert ppl["t_p"] == pytest.approx(0.3440, abs=1e-4)
+    assert (ppl["permutation_p"], ppl["permutation"], ppl["sign_flips"]) == (0.5, "exact", 4)
+    # Two seeds: an interval clear of 0, but too few seeds for a verdict.
+    assert ppl["verdict"] == "too few seeds"
 
 
 def test_a_combo_without_items_leaves_its_comparison_to_the_seeds(tmp_path):
@@ -89,7 +109,7 @@ def test_one_pair_without_items_has_no_interval(tmp_path):
     run_dir = build_fake_run(tmp_path / "run", missing_evals=("random-b0.2-s1",), without_items=("paser-b0.2-s0",))
     row = row_of(versus_random(results_of(run_dir), run_dir), "paser", 0.2, "piqa_acc")
     assert (row["pairs"], row["bootstrap"], row["lo"], row["hi"], row["verdict"]) == (1, "none", None, None, None)
-    assert row["difference"] == pytest.approx(0.08)
+    assert row["difference"] == pytest.approx(0.08) and (row["t_p"], row["permutation_p"]) == (None, None)
 
 
 def test_one_pair_with_items_gets_an_item_interval(tmp_path):
@@ -110,20 +130,106 @@ def test_a_run_without_random_has_no_comparison(complete_run):
     assert block["rows"] == [] and "no random strategy" in block["note"]
 
 
+def seed_tests(n: int, mean: float, t_p: float, permutation_p: float) -> PairedTests:
+    return PairedTests(n, mean, t_p, permutation_p, "exact", 2**n, 2 / 2**n)
+
+
 def test_verdict_follows_the_metric_direction():
-    assert verdict(-0.3, -0.1, lower_is_better=True) == "better"
-    assert verdict(-0.3, -0.1, lower_is_better=False) == "worse"
-    assert verdict(-0.3, 0.1, lower_is_better=True) == "unclear"
-    assert verdict(None, None, lower_is_better=True) is None
+    assert verdict(seed_tests(5, -0.3, 0.01, 0.0625), lower_is_better=True) == "better"
+    assert verdict(seed_tests(5, -0.3, 0.01, 0.0625), lower_is_better=False) == "worse"
+
+
+def test_verdict_with_five_seeds_needs_the_t_test_and_every_seed_on_one_side():
+    assert MIN_SEEDS == 5
+    # 0.0625 = 2/32 is the sign-flip test's smallest p with five seeds: the exact level it can reach.
+    assert verdict(seed_tests(5, -0.3, 0.049, 0.0625), True) == "better"
+    assert verdict(seed_tests(5, -0.3, 0.051, 0.0625), True) == "unclear"  # t-test short
+    assert verdict(seed_tests(5, -0.3, 0.001, 0.125), True) == "unclear"  # one seed on the other side
+
+
+def test_verdict_beyond_five_seeds_needs_both_p_values_under_the_level():
+    assert verdict(seed_tests(6, -0.3, 0.01, 0.03125), True) == "better"
+    assert verdict(seed_tests(7, -0.3, 0.01, 0.046875), True) == "better"
+    assert verdict(seed_tests(7, -0.3, 0.01, 0.0625), True) == "unclear"
+
+
+def test_verdict_with_fewer_than_five_seeds_is_too_few_seeds_and_none_without_a_pair():
+    assert verdict(seed_tests(4, -0.3, 0.001, 0.125), True) == "too few seeds"
+    assert verdict(seed_tests(2, -0.3, 0.001, 0.5), True) == "too few seeds"
+    assert verdict(PairedTests(1, -0.3, math.nan, math.nan, "exact", 0, math.nan), True) is None
+
+
+def five_seed_results(strategy_values: list[float], random_values: list[float]) -> dict:
+    """A results.json payload of paser and random at one budget and five seeds, one metric (an NLL)."""
+    combos = [
+        {"combo": f"{name}-b0.1-s{seed}", "strategy": name, "budget": 0.1, "seed": seed, "metrics": {"nll": value}}
+        for name, values in (("paser", strategy_values), ("random", random_values))
+        for seed, value in enumerate(values)
+    ]
+    return {
+        "metrics": ["nll"],
+        "lower_is_better": {"nll": True},
+        "strategies": ["paser", "random"],
+        "budgets": [0.1],
+        "seeds": list(range(5)),
+        "combos": combos,
+    }
+
+
+def test_a_planted_five_seed_difference_is_better_and_a_null_one_unclear():
+    random_values = [2.80, 2.82, 2.79, 2.81, 2.83]
+    # paser 0.016 to 0.023 nats lower at every seed
+    planted = [value - shift for value, shift in zip(random_values, [0.018, 0.023, 0.020, 0.016, 0.021], strict=True)]
+    (row,) = versus_random(five_seed_results(planted, random_values))["rows"]
+    assert row["verdict"] == "better" and row["permutation_p"] == 2 / 32 and row["t_p"] < 0.001
+    assert row["bootstrap"] == "seeds"  # no run folder, no items: the interval resamples seeds
+    # paser within ±0.012 of random, on both sides
+    null = [value + shift for value, shift in zip(random_values, [0.010, -0.012, 0.004, -0.006, 0.003], strict=True)]
+    (row,) = versus_random(five_seed_results(null, random_values))["rows"]
+    assert row["verdict"] == "unclear" and row["t_p"] > 0.5 and row["permutation_p"] > 0.5
+
+
+def test_the_block_states_its_verdict_rule(complete_run):
+    block = versus_random(results_of(complete_run), complete_run)
+    assert (block["alpha"], block["min_seeds"]) == (0.05, 5)
+    assert "paired t p < 0.05" in block["rule"] and "sign-flip" in block["rule"]
+
+
+def test_a_committed_items_file_gives_back_the_run_folders_comparisons(complete_run, tmp_path):
+    results = results_of(complete_run)
+    items = run_items(results, complete_run)
+    assert len(items) == 8 and set(items["paser-b0.1-s0"]) >= {"wikitext2.nll_sum", "heldout.tokens"}
+    path = write_run_items(items, tmp_path / "study" / "items.npz")
+    committed = read_run_items(path)
+    assert versus_random(results, items=committed) == versus_random(results, complete_run)
+    assert {row["bootstrap"] for row in versus_random(results, items=committed)["rows"]} == {"seeds+items"}
+
+
+def test_a_run_without_items_writes_an_items_file_of_what_it_has(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run", without_items=("random-b0.1-s1",), missing_evals=("paser-b0.2-s1",))
+    items = run_items(results_of(run_dir), run_dir)
+    assert "random-b0.1-s1" not in items and "paser-b0.2-s1" not in items and len(items) == 6
 
 
 def test_run_results_reads_the_blocks_results_json_has(tmp_path):
     run = load_run(build_fake_run(tmp_path / "run"))
     computed = run.versus_random()
-    assert computed.loc[0, "bootstrap"] == "seeds+items"
+    assert computed.loc[0, "bootstrap"] == "seeds+items" and computed.loc[0, "verdict"] == "too few seeds"
+    assert {"t_p", "permutation_p", "permutation", "sign_flips"} <= set(computed.columns)
     path = run.path / "results.json"
     results = json.loads(path.read_text())
     results["summary"] = metric_summary(results)
     results["summary"]["rows"][0]["mean"] = 99.0
     path.write_text(json.dumps(results))
     assert load_run(run.path).summary().loc[0, "mean"] == 99.0
+
+
+def test_a_results_json_from_before_the_seed_level_tests_is_recomputed(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text())
+    # The older block: verdicts from the bootstrap interval, no p-values, no rule.
+    results["versus_random"] = {"baseline": "random", "rows": [{"strategy": "paser", "verdict": "better"}]}
+    path.write_text(json.dumps(results))
+    table = load_run(run_dir).versus_random()
+    assert len(table) == 12 and set(table["verdict"]) == {"too few seeds"} and table["t_p"].notna().all()
