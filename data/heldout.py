@@ -1,5 +1,4 @@
-"""Out-of-distribution held-out sets built from the shared data: rows in the corpus schema, never copied
-into the repository.
+"""Held-out sets built from the shared data: rows in the corpus schema, never copied into the repository.
 
 Each builder reads one file of the data directory (`paser.data.paths.data_dir`: `--data-dir`, else
 `$PASER_DATA_DIR`, else `../shared/data` beside the checkout) and returns Alpaca rows (`id`, `instruction`,
@@ -12,6 +11,18 @@ Each builder reads one file of the data directory (`paser.data.paths.data_dir`: 
 - `t0`: `recovery/t0_labelled_dev.jsonl.gz`, instruction -> output, keeping `category`, `dataset` and
   `task` (so the run reports the NLL per category); a fixed seeded draw of LIMIT rows (default 800) spread
   evenly over the 8 categories, in file order. Ids are the file's own.
+- `t0_labels`: the same file's label-style rows, whose reference is a short label: categories Sentiment, Topic
+  Classification and Paraphrase Identification, references of at most `LABEL_WORDS` words, prompts of at most
+  `PROMPT_CHARACTERS` characters; a seeded draw (seed `T0_LABELS_SEED`) of LIMIT rows (default 96) even over
+  the three categories, in file order. The prompts of `paser eval`'s `gen_labels` task.
+- `alpaca_longform`: `recovery/alpaca_52k.jsonl.gz` rows with a long reference (at least `LONG_REFERENCE`
+  characters) and a prompt of at most `PROMPT_CHARACTERS` characters; a seeded uniform draw (seed
+  `ALPACA_LONGFORM_SEED`) of LIMIT rows (default 64), in file order. Ids `alpaca/<0-based line>`. The prompts of
+  `paser eval`'s `gen_longform` task.
+
+Every builder leaves out the rows whose prompt is in `exclude` (`prompt_key`: instruction and input, case and
+whitespace folded) before it draws, so a set can be built apart from a training pool (`paser run` passes its
+selection pool's prompts to the generation tasks); the draw is seeded, so the same pool gives the same rows.
 
 `paser run` builds them into its run folder for `evaluation.heldout: {NAME: builtin:NAME[:LIMIT]}`; by hand:
 
@@ -22,9 +33,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,70 +48,133 @@ from paser.selection.corpus import read_rows
 Row = dict[str, Any]
 OUTPUT_SUFFIXES = (".jsonl", ".jsonl.gz")
 T0_SEED = 0
+T0_LABELS_SEED = 1
+ALPACA_LONGFORM_SEED = 0
+LABEL_CATEGORIES = ("Paraphrase Identification", "Sentiment", "Topic Classification")
+LABEL_WORDS = 5
+# Prompts longer than this (characters, instruction and input) are left out of the generation sets: decoding
+# cost grows with the prompt, and a few IMDb reviews run to thousands of characters.
+PROMPT_CHARACTERS = 1200
+LONG_REFERENCE = 600
 
 
 @dataclass(frozen=True)
 class HeldoutBuilder:
     """One built-in held-out set: its name, a one-line description, the data file it reads (relative to the
-    data directory), its row count when no limit is given (None: every row) and `build(rows, limit) -> rows`,
-    which turns the file's `(location, row)` pairs into corpus rows."""
+    data directory), its row count when no limit is given (None: every row) and `build(rows, limit, exclude) -> rows`,
+    which turns the file's `(location, row)` pairs into corpus rows, leaving out the prompts in `exclude`."""
 
     name: str
     description: str
     relative: str
     default_limit: int | None
-    build: Callable[[Iterator[tuple[str, Row]], int | None], list[Row]] = field(repr=False)
+    build: Callable[[Iterator[tuple[str, Row]], int | None, Collection[str]], list[Row]] = field(repr=False)
 
 
-def _first(rows: Iterator[tuple[str, Row]], limit: int | None) -> Iterator[tuple[int, Row]]:
-    for index, (_, row) in enumerate(rows):
-        if limit is not None and index >= limit:
-            return
-        yield index, row
+def prompt_key(instruction: str, input_text: str = "") -> str:
+    """A row's prompt as `exclude` compares it: instruction and input joined, casefolded, every run of whitespace
+    one space, so the same prompt matches across files that differ only in spacing or case."""
+    return " ".join(f"{instruction}\n{input_text}".casefold().split())
 
 
-def build_gsm8k(rows: Iterator[tuple[str, Row]], limit: int | None) -> list[Row]:
-    """GSM8K test rows `{question, answer}` -> `{id, instruction: question, input: "", output: answer}`."""
-    return [
+def build_gsm8k(rows: Iterator[tuple[str, Row]], limit: int | None, exclude: Collection[str] = ()) -> list[Row]:
+    """GSM8K test rows `{question, answer}` -> `{id, instruction: question, input: "", output: answer}`, the
+    first `limit` not in `exclude`."""
+    built = (
         {"id": f"gsm8k/{index}", "instruction": row["question"], "input": "", "output": row["answer"]}
-        for index, row in _first(rows, limit)
-    ]
+        for index, (_, row) in enumerate(rows)
+    )
+    return _first_kept(built, limit, exclude)
 
 
-def build_humaneval(rows: Iterator[tuple[str, Row]], limit: int | None) -> list[Row]:
-    """HumanEval rows -> `{id: task_id, instruction: prompt, input: "", output: canonical_solution}`."""
-    return [
+def build_humaneval(rows: Iterator[tuple[str, Row]], limit: int | None, exclude: Collection[str] = ()) -> list[Row]:
+    """HumanEval rows -> `{id: task_id, instruction: prompt, input: "", output: canonical_solution}`, the first
+    `limit` not in `exclude`."""
+    built = (
         {"id": row["task_id"], "instruction": row["prompt"], "input": "", "output": row["canonical_solution"]}
-        for _, row in _first(rows, limit)
+        for _, row in rows
+    )
+    return _first_kept(built, limit, exclude)
+
+
+def _first_kept(rows: Iterable[Row], limit: int | None, exclude: Collection[str]) -> list[Row]:
+    return list(itertools.islice((row for row in rows if not _excluded(row, exclude)), limit))
+
+
+def _excluded(row: Row, exclude: Collection[str]) -> bool:
+    return bool(exclude) and prompt_key(row["instruction"], row.get("input") or "") in exclude
+
+
+def even_draw(categories: Sequence[str], limit: int | None, seed: int) -> list[int]:
+    """Positions (sorted) of a seeded draw of `limit` items as even over `categories` (one label per item) as
+    their sizes allow: each category's positions are shuffled once (`random.Random(seed)`, categories in sorted
+    order) and the categories, in sorted order, give one item each in turn until `limit` are drawn (a category
+    that runs out stops giving). No limit, or one at least the item count: every position."""
+    if limit is None or limit >= len(categories):
+        return list(range(len(categories)))
+    by_category: dict[str, list[int]] = {}
+    for position, category in enumerate(categories):
+        by_category.setdefault(category, []).append(position)
+    generator = random.Random(seed)
+    queues = []
+    for category in sorted(by_category):
+        positions = by_category[category]
+        generator.shuffle(positions)
+        queues.append(positions)
+    chosen: list[int] = []
+    for turn in range(max(len(queue) for queue in queues)):
+        chosen += [queue[turn] for queue in queues if turn < len(queue)][: limit - len(chosen)]
+        if len(chosen) == limit:
+            break
+    return sorted(chosen)
+
+
+_T0_FIELDS = ("id", "instruction", "input", "output", "category", "dataset", "task")
+
+
+def build_t0(rows: Iterator[tuple[str, Row]], limit: int | None, exclude: Collection[str] = ()) -> list[Row]:
+    """A seeded draw (`even_draw`, seed `T0_SEED`) of `limit` labelled T0 rows not in `exclude`, as even over the
+    categories as their sizes allow, in file order; no limit: every row."""
+    table = [row for _, row in rows if not _excluded(row, exclude)]
+    chosen = even_draw([row["category"] for row in table], limit, T0_SEED)
+    return [{key: table[index][key] for key in _T0_FIELDS if key in table[index]} for index in chosen]
+
+
+def _short_prompt(row: Row) -> bool:
+    return len(row["instruction"]) + len(row.get("input") or "") <= PROMPT_CHARACTERS
+
+
+def build_t0_labels(rows: Iterator[tuple[str, Row]], limit: int | None, exclude: Collection[str] = ()) -> list[Row]:
+    """The label-style T0 rows (categories `LABEL_CATEGORIES`, a reference of 1 to `LABEL_WORDS` words, a
+    prompt of at most `PROMPT_CHARACTERS` characters) not in `exclude`: a seeded draw (`even_draw`, seed
+    `T0_LABELS_SEED`) of `limit` rows even over the three categories, in file order."""
+    table = [
+        row
+        for _, row in rows
+        if row["category"] in LABEL_CATEGORIES
+        and 1 <= len(row["output"].split()) <= LABEL_WORDS
+        and _short_prompt(row)
+        and not _excluded(row, exclude)
     ]
+    chosen = even_draw([row["category"] for row in table], limit, T0_LABELS_SEED)
+    return [{key: table[index][key] for key in _T0_FIELDS if key in table[index]} for index in chosen]
 
 
-def build_t0(rows: Iterator[tuple[str, Row]], limit: int | None) -> list[Row]:
-    """A seeded draw of `limit` labelled T0 rows, as even over the categories as their sizes allow, in file
-    order. Each category's rows are shuffled once (seed `T0_SEED`) and the categories, in sorted order, give
-    one row each in turn until `limit` rows are drawn (a category that runs out stops giving); no limit: every
-    row."""
-    table = [row for _, row in rows]
+def build_alpaca_longform(
+    rows: Iterator[tuple[str, Row]], limit: int | None, exclude: Collection[str] = ()
+) -> list[Row]:
+    """Alpaca rows with a reference of at least `LONG_REFERENCE` characters and a prompt of at most
+    `PROMPT_CHARACTERS`, not in `exclude`: a seeded uniform draw (seed `ALPACA_LONGFORM_SEED`) of `limit`, in
+    file order. Ids `alpaca/<0-based line>`."""
+    table = [
+        {"id": f"alpaca/{index}", "instruction": row["instruction"], "input": row["input"], "output": row["output"]}
+        for index, (_, row) in enumerate(rows)
+        if len(row["output"]) >= LONG_REFERENCE and _short_prompt(row)
+    ]
+    table = [row for row in table if not _excluded(row, exclude)]
     if limit is None or limit >= len(table):
-        chosen = list(range(len(table)))
-    else:
-        by_category: dict[str, list[int]] = {}
-        for index, row in enumerate(table):
-            by_category.setdefault(row["category"], []).append(index)
-        generator = random.Random(T0_SEED)
-        queues = []
-        for category in sorted(by_category):
-            indices = by_category[category]
-            generator.shuffle(indices)
-            queues.append(indices)
-        chosen = []
-        for turn in range(max(len(queue) for queue in queues)):
-            chosen += [queue[turn] for queue in queues if turn < len(queue)][: limit - len(chosen)]
-            if len(chosen) == limit:
-                break
-        chosen.sort()
-    keep = ("id", "instruction", "input", "output", "category", "dataset", "task")
-    return [{key: table[index][key] for key in keep if key in table[index]} for index in chosen]
+        return table
+    return [table[index] for index in sorted(random.Random(ALPACA_LONGFORM_SEED).sample(range(len(table)), limit))]
 
 
 HELDOUT_BUILDERS: dict[str, HeldoutBuilder] = {
@@ -120,6 +195,20 @@ HELDOUT_BUILDERS: dict[str, HeldoutBuilder] = {
             800,
             build_t0,
         ),
+        HeldoutBuilder(
+            "t0_labels",
+            "label-style T0 prompts (sentiment, topic, paraphrase), short references, a seeded draw even over them",
+            "recovery/t0_labelled_dev.jsonl.gz",
+            96,
+            build_t0_labels,
+        ),
+        HeldoutBuilder(
+            "alpaca_longform",
+            "Alpaca-52K prompts with long references, a seeded draw",
+            "recovery/alpaca_52k.jsonl.gz",
+            64,
+            build_alpaca_longform,
+        ),
     )
 }
 
@@ -137,15 +226,19 @@ def heldout_source(name: str, data_dir: str | Path | None = None) -> Path:
     return data_file(get_heldout_builder(name).relative, data_dir)
 
 
-def heldout_rows(name: str, limit: int | None = None, data_dir: str | Path | None = None) -> list[Row]:
-    """The rows of built-in set `name` (at most `limit`; None: the set's default), in the corpus schema.
+def heldout_rows(
+    name: str, limit: int | None = None, data_dir: str | Path | None = None, exclude: Collection[str] = ()
+) -> list[Row]:
+    """The rows of built-in set `name` (at most `limit`; None: the set's default), in the corpus schema, drawn
+    from the rows whose `prompt_key` is not in `exclude`.
 
     Refuses an unknown name or a `limit` below 1 (ValueError) and a missing data file (FileNotFoundError).
     """
     builder = get_heldout_builder(name)
     if limit is not None and limit < 1:
         raise ValueError(f"held-out set {name}: limit must be a positive number of rows, got {limit}")
-    return builder.build(read_rows(heldout_source(name, data_dir)), builder.default_limit if limit is None else limit)
+    limit = builder.default_limit if limit is None else limit
+    return builder.build(read_rows(heldout_source(name, data_dir)), limit, frozenset(exclude))
 
 
 def write_heldout(name: str, out: str | Path, limit: int | None = None, data_dir: str | Path | None = None) -> int:

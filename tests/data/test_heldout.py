@@ -8,7 +8,16 @@ from collections import Counter
 
 import pytest
 
-from paser.data.heldout import HELDOUT_BUILDERS, heldout_rows, heldout_source, main, write_heldout
+from paser.data.heldout import (
+    HELDOUT_BUILDERS,
+    LONG_REFERENCE,
+    PROMPT_CHARACTERS,
+    heldout_rows,
+    heldout_source,
+    main,
+    prompt_key,
+    write_heldout,
+)
 from paser.data.paths import data_file
 from paser.selection.corpus import CorpusConfig, load_corpus
 
@@ -56,6 +65,41 @@ def test_t0_draw_is_even_over_categories_seeded_and_in_file_order(tmp_path):
     assert set(rows[0]) == {"id", "instruction", "input", "output", "category", "dataset", "task"}
 
 
+def test_t0_labels_draw_label_categories_with_short_references_seeded(tmp_path):
+    data_dir = _planted_data_dir(tmp_path)
+    rows = heldout_rows("t0_labels", limit=4, data_dir=data_dir)
+    # Summarization is no label category; the two categories give in turn.
+    assert Counter(row["category"] for row in rows) == {"Sentiment": 2, "Topic Classification": 2}
+    assert rows == heldout_rows("t0_labels", limit=4, data_dir=data_dir)
+    assert len(heldout_rows("t0_labels", limit=100, data_dir=data_dir)) == 12
+
+
+def test_a_set_leaves_out_the_prompts_it_is_told_to(tmp_path):
+    data_dir = _planted_data_dir(tmp_path)
+    pool = {prompt_key("  SENTIMENT prompt 0 "), prompt_key("Topic Classification prompt 1")}
+    rows = heldout_rows("t0_labels", limit=100, data_dir=data_dir, exclude=pool)
+    assert {row["id"] for row in rows} == {f"Sentiment-{i}" for i in range(1, 10)} | {"Topic Classification-0"}
+    assert [row["id"] for row in heldout_rows("gsm8k", 2, data_dir, {prompt_key("What is 0 + 0?")})] == [
+        "gsm8k/1",
+        "gsm8k/2",
+    ]
+
+
+def test_alpaca_longform_draws_long_references_in_file_order(tmp_path):
+    (tmp_path / "recovery").mkdir()
+    rows = [
+        {"instruction": f"Tell me about {i}.", "input": "", "output": "x" * (LONG_REFERENCE + i - 3)} for i in range(8)
+    ]
+    rows.append({"instruction": "y" * (PROMPT_CHARACTERS + 1), "input": "", "output": "x" * 2 * LONG_REFERENCE})
+    with gzip.open(tmp_path / "recovery" / "alpaca_52k.jsonl.gz", "wt", encoding="utf-8") as stream:
+        stream.write("".join(json.dumps(row) + "\n" for row in rows))
+    everything = heldout_rows("alpaca_longform", limit=100, data_dir=tmp_path)
+    assert [row["id"] for row in everything] == [f"alpaca/{i}" for i in range(3, 8)]  # long enough, short prompt
+    drawn = heldout_rows("alpaca_longform", limit=3, data_dir=tmp_path)
+    assert len(drawn) == 3 and drawn == sorted(drawn, key=lambda row: int(row["id"].split("/")[1]))
+    assert drawn == heldout_rows("alpaca_longform", limit=3, data_dir=tmp_path)
+
+
 def test_a_written_set_loads_as_a_corpus(tmp_path):
     out = tmp_path / "out" / "t0.jsonl.gz"
     assert write_heldout("t0", out, limit=5, data_dir=_planted_data_dir(tmp_path / "data")) == 5
@@ -64,7 +108,7 @@ def test_a_written_set_loads_as_a_corpus(tmp_path):
 
 
 def test_unknown_set_and_bad_output_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="known: gsm8k, humaneval, t0"):
+    with pytest.raises(ValueError, match="known: alpaca_longform, gsm8k, humaneval, t0, t0_labels"):
         heldout_rows("mmlu")
     with pytest.raises(ValueError, match="JSON Lines"):
         write_heldout("gsm8k", tmp_path / "x.csv", data_dir=_planted_data_dir(tmp_path))
@@ -105,6 +149,15 @@ def test_builders_read_the_real_shared_files():
         {"id": task["task_id"], "instruction": task["prompt"], "input": "", "output": task["canonical_solution"]}
         for task in tasks
     ]
+    labels = heldout_rows("t0_labels")
+    assert Counter(row["category"] for row in labels) == {
+        "Paraphrase Identification": 32,
+        "Sentiment": 32,
+        "Topic Classification": 32,
+    }
+    assert all(len(row["output"].split()) <= 5 for row in labels)
+    longform = heldout_rows("alpaca_longform")
+    assert len(longform) == 64 and all(len(row["output"]) >= LONG_REFERENCE for row in longform)
     t0 = heldout_rows("t0", limit=16)
     assert Counter(row["category"] for row in t0) == {category: 2 for category in {row["category"] for row in t0}}
     assert len({row["category"] for row in t0}) == 8
