@@ -1,11 +1,13 @@
-"""Evaluation of a (pruned, recovered) model: perplexity and the paper's seven zero-shot tasks.
+"""Evaluation of a (pruned, recovered) model: perplexity, the paper's seven zero-shot tasks and generation tasks.
 
 Perplexity follows the protocol of SparseGPT, Wanda and LLM-Pruner: the test split is joined into one
 text, tokenized once, cut into non-overlapping windows of `seqlen` tokens, and the perplexity is the
 exponential of the mean next-token NLL over every predicted token. The zero-shot tasks run in-process
-through lm-evaluation-harness (`paser.recovery.zero_shot`). `response_nll` scores held-out rows on their response
-tokens, the tokens and mask recovery training uses. `run_eval` is the entry point behind `paser eval`:
-it loads a model (and optionally a LoRA adapter), evaluates, and writes `metrics.json` and `metrics.md`.
+through lm-evaluation-harness (`paser.recovery.zero_shot`). The generation tasks (`gen_labels`, `gen_longform`)
+score the model's greedy answers to held-out prompts (`paser.recovery.generation`). `response_nll` scores held-out
+rows on their response tokens, the tokens and mask recovery training uses. `run_eval` is the entry point behind
+`paser eval`: it loads a model (and optionally a LoRA adapter), evaluates, and writes `metrics.json` and
+`metrics.md`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from paser.console import say
 from paser.data.paths import data_file
+from paser.recovery.generation import GENERATION_TASKS, generation_task_file, run_generation_task
 from paser.recovery.items import ITEMS_FILE, split_items, write_items
 from paser.recovery.models import default_seqlen, max_positions
 from paser.recovery.versions import package_versions
@@ -31,7 +34,10 @@ from paser.selection.atomic import write_atomic
 from paser.selection.formatting import EncodedSample
 
 PPL_TASKS: tuple[str, ...] = ("wikitext2", "ptb")
+# "all": the paper's tasks. The generation tasks run when named.
 ALL_TASKS: tuple[str, ...] = PPL_TASKS + ZERO_SHOT_TASKS
+GENERATION_TASK_NAMES: tuple[str, ...] = tuple(GENERATION_TASKS)
+KNOWN_TASKS: tuple[str, ...] = ALL_TASKS + GENERATION_TASK_NAMES
 # The packages that decide the numbers, recorded with every evaluation.
 EVALUATION_PACKAGES = ("paser", "lm_eval", "transformers", "torch", "peft")
 
@@ -55,6 +61,7 @@ ACCURACY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("openbookqa", "OBQA", "acc_norm"),
 )
 MISSING = "–"
+GENERATIONS_DIR = "generations"  # beside metrics.json: the generation tasks' cached answers
 PARTIAL_AVERAGE = "†"  # marks an Average over fewer than the seven accuracies
 
 # Largest float32 logit block (positions x vocabulary) turned into log-probabilities at once: 2**24
@@ -63,7 +70,8 @@ _LOGIT_CHUNK_ELEMENTS = 2**24
 
 
 def parse_tasks(tasks: str | Iterable[str]) -> list[str]:
-    """The task names in `tasks` ("wikitext2,piqa", a list, or "all"), duplicates removed, order kept.
+    """The task names in `tasks` ("wikitext2,piqa", a list, or "all": the paper's nine, not the generation
+    tasks), duplicates removed, order kept.
 
     Refuses (ValueError listing the known names) an unknown task and an empty selection.
     """
@@ -75,12 +83,12 @@ def parse_tasks(tasks: str | Iterable[str]) -> list[str]:
             continue
         expanded = list(ALL_TASKS) if name == "all" else [name]
         for task in expanded:
-            if task not in ALL_TASKS:
-                raise ValueError(f"unknown task {raw.strip()!r}; known: all, {', '.join(ALL_TASKS)}")
+            if task not in KNOWN_TASKS:
+                raise ValueError(f"unknown task {raw.strip()!r}; known: all, {', '.join(KNOWN_TASKS)}")
             if task not in chosen:
                 chosen.append(task)
     if not chosen:
-        raise ValueError(f"no task given; known: all, {', '.join(ALL_TASKS)}")
+        raise ValueError(f"no task given; known: all, {', '.join(KNOWN_TASKS)}")
     return chosen
 
 
@@ -114,9 +122,9 @@ def required_files(
 ) -> dict[str, list[Path]]:
     """The local files every task in `tasks` reads: {task: [paths]}, empty for zero-shot tasks from the hub.
 
-    Perplexity tasks always read local files; zero-shot tasks do when `source` is "local". Refuses an unknown
-    task or source (ValueError) and a missing file (FileNotFoundError naming it), so a run fails before it
-    spends time on the tasks that come first.
+    Perplexity and generation tasks always read local files; zero-shot tasks do when `source` is "local". Refuses
+    an unknown task or source (ValueError) and a missing file (FileNotFoundError naming it), so a run fails before
+    it spends time on the tasks that come first.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
@@ -124,6 +132,8 @@ def required_files(
     for task in parse_tasks(tasks):
         if task in PPL_TASKS:
             files[task] = [ppl_file(task, data_dir)]
+        elif task in GENERATION_TASKS:
+            files[task] = [generation_task_file(task, data_dir)]
         elif source == "local":
             files[task] = local_task_files([task], data_dir)[task]
         else:
@@ -327,6 +337,9 @@ def evaluate_model(
     batch_size: int = 8,
     seqlen: int | None = None,
     seed: int = 0,
+    template: str = "auto",
+    exclude_prompts: Collection[str] = (),
+    generation_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded model on `tasks`; returns the content of `metrics.json`.
 
@@ -334,9 +347,12 @@ def evaluate_model(
     perplexity record is {"metrics": {"ppl", "mean_nll"}, "n": predicted tokens, "n_windows",
     "windows_available", "seqlen", "source": "local", "files", "seconds", "items": each window's `nll_sum` and
     `tokens`}; a zero-shot record is what `paser.recovery.zero_shot.run_zero_shot` returns for it (`items`: each
-    question's correctness). `write_results` keeps the items apart, in items.npz (`paser.recovery.items`). `limit`
-    caps windows for perplexity and examples for zero-shot tasks. Perplexity reads local files (the test splits
-    in the data directory) whatever `source` says; `source` ("local" or "hub") applies to the zero-shot tasks.
+    question's correctness); a generation record is what `paser.recovery.generation.run_generation_task` returns
+    (prompts formatted with `template`, as training formats them; drawn from the rows whose prompt is not in
+    `exclude_prompts`, the prompts a model may have trained on; answers cached in `generation_cache`). `write_results`
+    keeps the items apart, in items.npz (`paser.recovery.items`). `limit` caps windows for perplexity, examples for
+    zero-shot tasks and prompts for generation tasks. Perplexity and generation read local files (the data
+    directory) whatever `source` says; `source` ("local" or "hub") applies to the zero-shot tasks.
     Every data file is checked before anything runs (`required_files`), so a missing one fails fast
     (FileNotFoundError naming it); unknown tasks or sources, and a limit or batch size below 1, raise ValueError.
     """
@@ -369,6 +385,21 @@ def evaluate_model(
                 on_result=report,
             )
         )
+    for task in (name for name in names if name in GENERATION_TASKS):
+        _progress(f"{task}: greedy answers" + (f" (limit {limit})" if limit else ""))
+        records[task] = run_generation_task(
+            model,
+            tokenizer,
+            task,
+            limit=limit,
+            data_dir=data_dir,
+            template=template,
+            batch_size=batch_size,
+            cache_dir=None if generation_cache is None else Path(generation_cache),
+            exclude=exclude_prompts,
+        )
+        metrics = ", ".join(f"{key} {value:.4f}" for key, value in _shown_metrics(records[task]).items())
+        _progress(f"{task}: {metrics} (n={records[task]['n']}, {records[task]['seconds']:.1f} s)")
     # The embedding's dtype is the model's: with an adapter, the first parameter may be a float32 LoRA weight.
     embedding = model.get_input_embeddings().weight
     return {
@@ -383,11 +414,13 @@ def evaluate_model(
     }
 
 
-def _adapter_dir(adapter: str | Path) -> Path:
-    path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"adapter folder {path} does not exist or has no adapter_config.json")
-    return path
+def _shown_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """A task record's metrics without standard errors or missing values."""
+    return {
+        metric: value
+        for metric, value in record["metrics"].items()
+        if not metric.endswith("_stderr") and value is not None
+    }
 
 
 def run_eval(
@@ -409,23 +442,23 @@ def run_eval(
     evaluate it on `tasks` and return the `evaluate_model` record plus "model" and "adapter".
 
     With `out_dir`, also writes `metrics.json` (that record without its per-item values), `metrics.md` (the
-    paper-shaped table and per-task details) and `items.npz` (the per-item values) atomically. The task names,
+    paper-shaped table and per-task details) and `items.npz` (the per-item values) atomically, and caches the
+    generation tasks' answers in `out_dir/generations/`. The task names,
     every data file, the adapter folder and the device are checked before the model loads. Refuses a missing
-    model path (`ModelLoadError`), a missing adapter folder or data file (FileNotFoundError naming it), unknown
+    model path and a checkpoint or adapter whose files cannot be read (`ModelLoadError` naming the file), a missing
+    adapter folder or data file (FileNotFoundError naming it), unknown
     tasks or sources, a limit or batch size below 1 and a CUDA device this torch cannot use (ValueError).
     """
-    from paser.recovery.models import load_model, resolve_device
+    from paser.recovery.models import check_adapter, load_adapter, load_model, resolve_device
 
     resolve_device(device)
     _check_counts(limit, batch_size)
     names = parse_tasks(tasks)
     required_files(names, data_dir, source)
-    adapter_path = None if adapter is None else _adapter_dir(adapter)
+    adapter_path = None if adapter is None else check_adapter(adapter)
     loaded, tokenizer = load_model(model, dtype=dtype, device=device)
     if adapter_path is not None:
-        from peft import PeftModel
-
-        loaded = PeftModel.from_pretrained(loaded, str(adapter_path))
+        loaded = load_adapter(loaded, adapter_path)
     loaded.eval()
     record = {
         "model": model,
@@ -440,6 +473,7 @@ def run_eval(
             batch_size=batch_size,
             seqlen=seqlen,
             seed=seed,
+            generation_cache=None if out_dir is None else Path(out_dir) / GENERATIONS_DIR,
         ),
     }
     if out_dir is not None:
@@ -586,6 +620,9 @@ def format_summary(record: dict[str, Any]) -> str:
                 f"ppl {metrics['ppl']:.4f}  mean NLL {metrics['mean_nll']:.4f} nats  "
                 f"{task_record['n_windows']} windows x {task_record['seqlen']}  {task_record['n']} tokens"
             )
+        elif task in GENERATION_TASKS:
+            shown = "  ".join(f"{metric} {value:.4f}" for metric, value in _shown_metrics(task_record).items())
+            detail = f"{shown}  n={task_record['n']}"
         else:
             parts = []
             for metric in ("acc", "acc_norm"):
