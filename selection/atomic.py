@@ -1,7 +1,9 @@
 """Atomic file writes: readers see the old file or the whole new one, never a partial write.
 
 Every artifact paser writes (shards, markers, caches, outputs) goes through `write_atomic`, so a run
-killed mid-write leaves nothing half-written behind for a rerun to trust.
+killed mid-write leaves nothing half-written behind for a rerun to trust. A staged file or folder is published
+with the mode an ordinary `open()` or `mkdir` would give it under the umask (`give_ordinary_mode(s)`), not the
+owner-only mode `mkstemp`/`mkdtemp` create it with, so a run folder is as readable as its umask says.
 """
 
 from __future__ import annotations
@@ -48,11 +50,48 @@ def sweep_stale_staging_files(folder: Path) -> list[Path]:
     return removed
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (`/proc/self/status`); elsewhere set
+    and restored, with the strictest mask (0o077) in between, so a file another thread creates meanwhile is
+    never more open than it should be."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def give_ordinary_mode(path: str | os.PathLike[str]) -> Path:
+    """Set `path`'s mode to what an ordinary `open()` (0o666) or, for a folder, `mkdir` (0o777) gives under
+    the umask: what a file staged by `mkstemp` (0o600) or a folder staged by `mkdtemp` (0o700) must get before
+    it is renamed into place. Returns `path`."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~current_umask())
+    return path
+
+
+def give_ordinary_modes(folder: str | os.PathLike[str]) -> Path:
+    """`give_ordinary_mode` on `folder` and everything under it: for a folder staged by `mkdtemp` and filled by
+    a library (`save_pretrained`, `save_to_disk`), whose own writers may stage files owner-only (safetensors
+    does), before it is renamed into place. Returns `folder`."""
+    folder = give_ordinary_mode(folder)
+    for parent, folders, files in os.walk(folder):
+        for name in (*folders, *files):
+            give_ordinary_mode(Path(parent, name))
+    return folder
+
+
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Call `write(staging_path)` on a fresh file beside `path`, then rename it onto `path`.
 
-    Creates the parent folder. The staging file is removed if `write` raises. The first write into a folder
-    in a process also removes the staging files that dead writers left there (`sweep_stale_staging_files`).
+    Creates the parent folder. The file gets the mode an ordinary `open()` gives under the umask
+    (`give_ordinary_mode`). The staging file is removed if `write` raises. The first write into a folder in a
+    process also removes the staging files that dead writers left there (`sweep_stale_staging_files`).
     Returns `path`.
     """
     path = Path(path)
@@ -66,6 +105,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     os.close(handle)
     try:
         write(Path(staging))
+        give_ordinary_mode(staging)
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from paser.selection.atomic import write_atomic
+from paser.selection.atomic import give_ordinary_mode, write_atomic
 from paser.selection.corpus import Sample, embed_text
 
 # Written into the Parquet schema metadata, so a store is told apart from any other Parquet file.
@@ -536,6 +536,7 @@ class EmbeddingWriter:
             )
         self._matrix.flush()
         self._matrix = None
+        give_ordinary_mode(self._staging)
         os.replace(self._staging, self.path)
         return self.path
 

@@ -1,4 +1,7 @@
 import os
+import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +60,20 @@ def test_staging_files_name_their_host_and_process(tmp_path):
     write_atomic(tmp_path / "out.txt", lambda staging: seen.append(staging.name) or staging.write_text("x"))
     match = atomic._STAGING.match(seen[0])
     assert match and match["name"] == "out.txt" and match["host"] == atomic._HOST and int(match["pid"]) == os.getpid()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_a_written_file_gets_the_mode_an_ordinary_open_gives_under_the_umask(tmp_path, umask):
+    from paser.selection.atomic import current_umask, give_ordinary_modes
+
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        written = write_atomic(tmp_path / "out.txt", lambda staging: staging.write_text("x"))
+        staged = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700, with a 0600 file inside, as libraries leave them
+        (staged / "weights").touch(mode=0o600)
+        give_ordinary_modes(staged)
+    finally:
+        os.umask(previous)
+    modes = [stat.S_IMODE(path.stat().st_mode) for path in (written, staged, staged / "weights")]
+    assert modes == [0o666 & ~umask, 0o777 & ~umask, 0o666 & ~umask]
