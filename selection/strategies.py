@@ -602,6 +602,19 @@ class LossStrategy(_ColumnTopK):
     requires_columns: ClassVar[tuple[str, ...]] = ("id", "nll_pruned")
 
 
+@register_strategy("longest")
+@dataclass
+class LongestStrategy(_ColumnTopK):
+    """The rows with the longest responses (most `response_tokens`, ties by id), no clusters, no score: the
+    cheap baseline of "Long Is More for Alignment" (Zhao et al., 2024), which found the 1,000 longest responses
+    of a pool a strong instruction-tuning set. Compare it at equal tokens: at equal rows it trains on the most
+    tokens of any strategy. Response lengths are the scorer's, after truncation to `formatting.max_length`, so
+    rows cut at that length tie and are taken by id. Deterministic: the seed plays no part."""
+
+    column: ClassVar[str] = "response_tokens"
+    requires_columns: ClassVar[tuple[str, ...]] = ("id", "response_tokens")
+
+
 @register_strategy("ifd")
 @dataclass
 class IfdStrategy:
@@ -765,21 +778,41 @@ class SingleClusterStrategy:
 class LengthMatchedStrategy:
     """A control for what a strategy picks beyond the lengths of its rows: runs `reference` (a registered
     strategy, with `reference_options`) on the same inputs and budget, then replaces each of its rows by a seeded
-    random row with the same response length (uniform among the rows of that length, without replacement; the
-    reference's own rows among them). The rows have the reference's response-length profile and its row count,
-    their content drawn at random; under a token budget they are taken in that order while they fit (prompt
-    lengths differ, so the count may differ by a few). `stats["shared_with_reference"]` counts the rows both
-    took.
+    random row of the same response length. If `length_matched` recovers as much as the reference, what helps is
+    the length of the reference's rows, not what its score saw in them. An instrument of the study in
+    `studies/smollm2-wanda50-alpaca/`; the reference may need no column `length_matched` does not declare (those
+    of `paser`). Two variants, by `matching`:
 
-    An instrument of the study in `studies/smollm2-wanda50-alpaca/`: if `length_matched` recovers as much as
-    `paser`, what helps is the length of PASER's rows, not the degradation behind them. The reference may need
-    no column `length_matched` does not declare (those of `paser`).
+    - "disjoint" (the default): drawn only among the rows the reference did not pick, with the reference's row
+      count and its response tokens (what the loss is on). The reference's rows are matched in a seeded random
+      order, each by a uniform draw among the unpicked rows of the response length that keeps the running total
+      closest to the reference's (its own length while there are rows of it, so the match is exact where the
+      pool allows). Under a token budget, where the drawn rows' prompts take the total over it, draws are
+      swapped one at a time for shorter unpicked rows (a shorter prompt of the same response length while there
+      is one, else the nearest length; the largest saving first), the response tokens kept within
+      `response_tolerance` of the reference's, until they fit
+      (`stats["swapped_to_fit_budget"]`); their prompt tokens then come out close to the reference's (PASER's
+      prompts are shorter than the pool's). Refuses a reference that took more than half the rows (there are
+      not as many others), draws that no such swap brings within the token budget (a reference holding most of
+      the pool's short rows), and a match whose response tokens differ from the reference's by more than
+      `response_tolerance` of them (ValueError).
+    - "same_length" (issue 19's, kept to reproduce that study): uniform among all rows of the same response
+      length, the reference's own included (a quarter of PASER's picks came back), and under a token budget
+      the budget re-applied to the drawn rows, which then hold fewer rows and response tokens than the
+      reference's when their prompts run longer.
+
+    `stats` records the matching, the reference's rows and response tokens, the control's response tokens and
+    `shared_with_reference` (rows both took: 0 for "disjoint").
     """
 
     name: ClassVar[str]
     requires_columns: ClassVar[tuple[str, ...]] = BASE_COLUMNS
     reference: str = "paser"
     reference_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    matching: str = "disjoint"
+    response_tolerance: float = 0.01
+
+    MATCHINGS: ClassVar[tuple[str, ...]] = ("disjoint", "same_length")
 
     def __post_init__(self) -> None:
         if self.reference == self.name:
@@ -787,29 +820,112 @@ class LengthMatchedStrategy:
         missing = set(strategy_class(self.reference).requires_columns) - set(self.requires_columns)
         if missing:
             raise ValueError(f"length_matched: reference {self.reference!r} needs {sorted(missing)}, not declared")
+        if self.matching not in self.MATCHINGS:
+            raise ValueError(f"length_matched: unknown matching {self.matching!r}; known: {', '.join(self.MATCHINGS)}")
+        if not 0 <= self.response_tolerance < 1:
+            raise ValueError(f"length_matched: response_tolerance must be in [0, 1), got {self.response_tolerance}")
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
         table = _validated_table(inputs, budget, self.requires_columns, self.name)
         reference = get_strategy(self.reference, **self.reference_options).select(inputs, budget)
         positions = pd.Index(table["id"].astype(str)).get_indexer(reference.ids)
         lengths = table["response_tokens"].to_numpy(dtype=np.int64)
+        tokens = row_tokens(table)
         rng = np.random.default_rng(inputs.seed)
-        # Each length the reference took k times gets k rows drawn from the table's rows of that length (there
-        # are at least k: the reference's own).
-        drawn = {length: iter(rng.permutation(np.flatnonzero(lengths == length))) for length in lengths[positions]}
-        order = np.asarray([next(drawn[length]) for length in lengths[positions]], dtype=np.int64)
+        swaps = 0
+        if self.matching == "same_length":
+            # Each length the reference took k times gets k rows drawn from the table's rows of that length (there
+            # are at least k: the reference's own).
+            drawn = {length: iter(rng.permutation(np.flatnonzero(lengths == length))) for length in lengths[positions]}
+            order = np.asarray([next(drawn[length]) for length in lengths[positions]], dtype=np.int64)
+            if isinstance(budget, TokenBudget):
+                order = take_within_tokens(order, tokens, budget)
+        else:
+            limit = budget.tokens if isinstance(budget, TokenBudget) else None
+            wanted = int(lengths[positions].sum())
+            slack = self.response_tolerance * wanted
+            order, swaps = _disjoint_length_match(positions, lengths, tokens, limit, slack, rng)
+            got = int(lengths[order].sum())
+            if abs(got - wanted) > self.response_tolerance * wanted:
+                raise ValueError(
+                    f"length_matched: the other rows hold {got} response tokens against the reference's {wanted}, "
+                    f"more than response_tolerance ({self.response_tolerance:g}) apart"
+                )
         stats: dict[str, Any] = {
             "strategy": self.name,
             "reference": self.reference,
+            "matching": self.matching,
             "reference_rows": len(reference.ids),
+            "reference_response_tokens": int(lengths[positions].sum()),
+            "response_tokens": int(lengths[order].sum()),
             "shared_with_reference": int(np.isin(order, positions).sum()),
         }
         if isinstance(budget, TokenBudget):
-            tokens = row_tokens(table)
-            order = take_within_tokens(order, tokens, budget)
             stats.update(_token_stats(tokens, order, budget))
+            if self.matching == "disjoint":
+                stats["swapped_to_fit_budget"] = swaps
         ids = table["id"].to_numpy(dtype=str)
         return SelectionResult(ids=[str(i) for i in ids[order]], clusters=None, stats=stats)
+
+
+def _disjoint_length_match(
+    reference: np.ndarray,
+    lengths: np.ndarray,
+    tokens: np.ndarray,
+    limit: int | None,
+    response_slack: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, int]:
+    """`LengthMatchedStrategy`'s "disjoint" matching: for each position of `reference` (in its order), a row of
+    the table it does not hold (see the strategy). `lengths`: response tokens per row; `tokens`: prompt +
+    response; `limit`: the token budget, or None; `response_slack`: how far from the reference's response tokens
+    a swap to fit the budget may take the total. Returns (the matched positions (int64), how many draws were
+    swapped to fit the budget)."""
+    available = np.ones(len(lengths), dtype=bool)
+    available[reference] = False
+    if available.sum() < len(reference):
+        raise ValueError(
+            f"length_matched: the reference took {len(reference)} of {len(lengths)} rows; matching them with other "
+            "rows needs at least as many left"
+        )
+    matched = np.empty(len(reference), dtype=np.int64)
+    drift = 0  # response tokens drawn so far minus the reference's
+    for index in rng.permutation(len(reference)):
+        row = reference[index]
+        candidates = np.flatnonzero(available)
+        # The response length that brings the running total closest to the reference's; of two, the nearer one.
+        gap = np.abs(drift + lengths[candidates] - lengths[row])
+        candidates = candidates[gap == gap.min()]
+        offset = np.abs(lengths[candidates] - lengths[row])
+        best = candidates[offset == offset.min()]
+        choice = best[rng.integers(best.size)]
+        available[choice] = False
+        matched[index] = choice
+        drift += int(lengths[choice] - lengths[row])
+    swaps = 0
+    # Over a token budget (the drawn prompts ran longer than the reference's): swap, one at a time, a draw for an
+    # unused row of fewer tokens, of the same response length while there is one (else the nearest), the largest
+    # saving first, keeping the response tokens within `response_slack` of the reference's, until the rows fit.
+    while limit is not None and int(tokens[matched].sum()) > limit:
+        spare = np.flatnonzero(available)
+        savings = tokens[matched][:, None] - tokens[spare][None, :]
+        shift = lengths[spare][None, :] - lengths[matched][:, None]
+        allowed = (savings > 0) & (np.abs(drift + shift) <= response_slack)
+        if not allowed.any():
+            raise ValueError(
+                f"length_matched: the rows the reference left hold no match of its response lengths within the "
+                f"token budget ({int(tokens[matched].sum())} tokens after swapping draws for shorter rows, "
+                f"budget {limit})"
+            )
+        draw, row = np.nonzero(allowed)
+        best = np.lexsort((-savings[draw, row], np.abs(shift[draw, row])))[0]
+        draw, replacement = draw[best], spare[row[best]]
+        drift += int(lengths[replacement] - lengths[matched[draw]])
+        available[matched[draw]] = True
+        available[replacement] = False
+        matched[draw] = replacement
+        swaps += 1
+    return matched, swaps
 
 
 def _walk_result(

@@ -78,9 +78,17 @@ def build(name: str):
     return get_strategy(name, concept_extractor=split_concepts) if name == "paser" else get_strategy(name)
 
 
+def skip_a_disjoint_control_of_more_than_half(name: str, rows: int, table: pd.DataFrame) -> None:
+    """length_matched draws among the rows its reference left, so it cannot match more than half of them (its
+    refusal is tested on its own)."""
+    if name == "length_matched" and rows > len(table) // 2:
+        pytest.skip("length_matched needs as many rows left as its reference took")
+
+
 @pytest.mark.parametrize("name", BUDGETED)
 @pytest.mark.parametrize("budget", [1, 37, 240])
 def test_every_strategy_returns_exactly_budget_unique_ids(name, budget, random_inputs, fake_kmeans):
+    skip_a_disjoint_control_of_more_than_half(name, budget, random_inputs.table)
     result = build(name).select(random_inputs, budget)
     assert len(result.ids) == budget and len(set(result.ids)) == budget
     assert set(result.ids) <= set(random_inputs.table["id"])
@@ -465,6 +473,7 @@ def tokens_of(table: pd.DataFrame, ids) -> int:
 def test_every_strategy_fills_a_token_budget_as_far_as_whole_rows_allow(name, tokens, random_inputs, fake_kmeans):
     # Every row costs 10 + 20 = 30 tokens, so the budget buys exactly min(tokens // 30, 240) rows.
     table = random_inputs.table.assign(prompt_tokens=10, response_tokens=20)
+    skip_a_disjoint_control_of_more_than_half(name, min(tokens // 30, 240), table)
     inputs = dataclasses.replace(random_inputs, table=table)
     result = build_serial(name).select(inputs, TokenBudget(tokens))
     assert len(set(result.ids)) == len(result.ids) == min(tokens // 30, 240)
@@ -664,30 +673,115 @@ def test_single_cluster_draws_a_seeded_sample_of_one_cluster_only():
         get_strategy("single_cluster", cluster=0).select(SelectionInputs(table), 11)
 
 
-def test_length_matched_keeps_the_references_response_lengths_and_draws_other_content(random_inputs):
-    table = random_inputs.table
-    reference = get_strategy("cds_topk").select(random_inputs, 30)
-    result = get_strategy("length_matched", reference="cds_topk").select(random_inputs, 30)
+def lengths_table(rows_per_length: int = 6) -> pd.DataFrame:
+    """Response lengths 10, 20, ..., 100, each on `rows_per_length` rows; prompts of 5 to 14 tokens; CDS rising
+    with the row number, so cds_topk takes the last rows."""
+    n = 10 * rows_per_length
+    return make_table(
+        [0] * n,
+        np.linspace(0.0, 0.6, n),
+        prompt_tokens=5 + np.arange(n) % 10,
+        response_tokens=10 * (1 + np.arange(n) % 10),
+    )
+
+
+def test_length_matched_draws_only_rows_the_reference_left_with_its_rows_and_response_tokens():
+    table = lengths_table()
+    inputs = SelectionInputs(table, seed=2)
+    reference = get_strategy("cds_topk").select(inputs, 20)
+    result = get_strategy("length_matched", reference="cds_topk").select(inputs, 20)
     lengths = table.set_index("id")["response_tokens"]
-    assert len(result.ids) == len(set(result.ids)) == 30
-    # Every response length of the reference's rows is matched (exactly where a row of that length was left).
+    assert not set(result.ids) & set(reference.ids) and len(set(result.ids)) == 20
+    # Every length had rows left, so the match is exact row by row, and so in total.
     assert sorted(lengths[result.ids]) == sorted(lengths[reference.ids])
-    assert result.stats["reference"] == "cds_topk" and result.stats["shared_with_reference"] < 30
-    # Its content is not the reference's: cds_topk takes the top CDS, a length-matched draw does not.
+    assert result.stats["response_tokens"] == result.stats["reference_response_tokens"] == lengths[reference.ids].sum()
+    assert (result.stats["matching"], result.stats["shared_with_reference"]) == ("disjoint", 0)
     cds = table.set_index("id")["cds"]
     assert cds[result.ids].mean() < cds[reference.ids].mean()
-    again = get_strategy("length_matched", reference="cds_topk").select(random_inputs, 30)
-    other = get_strategy("length_matched", reference="cds_topk").select(dataclasses.replace(random_inputs, seed=4), 30)
+
+
+def test_length_matched_keeps_the_response_tokens_within_its_tolerance_where_lengths_run_out(random_inputs):
+    # 240 rows over 299 response lengths: most lengths have no other row, so neighbours stand in, drawn to keep
+    # the running total on the reference's.
+    reference = get_strategy("cds_topk").select(random_inputs, 60)
+    result = get_strategy("length_matched", reference="cds_topk").select(random_inputs, 60)
+    assert len(result.ids) == 60 and not set(result.ids) & set(reference.ids)
+    wanted, got = result.stats["reference_response_tokens"], result.stats["response_tokens"]
+    assert abs(got - wanted) <= 0.01 * wanted
+    with pytest.raises(ValueError, match="response_tolerance"):
+        get_strategy("length_matched", reference="random", response_tolerance=0.0).select(
+            dataclasses.replace(random_inputs, table=lengths_table(1)), 5
+        )
+
+
+def test_length_matched_matches_rows_and_response_tokens_within_a_token_budget():
+    # Every response length on six rows; the reference (cds_topk: the last ten rows, one of each length, 5-token
+    # prompts) spends the budget to the token, and of the other rows of each length three have 5-token prompts,
+    # two 35: drawn rows of long prompts must be swapped for short-prompt rows of the same response length.
+    n = 60
+    prompts = np.where(np.isin(np.arange(n) // 10, [1, 3]), 35, 5)
+    table = make_table(
+        [0] * n, np.linspace(0.0, 0.6, n), prompt_tokens=prompts, response_tokens=10 * (1 + np.arange(n) % 10)
+    )
+    inputs = SelectionInputs(table, seed=1)
+    reference = get_strategy("cds_topk").select(inputs, TokenBudget(600))
+    budget = TokenBudget(tokens_of(table, reference.ids))
+    result = get_strategy("length_matched", reference="cds_topk").select(inputs, budget)
+    assert len(result.ids) == len(reference.ids) and not set(result.ids) & set(reference.ids)
+    assert result.stats["response_tokens"] == result.stats["reference_response_tokens"]
+    assert result.stats["selected_tokens"] == tokens_of(table, result.ids) <= budget.tokens
+    assert result.stats["swapped_to_fit_budget"] > 0
+    assert sorted(table.set_index("id").loc[result.ids, "response_tokens"]) == list(range(10, 101, 10))
+
+
+def test_length_matched_refuses_a_reference_of_more_than_half_the_rows_or_an_unfillable_budget():
+    table = lengths_table(1)
+    with pytest.raises(ValueError, match="took 6 of 10 rows"):
+        get_strategy("length_matched", reference="random").select(SelectionInputs(table), 6)
+    # The reference takes the one 15-token row; every other row costs 60, over the budget of 20.
+    cheap = make_table([0] * 4, [0.1] * 4, prompt_tokens=[5, 50, 50, 50], response_tokens=[10, 10, 10, 10])
+    with pytest.raises(ValueError, match="no match of its response lengths within the token budget"):
+        get_strategy("length_matched", reference="cds_topk").select(SelectionInputs(cheap), TokenBudget(20))
+
+
+def test_length_matched_same_length_is_issue_19s_control(random_inputs):
+    table = random_inputs.table
+    reference = get_strategy("cds_topk").select(random_inputs, 30)
+    same_length = get_strategy("length_matched", reference="cds_topk", matching="same_length")
+    result = same_length.select(random_inputs, 30)
+    lengths = table.set_index("id")["response_tokens"]
+    assert len(result.ids) == len(set(result.ids)) == 30
+    # Every response length of the reference's rows is matched exactly, the reference's own rows among the draws.
+    assert sorted(lengths[result.ids]) == sorted(lengths[reference.ids])
+    assert result.stats["reference"] == "cds_topk" and 0 < result.stats["shared_with_reference"] < 30
+    again = same_length.select(random_inputs, 30)
+    other = same_length.select(dataclasses.replace(random_inputs, seed=4), 30)
     assert again.ids == result.ids != other.ids
 
 
-def test_length_matched_respects_a_token_budget():
+def test_length_matched_same_length_re_applies_a_token_budget():
     # Response lengths 20 and 50; prompts of 10 tokens: a row is 30 or 60 tokens.
     table = make_table([0] * 6, [0.1] * 6, response_tokens=np.array([20, 20, 20, 20, 50, 50]))
     inputs = SelectionInputs(table, seed=0)
-    tokens = get_strategy("length_matched", reference="random").select(inputs, TokenBudget(95))
+    same_length = get_strategy("length_matched", reference="random", matching="same_length")
+    tokens = same_length.select(inputs, TokenBudget(95))
     assert tokens.stats["selected_tokens"] <= 95 and tokens.stats["budget_tokens"] == 95
     assert tokens.stats["reference_rows"] >= len(tokens.ids) >= 1
+
+
+def test_length_matched_depends_on_the_seed(random_inputs):
+    strategy = get_strategy("length_matched", reference="cds_topk")
+    assert strategy.select(random_inputs, 30).ids == strategy.select(random_inputs, 30).ids
+    assert strategy.select(random_inputs, 30).ids != strategy.select(dataclasses.replace(random_inputs, seed=4), 30).ids
+
+
+def test_longest_takes_the_longest_responses_within_a_token_budget_whatever_the_seed():
+    table = make_table([0] * 5, [0.1] * 5, prompt_tokens=[10] * 5, response_tokens=[40, 90, 10, 90, 60])
+    assert get_strategy("longest").select(SelectionInputs(table), 3).ids == ["r001", "r003", "r004"]  # ties by id
+    # 100 + 100 = 200 tokens; r004 (70) would take it over 250, so the walk ends there.
+    result = get_strategy("longest").select(SelectionInputs(table, seed=5), TokenBudget(250))
+    assert result.ids == ["r001", "r003"] and result.stats["selected_tokens"] == 200 <= 250
+    assert get_strategy("longest").select(SelectionInputs(table, seed=9), TokenBudget(250)).ids == result.ids
 
 
 def test_length_matched_refuses_itself_or_a_reference_needing_undeclared_columns():
@@ -695,3 +789,7 @@ def test_length_matched_refuses_itself_or_a_reference_needing_undeclared_columns
         get_strategy("length_matched", reference="length_matched")
     with pytest.raises(ValueError, match="needs"):
         get_strategy("length_matched", reference="ifd")
+    with pytest.raises(ValueError, match="unknown matching 'exact'; known: disjoint, same_length"):
+        get_strategy("length_matched", matching="exact")
+    with pytest.raises(ValueError, match="response_tolerance"):
+        get_strategy("length_matched", response_tolerance=1.5)
