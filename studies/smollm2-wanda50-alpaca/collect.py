@@ -1,10 +1,19 @@
 """Copy what the study's run folder holds into this folder, for the repository: results.json, the run's
 config.yaml, report.md + report.html (with its plots), tables.md (the README's tables), the selected ids of every
-combination and the wall time of every stage. Model weights, adapters and the corpus are not copied.
+combination, the wall time of every stage and, where the evaluations kept them, every combination's per-item
+values in one compressed file (items.npz, `paser.pipelines.uncertainty.write_run_items`), so that the paired
+tests, verdicts and item-level intervals can be recomputed from the repository. Model weights, adapters and the
+corpus are not copied.
 
     python studies/smollm2-wanda50-alpaca/collect.py ~/runs/study
     python studies/smollm2-wanda50-alpaca/collect.py ~/runs/study-b --into equal-tokens \
         --sweep studies/smollm2-wanda50-alpaca/config.yaml --set "selection.budgets=[11300t]" ...
+    python studies/smollm2-wanda50-alpaca/collect.py --recompute [--into equal-tokens]
+
+`--recompute` needs no run folder: it recomputes the comparisons (paired differences, their seed-level tests
+and verdicts, the bootstrap intervals: over the items where items.npz is here, else over the seeds) from the
+committed results.json and items.npz, and rewrites results.json's `versus_random` block and the comparison
+tables (in tables.md and the README).
 
 `--sweep CONFIG` (with `--set` overrides) first rewrites the run folder's config.yaml and results.json for that
 sweep from what the folder holds, training nothing: a combination not finished shows as missing. That is how a
@@ -37,21 +46,40 @@ from paser.pipelines.report import write_report  # noqa: E402
 from paser.pipelines.results import load_run  # noqa: E402
 from paser.pipelines.run import collect_results, load_run_config, statistics_blocks  # noqa: E402
 from paser.pipelines.select import write_json  # noqa: E402
-from paser.pipelines.uncertainty import versus_random  # noqa: E402
+from paser.pipelines.uncertainty import read_run_items, run_items, versus_random, write_run_items  # noqa: E402
 from paser.selection.atomic import write_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # The study's metrics, the in-distribution one (where choices are made) first.
 METRICS = ("heldout_alpaca_nll", "wikitext2_ppl", "heldout_t0_nll", "heldout_gsm8k_nll")
+# Every combination's per-item values, committed beside results.json.
+ITEMS_FILE = "items.npz"
+COMPARISONS = ("versus_random", "versus_paser", "versus_length_matched")
 
 
-def tables(run) -> dict[str, list[str]]:
+def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
+    """The paired-comparison tables as markdown lines, by name (`COMPARISONS`): `versus_random` (every strategy
+    against random), `versus_paser` (the PASER ablations against `paser`) and `versus_length_matched` (`paser`
+    against its length-matched control), each row the paired difference, its paired t and sign-flip p-values,
+    its bootstrap interval and the verdict; from a results.json payload and the per-item values `items` (by
+    combination; empty: the bootstrap resamples seeds). A table the run has no rows for is absent."""
+    strategies = results["strategies"]
+    out = {"versus_random": _versus(pd.DataFrame(versus_random(results, items=items)["rows"]), "random")}
+    ablations = [name for name in strategies if name.startswith("paser_")]
+    if ablations and "paser" in strategies:
+        versus = pd.DataFrame(versus_random(results, items=items, baseline="paser")["rows"])
+        out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser")
+    if "length_matched" in strategies and "paser" in strategies:
+        versus = pd.DataFrame(versus_random(results, items=items, baseline="length_matched")["rows"])
+        out["versus_length_matched"] = _versus(versus[versus["strategy"] == "paser"], "length_matched")
+    return {name: table for name, table in out.items() if table}
+
+
+def tables(run, items: dict) -> dict[str, list[str]]:
     """The study's tables as markdown lines, by name: `results` (per strategy and budget: seeds, tokens trained,
     their share of full, train seconds, every metric as mean ± sd [95% t-interval]), `gaps` (gap recovered per
-    metric), `versus_random` (paired difference from random with its bootstrap interval), `versus_paser` (the
-    PASER ablations against `paser`), `versus_length_matched` (`paser` against its length-matched control),
-    `picks` (what each strategy picked) and `cds_vs_gain` (where the run trained on single clusters);
-    a table the run has no rows for is absent."""
+    metric), the `comparison_tables` (with the per-item values `items`), `picks` (what each strategy picked) and
+    `cds_vs_gain` (where the run trained on single clusters); a table the run has no rows for is absent."""
     results = run.results_table()
     results = results[results["strategy"].isin(["original", "pruned"]) | (results["seeds"] > 0)]
     summary = run.summary().set_index(["strategy", "budget", "metric"])
@@ -81,14 +109,7 @@ def tables(run) -> dict[str, list[str]]:
         lines.append(_row(cells))
         if not baseline:
             gaps.append(_row([*cells[:2], *[f"{getattr(row, f'{metric}_gap_recovered'):.1%}" for metric in METRICS]]))
-    out = {"results": lines, "gaps": gaps, "versus_random": _versus(run.versus_random(), "random")}
-    ablations = [name for name in run.results["strategies"] if name.startswith("paser_")]
-    if ablations and "paser" in run.results["strategies"]:
-        versus = pd.DataFrame(versus_random(run.results, run.path, baseline="paser")["rows"])
-        out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser")
-    if "length_matched" in run.results["strategies"] and "paser" in run.results["strategies"]:
-        versus = pd.DataFrame(versus_random(run.results, run.path, baseline="length_matched")["rows"])
-        out["versus_length_matched"] = _versus(versus[versus["strategy"] == "paser"], "length_matched")
+    out = {"results": lines, "gaps": gaps, **comparison_tables(run.results, items)}
     numbers = ["tokens", "mean_response_tokens", "median_response_tokens", "mean_cds", "cds_rank", "cluster_shift"]
     mean = picks.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
     header = ["picked by", "budget", "tokens", "mean response tokens", "median response tokens", "mean CDS"]
@@ -134,14 +155,15 @@ def _budget(budget) -> str:
 
 def _versus(versus: pd.DataFrame, baseline: str) -> list[str]:
     """The paired-difference table of `versus` (rows of a `versus_random` block) against `baseline`."""
-    header = ["strategy", "budget", "metric", "pairs", f"strategy − {baseline}", "95% bootstrap interval"]
-    lines = [_row([*header, "resampled", "verdict"]), "|---" * 8 + "|"]
+    header = ["strategy", "budget", "metric", "pairs", f"strategy − {baseline}", "paired t p", "sign-flip p"]
+    lines = [_row([*header, "95% bootstrap interval", "resampled", "verdict"]), "|---" * 10 + "|"]
     for row in versus[versus["metric"].isin(METRICS)].itertuples(index=False):
-        if row.pairs == 0:
+        if row.pairs < 2:
             continue
         lines.append(
             f"| {row.strategy} | {_budget(row.budget)} | {row.metric} | {row.pairs} | {row.difference:+.4f} "
-            f"| [{row.lo:+.4f}, {row.hi:+.4f}] | {row.bootstrap} | {row.verdict} |"
+            f"| {row.t_p:.3f} | {row.permutation_p:.3f} | [{row.lo:+.4f}, {row.hi:+.4f}] | {row.bootstrap} "
+            f"| {row.verdict} |"
         )
     return lines if len(lines) > 2 else []
 
@@ -185,15 +207,54 @@ def rebuild(run_dir: Path, sweep: Path, overrides: list[str]) -> None:
     print(f"{run_dir}: results of {evaluated} of {len(results['combos'])} combinations of {sweep}")
 
 
+def collect_items(run_dir: Path, results: dict, here: Path) -> dict:
+    """Every evaluated combination's per-item values in `run_dir`, also written to `here`/items.npz when there are
+    any (a folder whose evaluations kept none leaves an items.npz already there as it is); returns them."""
+    items = run_items(results, run_dir)
+    if items:
+        write_run_items(items, here / ITEMS_FILE)
+    return items
+
+
+def recompute(here: Path) -> dict[str, list[str]]:
+    """Recompute the comparisons of the study folder `here` from its committed results.json and items.npz (where
+    there is one): rewrite results.json's `versus_random` block and the comparison sections of tables.md; returns
+    the comparison tables by name."""
+    results = json.loads((here / "results.json").read_text(encoding="utf-8"))
+    items = read_run_items(here / ITEMS_FILE) if (here / ITEMS_FILE).is_file() else {}
+    results["versus_random"] = versus_random(results, items=items)
+    write_json(here / "results.json", results)
+    named = comparison_tables(results, items)
+    tables_path = here / "tables.md"
+    text = tables_path.read_text(encoding="utf-8") if tables_path.is_file() else ""
+    for name, table in named.items():
+        section = f"## {name}\n\n" + "\n".join(table) + "\n\n"
+        pattern = re.compile(rf"^## {name}\n\n.*?\n\n(?=## |\Z)", flags=re.DOTALL | re.MULTILINE)
+        text, replaced = pattern.subn(lambda _, section=section: section, text)
+        if not replaced:
+            text += section
+    write_atomic(tables_path, lambda path: path.write_text(text, encoding="utf-8"))
+    return named
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="the study's run folder")
+    parser.add_argument("run_dir", type=Path, nargs="?", help="the study's run folder (not with --recompute)")
     parser.add_argument("--into", default="", help="a subfolder of the study to collect into (default: the study)")
     parser.add_argument("--sweep", type=Path, help="rebuild the folder's results for this run config's sweep first")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override of --sweep")
+    parser.add_argument(
+        "--recompute", action="store_true", help="recompute the comparisons from the committed files, no run folder"
+    )
     args = parser.parse_args()
-    run_dir = args.run_dir.expanduser()
+    if args.recompute == (args.run_dir is not None):
+        parser.error("give a run folder or --recompute, not both")
     here = HERE / args.into
+    if args.recompute:
+        named = recompute(here)
+        print(f"{splice(HERE / 'README.md', args.into or 'main', named)} comparison tables replaced in README.md")
+        return
+    run_dir = args.run_dir.expanduser()
     here.mkdir(parents=True, exist_ok=True)
     if args.sweep is not None:
         rebuild(run_dir, args.sweep, args.set)
@@ -201,7 +262,8 @@ def main() -> None:
     shutil.copyfile(run_dir / "results.json", here / "results.json")
     shutil.copyfile(run_dir / "config.yaml", here / "run_config.yaml")
     write_report(run_dir, here)
-    named = tables(run)
+    items = collect_items(run_dir, run.results, here)
+    named = tables(run, items)
     text = "".join(f"## {name}\n\n" + "\n".join(table) + "\n\n" for name, table in named.items())
     (here / "tables.md").write_text(text, encoding="utf-8")
     spliced = splice(HERE / "README.md", args.into or "main", named)
@@ -218,6 +280,7 @@ def main() -> None:
     (here / "stage_seconds.json").write_text(json.dumps(seconds, indent=1) + "\n", encoding="utf-8")
     total = sum(value for value in seconds.values() if value)
     print(f"{len(seconds)} finished stages, {total / 3600:.2f} h of stage time; files in {here}")
+    print(f"per-item values of {len(items)} combinations in {here / ITEMS_FILE}" if items else "no per-item values")
     print(f"{spliced} tables replaced in README.md")
 
 
