@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from paser.console import show_progress_bars
 from paser.pipelines.config import SelectConfig, load_config
 from paser.pipelines.plugins import load_plugins
 
@@ -475,13 +476,39 @@ def refusal_message(error: BaseException, args: argparse.Namespace) -> str | Non
     return None
 
 
+# What rerunning an interrupted command does: select and run resume from what they finished (shards and stages
+# are published whole, staged and renamed); the others start again.
+RESUMES = {
+    "select": "resume from the finished shards",
+    "run": "resume from the finished stages and shards",
+}
+
+
+def interrupted_message(command: str | None) -> str:
+    """The one line `main` prints for Ctrl-C (SIGINT) during `command`."""
+    return f"interrupted; rerun the same command to {RESUMES.get(command or '', 'start it again')}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `paser` console script. Exit status 0: done; 2: refused, with one line on stderr
-    saying what and what to do (`REFUSALS`); any other error is a bug and keeps its traceback.
+    saying what and what to do (`REFUSALS`); 130: interrupted (Ctrl-C), with one line saying how to resume
+    (`interrupted_message`); any other error is a bug and keeps its traceback. Progress bars show only when
+    stderr is a terminal (`paser.console.show_progress_bars`).
 
-    Set PASER_DEBUG=1 to get the traceback of a refusal too.
+    Set PASER_DEBUG=1 to get the traceback of a refusal or an interruption too.
     """
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        if os.environ.get("PASER_DEBUG"):
+            raise
+        command = argv[0] if argv and not argv[0].startswith("-") else None
+        print(f"paser{f' {command}' if command else ''}: {interrupted_message(command)}", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str]) -> int:
     try:
         load_plugins(plugins_in(argv))
     except ValueError as error:
@@ -490,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as transformers_logging
 
+    # Bars are a live display for a person at a terminal: piped or logged, stderr holds warnings and errors only.
+    show_progress_bars(sys.stderr.isatty())
     # Our own bars (tokenise, degradation, embedding) say what runs; checkpoint-loading bars are noise.
     transformers_logging.disable_progress_bar()
     try:

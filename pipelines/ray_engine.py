@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from paser.console import progress_bar
 from paser.selection.atomic import write_atomic
 from paser.selection.degradation import (
     DegradationConfig,
@@ -363,7 +363,7 @@ def _run_on_ray(
     paths = _write_inputs(shard_dir / _INPUT_FOLDER, tables)
     collector = _ShardCollector({index: table.num_rows for index, table in tables.items()}, finish)
     done = total_rows - sum(collector.sizes.values())
-    with tqdm(total=total_rows, initial=done, desc=desc, unit="rows", disable=not show_progress) as bar:
+    with progress_bar(total=total_rows, initial=done, desc=desc, show=show_progress) as bar:
         for block in _run_actors(ray, paths, actor, constructor_kwargs, ray_config):
             bar.update(collector.add(block))
     collector.check_complete()

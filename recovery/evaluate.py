@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from paser.console import say
+from paser.console import progress_bar, say
 from paser.data.paths import data_file
 from paser.recovery.generation import GENERATION_TASKS, generation_task_file, run_generation_task
 from paser.recovery.items import ITEMS_FILE, split_items, write_items
@@ -209,7 +208,7 @@ def perplexity(
     windows = input_ids[: n_windows * seqlen].view(n_windows, seqlen)
     device = model.get_input_embeddings().weight.device
     window_nll: list[float] = []
-    progress = tqdm(total=n_windows, desc="perplexity", unit="windows", disable=not show_progress)
+    progress = progress_bar(total=n_windows, desc="perplexity", unit="windows", show=show_progress)
     was_training = model.training
     model.eval()  # no dropout; the caller gets the model back in the mode it came in
     try:

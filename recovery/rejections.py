@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from paser.console import progress_bar
 from paser.recovery.greedy import eos_token_ids, generate_batch, greedy_decoding
 from paser.selection.atomic import write_atomic
 
@@ -71,7 +70,7 @@ def _generate_answers(
     (one flushed write: a crash loses at most the batch being written); returns (entries by id, new tokens)."""
     generated: dict[str, dict[str, Any]] = {}
     tokens_generated = 0
-    progress = tqdm(total=len(to_generate), desc="greedy answers", unit="rows", disable=not show_progress)
+    progress = progress_bar(total=len(to_generate), desc="greedy answers", show=show_progress)
     with greedy_decoding(model, eos_ids, tokenizer.pad_token_id), contextlib.ExitStack() as stack:
         cache_file = stack.enter_context(cache_path.open("a", encoding="utf-8")) if cache_path is not None else None
         stack.callback(progress.close)

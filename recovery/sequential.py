@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import torch
-from tqdm.auto import tqdm
 
+from paser.console import progress_bar
 from paser.recovery.models import decoder_layers
 
 
@@ -157,7 +157,7 @@ def prune_sequentially(
     blocks = decoder_layers(model)
     names = {id(module): name for name, module in model.named_modules()}
     inputs = capture_block_inputs(model, calibration, batch_size, device)
-    for block in tqdm(blocks, desc=f"{description} ({len(blocks)} blocks)", unit="block"):
+    for block in progress_bar(blocks, desc=f"{description} ({len(blocks)} blocks)", unit="block"):
         home = next(block.parameters()).device
         block.to(device)
         layers = {

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from paser.console import say
+from paser.console import bars_shown, say
 from paser.recovery.evaluate import (
     load_ppl_text,
 )
@@ -328,7 +328,7 @@ def _trl_common_args(
         "fp16": dtype == torch.float16,
         "use_cpu": device == "cpu",
         "gradient_checkpointing": config.gradient_checkpointing,
-        "disable_tqdm": not config.show_progress,
+        "disable_tqdm": not bars_shown(config.show_progress),
         "dataloader_num_workers": 0,
     }
 

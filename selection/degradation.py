@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from paser.console import progress_bar
 from paser.selection.formatting import EncodedSample
 from paser.selection.shards import ShardStore, shard_bounds
 
@@ -582,13 +582,7 @@ def score_degradation(
     training_modes = [original.training, pruned.training]
     original.eval()
     pruned.eval()
-    progress = tqdm(
-        total=len(encoded),
-        initial=finished_rows,
-        desc="degradation",
-        unit="rows",
-        disable=not config.show_progress,
-    )
+    progress = progress_bar(total=len(encoded), initial=finished_rows, desc="degradation", show=config.show_progress)
     try:
         with torch.inference_mode():
             if pending:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from paser.console import bars_shown, progress_bar
 from paser.selection.atomic import write_atomic
 from paser.selection.shards import ShardStore, ids_hash, shard_bounds
 
@@ -228,7 +228,7 @@ def _encode(encoder: Any, texts: Sequence[str], batch_size: int, show_progress: 
     return encoder.encode(
         list(texts),
         batch_size=batch_size,
-        show_progress_bar=show_progress,
+        show_progress_bar=bars_shown(show_progress),
         convert_to_numpy=True,
         normalize_embeddings=True,
     ).astype(np.float32)
@@ -443,12 +443,11 @@ def embed_in_shards(
 
     if pending:
         encoder = load_encoder()
-        progress = tqdm(
+        progress = progress_bar(
             total=len(ids),
             initial=len(ids) - sum(bounds[index][1] - bounds[index][0] for index in pending),
             desc="embedding",
-            unit="rows",
-            disable=not show_progress,
+            show=show_progress,
         )
         with progress:
             for index in pending:

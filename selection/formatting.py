@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from paser.console import progress_bar
 from paser.selection.corpus import Sample
 
 TEMPLATES = ("auto", "alpaca", "chat")
@@ -228,7 +227,7 @@ def encode_corpus(
     encoded: list[EncodedSample] = []
     skip_counts: dict[str, int] = {}
     skip_examples: dict[str, list[str]] = {}
-    progress = tqdm(total=len(samples), desc="tokenise", unit="rows", disable=not show_progress)
+    progress = progress_bar(total=len(samples), desc="tokenise", show=show_progress)
     # Batches taken by iterating, not slicing: `samples` may stream from a corpus store (`StoredSamples`).
     rows = iter(samples)
     while batch := list(itertools.islice(rows, _TOKENIZE_BATCH_ROWS)):

@@ -33,8 +33,8 @@ from typing import Any, overload
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from paser.console import progress_bar
 from paser.selection.atomic import give_ordinary_mode, write_atomic
 from paser.selection.corpus import Sample, embed_text
 
@@ -101,7 +101,7 @@ def write_corpus_store(
 
     def write(staging: Path) -> None:
         nonlocal rows_written
-        stream = tqdm(samples, desc=f"writing {path.name}", unit=" rows", disable=not show_progress)
+        stream = progress_bar(samples, desc="reading corpus", show=show_progress)
         with pq.ParquetWriter(staging, STORE_SCHEMA, compression="zstd") as writer:
             group: list[Sample] = []
             for sample in stream:

@@ -54,8 +54,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from paser.console import progress_bar
 from paser.selection.degradation import (
     LN2,
     UNCONDITIONED_COLUMN,
@@ -335,12 +335,11 @@ def _run_shards(
     """`work(index, on_batch)` for each pending shard, under a progress bar over all rows, with the model in eval
     and inference mode (its training mode restored afterwards) and its logits checked to be head(body)."""
     shards = shard_rows(encoded, config)
-    progress = tqdm(
+    progress = progress_bar(
         total=len(encoded),
         initial=len(encoded) - sum(len(shards[index]) for index in pending),
         desc=description,
-        unit="rows",
-        disable=not config.show_progress,
+        show=config.show_progress,
     )
     training = parts.model.training
     parts.model.eval()

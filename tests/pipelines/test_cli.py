@@ -419,3 +419,36 @@ def test_a_percent_sign_in_a_config_fields_help_or_default_prints_as_written(cap
     parser = argparse.ArgumentParser(prog="demo")
     add_dataclass_flags(parser, Settings)
     assert "keep 100% of %(prog)s %d rows (default 50%)" in " ".join(parser.format_help().split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "resume"),
+    [
+        (["select"], "resume from the finished shards"),
+        (["run"], "resume from the finished stages and shards"),
+        (["prune", "--model", "m", "--out", "o"], "start it again"),
+        (["eval", "--model", "m"], "start it again"),
+        (["recover", "--pruned", "p", "--subset", "s", "--out", "o"], "start it again"),
+        (["report", "r"], "start it again"),
+        (["data", "dolly"], "start it again"),
+    ],
+)
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(monkeypatch, capsys, argv, resume):
+    from paser.pipelines import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"{argv[0]}_command", interrupted)
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    assert captured.err == f"paser {argv[0]}: interrupted; rerun the same command to {resume}\n"
+
+
+def test_a_refusal_after_a_progress_bar_started_is_still_one_line(tiny_model_dir, tmp_path, capsys):
+    corpus = _counting_corpus(tmp_path, rows=30)
+    lines = corpus.read_text().splitlines()
+    corpus.write_text("\n".join([*lines[:20], "{not json", *lines[20:]]) + "\n")  # the corpus bar is at row 20
+    argv = [*_select_argv(tiny_model_dir, tmp_path, tmp_path / "out"), "--corpus", str(corpus)]
+    assert main(argv) == 2
+    assert _one_line_refusal(capsys).startswith(f"paser select: error: {corpus}:21: invalid JSON")

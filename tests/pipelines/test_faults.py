@@ -177,3 +177,37 @@ def test_paser_run_killed_at_random_moments_resumes_to_the_same_results(tiny_mod
 def test_paser_run_survives_a_hundred_kills(tiny_model_dir, perturbed_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "KILLS", 100)
     test_paser_run_killed_at_random_moments_resumes_to_the_same_results(tiny_model_dir, perturbed_model_dir, tmp_path)
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes_from_the_finished_shards(
+    tiny_model_dir, perturbed_model_dir, tmp_path
+):
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"instruction": f"Count to {i}.", "output": " ".join(map(str, range(i % 9 + 2)))} for i in range(80)]
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    clean, out = tmp_path / "clean", tmp_path / "interrupted"
+    assert main(_select_argv(corpus, tiny_model_dir, perturbed_model_dir, clean)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [
+        sys.executable,
+        "-m",
+        "paser.pipelines.cli",
+        *_select_argv(corpus, tiny_model_dir, perturbed_model_dir, out),
+    ]
+    job = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    shard_dir = out / "score_shards"
+    deadline = time.monotonic() + 300
+    while not list(shard_dir.glob("*.done")):  # Ctrl-C once scoring has finished a shard
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    job.send_signal(signal.SIGINT)
+    stderr = job.communicate(timeout=120)[1]
+    assert job.returncode == 130
+    assert stderr == "paser select: interrupted; rerun the same command to resume from the finished shards\n"
+    finished = {path: path.stat().st_mtime_ns for path in shard_dir.glob("*.parquet")}
+    assert 0 < len(finished) < len(rows) / 4 and _stray_files(out) == []
+
+    assert main(_select_argv(corpus, tiny_model_dir, perturbed_model_dir, out)) == 0
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished  # reused, not scored again
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "scores.parquet"), pd.read_parquet(clean / "scores.parquet"))
+    assert (out / "selection.jsonl").read_bytes() == (clean / "selection.jsonl").read_bytes()
