@@ -13,12 +13,22 @@ Each set is reported as `heldout_<name>_nll` / `heldout_<name>_ppl` (nats per re
 counts them). A labelled set (rows with a string `category`) also gets `heldout_<name>_nll_<slug>` per
 category, the slug being the category lowercased with every run of other characters turned into `_`.
 The older keys `heldout_rows` / `heldout_file` are one unnamed set, reported as `heldout_nll` / `heldout_ppl`.
+
+Dev and test. The in-distribution set (the rows split off the corpus, or the older keys' unnamed set) is also
+reported in two halves: `dev` (`heldout_<name>_dev_nll`, `heldout_dev_nll` for the unnamed set), on which every
+choice is made (objective defaults, token-weight settings, hyperparameters, the shipped recipe), and `test`
+(`heldout_<name>_test_nll`), reported and never used to choose. A row's half is a hash of its id (`row_split`), so
+it is the same in every run, whatever the set's size or the rows the tokenizer skips. The out-of-distribution sets
+(built-in sets and files) are report-only. `paser.pipelines.choose` is the one way to pick a setting: it reads dev
+metrics only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +40,11 @@ from paser.selection.corpus import read_rows
 BUILTIN_PREFIX = "builtin:"
 HELDOUT_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 SET_NAME = re.compile(r"[a-z0-9_]+")
+DEV, TEST = "dev", "test"
+SPLITS = (DEV, TEST)
+# The share of in-distribution rows in the dev half, and the salt of the hash that assigns them.
+DEV_SHARE = 0.5
+SPLIT_SALT = "paser dev/test 1"
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -49,13 +64,20 @@ class HeldoutSet:
         """`heldout` for the unnamed set, else `heldout_<name>`."""
         return "heldout" if self.name is None else f"heldout_{self.name}"
 
+    @property
+    def in_distribution(self) -> bool:
+        """Whether the set is the in-distribution one, split into dev and test: the rows split off the corpus,
+        or the older keys' unnamed set."""
+        return self.name is None or self.rows is not None
+
 
 def parse_heldout(mapping: dict[Any, Any]) -> list[HeldoutSet]:
     """The sets of an `evaluation.heldout` mapping, in its order.
 
-    Refuses (ValueError naming `evaluation.heldout.<name>`): a name that is not `[a-z0-9_]+`, a count that
-    is not a positive int, a second int entry, an unknown built-in set or a limit that is not a positive int,
-    a file with another suffix than `HELDOUT_FILE_SUFFIXES`, and a missing file.
+    Refuses (ValueError naming `evaluation.heldout.<name>`): a name that is not `[a-z0-9_]+`, or is `dev` /
+    `test` or ends in `_dev` / `_test` (the names of the in-distribution set's halves), a count that is not a
+    positive int, a second int entry, an unknown built-in set or a limit that is not a positive int, a file with
+    another suffix than `HELDOUT_FILE_SUFFIXES`, and a missing file.
     """
     sets: list[HeldoutSet] = []
     split: str | None = None
@@ -63,6 +85,8 @@ def parse_heldout(mapping: dict[Any, Any]) -> list[HeldoutSet]:
         where = f"evaluation.heldout.{name}"
         if not isinstance(name, str) or not SET_NAME.fullmatch(name):
             raise ValueError(f"{where}: a set name must be lowercase letters, digits and _ ([a-z0-9_]+)")
+        if any(name == split or name.endswith(f"_{split}") for split in SPLITS):
+            raise ValueError(f"{where}: names ending in _dev or _test are the in-distribution set's halves")
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError(f"{where}: rows split off the corpus must be a positive count, got {value}")
@@ -103,11 +127,39 @@ def category_slug(category: str) -> str:
     return _NOT_SLUG.sub("_", category.lower()).strip("_")
 
 
-def heldout_nll(model: Any, tokenizer: Any, path: Path, training: Any, *, batch_size: int) -> dict[str, Any]:
+def row_split(row_id: str) -> str:
+    """`dev` or `test`: the half of the in-distribution set that row `row_id` belongs to. The sha256 of the salt
+    and the id, read as a number in [0, 1), is below `DEV_SHARE` for dev: deterministic, disjoint, and
+    independent of every other row (about half of the rows each; not exactly half)."""
+    digest = hashlib.sha256(f"{SPLIT_SALT}\0{row_id}".encode()).digest()
+    return DEV if int.from_bytes(digest[:8], "big") / 2**64 < DEV_SHARE else TEST
+
+
+def split_parts(row_ids: Sequence[str], items: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """The dev and test halves of an in-distribution set's per-row `items` (`nll_sum`, `tokens`; rows in the
+    order of `row_ids`): `{split: {nll, ppl, tokens, rows, items}}`, the NLL summed over the half's rows as the
+    whole set's is. A half with no row is left out."""
+    parts: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        chosen = [position for position, row_id in enumerate(row_ids) if row_split(row_id) == split]
+        if not chosen:
+            continue
+        part_items = {name: [values[position] for position in chosen] for name, values in items.items()}
+        tokens = sum(part_items["tokens"])
+        nll = sum(part_items["nll_sum"]) / tokens
+        parts[split] = {"nll": nll, "ppl": math.exp(nll), "tokens": int(tokens), "rows": len(chosen)}
+        parts[split]["items"] = part_items
+    return parts
+
+
+def heldout_nll(
+    model: Any, tokenizer: Any, path: Path, training: Any, *, batch_size: int, split: bool = False
+) -> dict[str, Any]:
     """The response NLL of `model` on the rows of `path`, tokenised as training does (`training`: the run's
     `TrainConfig`): `{nll, ppl, tokens, rows, skipped}`, plus `categories: {category: {nll, ppl, tokens, rows}}`
     when rows carry a string `category` (rows without one count in the total only), and each row's values
-    (`items`, in file order) where `response_nll` gives them.
+    (`items`, in file order) where `response_nll` gives them. With `split` (the in-distribution set), also
+    `splits`: its dev and test halves (`split_parts`).
 
     Each category is one `response_nll` pass and the total is their token-weighted mean, so a labelled set
     costs one pass over its rows. Refuses (ValueError) two categories with the same slug, or an empty slug.
@@ -145,6 +197,8 @@ def heldout_nll(model: Any, tokenizer: Any, path: Path, training: Any, *, batch_
             for component, values in part["items"].items():
                 for position, value in zip(positions[label], values, strict=True):
                     record["items"][component][position] = value
+        if split:
+            record["splits"] = split_parts([row.id for row in rows.encoded], record["items"])
     if categories:
         keys = ("nll", "ppl", "tokens", "rows")
         record["categories"] = {category: {key: parts[category][key] for key in keys} for category in categories}
@@ -159,6 +213,15 @@ def heldout_metrics(name: str, result: dict[str, Any]) -> dict[str, float]:
     for category, values in sorted(result.get("categories", {}).items()):
         metrics[f"{prefix}_nll_{category_slug(category)}"] = float(values["nll"])
     return metrics
+
+
+def split_metric_names(sets: Sequence[HeldoutSet], split: str) -> list[str]:
+    """The metrics of half `split` (`dev` or `test`) of the in-distribution set among `sets`:
+    `heldout_<name>_<split>_nll` and `_ppl` (`heldout_<split>_nll` / `_ppl` for the unnamed set); none without
+    one. The dev ones are the only metrics a choice may read (`paser.pipelines.choose`)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    return [f"{spec.metric_prefix}_{split}_{kind}" for spec in sets if spec.in_distribution for kind in ("nll", "ppl")]
 
 
 def category_metric_names(metrics: list[str], names: list[str]) -> list[str]:

@@ -49,7 +49,15 @@ from paser.pipelines.config import (
     config_to_dict,
     load_config,
 )
-from paser.pipelines.heldout import HeldoutSet, category_metric_names, heldout_metrics, parse_heldout
+from paser.pipelines.heldout import (
+    DEV,
+    TEST,
+    HeldoutSet,
+    category_metric_names,
+    heldout_metrics,
+    parse_heldout,
+    split_metric_names,
+)
 from paser.pipelines.lock import folder_lock
 from paser.pipelines.results import combo_name, gap_recovered
 from paser.pipelines.run_stages import (
@@ -170,7 +178,10 @@ class SweepConfig:
 class EvaluationConfig:
     tasks: list[str] = dataclasses.field(
         default_factory=lambda: ["wikitext2"],
-        metadata={"help": "wikitext2, ptb, boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa."},
+        metadata={
+            "help": "wikitext2, ptb, boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, and "
+            "the generation tasks gen_labels, gen_longform (greedy answers to prompts outside the selection pool)."
+        },
     )
     limit: int | None = dataclasses.field(default=None, metadata={"help": "Items per task (windows for ppl)."})
     seqlen: int | None = dataclasses.field(default=None, metadata={"help": "Perplexity window (default model max)."})
@@ -191,8 +202,10 @@ class EvaluationConfig:
         default=None,
         metadata={
             "help": "Held-out sets by name, each reported on its own (heldout_<name>_nll / _ppl, and per "
-            "category for labelled rows): a row count split off the corpus (at most one), builtin:NAME[:LIMIT] "
-            "(gsm8k, humaneval, t0) or a .jsonl/.jsonl.gz/.json/.json.gz file; instead of heldout_rows/_file."
+            "category for labelled rows): a row count split off the corpus (at most one; also reported as its "
+            "dev and test halves, heldout_<name>_dev_nll / _test_nll), builtin:NAME[:LIMIT] (gsm8k, humaneval, "
+            "t0, t0_labels, alpaca_longform) or a .jsonl/.jsonl.gz/.json/.json.gz file; instead of "
+            "heldout_rows/_file."
         },
     )
 
@@ -491,14 +504,18 @@ class Run:
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """An evaluation record as flat metric columns: `{task}_ppl`, `{task}_acc`, `avg_acc`, `heldout_nll/ppl`."""
+    """An evaluation record as flat metric columns: `{task}_ppl`, `{task}_acc`, `avg_acc`, `{task}_{metric}` of
+    the generation tasks, `heldout_nll/ppl` and every held-out set's (`heldout_<name>_...`, its halves included)."""
     from paser.recovery.evaluate import PPL_TASKS
+    from paser.recovery.generation import GENERATION_TASKS, flat_generation_metrics
 
     metrics: dict[str, float] = {}
     accuracies = []
     for task, result in record["tasks"].items():
         if task in PPL_TASKS:
             metrics[f"{task}_ppl"] = float(result["metrics"]["ppl"])
+        elif task in GENERATION_TASKS:
+            metrics.update(flat_generation_metrics(task, result))
         else:
             metrics[f"{task}_acc"] = float(result["metrics"]["acc"])
             accuracies.append(metrics[f"{task}_acc"])
@@ -546,11 +563,17 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
         for name in metrics or {}:
             if name not in names:
                 names.append(name)
-    named_sets = [spec.name for spec in config.evaluation.heldout_sets() if spec.name is not None]
+    from paser.recovery.generation import higher_is_better
+
+    sets = config.evaluation.heldout_sets()
+    named_sets = [spec.name for spec in sets if spec.name is not None]
     return {
         "metrics": names,
         "category_metrics": category_metric_names(names, named_sets),
-        "lower_is_better": {name: not name.endswith("_acc") for name in names},
+        # What a choice may read (paser.pipelines.choose), and the in-distribution half it must never read.
+        "dev_metrics": [name for name in split_metric_names(sets, DEV) if name in names],
+        "test_metrics": [name for name in split_metric_names(sets, TEST) if name in names],
+        "lower_is_better": {name: not (name.endswith("_acc") or higher_is_better(name)) for name in names},
         "baselines": baselines,
         "combos": rows,
         "seeds": list(config.selection.seeds),

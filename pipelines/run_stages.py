@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from paser.data.heldout import get_heldout_builder, heldout_source, write_heldout
+from paser.data.heldout import get_heldout_builder, heldout_source, prompt_key, write_heldout
 from paser.pipelines.config import config_to_dict
-from paser.pipelines.heldout import HeldoutSet, copy_rows, heldout_nll
+from paser.pipelines.heldout import DEV_SHARE, SPLIT_SALT, HeldoutSet, copy_rows, heldout_nll
 from paser.pipelines.select import (
     RESPONSE_SHARDS,
     ScoredCorpus,
@@ -473,6 +473,9 @@ def eval_stage(
                 spec.name: "split" if spec.rows else shared.heldout_sets[spec.name].digest
                 for spec in evaluation.heldout_sets()
             }
+        if any(spec.in_distribution for spec in evaluation.heldout_sets()):
+            # The dev/test halves are new metrics of the same rows: evaluations from before them rerun once.
+            inputs["dev_test"] = {"dev_share": DEV_SHARE, "salt": SPLIT_SALT}
         return inputs
 
     needs = (*([] if after is None else [after]), shared.heldout, *shared.heldout_sets.values())
@@ -492,14 +495,24 @@ def heldout_files(run: Run, shared: SharedStages) -> list[tuple[HeldoutSet, Path
     return files
 
 
+def pool_prompts(run: Run, shared: SharedStages) -> frozenset[str]:
+    """The prompts (`paser.data.heldout.prompt_key`) of every row a combination may train on (the selection pool):
+    what the generation tasks leave out of their prompts."""
+    pool = run.executor.value(shared.heldout)
+    ids = set(pool.scores["id"].astype(str))
+    return frozenset(prompt_key(sample.instruction, sample.input) for sample in pool.corpus.samples if sample.id in ids)
+
+
 def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None:
     """Evaluate `model_name` on the tasks and the held-out sets' response NLL into `out` (the eval stage's
-    compute)."""
-    from paser.recovery.evaluate import evaluate_model, response_nll, write_results
+    compute): the in-distribution set also as its dev and test halves (`heldout_<name>_dev`, `_test`), the
+    generation tasks on prompts outside the selection pool, formatted as training formats them, their answers
+    cached in `out/generations/`."""
+    from paser.recovery.evaluate import GENERATION_TASK_NAMES, GENERATIONS_DIR, evaluate_model, write_results
     from paser.recovery.models import load_model
-    from paser.recovery.train import load_training_rows
 
     evaluation = run.config.evaluation
+    generating = any(task in GENERATION_TASK_NAMES for task in evaluation.tasks)
     model, tokenizer = load_model(model_name, dtype=run.config.models.dtype, device=run.config.models.device)
     model.eval()
     record = {
@@ -514,20 +527,25 @@ def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None
             source=evaluation.source,
             batch_size=evaluation.batch_size,
             seqlen=evaluation.seqlen,
+            template=run.config.recovery.template,
+            exclude_prompts=pool_prompts(run, shared) if generating else (),
+            generation_cache=out / GENERATIONS_DIR,
         ),
     }
     for spec, heldout in heldout_files(run, shared):
-        if spec.name is None:
-            rows = load_training_rows(heldout, tokenizer, run.config.recovery)
-            record["heldout"] = {
-                **response_nll(model, rows.encoded, batch_size=evaluation.batch_size),
-                "skipped": rows.skipped,
-            }
-        else:
-            record[spec.metric_prefix] = heldout_nll(
-                model, tokenizer, heldout, run.config.recovery, batch_size=evaluation.batch_size
-            )
-        result = record[spec.metric_prefix]
+        result = heldout_nll(
+            model,
+            tokenizer,
+            heldout,
+            run.config.recovery,
+            batch_size=evaluation.batch_size,
+            split=spec.in_distribution,
+        )
+        splits = result.pop("splits", {})
+        record[spec.metric_prefix] = result
+        # Each half is a top-level entry, so its metrics and per-row items are named for it (recovery.items).
+        for split, part in splits.items():
+            record[f"{spec.metric_prefix}_{split}"] = part
         log(f"{spec.metric_prefix}: response NLL {result['nll']:.4f} on {result['rows']} rows")
     write_results(record, out)
     del model

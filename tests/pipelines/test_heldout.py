@@ -1,4 +1,5 @@
-"""`evaluation.heldout`: named held-out sets parse, refuse bad entries by key, and report their NLL per category."""
+"""`evaluation.heldout`: named held-out sets parse, refuse bad entries by key, and report their NLL per category;
+the in-distribution set is also reported as its dev and test halves."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import pytest
 
 from paser.pipelines.config import ConfigError, load_config
 from paser.pipelines.heldout import (
+    DEV,
+    SPLITS,
+    TEST,
     HeldoutSet,
     category_metric_names,
     category_slug,
     heldout_metrics,
     heldout_nll,
     parse_heldout,
+    row_split,
+    split_metric_names,
+    split_parts,
 )
 from paser.pipelines.run import RunConfig
 
@@ -56,7 +63,9 @@ def test_a_mapping_without_a_count_splits_nothing_off_the_corpus():
         ({"none": 0}, "none", "positive count"),
         ({"first": 10, "second": 20}, "second", "only one set may be rows split off the corpus"),
         ({"GSM-8k": "builtin:gsm8k"}, "GSM-8k", r"\[a-z0-9_\]\+"),
-        ({"unknown": "builtin:mmlu"}, "unknown", "known: gsm8k, humaneval, t0"),
+        ({"unknown": "builtin:mmlu"}, "unknown", "known: alpaca_longform, gsm8k, humaneval, t0, t0_labels"),
+        ({"alpaca_dev": "builtin:gsm8k"}, "alpaca_dev", "halves"),
+        ({"test": 10}, "test", "halves"),
         ({"limited": "builtin:gsm8k:zero"}, "limited", "positive int"),
         ({"limited": "builtin:gsm8k:0"}, "limited", "positive int"),
         ({"text": "notes.txt"}, "text", "not a file of rows"),
@@ -169,3 +178,66 @@ def test_two_categories_with_one_slug_are_refused(tiny_model, tiny_tokenizer, ti
 
 def test_parse_heldout_accepts_an_empty_mapping():
     assert parse_heldout({}) == []
+
+
+def test_a_rows_half_is_fixed_by_its_id_alone():
+    ids = [f"row-{index}" for index in range(2000)]
+    halves = [row_split(row_id) for row_id in ids]
+    assert halves == [row_split(row_id) for row_id in ids]  # deterministic
+    assert set(halves) == set(SPLITS)
+    assert 900 < halves.count(DEV) < 1100  # about half each
+    # A row's half does not depend on the other rows: the first 50 keep theirs in a set of 50.
+    assert [row_split(row_id) for row_id in ids[:50]] == halves[:50]
+
+
+def test_the_halves_partition_the_rows_and_add_up_to_the_whole():
+    ids = [f"row-{index}" for index in range(40)]
+    items = {"nll_sum": [float(index) for index in range(40)], "tokens": [float(1 + index % 3) for index in range(40)]}
+    parts = split_parts(ids, items)
+    assert set(parts) == {DEV, TEST}
+    assert parts[DEV]["rows"] + parts[TEST]["rows"] == 40
+    dev_sums = {value for value in parts[DEV]["items"]["nll_sum"]}
+    assert dev_sums.isdisjoint(parts[TEST]["items"]["nll_sum"])
+    assert dev_sums == {items["nll_sum"][i] for i, row_id in enumerate(ids) if row_split(row_id) == DEV}
+    whole = sum(items["nll_sum"]) / sum(items["tokens"])
+    weighted = sum(part["nll"] * part["tokens"] for part in parts.values()) / sum(items["tokens"])
+    assert weighted == pytest.approx(whole, rel=1e-12)
+    assert parts[DEV]["ppl"] == pytest.approx(math.exp(parts[DEV]["nll"]))
+
+
+def test_a_half_without_rows_is_left_out():
+    only_dev = [row_id for row_id in (f"r{index}" for index in range(50)) if row_split(row_id) == DEV][:3]
+    assert set(split_parts(only_dev, {"nll_sum": [1.0, 2.0, 3.0], "tokens": [1.0, 1.0, 1.0]})) == {DEV}
+
+
+def test_the_in_distribution_set_is_the_split_or_the_older_keys_set(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("")
+    sets = parse_heldout({"alpaca": 200, "t0": "builtin:t0", "mine": str(rows)})
+    assert [spec.in_distribution for spec in sets] == [True, False, False]
+    assert split_metric_names(sets, DEV) == ["heldout_alpaca_dev_nll", "heldout_alpaca_dev_ppl"]
+    assert split_metric_names(sets, TEST) == ["heldout_alpaca_test_nll", "heldout_alpaca_test_ppl"]
+    assert split_metric_names(sets[1:], DEV) == []  # out-of-distribution sets only: nothing to choose on
+    older = _evaluation("evaluation.heldout_rows=200").heldout_sets()
+    assert split_metric_names(older, DEV) == ["heldout_dev_nll", "heldout_dev_ppl"]
+    with pytest.raises(ValueError, match="known: dev, test"):
+        split_metric_names(sets, "train")
+
+
+def test_the_in_distribution_halves_are_its_rows_nll_split_by_id(tiny_model, tiny_tokenizer, tiny_samples, tmp_path):
+    from paser.recovery.train import TrainConfig
+
+    path = _labelled_file(tmp_path / "split.json", tiny_samples, [None])
+    training = TrainConfig(max_length=96, show_progress=False)
+    whole = heldout_nll(tiny_model, tiny_tokenizer, path, training, batch_size=4)
+    result = heldout_nll(tiny_model, tiny_tokenizer, path, training, batch_size=4, split=True)
+    halves = result["splits"]
+    same = ("nll", "tokens", "rows")
+    assert [result[key] for key in same] == [whole[key] for key in same]
+    assert halves[DEV]["rows"] + halves[TEST]["rows"] == 12
+    assert halves[DEV]["tokens"] + halves[TEST]["tokens"] == whole["tokens"]
+    assert heldout_metrics("alpaca_dev", halves[DEV]) == {
+        "heldout_alpaca_dev_nll": halves[DEV]["nll"],
+        "heldout_alpaca_dev_ppl": halves[DEV]["ppl"],
+    }
+    assert "splits" not in whole

@@ -168,8 +168,9 @@ def test_tiny_run_completes_every_combination(tiny_run):
 
     pool = len(pd.read_parquet(run_dir / "shared" / "scores.parquet")) - 12
     assert [row["budget_rows"] for row in results["combos"]] == [10, int(0.25 * pool + 0.5)] * 2  # half-up
+    halves = [f"heldout_{split}_{kind}" for split in ("dev", "test") for kind in ("nll", "ppl")]
     for row in results["combos"]:
-        assert set(row["metrics"]) == {"wikitext2_ppl", "heldout_nll", "heldout_ppl"}
+        assert set(row["metrics"]) == {"wikitext2_ppl", "heldout_nll", "heldout_ppl", *halves}
         selected = (run_dir / "combos" / row["combo"] / "select" / "selection.jsonl").read_text().splitlines()
         assert len(selected) == row["budget_rows"]
         assert (run_dir / "combos" / row["combo"] / "recover" / "merged" / "config.json").exists()
@@ -179,7 +180,7 @@ def test_tiny_run_completes_every_combination(tiny_run):
     assert len(items["heldout.tokens"]) == 12
     # one seed: the paired differences resample the test items alone
     assert {row["bootstrap"] for row in results["versus_random"]["rows"]} == {"items"}
-    assert len(results["summary"]["rows"]) == 2 * 2 * 3  # strategies × budgets × metrics
+    assert len(results["summary"]["rows"]) == 2 * 2 * 7  # strategies × budgets × metrics
     compute = {row["combo"]: row for row in results["compute"]["rows"]}
     assert 0 < compute["paser-b10-s0"]["rows_trained"] <= 10 and compute["paser-b10-s0"]["train_tokens"] > 0
     assert results["shared_cost"]["selection_seconds"] > 0
@@ -197,6 +198,31 @@ def test_heldout_rows_are_never_selected(tiny_run):
     for folder in (runner.dir / "combos").iterdir():
         chosen = {json.loads(line)["id"] for line in (folder / "select" / "selection.jsonl").read_text().splitlines()}
         assert not chosen & held
+
+
+def test_the_heldout_rows_split_into_dev_and_test_halves_and_choices_read_dev_only(tiny_run):
+    from paser.pipelines.choose import best_setting, dev_view
+    from paser.pipelines.heldout import row_split
+
+    _, _, runner = tiny_run
+    held = [json.loads(line)["id"] for line in (runner.dir / "shared" / "heldout.jsonl").read_text().splitlines()]
+    dev = {row_id for row_id in held if row_split(row_id) == "dev"}
+    test = set(held) - dev
+    assert dev and test  # both halves have rows, and together they are the held-out rows
+    for folder in (runner.dir / "combos").iterdir():
+        chosen = {json.loads(line)["id"] for line in (folder / "select" / "selection.jsonl").read_text().splitlines()}
+        assert not chosen & dev and not chosen & test
+    results = json.loads((runner.dir / "results.json").read_text())
+    assert results["dev_metrics"] == ["heldout_dev_nll", "heldout_dev_ppl"]
+    assert results["test_metrics"] == ["heldout_test_nll", "heldout_test_ppl"]
+    items = read_items(runner.dir / "combos" / "paser-b10-s0" / "eval")
+    assert len(items["heldout_dev.tokens"]) == len(dev) and len(items["heldout_test.tokens"]) == len(test)
+    record = json.loads((runner.dir / "combos" / "paser-b10-s0" / "eval" / "metrics.json").read_text())
+    assert record["heldout_dev"]["rows"] + record["heldout_test"]["rows"] == record["heldout"]["rows"] == 12
+    choice = best_setting(dev_view(results), "heldout_dev_nll")
+    assert (choice.strategy, choice.budget) in {(row["strategy"], row["budget"]) for row in results["combos"]}
+    with pytest.raises(ValueError, match="not a dev metric"):
+        best_setting(dev_view(results), "heldout_test_nll")
 
 
 def test_second_invocation_recomputes_nothing(tiny_run):
@@ -366,7 +392,9 @@ def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
     results = json.loads((run_dir / "results.json").read_text())
     skills = ["heldout_skills_nll_count_up", "heldout_skills_nll_echo_words"]
     totals = [f"heldout_{name}_{kind}" for name in ("corpus", "skills", "gsm8k") for kind in ("nll", "ppl")]
-    assert results["metrics"] == ["wikitext2_ppl", *totals[:4], *skills, *totals[4:]]
+    halves = [f"heldout_corpus_{split}_{kind}" for split in ("dev", "test") for kind in ("nll", "ppl")]
+    assert results["metrics"] == ["wikitext2_ppl", *totals[:2], *halves, *totals[2:4], *skills, *totals[4:]]
+    assert results["dev_metrics"] == halves[:2]
     assert results["category_metrics"] == skills
     for metrics in [*results["baselines"].values(), results["combos"][0]["metrics"]]:
         assert set(metrics) == set(results["metrics"]) and all(value > 0 for value in metrics.values())
@@ -381,6 +409,59 @@ def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
     fewer = [*named[:-1], "evaluation.heldout.gsm8k=builtin:gsm8k:2", f"evaluation.data_dir={tmp_path / 'data'}"]
     changed = tiny_config(tmp_path / "again", tiny_model_dir, perturbed_model_dir, fewer, budgets=[10])
     assert set(run(changed, run_dir).ran) == {"heldout/gsm8k", *evals}
+
+
+def test_generation_tasks_in_a_run_leave_out_the_pool_and_only_evaluations_rerun(
+    tiny_run, tmp_path, tiny_model_dir, perturbed_model_dir
+):
+    import gzip
+
+    root, _, first = tiny_run
+    run_dir = shutil.copytree(first.dir, tmp_path / "run")
+    from paser.pipelines.run_stages import load_scored
+
+    held = [json.loads(line) for line in (run_dir / "shared" / "heldout.jsonl").read_text().splitlines()]
+    scored = load_scored(run_dir / "shared")
+    pool_ids = set(scored.scores["id"].astype(str)) - {row["id"] for row in held}
+    pooled = [{"instruction": s.instruction, "input": s.input} for s in scored.corpus.samples if s.id in pool_ids]
+    long_answer = "A long answer. " * 50
+    # Four rows of the pool first, then two held-out rows and three new prompts: only the last five may be asked.
+    prompts = [(row["instruction"], row["input"]) for row in pooled[:4] + held[:2]]
+    prompts += [(f"Describe place {i}.", "") for i in range(3)]
+    data_dir = shutil.copytree(root / "data", tmp_path / "generation_data")
+    (data_dir / "recovery").mkdir()
+    alpaca = [{"instruction": instruction, "input": text, "output": long_answer} for instruction, text in prompts]
+    t0 = [
+        {"id": f"t0-{i}", "instruction": f"Is review {i} positive?", "input": "", "output": "yes"}
+        | {"category": "Sentiment", "dataset": "imdb", "task": "t"}
+        for i in range(4)
+    ]
+    for name, rows in (("alpaca_52k.jsonl.gz", alpaca), ("t0_labelled_dev.jsonl.gz", t0)):
+        with gzip.open(data_dir / "recovery" / name, "wt", encoding="utf-8") as stream:
+            stream.write("".join(json.dumps(row) + "\n" for row in rows))
+    extra = [
+        "selection.strategies=[random]",
+        "evaluation.tasks=[wikitext2, gen_labels, gen_longform]",
+        "evaluation.limit=null",
+        f"evaluation.data_dir={data_dir}",
+    ]
+    config = tiny_config(tmp_path / "config", tiny_model_dir, perturbed_model_dir, extra, budgets=[10])
+    runner = run(config, run_dir)
+    assert set(runner.ran) == {"eval/original", "eval/pruned", "eval/random-b10-s0"}
+    record = json.loads((run_dir / "combos" / "random-b10-s0" / "eval" / "metrics.json").read_text())
+    longform = record["tasks"]["gen_longform"]
+    assert longform["n"] == 5 and [example["id"] for example in longform["examples"]] == [
+        "alpaca/4",
+        "alpaca/5",
+        "alpaca/6",
+    ]
+    assert record["tasks"]["gen_labels"]["n"] == 4
+    assert (run_dir / "combos" / "random-b10-s0" / "eval" / "generations" / "gen_longform.json").is_file()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {"gen_labels_exact_match", "gen_longform_repeat_3", "gen_longform_distinct_2"} <= set(results["metrics"])
+    lower = results["lower_is_better"]
+    assert lower["gen_longform_repeat_3"] and not lower["gen_labels_exact_match"]
+    assert "gen_labels_exact_match" not in results["dev_metrics"]
 
 
 def test_variants_of_a_strategy_run_in_one_sweep_under_their_own_names(tmp_path):
