@@ -63,7 +63,7 @@ MIN_SEEDS = 5
 VERDICT_RULE = (
     f"better/worse: at least {MIN_SEEDS} paired seeds, paired t p < {ALPHA} and the sign-flip test at its exact "
     f"level (p < {ALPHA}, or its smallest p, 2/2^n, where that is larger: every seed on the same side); else "
-    "unclear (too few seeds under the minimum)"
+    'unclear; "too few seeds" under the minimum'
 )
 # Item sums must give back the recorded metric this closely; the recorded value sums the same floats in
 # another order.
