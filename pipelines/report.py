@@ -189,6 +189,12 @@ def _results_section(run: RunResults) -> list[Block]:
         "formula for every metric: 100% matches the original model, 0% is no better than the pruned one, "
         f"negative is worse. Lower is better for: {', '.join(lower) if lower else 'none'}."
     )
+    dev, test = run.results.get("dev_metrics", []), run.results.get("test_metrics", [])
+    if dev:
+        legend += (
+            f" Choices are made on dev only ({', '.join(dev)}); {', '.join(test) or 'the test half'} and every other "
+            "column are reported, never chosen on (paser.pipelines.choose)."
+        )
     blocks: list[Block] = [Heading(2, "Results"), Table(header, tuple(rows)), Paragraph(legend)]
     notes = run.notes()
     if notes:

@@ -211,6 +211,17 @@ def test_report_results_table_has_mean_std_cells_baselines_and_gaps(report):
     assert "wikitext2_ppl gap recovered" in markdown
 
 
+def test_report_says_choices_read_the_dev_half_only(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    assert "Choices are made on dev only" not in write_report(run_dir)[0].read_text()  # no halves listed
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text())
+    results["dev_metrics"], results["test_metrics"] = ["heldout_dev_nll"], ["heldout_test_nll"]
+    path.write_text(json.dumps(results))
+    markdown = write_report(run_dir)[0].read_text()
+    assert "Choices are made on dev only (heldout_dev_nll); heldout_test_nll and every other column" in markdown
+
+
 def test_report_markdown_links_plots_that_exist(report):
     markdown_path = report[0]
     links = re.findall(r"\]\((report_files/[^)]+\.png)\)", markdown_path.read_text())
