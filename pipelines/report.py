@@ -40,11 +40,8 @@ from paser.selection.atomic import write_atomic
 REPORT_FILES = "report_files"
 MISSING = "–"
 MAX_MAP_POINTS = 20_000  # the corpus map draws a fixed random sample beyond this many rows
-# Config keys shown in the run summary (dotted paths into config.yaml).
+# Config keys shown in the run summary (dotted paths into config.yaml), after the models (`_model_items`).
 CONFIG_SUMMARY_KEYS = (
-    ("original model", "models.original"),
-    ("pruned model", "models.pruned"),
-    ("pruning", "models.prune"),
     ("corpus", "corpus.path"),
     ("recovery objective", "recovery.objective"),
     ("evaluation tasks", "evaluation.tasks"),
@@ -131,8 +128,21 @@ def build_report(run: RunResults) -> list[Block]:
 # ---- sections ---------------------------------------------------------------------------------------------
 
 
+def _model_items(config: dict[str, Any]) -> list[str]:
+    """The original model, and the pruned one: the folder given, or how this run pruned the original (the
+    settings given; those left unset are not listed)."""
+    models = config.get("models") or {}
+    items = [f"original model: {_config_value(config, 'models.original')}"]
+    prune = models.get("prune")
+    if models.get("pruned") is None and isinstance(prune, dict):
+        settings = ", ".join(f"{key}={value}" for key, value in prune.items() if value is not None)
+        return [*items, f"pruned model: the original pruned by this run ({settings})"]
+    return [*items, f"pruned model: {_config_value(config, 'models.pruned')}"]
+
+
 def _run_section(run: RunResults) -> list[Block]:
-    items = [f"{label}: {_config_value(run.config, key)}" for label, key in CONFIG_SUMMARY_KEYS]
+    items = _model_items(run.config)
+    items += [f"{label}: {_config_value(run.config, key)}" for label, key in CONFIG_SUMMARY_KEYS]
     if run.config.get("evaluation", {}).get("heldout"):
         items.append(f"held-out sets: {_config_value(run.config, 'evaluation.heldout')}")
     corpus_json = run.path / "shared" / "corpus.json"
@@ -425,7 +435,7 @@ def _picks_section(run: RunResults) -> list[Block]:
                 *(f"{means[name]:.1f}" for name in ("mean_prompt_tokens", "mean_response_tokens")),
                 f"{means['mean_cds']:.4f}",
                 f"{means['cds_rank']:.2f}",
-                f"{means['clusters_covered']:.1f}",
+                _mean_count(means["clusters_covered"]),
                 f"{means['cluster_shift']:.2f}",
                 MISSING if _is_missing(means["ccg_rejected"]) else f"{means['ccg_rejected']:.0f}",
             )
@@ -529,7 +539,10 @@ def _budget_bars(budgets: pd.DataFrame, strategy: str, seed: int) -> Figure:
     axes[-1].set_xlabel("cluster")
     caption = (
         f"{strategy}: rows allocated to each cluster and rows selected from it, per budget (seed {seed}; tokens "
-        "for a token budget); a missing bar is a missing selection."
+        "for a token budget); a missing bar is a missing selection. Allocated is the strategy's first share of "
+        "the budget; what a cluster could not give (rows the CCG turned away, or a cluster too small) is "
+        "redistributed over the clusters that still had rows, so a cluster can end below its allocation and "
+        "another above it, the selected rows adding up to the budget (at most the budget, in tokens)."
     )
     return Figure(f"budget_per_cluster_{strategy}.png", _png(figure), caption)
 
@@ -552,7 +565,7 @@ def _response_lengths(run: RunResults, picks: pd.DataFrame) -> Figure:
     groups: dict[str, list[float]] = {}
     for row in picks.itertuples(index=False):
         ids = run.clusters(row.seed)["id"] if row.strategy == "pool" else run.selection(row.combo)["id"]
-        label = "pool" if row.strategy == "pool" else f"{row.strategy} {row.budget}"
+        label = "pool" if row.strategy == "pool" else f"{row.strategy} {format_budget(row.budget)}"
         groups.setdefault(label, []).extend(scores.loc[ids].tolist())
     labels = list(groups)
     figure = _new_figure(max(6, 0.9 * len(labels) + 2), 4)
@@ -761,6 +774,11 @@ def _is_missing(value: Any) -> bool:
 
 def _format_count(value: Any) -> str:
     return MISSING if _is_missing(value) else str(int(value))
+
+
+def _mean_count(value: float) -> str:
+    """A mean of counts over seeds: whole as a count ("5"), else to one decimal ("4.5")."""
+    return MISSING if _is_missing(value) else f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def _decimals(value: float) -> int:

@@ -41,7 +41,10 @@ RESULTS_KEYS = ("metrics", "lower_is_better", "baselines", "combos", "seeds", "s
 BASELINES = ("original", "pruned")
 TEXT_COLUMNS = ("instruction", "input", "response")
 # Raw-row fields taken as the pool's label, in this order, when config.yaml sets no report.label_field.
-LABEL_FIELDS = ("category", "label")
+# Raw-row fields the report compares the clusters with where config.yaml's report.label_field names none, in this
+# order: what instruction corpora usually call a row's kind (the demo corpus's own is `skill`). One is taken only
+# where it is categorical (`is_categorical`).
+LABEL_FIELDS = ("category", "label", "skill", "task", "topic", "domain", "subject", "dataset")
 
 
 class RunError(ValueError):
@@ -83,6 +86,13 @@ def _budget_order(budget: float | str) -> tuple[int, float]:
     """Sort key of a run's budgets: row budgets first, then token budgets, each ascending."""
     parsed = parse_budget(budget)
     return (1, parsed.tokens) if isinstance(parsed, TokenBudget) else (0, float(parsed))
+
+
+def is_categorical(labels: pd.Series) -> bool:
+    """Whether `labels` (one value per labelled row) look like categories a clustering can be compared with: at
+    least two distinct values, and on average at least two rows per value (not an id, a URL or a free text)."""
+    distinct = labels.nunique()
+    return 2 <= distinct <= len(labels) / 2
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
@@ -295,15 +305,15 @@ class RunResults:
 
     def label_field(self) -> str | None:
         """The raw-row field the clusters are compared with (`paser.pipelines.purity.cluster_purity`): config.yaml's
-        `report.label_field` where set (whether or not the rows carry it), else the first of `LABEL_FIELDS`
-        that some row of shared/corpus.parquet carries; None where none is set or found, or the corpus store
-        is missing."""
+        `report.label_field` where set (any field, whether or not the rows carry it), else the first of
+        `LABEL_FIELDS` whose values in shared/corpus.parquet's rows are categorical (`is_categorical`); None
+        where none is set or found, or the corpus store is missing."""
         configured = (self.config.get("report") or {}).get("label_field")
         if configured:
             return str(configured)
         if not (self.path / "shared" / "corpus.parquet").is_file():
             return None
-        return next((field for field in LABEL_FIELDS if len(self.labels(field))), None)
+        return next((field for field in LABEL_FIELDS if is_categorical(self.labels(field))), None)
 
     def labels(self, field: str) -> pd.Series:
         """The value of `field` in each corpus row's raw row (shared/corpus.parquet) as text (a non-string

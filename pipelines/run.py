@@ -59,7 +59,7 @@ from paser.pipelines.heldout import (
     split_metric_names,
 )
 from paser.pipelines.lock import folder_lock
-from paser.pipelines.results import combo_name, gap_recovered
+from paser.pipelines.results import LABEL_FIELDS, combo_name, gap_recovered
 from paser.pipelines.run_stages import (
     SharedStages,
     calibration_rows_path,
@@ -242,8 +242,9 @@ class ReportConfig:
     label_field: str | None = dataclasses.field(
         default=None,
         metadata={
-            "help": "Raw-row field to show cluster purity against (a confusion heat map, NMI, ARI), e.g. dataset; "
-            "None: `category` or `label` where the corpus rows have one, else no purity section."
+            "help": "Raw-row field to show cluster purity against (a confusion heat map, NMI, ARI), any categorical "
+            f"field, e.g. dataset; None: the first of {', '.join(LABEL_FIELDS)} whose values in the corpus rows are "
+            "categories (at least two, at least two rows each on average), else no purity section."
         },
     )
 

@@ -3,6 +3,7 @@ on the fake run of tests/pipelines/fake_run.py (its numbers are the golden value
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from paser.pipelines.report import format_results, write_report
 from paser.pipelines.results import RunError, load_run
@@ -453,3 +455,68 @@ def test_a_comparison_without_a_verdict_is_shown_as_missing(run_dir, monkeypatch
     tables = [block for block in build_report(load_run(run_dir)) if getattr(block, "header", None)]
     cells = [cell for table in tables for row in table.rows for cell in row]
     assert all(isinstance(cell, str) for cell in cells) and MISSING in cells
+
+
+def test_the_run_section_names_the_pruned_model_once_with_only_the_pruning_settings_given(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    config_path = run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["models"]["prune"] |= {"pattern": None, "drop": None, "calibration": "demo"}
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    markdown = write_report(run_dir)[0].read_text()
+    run_section = markdown.split("## Run")[1].split("## ")[0]
+    assert "- pruned model: the original pruned by this run (method=magnitude, sparsity=0.5, calibration=demo)\n" in (
+        run_section
+    )
+    assert "None" not in run_section and "none" not in run_section and "pruning:" not in run_section
+
+
+def test_counts_and_budgets_print_as_written_not_as_floats(report):
+    markdown = report[0].read_text()
+    picks = markdown.split("## What each strategy picks")[1].split("## ")[0]
+    # three clusters covered, the mean of whole counts over two seeds: "3", not "3.0"
+    assert re.search(r"^\| pool \|  \| 2 \| 54 \| [\d,]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 3 \|", picks, re.M)
+    assert not re.search(r"\b\d+\.0\b", markdown.split("## Run")[1].split("## Results")[0])
+
+
+def test_the_budget_plot_says_that_what_a_cluster_cannot_give_is_redistributed(report):
+    markdown = report[0].read_text()
+    assert "what a cluster could not give (rows the CCG turned away, or a cluster too small) is redistributed" in (
+        markdown
+    )
+
+
+def _relabel(run_dir: Path, field: str, value) -> None:
+    """Rewrite the fake run's corpus store with `field` (value(row)) in place of the raw rows' category."""
+    from paser.selection.store import write_corpus_store
+    from tests.pipelines.fake_run import N_ROWS, _sample
+
+    samples = []
+    for row in range(N_ROWS):
+        sample = _sample(row, labelled=True)
+        raw = {key: item for key, item in sample.raw.items() if key not in ("category", "dataset")}
+        samples.append(dataclasses.replace(sample, raw={**raw, field: value(row)}))
+    write_corpus_store(samples, run_dir / "shared" / "corpus.parquet", show_progress=False)
+
+
+def test_a_skill_field_like_the_demo_corpus_s_gets_a_purity_section(tmp_path):
+    from tests.pipelines.fake_run import row_category
+
+    run_dir = build_fake_run(tmp_path / "run")
+    _relabel(run_dir, "skill", row_category)
+    assert load_run(run_dir).label_field() == "skill"
+    assert "### Cluster purity against skill" in write_report(run_dir)[0].read_text()
+
+
+def test_a_common_label_name_whose_values_are_not_categories_is_passed_over(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    _relabel(run_dir, "task", lambda row: f"free text of row {row}")
+    assert load_run(run_dir).label_field() is None
+
+
+def test_any_field_the_config_names_is_the_label_field(tmp_path):
+    from tests.pipelines.fake_run import row_category
+
+    run_dir = build_fake_run(tmp_path / "run", label_field="family")
+    _relabel(run_dir, "family", row_category)
+    assert "### Cluster purity against family" in write_report(run_dir)[0].read_text()
