@@ -69,19 +69,9 @@ def select_command(args: argparse.Namespace) -> int:
 def prune_command(args: argparse.Namespace) -> int:
     from paser.recovery.prune import PruneSpec
 
-    spec = PruneSpec(
-        method=args.method,
-        sparsity=args.sparsity,
-        pattern=args.pattern,
-        drop=args.drop,
-        ratio=args.ratio,
-        importance=args.importance,
-        calibration=args.calibration,
-        calibration_samples=args.calibration_samples,
-        seqlen=args.seqlen,
-        seed=args.seed,
-        device=args.device,
-    )
+    # A flag not given keeps PruneSpec's default: the one `paser.prune` and a run's models.prune have.
+    fields = [field.name for field in dataclasses.fields(PruneSpec)]
+    spec = PruneSpec(**{name: getattr(args, name) for name in fields if getattr(args, name) is not None})
     record = spec.apply(args.model, Path(args.out))
     print(format_pruning(record, args.out))
     return 0
@@ -220,6 +210,10 @@ def literal_help(text: str) -> str:
     return text.replace("%", "%%")
 
 
+# Every command's --device (and every config's device): one rule.
+DEVICE_HELP = "cpu or cuda (default: cuda when a GPU is visible, else cpu)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paser", description="Select post-training data that repairs a pruned LLM.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -245,7 +239,7 @@ def _select_parser(commands: Any) -> argparse.ArgumentParser:
     select.add_argument("--strategy", help=f"a registered strategy: {registered('strategy')} (default paser)")
     select.add_argument("--clusters", type=int, help="fixed number of clusters (default: automatic)")
     select.add_argument("--dtype", help="auto, bf16, fp16, fp32")
-    select.add_argument("--device", help="cpu or cuda")
+    select.add_argument("--device", help=DEVICE_HELP)
     select.add_argument("--seed", type=int, help="random seed")
     select.add_argument("--limit", type=int, help="use only the first N rows of the corpus")
     select.add_argument("--max-length", dest="max_length", type=int, help="token limit per row")
@@ -256,12 +250,16 @@ def _select_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _prune_parser(commands: Any) -> argparse.ArgumentParser:
+    from paser.recovery.prune import PruneSpec, known_methods, needs_calibration
+
+    defaults = PruneSpec()
+    calibrated = literal_help(", ".join(name for name in known_methods() if needs_calibration(name)))
     prune = commands.add_parser("prune", help="prune a model into a plain HF checkpoint")
     prune.add_argument("--model", required=True, help="model to prune (path, hub id, or `smollm2`)")
     prune.add_argument(
         "--method",
-        default="magnitude",
-        help=f"a registered pruning method: {registered('pruner')} (default magnitude)",
+        help=f"a registered pruning method: {registered('pruner')} (default {defaults.method}; {calibrated} need "
+        "--calibration)",
     )
     amount = prune.add_mutually_exclusive_group()
     amount.add_argument("--sparsity", type=float, help="fraction of weights to zero, in (0,1) (default 0.5)")
@@ -273,15 +271,18 @@ def _prune_parser(commands: Any) -> argparse.ArgumentParser:
     prune.add_argument("--importance", help="width: activation (default), taylor or random")
     prune.add_argument(
         "--calibration",
-        help="calibration text for wanda/sparsegpt/layer_drop/width: a corpus file, a .txt file, `demo`, or "
-        "`wikitext2`/`c4` (hub); never an evaluation test split",
+        help=f"calibration text for {calibrated}: a corpus file, a .txt file, `demo`, or `wikitext2`/`c4` (hub); "
+        "never an evaluation test split",
     )
     prune.add_argument(
-        "--calibration-samples", dest="calibration_samples", type=int, default=128, help="calibration windows"
+        "--calibration-samples",
+        dest="calibration_samples",
+        type=int,
+        help=f"calibration windows (default {defaults.calibration_samples})",
     )
     prune.add_argument("--seqlen", type=int, help="tokens per calibration window (default: min(2048, model max))")
-    prune.add_argument("--seed", type=int, default=0, help="seed for drawing calibration windows")
-    prune.add_argument("--device", help="device to load and prune the model on (default cpu)")
+    prune.add_argument("--seed", type=int, help=f"seed for drawing calibration windows (default {defaults.seed})")
+    prune.add_argument("--device", help=DEVICE_HELP)
     prune.add_argument("--out", required=True, help="output directory")
     prune.set_defaults(run=prune_command)
     return prune
@@ -305,7 +306,7 @@ def _eval_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="windows / requests per batch")
     evaluate.add_argument("--seqlen", type=int, help="perplexity window (default: min(2048, model maximum))")
     evaluate.add_argument("--dtype", default="auto", help="auto, bf16, fp16, fp32")
-    evaluate.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    evaluate.add_argument("--device", help=DEVICE_HELP)
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for lm-eval")
     evaluate.add_argument("--out", help="folder for metrics.json and metrics.md (default: print only)")
     evaluate.set_defaults(run=eval_command)

@@ -335,7 +335,8 @@ def prune_checkpoint(
     seed: int = 0,
     **options: Any,
 ) -> dict[str, Any]:
-    """Load `model_name` (fp32, on `device`, CPU by default), prune it and save it to `out_dir` with `pruning.json`.
+    """Load `model_name` (fp32, on `device`: by default cuda when a GPU is visible, else cpu, as in every command),
+    prune it and save it to `out_dir` with `pruning.json`.
 
     Calibration comes either as token ids (`calibration`, described by `calibration_record`) or is drawn here
     from `calibration_source` (see `paser.recovery.calibration.load_calibration`: a corpus or text file, `demo`,
@@ -351,7 +352,7 @@ def prune_checkpoint(
             f"method {method!r} needs calibration data: a corpus file (JSONL/JSON/Parquet), a .txt file, "
             "`demo`, or `wikitext2`/`c4` from the hub"
         )
-    model, tokenizer = load_model(model_name, dtype="fp32", device=device or "cpu")
+    model, tokenizer = load_model(model_name, dtype="fp32", device=device)
     if calibration_source is not None:
         from paser.recovery.calibration import load_calibration
 
@@ -397,7 +398,7 @@ class PruneSpec:
     calibration_samples: int = field(default=128, metadata={"help": "Calibration windows."})
     seqlen: int | None = field(default=None, metadata={"help": "Tokens per calibration window."})
     seed: int = field(default=0, metadata={"help": "Seed of the calibration draw."})
-    device: str | None = field(default=None, metadata={"help": "Device to prune on (default cpu)."})
+    device: str | None = field(default=None, metadata={"help": "cuda or cpu; default: cuda if present."})
 
     def target(self) -> Any:
         """The target given, or with none the method's declared default (`default_target`)."""

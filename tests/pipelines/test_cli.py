@@ -11,16 +11,39 @@ import torch
 from paser.pipelines.cli import main
 
 
-def test_prune_command_writes_a_checkpoint_with_its_record(tiny_model_dir, tmp_path, capsys):
-    status = main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(tmp_path / "p")])
-    assert status == 0
+def test_prune_command_writes_a_checkpoint_with_its_record(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    devices = []  # the default device comes from the one rule every command follows (cuda when visible, else cpu)
+    monkeypatch.setattr("paser.recovery.models.default_device", lambda: devices.append("cpu") or "cpu")
+    argv = ["prune", "--model", str(tiny_model_dir), "--method", "magnitude", "--sparsity", "0.5"]
+    status = main([*argv, "--out", str(tmp_path / "p")])
+    assert status == 0 and devices == ["cpu"]
     record = json.loads((tmp_path / "p" / "pruning.json").read_text())
     assert record["method"] == "magnitude" and record["total_sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert "total sparsity 0.5000" in capsys.readouterr().out
 
 
+def test_prune_command_defaults_are_paser_prune_s_wanda_which_asks_for_calibration(monkeypatch, capsys):
+    from paser.recovery.prune import PruneSpec
+
+    applied = []
+
+    def apply(spec, model, out):
+        applied.append(spec)
+        raise ValueError("stop")
+
+    monkeypatch.setattr(PruneSpec, "apply", apply)
+    assert main(["prune", "--model", "m", "--out", "o"]) == 2
+    assert applied == [PruneSpec()] and PruneSpec().method == "wanda"
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert main(["prune", "--model", "m", "--out", "o"]) == 2
+    assert _one_line_refusal(capsys).startswith("paser prune: error: method 'wanda' needs calibration data")
+
+
 def test_prune_command_refuses_a_missing_model_in_one_line(tmp_path, capsys):
-    status = main(["prune", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "p")])
+    status = main(
+        ["prune", "--model", str(tmp_path / "missing"), "--method", "magnitude", "--out", str(tmp_path / "p")]
+    )
     assert status == 2
     assert capsys.readouterr().err.strip().endswith(f"model path does not exist: {tmp_path / 'missing'}")
 
@@ -51,8 +74,8 @@ def test_prune_command_drops_layers(tiny_model_dir, tmp_path, capsys):
             ["--method", "pruneit"],
             "unknown pruning method 'pruneit'; known: layer_drop, magnitude, sparsegpt, wanda, width",
         ),
-        (["--sparsity", "1.5"], "sparsity must be in (0, 1), got 1.5"),
-        (["--pattern", "2:5"], "its input width 48 is not a multiple of 5"),
+        (["--method", "magnitude", "--sparsity", "1.5"], "sparsity must be in (0, 1), got 1.5"),
+        (["--method", "magnitude", "--pattern", "2:5"], "its input width 48 is not a multiple of 5"),
         (["--method", "layer_drop", "--calibration", "demo"], "give exactly one of sparsity, pattern, drop or ratio"),
     ],
 )
@@ -121,7 +144,8 @@ def _subset(tmp_path, count=8):
 
 def test_recover_command_trains_merges_and_prints_the_summary(tiny_model_dir, tmp_path, capsys):
     pruned = tmp_path / "pruned"
-    assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.5", "--out", str(pruned)]) == 0
+    argv = ["prune", "--model", str(tiny_model_dir), "--method", "magnitude", "--sparsity", "0.5"]
+    assert main([*argv, "--out", str(pruned)]) == 0
     out = tmp_path / "recovered"
     argv = ["recover", "--pruned", str(pruned), "--subset", str(_subset(tmp_path)), "--out", str(out)]
     argv += ["--max-steps", "2", "--batch-size", "4", "--remask-eval", "none", "--device", "cpu", "--dtype", "fp32"]
@@ -230,7 +254,7 @@ def test_cuda_on_a_torch_without_cuda_is_refused_before_loading(tiny_model_dir, 
         "select": _select_argv(tiny_model_dir, tmp_path, tmp_path / "out"),
         "recover": _recover_argv(tiny_model_dir, tmp_path, tmp_path / "out"),
         "eval": ["eval", "--model", str(tiny_model_dir), "--tasks", "wikitext2"],
-        "prune": ["prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")],
+        "prune": ["prune", "--model", str(tiny_model_dir), "--method", "magnitude", "--out", str(tmp_path / "out")],
     }[command]
     monkeypatch.setattr(
         "paser.pipelines.select.score_stage", lambda *args: pytest.fail("scored on a device it refuses")
@@ -247,7 +271,10 @@ def test_a_hub_model_that_cannot_be_reached_is_refused_at_once(tmp_path, capsys,
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", offline)
     monkeypatch.setattr("paser.recovery.models.hub_reachable", lambda endpoint: False)
     started = time.perf_counter()
-    assert main(["prune", "--model", "paser-tests/no-such-model", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(["prune", "--model", "paser-tests/no-such-model", "--method", "magnitude", "--out", str(tmp_path / "out")])
+        == 2
+    )
     assert time.perf_counter() - started < 10  # no download retries
     why = "the hub is offline (HF_HUB_OFFLINE is set)" if offline else "https://huggingface.co cannot be reached"
     assert _one_line_refusal(capsys) == (
@@ -268,7 +295,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused_naming_the_file(tiny_mod
     model.mkdir()
     shutil.copy(tiny_model_dir / "config.json", model)
     torch.save({"model.embed_tokens.weight": _RunsCode()}, model / "pytorch_model.bin")
-    assert main(["prune", "--model", str(model), "--out", str(tmp_path / "out")]) == 2
+    assert main(["prune", "--model", str(model), "--method", "magnitude", "--out", str(tmp_path / "out")]) == 2
     printed = capsys.readouterr()
     assert "unpickling ran code" not in printed.out
     error = printed.err.strip()
