@@ -143,17 +143,13 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         budgets = [sweep_budget(budget, f"selection.budgets[{index}]") for index, budget in enumerate(self.budgets)]
-        # Budgets are told apart by their combo names: 1 (one row) and 1.0 (every row) are equal numbers.
-        labels = [combo_name("", budget, 0) for budget in budgets]
-        checks = (
-            ("strategies", self.strategies, self.strategies),
-            ("budgets", budgets, labels),
-            ("seeds", self.seeds, self.seeds),
-        )
-        for name, values, keys in checks:
+        if sum(budget == 1 for budget in budgets) > sum(map(is_one_row, budgets)) > 0:
+            # Two budgets, one number: the results and the report find a budget's combos by its value.
+            raise ValueError("selection.budgets holds both 1 (one row) and 1.0 (every row); sweep one of them")
+        for name, values in (("strategies", self.strategies), ("budgets", budgets), ("seeds", self.seeds)):
             if not values:
                 raise ValueError(f"selection.{name} is empty")
-            if len(set(keys)) != len(keys):
+            if len(set(values)) != len(values):
                 raise ValueError(f"selection.{name} repeats a value: {values}")
         unknown = sorted(set(self.options) - set(self.strategies))
         if unknown:

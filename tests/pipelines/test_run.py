@@ -134,11 +134,17 @@ def test_a_sweep_mixes_row_and_token_budgets_and_names_token_combos_by_tokens():
 def test_a_sweep_keeps_the_row_count_1_apart_from_the_fraction_1_0():
     from paser.pipelines.results import format_budget
 
-    config = load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", "selection.budgets=[1, 1.0, 30]"])
-    chosen = combos(config)[:3]
-    assert [combo.name for combo in chosen] == ["paser-b1row-s0", "paser-b1-s0", "paser-b30-s0"]
-    assert [repr(combo.budget) for combo in chosen] == ["1", "1.0", "30.0"]
-    assert [format_budget(combo.budget) for combo in chosen] == ["1 row", "1.0", "30"]
+    chosen = []
+    for budgets in ("[1, 30]", "[1.0]"):
+        config = load_config(
+            RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", f"selection.budgets={budgets}"]
+        )
+        chosen += [combo for combo in combos(config) if combo.strategy == "paser"]
+    assert [combo.name for combo in chosen] == ["paser-b1row-s0", "paser-b30-s0", "paser-b1-s0"]
+    assert [repr(combo.budget) for combo in chosen] == ["1", "30.0", "1.0"]
+    assert [format_budget(combo.budget) for combo in chosen] == ["1 row", "30", "1.0"]
+    with pytest.raises(ConfigError, match=r"both 1 \(one row\) and 1\.0 \(every row\)"):
+        load_config(RunConfig, None, ["corpus.path=x.jsonl", "models.pruned=p", "selection.budgets=[1, 1.0]"])
 
 
 @pytest.mark.parametrize(("budgets", "message"), [("[0.1, 2e5t]", "is not a budget"), ("[0.1, 0]", "must be >= 1")])
