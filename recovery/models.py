@@ -15,9 +15,11 @@ import os
 import pickle
 import shutil
 import socket
+import struct
 import tempfile
 import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,24 @@ DTYPES: dict[str, torch.dtype] = {
 
 class ModelLoadError(ValueError):
     """A model name or path that cannot be resolved or loaded; the message says which and why."""
+
+
+# What parsing a truncated or corrupt GGUF file raises (the gguf reader unpacks and reshapes raw bytes).
+GGUF_READ_ERRORS = (struct.error, ValueError, EOFError, IndexError, KeyError)
+# The JSON files of a checkpoint (or adapter) folder that transformers, tokenizers and peft parse.
+CHECKPOINT_JSON_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "adapter_config.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors.index.json",
+)
+REWRITE_HINT = "copy or save the checkpoint again"
 
 
 def cache_dir() -> Path:
@@ -74,8 +94,16 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+    except (*GGUF_READ_ERRORS, OSError) as error:
+        raise ModelLoadError(
+            f"{gguf_path}: cannot be read as a GGUF checkpoint ({first_line(error)}); the file is truncated or "
+            "corrupt: reinstall the package that ships it"
+        ) from error
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
@@ -169,6 +197,135 @@ def check_hub_model(model_id: str) -> None:
     )
 
 
+def check_checkpoint(name_or_path: str) -> str:
+    """Refuse, before anything is loaded or written, a model whose checkpoint cannot be read; returns the resolved
+    name (`resolve_model`, which converts a packaged GGUF on first use).
+
+    Checks the files (`check_checkpoint_files`, on the folder or, for a hub id, on as much of it as the Hugging
+    Face cache holds), then that the config and the tokenizer load. Reads headers, not tensors: well under a
+    second at any model size. A checkpoint whose files are whole but whose tensors do not fit its config is
+    refused when it loads (`load_model`). Refuses (ModelLoadError, one line naming the file) what those refuse.
+    """
+    resolved = resolve_model(name_or_path)
+    folder = checkpoint_folder(resolved)
+    if folder is not None:
+        check_checkpoint_files(folder, weights_required=Path(resolved).is_dir())
+    load_model_config(resolved)
+    load_tokenizer(resolved)
+    return resolved
+
+
+def checkpoint_folder(resolved: str) -> Path | None:
+    """The local folder holding a resolved model's files: the folder itself, or for a hub id its snapshot in the
+    Hugging Face cache; None for a hub id that is not cached."""
+    path = Path(resolved)
+    if path.is_dir():
+        return path
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(resolved, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def check_checkpoint_files(folder: Path, *, weights_required: bool = True) -> None:
+    """Refuse (ModelLoadError naming the file) a checkpoint or adapter folder whose files cannot be read.
+
+    Every JSON file transformers, tokenizers or peft parse (`CHECKPOINT_JSON_FILES`) must hold a JSON object;
+    every shard a weight index names must be there; every weight file `from_pretrained` reads (`weight_files`)
+    must be whole (`check_weight_file`). With `weights_required`, a folder with no weight file is refused too.
+    """
+    for name in CHECKPOINT_JSON_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            value = json.loads(file.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelLoadError(
+                f"{file}: not valid JSON ({error}): truncated or corrupt; {repair_hint(file)}"
+            ) from None
+        if not isinstance(value, dict):
+            raise ModelLoadError(f"{file}: holds a JSON {type(value).__name__}, not an object; {repair_hint(file)}")
+        if name.endswith(".index.json"):
+            shards = value.get("weight_map")
+            for shard in sorted(set(shards.values())) if isinstance(shards, dict) else []:
+                if not (folder / str(shard)).is_file():
+                    raise ModelLoadError(
+                        f"{file} names the shard {shard}, which is not in {folder}; {repair_hint(file)}"
+                    )
+    weights = weight_files(folder)
+    if weights_required and not weights:
+        raise ModelLoadError(
+            f"{folder}: no weight file (*.safetensors or pytorch_model.bin) beside its config.json: the checkpoint is "
+            f"incomplete; {repair_hint(folder / 'config.json')}"
+        )
+    for file in weights:
+        check_weight_file(file)
+
+
+def check_weight_file(file: Path) -> None:
+    """Refuse (ModelLoadError naming the file) a weight file that is not whole: an empty file, a safetensors file
+    whose header does not parse or does not cover the file exactly (what truncation or appended bytes break), a
+    zip-format `.bin` (what `torch.save` writes) whose central directory, at its end, cannot be read. Reads the
+    header or the zip directory only. A legacy (pre-zip) `.bin` is left to `torch.load`."""
+    from safetensors import SafetensorError, safe_open
+
+    if file.stat().st_size == 0:
+        raise ModelLoadError(f"{file}: the file is empty: truncated; {repair_hint(file)}")
+    if file.suffix == ".safetensors":
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise ModelLoadError(
+                f"{file}: not a readable safetensors file ({first_line(error)}): truncated or corrupt; "
+                f"{repair_hint(file)}"
+            ) from None
+        return
+    with file.open("rb") as stream:
+        zip_format = stream.read(4) == b"PK\x03\x04"
+    if zip_format:
+        try:
+            zipfile.ZipFile(file).close()
+        except (zipfile.BadZipFile, OSError) as error:
+            raise ModelLoadError(
+                f"{file}: not a readable PyTorch zip file ({error}): truncated or corrupt; {repair_hint(file)}"
+            ) from None
+
+
+def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The weight files `from_pretrained` reads from a local folder: its `.safetensors` files, else its `.bin`
+    files (`training_args.bin` aside), sorted; empty for a folder with neither, a hub id or a missing path."""
+    path = Path(folder)
+    if not path.is_dir():
+        return []
+    safetensors = sorted(path.glob("*.safetensors"))
+    return safetensors or sorted(file for file in path.glob("*.bin") if file.name != "training_args.bin")
+
+
+def repair_hint(file: Path) -> str:
+    """What to do about an unreadable checkpoint file: have a paser cache copy converted again, else replace it."""
+    models = cache_dir() / "models"
+    copy = next((folder for folder in file.parents if folder.parent == models), None)
+    if copy is not None:
+        return f"delete {copy} and paser converts the model again"
+    return REWRITE_HINT
+
+
+def load_model_config(name_or_path: str) -> Any:
+    """The transformers config of a model. Refuses (ModelLoadError naming the file) one transformers cannot read
+    (not JSON, no or an unknown `model_type`, a field of the wrong type)."""
+    from transformers import AutoConfig
+
+    resolved = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        folder = checkpoint_folder(resolved)
+        where = folder / "config.json" if folder is not None else resolved
+        raise ModelLoadError(f"{where}: cannot be read as a model config ({first_line(error)})") from error
+
+
 def resolve_device(device: str | None) -> str:
     """`device`, or `default_device()` when it is None. Refuses (ValueError naming it) a device torch does not
     know and a CUDA device this torch cannot use (a CPU-only build, no GPU visible, an index past the last GPU),
@@ -222,14 +379,24 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model")
+
+
 def load_tokenizer(name_or_path: str) -> Any:
-    """The tokenizer of a model, with a pad token (the eos token when the model defines none)."""
+    """The tokenizer of a model, with a pad token (the eos token when the model defines none). Refuses
+    (ModelLoadError naming the folder and its tokenizer files) a tokenizer that cannot be loaded."""
     from transformers import AutoTokenizer
 
+    resolved = resolve_model(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
-    except OSError as error:
-        raise ModelLoadError(f"cannot load the tokenizer of {name_or_path!r}: {first_line(error)}") from error
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+    # A malformed tokenizer file makes the parsers raise anything (KeyError, tokenizers' bare Exception, ...).
+    except Exception as error:
+        folder = checkpoint_folder(resolved)
+        files = [name for name in TOKENIZER_FILES if folder is not None and (folder / name).is_file()]
+        source = f"{folder} ({', '.join(files)})" if files else f"{name_or_path} (no tokenizer file found)"
+        reason = f"no key {error} in its files" if isinstance(error, KeyError) else first_line(error)
+        raise ModelLoadError(f"cannot load the tokenizer of {source}: {reason}") from error
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ModelLoadError(f"{name_or_path}: tokenizer has neither a pad nor an eos token")
@@ -254,16 +421,28 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
     """Load a causal LM and its tokenizer for inference: `(model, tokenizer)`, model in eval mode.
 
     The model uses SDPA attention and the dtype from `choose_dtype(dtype, device)`. Refuses (ModelLoadError,
-    one line) a model that cannot be found or read, and a `.bin` checkpoint whose pickle calls code that
-    `torch.load(weights_only=True)` does not allow; refuses a device `resolve_device` refuses.
+    one line naming the file or folder) a model that cannot be found or read: files that are not whole
+    (`check_checkpoint_files`, before any tensor is read), weights that lack tensors its config needs or hold
+    them in another shape (`check_loaded_tensors`: transformers would fill those in at random), and a `.bin`
+    checkpoint whose pickle calls code that `torch.load(weights_only=True)` does not allow; refuses a device
+    `resolve_device` refuses.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
     resolved = resolve_model(name_or_path)
+    folder = checkpoint_folder(resolved)
+    if folder is not None:
+        check_checkpoint_files(folder, weights_required=Path(resolved).is_dir())
+    load_model_config(resolved)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=choose_dtype(dtype, device), attn_implementation="sdpa"
+        model, loading = AutoModelForCausalLM.from_pretrained(
+            resolved,
+            dtype=choose_dtype(dtype, device),
+            attn_implementation="sdpa",
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported in `loading` and refused below, rather than a bare RuntimeError
         )
     except OSError as error:
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(error)}") from error
@@ -274,6 +453,12 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
             f"{resolved}: refused to unpickle {files}: {unpickler_reason(error)}; the file may run code when loaded, "
             "so use a safetensors checkpoint from a source you trust"
         ) from None
+    except (SafetensorError, RuntimeError, ValueError, EOFError) as error:
+        # Files the check cannot see whole: a legacy pickle, a hub download; or a file spoilt since the check.
+        raise ModelLoadError(
+            f"cannot read the weights of {resolved}: {first_line(error)}; {repair_hint(Path(resolved) / 'config.json')}"
+        ) from error
+    check_loaded_tensors(resolved, loading)
     pickled = pickled_weights(resolved)
     if pickled:
         # Said once per load: a .bin-only folder loads, but a user should know which format was read.
@@ -286,13 +471,54 @@ def load_model(name_or_path: str, dtype: str = "auto", device: str | None = None
     return model, load_tokenizer(name_or_path)
 
 
+def check_adapter(adapter: str | os.PathLike[str]) -> Path:
+    """The folder of a peft adapter, checked before any model loads: it has an `adapter_config.json` and its files
+    are whole (`check_checkpoint_files`). Refuses a missing folder or config (FileNotFoundError naming it) and an
+    unreadable file (ModelLoadError naming it)."""
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter folder {path} does not exist or has no adapter_config.json")
+    check_checkpoint_files(path)
+    return path
+
+
+def load_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
+    """`model` with the peft adapter in folder `adapter` applied: a `PeftModel` in eval mode. Refuses what
+    `check_adapter` refuses, and an adapter peft cannot read or apply to this model, e.g. one trained on another
+    base model (ModelLoadError naming the folder)."""
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    path = check_adapter(adapter)
+    try:
+        loaded = PeftModel.from_pretrained(model, str(path))
+    except (SafetensorError, OSError, RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(f"cannot apply the adapter in {path}: {first_line(error)}") from error
+    return loaded.eval()
+
+
+def check_loaded_tensors(resolved: str, loading: dict[str, Any]) -> None:
+    """Refuse (ModelLoadError naming the checkpoint) a load whose weights lacked tensors the config needs or held
+    them in another shape (transformers' loading info: it initialises those at random and only warns)."""
+    missing = sorted(loading.get("missing_keys") or ())
+    mismatched = sorted(str(key[0] if isinstance(key, tuple) else key) for key in loading.get("mismatched_keys") or ())
+    if not missing and not mismatched:
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) its config needs are missing (first: {missing[0]})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} tensor(s) have another shape than its config says (first: {mismatched[0]})")
+    raise ModelLoadError(
+        f"{resolved}: its weights do not fit its config.json: {'; '.join(problems)}; the checkpoint is incomplete "
+        "or its weights belong to another model"
+    )
+
+
 def pickled_weights(folder: str | os.PathLike[str]) -> list[str]:
     """The `.bin` weight files of a local model folder that has no `.safetensors` file (what `from_pretrained`
     then reads), sorted; empty for a safetensors folder, a hub id or a missing path."""
-    path = Path(folder)
-    if not path.is_dir() or any(path.glob("*.safetensors")):
-        return []
-    return sorted(file.name for file in path.glob("*.bin") if file.name != "training_args.bin")
+    return [file.name for file in weight_files(folder) if file.suffix == ".bin"]
 
 
 @dataclass(frozen=True)

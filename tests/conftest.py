@@ -204,3 +204,15 @@ def tiny_samples() -> list[Sample]:
             )
         )
     return samples
+
+
+@pytest.fixture
+def truncated_model_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A copy of the tiny model whose model.safetensors lost its second half (a download or copy cut short)."""
+    import shutil
+
+    directory = tmp_path / "truncated_model"
+    shutil.copytree(tiny_model_dir, directory)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return directory

@@ -1,3 +1,5 @@
+import json
+import shutil
 import socket
 
 import pytest
@@ -5,9 +7,13 @@ import torch
 
 from paser.recovery.models import (
     ModelLoadError,
+    check_adapter,
+    check_checkpoint,
     choose_dtype,
+    convert_gguf,
     describe_model,
     hub_reachable,
+    load_adapter,
     load_model,
     resolve_device,
     resolve_model,
@@ -105,3 +111,169 @@ def test_a_bin_only_folder_loads_and_says_which_format_was_read(tiny_model_dir, 
         f"[paser] {folder}: weights read from pytorch_model.bin (PyTorch pickle, loaded weights-only; "
         "no safetensors file in the folder)"
     ]
+
+
+def test_a_truncated_safetensors_file_is_refused_naming_it_before_any_tensor_is_read(truncated_model_dir):
+    weights = truncated_model_dir / "model.safetensors"
+    expected = (
+        f"{weights}: not a readable safetensors file (Error while deserializing header: incomplete metadata, file "
+        "not fully covered): truncated or corrupt; copy or save the checkpoint again"
+    )
+    with pytest.raises(ModelLoadError) as checked:
+        check_checkpoint(str(truncated_model_dir))
+    with pytest.raises(ModelLoadError) as loaded:
+        load_model(str(truncated_model_dir), dtype="fp32", device="cpu")
+    assert str(checked.value) == str(loaded.value) == expected
+
+
+def _spoil_copy(tiny_model_dir, tmp_path, spoil):
+    folder = tmp_path / "spoilt"
+    shutil.copytree(tiny_model_dir, folder)
+    spoil(folder)
+    return folder
+
+
+def _cut(name):
+    return lambda folder: (folder / name).write_bytes((folder / name).read_bytes()[:-40])
+
+
+def _bin_only_cut(folder):
+    from safetensors.torch import load_file
+
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    _cut("pytorch_model.bin")(folder)
+
+
+def _index_naming_a_missing_shard(folder):
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    weight_map = {
+        "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "lm_head.weight": "model-00002-of-00002.safetensors",
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda folder: (folder / "model.safetensors").write_bytes(b""), "model.safetensors: the file is empty"),
+        (_cut("config.json"), "config.json: not valid JSON ("),
+        (lambda folder: (folder / "config.json").write_text("[]"), "config.json: holds a JSON list, not an object"),
+        (_cut("tokenizer.json"), "tokenizer.json: not valid JSON ("),
+        (_cut("tokenizer_config.json"), "tokenizer_config.json: not valid JSON ("),
+        (_bin_only_cut, "pytorch_model.bin: not a readable PyTorch zip file (File is not a zip file)"),
+        (
+            _index_naming_a_missing_shard,
+            "model.safetensors.index.json names the shard model-00002-of-00002.safetensors",
+        ),
+        (
+            lambda folder: (folder / "model.safetensors").unlink(),
+            "spoilt: no weight file (*.safetensors or pytorch_model",
+        ),
+        (lambda folder: (folder / "config.json").write_text("{}"), "config.json: cannot be read as a model config ("),
+    ],
+    ids=[
+        "empty-weights",
+        "cut-config",
+        "config-a-list",
+        "cut-tokenizer",
+        "cut-tokenizer-config",
+        "cut-bin",
+        "missing-shard",
+        "no-weights",
+        "no-model-type",
+    ],
+)
+def test_every_unreadable_checkpoint_file_is_one_error_naming_it(tiny_model_dir, tmp_path, spoil, message):
+    folder = _spoil_copy(tiny_model_dir, tmp_path, spoil)
+    for load in (check_checkpoint, lambda name: load_model(name, dtype="fp32", device="cpu")):
+        with pytest.raises(ModelLoadError) as refused:
+            load(str(folder))
+        assert str(folder) in str(refused.value) and message in str(refused.value)
+        assert len(str(refused.value).splitlines()) == 1
+
+
+def test_a_tokenizer_file_that_parses_but_is_malformed_is_refused_naming_the_folder(tiny_model_dir, tmp_path):
+    folder = _spoil_copy(tiny_model_dir, tmp_path, lambda folder: (folder / "tokenizer.json").write_text("{}"))
+    with pytest.raises(ModelLoadError) as refused:
+        check_checkpoint(str(folder))
+    assert str(refused.value) == (
+        f"cannot load the tokenizer of {folder} (tokenizer.json, tokenizer_config.json): no key 'added_tokens' in "
+        "its files"
+    )
+
+
+def _drop_a_tensor(folder):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _narrow_a_tensor(folder):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    tensors["model.layers.1.mlp.up_proj.weight"] = tensors["model.layers.1.mlp.up_proj.weight"][:10].contiguous()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    ("spoil", "problem"),
+    [
+        (_drop_a_tensor, "1 tensor(s) its config needs are missing (first: model.layers.1.mlp.up_proj.weight)"),
+        (
+            _narrow_a_tensor,
+            "1 tensor(s) have another shape than its config says (first: model.layers.1.mlp.up_proj.weight)",
+        ),
+    ],
+    ids=["missing", "reshaped"],
+)
+def test_weights_that_do_not_fit_the_config_are_refused_not_filled_in_at_random(
+    tiny_model_dir, tmp_path, spoil, problem
+):
+    folder = _spoil_copy(tiny_model_dir, tmp_path, spoil)
+    with pytest.raises(ModelLoadError) as refused:
+        load_model(str(folder), dtype="fp32", device="cpu")
+    assert str(refused.value) == (
+        f"{folder}: its weights do not fit its config.json: {problem}; the checkpoint is incomplete or its weights "
+        "belong to another model"
+    )
+
+
+def _save_adapter(model, folder):
+    from peft import LoraConfig, get_peft_model
+
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(folder)
+    return folder
+
+
+def test_a_truncated_adapter_is_refused_naming_its_file_before_the_model_loads(tiny_model, tmp_path):
+    adapter = _save_adapter(tiny_model, tmp_path / "adapter")
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(ModelLoadError, match=f"^{weights}: not a readable safetensors file"):
+        check_adapter(adapter)
+
+
+def test_an_adapter_of_another_model_is_refused_in_one_line(tiny_model_dir, tmp_path, single_torch_thread):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.hidden_size, config.intermediate_size = 32, 64
+    adapter = _save_adapter(LlamaForCausalLM(config), tmp_path / "adapter")
+    model, _ = load_model(str(tiny_model_dir), dtype="fp32", device="cpu")
+    with pytest.raises(ModelLoadError) as refused:
+        load_adapter(model, adapter)
+    assert str(refused.value).startswith(f"cannot apply the adapter in {adapter}: ")
+    assert len(str(refused.value).splitlines()) == 1
+
+
+def test_a_gguf_file_that_cannot_be_parsed_is_refused_naming_it(tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + b"\x07" * 40)
+    with pytest.raises(ModelLoadError, match=f"^{gguf}: cannot be read as a GGUF checkpoint"):
+        convert_gguf(gguf, tmp_path / "converted")
+    assert not (tmp_path / "converted").exists()
