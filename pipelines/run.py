@@ -58,7 +58,7 @@ from paser.pipelines.heldout import (
     parse_heldout,
     split_metric_names,
 )
-from paser.pipelines.lock import folder_lock
+from paser.pipelines.lock import output_folder
 from paser.pipelines.results import LABEL_FIELDS, combo_name, gap_recovered
 from paser.pipelines.run_stages import (
     SharedStages,
@@ -69,14 +69,16 @@ from paser.pipelines.run_stages import (
     shared_stages,
     write_calibration_rows,
 )
-from paser.pipelines.select import check_before_scoring, effective_config, write_json
+from paser.pipelines.select import check_before_scoring, effective_config, holds_scores, write_json
 from paser.pipelines.stages import Executor, Manifest, Stage, log, model_identity
 from paser.pipelines.uncertainty import metric_summary, versus_random
+from paser.recovery.models import check_checkpoint
 from paser.recovery.prune import PruneSpec
 from paser.recovery.tracking import log_eval_metrics
 from paser.recovery.train import TrainConfig
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.atomic import write_atomic
+from paser.selection.corpus import check_corpus
 from paser.selection.strategies import get_strategy, strategy_class
 
 BUILTIN_DEMO_CORPUS = "builtin:demo"
@@ -317,8 +319,6 @@ class Run:
         self.config = config
         self.dir = Path(run_dir)
         self.shared = self.dir / "shared"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.shared.mkdir(exist_ok=True)
         self.executor = Executor(self.dir)
 
     @property
@@ -408,6 +408,16 @@ class Run:
         for spec in evaluation.heldout_sets():
             if spec.builtin is not None:
                 heldout_source(spec.builtin, evaluation.data_dir)
+
+    def check_inputs(self) -> None:
+        """Refuse, before the run folder is made, inputs the run cannot read: a corpus source that does not exist
+        or has an unsupported format (`paser.selection.corpus.check_corpus`) and a checkpoint of the model pair
+        that cannot be read (`paser.recovery.models.check_checkpoint`, naming the file)."""
+        if self.config.corpus.path != BUILTIN_DEMO_CORPUS:
+            check_corpus(self.config.corpus)
+        check_checkpoint(self.config.models.original)
+        if self.config.models.prune is None:
+            check_checkpoint(str(self.config.models.pruned))
 
     # -- the model pair
 
@@ -594,11 +604,33 @@ def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def run(config: RunConfig, run_dir: str | Path) -> Run:
-    """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`."""
+    """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`.
+
+    The settings (`Run.check`) and the inputs (`Run.check_inputs`) are checked before `run_dir` is made, and a
+    run refused before it finished a stage leaves `run_dir` as it was found (`paser.pipelines.lock.output_folder`).
+    """
     runner = Run(config, run_dir)
-    with folder_lock(runner.dir, "run"):
+    runner.check()
+    runner.check_inputs()
+    with output_folder(runner.dir, "run", keeps_work=holds_finished_work):
+        runner.shared.mkdir(exist_ok=True)
         runner.execute()
     return runner
+
+
+def holds_finished_work(run_dir: Path) -> bool:
+    """Whether a run folder holds work a rerun resumes: a stage done in its manifest, or scores in `shared/`
+    (`paser.pipelines.select.holds_scores`). A manifest that cannot be read counts as work, to be safe."""
+    if holds_scores(run_dir / "shared"):
+        return True
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        stages = json.loads(manifest.read_text(encoding="utf-8"))["stages"]
+        return any(entry["status"] == "done" for entry in stages.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True
 
 
 __all__ = [

@@ -28,24 +28,25 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from transformers import AutoConfig
 
 from paser.console import say
 from paser.pipelines.cards import write_selection_dataset
-from paser.pipelines.config import SelectConfig, config_to_dict
+from paser.pipelines.config import ModelPairConfig, SelectConfig, config_to_dict
 from paser.pipelines.engines import get_engine
-from paser.pipelines.lock import folder_lock
+from paser.pipelines.lock import output_folder
 from paser.recovery.models import (
+    check_checkpoint,
+    load_model_config,
     load_tokenizer,
     max_positions,
     resolve_device,
-    resolve_model,
 )
 from paser.recovery.versions import package_versions as recorded_versions
 from paser.selection.allocate import TokenBudget, parse_budget, resolve_budget
 from paser.selection.atomic import file_sha256, write_atomic
 from paser.selection.cluster import (
     MANIFOLDS,
+    MIN_CLUSTER_ROWS,
     ClusterConfig,
     ClusterResult,
     check_feature_options,
@@ -55,7 +56,7 @@ from paser.selection.cluster import (
     settings_for_rows,
 )
 from paser.selection.consistency import ConceptCache
-from paser.selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, iter_samples
+from paser.selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, check_corpus, iter_samples
 from paser.selection.corpus import concept_text as sample_concept_text
 from paser.selection.embed import read_embedding_summary, resolve_embedder
 from paser.selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus, encode_corpus_cached
@@ -126,12 +127,11 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     tokeniser step skips are counted into `corpus.stats`. Models are released before returning.
     """
     models = config.models
-    if models.pruned is None:
-        raise ValueError("no pruned model given: pass --pruned PATH (or models.pruned in the config)")
+    check_pruned_given(models)
     engine = get_engine(config.engine, config.ray)
     tokenizer = load_tokenizer(models.original)
     check_same_tokenizer(tokenizer, load_tokenizer(models.pruned))
-    context_length = max_positions(AutoConfig.from_pretrained(resolve_model(models.original))) or 2048
+    context_length = max_positions(load_model_config(models.original)) or 2048
     max_length = config.formatting.max_length or min(2048, context_length)
     encoded = encode_rows(config, corpus, tokenizer, max_length, cache_dir=out_dir / "token_cache")
     where = f" on ray ({config.ray.actors} actor(s))" if engine.name == "ray" else ""
@@ -265,12 +265,34 @@ def effective_config(config: SelectConfig) -> SelectConfig:
     )
 
 
-def check_cluster_rows(clustering: ClusterConfig, n_rows: int) -> None:
-    """Before scoring: refuse clustering settings `n_rows` valid rows cannot satisfy (naming the key), and say
-    which ones clustering will clamp (`paser.selection.cluster.settings_for_rows`; stats.json records them)."""
+def check_cluster_rows(clustering: ClusterConfig, corpus: Corpus) -> None:
+    """Before scoring: refuse clustering settings the corpus's valid rows cannot satisfy (naming the key; too few
+    rows to cluster at all naming the rows skipped, by reason), and say which ones clustering will clamp
+    (`paser.selection.cluster.settings_for_rows`; stats.json records them)."""
+    n_rows = corpus.stats.rows_valid
+    if n_rows < MIN_CLUSTER_ROWS:
+        skipped = ", ".join(f"{reason} {count:,}" for reason, count in sorted(corpus.stats.skipped.items()))
+        raise ValueError(
+            f"clustering needs at least {MIN_CLUSTER_ROWS} rows; {corpus.source} has {n_rows} valid of "
+            f"{corpus.stats.rows_read:,} rows read" + (f" (skipped: {skipped})" if skipped else "")
+        )
     _, clamped = settings_for_rows(clustering, n_rows)
     for key, change in clamped.items():
         _log(f"clustering.{key}={change['asked']} is too large for {n_rows} rows: {change['used']} will be used")
+
+
+def check_pruned_given(models: ModelPairConfig) -> None:
+    """Refuse (ValueError) a model pair without its pruned model."""
+    if models.pruned is None:
+        raise ValueError("no pruned model given: pass --pruned PATH (or models.pruned in the config)")
+
+
+def check_models(models: ModelPairConfig) -> None:
+    """Refuse, before anything is written: a pair without its pruned model, and a checkpoint of either model that
+    cannot be read (`paser.recovery.models.check_checkpoint`: ModelLoadError naming the file)."""
+    check_pruned_given(models)
+    check_checkpoint(models.original)
+    check_checkpoint(models.pruned)
 
 
 def check_before_scoring(config: SelectConfig) -> None:
@@ -324,7 +346,7 @@ def score_stage(config: SelectConfig, work_dir: Path) -> ScoredCorpus:
     started = time.perf_counter()
     corpus, store = read_corpus(config, work_dir)
     _log(f"corpus {corpus.source}: {corpus.stats.rows_valid:,} valid of {corpus.stats.rows_read:,} rows")
-    check_cluster_rows(config.clustering, corpus.stats.rows_valid)
+    check_cluster_rows(config.clustering, corpus)
     read = time.perf_counter()
     scores, model_info = score_corpus(config, corpus, work_dir)
     if len(scores) and float(scores["cds"].max()) == 0.0:
@@ -435,18 +457,22 @@ def embedding_map(embeddings: np.ndarray, seed: int, fit_rows: int = 50_000, blo
 def run_select(config: SelectConfig) -> SelectOutput:
     """Run the whole selection and write its artifacts to `config.out`; returns tables, stats and paths.
 
-    Refuses (ValueError) a missing pruned model, a corpus with no valid row, a tokenizer mismatch between
-    the models; an unknown strategy or clustering method (listing the known ones), a malformed budget and a
-    CUDA device this torch cannot use are refused before anything is loaded, and so is an output folder that
-    another process holds (`paser.pipelines.lock.FolderLockedError`).
+    Refuses (ValueError) a corpus with no valid row and a tokenizer mismatch between the models. Refused before
+    the output folder is made: an unknown strategy or clustering method (listing the known ones), a malformed
+    budget, a CUDA device this torch cannot use, a corpus source that does not exist or has an unsupported format
+    (`paser.selection.corpus.check_corpus`), a missing pruned model and a checkpoint that cannot be read
+    (`paser.recovery.models.check_checkpoint`, naming the file), and an output folder that another process holds
+    (`paser.pipelines.lock.FolderLockedError`). A refusal leaves the folder as it was found, unless it holds
+    scores (`paser.pipelines.lock.output_folder`).
     """
     config = effective_config(config)
     out_dir = Path(config.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     get_strategy(config.selection.strategy, **config.selection.options)
     check_before_scoring(config)
     resolve_device(config.models.device)
-    with folder_lock(out_dir, "select"):
+    check_corpus(config.corpus)
+    check_models(config.models)
+    with output_folder(out_dir, "select", keeps_work=holds_scores):
         scored = score_stage(config, out_dir)
         ids = scored.scores["id"].astype(str).tolist()
         stage = time.perf_counter()

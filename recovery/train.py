@@ -25,7 +25,14 @@ from paser.console import bars_shown, say
 from paser.recovery.evaluate import (
     load_ppl_text,
 )
-from paser.recovery.models import choose_dtype, describe_model, load_model, resolve_device, save_checkpoint
+from paser.recovery.models import (
+    check_checkpoint,
+    choose_dtype,
+    describe_model,
+    load_model,
+    resolve_device,
+    save_checkpoint,
+)
 from paser.recovery.objectives import Objective, PreparedTrainer, TrainingJob, get_objective
 from paser.recovery.prune import layer_sparsity
 from paser.recovery.tracking import logging_dir, tracker_names, tracking_environment, trainer_args
@@ -547,9 +554,11 @@ def recover(
     the subset, prepare the objective's trainer (DPO: generate or reuse the cached rejected answers), train the
     LoRA adapter with TRL, save the adapter, merge, restore the pruned zeros when the model is unstructured/N:M
     sparse, measure the perplexity effect of that, save the merged model. Refuses an unknown objective, `distill`
-    without `original`, a CUDA device this torch cannot use (before loading), a teacher with a different
-    tokenizer, and a subset without usable rows. The trackers of `config.report_to` log under `run_name` (default:
-    the output folder's name) into `OUT/logs`. Returns what was written.
+    without `original`, a CUDA device this torch cannot use (before loading), a checkpoint that cannot be read
+    (`paser.recovery.models.ModelLoadError` naming the file), a teacher with a different tokenizer, and a subset
+    without usable rows; all but the teacher's tokenizer before the output folder is made. The trackers of
+    `config.report_to` log under `run_name` (default: the output folder's name) into `OUT/logs`. Returns what was
+    written.
     """
     from paser.recovery.card import model_card
 
@@ -558,13 +567,16 @@ def recover(
     if objective.needs_original and not original:
         raise ValueError(f"objective {config.objective!r} needs the original model as teacher (--original)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     state = _distributed_state()
     device = resolve_device(config.device)
     dtype = choose_dtype(config.dtype, device)
+    if objective.needs_original:
+        check_checkpoint(original)
     started = time.perf_counter()
     loaded = load_pruned(pruned, dtype)
     rows = load_training_rows(subset, loaded.tokenizer, config)
+    # Made once the inputs are known to be good, so that a refused recovery leaves no folder behind.
+    out_dir.mkdir(parents=True, exist_ok=True)
     seconds = {"load": time.perf_counter() - started}
 
     common = _trl_common_args(config, out_dir, device, dtype, run_name)

@@ -434,6 +434,8 @@ CLUSTERERS: dict[str, Clusterer] = {
     "kmeans": _fit_kmeans,
 }
 MANIFOLDS = ("diffusion", "umap")
+# The fewest rows clustering takes: the diffusion map's eigensolver needs 2 clusters below the row count.
+MIN_CLUSTER_ROWS = 3
 
 
 def get_clusterer(name: str) -> Clusterer:
@@ -453,8 +455,8 @@ def settings_for_rows(config: ClusterConfig, n_rows: int) -> tuple[ClusterConfig
     `paser select` and `paser run` call it with the valid row count before scoring, so a setting the corpus
     cannot satisfy is refused before hours of scoring, not after.
     """
-    if n_rows < 3:
-        raise ValueError(f"clustering needs at least 3 rows; the corpus has {n_rows}")
+    if n_rows < MIN_CLUSTER_ROWS:
+        raise ValueError(f"clustering needs at least {MIN_CLUSTER_ROWS} rows; the corpus has {n_rows}")
     if config.n_clusters is not None and config.n_clusters > n_rows:
         raise ValueError(
             f"clustering.n_clusters={config.n_clusters}: cannot make {config.n_clusters} clusters from {n_rows} rows"

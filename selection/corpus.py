@@ -81,7 +81,8 @@ class CorpusError(ValueError):
 
 
 EMBED_FIELDS = ("instruction", "input", "response")
-FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+_FILE_KINDS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json": "json", ".json.gz": "json", ".parquet": "parquet"}
+FILE_SUFFIXES = tuple(_FILE_KINDS)
 SUPPORTED_FORMATS = (
     *FILE_SUFFIXES,
     "a directory saved by datasets' save_to_disk",
@@ -377,20 +378,44 @@ def read_rows(path: str | os.PathLike[str], split: str = "train") -> Iterator[tu
     """
     source = os.fspath(path)
     local = Path(source).expanduser()
-    if local.is_dir():
+    kind = source_kind(source)
+    if kind == "datasets":
         return _read_dataset_dir(local, split)
+    if kind == "jsonl":
+        return _read_jsonl(local)
+    if kind == "json":
+        return _read_json_array(local)
+    if kind == "parquet":
+        return _read_parquet(local)
+    return _read_hub_dataset(source, split)
+
+
+def source_kind(path: str | os.PathLike[str]) -> str:
+    """How `read_rows` reads `path`, decided without reading it: "datasets" (a folder), "jsonl", "json",
+    "parquet", or "hub" (no such local path, but a hub id's shape). Refuses (CorpusError naming the path) a path
+    that does not exist and is no hub id, and a file of an unsupported format."""
+    source = os.fspath(path)
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return "datasets"
     if local.exists():
         name = local.name.lower()
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            return _read_jsonl(local)
-        if name.endswith((".json", ".json.gz")):
-            return _read_json_array(local)
-        if name.endswith(".parquet"):
-            return _read_parquet(local)
+        kind = next((kind for suffix, kind in _FILE_KINDS.items() if name.endswith(suffix)), None)
+        if kind is not None:
+            return kind
         raise CorpusError(f"{source}: unsupported file format; supported: {', '.join(SUPPORTED_FORMATS)}")
     if _HUB_ID.match(source) and not source.lower().endswith(FILE_SUFFIXES):
-        return _read_hub_dataset(source, split)
+        return "hub"
     raise CorpusError(f"{source}: no such file or directory")
+
+
+def check_corpus(config: CorpusConfig) -> None:
+    """Refuse (CorpusError), before a command makes its output folder, a corpus that cannot be read at all: a
+    source `source_kind` refuses, and an `exclude_rows` file `read_row_positions` refuses. Reads no corpus row
+    (a corrupt row is refused, naming its line, when it is reached)."""
+    source_kind(config.path)
+    if config.exclude_rows is not None:
+        read_row_positions(config.exclude_rows)
 
 
 def embed_text(sample: Sample, fields: Sequence[str] = ("instruction", "input")) -> str:

@@ -299,12 +299,15 @@ def test_a_folder_scored_for_other_inputs_is_refused(corpus_file, tiny_model_dir
         ("clustering.n_clusters=100000", "clustering.n_clusters=100000: cannot make 100000 clusters from"),
     ],
 )
-def test_bad_settings_are_refused_before_any_model_loads(corpus_file, tmp_path, monkeypatch, override, message):
+def test_bad_settings_are_refused_before_any_model_loads(
+    corpus_file, tiny_model_dir, tmp_path, monkeypatch, override, message
+):
     def no_model_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the settings were checked")
 
     monkeypatch.setattr("paser.pipelines.engines.load_model", no_model_loading)
-    config = select_config(corpus_file, "unused", "unused", tmp_path / "run", override)
+    # The checkpoints are checked (not loaded) before the output folder is made, so they must be real ones.
+    config = select_config(corpus_file, tiny_model_dir, tiny_model_dir, tmp_path / "run", override)
     with pytest.raises(ValueError, match=message):
         run_select(config)
 
