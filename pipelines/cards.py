@@ -1,9 +1,10 @@
 """Artifacts others can load without paser: a selection as a Hugging Face `datasets` folder with its card.
 
-`write_selection_dataset` saves the rows of `selection.jsonl` with `datasets.Dataset.save_to_disk` and writes
-`README.md` beside them: a dataset card whose YAML header the hub reads (pretty_name, license, task
-categories, size, tags) and whose body says where the rows come from (the source and its content digest),
-how they were chosen (strategy, budget, model pair, the per-cluster table) and how to load them.
+`write_selection_dataset` saves the rows of `selection.jsonl` (every field any row has: `selection_table`) with
+`datasets.Dataset.save_to_disk` and writes `README.md` beside them: a dataset card whose YAML header the hub reads
+(pretty_name, license, task categories, size, tags) and whose body says where the rows come from (the source and
+its content digest), how they were chosen (strategy, budget, model pair, the per-cluster table) and how to load
+them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import yaml
 
 from paser.selection.atomic import give_ordinary_modes
@@ -32,7 +34,9 @@ SIZE_CATEGORIES = (
 COLUMN_MEANINGS = """\
 | column | meaning |
 | --- | --- |
-| `id` | the row's id in the source corpus (its `id_field`, else its 0-based position there) |
+| `id` | paser's id of the row: its `corpus.id_field` where one is set, else its 0-based position in the source |
+| `source_<name>` | the row's own field `<name>` where the source has one named like a column paser adds (`id`, \
+`cluster`, `cds`, `ies`): a row's own `id` is `source_id`, the key to join the subset back to the source |
 | `cluster` | the semantic cluster the row was assigned to (its prompt and response embeddings, clustered) |
 | `cds` | capability degradation score: the mean, over the response tokens, of the Jensen-Shannon divergence \
 between the original and the pruned model's next-token distributions (nats, in [0, ln 2]; higher: the pruning \
@@ -105,9 +109,9 @@ def cluster_table_markdown(clusters: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(stats: dict[str, Any], source_digest: str) -> str:
-    """The dataset card (README.md) of a selection, from its stats.json payload and its source's digest
-    (`paser.pipelines.stages.source_identity`)."""
+def dataset_card(stats: dict[str, Any], source_digest: str, json_columns: tuple[str, ...] = ()) -> str:
+    """The dataset card (README.md) of a selection, from its stats.json payload, its source's digest
+    (`paser.pipelines.stages.source_identity`) and the columns stored as JSON text (`selection_table`)."""
     config = stats["config"]
     totals = stats["totals"]
     source = str(config["corpus"]["path"])
@@ -150,8 +154,10 @@ model below. The rows keep their original fields, in selection order.
 
 ## Columns added by paser
 
-{COLUMN_MEANINGS}
+Every field of the source rows is kept; a field some rows lack is empty (None) in those rows.
 
+{COLUMN_MEANINGS}
+{_json_columns_note(json_columns)}
 ## Clusters
 
 `budget` is the rows the strategy allotted to the cluster, `selected` the rows it took.
@@ -172,13 +178,42 @@ statistics and the configuration that produced them.
 """
 
 
+def _json_columns_note(names: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    listed = ", ".join(f"`{name}`" for name in names)
+    return (
+        f"\n{listed}: the values of this field mix types across rows (numbers and text, say), which one Arrow column "
+        "cannot hold, so each value is stored as its JSON text (`json.loads` gives it back; None stays None).\n"
+    )
+
+
+def selection_table(rows: list[dict[str, Any]]) -> tuple[pa.Table, tuple[str, ...]]:
+    """`rows` as an Arrow table and the columns stored as JSON text. One column per field that any row has, in
+    the order fields first appear, None where a row lacks the field: a corpus of Alpaca and chat rows keeps both
+    kinds' fields (`datasets.Dataset.from_list` takes the columns of the first row only). A field whose values
+    no one Arrow type holds (ids that are numbers in some rows and text in others, an integer past 64 bits) is
+    stored as each value's JSON text rather than refused or dropped."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    columns: dict[str, pa.Array] = {}
+    as_json = []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            texts = [None if value is None else json.dumps(value, ensure_ascii=False) for value in values]
+            columns[name] = pa.array(texts, pa.string())
+            as_json.append(name)
+    return pa.table(columns), tuple(as_json)
+
+
 def write_selection_dataset(folder: Path, rows: list[dict[str, Any]], stats: dict[str, Any]) -> Path:
     """Save `rows` (as written to selection.jsonl, in that order) as a `datasets` folder at `folder` with
     its card (`dataset_card`) as `folder/README.md`; returns `folder`.
 
-    Written into a temporary sibling folder, then renamed into place, so a reader never sees half a dataset;
-    an earlier `folder` is replaced. Refuses what `datasets.Dataset.from_list` refuses (rows whose fields
-    change type between rows).
+    The columns are every field of any row (`selection_table`). Written into a temporary sibling folder, then
+    renamed into place, so a reader never sees half a dataset; an earlier `folder` is replaced.
     """
     from datasets import Dataset
 
@@ -188,8 +223,9 @@ def write_selection_dataset(folder: Path, rows: list[dict[str, Any]], stats: dic
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        Dataset.from_list(rows).save_to_disk(str(staging))
-        card = dataset_card(stats, source_identity(str(stats["config"]["corpus"]["path"])))
+        table, json_columns = selection_table(rows)
+        Dataset(table).save_to_disk(str(staging))
+        card = dataset_card(stats, source_identity(str(stats["config"]["corpus"]["path"])), json_columns)
         (staging / "README.md").write_text(card, encoding="utf-8")
         give_ordinary_modes(staging)
         if folder.exists():

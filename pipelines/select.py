@@ -528,22 +528,34 @@ def same_store(first: Path, second: Path) -> bool:
         return False
 
 
+# The fields paser adds to every selected row; a source field of the same name is kept as `source_<name>`.
+SELECTION_FIELDS = ("id", "cluster", "cds", "ies")
+
+
 def selection_rows(selection: pd.DataFrame, store: CorpusStore) -> list[dict[str, Any]]:
-    """The chosen rows as written to `selection.jsonl`: original fields (read back from the corpus store) plus
-    id, cluster, cds, ies."""
+    """The chosen rows as written to `selection.jsonl` and `dataset/`: every field of the source row (read back from
+    the corpus store), then paser's `SELECTION_FIELDS`: id (the sample id: the row's `corpus.id_field`, else its
+    0-based position in the source), cluster, cds, ies. No source field is dropped or overwritten: one named like
+    a paser field (a row's own `id`, say) is kept as `source_<name>` (`source_source_<name>` where that is taken
+    too), so the subset joins back to the source on it."""
     rows = []
     raw_rows = store.raw_rows(selection["id"].tolist())
     for record, raw in zip(selection.itertuples(index=False), raw_rows, strict=True):
-        rows.append(
-            {
-                **raw,
-                "id": record.id,
-                "cluster": int(record.cluster),
-                "cds": float(record.cds),
-                "ies": float(record.ies),
-            }
-        )
+        added = {"id": record.id, "cluster": int(record.cluster), "cds": float(record.cds), "ies": float(record.ies)}
+        rows.append({**source_fields(raw), **added})
     return rows
+
+
+def source_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """A source row's fields in order, those named like a `SELECTION_FIELDS` field renamed `source_<name>` (and
+    again while that name is taken by another field of the row)."""
+    fields = {}
+    for name, value in raw.items():
+        kept = name
+        while kept in SELECTION_FIELDS or (kept != name and kept in raw):
+            kept = f"source_{kept}"
+        fields[kept] = value
+    return fields
 
 
 def build_stats(

@@ -2,7 +2,13 @@
 
 import json
 
-from paser.pipelines.cards import card_header, cluster_table_markdown, size_category, source_license
+from paser.pipelines.cards import (
+    card_header,
+    cluster_table_markdown,
+    selection_table,
+    size_category,
+    source_license,
+)
 
 
 def test_size_category_uses_the_hubs_buckets():
@@ -39,3 +45,13 @@ def test_cluster_table_lists_clusters_in_order_with_a_dash_for_no_budget():
         ]
     )
     assert table.splitlines()[2:] == ["| 0 | 3 | 0.5000 | 1 | 1 |", "| 1 | 4 | 0.2500 | - | 2 |"]
+
+
+def test_a_field_whose_values_mix_types_is_kept_as_json_text_and_a_field_of_some_rows_as_none():
+    table, as_json = selection_table([{"source_id": 7, "id": "0"}, {"id": "1", "source_id": "a/b", "extra": [1]}])
+    assert as_json == ("source_id",)
+    assert table.column_names == ["source_id", "id", "extra"]
+    assert table.to_pylist() == [
+        {"source_id": "7", "id": "0", "extra": None},
+        {"source_id": '"a/b"', "id": "1", "extra": [1]},
+    ]

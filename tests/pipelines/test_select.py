@@ -409,3 +409,65 @@ def test_a_clamped_clustering_setting_is_in_the_stats_and_the_summary(
     rows = output.stats["totals"]["rows_scored"]
     assert output.stats["clustering"]["details"]["clamped"]["n_neighbors"] == {"asked": 500, "used": rows - 1}
     assert f"clustering.n_neighbors: 500 is too large for this pool, {rows - 1} was used" in format_summary(output)
+
+
+# Rows whose own fields paser must carry through untouched: ids that repeat, hold "/", "../" or a newline, a
+# field named like one paser adds (`cds`), a field only some rows have, and Alpaca and chat rows side by side.
+MIXED_ROWS = [
+    {"id": "dup", "instruction": "Add 2 and 3.", "input": "", "output": "5", "category": "math"},
+    {"id": "dup", "messages": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello."}]},
+    {"id": "a/b", "instruction": "Reverse 'abc'.", "output": "cba", "cds": "the user's own cds"},
+    {
+        "id": "../../etc",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": "Blue."},
+        ],
+    },
+    {"id": "line\nbreak", "instruction": "Count the letters of 'tree'.", "input": "", "output": "4"},
+    {"id": "x", "messages": [{"role": "user", "content": "Sort 3 1 2."}, {"role": "assistant", "content": "1 2 3"}]},
+]
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tiny_model_dir, perturbed_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    corpus = folder / "mixed.json"
+    corpus.write_text(json.dumps(MIXED_ROWS, indent=1), encoding="utf-8")
+    config = select_config(
+        corpus,
+        tiny_model_dir,
+        perturbed_model_dir,
+        folder / "run",
+        "selection.strategy=full",
+        "clustering.n_clusters=2",
+        "clustering.lexical_weight=0",  # six rows share too few words for the lexical features
+    )
+    output = run_select(config)
+    selected = [json.loads(line) for line in (output.out_dir / "selection.jsonl").read_text().splitlines()]
+    return output, selected
+
+
+def test_a_rows_own_id_and_fields_are_kept_beside_pasers_id(mixed_run):
+    _, selected = mixed_run
+    by_position = {int(row["id"]): row for row in selected}  # paser's id: the row's position in the source
+    assert sorted(by_position) == list(range(len(MIXED_ROWS)))
+    for position, source in enumerate(MIXED_ROWS):
+        row = by_position[position]
+        renamed = {("source_" + name if name in ("id", "cds") else name): value for name, value in source.items()}
+        assert {name: row[name] for name in renamed} == renamed
+        assert set(row) == set(renamed) | {"id", "cluster", "cds", "ies"}
+    assert isinstance(by_position[2]["cds"], float) and by_position[2]["source_cds"] == "the user's own cds"
+
+
+def test_the_dataset_keeps_every_field_of_a_mixed_corpus_of_alpaca_and_chat_rows(mixed_run):
+    from datasets import load_from_disk
+
+    output, selected = mixed_run
+    dataset = load_from_disk(str(output.out_dir / "dataset"))
+    assert {"messages", "instruction", "output", "category", "source_id", "source_cds"} <= set(dataset.column_names)
+    for row, written in zip(dataset, selected, strict=True):
+        assert {name: value for name, value in row.items() if value is not None} == written
+    chat = [row for row in dataset if row["messages"] is not None]
+    assert sorted(row["source_id"] for row in chat) == ["../../etc", "dup", "x"]
