@@ -186,7 +186,7 @@ GENERATION_TASKS: dict[str, GenerationTask] = {
             "gen_longform",
             "repetition, distinct-n and length of greedy answers to long-form Alpaca prompts",
             "alpaca_longform",
-            128,
+            64,
             longform_scores,
             ("distinct_1", "distinct_2"),
         ),
