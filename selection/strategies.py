@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
+from paser.common.registry import Registry, check_name
 from paser.selection.allocate import TokenBudget, allocate_budget, take_within_tokens
 from paser.selection.consistency import (
     ConceptCache,
@@ -104,7 +105,7 @@ def row_tokens(table: pd.DataFrame) -> np.ndarray:
     )
 
 
-STRATEGIES: dict[str, type] = {}
+STRATEGIES: Registry[type] = Registry("selection strategy")
 
 
 ROLES = ("baseline", "reference", "per_cluster")
@@ -115,12 +116,11 @@ def register_strategy(name: str) -> Callable[[type], type]:
     """Class decorator registering a strategy dataclass under `name` (its fields are its options).
 
     The class declares `requires_columns` (default: `("id",)`), and may declare `uses_budget` (default True) and
-    `role` (default None; see `Strategy`); `needs_unconditioned_nll` is derived from `requires_columns`.
+    `role` (default None; see `Strategy`); `needs_unconditioned_nll` is derived from `requires_columns`. Refuses
+    a name registered twice and a role that is unknown or taken.
     """
 
     def register(cls: type) -> type:
-        if name in STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
         role = getattr(cls, "role", None)
         if role is not None and (role not in ROLES or any(other.role == role for other in STRATEGIES.values())):
             raise ValueError(f"strategy {name!r}: role {role!r} is unknown ({', '.join(ROLES)}) or already taken")
@@ -129,24 +129,20 @@ def register_strategy(name: str) -> Callable[[type], type]:
         cls.uses_budget = getattr(cls, "uses_budget", True)
         cls.role = role
         cls.needs_unconditioned_nll = UNCONDITIONED_COLUMN in cls.requires_columns
-        STRATEGIES[name] = cls
-        return cls
+        return STRATEGIES.register(name, cls)
 
     return register
 
 
 def strategy_class(name: str) -> type:
     """The class registered as `name` (its declarations, without building it); refuses an unknown name
-    (ValueError listing the known ones)."""
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown selection strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name]
+    (`UnknownNameError` listing the known ones)."""
+    return STRATEGIES.get(name)
 
 
 def strategy_with_role(role: str) -> str | None:
     """The name of the registered strategy holding `role` (one of `ROLES`), or None."""
-    if role not in ROLES:
-        raise ValueError(f"unknown strategy role {role!r}; known: {', '.join(ROLES)}")
+    check_name("strategy role", role, ROLES)
     return next((name for name, cls in STRATEGIES.items() if cls.role == role), None)
 
 

@@ -23,10 +23,13 @@ def registries_as_they_were(monkeypatch):
 
     prune.known_methods()  # the built-in pruners and objectives are registered before the snapshot
     objectives.objective_names()
-    monkeypatch.setattr(strategies, "STRATEGIES", dict(strategies.STRATEGIES))
     monkeypatch.setattr(prune, "PRUNERS", dict(prune.PRUNERS))
     monkeypatch.setattr(objectives, "OBJECTIVES", dict(objectives.OBJECTIVES))
     monkeypatch.setattr(plugins, "_LOADED", {})
+    snapshots = [(registry, registry.snapshot()) for registry in (strategies.STRATEGIES,)]
+    yield
+    for registry, snapshot in snapshots:
+        registry.restore(snapshot)
 
 
 def test_a_strategy_plugin_is_known_by_name_and_ranks_by_cds_per_token():

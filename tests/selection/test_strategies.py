@@ -167,8 +167,9 @@ def test_kmeans_diverse_uses_the_table_cluster_count_unless_given(random_inputs,
 def test_unknown_strategy_is_refused_listing_the_known_ones():
     with pytest.raises(ValueError) as error:
         get_strategy("best")
-    for name in STRATEGIES:
-        assert name in str(error.value)
+    assert str(error.value) == f"unknown selection strategy 'best'; known: {', '.join(STRATEGIES.names())}"
+    with pytest.raises(ValueError, match=r"did you mean paser\?$"):
+        get_strategy("pasre")
     assert {"paser", "random", "full", "cds_topk", "loss", "ifd", "kmeans_diverse", "degradation_sampled"} <= set(
         STRATEGIES
     )
@@ -636,10 +637,16 @@ def test_every_strategy_refuses_a_table_without_a_column_it_declares(name, rando
             strategy.select(dataclasses.replace(random_inputs, table=table), 10)
 
 
-def test_registering_a_strategy_derives_its_declarations_and_guards_the_roles(monkeypatch):
-    from paser.selection.strategies import register_strategy
+@pytest.fixture
+def strategies_as_they_were():
+    """What a test registers is gone afterwards."""
+    before = STRATEGIES.snapshot()
+    yield
+    STRATEGIES.restore(before)
 
-    monkeypatch.setattr("paser.selection.strategies.STRATEGIES", dict(STRATEGIES))
+
+def test_registering_a_strategy_derives_its_declarations_and_guards_the_roles(strategies_as_they_were):
+    from paser.selection.strategies import register_strategy
 
     @register_strategy("needs_unconditioned")
     @dataclasses.dataclass
@@ -654,6 +661,9 @@ def test_registering_a_strategy_derives_its_declarations_and_guards_the_roles(mo
         @dataclasses.dataclass
         class SecondBaseline:
             role = "baseline"
+
+    with pytest.raises(ValueError, match="selection strategy 'paser' is already registered"):
+        register_strategy("paser")(NeedsUnconditioned)
 
 
 def test_single_cluster_draws_a_seeded_sample_of_one_cluster_only():
