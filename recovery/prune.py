@@ -6,13 +6,13 @@ the target (`PruneTarget`: a sparsity, an N:M pattern, or a fraction of blocks t
 weight pruner shares, and magnitude pruning (the baseline of the Wanda and SparseGPT papers: smallest |W|
 within each linear layer of the decoder, embeddings and lm_head kept). Wanda and SparseGPT live in
 `paser.recovery.wanda` and `paser.recovery.sparsegpt`, block removal in `paser.recovery.layer_drop`, channel and
-head removal in `paser.recovery.width`; they are imported on the first registry lookup, so importing this module
-stays cheap and free of import cycles. The zeros of a pruned checkpoint are its mask: nothing else is stored.
+head removal in `paser.recovery.width`; `PRUNERS` declares them by module and imports one on its first lookup,
+so importing this module stays cheap and free of import cycles. The zeros of a pruned checkpoint are its mask:
+nothing else is stored.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import time
@@ -23,15 +23,8 @@ from typing import Any
 
 import torch
 
+from paser.common.registry import Registry
 from paser.recovery.models import linear_sparsity, load_model, max_positions, prunable_linears, save_checkpoint
-
-# Modules that register pruners when imported; loaded lazily by `_load_methods`.
-METHOD_MODULES = (
-    "paser.recovery.wanda",
-    "paser.recovery.sparsegpt",
-    "paser.recovery.layer_drop",
-    "paser.recovery.width",
-)
 
 Pruner = Callable[..., dict[str, Any]]
 
@@ -132,7 +125,16 @@ class RegisteredPruner:
     default_target: PruneTarget | None = None
 
 
-PRUNERS: dict[str, RegisteredPruner] = {}
+# The built-in methods outside this module, by the module that registers each when imported.
+PRUNERS: Registry[RegisteredPruner] = Registry(
+    "pruning method",
+    builtins={
+        "wanda": "paser.recovery.wanda",
+        "sparsegpt": "paser.recovery.sparsegpt",
+        "layer_drop": "paser.recovery.layer_drop",
+        "width": "paser.recovery.width",
+    },
+)
 
 
 def register_pruner(
@@ -141,49 +143,36 @@ def register_pruner(
     """Register `fn(model, target: PruneTarget, calibration: Tensor | None, **options) -> dict` as method `name`.
 
     The function prunes in place and returns fields to merge into the `pruning.json` record. With
-    `needs_calibration`, `prune_model` refuses to call it without calibration token ids.
+    `needs_calibration`, `prune_model` refuses to call it without calibration token ids. Refuses a name
+    registered twice.
     """
 
     def decorator(function: Pruner) -> Pruner:
-        PRUNERS[name] = RegisteredPruner(function, needs_calibration, default_target)
+        PRUNERS.register(name, RegisteredPruner(function, needs_calibration, default_target))
         return function
 
     return decorator
 
 
-def _load_methods() -> None:
-    """Import the modules that register the calibration-based and structural methods."""
-    for module in METHOD_MODULES:
-        importlib.import_module(module)
-
-
 def known_methods() -> list[str]:
-    """The names of all registered pruning methods, sorted."""
-    _load_methods()
-    return sorted(PRUNERS)
-
-
-def _registered(name: str) -> RegisteredPruner:
-    _load_methods()
-    if name not in PRUNERS:
-        raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(sorted(PRUNERS))}")
-    return PRUNERS[name]
+    """The names of all registered pruning methods, sorted (the built-ins are listed without importing them)."""
+    return PRUNERS.names()
 
 
 def default_target(name: str) -> PruneTarget | None:
     """What method `name` prunes to when no target is given (e.g. 50% for a weight pruner), or None when it needs
     one; refuses an unknown name as `known_methods` lists."""
-    return _registered(name).default_target
+    return PRUNERS.get(name).default_target
 
 
 def get_pruner(name: str) -> Pruner:
     """The registered pruner `name`; unknown names raise ValueError listing the known ones."""
-    return _registered(name).function
+    return PRUNERS.get(name).function
 
 
 def needs_calibration(name: str) -> bool:
     """Whether method `name` needs calibration token ids; unknown names raise ValueError listing the known ones."""
-    return _registered(name).needs_calibration
+    return PRUNERS.get(name).needs_calibration
 
 
 def check_pattern(layer_name: str, in_features: int, pattern: tuple[int, int]) -> None:
@@ -292,7 +281,7 @@ def prune_model(
     measured fields win a name clash). Refuses a method that needs calibration when `calibration` is None, and
     options the method does not take.
     """
-    registered = _registered(method)
+    registered = PRUNERS.get(method)
     effective_options = _effective_options(method, registered.function, options)
     if registered.needs_calibration and calibration is None:
         raise ValueError(f"method {method!r} needs calibration token ids (a [windows, tokens] tensor)")

@@ -21,12 +21,10 @@ def registries_as_they_were(monkeypatch):
     from paser.recovery import objectives, prune
     from paser.selection import strategies
 
-    prune.known_methods()  # the built-in pruners and objectives are registered before the snapshot
-    objectives.objective_names()
-    monkeypatch.setattr(prune, "PRUNERS", dict(prune.PRUNERS))
+    objectives.objective_names()  # the built-in objectives are registered before the snapshot
     monkeypatch.setattr(objectives, "OBJECTIVES", dict(objectives.OBJECTIVES))
     monkeypatch.setattr(plugins, "_LOADED", {})
-    snapshots = [(registry, registry.snapshot()) for registry in (strategies.STRATEGIES,)]
+    snapshots = [(registry, registry.snapshot()) for registry in (strategies.STRATEGIES, prune.PRUNERS)]
     yield
     for registry, snapshot in snapshots:
         registry.restore(snapshot)
