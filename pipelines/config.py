@@ -11,11 +11,13 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from paser.common.registry import Registry
 from paser.pipelines.ray_engine import RayConfig
 from paser.selection.cluster import ClusterConfig
 from paser.selection.corpus import CorpusConfig
@@ -25,7 +27,12 @@ from paser.selection.embed import DEFAULT_LONG_TEXT, check_long_text
 ConfigT = TypeVar("ConfigT")
 
 
-ENGINES = ("local", "ray")
+# Where scoring and embedding run (`paser.pipelines.engines`): classes built with the `ray` settings. Declared here
+# by where they live, so a config is checked without importing the engines (and the models they load).
+ENGINES: Registry[Callable[[RayConfig], Any]] = Registry(
+    "engine",
+    builtins={"local": "paser.pipelines.engines:LocalEngine", "ray": "paser.pipelines.engines:RayEngine"},
+)
 
 
 PLUGINS_HELP = (
@@ -152,8 +159,7 @@ class CorpusSections:
     plugins: list[str] = dataclasses.field(default_factory=list, metadata={"help": PLUGINS_HELP})
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        ENGINES.check(self.engine)
 
 
 @dataclasses.dataclass(kw_only=True)

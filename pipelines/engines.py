@@ -4,7 +4,7 @@
 `paser.selection.embed`); `RayEngine` runs the same code on Ray actors (`paser.pipelines.ray_engine`).
 Both score the pair side by side (`score`) or one model at a time through the original's top-k cache
 (`score_topk`), and embed texts in resumable shards (`embed`). A new engine is a class with these three
-methods, registered in `ENGINES`.
+methods, built with the `ray` settings and registered in `paser.pipelines.config.ENGINES`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from paser.console import say
-from paser.pipelines.config import ModelPairConfig, TopkConfig
+from paser.pipelines.config import ENGINES, ModelPairConfig, TopkConfig
 from paser.pipelines.ray_engine import RayConfig, embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from paser.recovery.models import describe_model, load_model
 from paser.selection.degradation import DegradationConfig, score_degradation
@@ -54,6 +54,9 @@ class LocalEngine:
     """Both models (or one at a time, for top-k) in this process, on `models.device`."""
 
     name: ClassVar[str] = "local"
+
+    def __init__(self, ray: RayConfig | None = None) -> None:
+        """`ray` is not used: every engine is built with the same arguments."""
 
     def score(
         self, models: ModelPairConfig, encoded: Sequence[EncodedSample], scoring: DegradationConfig, out_dir: Path
@@ -135,18 +138,11 @@ class RayEngine:
         return embed_on_ray(ids, texts, shard_dir, self.ray, **options)
 
 
-ENGINES: dict[str, Callable[[RayConfig], Engine]] = {
-    LocalEngine.name: lambda ray: LocalEngine(),
-    RayEngine.name: RayEngine,
-}
-
-
 def get_engine(name: str, ray: RayConfig) -> Engine:
-    """The engine registered as `name` (`local` or `ray`), built with the `ray` settings it may use; refuses an
-    unknown name listing the known ones, and `ray` without Ray Data installed (ModuleNotFoundError)."""
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
-    return ENGINES[name](ray)
+    """The engine registered as `name` in `ENGINES` (`local`, `ray` or a plug-in's), built with the `ray` settings
+    it may use; refuses an unknown name listing the known ones, and `ray` without Ray Data installed
+    (ModuleNotFoundError)."""
+    return ENGINES.get(name)(ray)
 
 
 def _loader(models: ModelPairConfig, info: dict[str, Any]) -> Callable[[str], Any]:

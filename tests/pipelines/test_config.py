@@ -121,3 +121,8 @@ def test_set_overrides_win_over_flags():
         ["select", "--pruned", "p", "--corpus", "c.jsonl", "--seed", "3", "--set", "selection.seed=4"]
     )
     assert select_config(args).selection.seed == 4
+
+
+def test_an_unknown_engine_is_refused_listing_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown engine 'rey'; known: local, ray; did you mean ray\?"):
+        load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "engine=rey"])
