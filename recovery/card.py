@@ -94,6 +94,8 @@ def model_card(record: dict[str, Any], pruned: str, subset: str | Path) -> str:
         f"| steps | {training['steps']} |",
         f"| train loss (first / last logged) | {training['first_loss']} / {training['last_loss']} |",
         f"| trainable parameters | {training['trainable_parameters']:,} |",
+        f"| tokens trained (real, no padding) | {record['compute']['tokens']['trained']:,} |",
+        f"| compute (estimated, `paser.recovery.flops`) | {record['compute']['flops']['total']:.3g} FLOPs |",
         f"| dtype, device | {record['dtype']}, {record['device']} |",
         "",
         "## Sparsity",

@@ -5,7 +5,8 @@ which declares its default learning rate, the default weight of its response-NLL
 unset) and whether it needs the original model. `paser.recovery.train.recover` looks the objective up by
 `TrainConfig.objective` and runs the shared loop around its trainer: rows, LoRA, training, merge, re-masking,
 records. Every module of this package is imported on the first lookup, so an objective is one file here; the
-built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py).
+built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py); sft and distill take
+their loss from response_loss.py, which registers nothing.
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ class TrainingJob:
 @dataclasses.dataclass
 class PreparedTrainer:
     """An objective's trainer (with the LoRA adapter), what the run record gains from preparing it (a `teacher`
-    entry becomes the record's `original`), and the files preparing it wrote (listed in the record's outputs)."""
+    entry becomes the record's `original`), the files preparing it wrote (listed in the record's outputs), and
+    `tokens`, called after training: what it forwarded, as `paser.recovery.flops.recovery_compute` takes it
+    (`trained`, `padding`, `loss_tokens`, `teacher_forward`, `reference_forward`, `generation_prompt`,
+    `generated`)."""
 
     trainer: Any
     record: dict[str, Any] = dataclasses.field(default_factory=dict)
     paths: dict[str, Path] = dataclasses.field(default_factory=dict)
+    tokens: Callable[[], dict[str, int]] = dict
 
 
 Prepare = Callable[[TrainingJob], PreparedTrainer]

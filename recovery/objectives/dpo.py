@@ -123,8 +123,40 @@ def prepare_dpo(job: TrainingJob) -> PreparedTrainer:
     if not pairs:
         raise ValueError(f"every DPO pair was dropped ({dropped}); nothing to train on")
     generation_stats["seconds_total"] = round(time.perf_counter() - generation_start, 3)
+    trainer = build_dpo_trainer(job.model, job.tokenizer, pairs, job.config, job.trainer_args)
     return PreparedTrainer(
-        build_dpo_trainer(job.model, job.tokenizer, pairs, job.config, job.trainer_args),
+        trainer,
         record={"pairs": {"used": len(pairs), "dropped": dropped, "generation": generation_stats}},
         paths={"rejections": job.out_dir / REJECTIONS_FILE},
+        tokens=lambda: dpo_tokens(trainer, job, generation_stats),
     )
+
+
+def dpo_tokens(trainer: Any, job: TrainingJob, generation_stats: dict[str, Any]) -> dict[str, int]:
+    """What a finished DPO training forwarded, as `paser.recovery.flops.recovery_compute` takes it; estimated, not
+    counted: TRL's trainer is not instrumented.
+
+    Per pair, the prompt + chosen and prompt + rejected sequences (each cut at `max_length`, as the collator does)
+    go through the trained model and through the reference (the adapter disabled), times the epochs trained; the
+    loss is over their answer tokens. Generation prefilled the prompts of the rows generated in this run (their
+    share of all prompt tokens, the cached rows' excluded) and generated `tokens_generated`.
+    """
+    dataset, limit = trainer.train_dataset, job.config.max_length
+    trained = loss_tokens = 0
+    for prompt, chosen, rejected in zip(
+        dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True
+    ):
+        for answer in (chosen, rejected):
+            length = min(len(prompt) + len(answer), limit)
+            trained += length
+            loss_tokens += max(length - len(prompt), 0)
+    epochs = trainer.state.epoch or 0.0
+    prompt_tokens = sum(row.prompt_length for row in job.rows.encoded)
+    generated_share = generation_stats["generated"] / max(generation_stats["rows"], 1)
+    return {
+        "trained": round(trained * epochs),
+        "loss_tokens": round(loss_tokens * epochs),
+        "reference_forward": round(trained * epochs),
+        "generation_prompt": round(prompt_tokens * generated_share),
+        "generated": generation_stats["tokens_generated"],
+    }

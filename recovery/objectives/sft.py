@@ -3,7 +3,8 @@
 Rows are tokenised by `paser.selection.formatting.encode_corpus` (`paser.recovery.train.load_training_rows`), exactly as
 degradation scoring tokenised them, and handed to TRL pre-tokenised with `labels = -100` on every prompt token,
 so the loss mask is the scorer's response span by construction (no `completion_only_loss` /
-`assistant_only_loss` guessing from text).
+`assistant_only_loss` guessing from text). The loss is computed from the decoder's hidden states at the response
+positions, chunk by chunk (`paser.recovery.objectives.response_loss`), never from the full logits of the batch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.recovery.objectives.response_loss import ChunkedResponseLoss, check_plain_head
 from paser.selection.formatting import EncodedSample
 
 if TYPE_CHECKING:
@@ -36,8 +38,15 @@ def sampling_args(config: TrainConfig) -> dict[str, str]:
 
 
 def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: TrainConfig, common: dict) -> Any:
-    """A TRL `SFTTrainer` over the pre-tokenised rows, with the LoRA adapter; loss on response tokens only."""
+    """A TRL `SFTTrainer` over the pre-tokenised rows, with the LoRA adapter; loss on response tokens only, from
+    the response positions' hidden states in chunks of `config.position_chunk`. Refuses a model whose logits are
+    transformed after the output head (`check_plain_head`)."""
     from trl import SFTConfig, SFTTrainer
+
+    class ResponseSFTTrainer(ChunkedResponseLoss, SFTTrainer):
+        pass
+
+    check_plain_head(model)
 
     args = SFTConfig(
         **common,
@@ -47,12 +56,13 @@ def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: Tr
         remove_unused_columns=True,
         padding_free=config.padding_free,
     )
-    return SFTTrainer(
+    return ResponseSFTTrainer(
         model=model,
         args=args,
         train_dataset=sft_dataset(rows.encoded),
         processing_class=tokenizer,
         peft_config=config.lora_config(),
+        position_chunk=config.position_chunk,
     )
 
 
@@ -60,4 +70,5 @@ def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: Tr
 @register_objective("sft", default_learning_rate=2e-4)
 def prepare_sft(job: TrainingJob) -> PreparedTrainer:
     """The SFT trainer over the job's rows."""
-    return PreparedTrainer(build_sft_trainer(job.model, job.tokenizer, job.rows, job.config, job.trainer_args))
+    trainer = build_sft_trainer(job.model, job.tokenizer, job.rows, job.config, job.trainer_args)
+    return PreparedTrainer(trainer, tokens=lambda: dict(trainer.forwarded))

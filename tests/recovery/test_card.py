@@ -5,6 +5,7 @@ import json
 import yaml
 
 from paser.recovery.card import model_card
+from paser.recovery.flops import recovery_compute
 
 RECORD = {
     "objective": "sft",
@@ -12,6 +13,7 @@ RECORD = {
     "rows": {"read": 12, "used": 11},
     "hyperparameters": {"objective": "sft", "learning_rate_effective": 2e-4, "epochs": 1, "lora_r": 8, "seed": 0},
     "training": {"steps": 3, "first_loss": 2.5, "last_loss": 2.1, "trainable_parameters": 4096},
+    "compute": recovery_compute({"trained": 1200}, base_parameters=100_000, lora_parameters=4096),
     "dtype": "float32",
     "device": "cpu",
     "sparsity": {
@@ -38,6 +40,8 @@ def test_card_names_the_pruning_the_subset_card_and_the_sparsity_kept(tmp_path):
     assert str(tmp_path / "sel" / "dataset" / "README.md") in card
     assert "| lora_r | 8 |" in card
     assert "50.00% in these weights" in card
+    # 4·N·P_base + 6·N·P_lora = 4·1200·100000 + 6·1200·4096
+    assert "| tokens trained (real, no padding) | 1,200 |" in card and "| 5.09e+08 FLOPs |" in card
 
 
 def test_card_of_a_hub_model_without_a_pruning_record_says_so(tmp_path):
