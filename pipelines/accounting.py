@@ -8,14 +8,20 @@ Per combination, from combos/{combo}/recover/recovery.json and the manifest's st
   loss tokens, and their sum) times the epochs: the tokens training forwarded (the DPO and distillation
   objectives forward more: rejected answers, the teacher);
 - `train_seconds`: the trainer's wall time; `recover_seconds`: the whole recover stage (load, train, merge,
-  save); `select_seconds`: the combination's own select stage.
-With `full` combinations in the run (the whole pool), `tokens_fraction` and `seconds_fraction` are
-train_tokens and train_seconds over the mean of the full combinations'.
+  save); `select_seconds`: the combination's own select stage;
+- from recovery.json's `compute` block (`paser.recovery.flops`): `teacher_tokens` (tokens the distillation
+  teacher or DPO's reference forwarded), `generated_tokens` (DPO's rejected answers), and `flops`, the
+  recovery's estimated FLOPs (training, teacher, reference and generation), so that equal compute can be
+  read as equal FLOPs rather than equal rows or tokens.
+With `full` combinations in the run (the whole pool), `tokens_fraction`, `seconds_fraction` and
+`flops_fraction` are train_tokens, train_seconds and flops over the mean of the full combinations'.
 
 Shared, reported once: the seconds of the stages every combination builds on (prune, recipe, score,
 heldout, embed, embed_response, cluster/s{seed}), and `selection_seconds`, what selection itself costs on
-top of training: scoring, embedding and clustering. A stage's seconds are those of its last run; a stage
-cached since keeps the cost of the run that made its artifacts. Missing values are None.
+top of training: scoring, embedding and clustering; with the run folder, `scoring_tokens` (every scored row's
+prompt and response tokens) and `scoring_flops`, the scorer's two forwards over them, 2·N·(P_original +
+P_pruned) (`paser.recovery.flops.forward_flops`). A stage's seconds are those of its last run; a stage cached
+since keeps the cost of the run that made its artifacts. Missing values are None.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from paser.recovery.flops import forward_flops
 from paser.selection.strategies import strategy_with_role
 
 # The no-selection reference whose cost the others are a share of (`full`): declared by the strategy's role.
@@ -41,8 +48,12 @@ COMPUTE_FIELDS = (
     "train_seconds",
     "recover_seconds",
     "select_seconds",
+    "teacher_tokens",
+    "generated_tokens",
+    "flops",
     "tokens_fraction",
     "seconds_fraction",
+    "flops_fraction",
 )
 
 
@@ -70,6 +81,8 @@ def combo_compute(results: dict[str, Any], stages: dict[str, Any], run_dir: str 
         recovery = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         epochs = (recovery.get("training") or {}).get("epochs")
         per_epoch = recovery.get("tokens_per_epoch") or {}
+        forwarded = (recovery.get("compute") or {}).get("tokens") or {}
+        flops = ((recovery.get("compute") or {}).get("flops") or {}).get("total")
         rows.append(
             {
                 "combo": combo,
@@ -84,14 +97,19 @@ def combo_compute(results: dict[str, Any], stages: dict[str, Any], run_dir: str 
                 "train_seconds": (recovery.get("seconds") or {}).get("train"),
                 "recover_seconds": _stage_seconds(stages, f"recover/{combo}"),
                 "select_seconds": _stage_seconds(stages, f"select/{combo}"),
+                "teacher_tokens": _sum_known(forwarded, ("teacher_forward", "reference_forward")),
+                "generated_tokens": forwarded.get("generated"),
+                "flops": flops,
             }
         )
     reference = [row for row in rows if row["strategy"] == REFERENCE_STRATEGY and row["train_tokens"] is not None]
     reference_tokens = _mean([row["train_tokens"] for row in reference])
     reference_seconds = _mean([row["train_seconds"] for row in reference])
+    reference_flops = _mean([row["flops"] for row in reference])
     for row in rows:
         row["tokens_fraction"] = _fraction(row["train_tokens"], reference_tokens)
         row["seconds_fraction"] = _fraction(row["train_seconds"], reference_seconds)
+        row["flops_fraction"] = _fraction(row["flops"], reference_flops)
     return {
         "reference": REFERENCE_STRATEGY if reference else None,
         "reference_combos": [row["combo"] for row in reference],
@@ -104,10 +122,33 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def shared_cost(stages: dict[str, Any]) -> dict[str, Any]:
+def _sum_known(counts: dict[str, Any], names: tuple[str, ...]) -> int | None:
+    known = [counts[name] for name in names if counts.get(name) is not None]
+    return sum(known) if known else None
+
+
+def scoring_cost(run_dir: str | Path) -> dict[str, float | None]:
+    """{"scoring_tokens", "scoring_flops"} of the run's score stage: the tokens of every scored row
+    (shared/scores.parquet) and the estimated FLOPs of forwarding them through both models, 2·N·(P_original +
+    P_pruned) with the parameter counts of shared/corpus.json; None where a file or count is missing."""
+    import pandas as pd
+
+    shared = Path(run_dir) / "shared"
+    scores_path, corpus_path = shared / "scores.parquet", shared / "corpus.json"
+    if not scores_path.is_file():
+        return {"scoring_tokens": None, "scoring_flops": None}
+    scores = pd.read_parquet(scores_path, columns=["prompt_tokens", "response_tokens"])
+    tokens = int(scores.to_numpy().sum())
+    models = json.loads(corpus_path.read_text(encoding="utf-8")).get("models", {}) if corpus_path.is_file() else {}
+    parameters = [(models.get(role) or {}).get("parameters") for role in ("original", "pruned")]
+    flops = None if None in parameters else forward_flops(tokens, sum(parameters))
+    return {"scoring_tokens": tokens, "scoring_flops": flops}
+
+
+def shared_cost(stages: dict[str, Any], run_dir: str | Path | None = None) -> dict[str, Any]:
     """The `shared_cost` block: {"stages": seconds of each shared stage the manifest has finished (in pipeline
-    order, clusterings last), "selection_seconds": scoring + embedding + clustering}. `stages` is
-    manifest.json's "stages"."""
+    order, clusterings last), "selection_seconds": scoring + embedding + clustering}, and with `run_dir` the
+    `scoring_cost` keys. `stages` is manifest.json's "stages"."""
     names = [name for name in SHARED_STAGES if name in stages]
     names += sorted(
         (name for name in stages if name.startswith(CLUSTER_STAGE_PREFIX)), key=lambda name: (len(name), name)
@@ -118,4 +159,5 @@ def shared_cost(stages: dict[str, Any]) -> dict[str, Any]:
         for name, value in seconds.items()
         if value is not None and (name in SELECTION_STAGES or name.startswith(CLUSTER_STAGE_PREFIX))
     ]
-    return {"stages": seconds, "selection_seconds": sum(selection) if selection else None}
+    cost = {"stages": seconds, "selection_seconds": sum(selection) if selection else None}
+    return cost | scoring_cost(run_dir) if run_dir is not None else cost

@@ -380,14 +380,16 @@ def _compute_section(run: RunResults) -> list[Block]:
                 _format_count(row["rows_trained"]),
                 MISSING if _is_missing(row["epochs"]) else f"{row['epochs']:g}",
                 *(_thousands(row[name]) for name in ("prompt_tokens", "response_tokens", "train_tokens")),
+                _flops(row["flops"]),
                 *(_seconds(row[name]) for name in ("train_seconds", "recover_seconds", "select_seconds")),
                 _percent(row["tokens_fraction"]),
                 _percent(row["seconds_fraction"]),
+                _percent(row["flops_fraction"]),
             )
         )
-    header = ("combo", "rows trained", "epochs", "prompt tokens", "response tokens", "tokens trained")
+    header = ("combo", "rows trained", "epochs", "prompt tokens", "response tokens", "tokens trained", "FLOPs")
     header += ("train s", "recover stage s", "select s", f"tokens vs {REFERENCE_STRATEGY}")
-    header += (f"seconds vs {REFERENCE_STRATEGY}",)
+    header += (f"seconds vs {REFERENCE_STRATEGY}", f"FLOPs vs {REFERENCE_STRATEGY}")
     reference = (
         f"vs {REFERENCE_STRATEGY}: tokens trained and train seconds as a share of the mean over the "
         f"{REFERENCE_STRATEGY} combos (the whole pool)."
@@ -396,8 +398,9 @@ def _compute_section(run: RunResults) -> list[Block]:
     )
     legend = (
         "Tokens trained: the subset as tokenised for SFT (prompt, response = the loss tokens) times the epochs "
-        "trained. Train s: the trainer's wall time; recover stage s: the whole stage (load, train, merge, save); "
-        f"select s: the combo's own selection. {reference}"
+        "trained. FLOPs: the recovery's estimated compute (training, and a teacher's, reference's or generation's "
+        "forwards; `paser.recovery.flops`). Train s: the trainer's wall time; recover stage s: the whole stage "
+        f"(load, train, merge, save); select s: the combo's own selection. {reference}"
     )
     shared = run.shared_cost()
     stages = [f"{name}: {_seconds(seconds)} s" for name, seconds in shared["stages"].items()]
@@ -405,6 +408,11 @@ def _compute_section(run: RunResults) -> list[Block]:
     stages.append(
         f"selection (scoring + embedding + clustering): {_seconds(selection)} s, once for all {len(compute)} combos"
     )
+    if shared.get("scoring_flops") is not None:
+        stages.append(
+            f"scoring compute: {_flops(shared['scoring_flops'])} FLOPs (estimated: both models forward over "
+            f"{_thousands(shared['scoring_tokens'])} tokens)"
+        )
     return [
         Heading(2, "Compute"),
         Table(header, tuple(rows)),
@@ -818,6 +826,10 @@ def _resampled(comparison: dict[str, Any]) -> str:
 
 def _thousands(value: Any) -> str:
     return MISSING if _is_missing(value) else f"{value:,.0f}"
+
+
+def _flops(value: Any) -> str:
+    return MISSING if _is_missing(value) else f"{value:.3g}"
 
 
 def _seconds(value: Any) -> str:

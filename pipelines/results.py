@@ -621,16 +621,18 @@ class RunResults:
         return _table(block["rows"], (*columns, "verdict"), numeric)
 
     def compute(self) -> pd.DataFrame:
-        """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, and
-        the tokens and seconds as a fraction of the `full` combos' (NaN without one); see
-        `paser.pipelines.accounting`. results.json's `compute`, else read from the recovery records and the manifest."""
+        """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, teacher
+        and generated tokens, estimated FLOPs, and the tokens, seconds and FLOPs as a fraction of the `full`
+        combos' (NaN without one); see `paser.pipelines.accounting`. results.json's `compute`, else read from the
+        recovery records and the manifest."""
         block = self.results.get("compute") or combo_compute(self.results, self.manifest.get("stages", {}), self.path)
         return _table(block["rows"], ("combo", "strategy", "budget", "seed", *COMPUTE_FIELDS), COMPUTE_FIELDS)
 
     def shared_cost(self) -> dict[str, Any]:
-        """{"stages": seconds of each shared stage, "selection_seconds": scoring + embedding + clustering}:
-        results.json's `shared_cost`, else from the manifest (`paser.pipelines.accounting.shared_cost`)."""
-        return self.results.get("shared_cost") or shared_cost(self.manifest.get("stages", {}))
+        """{"stages": seconds of each shared stage, "selection_seconds": scoring + embedding + clustering,
+        "scoring_tokens", "scoring_flops"}: results.json's `shared_cost`, else from the manifest and the run folder
+        (`paser.pipelines.accounting.shared_cost`)."""
+        return self.results.get("shared_cost") or shared_cost(self.manifest.get("stages", {}), self.path)
 
 
 def _as_float(value: Any) -> float:

@@ -599,7 +599,7 @@ def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "summary": metric_summary(results),
         "versus_random": versus_random(results, run_dir),
         "compute": combo_compute(results, stages, run_dir),
-        "shared_cost": shared_cost(stages),
+        "shared_cost": shared_cost(stages, run_dir),
     }
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from paser.pipelines.results import combo_name
+from paser.recovery.flops import recovery_compute
 from paser.recovery.items import ITEMS_FILE
 from paser.selection.corpus import Sample
 from paser.selection.store import write_corpus_store
@@ -71,6 +72,8 @@ QUESTIONS = 50
 WINDOWS, WINDOW_TOKENS = 4, 31
 HELDOUT_TOKENS = 20
 PROMPT_TOKENS, RESPONSE_TOKENS, EPOCHS = 10, 30, 2.0
+# Parameter counts of the scored pair and the LoRA adapter, for the compute estimates.
+ORIGINAL_PARAMETERS, PRUNED_PARAMETERS, LORA_PARAMETERS = 1000, 1000, 10
 STAGE_SECONDS = {"prune": 5.0, "score": 12.0, "heldout": 0.1, "embed": 3.0, "cluster/s0": 1.0, "cluster/s1": 1.5}
 SELECT_SECONDS = 0.2
 
@@ -160,7 +163,10 @@ def build_fake_run(
         {
             "source": "tests/fake/corpus.jsonl",
             "stats": {"rows_read": N_ROWS, "rows_valid": N_ROWS, "skipped": {}, "flagged": {}, "examples": {}},
-            "models": {"original": {"name": "tiny-original"}, "pruned": {"name": "tiny-pruned"}},
+            "models": {
+                "original": {"name": "tiny-original", "parameters": ORIGINAL_PARAMETERS},
+                "pruned": {"name": "tiny-pruned", "parameters": PRUNED_PARAMETERS},
+            },
         },
     )
     _write_jsonl(shared / "heldout.jsonl", [{**samples[row].raw, "id": row_id(row)} for row in HELDOUT_ROWS])
@@ -354,6 +360,11 @@ def _recovery_record(rows: int) -> dict[str, Any]:
         "rows": {"read": rows, "valid": rows, "used": rows, "skipped": {}, "truncated": 0},
         "tokens_per_epoch": {**per_epoch, "total": per_epoch["prompt"] + per_epoch["response"]},
         "training": {"steps": 2, "epochs": EPOCHS},
+        "compute": recovery_compute(
+            {"trained": int((PROMPT_TOKENS + RESPONSE_TOKENS) * rows * EPOCHS)},
+            base_parameters=PRUNED_PARAMETERS,
+            lora_parameters=LORA_PARAMETERS,
+        ),
         "seconds": {"load": 0.5, "train": train_seconds(rows), "merge": 0.5},
     }
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from paser.pipelines.accounting import combo_compute, shared_cost
-from tests.pipelines.fake_run import build_fake_run
+from tests.pipelines.fake_run import LORA_PARAMETERS, ORIGINAL_PARAMETERS, PRUNED_PARAMETERS, build_fake_run
 
 
 def compute_of(run_dir):
@@ -59,3 +59,21 @@ def test_shared_cost_is_reported_once_from_the_manifest(tmp_path):
     assert list(cost["stages"]) == ["prune", "score", "heldout", "embed", "cluster/s0", "cluster/s1"]
     assert cost["selection_seconds"] == pytest.approx(12.0 + 3.0 + 1.0 + 1.5)
     assert shared_cost({}) == {"stages": {}, "selection_seconds": None}
+
+
+def test_each_combo_reads_its_estimated_flops_from_the_recovery_record(tmp_path):
+    block = compute_of(build_fake_run(tmp_path / "run", full=True))
+    row = row_of(block, "paser-b0.1-s0")
+    # 5 rows of 40 tokens, 2 epochs: 400 tokens of LoRA training, 4·N·P_base + 6·N·P_lora
+    assert row["flops"] == 4 * 400 * PRUNED_PARAMETERS + 6 * 400 * LORA_PARAMETERS
+    assert row["flops_fraction"] == pytest.approx(5 / 54)
+    assert row["teacher_tokens"] == 0 and row["generated_tokens"] == 0
+
+
+def test_the_scoring_cost_is_two_forwards_over_every_scored_row(tmp_path):
+    run_dir = build_fake_run(tmp_path / "run")
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    cost = shared_cost(stages, run_dir)
+    tokens = sum(12 + row % 5 + 20 + row % 7 for row in range(60))
+    assert cost["scoring_tokens"] == tokens
+    assert cost["scoring_flops"] == 2 * tokens * (ORIGINAL_PARAMETERS + PRUNED_PARAMETERS)

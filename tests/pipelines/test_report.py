@@ -267,10 +267,11 @@ def test_report_shows_intervals_over_seeds_and_paired_differences_from_random(re
 
 def test_report_shows_compute_per_combo_and_the_shared_stages_once(report):
     markdown = report[0].read_text()
-    assert "| paser-b0.1-s0 | 5 | 2 | 100 | 300 | 400 | 4.5 | 5.5 | 0.2 | – | – |" in markdown
+    assert "| paser-b0.1-s0 | 5 | 2 | 100 | 300 | 400 | 1.62e+06 | 4.5 | 5.5 | 0.2 | – | – | – |" in markdown
     assert "No full combo trained in this run" in markdown
     assert "- score: 12.0 s" in markdown
     assert "- selection (scoring + embedding + clustering): 17.5 s, once for all 8 combos" in markdown
+    assert "- scoring compute: 8.86e+06 FLOPs (estimated: both models forward over 2,214 tokens)" in markdown
 
 
 def test_report_without_random_has_intervals_and_no_paired_differences(tmp_path):
