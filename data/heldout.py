@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paser.common.registry import Registry
 from paser.data.paths import data_file
 from paser.selection.atomic import write_atomic
 from paser.selection.corpus import read_rows
@@ -177,47 +178,45 @@ def build_alpaca_longform(
     return [table[index] for index in sorted(random.Random(ALPACA_LONGFORM_SEED).sample(range(len(table)), limit))]
 
 
-HELDOUT_BUILDERS: dict[str, HeldoutBuilder] = {
-    builder.name: builder
-    for builder in (
-        HeldoutBuilder("gsm8k", "GSM8K test: question -> worked answer", "eval/gsm8k_test.jsonl", None, build_gsm8k),
-        HeldoutBuilder(
-            "humaneval",
-            "HumanEval: prompt -> canonical solution",
-            "eval/HumanEval.jsonl.gz",
-            None,
-            build_humaneval,
-        ),
-        HeldoutBuilder(
-            "t0",
-            "labelled T0 prompts (8 categories), a seeded draw even over the categories",
-            "recovery/t0_labelled_dev.jsonl.gz",
-            800,
-            build_t0,
-        ),
-        HeldoutBuilder(
-            "t0_labels",
-            "label-style T0 prompts (sentiment, topic, paraphrase), short references, a seeded draw even over them",
-            "recovery/t0_labelled_dev.jsonl.gz",
-            96,
-            build_t0_labels,
-        ),
-        HeldoutBuilder(
-            "alpaca_longform",
-            "Alpaca-52K prompts with long references, a seeded draw",
-            "recovery/alpaca_52k.jsonl.gz",
-            64,
-            build_alpaca_longform,
-        ),
-    )
-}
+HELDOUT_BUILDERS: Registry[HeldoutBuilder] = Registry("built-in held-out set")
+for _builder in (
+    HeldoutBuilder("gsm8k", "GSM8K test: question -> worked answer", "eval/gsm8k_test.jsonl", None, build_gsm8k),
+    HeldoutBuilder(
+        "humaneval",
+        "HumanEval: prompt -> canonical solution",
+        "eval/HumanEval.jsonl.gz",
+        None,
+        build_humaneval,
+    ),
+    HeldoutBuilder(
+        "t0",
+        "labelled T0 prompts (8 categories), a seeded draw even over the categories",
+        "recovery/t0_labelled_dev.jsonl.gz",
+        800,
+        build_t0,
+    ),
+    HeldoutBuilder(
+        "t0_labels",
+        "label-style T0 prompts (sentiment, topic, paraphrase), short references, a seeded draw even over them",
+        "recovery/t0_labelled_dev.jsonl.gz",
+        96,
+        build_t0_labels,
+    ),
+    HeldoutBuilder(
+        "alpaca_longform",
+        "Alpaca-52K prompts with long references, a seeded draw",
+        "recovery/alpaca_52k.jsonl.gz",
+        64,
+        build_alpaca_longform,
+    ),
+):
+    HELDOUT_BUILDERS.register(_builder.name, _builder)
 
 
 def get_heldout_builder(name: str) -> HeldoutBuilder:
-    """The built-in held-out set `name`; refuses (ValueError) an unknown name, listing the known ones."""
-    if name not in HELDOUT_BUILDERS:
-        raise ValueError(f"unknown built-in held-out set {name!r}; known: {', '.join(sorted(HELDOUT_BUILDERS))}")
-    return HELDOUT_BUILDERS[name]
+    """The built-in held-out set `name`; refuses (`UnknownNameError`, a ValueError) an unknown name, listing the
+    known ones."""
+    return HELDOUT_BUILDERS.get(name)
 
 
 def heldout_source(name: str, data_dir: str | Path | None = None) -> Path:

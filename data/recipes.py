@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paser.common.registry import Registry
 from paser.selection.atomic import write_atomic
 from paser.selection.corpus import CorpusError, CorpusStats, read_rows
 
@@ -215,42 +216,40 @@ def convert_sharegpt(row: Row, flags: list[str]) -> Row:
     return {"messages": messages[: answer + 1]}
 
 
-RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe
-    for recipe in (
-        Recipe(
-            "alpaca",
-            "Alpaca rows (instruction, input, output); the hub's rendered `text` column is dropped",
-            ("yahma/alpaca-cleaned", "tatsu-lab/alpaca"),
-            convert_alpaca,
-        ),
-        Recipe(
-            "dolly",
-            "databricks-dolly-15k: context becomes input, response becomes output, category kept",
-            ("databricks/databricks-dolly-15k",),
-            convert_dolly,
-        ),
-        Recipe(
-            "lamini",
-            "LaMini-instruction: response becomes output with an empty input, instruction_source kept",
-            ("MBZUAI/LaMini-instruction",),
-            convert_lamini,
-        ),
-        Recipe(
-            "sharegpt",
-            "ShareGPT conversations (from/value: human, gpt, system) become chat messages, every turn kept",
-            (),
-            convert_sharegpt,
-        ),
-    )
-}
+RECIPES: Registry[Recipe] = Registry("corpus recipe")
+for _recipe in (
+    Recipe(
+        "alpaca",
+        "Alpaca rows (instruction, input, output); the hub's rendered `text` column is dropped",
+        ("yahma/alpaca-cleaned", "tatsu-lab/alpaca"),
+        convert_alpaca,
+    ),
+    Recipe(
+        "dolly",
+        "databricks-dolly-15k: context becomes input, response becomes output, category kept",
+        ("databricks/databricks-dolly-15k",),
+        convert_dolly,
+    ),
+    Recipe(
+        "lamini",
+        "LaMini-instruction: response becomes output with an empty input, instruction_source kept",
+        ("MBZUAI/LaMini-instruction",),
+        convert_lamini,
+    ),
+    Recipe(
+        "sharegpt",
+        "ShareGPT conversations (from/value: human, gpt, system) become chat messages, every turn kept",
+        (),
+        convert_sharegpt,
+    ),
+):
+    RECIPES.register(_recipe.name, _recipe)
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe registered as `name`; refuses (ValueError) an unknown name, listing the known ones."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown corpus recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
-    return RECIPES[name]
+    """The recipe registered as `name`; refuses (`UnknownNameError`, a ValueError) an unknown name, listing the
+    known ones."""
+    return RECIPES.get(name)
 
 
 def prepare_corpus(

@@ -108,7 +108,10 @@ def test_a_written_set_loads_as_a_corpus(tmp_path):
 
 
 def test_unknown_set_and_bad_output_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="known: alpaca_longform, gsm8k, humaneval, t0, t0_labels"):
+    with pytest.raises(
+        ValueError,
+        match="^unknown built-in held-out set 'mmlu'; known: alpaca_longform, gsm8k, humaneval, t0, t0_labels$",
+    ):
         heldout_rows("mmlu")
     with pytest.raises(ValueError, match="JSON Lines"):
         write_heldout("gsm8k", tmp_path / "x.csv", data_dir=_planted_data_dir(tmp_path))

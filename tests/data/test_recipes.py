@@ -212,10 +212,10 @@ def test_normalise_returns_the_row_or_none_and_the_reason():
 
 
 def test_unknown_recipe_lists_the_known_ones(tmp_path):
-    with pytest.raises(
-        ValueError, match="unknown corpus recipe 'oasst'; known recipes: alpaca, dolly, lamini, sharegpt"
-    ):
+    with pytest.raises(ValueError, match="^unknown corpus recipe 'oasst'; known: alpaca, dolly, lamini, sharegpt$"):
         prepare_corpus("oasst", tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+    with pytest.raises(ValueError, match=r"did you mean dolly\?$"):
+        prepare_corpus("doly", tmp_path / "in.jsonl", tmp_path / "out.jsonl")
 
 
 def test_unparseable_row_names_the_file_and_line(tmp_path):
