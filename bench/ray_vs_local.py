@@ -28,11 +28,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paser.data.paths import data_file  # noqa: E402
-from paser.pipelines.ray_engine import RayConfig, connect, embed_on_ray, score_on_ray  # noqa: E402
+from paser.pipelines.config import RayConfig  # noqa: E402
+from paser.pipelines.ray_engine import connect, embed_on_ray, score_on_ray  # noqa: E402
 from paser.recovery.models import load_model, load_tokenizer, save_checkpoint  # noqa: E402
 from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.selection.config import DegradationConfig  # noqa: E402
 from paser.selection.corpus import CorpusConfig, embed_text, load_corpus  # noqa: E402
-from paser.selection.degradation import DegradationConfig, score_degradation  # noqa: E402
+from paser.selection.degradation import score_degradation  # noqa: E402
 from paser.selection.embed import embed_in_shards  # noqa: E402
 from paser.selection.formatting import encode_corpus  # noqa: E402
 

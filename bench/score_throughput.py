@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paser.recovery.models import load_model  # noqa: E402
 from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.selection.config import DegradationConfig  # noqa: E402
 from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
-from paser.selection.degradation import DegradationConfig, score_degradation  # noqa: E402
+from paser.selection.degradation import score_degradation  # noqa: E402
 from paser.selection.formatting import EncodedSample, check_same_tokenizer, encode_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from paser.console import say
-from paser.pipelines.config import ENGINES, ModelPairConfig, TopkConfig
-from paser.pipelines.ray_engine import RayConfig, embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
+from paser.pipelines.config import ENGINES, ModelPairConfig, RayConfig, TopkConfig
+from paser.pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from paser.recovery.models import describe_model, load_model
-from paser.selection.degradation import DegradationConfig, score_degradation
+from paser.selection.config import DegradationConfig
+from paser.selection.degradation import score_degradation
 from paser.selection.embed import embed_in_shards
 from paser.selection.formatting import EncodedSample
 from paser.selection.topk import score_degradation_topk

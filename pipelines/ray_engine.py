@@ -17,7 +17,6 @@ Ray is an optional dependency: `pip install 'paser[ray]'`.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import logging
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -30,9 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from paser.console import progress_bar
+from paser.pipelines.config import RayConfig
 from paser.selection.atomic import write_atomic
+from paser.selection.config import DegradationConfig
 from paser.selection.degradation import (
-    DegradationConfig,
     _ModelParts,
     _score_shard,
     _validate,
@@ -75,40 +75,6 @@ from paser.selection.topk import (
 
 RAY_EXTRA_HINT = "pip install 'paser[ray]' (or pip install 'ray[data]')"
 _INPUT_FOLDER = "ray-input"
-
-
-@dataclasses.dataclass
-class RayConfig:
-    """Where Ray runs and how many actors each stage gets."""
-
-    address: str | None = dataclasses.field(
-        default=None,
-        metadata={
-            "help": "Ray cluster to join ('auto', 'ray://host:10001'); default: the RAY_ADDRESS cluster if set, "
-            "else a local one started for this run."
-        },
-    )
-    actors: int = dataclasses.field(
-        default=1, metadata={"help": "Actors per stage; each loads the models (or the embedder) once."}
-    )
-    gpus_per_actor: float | None = dataclasses.field(
-        default=None,
-        metadata={"help": "GPUs per actor; default 1 when the cluster has GPUs, else 0 (CPU actors)."},
-    )
-    cpus_per_actor: float = dataclasses.field(
-        default=1.0, metadata={"help": "CPUs per actor; CPU actors run that many torch threads."}
-    )
-    num_cpus: int | None = dataclasses.field(
-        default=None, metadata={"help": "CPUs of a local cluster started here; default: all of this machine."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.actors < 1:
-            raise ValueError(f"ray.actors must be >= 1, got {self.actors}")
-        if self.cpus_per_actor <= 0:
-            raise ValueError(f"ray.cpus_per_actor must be > 0, got {self.cpus_per_actor}")
-        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
-            raise ValueError(f"ray.gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
 
 
 def require_ray() -> Any:

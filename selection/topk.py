@@ -56,10 +56,10 @@ import torch
 from torch import Tensor, nn
 
 from paser.console import progress_bar
+from paser.selection.config import DegradationConfig
 from paser.selection.degradation import (
     LN2,
     UNCONDITIONED_COLUMN,
-    DegradationConfig,
     _content_hash,
     _ModelParts,
     _padded,

@@ -19,7 +19,7 @@ from paser.pipelines.select import run_select
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 from paser.pipelines import ray_engine  # noqa: E402
-from paser.pipelines.ray_engine import RayConfig  # noqa: E402
+from paser.pipelines.config import RayConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

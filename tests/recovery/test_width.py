@@ -20,7 +20,8 @@ from paser.recovery.models import decoder_layers
 from paser.recovery.prune import PruneSpec, PruneTarget, prune_checkpoint, prune_model
 from paser.recovery.sparsity import mask_policy
 from paser.recovery.width import BlockShape, group_heads, head_channels, shrink_attention, shrink_mlp
-from paser.selection.degradation import DegradationConfig, score_degradation
+from paser.selection.config import DegradationConfig
+from paser.selection.degradation import score_degradation
 from paser.selection.formatting import encode_corpus
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

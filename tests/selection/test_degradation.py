@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from paser.selection import degradation
-from paser.selection.degradation import DegradationConfig, jensen_shannon, score_degradation
+from paser.selection.config import DegradationConfig
+from paser.selection.degradation import jensen_shannon, score_degradation
 from paser.selection.formatting import EncodedSample, encode_corpus
 
 QUIET = {"show_progress": False}

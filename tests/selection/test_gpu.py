@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from paser.selection.degradation import DegradationConfig, score_degradation
+from paser.selection.config import DegradationConfig
+from paser.selection.degradation import score_degradation
 from paser.selection.formatting import EncodedSample
 from paser.selection.topk import score_degradation_topk
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from paser.selection import topk
-from paser.selection.degradation import DegradationConfig, jensen_shannon, score_degradation
+from paser.selection.config import DegradationConfig
+from paser.selection.degradation import jensen_shannon, score_degradation
 from paser.selection.topk import (
     OriginalTopk,
     cache_original_topk,
