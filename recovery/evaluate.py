@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from paser.common.registry import UnknownNameError, check_name
 from paser.console import progress_bar, say
 from paser.data.paths import data_file
 from paser.recovery.generation import GENERATION_TASKS, generation_task_file, run_generation_task
@@ -83,7 +84,7 @@ def parse_tasks(tasks: str | Iterable[str]) -> list[str]:
         expanded = list(ALL_TASKS) if name == "all" else [name]
         for task in expanded:
             if task not in KNOWN_TASKS:
-                raise ValueError(f"unknown task {raw.strip()!r}; known: all, {', '.join(KNOWN_TASKS)}")
+                raise UnknownNameError("task", raw.strip(), ("all", *KNOWN_TASKS))
             if task not in chosen:
                 chosen.append(task)
     if not chosen:
@@ -93,8 +94,7 @@ def parse_tasks(tasks: str | Iterable[str]) -> list[str]:
 
 def ppl_file(task: str, data_dir: str | Path | None = None) -> Path:
     """The local test-split file of perplexity task `task`; FileNotFoundError naming it when missing."""
-    if task not in PPL_FILES:
-        raise ValueError(f"unknown perplexity task {task!r}; known: {', '.join(PPL_TASKS)}")
+    check_name("perplexity task", task, PPL_TASKS)
     return data_file(PPL_FILES[task], data_dir)
 
 
@@ -125,8 +125,7 @@ def required_files(
     an unknown task or source (ValueError) and a missing file (FileNotFoundError naming it), so a run fails before
     it spends time on the tasks that come first.
     """
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+    check_name("source", source, SOURCES)
     files: dict[str, list[Path]] = {}
     for task in parse_tasks(tasks):
         if task in PPL_TASKS:

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from paser.common.registry import Registry
 from paser.data.heldout import heldout_rows, heldout_source
 from paser.recovery.greedy import eos_token_ids, generate_batch, greedy_decoding
 from paser.recovery.models import max_positions
@@ -171,34 +172,32 @@ class GenerationTask:
     higher_is_better: tuple[str, ...]
 
 
-GENERATION_TASKS: dict[str, GenerationTask] = {
-    task.name: task
-    for task in (
-        GenerationTask(
-            "gen_labels",
-            "exact match of greedy answers to label-style T0 prompts (sentiment, topic, paraphrase)",
-            "t0_labels",
-            16,
-            label_scores,
-            ("exact_match",),
-        ),
-        GenerationTask(
-            "gen_longform",
-            "repetition, distinct-n and length of greedy answers to long-form Alpaca prompts",
-            "alpaca_longform",
-            64,
-            longform_scores,
-            ("distinct_1", "distinct_2"),
-        ),
-    )
-}
+GENERATION_TASKS: Registry[GenerationTask] = Registry("generation task")
+for _task in (
+    GenerationTask(
+        "gen_labels",
+        "exact match of greedy answers to label-style T0 prompts (sentiment, topic, paraphrase)",
+        "t0_labels",
+        16,
+        label_scores,
+        ("exact_match",),
+    ),
+    GenerationTask(
+        "gen_longform",
+        "repetition, distinct-n and length of greedy answers to long-form Alpaca prompts",
+        "alpaca_longform",
+        64,
+        longform_scores,
+        ("distinct_1", "distinct_2"),
+    ),
+):
+    GENERATION_TASKS.register(_task.name, _task)
 
 
 def get_generation_task(name: str) -> GenerationTask:
-    """The generation task `name`; refuses (ValueError) an unknown name, listing the known ones."""
-    if name not in GENERATION_TASKS:
-        raise ValueError(f"unknown generation task {name!r}; known: {', '.join(GENERATION_TASKS)}")
-    return GENERATION_TASKS[name]
+    """The generation task `name`; refuses (`UnknownNameError`, a ValueError) an unknown name, listing the known
+    ones."""
+    return GENERATION_TASKS.get(name)
 
 
 def generation_task_file(name: str, data_dir: str | Path | None = None) -> Path:

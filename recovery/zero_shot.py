@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from paser.common.registry import check_name
 from paser.data.paths import data_dir as resolve_data_dir
 from paser.data.paths import data_file
 from paser.recovery.tasks import LOCAL_TASK_PREFIX, TASKS_DIR
@@ -75,13 +76,11 @@ def _check_request(tasks: Sequence[str], source: str, limit: int | None) -> list
     """The requested tasks in order, without repeats; refuses unknown tasks, an unknown source or a bad limit."""
     if isinstance(tasks, str):
         raise ValueError(f"tasks must be a sequence of task names, not the string {tasks!r}")
-    unknown = [task for task in tasks if task not in ZERO_SHOT_TASKS]
-    if unknown:
-        raise ValueError(f"unknown zero-shot task(s) {', '.join(unknown)}; known: {', '.join(ZERO_SHOT_TASKS)}")
+    for task in tasks:
+        check_name("zero-shot task", task, ZERO_SHOT_TASKS)
     if not tasks:
         raise ValueError(f"no zero-shot tasks given; known: {', '.join(ZERO_SHOT_TASKS)}")
-    if source not in SOURCES:
-        raise ValueError(f"unknown zero-shot source {source!r}; known: {', '.join(SOURCES)}")
+    check_name("zero-shot source", source, SOURCES)
     # lm-eval reads a limit below 1 as a fraction of the task; ours is always a count of items.
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive number of items or None, got {limit!r}")

@@ -166,6 +166,8 @@ def test_all_names_every_task_ppl_first():
 def test_unknown_task_is_refused_listing_the_known_ones():
     with pytest.raises(ValueError, match="unknown task 'mmlu'; known: all, wikitext2, ptb, boolq"):
         parse_tasks("wikitext2,mmlu")
+    with pytest.raises(ValueError, match=r"did you mean hellaswag\?$"):
+        parse_tasks("Hellaswg")
 
 
 def _record(limit=None, **accuracies):

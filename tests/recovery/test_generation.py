@@ -118,7 +118,7 @@ def test_label_scores_count_matches_overall_and_per_category():
 
 def test_tasks_are_registered_by_name_and_name_their_better_direction():
     assert set(GENERATION_TASKS) == {"gen_labels", "gen_longform"}
-    with pytest.raises(ValueError, match="known: gen_labels, gen_longform"):
+    with pytest.raises(ValueError, match="^unknown generation task 'gen_poems'; known: gen_labels, gen_longform; did"):
         get_generation_task("gen_poems")
     assert higher_is_better("gen_labels_exact_match") and higher_is_better("gen_longform_distinct_2")
     assert not higher_is_better("gen_longform_repeat_3") and not higher_is_better("gen_labels_capped")
