@@ -8,7 +8,8 @@ established concepts is where a small recovery set risks contradicting itself.
 The paper extracts concepts with rake-nltk, which needs an NLTK download (impossible offline); we use
 YAKE, which ships its own stopwords. YAKE costs 5-10 ms a row in pure Python, so concepts can be extracted
 ahead of the walk in worker processes (`PrefetchedConcepts`) and remembered per text across selections
-(`ConceptCache`).
+(`ConceptCache`). YAKE and pyarrow are imported on use: the strategies import this module, and the `paser`
+command imports them to list their names.
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yake
 
 from paser.selection.shards import ShardStore
 
@@ -53,6 +50,8 @@ class ConceptExtractor:
         self.max_ngram = max_ngram
         self.language = language
         self.cache_size = cache_size
+        import yake
+
         self._yake = yake.KeywordExtractor(lan=language, n=max_ngram, top=top_n)
         self._cached_extract = lru_cache(maxsize=cache_size)(self._extract)
 
@@ -159,6 +158,9 @@ class ConceptCache:
         """Write the texts added since the last flush as one shard of the folder (nothing without one)."""
         if self._store is None or not self._unflushed:
             return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         digests = self._unflushed
         table = pa.table(
             {
@@ -172,6 +174,8 @@ class ConceptCache:
         self._unflushed = []
 
     def _read_shards(self) -> None:
+        import pyarrow.parquet as pq
+
         store = self._store
         indices = sorted({int(path.name[len("shard-") :].split(".")[0]) for path in store.folder.glob("shard-*")})
         self._next_shard = indices[-1] + 1 if indices else 0

@@ -16,10 +16,9 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
-import pandas as pd
 
 from paser.common.registry import Registry, check_name
 from paser.selection.allocate import TokenBudget, allocate_budget, take_within_tokens
@@ -31,6 +30,9 @@ from paser.selection.consistency import (
     SerialConcepts,
 )
 from paser.selection.prioritize import COST_KINDS, efficiency_score, rank_within_cluster, sample_cost
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASE_COLUMNS = ("id", "cluster", "cds", "prompt_tokens", "response_tokens", "nll_original", "nll_pruned")
 CLUSTER_COLUMNS = ("cluster", "size", "mean_cds", "budget", "selected", "ccg_rejected")
@@ -253,6 +255,8 @@ class PaserStrategy:
             self.concept_extractor = ConceptExtractor(top_n=self.max_concepts, max_ngram=self.concept_max_ngram)
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
+        import pandas as pd
+
         table = _validated_table(inputs, budget, self.requires_columns, self.name)
         if self.ccg and inputs.concept_text is None:
             raise ValueError("paser with ccg=True needs inputs.concept_text (id -> text) to extract concepts")
@@ -822,6 +826,8 @@ class LengthMatchedStrategy:
             raise ValueError(f"length_matched: response_tolerance must be in [0, 1), got {self.response_tolerance}")
 
     def select(self, inputs: SelectionInputs, budget: int | TokenBudget) -> SelectionResult:
+        import pandas as pd
+
         table = _validated_table(inputs, budget, self.requires_columns, self.name)
         reference = get_strategy(self.reference, **self.reference_options).select(inputs, budget)
         positions = pd.Index(table["id"].astype(str)).get_indexer(reference.ids)
@@ -936,6 +942,8 @@ def _walk_result(
 ) -> SelectionResult:
     """The result of a walk without a CCG: ids in `order` (table positions), the common cluster columns (and
     each cluster's selected tokens under a token budget), `stats` plus the token counts of a token budget."""
+    import pandas as pd
+
     clusters = pd.DataFrame(
         {
             "cluster": cluster_labels,
@@ -971,6 +979,8 @@ def weighted_order(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _top_k(
     name: str, table: pd.DataFrame, scores: np.ndarray, budget: int | TokenBudget, score_name: str
 ) -> SelectionResult:
+    import pandas as pd
+
     ids = table["id"].to_numpy(dtype=str)
     ranked = rank_within_cluster(scores, ids)
     stats: dict[str, Any] = {"strategy": name}
