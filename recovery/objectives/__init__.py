@@ -4,20 +4,19 @@ An objective is a function `prepare(job: TrainingJob) -> PreparedTrainer` regist
 which declares its default learning rate, the default weight of its response-NLL term (`TrainConfig.sft_weight`
 unset) and whether it needs the original model. `paser.recovery.train.recover` looks the objective up by
 `TrainConfig.objective` and runs the shared loop around its trainer: rows, LoRA, training, merge, re-masking,
-records. Every module of this package is imported on the first lookup, so an objective is one file here; the
-built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py); sft and distill take
-their loss from response_loss.py, which registers nothing.
+records. The built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py), declared
+in `OBJECTIVES` by module, so they are listed without importing them (or torch) and a module is imported on its
+first lookup; sft and distill take their loss from response_loss.py, which registers nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
-import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from paser.common.registry import Registry
 
 if TYPE_CHECKING:
     from paser.recovery.train import TrainConfig, TrainingRows
@@ -74,7 +73,15 @@ class Objective:
     needs_original: bool
 
 
-OBJECTIVES: dict[str, Objective] = {}
+OBJECTIVES: Registry[Objective] = Registry(
+    "objective",
+    builtins={
+        "sft": f"{__name__}.sft",
+        "dpo": f"{__name__}.dpo",
+        "sft+dpo": f"{__name__}.dpo",
+        "distill": f"{__name__}.distill",
+    },
+)
 
 
 def register_objective(
@@ -88,32 +95,20 @@ def register_objective(
     """
 
     def decorator(prepare: Prepare) -> Prepare:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} is already registered")
         if default_learning_rate <= 0 or default_sft_weight < 0:
             raise ValueError(f"objective {name!r}: default_learning_rate must be > 0 and default_sft_weight >= 0")
-        OBJECTIVES[name] = Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original)
+        OBJECTIVES.register(name, Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original))
         return prepare
 
     return decorator
 
 
-@functools.cache
-def _load_objectives() -> None:
-    """Import every module of this package; each registers its objectives."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
 def objective_names() -> list[str]:
-    """The names of all registered objectives, sorted."""
-    _load_objectives()
-    return sorted(OBJECTIVES)
+    """The names of all registered objectives, sorted (the built-ins are listed without importing them)."""
+    return OBJECTIVES.names()
 
 
 def get_objective(name: str) -> Objective:
-    """The objective registered as `name`; refuses an unknown name (ValueError listing the known ones)."""
-    _load_objectives()
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; known: {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name]
+    """The objective registered as `name`; refuses an unknown name (`UnknownNameError`, a ValueError, listing the
+    known ones)."""
+    return OBJECTIVES.get(name)

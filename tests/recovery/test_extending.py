@@ -21,10 +21,9 @@ def registries_as_they_were(monkeypatch):
     from paser.recovery import objectives, prune
     from paser.selection import strategies
 
-    objectives.objective_names()  # the built-in objectives are registered before the snapshot
-    monkeypatch.setattr(objectives, "OBJECTIVES", dict(objectives.OBJECTIVES))
     monkeypatch.setattr(plugins, "_LOADED", {})
-    snapshots = [(registry, registry.snapshot()) for registry in (strategies.STRATEGIES, prune.PRUNERS)]
+    registries = (strategies.STRATEGIES, prune.PRUNERS, objectives.OBJECTIVES)
+    snapshots = [(registry, registry.snapshot()) for registry in registries]
     yield
     for registry, snapshot in snapshots:
         registry.restore(snapshot)

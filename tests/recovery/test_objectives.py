@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-import paser.recovery.objectives as objectives
-from paser.recovery.objectives import get_objective, objective_names, register_objective
+from paser.recovery.objectives import OBJECTIVES, get_objective, objective_names, register_objective
 from paser.recovery.objectives.sft import prepare_sft
 from paser.recovery.train import TrainConfig, recover
 from tests.recovery.tiny_training import fast_config
@@ -52,19 +53,39 @@ def test_an_objective_that_needs_the_original_model_is_refused_without_it(name, 
         recover(str(pruned_dir), subset_file, tmp_path / "out", fast_config(objective=name))
 
 
+def test_the_built_in_objectives_are_listed_without_importing_them_and_the_list_is_complete():
+    code = (
+        "import importlib, pkgutil, sys; from paser.recovery import objectives; listed = objectives.objective_names(); "
+        "imported = any(name.startswith(objectives.__name__ + '.') for name in sys.modules); "
+        "[importlib.import_module(f'{objectives.__name__}.{module.name}') for module in "
+        "pkgutil.iter_modules(objectives.__path__)]; print(listed == objectives.objective_names(), imported)"
+    )
+    listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert listed == "True False\n"
+
+
 def test_an_unknown_objective_is_refused_listing_the_known_ones():
-    with pytest.raises(ValueError, match="unknown objective 'ppo'; known: ") as refused:
-        get_objective("ppo")
-    assert all(name in str(refused.value) for name in objective_names())
+    with pytest.raises(ValueError) as refused:
+        get_objective("reinforce")
+    assert str(refused.value) == f"unknown objective 'reinforce'; known: {', '.join(objective_names())}"
+    with pytest.raises(ValueError, match=r"did you mean distill\?$"):
+        get_objective("distil")
 
 
 def test_a_name_registered_twice_is_refused():
-    with pytest.raises(ValueError, match="'sft' is already registered"):
+    with pytest.raises(ValueError, match="objective 'sft' is already registered"):
         register_objective("sft", default_learning_rate=1e-4)(prepare_sft)
 
 
-def test_a_new_objective_is_one_registration(monkeypatch, pruned_dir, subset_file, tmp_path):
-    monkeypatch.setattr(objectives, "OBJECTIVES", dict(objectives.OBJECTIVES))
+@pytest.fixture
+def objectives_as_they_were():
+    """What a test registers is gone afterwards."""
+    before = OBJECTIVES.snapshot()
+    yield
+    OBJECTIVES.restore(before)
+
+
+def test_a_new_objective_is_one_registration(objectives_as_they_were, pruned_dir, subset_file, tmp_path):
     register_objective("slow_sft", default_learning_rate=1e-5)(prepare_sft)
     config = fast_config(objective="slow_sft")
     assert config.lr == 1e-5
