@@ -509,6 +509,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def hide_checkpoint_loading_bars() -> None:
+    """Hide transformers' bars (loading checkpoint shards): paser's own bars (tokenise, degradation, embedding)
+    say what runs, those are noise. Without importing transformers, which takes seconds: it reads the Hugging Face
+    hub's switch, turned off here, when it is imported (a plug-in that imported it already is told directly)."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    else:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
 def _run(argv: list[str]) -> int:
     try:
         load_plugins(plugins_in(argv))
@@ -516,12 +530,9 @@ def _run(argv: list[str]) -> int:
         print(f"paser: error: {error}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as transformers_logging
-
     # Bars are a live display for a person at a terminal: piped or logged, stderr holds warnings and errors only.
     show_progress_bars(sys.stderr.isatty())
-    # Our own bars (tokenise, degradation, embedding) say what runs; checkpoint-loading bars are noise.
-    transformers_logging.disable_progress_bar()
+    hide_checkpoint_loading_bars()
     try:
         return args.run(args)
     except tuple(REFUSALS) as error:
