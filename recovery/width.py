@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from paser.common.registry import check_name
 from paser.recovery.models import decoder_layers, prunable_linears
 from paser.recovery.prune import PruneTarget, register_pruner
 from paser.recovery.sequential import BlockLayers, check_calibration, prune_sequentially
@@ -392,8 +393,7 @@ def width_prune(
             "for every block, so whole first and last blocks next to narrower ones would not reload with "
             "from_pretrained; width pruning narrows every block"
         )
-    if importance not in IMPORTANCE_SCORES:
-        raise ValueError(f"unknown width importance {importance!r}; known: {', '.join(IMPORTANCE_SCORES)}")
+    check_name("width importance", importance, IMPORTANCE_SCORES)
     if importance != "random":
         check_calibration(calibration)
     shape = check_width_model(model)

@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from paser.common.registry import check_name
 from paser.selection.shards import ShardStore
 
 Concepts = tuple[str, ...]
@@ -413,8 +414,7 @@ class ConceptConsistencyGraph:
     """
 
     def __init__(self, rule: str = "paper"):
-        if rule not in CCG_RULES:
-            raise ValueError(f"unknown CCG rule {rule!r}; known: {', '.join(sorted(CCG_RULES))}")
+        check_name("CCG rule", rule, sorted(CCG_RULES))
         self.rule = rule
         self._is_consistent = CCG_RULES[rule]
         self.neighbours: dict[str, set[str]] = {}

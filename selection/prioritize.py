@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from paser.common.registry import check_name
+
 COST_KINDS = ("squared", "linear")
 
 
@@ -20,8 +22,7 @@ def sample_cost(prompt_tokens: np.ndarray, response_tokens: np.ndarray, kind: st
     Returns a float64 array. Refuses an unknown `kind` (listing the known ones), mismatched shapes, and
     token counts that are negative, non-integral or non-finite.
     """
-    if kind not in COST_KINDS:
-        raise ValueError(f"unknown cost kind {kind!r}; known: {', '.join(COST_KINDS)}")
+    check_name("cost kind", kind, COST_KINDS)
     prompt = _token_counts(prompt_tokens, "prompt_tokens")
     response = _token_counts(response_tokens, "response_tokens")
     if prompt.shape != response.shape:

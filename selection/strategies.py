@@ -236,10 +236,8 @@ class PaserStrategy:
     RANKINGS: ClassVar[tuple[str, ...]] = ("ies", "cds", "random")
 
     def __post_init__(self) -> None:
-        if self.ranking not in self.RANKINGS:
-            raise ValueError(f"unknown ranking {self.ranking!r}; known: {', '.join(self.RANKINGS)}")
-        if self.cost not in COST_KINDS:
-            raise ValueError(f"unknown cost kind {self.cost!r}; known: {', '.join(COST_KINDS)}")
+        check_name("ranking", self.ranking, self.RANKINGS)
+        check_name("cost kind", self.cost, COST_KINDS)
         if self.concept_workers is not None and self.concept_workers < 0:
             raise ValueError(f"concept_workers must be >= 0 or None (one per CPU), got {self.concept_workers}")
         if self.concept_batch_rows < 1 or self.concept_prefetch_rows < self.concept_batch_rows:
@@ -707,8 +705,7 @@ class DegradationSampledStrategy:
     ALLOCATIONS: ClassVar[tuple[str, ...]] = ("size_cds", "size")
 
     def __post_init__(self) -> None:
-        if self.allocation not in self.ALLOCATIONS:
-            raise ValueError(f"unknown allocation {self.allocation!r}; known: {', '.join(self.ALLOCATIONS)}")
+        check_name("allocation", self.allocation, self.ALLOCATIONS)
         if not np.isfinite(self.power) or self.power < 0:
             raise ValueError(f"power must be a finite number >= 0, got {self.power}")
 
@@ -820,8 +817,7 @@ class LengthMatchedStrategy:
         missing = set(strategy_class(self.reference).requires_columns) - set(self.requires_columns)
         if missing:
             raise ValueError(f"length_matched: reference {self.reference!r} needs {sorted(missing)}, not declared")
-        if self.matching not in self.MATCHINGS:
-            raise ValueError(f"length_matched: unknown matching {self.matching!r}; known: {', '.join(self.MATCHINGS)}")
+        check_name("length_matched matching", self.matching, self.MATCHINGS)
         if not 0 <= self.response_tolerance < 1:
             raise ValueError(f"length_matched: response_tolerance must be in [0, 1), got {self.response_tolerance}")
 

@@ -799,7 +799,7 @@ def test_length_matched_refuses_itself_or_a_reference_needing_undeclared_columns
         get_strategy("length_matched", reference="length_matched")
     with pytest.raises(ValueError, match="needs"):
         get_strategy("length_matched", reference="ifd")
-    with pytest.raises(ValueError, match="unknown matching 'exact'; known: disjoint, same_length"):
+    with pytest.raises(ValueError, match="unknown length_matched matching 'exact'; known: disjoint, same_length"):
         get_strategy("length_matched", matching="exact")
     with pytest.raises(ValueError, match="response_tolerance"):
         get_strategy("length_matched", response_tolerance=1.5)
