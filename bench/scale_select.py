@@ -65,9 +65,9 @@ import pyarrow.parquet as pq
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from paser.common.io import write_atomic  # noqa: E402
 from paser.selection import strategies  # noqa: E402
 from paser.selection.allocate import resolve_budget  # noqa: E402
-from paser.selection.atomic import write_atomic  # noqa: E402
 from paser.selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
 from paser.selection.consistency import ConceptCache, ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
 from paser.selection.corpus import CorpusConfig, CorpusStats, Sample, concept_text, iter_samples  # noqa: E402

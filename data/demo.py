@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from paser.selection.atomic import write_atomic
+from paser.common.io import write_atomic
 
 Row = dict[str, str]
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paser.common.io import write_atomic
 from paser.common.registry import Registry
 from paser.data.paths import data_file
-from paser.selection.atomic import write_atomic
 from paser.selection.corpus import read_rows
 
 Row = dict[str, Any]

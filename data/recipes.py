@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paser.common.io import write_atomic
 from paser.common.registry import Registry
-from paser.selection.atomic import write_atomic
 from paser.selection.corpus import CorpusError, CorpusStats, read_rows
 
 Row = dict[str, Any]

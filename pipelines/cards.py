@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
-from paser.selection.atomic import give_ordinary_modes
+from paser.common.io import give_ordinary_modes
 
 # The size buckets of the hub's `size_categories` tag: (upper bound, label).
 SIZE_CATEGORIES = (

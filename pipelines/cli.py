@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from paser.console import show_progress_bars
+from paser.common.console import show_progress_bars
 from paser.pipelines.config import SelectConfig, load_config
 from paser.pipelines.plugins import load_plugins
 
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `paser` console script. Exit status 0: done; 2: refused, with one line on stderr
     saying what and what to do (`REFUSALS`); 130: interrupted (Ctrl-C), with one line saying how to resume
     (`interrupted_message`); any other error is a bug and keeps its traceback. Progress bars show only when
-    stderr is a terminal (`paser.console.show_progress_bars`).
+    stderr is a terminal (`paser.common.console.show_progress_bars`).
 
     Set PASER_DEBUG=1 to get the traceback of a refusal or an interruption too.
     """

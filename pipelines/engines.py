@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from paser.console import say
+from paser.common.console import say
 from paser.pipelines.config import ENGINES, ModelPairConfig, RayConfig, TopkConfig
 from paser.pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from paser.recovery.models import describe_model, load_model

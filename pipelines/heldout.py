@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paser.common.io import write_jsonl
 from paser.data.heldout import get_heldout_builder
-from paser.pipelines.select import write_jsonl
 from paser.selection.corpus import read_rows
 
 BUILTIN_PREFIX = "builtin:"

@@ -28,9 +28,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from paser.console import progress_bar
+from paser.common.console import progress_bar
+from paser.common.io import write_atomic
 from paser.pipelines.config import RayConfig
-from paser.selection.atomic import write_atomic
 from paser.selection.config import DegradationConfig
 from paser.selection.degradation import (
     _ModelParts,

@@ -30,12 +30,12 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
+from paser.common.io import write_atomic
 from paser.pipelines.accounting import REFERENCE_STRATEGY
 from paser.pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
 from paser.pipelines.results import RunError, RunResults, format_budget, load_run
 from paser.pipelines.stats import EXACT_SIGN_FLIPS, RESAMPLES
 from paser.pipelines.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
-from paser.selection.atomic import write_atomic
 
 REPORT_FILES = "report_files"
 MISSING = "–"

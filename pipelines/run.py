@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from paser.common.io import write_atomic, write_json
 from paser.data.heldout import heldout_source
 from paser.pipelines.accounting import combo_compute, shared_cost
 from paser.pipelines.config import (
@@ -69,7 +70,7 @@ from paser.pipelines.run_stages import (
     shared_stages,
     write_calibration_rows,
 )
-from paser.pipelines.select import check_before_scoring, effective_config, holds_scores, write_json
+from paser.pipelines.select import check_before_scoring, effective_config, holds_scores
 from paser.pipelines.stages import Executor, Manifest, Stage, log, model_identity
 from paser.pipelines.uncertainty import metric_summary, versus_random
 from paser.recovery.models import check_checkpoint
@@ -77,7 +78,6 @@ from paser.recovery.prune import PruneSpec
 from paser.recovery.tracking import log_eval_metrics
 from paser.recovery.train import TrainConfig
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
-from paser.selection.atomic import write_atomic
 from paser.selection.corpus import check_corpus
 from paser.selection.strategies import get_strategy, strategy_class
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from paser.common.io import file_sha256, write_atomic, write_json, write_jsonl, write_parquet
 from paser.data.heldout import get_heldout_builder, heldout_source, prompt_key, write_heldout
 from paser.pipelines.config import config_to_dict
 from paser.pipelines.heldout import DEV_SHARE, SPLIT_SALT, HeldoutSet, copy_rows, heldout_nll
@@ -32,13 +33,9 @@ from paser.pipelines.select import (
     embed_rows,
     response_embeddings,
     select_from,
-    write_json,
-    write_jsonl,
-    write_parquet,
 )
 from paser.pipelines.select import score_stage as read_and_score_corpus
 from paser.pipelines.stages import Stage, log, source_identity
-from paser.selection.atomic import file_sha256, write_atomic
 from paser.selection.cluster import ClusterResult, cluster_embeddings
 from paser.selection.corpus import Corpus, CorpusStats
 from paser.selection.embed import read_embedding_summary

@@ -29,7 +29,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from paser.console import say
+from paser.common.console import say
+from paser.common.io import file_sha256, write_json, write_jsonl, write_parquet
 from paser.pipelines.cards import write_selection_dataset
 from paser.pipelines.config import ModelPairConfig, SelectConfig, config_to_dict
 from paser.pipelines.engines import get_engine
@@ -43,7 +44,6 @@ from paser.recovery.models import (
 )
 from paser.recovery.versions import package_versions as recorded_versions
 from paser.selection.allocate import TokenBudget, parse_budget, resolve_budget
-from paser.selection.atomic import file_sha256, write_atomic
 from paser.selection.cluster import (
     MANIFOLDS,
     MIN_CLUSTER_ROWS,
@@ -91,27 +91,6 @@ class SelectOutput:
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages whose behaviour the results depend on (python first)."""
     return recorded_versions(("python", *VERSIONED_PACKAGES))
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    """Write `payload` as indented JSON, atomically."""
-    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str)))
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Write one JSON object per line, atomically."""
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", encoding="utf-8") as stream:
-            for row in rows:
-                stream.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-
-    return write_atomic(path, write)
-
-
-def write_parquet(path: Path, table: pd.DataFrame) -> Path:
-    """Write a DataFrame as Parquet, atomically."""
-    return write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def _log(message: str) -> None:

@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from paser.console import say
-from paser.pipelines.select import write_json
-from paser.selection.atomic import file_sha256
+from paser.common.console import say
+from paser.common.io import file_sha256, write_json
 
 MANIFEST_VERSION = 1
 

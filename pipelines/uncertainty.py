@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from paser.common.io import write_atomic
 from paser.pipelines.stats import (
     CONFIDENCE,
     RESAMPLES,
@@ -50,7 +51,6 @@ from paser.pipelines.stats import (
     t_interval,
 )
 from paser.recovery.items import read_items
-from paser.selection.atomic import write_atomic
 from paser.selection.strategies import strategy_with_role
 
 # What every strategy is compared against (`random`): declared by the strategy's role.

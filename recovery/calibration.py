@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
+from paser.common.io import file_sha256
 from paser.data.demo import demo_rows
 from paser.data.paths import data_dir as resolve_data_dir
 from paser.recovery.models import DEFAULT_SEQLEN
-from paser.selection.atomic import file_sha256
 from paser.selection.corpus import FILE_SUFFIXES, CorpusConfig, Sample, load_corpus
 from paser.selection.formatting import build_prompt
 

@@ -22,15 +22,15 @@ from typing import Any
 
 import torch
 
+from paser.common.console import progress_bar, say
+from paser.common.io import write_atomic
 from paser.common.registry import UnknownNameError, check_name
-from paser.console import progress_bar, say
 from paser.data.paths import data_file
 from paser.recovery.generation import GENERATION_TASKS, generation_task_file, run_generation_task
 from paser.recovery.items import ITEMS_FILE, split_items, write_items
 from paser.recovery.models import default_seqlen, max_positions
 from paser.recovery.versions import package_versions
 from paser.recovery.zero_shot import SOURCES, ZERO_SHOT_TASKS, local_task_files, run_zero_shot
-from paser.selection.atomic import write_atomic
 from paser.selection.formatting import EncodedSample
 
 PPL_TASKS: tuple[str, ...] = ("wikitext2", "ptb")

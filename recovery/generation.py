@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
+from paser.common.io import write_atomic
 from paser.common.registry import Registry
 from paser.data.heldout import heldout_rows, heldout_source
 from paser.recovery.greedy import eos_token_ids, generate_batch, greedy_decoding
 from paser.recovery.models import max_positions
-from paser.selection.atomic import write_atomic
 from paser.selection.corpus import Sample
 from paser.selection.formatting import encode_corpus
 

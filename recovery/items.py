@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from paser.selection.atomic import write_atomic
+from paser.common.io import write_atomic
 
 ITEMS_FILE = "items.npz"
 

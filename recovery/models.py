@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from paser.console import say
-from paser.selection.atomic import give_ordinary_modes
+from paser.common.console import say
+from paser.common.io import give_ordinary_modes
 
 GGUF_ALIASES: dict[str, tuple[str, str]] = {
     # alias -> (PyPI distribution carrying the GGUF, file name inside it)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from paser.console import progress_bar
+from paser.common.console import progress_bar
+from paser.common.io import write_atomic
 from paser.recovery.greedy import eos_token_ids, generate_batch, greedy_decoding
-from paser.selection.atomic import write_atomic
 
 CACHE_FORMAT = "paser.rejections"
 CACHE_FORMAT_VERSION = 1

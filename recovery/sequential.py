@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from paser.console import progress_bar
+from paser.common.console import progress_bar
 from paser.recovery.models import decoder_layers
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from paser.selection.atomic import write_atomic
+from paser.common.io import write_atomic
 
 # Tracker name -> the package it needs.
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from paser.console import bars_shown, say
+from paser.common.console import bars_shown, say
+from paser.common.io import write_atomic
 from paser.recovery.cpu_memory import trim_after_each_block
 from paser.recovery.evaluate import (
     load_ppl_text,
@@ -40,7 +41,6 @@ from paser.recovery.objectives import Objective, PreparedTrainer, TrainingJob, g
 from paser.recovery.prune import layer_sparsity
 from paser.recovery.tracking import logging_dir, tracker_names, tracking_environment, trainer_args
 from paser.recovery.versions import package_versions
-from paser.selection.atomic import write_atomic
 from paser.selection.corpus import CorpusConfig, CorpusStats, Sample, load_corpus
 from paser.selection.formatting import EncodedSample, encode_corpus
 

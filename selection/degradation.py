@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from paser.console import progress_bar
+from paser.common.console import progress_bar
 from paser.selection.config import DegradationConfig
 from paser.selection.formatting import EncodedSample
 from paser.selection.shards import ShardStore, shard_bounds

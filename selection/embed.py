@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from paser.console import bars_shown, progress_bar
-from paser.selection.atomic import write_atomic
+from paser.common.console import bars_shown, progress_bar
+from paser.common.io import write_atomic
 from paser.selection.shards import ShardStore, ids_hash, shard_bounds
 
 DEFAULT_EMBEDDER_NAMES = (None, "default", "all-MiniLM-L6-v2")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from paser.console import progress_bar
+from paser.common.console import progress_bar
 from paser.selection.corpus import Sample
 
 TEMPLATES = ("auto", "alpaca", "chat")
@@ -382,7 +382,7 @@ def encode_corpus_cached(
     samples, tokenizer and settings reads the token ids back (seconds) instead of tokenising again (about
     3,000 rows/s on two cores: a quarter of an hour at 3M rows). Other inputs recompute and replace the cache.
     """
-    from paser.selection.atomic import write_atomic
+    from paser.common.io import write_atomic
 
     cache_dir = Path(cache_dir)
     key = {

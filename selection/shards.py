@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from paser.selection.atomic import write_atomic
+from paser.common.io import write_atomic
 
 
 def ids_hash(ids: Sequence[str]) -> str:

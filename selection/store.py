@@ -34,8 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from paser.console import progress_bar
-from paser.selection.atomic import give_ordinary_mode, write_atomic
+from paser.common.console import progress_bar
+from paser.common.io import give_ordinary_mode, write_atomic
 from paser.selection.corpus import Sample, embed_text
 
 # Written into the Parquet schema metadata, so a store is told apart from any other Parquet file.

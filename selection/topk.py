@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from paser.console import progress_bar
+from paser.common.console import progress_bar
 from paser.selection.config import DegradationConfig
 from paser.selection.degradation import (
     LN2,

@@ -41,13 +41,12 @@ import yaml
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from paser.common.io import write_atomic, write_json  # noqa: E402
 from paser.pipelines.config import config_to_dict  # noqa: E402
 from paser.pipelines.report import write_report  # noqa: E402
 from paser.pipelines.results import load_run  # noqa: E402
 from paser.pipelines.run import collect_results, load_run_config, statistics_blocks  # noqa: E402
-from paser.pipelines.select import write_json  # noqa: E402
 from paser.pipelines.uncertainty import read_run_items, run_items, versus_random, write_run_items  # noqa: E402
-from paser.selection.atomic import write_atomic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # The study's metrics, the in-distribution one (where choices are made) first.

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from paser import console
+from paser.common import console
 
 
 @pytest.fixture

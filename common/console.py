@@ -2,7 +2,7 @@
 progress bars (`progress_bar`).
 
 Progress goes to stdout, warnings and the evaluation's progress to stderr (so `paser eval`'s table on stdout stays
-clean to pipe). Light on purpose: every layer (selection, recovery, pipelines) imports it.
+clean to pipe). Light on purpose: every layer (data, selection, recovery, pipelines) imports it.
 
 Progress bars are a live display: each clears its line when its step ends, finished or failed, and the `paser`
 command shows them only when stderr is a terminal (`show_progress_bars`), so stderr piped or logged holds warnings

@@ -1,20 +1,28 @@
-"""Atomic file writes: readers see the old file or the whole new one, never a partial write.
+"""paser's file writes: atomic (readers see the old file or the whole new one, never a partial write), in JSON,
+JSON lines or Parquet (`write_json`, `write_jsonl`, `write_parquet`), and the one file digest (`file_sha256`).
 
 Every artifact paser writes (shards, markers, caches, outputs) goes through `write_atomic`, so a run
 killed mid-write leaves nothing half-written behind for a rerun to trust. A staged file or folder is published
 with the mode an ordinary `open()` or `mkdir` would give it under the umask (`give_ordinary_mode(s)`), not the
 owner-only mode `mkstemp`/`mkdtemp` create it with, so a run folder is as readable as its umask says.
+Light on purpose, like `paser.common.console`: every layer imports it, and pandas only reaches it as the table
+`write_parquet` is given.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Staging files are named `.<name>-<host>-<pid>-<random>.tmp`, so a later writer can tell a dead writer's
 # leftovers (same host, no such process) from a live one's.
@@ -120,3 +128,24 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: stream.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write `payload` as indented JSON, atomically."""
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, default=str)))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write one JSON object per line, atomically."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as stream:
+            for row in rows:
+                stream.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+    return write_atomic(path, write)
+
+
+def write_parquet(path: Path, table: pd.DataFrame) -> Path:
+    """Write a DataFrame as Parquet, atomically."""
+    return write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
