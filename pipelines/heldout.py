@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from paser.common.io import write_jsonl
+from paser.common.registry import check_name
 from paser.data.heldout import get_heldout_builder
 from paser.selection.corpus import read_rows
 
@@ -219,8 +220,7 @@ def split_metric_names(sets: Sequence[HeldoutSet], split: str) -> list[str]:
     """The metrics of half `split` (`dev` or `test`) of the in-distribution set among `sets`:
     `heldout_<name>_<split>_nll` and `_ppl` (`heldout_<split>_nll` / `_ppl` for the unnamed set); none without
     one. The dev ones are the only metrics a choice may read (`paser.pipelines.choose`)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    check_name("split", split, SPLITS)
     return [f"{spec.metric_prefix}_{split}_{kind}" for spec in sets if spec.in_distribution for kind in ("nll", "ppl")]
 
 
