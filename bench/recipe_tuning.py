@@ -91,9 +91,10 @@ def _write(path: Path, rows) -> None:
 
 def score(model_path: str, out: Path, dtype: str) -> dict:
     """Response NLL of `model_path` on every set (rows encoded as training encodes them), in `dtype`."""
+    from paser.recovery.config import TrainConfig
     from paser.recovery.evaluate import response_nll
     from paser.recovery.models import load_model, load_tokenizer
-    from paser.recovery.train import TrainConfig, load_training_rows
+    from paser.recovery.train import load_training_rows
 
     tokenizer = load_tokenizer(model_path)
     model, _ = load_model(model_path, dtype=dtype, device="cpu")
@@ -118,7 +119,8 @@ def run_baseline(name: str, model: str, out: Path, dtype: str) -> dict:
 
 def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) -> None:
     """Train and score one setting in this process; write `settings/NAME.json`."""
-    from paser.recovery.train import TrainConfig, recover
+    from paser.recovery.config import TrainConfig
+    from paser.recovery.train import recover
 
     defaults = {"epochs": args.epochs, "seed": args.seed, "show_progress": False, "remask_eval": "none"}
     config = TrainConfig(**{**defaults, **values})

@@ -26,9 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paser.data.paths import data_file  # noqa: E402
+from paser.recovery.config import TrainConfig  # noqa: E402
 from paser.recovery.evaluate import response_nll  # noqa: E402
 from paser.recovery.models import load_model, load_tokenizer  # noqa: E402
-from paser.recovery.train import TrainConfig, load_training_rows, recover  # noqa: E402
+from paser.recovery.train import load_training_rows, recover  # noqa: E402
 from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"

@@ -44,9 +44,10 @@ from transformers import set_seed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paser.data.paths import data_file  # noqa: E402
+from paser.recovery.config import TrainConfig  # noqa: E402
 from paser.recovery.models import load_model, load_tokenizer  # noqa: E402
 from paser.recovery.objectives.sft import build_sft_trainer  # noqa: E402
-from paser.recovery.train import TrainConfig, _trl_common_args, load_training_rows  # noqa: E402
+from paser.recovery.train import _trl_common_args, load_training_rows  # noqa: E402
 from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from paser.pipelines.results import RunResults
     from paser.pipelines.run import Run
     from paser.pipelines.select import SelectOutput
-    from paser.recovery.train import RecoveryResult, TrainConfig
+    from paser.recovery.config import TrainConfig
+    from paser.recovery.train import RecoveryResult
     from paser.selection.cluster import ClusterConfig, ClusterResult
 
 __all__ = ["__version__", "cluster_texts", "evaluate", "load_run", "prune", "recover", "run", "select"]
@@ -102,7 +103,7 @@ def recover(
     `learning_rate`, `epochs`, `lora_r`, ...); not both. `original` is the teacher for `objective="distill"`
     and only recorded otherwise. Refuses what `paser.recovery.train.recover` refuses.
     """
-    from paser.recovery.train import TrainConfig
+    from paser.recovery.config import TrainConfig
     from paser.recovery.train import recover as recover_model
 
     if config is not None and settings:

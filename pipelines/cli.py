@@ -126,7 +126,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def recover_command(args: argparse.Namespace) -> int:
-    from paser.recovery.train import TrainConfig, format_summary, recover
+    from paser.recovery.config import TrainConfig
+    from paser.recovery.train import format_summary, recover
 
     # A flag whose dest is a TrainConfig field sets that field; one not given keeps the config's default.
     fields = [field.name for field in dataclasses.fields(TrainConfig)]
@@ -322,7 +323,7 @@ def _recover_parser(commands: Any) -> argparse.ArgumentParser:
     recover.add_argument("--original", help="original model: the teacher for distill (required there)")
     recover.add_argument("--out", required=True, help="output folder (adapter/, merged/, recovery.json, ...)")
     recover.add_argument("--data-dir", dest="data_dir", help="offline data folder (default: $PASER_DATA_DIR)")
-    from paser.recovery.train import TrainConfig
+    from paser.recovery.config import TrainConfig
 
     # One flag per TrainConfig field, its help and default read from the field (`recovery.<field>` in a run).
     names = {"objective": f"a registered objective: {registered('objective')}."}

@@ -1,8 +1,8 @@
 """The model card (README.md) of a recovered model: what it was pruned from, what it was tuned on, and how.
 
 `model_card` is written by `paser.recovery.train.recover` into `merged/` beside the weights, so the folder says
-where it came from to whoever loads it with transformers alone. This module reads the settings to list from
-`TrainConfig`, so `recover` imports it only when it writes the card.
+where it came from to whoever loads it with transformers alone. The settings it lists are `TrainConfig`'s fields
+marked for the card.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from paser.recovery.train import TrainConfig
+from paser.recovery.config import TrainConfig
 
 # The training settings the card lists: TrainConfig's fields marked `"card": True`, in field order.
 CARD_SETTINGS = tuple(field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("card"))

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from paser.common.registry import Registry
 
 if TYPE_CHECKING:
-    from paser.recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.config import TrainConfig
+    from paser.recovery.train import TrainingRows
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,8 @@ from paser.recovery.objectives.sft import sampling_args, sft_dataset
 from paser.selection.formatting import check_same_tokenizer
 
 if TYPE_CHECKING:
-    from paser.recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.config import TrainConfig
+    from paser.recovery.train import TrainingRows
 
 
 def build_distill_trainer(

@@ -20,7 +20,8 @@ from paser.recovery.versions import package_versions
 from paser.selection.formatting import build_prompt
 
 if TYPE_CHECKING:
-    from paser.recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.config import TrainConfig
+    from paser.recovery.train import TrainingRows
 
 # Drop reason counted in recovery.json.
 REJECTED_EQUALS_CHOSEN = "rejected_equals_chosen"

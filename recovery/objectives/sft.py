@@ -17,7 +17,8 @@ from paser.recovery.objectives.response_loss import ChunkedResponseLoss, check_p
 from paser.selection.formatting import EncodedSample
 
 if TYPE_CHECKING:
-    from paser.recovery.train import TrainConfig, TrainingRows
+    from paser.recovery.config import TrainConfig
+    from paser.recovery.train import TrainingRows
 
 
 def sft_dataset(encoded: Sequence[EncodedSample]) -> Any:

@@ -351,7 +351,7 @@ def test_recover_flags_are_generated_from_the_train_config_fields():
     import dataclasses
 
     from paser.pipelines.cli import build_parser
-    from paser.recovery.train import TrainConfig
+    from paser.recovery.config import TrainConfig
 
     args = build_parser().parse_args(
         [

@@ -140,8 +140,9 @@ def _labelled_file(path, tiny_samples, categories):
 def test_per_category_nll_is_each_category_alone_and_the_total_their_token_weighted_mean(
     tiny_model, tiny_tokenizer, tiny_samples, tmp_path
 ):
+    from paser.recovery.config import TrainConfig
     from paser.recovery.evaluate import response_nll
-    from paser.recovery.train import TrainConfig, load_training_rows
+    from paser.recovery.train import load_training_rows
 
     training = TrainConfig(max_length=96, show_progress=False)
     # A JSON array, read like any corpus file.
@@ -159,7 +160,7 @@ def test_per_category_nll_is_each_category_alone_and_the_total_their_token_weigh
 
 
 def test_an_unlabelled_set_has_no_categories(tiny_model, tiny_tokenizer, tiny_samples, tmp_path):
-    from paser.recovery.train import TrainConfig
+    from paser.recovery.config import TrainConfig
 
     path = _labelled_file(tmp_path / "plain.json", tiny_samples, [None])
     result = heldout_nll(
@@ -169,7 +170,7 @@ def test_an_unlabelled_set_has_no_categories(tiny_model, tiny_tokenizer, tiny_sa
 
 
 def test_two_categories_with_one_slug_are_refused(tiny_model, tiny_tokenizer, tiny_samples, tmp_path):
-    from paser.recovery.train import TrainConfig
+    from paser.recovery.config import TrainConfig
 
     path = _labelled_file(tmp_path / "clash.json", tiny_samples, ["Closed QA", "closed-qa"])
     with pytest.raises(ValueError, match="closed_qa"):
@@ -225,7 +226,7 @@ def test_the_in_distribution_set_is_the_split_or_the_older_keys_set(tmp_path):
 
 
 def test_the_in_distribution_halves_are_its_rows_nll_split_by_id(tiny_model, tiny_tokenizer, tiny_samples, tmp_path):
-    from paser.recovery.train import TrainConfig
+    from paser.recovery.config import TrainConfig
 
     path = _labelled_file(tmp_path / "split.json", tiny_samples, [None])
     training = TrainConfig(max_length=96, show_progress=False)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from paser.recovery.config import TrainConfig
 from paser.recovery.objectives import OBJECTIVES, get_objective, objective_names, register_objective
 from paser.recovery.objectives.sft import prepare_sft
-from paser.recovery.train import TrainConfig, recover
+from paser.recovery.train import recover
 from tests.recovery.tiny_training import fast_config
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from paser.recovery.train import TrainConfig, load_training_rows
+from paser.recovery.config import TrainConfig
+from paser.recovery.train import load_training_rows
 from paser.selection.corpus import CorpusError
 
 

@@ -15,8 +15,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from paser.pipelines.cli import main
 from paser.pipelines.run import run
 from paser.recovery import tracking
+from paser.recovery.config import TrainConfig
 from paser.recovery.tracking import log_eval_metrics, tracker_names, tracking_environment
-from paser.recovery.train import TrainConfig, recover
+from paser.recovery.train import recover
 from tests.pipelines.test_run import tiny_config
 from tests.recovery.tiny_training import fast_config
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from paser.recovery.config import TrainConfig
 from paser.recovery.evaluate import response_nll
 from paser.recovery.objectives.dpo import preference_pairs
 from paser.recovery.objectives.sft import build_sft_trainer
 from paser.recovery.prune import PruneTarget, prune_model, save_pruned
-from paser.recovery.train import TrainConfig, _trl_common_args, keep_a_step_after_warmup, load_training_rows, recover
+from paser.recovery.train import _trl_common_args, keep_a_step_after_warmup, load_training_rows, recover
 from tests.recovery.tiny_training import fast_config as _fast
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paser.recovery.train import TrainConfig
+from paser.recovery.config import TrainConfig
 
 
 def fast_config(**overrides) -> TrainConfig:

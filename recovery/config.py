@@ -1,0 +1,191 @@
+"""How to fine-tune a pruned model (`TrainConfig`), apart from the loop that does it (`paser.recovery.train`): the
+`paser recover` flags, a run's `recovery` section and the model card (`paser.recovery.card`) read its fields
+without importing torch, transformers or TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from paser.recovery.objectives import get_objective
+from paser.recovery.tracking import tracker_names
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to fine-tune: objective, LoRA shape, optimisation, formatting, DPO/distillation knobs, devices.
+
+    A field whose metadata has `"card": True` is listed in the recovered model's card (`paser.recovery.card`).
+    """
+
+    objective: str = dataclasses.field(
+        default="sft",
+        metadata={
+            "help": "A registered objective (recovery.objectives; `paser recover --help` lists them).",
+            "card": True,
+        },
+    )
+    # LoRA: the paper's and peft's usual small adapter on every linear layer of the decoder.
+    lora_r: int = dataclasses.field(default=8, metadata={"help": "LoRA rank.", "card": True})
+    lora_alpha: int = dataclasses.field(
+        default=16, metadata={"help": "LoRA scaling numerator (alpha / r).", "card": True}
+    )
+    lora_dropout: float = dataclasses.field(default=0.05, metadata={"help": "Dropout on the LoRA input.", "card": True})
+    target_modules: str | list[str] = dataclasses.field(
+        default="all-linear",
+        metadata={"help": "peft target modules: `all-linear` (every decoder linear, not lm_head) or a list."},
+    )
+    learning_rate: float | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Peak learning rate; default 2e-4 for sft/distill, 5e-5 for dpo/sft+dpo.", "card": True},
+    )
+    epochs: float = dataclasses.field(default=1.0, metadata={"help": "Passes over the subset.", "card": True})
+    max_steps: int = dataclasses.field(
+        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs).", "card": True}
+    )
+    batch_size: int = dataclasses.field(default=8, metadata={"help": "Rows per device per step.", "card": True})
+    grad_accum: int = dataclasses.field(default=1, metadata={"help": "Gradient accumulation steps.", "card": True})
+    warmup: float = dataclasses.field(
+        default=0.03, metadata={"help": "Warm-up: a fraction of the steps (<1) or a step count (>=1)."}
+    )
+    scheduler: str = dataclasses.field(default="cosine", metadata={"help": "transformers lr scheduler name."})
+    weight_decay: float = dataclasses.field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_length: int = dataclasses.field(
+        default=1024, metadata={"help": "Tokens per row (prompt + response); longer responses are cut.", "card": True}
+    )
+    overflow: str = dataclasses.field(
+        default="truncate", metadata={"help": "Rows over max_length: truncate the response tail, or skip them."}
+    )
+    template: str = dataclasses.field(
+        default="auto",
+        metadata={"help": "auto, chat or alpaca: must match the template the subset was scored with.", "card": True},
+    )
+    group_by_length: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "sft/distill: batch rows of similar length (less padding); dpo always samples randomly."},
+    )
+    padding_free: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "sft: each batch's rows laid end to end in one sequence (TRL padding_free; attention kept "
+            "within each row by its position ids), so no compute goes to padding; the loss is the same."
+        },
+    )
+    gradient_checkpointing: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "Keep only each decoder layer's input and recompute its activations in the backward pass: "
+            "activation memory ~30x smaller (3.5 MB a token for SmolLM2-135M without it), one more forward's time."
+        },
+    )
+    trim_cpu_memory: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "CPU: return freed memory to the OS after each decoder layer (glibc malloc_trim), so the "
+            "resident set stays near what training uses instead of growing with heap fragmentation."
+        },
+    )
+    position_chunk: int = dataclasses.field(
+        default=1024,
+        metadata={
+            "help": "sft/distill: response positions per output-head chunk of the loss; the largest tensors "
+            "are a few × chunk × vocab float32 values, whatever the batch (the full logits are never built)."
+        },
+    )
+    seed: int = dataclasses.field(
+        default=0, metadata={"help": "Seed for LoRA init, shuffling and dropout.", "card": True}
+    )
+    # DPO
+    dpo_beta: float = dataclasses.field(default=0.1, metadata={"help": "DPO beta (strength of the KL anchor)."})
+    max_new_tokens: int = dataclasses.field(
+        default=256, metadata={"help": "DPO: longest greedy answer generated as the rejected response."}
+    )
+    generation_batch_size: int = dataclasses.field(default=16, metadata={"help": "DPO: prompts per generate call."})
+    # SFT term weight in sft+dpo and distill (default 1.0 for sft+dpo, 0.0 for distill when unset).
+    sft_weight: float | None = dataclasses.field(
+        default=None,
+        metadata={"help": "Weight of the response NLL added to the dpo (sft+dpo, default 1) or KL (distill, 0) loss."},
+    )
+    # Sparsity
+    remask_eval: str = dataclasses.field(
+        default="wikitext2",
+        metadata={"help": "Text for the re-masking perplexity check: wikitext2, none, or a .txt file."},
+    )
+    remask_eval_windows: int = dataclasses.field(default=8, metadata={"help": "Windows for that check."})
+    remask_eval_seqlen: int = dataclasses.field(default=512, metadata={"help": "Tokens per window for that check."})
+    # Hardware
+    dtype: str = dataclasses.field(
+        default="auto", metadata={"help": "auto (bf16 where native, else fp32), bf16, fp16 or fp32."}
+    )
+    device: str | None = dataclasses.field(default=None, metadata={"help": "cuda or cpu; default: cuda if present."})
+    logging_steps: int = dataclasses.field(default=1, metadata={"help": "Log the loss every N steps."})
+    show_progress: bool = dataclasses.field(default=True, metadata={"help": "Progress bars."})
+    # Tracking
+    report_to: str | list[str] = dataclasses.field(
+        default="none",
+        metadata={
+            "help": "Experiment trackers for the training loss (and, in `paser run`, the eval metrics): tensorboard, "
+            "wandb, trackio or none; a list for several. They log to OUT/logs (recovery.tracking)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        get_objective(self.objective)
+        tracker_names(self.report_to)
+        positive = {
+            "lora_r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "max_length": self.max_length,
+            "max_new_tokens": self.max_new_tokens,
+            "generation_batch_size": self.generation_batch_size,
+            "logging_steps": self.logging_steps,
+            "epochs": self.epochs,
+            "position_chunk": self.position_chunk,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
+        if self.sft_weight is not None and self.sft_weight < 0:
+            raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in effect: the configured one, else the objective's default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return get_objective(self.objective).default_learning_rate
+
+    @property
+    def sft_term(self) -> float:
+        """The weight of the response NLL term in effect: the configured one, else the objective's default (1 for
+        sft+dpo, 0 for the others)."""
+        if self.sft_weight is not None:
+            return self.sft_weight
+        return get_objective(self.objective).default_sft_weight
+
+    def lora_config(self) -> Any:
+        """The peft `LoraConfig` for a causal LM: rank, alpha, dropout and target modules from this config."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.target_modules,
+            task_type="CAUSAL_LM",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field plus the learning rate and SFT weight in effect."""
+        return {**dataclasses.asdict(self), "learning_rate_effective": self.lr, "sft_weight_effective": self.sft_term}
