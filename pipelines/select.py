@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from paser.common.console import say
 from paser.common.io import file_sha256, write_json, write_jsonl, write_parquet
+from paser.common.registry import check_name
 from paser.pipelines.cards import write_selection_dataset
 from paser.pipelines.config import ModelPairConfig, SelectConfig, config_to_dict
 from paser.pipelines.engines import get_engine
@@ -279,16 +280,14 @@ def check_before_scoring(config: SelectConfig) -> None:
     scoring, rather than after them."""
     parse_budget(config.selection.budget, "selection.budget")
     get_clusterer(config.clustering.method)
-    if config.clustering.manifold not in MANIFOLDS:
-        raise ValueError(f"unknown manifold {config.clustering.manifold!r}; known: {', '.join(MANIFOLDS)}")
+    check_name("manifold", config.clustering.manifold, MANIFOLDS)
     if config.clustering.manifold != "diffusion" and config.clustering.method != "spectral":
         raise ValueError(
             f"clustering.manifold={config.clustering.manifold} is used by clustering.method=spectral only "
             f"(method is {config.clustering.method!r}); set both"
         )
     check_feature_options(config.clustering)
-    if config.topk.estimator not in TOPK_ESTIMATORS:
-        raise ValueError(f"unknown topk.estimator {config.topk.estimator!r}; known: {', '.join(TOPK_ESTIMATORS)}")
+    check_name("topk.estimator", config.topk.estimator, TOPK_ESTIMATORS)
     resolve_embedder(config.embedding.model)
 
 

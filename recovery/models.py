@@ -28,6 +28,7 @@ import torch
 
 from paser.common.console import say
 from paser.common.io import give_ordinary_modes
+from paser.common.registry import check_name
 
 GGUF_ALIASES: dict[str, tuple[str, str]] = {
     # alias -> (PyPI distribution carrying the GGUF, file name inside it)
@@ -365,8 +366,7 @@ def choose_dtype(spec: str = "auto", device: str | torch.device = "cpu") -> torc
     AVX512-BF16/AMX) and fp32 otherwise. Unknown specs raise ValueError listing the known ones.
     """
     if spec != "auto":
-        if spec not in DTYPES:
-            raise ValueError(f"unknown dtype {spec!r}; known: auto, {', '.join(sorted(DTYPES))}")
+        check_name("dtype", spec, ["auto", *sorted(DTYPES)])
         return DTYPES[spec]
     device = torch.device(device)
     if device.type == "cuda":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from paser.common.io import write_atomic
+from paser.common.registry import check_name
 
 # Tracker name -> the package it needs.
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
@@ -41,9 +42,7 @@ def tracker_names(report_to: str | Sequence[str]) -> list[str]:
     names = [report_to] if isinstance(report_to, str) else list(report_to)
     names = [name for name in names if name != NO_TRACKER]
     for name in names:
-        if name not in TRACKERS:
-            known = ", ".join([*TRACKERS, NO_TRACKER])
-            raise ValueError(f"unknown report_to tracker {name!r}; known: {known}")
+        check_name("report_to tracker", name, [*TRACKERS, NO_TRACKER])
         package = TRACKERS[name]
         if package not in sys.modules and importlib.util.find_spec(package) is None:
             raise ValueError(

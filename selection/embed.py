@@ -25,6 +25,7 @@ import numpy as np
 
 from paser.common.console import bars_shown, progress_bar
 from paser.common.io import write_atomic
+from paser.common.registry import check_name
 from paser.selection.shards import ShardStore, ids_hash, shard_bounds
 
 DEFAULT_EMBEDDER_NAMES = (None, "default", "all-MiniLM-L6-v2")
@@ -90,8 +91,7 @@ def load_embedder(model_location: str, device: str | None) -> Any:
 
 def check_long_text(long_text: str, name: str = "long_text") -> None:
     """Refuses (ValueError naming `name` and listing `LONG_TEXT_MODES`) an unknown long-text mode."""
-    if long_text not in LONG_TEXT_MODES:
-        raise ValueError(f"unknown {name} {long_text!r}; known: {', '.join(LONG_TEXT_MODES)}")
+    check_name(name, long_text, LONG_TEXT_MODES)
 
 
 def _long_text_key(long_text: str) -> dict[str, str]:

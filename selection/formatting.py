@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from paser.common.console import progress_bar
+from paser.common.registry import check_name
 from paser.selection.corpus import Sample
 
 TEMPLATES = ("auto", "alpaca", "chat")
@@ -97,14 +98,9 @@ class EncodedSample:
         return (EncodedSample, (self.id, self._tokens, self.prompt_length, self.truncated))
 
 
-def _check_choice(value: str, known: Sequence[str], what: str) -> None:
-    if value not in known:
-        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
-
-
 def _resolve_template(tokenizer: Any, template: str) -> str:
     """'auto' → 'chat' when the tokenizer has a chat template, else 'alpaca'; refuses 'chat' without one."""
-    _check_choice(template, TEMPLATES, "template")
+    check_name("template", template, TEMPLATES)
     has_chat_template = bool(getattr(tokenizer, "chat_template", None))
     if template == "auto":
         return "chat" if has_chat_template else "alpaca"
@@ -183,7 +179,7 @@ def _assemble(
 
 
 def _check_encode_arguments(max_length: int, overflow: str) -> None:
-    _check_choice(overflow, OVERFLOW_MODES, "overflow")
+    check_name("overflow", overflow, OVERFLOW_MODES)
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2 (one prompt and one response token), got {max_length}")
 

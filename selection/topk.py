@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from paser.common.console import progress_bar
+from paser.common.registry import check_name
 from paser.selection.config import DegradationConfig
 from paser.selection.degradation import (
     LN2,
@@ -190,8 +191,7 @@ def _kappa(original_logprobs: Tensor, pruned_logprobs: Tensor) -> Tensor:
 
 
 def _check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown top-k estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
+    check_name("top-k estimator", estimator, ESTIMATORS)
 
 
 class _Chunk(NamedTuple):
