@@ -82,9 +82,9 @@ class Registry(Generic[T]):
 
         Refuses an unknown name (`UnknownNameError`, listing the known ones and the closest).
         """
+        if name not in self:
+            raise UnknownNameError(self.kind, name, self.names())
         if name not in self._items:
-            if name not in self._builtins:
-                raise UnknownNameError(self.kind, name, self.names())
             self._load(name)
             if name not in self._items:
                 raise RuntimeError(f"{self._builtins[name]} did not register {self.kind} {name!r}")
@@ -109,7 +109,8 @@ class Registry(Generic[T]):
         return [item for _, item in self.items()]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items or name in self._builtins
+        # Not a string (a list from a YAML config): no name, refused like any unknown one rather than unhashable.
+        return isinstance(name, str) and (name in self._items or name in self._builtins)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

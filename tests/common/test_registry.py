@@ -50,6 +50,14 @@ def test_an_unknown_name_with_nothing_close_has_no_suggestion_and_is_a_value_err
     assert widgets.check("leiden") == "leiden"
 
 
+def test_a_name_that_is_not_a_string_is_refused_as_unknown():
+    widgets: Registry[int] = Registry("widget")
+    widgets.register("leiden", 0)
+    assert ["leiden"] not in widgets
+    with pytest.raises(UnknownNameError, match=r"^unknown widget \['leiden'\]; known: leiden; did you mean leiden\?$"):
+        widgets.get(["leiden"])
+
+
 def test_an_empty_registry_says_none_is_known():
     with pytest.raises(UnknownNameError, match="known: none"):
         Registry("widget").get("any")
