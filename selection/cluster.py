@@ -33,9 +33,10 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
 from paser.selection.embed import embed_texts
-from paser.selection.features import cluster_features
+from paser.selection.features import CombinedFeatures, cluster_features
 from paser.selection.manifold import (
     ROW_BLOCK,
+    LazyMatrix,
     affinity_spectrum,
     check_embedding_rows,
     check_embeddings,
@@ -505,7 +506,7 @@ def check_feature_options(config: ClusterConfig) -> None:
         raise ValueError(f"clustering.lexical_dimensions must be >= 1; got {config.lexical_dimensions}")
 
 
-def _nearest_landmark(rows: np.ndarray, unit_landmarks: np.ndarray) -> np.ndarray:
+def _nearest_landmark(rows: np.ndarray | LazyMatrix, unit_landmarks: np.ndarray) -> np.ndarray:
     """Index (int64) of the most cosine-similar landmark for every one of `rows` (checked, any dtype).
 
     Exact: `argmax` over the float32 products of unit rows and unit landmarks, ties to the lowest index.
@@ -532,14 +533,15 @@ def _renumber_by_first_appearance(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return rank_of_label[inverse], len(unique_labels)
 
 
-def cluster_embeddings(embeddings: np.ndarray, config: ClusterConfig) -> ClusterResult:
+def cluster_embeddings(embeddings: np.ndarray | LazyMatrix, config: ClusterConfig) -> ClusterResult:
     """Cluster the rows of `embeddings` (N, d) as `config` says; see `ClusterResult` for what is returned.
 
     Up to `config.landmark_threshold` rows every row is fitted. Beyond it, `config.n_landmarks` rows drawn
     at random under `config.seed` are fitted and every other row takes the label of its most
     cosine-similar landmark (exact, in blocks: N · n_landmarks · d flops, no N × N matrix).
     Memory beyond the input and the result stays bounded on the landmark path: a memory-mapped matrix is
-    checked and normalised in row blocks, never copied. Deterministic under `config.seed`.
+    checked and normalised in row blocks, never copied, and a `LazyMatrix` (the `CombinedFeatures` that
+    `features_for` returns) is computed a row block at a time, never whole. Deterministic under `config.seed`.
     Refuses non-finite or all-zero rows, unknown method or manifold,
     `n_clusters < 1`, fewer rows than clusters or than `n_neighbors + 1`, `max_clusters + 1 >= N` and
     `min_clusters > max_clusters` (ValueError).
@@ -590,7 +592,7 @@ def features_for(
     prompt_embeddings: np.ndarray,
     response_embeddings: np.ndarray | None = None,
     prompt_texts: Sequence[str] | None = None,
-) -> np.ndarray:
+) -> CombinedFeatures:
     """What `config` clusters on: `paser.selection.features.cluster_features` with its weights, LSA size and seed."""
     config = with_seed(config)
     return cluster_features(

@@ -8,8 +8,10 @@ prompt's TF-IDF in a low-rank LSA basis: template words such as "summarize", "se
 sentence embedder averages away) raised the NMI against the task categories from 0.54 to 0.66 with k-means
 at the true K, and the Leiden clustering on top of them to 0.72.
 
-`combine_feature_blocks` L2-normalises each block per row and scales it by its weight, so the cosine between
-two combined rows is the weighted mean of the per-block cosines (weights squared, over the total).
+`CombinedFeatures` L2-normalises each block per row and scales it by its weight, so the cosine between two
+combined rows is the weighted mean of the per-block cosines (weights squared, over the total). It computes the
+rows it is asked for instead of holding the combined matrix: at the default's 868 columns that matrix is 3.5 GB
+per million rows of float32, a copy of what the (memory-mapped) embeddings already hold.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from paser.selection.manifold import ROW_BLOCK, check_embedding_rows
+from paser.selection.manifold import ROW_BLOCK, LazyMatrix, check_embedding_rows
 
 
 def lexical_features(
@@ -69,36 +71,45 @@ def lexical_features(
     return features
 
 
-def combine_feature_blocks(blocks: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """`[w_1 · b_1 / |b_1|, w_2 · b_2 / |b_2|, ...]` (N, Σ d_i) float32: each block's rows scaled to unit
-    length, then by the block's weight, side by side. Blocks of weight 0 are left out; a zero row of a block
-    stays zero. Written block by block into one array (no second copy of the inputs).
-    Refuses (ValueError) no blocks, blocks and weights of different counts, a negative weight, every weight
-    0, blocks of different row counts, and non-finite values.
+class CombinedFeatures(LazyMatrix):
+    """`[w_1 · b_1 / |b_1|, w_2 · b_2 / |b_2|, ...]` (N, Σ d_i) float32, computed for the rows that are read:
+    each block's rows scaled to unit length, then by the block's weight, side by side. Blocks of weight 0 are
+    left out; a zero row of a block stays zero. The blocks are held as given (a memory-mapped block stays a
+    view of its file), so memory beyond them is the rows read; rows read in any blocks or order are bitwise
+    the rows of the whole matrix (`np.asarray`). Rows are named by a slice or a 1-D
+    integer array. Refuses (ValueError) no blocks, blocks and weights of different counts, a negative weight,
+    every weight 0, blocks of different row counts, and non-finite values (checked once, a row block at a time).
     """
-    if not blocks or len(blocks) != len(weights):
-        raise ValueError(f"need one weight per feature block; got {len(blocks)} blocks and {len(weights)} weights")
-    if any(weight < 0 for weight in weights):
-        raise ValueError(f"feature weights must be >= 0; got {list(weights)}")
-    pairs = zip(blocks, weights, strict=True)
-    kept = [(check_embedding_rows(block), float(weight)) for block, weight in pairs if weight > 0]
-    if not kept:
-        raise ValueError("every feature weight is 0: nothing to cluster on")
-    rows = {block.shape[0] for block, _ in kept}
-    if len(rows) != 1:
-        raise ValueError(f"feature blocks have different row counts: {sorted(rows)}")
-    n_rows = rows.pop()
-    combined = np.empty((n_rows, sum(block.shape[1] for block, _ in kept)), dtype=np.float32)
-    column = 0
-    for block, weight in kept:
-        width = block.shape[1]
-        for start in range(0, n_rows, ROW_BLOCK):
-            part = np.asarray(block[start : start + ROW_BLOCK], dtype=np.float32)
+
+    def __init__(self, blocks: Sequence[np.ndarray], weights: Sequence[float]) -> None:
+        if not blocks or len(blocks) != len(weights):
+            raise ValueError(f"need one weight per feature block; got {len(blocks)} blocks and {len(weights)} weights")
+        if any(weight < 0 for weight in weights):
+            raise ValueError(f"feature weights must be >= 0; got {list(weights)}")
+        pairs = zip(blocks, weights, strict=True)
+        self.blocks = [(check_embedding_rows(block), float(weight)) for block, weight in pairs if weight > 0]
+        if not self.blocks:
+            raise ValueError("every feature weight is 0: nothing to cluster on")
+        rows = {block.shape[0] for block, _ in self.blocks}
+        if len(rows) != 1:
+            raise ValueError(f"feature blocks have different row counts: {sorted(rows)}")
+        self.shape = (rows.pop(), sum(block.shape[1] for block, _ in self.blocks))
+
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        if not isinstance(rows, slice):
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+                raise TypeError(f"CombinedFeatures rows are read by a slice or a 1-D integer array; got {rows!r}")
+        n_rows = len(range(*rows.indices(self.shape[0]))) if isinstance(rows, slice) else len(rows)
+        combined = np.zeros((n_rows, self.shape[1]), dtype=np.float32)
+        column = 0
+        for block, weight in self.blocks:
+            part = np.asarray(block[rows], dtype=np.float32)
             norms = np.linalg.norm(part, axis=1, keepdims=True)
-            scaled = np.divide(part * weight, norms, out=np.zeros_like(part), where=norms > 0)
-            combined[start : start + len(part), column : column + width] = scaled
-        column += width
-    return combined
+            width = part.shape[1]
+            np.divide(part * weight, norms, out=combined[:, column : column + width], where=norms > 0)
+            column += width
+        return combined
 
 
 def cluster_features(
@@ -110,11 +121,12 @@ def cluster_features(
     lexical_weight: float = 0.7,
     lexical_dimensions: int = 100,
     seed: int = 0,
-) -> np.ndarray:
-    """The features clustering runs on (N, d) float32: the prompt embeddings (weight 1), the response
-    embeddings (`response_weight`) and the prompt texts' lexical block (`lexical_weight`, `lexical_features`
-    with `lexical_dimensions` and `seed`), combined by `combine_feature_blocks`. A block whose weight is 0 is
-    not built. Refuses (ValueError) a positive weight whose input is missing, and inputs of different lengths.
+) -> CombinedFeatures:
+    """The features clustering runs on (N, d) float32 as `CombinedFeatures`: the prompt embeddings (weight 1),
+    the response embeddings (`response_weight`) and the prompt texts' lexical block (`lexical_weight`,
+    `lexical_features` with `lexical_dimensions` and `seed`, built here: (N, m) float32). The embeddings are
+    held as given, not copied. A block whose weight is 0 is not built. Refuses (ValueError) a positive weight
+    whose input is missing, inputs of different lengths, and what `CombinedFeatures` refuses.
     """
     blocks, weights = [prompt_embeddings], [1.0]
     if response_weight > 0:
@@ -129,4 +141,4 @@ def cluster_features(
             raise ValueError(f"{len(prompt_texts)} prompt texts for {len(prompt_embeddings)} embedded rows")
         blocks.append(lexical_features(prompt_texts, lexical_dimensions, seed))
         weights.append(lexical_weight)
-    return combine_feature_blocks(blocks, weights)
+    return CombinedFeatures(blocks, weights)

@@ -7,8 +7,10 @@ affinity with Lanczos (`scipy.sparse.linalg.eigsh`), which needs only sparse mat
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -29,21 +31,47 @@ ROW_BLOCK = 65_536
 _LOCAL_SCALE_NEIGHBOUR = 7
 
 
+class LazyMatrix(abc.ABC):
+    """An (N, d) float32 matrix whose rows are computed when they are read, so it is never held whole
+    (`paser.selection.features.CombinedFeatures`: the clustering features). `check_embedding_rows`,
+    `unit_row_blocks`, `l2_normalise` and the landmark path of `cluster_embeddings` read it in row blocks;
+    `np.asarray` builds the whole matrix."""
+
+    shape: tuple[int, int]
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @abc.abstractmethod
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        """The rows a slice or a 1-D integer array names, as a new (n, d) float32 array."""
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError(f"{type(self).__name__} computes its rows when read; it has no array to view")
+        matrix = np.empty(self.shape, dtype=np.float32)
+        for start in range(0, self.shape[0], ROW_BLOCK):
+            matrix[start : start + ROW_BLOCK] = self[start : start + ROW_BLOCK]
+        return matrix if dtype is None else matrix.astype(dtype, copy=False)
+
+
 def _rows_as_float32(rows: np.ndarray) -> np.ndarray:
     """`rows` as a C-contiguous float32 array; no copy when they already are one."""
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
-def check_embedding_rows(embeddings: np.ndarray) -> np.ndarray:
+def check_embedding_rows(embeddings: np.ndarray | LazyMatrix) -> np.ndarray | LazyMatrix:
     """Return `embeddings` as an (N, d) ndarray of their own dtype and layout, not copied (a memory-mapped
-    matrix stays a view of its file), once checked.
+    matrix stays a view of its file), once checked; a `LazyMatrix` is returned as it is.
 
     Refuses (ValueError) anything that is not 2-D, has no rows or columns, is not numeric, or holds NaN/inf
     (counting the offending rows and naming the first). The NaN/inf check converts `ROW_BLOCK` rows at a
     time to float32, so values beyond float32's range count as inf, as they would after conversion; it never
     holds an N × d temporary.
     """
-    array = np.asarray(embeddings)
+    array = embeddings if isinstance(embeddings, LazyMatrix) else np.asarray(embeddings)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"embeddings must be a non-empty 2-D array (N, d); got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number):
@@ -62,15 +90,18 @@ def check_embedding_rows(embeddings: np.ndarray) -> np.ndarray:
     return array
 
 
-def check_embeddings(embeddings: np.ndarray) -> np.ndarray:
-    """Return `embeddings` as a C-contiguous float32 (N, d) array, copied only when they are not one already.
+def check_embeddings(embeddings: np.ndarray | LazyMatrix) -> np.ndarray:
+    """Return `embeddings` as a C-contiguous float32 (N, d) array, copied only when they are not one already
+    (a `LazyMatrix` is built whole).
 
     Refuses what `check_embedding_rows` refuses (ValueError): not 2-D, no rows or columns, not numeric, NaN/inf.
     """
     return _rows_as_float32(check_embedding_rows(embeddings))
 
 
-def unit_row_blocks(embeddings: np.ndarray, block_rows: int = ROW_BLOCK) -> Iterator[tuple[slice, np.ndarray]]:
+def unit_row_blocks(
+    embeddings: np.ndarray | LazyMatrix, block_rows: int = ROW_BLOCK
+) -> Iterator[tuple[slice, np.ndarray]]:
     """Consecutive blocks of at most `block_rows` rows of `embeddings`, scaled to unit length.
 
     Yields `(rows, unit_block)`: the slice of `embeddings` a block covers and its rows as a new float32
@@ -94,7 +125,7 @@ def unit_row_blocks(embeddings: np.ndarray, block_rows: int = ROW_BLOCK) -> Iter
         yield rows, block / norms
 
 
-def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
+def l2_normalise(embeddings: np.ndarray | LazyMatrix) -> np.ndarray:
     """Return a float32 copy of `embeddings` with unit-length rows, made in row blocks (no temporaries the
     size of the input). Refuses non-finite values and all-zero rows (ValueError naming the first)."""
     array = check_embedding_rows(embeddings)

@@ -21,6 +21,7 @@ from paser.selection.cluster import (
     get_clusterer,
     kmeans_cluster,
 )
+from paser.selection.features import CombinedFeatures
 from tests.selection.test_manifold import gaussian_mixture
 
 
@@ -129,6 +130,42 @@ def test_blockwise_landmark_assignment_matches_a_whole_matrix_reference(monkeypa
     assert result.n_landmarks == 300
     np.testing.assert_array_equal(result.labels, _renumbered_by_first_appearance(landmark_fit.labels[nearest]))
     np.testing.assert_array_equal(result.coordinates, landmark_fit.coordinates[nearest])
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 64, 500])
+def test_chunk_size_does_not_change_the_nearest_landmark(block_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    embeddings, _ = gaussian_mixture(500, 5, seed=8, noise=3.0)
+    embeddings *= np.random.default_rng(2).uniform(0.5, 3.0, (500, 1)).astype(np.float32)
+    unit_landmarks = manifold.l2_normalise(embeddings[::10])
+    unchunked = (manifold.l2_normalise(embeddings) @ unit_landmarks.T).argmax(axis=1)
+    monkeypatch.setattr(cluster, "_ASSIGNMENT_BLOCK_ELEMENTS", block_rows * len(unit_landmarks))
+    np.testing.assert_array_equal(cluster._nearest_landmark(embeddings, unit_landmarks), unchunked)
+
+
+def test_landmark_path_on_combined_features_labels_as_on_their_whole_matrix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows, _ = gaussian_mixture(20_000, 4, seed=6, noise=2.0)
+    prompts = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=rows.shape)
+    prompts[:] = rows
+    responses = np.lib.format.open_memmap(tmp_path / "r.npy", mode="w+", dtype=np.float32, shape=rows.shape)
+    responses[:] = rows[::-1]
+    features = CombinedFeatures([prompts, responses], [1.0, 0.7])
+    monkeypatch.setattr(manifold, "ROW_BLOCK", 500)
+    monkeypatch.setattr(cluster, "ROW_BLOCK", 500)
+    config = ClusterConfig(landmark_threshold=1000, n_landmarks=300, seed=4)
+    whole = np.asarray(features)
+    # First on the whole matrix: the reference, and the clusterer's imports are not counted below.
+    expected = cluster_embeddings(whole, config).labels
+    tracemalloc.start()
+    try:
+        lazy = cluster_embeddings(features, config)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(lazy.labels, expected)
+    # 500-row blocks (1.5 MB each at 2 x 384 columns), the landmarks and their graph; the whole matrix is 61 MB.
+    assert peak_bytes < whole.nbytes / 4
 
 
 def test_landmark_path_on_a_memmap_makes_no_copy_of_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

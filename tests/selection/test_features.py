@@ -1,11 +1,18 @@
-"""Tests for selection.features: the lexical (LSA) block and the weighted combination of feature blocks."""
+"""Tests for selection.features: the lexical (LSA) block and the weighted combination of feature blocks, computed
+for the rows that are read."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from paser.selection.features import cluster_features, combine_feature_blocks, lexical_features
+from paser.selection.features import CombinedFeatures, cluster_features, lexical_features
+
+
+def whole_matrix(blocks: list[np.ndarray], weights: list[float] | tuple[float, ...]) -> np.ndarray:
+    return np.asarray(CombinedFeatures(blocks, weights))
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -16,8 +23,8 @@ def test_combined_cosine_is_the_weighted_mean_of_block_cosines() -> None:
     rng = np.random.default_rng(0)
     first, second = rng.standard_normal((2, 6, 5)), rng.standard_normal((2, 6, 3))
     weights = (1.0, 0.7)
-    combined = combine_feature_blocks([first[0], second[0]], weights)
-    other = combine_feature_blocks([first[1], second[1]], weights)
+    combined = whole_matrix([first[0], second[0]], weights)
+    other = whole_matrix([first[1], second[1]], weights)
     block_cosines = [np.sum(unit(block[0]) * unit(block[1]), axis=1) for block in (first, second)]
     expected = (weights[0] ** 2 * block_cosines[0] + weights[1] ** 2 * block_cosines[1]) / sum(w**2 for w in weights)
     cosine = np.sum(combined * other, axis=1) / (np.linalg.norm(combined, axis=1) * np.linalg.norm(other, axis=1))
@@ -28,9 +35,9 @@ def test_combined_cosine_is_the_weighted_mean_of_block_cosines() -> None:
 def test_a_block_of_weight_zero_is_left_out_and_zero_rows_stay_zero() -> None:
     prompts = np.array([[3.0, 4.0], [0.0, 2.0]])
     lexical = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    np.testing.assert_allclose(combine_feature_blocks([prompts, lexical], [1.0, 0.0]), [[0.6, 0.8], [0.0, 1.0]])
+    np.testing.assert_allclose(whole_matrix([prompts, lexical], [1.0, 0.0]), [[0.6, 0.8], [0.0, 1.0]])
     np.testing.assert_allclose(
-        combine_feature_blocks([prompts, lexical], [1.0, 0.5]), [[0.6, 0.8, 0, 0, 0], [0.0, 1.0, 0.5, 0, 0]]
+        whole_matrix([prompts, lexical], [1.0, 0.5]), [[0.6, 0.8, 0, 0, 0], [0.0, 1.0, 0.5, 0, 0]]
     )
 
 
@@ -46,7 +53,47 @@ def test_a_block_of_weight_zero_is_left_out_and_zero_rows_stay_zero() -> None:
 )
 def test_bad_feature_blocks_are_refused(blocks: list[np.ndarray], weights: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        combine_feature_blocks(blocks, weights)
+        CombinedFeatures(blocks, weights)
+
+
+def test_rows_read_in_any_blocks_or_order_are_bitwise_the_whole_matrix(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    prompts = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(103, 7))
+    prompts[:] = rng.standard_normal((103, 7)) * rng.uniform(0.1, 5.0, (103, 1))
+    responses = rng.standard_normal((103, 5))  # float64, converted as it is read
+    lexical = rng.standard_normal((103, 3)).astype(np.float32)
+    lexical[[4, 50]] = 0.0
+    features = CombinedFeatures([prompts, responses, lexical], [1.0, 0.7, 0.7])
+    whole = np.asarray(features)
+    assert whole.shape == features.shape == (103, 15) and whole.dtype == np.float32
+    expected = np.hstack(
+        [
+            weight * block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-30)
+            for block, weight in ((prompts, 1.0), (responses, 0.7), (lexical, 0.7))
+        ]
+    )
+    np.testing.assert_allclose(whole, expected, rtol=1e-6, atol=1e-7)
+    ragged = np.vstack([features[start : start + 10] for start in range(0, 103, 10)])
+    np.testing.assert_array_equal(ragged, whole)
+    scattered = np.array([99, 4, 0, 50, 17, 17])
+    np.testing.assert_array_equal(features[scattered], whole[scattered])
+    np.testing.assert_array_equal(features[np.array([102])], whole[[102]])
+
+
+def test_combined_features_hold_the_embeddings_without_a_copy(tmp_path: Path) -> None:
+    prompts = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(30, 6))
+    prompts[:] = np.random.default_rng(0).standard_normal((30, 6))
+    features = cluster_features(prompts, response_weight=0, lexical_weight=0)
+    assert np.shares_memory(features.blocks[0][0], prompts)
+    with pytest.raises(ValueError, match="computes its rows when read"):
+        np.asarray(features, copy=False)
+
+
+@pytest.mark.parametrize("rows", [3, np.zeros(30, dtype=bool), np.zeros((2, 2), dtype=np.int64)])
+def test_combined_features_refuse_rows_named_other_than_by_slice_or_integer_array(rows: object) -> None:
+    features = CombinedFeatures([np.ones((30, 4))], [1.0])
+    with pytest.raises(TypeError, match="slice or a 1-D integer array"):
+        features[rows]
 
 
 TEMPLATES = [
