@@ -4,6 +4,7 @@ cluster merging, landmarks, cluster_texts."""
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from paser.selection import cluster, manifold
 from paser.selection.cluster import (
     CLUSTERERS,
     ClusterConfig,
+    ClusterResult,
     cluster_embeddings,
     eigengap_n_clusters,
     get_clusterer,
@@ -132,6 +134,16 @@ def test_blockwise_landmark_assignment_matches_a_whole_matrix_reference(monkeypa
     np.testing.assert_array_equal(result.coordinates, landmark_fit.coordinates[nearest])
 
 
+def _with_traced_peak(clustering: Callable[[], ClusterResult]) -> tuple[ClusterResult, int]:
+    """What `clustering()` returns, and the most bytes Python allocations held at once while it ran."""
+    tracemalloc.start()
+    try:
+        result = clustering()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("block_rows", [1, 7, 64, 500])
 def test_chunk_size_does_not_change_the_nearest_landmark(block_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
     embeddings, _ = gaussian_mixture(500, 5, seed=8, noise=3.0)
@@ -157,12 +169,7 @@ def test_landmark_path_on_combined_features_labels_as_on_their_whole_matrix(
     whole = np.asarray(features)
     # First on the whole matrix: the reference, and the clusterer's imports are not counted below.
     expected = cluster_embeddings(whole, config).labels
-    tracemalloc.start()
-    try:
-        lazy = cluster_embeddings(features, config)
-        _, peak_bytes = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    lazy, peak_bytes = _with_traced_peak(lambda: cluster_embeddings(features, config))
     np.testing.assert_array_equal(lazy.labels, expected)
     # 500-row blocks (1.5 MB each at 2 x 384 columns), the landmarks and their graph; the whole matrix is 61 MB.
     assert peak_bytes < whole.nbytes / 4
@@ -177,12 +184,7 @@ def test_landmark_path_on_a_memmap_makes_no_copy_of_it(tmp_path: Path, monkeypat
     monkeypatch.setattr(manifold, "ROW_BLOCK", 500)
     monkeypatch.setattr(cluster, "ROW_BLOCK", 500)
     config = ClusterConfig(method="kmeans", n_clusters=4, landmark_threshold=1000, n_landmarks=200)
-    tracemalloc.start()
-    try:
-        result = cluster_embeddings(embeddings, config)
-        _, peak_bytes = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak_bytes = _with_traced_peak(lambda: cluster_embeddings(embeddings, config))
     assert result.n_landmarks == 200
     # A few 500-row blocks (0.8 MB each) and N-long int64 labels (0.16 MB each); the matrix is 30 MB.
     assert peak_bytes < embeddings.nbytes / 4
