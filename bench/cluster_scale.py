@@ -3,8 +3,12 @@
 Synthetic by default: a mixture of ~40 Gaussian groups on the unit sphere, 868-d by default (the width of the
 default clustering features: prompt embedding 384 + response embedding 384 + lexical block 100). With `--real`, the
 embeddings are those of `instruction + input` of the first N Alpaca-52K rows (all-MiniLM-L6-v2, cached
-under ~/.cache/paser/bench). The last line printed is `key=value` pairs: rows, seconds (clustering only),
-peak_gb (process RSS high-water mark), n_clusters, n_landmarks, and seconds per step.
+under ~/.cache/paser/bench). The input is one float32 matrix in memory, what a caller holding such a matrix
+passes; `paser select` passes `CombinedFeatures` over memory-mapped embeddings instead, never the whole
+matrix (`bench/scale_select.py` measures that path). The last line printed is `key=value` pairs: rows,
+seconds (clustering only), peak_gb (process RSS high-water mark: the input matrix, 3.5 GB per million rows
+at 868 columns, plus what the clustering adds), data_peak_gb (the same mark once the input was made),
+threads (OMP_NUM_THREADS), n_clusters, n_landmarks, and seconds per step.
 
     python bench/cluster_scale.py --rows 1000000
     python bench/cluster_scale.py --rows 50000 --real
@@ -30,6 +34,8 @@ from paser.selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E
 from paser.selection.embed import embed_texts  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
+# Rows generated at a time: temporaries of 57 MB (float32) and 114 MB (float64) at 868 columns.
+GENERATION_BLOCK = 16_384
 
 
 def peak_rss_gb() -> float:
@@ -44,12 +50,14 @@ def synthetic_embeddings(n_rows: int, n_groups: int, seed: int, dimension: int =
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     groups = rng.integers(0, n_groups, n_rows)
     embeddings = np.empty((n_rows, dimension), dtype=np.float32)
-    # Generate in blocks so the float64 temporaries stay small.
-    for start in range(0, n_rows, 100_000):
-        block = groups[start : start + 100_000]
+    # Generated and normalised in blocks: the norm of the whole matrix squares it into a temporary of its own
+    # size first (that temporary was the 7.3 GB peak at 1M rows, not the clustering).
+    for start in range(0, n_rows, GENERATION_BLOCK):
+        block = groups[start : start + GENERATION_BLOCK]
         noise = rng.standard_normal((len(block), dimension), dtype=np.float32) * (1.0 / np.sqrt(dimension))
-        embeddings[start : start + len(block)] = centres[block] + noise
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+        rows = embeddings[start : start + len(block)]
+        rows[:] = centres[block] + noise
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     return embeddings, groups
 
 
@@ -84,7 +92,8 @@ def main() -> None:
     else:
         embeddings, groups = synthetic_embeddings(args.rows, args.groups, args.seed, args.dimension)
     data_seconds = time.perf_counter() - start
-    print(f"data: {embeddings.shape} in {data_seconds:.1f}s, peak {peak_rss_gb():.2f} GB", flush=True)
+    data_peak_gb = peak_rss_gb()
+    print(f"data: {embeddings.shape} in {data_seconds:.1f}s, peak {data_peak_gb:.2f} GB", flush=True)
 
     config = ClusterConfig(method=args.method, max_clusters=args.max_clusters, seed=args.seed)
     start = time.perf_counter()
@@ -97,6 +106,8 @@ def main() -> None:
         "seconds": f"{seconds:.1f}",
         "data_seconds": f"{data_seconds:.1f}",
         "peak_gb": f"{peak_rss_gb():.2f}",
+        "data_peak_gb": f"{data_peak_gb:.2f}",
+        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "n_clusters": result.n_clusters,
         "n_landmarks": result.n_landmarks,
     }
