@@ -6,9 +6,11 @@ each, 100-600 characters a row, a few % bad rows and exact duplicates) goes thro
 
     generate  write the corpus (not a stage of paser; timed for reference)
     store     stream the corpus (`iter_samples`) into a Parquet corpus store (`write_corpus_store`)
-    embed     N x 384 unit-norm float32 embeddings written block by block into a memory-mapped .npy, and
-              per-row scores (cds, token counts, NLLs) as a Parquet table
-    cluster   `cluster_embeddings` on the memory-mapped embeddings (default ClusterConfig: landmarks)
+    embed     N x 384 unit-norm float32 prompt and response embeddings, each written block by block into a
+              memory-mapped .npy, and per-row scores (cds, token counts, NLLs) as a Parquet table
+    cluster   the default clustering as `paser select` runs it: `features_for` (the memory-mapped prompt and
+              response embeddings and the lexical block of the prompts streamed from the store, combined as
+              rows are read: 868 columns) and `cluster_embeddings` on them (default ClusterConfig: landmarks)
     select    the `paser` strategy at a 5% budget without the CCG (allocation ∝ cluster CDS, IES ranking)
     fetch     the selected rows' raw fields from the store, written as selection.jsonl
     tokenise  (asked for by --stages) the scorer's tokenisation, `encode_corpus_cached`, of the store's samples
@@ -25,8 +27,9 @@ each, 100-600 characters a row, a few % bad rows and exact duplicates) goes thro
 
 Embeddings and scores are synthetic: all-MiniLM-L6-v2 on 2 CPU cores embeds a few hundred rows a second
 (hours for 2.6M rows) and scoring needs two LLM forward passes per row (days on this CPU). A row's
-embedding is its skill's centre (near its family's centre) plus Gaussian noise, so clusters exist and the
-clustering can be checked against families and skills with the ARI; CDS is a per-skill level times
+embedding is its skill's centre (near its family's centre) plus Gaussian noise, and a response's likewise
+with centres of its own, so clusters exist and the clustering can be checked against families and skills
+with the ARI; the lexical block is real (the synthetic prompts' words); CDS is a per-skill level times
 log-normal noise; token counts are the characters / 4 of the real synthetic text.
 
 Each stage runs in its own subprocess, so its peak RSS (VmHWM, the kernel's high-water mark of the
@@ -68,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paser.common.io import write_atomic  # noqa: E402
 from paser.selection import strategies  # noqa: E402
 from paser.selection.allocate import resolve_budget  # noqa: E402
-from paser.selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
+from paser.selection.cluster import ClusterConfig, cluster_embeddings, features_for  # noqa: E402
 from paser.selection.consistency import ConceptCache, ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
 from paser.selection.corpus import CorpusConfig, CorpusStats, Sample, concept_text, iter_samples  # noqa: E402
 from paser.selection.formatting import encode_corpus_cached  # noqa: E402
@@ -77,6 +80,7 @@ from paser.selection.store import (  # noqa: E402
     CorpusStore,
     EmbeddingWriter,
     StoredSamples,
+    StoredTexts,
     open_embeddings,
     write_corpus_store,
 )
@@ -368,22 +372,33 @@ def stage_store(work: Path, args: argparse.Namespace) -> dict:
     }
 
 
+def write_synthetic_embeddings(path: Path, skills: np.ndarray, rng: np.random.Generator, noise: float) -> None:
+    """Unit-norm rows at `path`, one per entry of `skills`: the skill's centre plus Gaussian noise of norm about
+    `noise`, in blocks through the memmap. A skill sits near its family: cosine 0.8 to the family centre,
+    about 0.64 to its sibling skills."""
+    family_centres = unit_rows(rng.standard_normal((len(FAMILIES), DIMENSION), dtype=np.float32))
+    skill_centres = unit_rows(rng.standard_normal((len(SKILLS), DIMENSION), dtype=np.float32))
+    centres = unit_rows(0.8 * family_centres[FAMILY_OF_SKILL] + 0.6 * skill_centres)
+    with EmbeddingWriter(path, len(skills), DIMENSION) as writer:
+        for start in range(0, len(skills), BLOCK_ROWS):
+            block_skills = skills[start : start + BLOCK_ROWS]
+            block_noise = rng.standard_normal((len(block_skills), DIMENSION), dtype=np.float32)
+            block = centres[block_skills] + block_noise * np.float32(noise / np.sqrt(DIMENSION))
+            writer.write(start, unit_rows(block))
+
+
 def stage_embed(work: Path, args: argparse.Namespace) -> dict:
-    """Synthetic embeddings (skill centre + noise, unit norm) in blocks into the memmap; synthetic scores."""
+    """Synthetic prompt and response embeddings (skill centre + noise, unit norm) into their memmaps;
+    synthetic scores."""
     store = CorpusStore(work / "corpus.parquet")
     n_rows = len(store)
     skills = skill_of_rows(args.rows, args.seed)[store.column("source_index").to_numpy()]
     rng = np.random.default_rng(args.seed + 1)
-    family_centres = unit_rows(rng.standard_normal((len(FAMILIES), DIMENSION), dtype=np.float32))
-    skill_centres = unit_rows(rng.standard_normal((len(SKILLS), DIMENSION), dtype=np.float32))
-    # A skill sits near its family: cosine 0.8 to the family centre, about 0.64 to its sibling skills.
-    centres = unit_rows(0.8 * family_centres[FAMILY_OF_SKILL] + 0.6 * skill_centres)
-    with EmbeddingWriter(work / "embeddings.npy", n_rows, DIMENSION) as writer:
-        for start in range(0, n_rows, BLOCK_ROWS):
-            block_skills = skills[start : start + BLOCK_ROWS]
-            noise = rng.standard_normal((len(block_skills), DIMENSION), dtype=np.float32)
-            block = centres[block_skills] + noise * np.float32(args.noise / np.sqrt(DIMENSION))
-            writer.write(start, unit_rows(block))
+    write_synthetic_embeddings(work / "embeddings.npy", skills, rng, args.noise)
+    # Their own generator, so the prompt embeddings and the scores are those of runs without responses.
+    write_synthetic_embeddings(
+        work / "response_embeddings.npy", skills, np.random.default_rng(args.seed + 2), args.noise
+    )
 
     prompt_chars, response_chars = [], []
     for batch in store.iter_batches(columns=["instruction", "input", "response"]):
@@ -408,7 +423,7 @@ def stage_embed(work: Path, args: argparse.Namespace) -> dict:
         }
     )
     write_atomic(work / "scores.parquet", lambda staging: pq.write_table(scores, staging))
-    return {"embeddings_megabytes": round(n_rows * DIMENSION * 4 / 1e6, 1)}
+    return {"embeddings_megabytes": round(2 * n_rows * DIMENSION * 4 / 1e6, 1)}
 
 
 def tokenise(work: Path, args: argparse.Namespace, samples: Sequence[Sample]) -> dict:
@@ -445,14 +460,28 @@ def stage_tokenise_list(work: Path, args: argparse.Namespace) -> dict:
 
 
 def stage_cluster(work: Path, args: argparse.Namespace) -> dict:
+    """The default clustering as `paser select` runs it: features (memory-mapped prompt and response
+    embeddings, the lexical block of the prompts streamed from the store) and `cluster_embeddings`. Reports
+    the features' width and seconds, and the memory (GB) once they are built: features_peak, _rss, _anon,
+    _file, _ru_maxrss as `memory_gb` names them."""
     store = CorpusStore(work / "corpus.parquet")
-    embeddings = open_embeddings(work / "embeddings.npy", n_rows=len(store), dim=DIMENSION)
-    result = cluster_embeddings(embeddings, ClusterConfig(seed=args.seed))
+    prompts = open_embeddings(work / "embeddings.npy", n_rows=len(store), dim=DIMENSION)
+    responses = open_embeddings(work / "response_embeddings.npy", n_rows=len(store), dim=DIMENSION)
+    config = ClusterConfig(seed=args.seed)
+    started = time.perf_counter()
+    texts = StoredTexts(store, np.arange(len(store)), CorpusConfig.embed_fields)
+    features = features_for(config, prompts, responses, texts)
+    features_seconds = time.perf_counter() - started
+    after_features = memory_gb()
+    result = cluster_embeddings(features, config)
     write_atomic(work / "clusters.npy", lambda staging: save_npy(staging, result.labels))
     from sklearn.metrics import adjusted_rand_score
 
     skills = skill_of_rows(args.rows, args.seed)[store.column("source_index").to_numpy()]
     return {
+        "n_features": features.shape[1],
+        "features_s": round(features_seconds, 1),
+        **{f"features_{key.removesuffix('_gb')}": round(value, 2) for key, value in after_features.items()},
         "n_clusters": result.n_clusters,
         "n_landmarks": result.n_landmarks,
         "ari_family": round(float(adjusted_rand_score(FAMILY_OF_SKILL[skills], result.labels)), 3),
