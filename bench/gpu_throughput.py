@@ -79,7 +79,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paser.recovery.models import choose_dtype, default_device  # noqa: E402
-from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.recovery.prune import prune_model  # noqa: E402
+from paser.recovery.pruners import PruneTarget  # noqa: E402
 from paser.selection.degradation import (  # noqa: E402
     DegradationConfig,
     check_model_pair,

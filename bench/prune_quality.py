@@ -42,7 +42,8 @@ from paser.data.paths import data_file  # noqa: E402
 from paser.recovery.calibration import load_calibration  # noqa: E402
 from paser.recovery.evaluate import load_ppl_text, perplexity  # noqa: E402
 from paser.recovery.models import linear_sparsity, load_model  # noqa: E402
-from paser.recovery.prune import PruneTarget, prune_model, save_pruned  # noqa: E402
+from paser.recovery.prune import prune_model, save_pruned  # noqa: E402
+from paser.recovery.pruners import PruneTarget  # noqa: E402
 from paser.recovery.width import parameter_counts  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"

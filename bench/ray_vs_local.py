@@ -31,7 +31,8 @@ from paser.data.paths import data_file  # noqa: E402
 from paser.pipelines.config import RayConfig  # noqa: E402
 from paser.pipelines.ray_engine import connect, embed_on_ray, score_on_ray  # noqa: E402
 from paser.recovery.models import load_model, load_tokenizer, save_checkpoint  # noqa: E402
-from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.recovery.prune import prune_model  # noqa: E402
+from paser.recovery.pruners import PruneTarget  # noqa: E402
 from paser.selection.config import DegradationConfig  # noqa: E402
 from paser.selection.corpus import CorpusConfig, embed_text, load_corpus  # noqa: E402
 from paser.selection.degradation import score_degradation  # noqa: E402

@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paser.recovery.models import load_model  # noqa: E402
-from paser.recovery.prune import PruneTarget, prune_model  # noqa: E402
+from paser.recovery.prune import prune_model  # noqa: E402
+from paser.recovery.pruners import PruneTarget  # noqa: E402
 from paser.selection.config import DegradationConfig  # noqa: E402
 from paser.selection.corpus import CorpusConfig, load_corpus  # noqa: E402
 from paser.selection.degradation import score_degradation  # noqa: E402

@@ -76,12 +76,12 @@ def prune(model: str, out: str | os.PathLike[str], method: str = "wanda", **spec
     """Run `paser prune`: prune `model` (a path, hub id or alias) with `method` into the folder `out`;
     returns the pruning record (also written there).
 
-    `spec` takes the other fields of `paser.recovery.prune.PruneSpec`: `sparsity` (a fraction in (0, 1); 0.5 when
+    `spec` takes the other fields of `paser.recovery.config.PruneSpec`: `sparsity` (a fraction in (0, 1); 0.5 when
     no target is given), `pattern` ("2:4"), `drop` (layer_drop's fraction of blocks), `calibration`,
     `calibration_samples`, `seqlen`, `seed`, `device`. Refuses an unknown method or field and a malformed
     target.
     """
-    from paser.recovery.prune import PruneSpec
+    from paser.recovery.config import PruneSpec
 
     return PruneSpec(method=method, **spec).apply(model, Path(out))
 

@@ -67,7 +67,7 @@ def select_command(args: argparse.Namespace) -> int:
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from paser.recovery.prune import PruneSpec
+    from paser.recovery.config import PruneSpec
 
     # A flag not given keeps PruneSpec's default: the one `paser.prune` and a run's models.prune have.
     fields = [field.name for field in dataclasses.fields(PruneSpec)]
@@ -195,7 +195,7 @@ def registered(kind: str) -> str:
 
         names = sorted(STRATEGIES)
     elif kind == "pruner":
-        from paser.recovery.prune import known_methods
+        from paser.recovery.pruners import known_methods
 
         names = known_methods()
     else:
@@ -251,7 +251,8 @@ def _select_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _prune_parser(commands: Any) -> argparse.ArgumentParser:
-    from paser.recovery.prune import PruneSpec, known_methods, needs_calibration
+    from paser.recovery.config import PruneSpec
+    from paser.recovery.pruners import known_methods, needs_calibration
 
     defaults = PruneSpec()
     calibrated = literal_help(", ".join(name for name in known_methods() if needs_calibration(name)))

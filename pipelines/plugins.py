@@ -1,6 +1,6 @@
 """Plug-ins: Python files or modules imported before a command runs, so what they register (a strategy with
-`paser.selection.strategies.register_strategy`, a pruner with `paser.recovery.prune.register_pruner`, an objective with
-`paser.recovery.objectives.register_objective`) is known to it, by name, like a built-in one.
+`paser.selection.strategies.register_strategy`, a pruner with `paser.recovery.pruners.register_pruner`, an
+objective with `paser.recovery.objectives.register_objective`) is known to it, by name, like a built-in one.
 
 Given as `--plugin FILE_OR_MODULE` (repeatable) on every command, or as `plugins: [...]` in a select or run
 config. Each is imported once per process, however often it is named. See `examples/extending/`.

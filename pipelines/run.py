@@ -73,9 +73,8 @@ from paser.pipelines.run_stages import (
 from paser.pipelines.select import check_before_scoring, effective_config, holds_scores
 from paser.pipelines.stages import Executor, Manifest, Stage, log, model_identity
 from paser.pipelines.uncertainty import metric_summary, versus_random
-from paser.recovery.config import TrainConfig
+from paser.recovery.config import PruneSpec, TrainConfig
 from paser.recovery.models import check_checkpoint
-from paser.recovery.prune import PruneSpec
 from paser.recovery.tracking import log_eval_metrics
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.corpus import check_corpus

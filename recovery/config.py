@@ -1,14 +1,17 @@
-"""How to fine-tune a pruned model (`TrainConfig`), apart from the loop that does it (`paser.recovery.train`): the
-`paser recover` flags, a run's `recovery` section and the model card (`paser.recovery.card`) read its fields
-without importing torch, transformers or TRL.
+"""The recovery side's settings, apart from the code that runs them: how to prune (`PruneSpec`: `paser prune`, a
+run's `models.prune`; done by `paser.recovery.prune`) and how to fine-tune (`TrainConfig`: `paser recover`, a
+run's `recovery` section, the model card; done by `paser.recovery.train`). This module imports no torch,
+transformers or TRL, so the command line and a run config read these fields without them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from paser.recovery.objectives import get_objective
+from paser.recovery.pruners import PruneTarget, default_target
 from paser.recovery.tracking import tracker_names
 
 
@@ -189,3 +192,64 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every field plus the learning rate and SFT weight in effect."""
         return {**dataclasses.asdict(self), "learning_rate_effective": self.lr, "sft_weight_effective": self.sft_term}
+
+
+# PruneSpec fields of width pruning, hashed only when set (`PruneSpec.hash_inputs`).
+WIDTH_FIELDS = ("ratio", "importance")
+
+
+@dataclasses.dataclass
+class PruneSpec:
+    """What `paser prune` does and a run's `models.prune` says: a method, its target (or the method's default),
+    the calibration and the device; `apply` prunes a checkpoint into a folder."""
+
+    method: str = dataclasses.field(
+        default="wanda", metadata={"help": "A registered pruning method (`paser prune --help` lists them)."}
+    )
+    sparsity: float | None = dataclasses.field(default=None, metadata={"help": "Unstructured fraction in (0, 1)."})
+    pattern: str | None = dataclasses.field(default=None, metadata={"help": "N:M pattern, e.g. 2:4."})
+    drop: float | None = dataclasses.field(default=None, metadata={"help": "layer_drop: fraction of blocks."})
+    ratio: float | None = dataclasses.field(
+        default=None, metadata={"help": "width: fraction of MLP channels and attention heads removed per block."}
+    )
+    importance: str | None = dataclasses.field(
+        default=None, metadata={"help": "width: activation (default), taylor or random."}
+    )
+    calibration: str | None = dataclasses.field(
+        default=None, metadata={"help": "Calibration text: a corpus file, a .txt file, demo, wikitext2 or c4."}
+    )
+    calibration_samples: int = dataclasses.field(default=128, metadata={"help": "Calibration windows."})
+    seqlen: int | None = dataclasses.field(default=None, metadata={"help": "Tokens per calibration window."})
+    seed: int = dataclasses.field(default=0, metadata={"help": "Seed of the calibration draw."})
+    device: str | None = dataclasses.field(default=None, metadata={"help": "cuda or cpu; default: cuda if present."})
+
+    def target(self) -> Any:
+        """The target given, or with none the method's declared default (`default_target`)."""
+        unset = self.sparsity is None and self.pattern is None and self.drop is None and self.ratio is None
+        if unset and default_target(self.method) is not None:
+            return default_target(self.method)
+        return PruneTarget.from_args(sparsity=self.sparsity, pattern=self.pattern, drop=self.drop, ratio=self.ratio)
+
+    def hash_inputs(self) -> dict[str, Any]:
+        """The spec as the prune stage hashes it: `ratio` and `importance` (added after runs were cached) count
+        only when set, so those runs keep their hashes."""
+        fields = dataclasses.asdict(self)
+        return {name: value for name, value in fields.items() if value is not None or name not in WIDTH_FIELDS}
+
+    def apply(self, model: str, out: Path) -> dict[str, Any]:
+        """Prune `model` as this spec says into `out` (`paser.recovery.prune.prune_checkpoint`); returns its
+        record."""
+        from paser.recovery.prune import prune_checkpoint
+
+        return prune_checkpoint(
+            model,
+            self.method,
+            self.target(),
+            Path(out),
+            device=self.device,
+            calibration_source=self.calibration,
+            calibration_samples=self.calibration_samples,
+            calibration_seqlen=self.seqlen,
+            seed=self.seed,
+            **({"importance": self.importance} if self.importance is not None else {}),
+        )

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from paser.recovery.models import decoder_layers
-from paser.recovery.prune import register_pruner
 from paser.recovery.sequential import check_calibration
 
 # Config fields holding one entry per decoder block; filtered with the blocks.
@@ -106,13 +105,12 @@ def drop_layers(model: torch.nn.Module, indices: list[int]) -> None:
         setattr(config, name, [values[index] for index in kept])
 
 
-@register_pruner("layer_drop", needs_calibration=True)
 def layer_drop_prune(
     model: torch.nn.Module, target: Any, calibration: torch.Tensor, batch_size: int = 4
 ) -> dict[str, Any]:
     """Drop the round(`target.drop` × n_layers) decoder blocks of lowest `block_influence` on `calibration`.
 
-    `target` is any object with a `drop` fraction in (0, 1) (e.g. `paser.recovery.prune.PruneTarget`); the count uses
+    `target` is any object with a `drop` fraction in (0, 1) (e.g. `paser.recovery.pruners.PruneTarget`); the count uses
     Python's `round` (half to even: 0.25 of 30 blocks drops 8, of 26 drops 6). `batch_size` is the number of
     calibration windows per forward in `block_influence`. Ties in influence drop the earlier block.
 

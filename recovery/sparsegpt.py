@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from paser.recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, nm_prune_mask, register_pruner
+from paser.recovery.prune import check_weight_target, nm_prune_mask
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.sequential import BlockLayers, prune_sequentially
 
 
@@ -136,7 +137,6 @@ def sparsegpt_prune_layer(
     layer.weight.copy_(weight.to(layer.weight.dtype))
 
 
-@register_pruner("sparsegpt", needs_calibration=True, default_target=HALF_OF_THE_WEIGHTS)
 def sparsegpt_prune(
     model: torch.nn.Module,
     target: PruneTarget,

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from paser.recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, nm_prune_mask, register_pruner
+from paser.recovery.prune import check_weight_target, nm_prune_mask
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.sequential import BlockLayers, prune_sequentially
 
 
@@ -65,7 +66,6 @@ def wanda_prune_layer(layer: torch.nn.Linear, norms: InputNorms, target: PruneTa
     layer.weight.scatter_(1, lowest, 0.0)
 
 
-@register_pruner("wanda", needs_calibration=True, default_target=HALF_OF_THE_WEIGHTS)
 def wanda_prune(
     model: torch.nn.Module,
     target: PruneTarget,

@@ -44,7 +44,7 @@ import torch
 
 from paser.common.registry import check_name
 from paser.recovery.models import decoder_layers, prunable_linears
-from paser.recovery.prune import PruneTarget, register_pruner
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.sequential import BlockLayers, check_calibration, prune_sequentially
 from paser.recovery.wanda import InputNorms
 
@@ -358,7 +358,6 @@ def _static_scores(
     ]
 
 
-@register_pruner("width", needs_calibration=True)
 def width_prune(
     model: torch.nn.Module,
     target: PruneTarget,

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from paser.recovery.models import prunable_linears
-from paser.recovery.prune import HALF_OF_THE_WEIGHTS, PruneTarget, check_weight_target, register_pruner
+from paser.recovery.prune import check_weight_target
+from paser.recovery.pruners import HALF_OF_THE_WEIGHTS, PruneTarget, register_pruner
 
 
 @register_pruner("random_unstructured", default_target=HALF_OF_THE_WEIGHTS)

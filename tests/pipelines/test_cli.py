@@ -23,7 +23,7 @@ def test_prune_command_writes_a_checkpoint_with_its_record(tiny_model_dir, tmp_p
 
 
 def test_prune_command_defaults_are_paser_prune_s_wanda_which_asks_for_calibration(monkeypatch, capsys):
-    from paser.recovery.prune import PruneSpec
+    from paser.recovery.config import PruneSpec
 
     applied = []
 

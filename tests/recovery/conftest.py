@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from paser.recovery.prune import PruneTarget, prune_model, save_pruned
+from paser.recovery.prune import prune_model, save_pruned
+from paser.recovery.pruners import PruneTarget
 
 
 @pytest.fixture(scope="session")

@@ -18,11 +18,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "extending"
 def registries_as_they_were(monkeypatch):
     """What a plug-in registers here is gone after the test: the other tests see the built-in registries."""
     from paser.pipelines import plugins
-    from paser.recovery import objectives, prune
+    from paser.recovery import objectives, pruners
     from paser.selection import strategies
 
     monkeypatch.setattr(plugins, "_LOADED", {})
-    registries = (strategies.STRATEGIES, prune.PRUNERS, objectives.OBJECTIVES)
+    registries = (strategies.STRATEGIES, pruners.PRUNERS, objectives.OBJECTIVES)
     snapshots = [(registry, registry.snapshot()) for registry in registries]
     yield
     for registry, snapshot in snapshots:
@@ -48,7 +48,8 @@ def test_a_strategy_plugin_is_known_by_name_and_ranks_by_cds_per_token():
 
 
 def test_a_pruner_plugin_is_known_by_name_and_prunes_exactly_the_share(tiny_model):
-    from paser.recovery.prune import PruneTarget, prune_model
+    from paser.recovery.prune import prune_model
+    from paser.recovery.pruners import PruneTarget
 
     load_plugin(str(EXAMPLES / "random_prune.py"))
     record = prune_model(tiny_model, "random_unstructured", PruneTarget(sparsity=0.5), seed=3)

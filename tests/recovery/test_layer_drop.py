@@ -6,7 +6,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qw
 
 from paser.recovery.layer_drop import block_influence, drop_layers, layer_drop_prune
 from paser.recovery.models import decoder_layers
-from paser.recovery.prune import PruneTarget, needs_calibration, prune_model
+from paser.recovery.prune import prune_model
+from paser.recovery.pruners import PruneTarget, needs_calibration
 
 IDENTITY_BLOCKS = [1, 4]
 

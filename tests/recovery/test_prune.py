@@ -7,18 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from paser.recovery.models import load_model
-from paser.recovery.prune import (
-    PruneTarget,
-    get_pruner,
-    known_methods,
-    needs_calibration,
-    nm_prune_mask,
-    prunable_linears,
-    prune_checkpoint,
-    prune_model,
-    register_pruner,
-    save_pruned,
-)
+from paser.recovery.prune import nm_prune_mask, prunable_linears, prune_checkpoint, prune_model, save_pruned
+from paser.recovery.pruners import PruneTarget, get_pruner, known_methods, needs_calibration, register_pruner
 
 WEIGHT_METHODS = ["magnitude", "wanda", "sparsegpt"]
 
@@ -126,13 +116,15 @@ def test_unknown_method_lists_the_known_ones():
         get_pruner("wnada")
 
 
-def test_the_built_in_methods_are_listed_without_importing_them():
+def test_the_built_in_methods_and_what_they_need_are_known_without_importing_them():
     code = (
-        "import sys; from paser.recovery.prune import known_methods; names = known_methods(); "
-        "print(names, 'paser.recovery.wanda' in sys.modules)"
+        "import sys; from paser.recovery.pruners import known_methods, needs_calibration; names = known_methods(); "
+        "print(names, [needs_calibration(name) for name in names], 'torch' in sys.modules)"
     )
     listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert listed == "['layer_drop', 'magnitude', 'sparsegpt', 'wanda', 'width'] False\n"
+    assert (
+        listed == "['layer_drop', 'magnitude', 'sparsegpt', 'wanda', 'width'] [True, False, True, True, True] False\n"
+    )
 
 
 def test_a_pruner_registered_twice_is_refused():

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from paser.recovery.models import decoder_layers
-from paser.recovery.prune import PruneTarget, magnitude_prune_layer
+from paser.recovery.prune import magnitude_prune_layer
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.sequential import prune_sequentially
 
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from paser.recovery.prune import PruneTarget, magnitude_prune_layer
+from paser.recovery.prune import magnitude_prune_layer
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.sparsegpt import InputHessian, sparsegpt_prune_layer
 from paser.recovery.wanda import InputNorms, wanda_prune_layer
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from paser.recovery.models import prunable_linears
-from paser.recovery.prune import PruneTarget, layer_sparsity, prune_model
+from paser.recovery.prune import layer_sparsity, prune_model
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.sparsity import (
     apply_mask,
     capture_mask,

@@ -13,7 +13,8 @@ from paser.recovery.config import TrainConfig
 from paser.recovery.evaluate import response_nll
 from paser.recovery.objectives.dpo import preference_pairs
 from paser.recovery.objectives.sft import build_sft_trainer
-from paser.recovery.prune import PruneTarget, prune_model, save_pruned
+from paser.recovery.prune import prune_model, save_pruned
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.train import _trl_common_args, keep_a_step_after_warmup, load_training_rows, recover
 from tests.recovery.tiny_training import fast_config as _fast
 

@@ -1,6 +1,7 @@
 import torch
 
-from paser.recovery.prune import PruneTarget, magnitude_prune_layer
+from paser.recovery.prune import magnitude_prune_layer
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.wanda import InputNorms, wanda_metric, wanda_prune_layer
 
 

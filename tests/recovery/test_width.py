@@ -16,8 +16,10 @@ from transformers import (
 )
 
 from paser.pipelines.cli import main
+from paser.recovery.config import PruneSpec
 from paser.recovery.models import decoder_layers
-from paser.recovery.prune import PruneSpec, PruneTarget, prune_checkpoint, prune_model
+from paser.recovery.prune import prune_checkpoint, prune_model
+from paser.recovery.pruners import PruneTarget
 from paser.recovery.sparsity import mask_policy
 from paser.recovery.width import BlockShape, group_heads, head_channels, shrink_attention, shrink_mlp
 from paser.selection.config import DegradationConfig
