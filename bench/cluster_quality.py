@@ -44,7 +44,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paser.selection.cluster import ClusterConfig, cluster_embeddings, features_for, kmeans_cluster  # noqa: E402
+from paser.selection.cluster import cluster_embeddings, features_for, kmeans_cluster  # noqa: E402
+from paser.selection.config import ClusterConfig  # noqa: E402
 from paser.selection.embed import embed_texts  # noqa: E402
 from paser.selection.manifold import l2_normalise  # noqa: E402
 

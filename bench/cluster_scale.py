@@ -30,7 +30,8 @@ import numpy as np
 # Run as a script from a checkout: make the repository's packages importable without installing them.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paser.selection.cluster import ClusterConfig, cluster_embeddings  # noqa: E402
+from paser.selection.cluster import cluster_embeddings  # noqa: E402
+from paser.selection.config import ClusterConfig  # noqa: E402
 from paser.selection.embed import embed_texts  # noqa: E402
 
 ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"

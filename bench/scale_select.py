@@ -71,7 +71,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paser.common.io import write_atomic  # noqa: E402
 from paser.selection import strategies  # noqa: E402
 from paser.selection.allocate import resolve_budget  # noqa: E402
-from paser.selection.cluster import ClusterConfig, cluster_embeddings, features_for  # noqa: E402
+from paser.selection.cluster import cluster_embeddings, features_for  # noqa: E402
+from paser.selection.config import ClusterConfig  # noqa: E402
 from paser.selection.consistency import ConceptCache, ConceptConsistencyGraph, ConceptExtractor  # noqa: E402
 from paser.selection.corpus import CorpusConfig, CorpusStats, Sample, concept_text, iter_samples  # noqa: E402
 from paser.selection.formatting import encode_corpus_cached  # noqa: E402

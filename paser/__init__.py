@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from paser.pipelines.select import SelectOutput
     from paser.recovery.config import TrainConfig
     from paser.recovery.train import RecoveryResult
-    from paser.selection.cluster import ClusterConfig, ClusterResult
+    from paser.selection.cluster import ClusterResult
+    from paser.selection.config import ClusterConfig
 
 __all__ = ["__version__", "cluster_texts", "evaluate", "load_run", "prune", "recover", "run", "select"]
 

@@ -58,9 +58,14 @@ def select_config(args: argparse.Namespace) -> SelectConfig:
 
 
 def select_command(args: argparse.Namespace) -> int:
-    from paser.pipelines.select import format_summary, run_select
+    from paser.selection.corpus import check_corpus
 
     config = select_config(args)
+    # A corpus that cannot be read is refused before the selection's imports (torch, scikit-learn: seconds);
+    # run_select checks it again, among its other refusals.
+    check_corpus(config.corpus)
+    from paser.pipelines.select import format_summary, run_select
+
     output = run_select(config)
     print(format_summary(output))
     return 0

@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from paser.common.registry import Registry
-from paser.selection.cluster import ClusterConfig
-from paser.selection.config import DegradationConfig
+from paser.selection.config import ClusterConfig, DegradationConfig
 from paser.selection.corpus import CorpusConfig
 from paser.selection.embed import DEFAULT_LONG_TEXT, check_long_text
 

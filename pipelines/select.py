@@ -48,7 +48,6 @@ from paser.selection.allocate import TokenBudget, parse_budget, resolve_budget
 from paser.selection.cluster import (
     MANIFOLDS,
     MIN_CLUSTER_ROWS,
-    ClusterConfig,
     ClusterResult,
     check_feature_options,
     cluster_embeddings,
@@ -56,6 +55,7 @@ from paser.selection.cluster import (
     get_clusterer,
     settings_for_rows,
 )
+from paser.selection.config import ClusterConfig
 from paser.selection.consistency import ConceptCache
 from paser.selection.corpus import MAX_EXAMPLES_PER_REASON, Corpus, CorpusStats, check_corpus, iter_samples
 from paser.selection.corpus import concept_text as sample_concept_text

@@ -32,6 +32,7 @@ import scipy.sparse
 from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
+from paser.selection.config import ClusterConfig
 from paser.selection.embed import embed_texts
 from paser.selection.features import CombinedFeatures, cluster_features
 from paser.selection.manifold import (
@@ -52,90 +53,6 @@ from paser.selection.manifold import (
 # float32: 1,600 rows against 20k landmarks). Larger row blocks or tiling the landmarks as well measured
 # no faster on 2 cores; allocating a fresh buffer per block (page faults on 128 MB) cost about 15%.
 _ASSIGNMENT_BLOCK_ELEMENTS = 32_000_000
-
-
-@dataclass
-class ClusterConfig:
-    """How to cluster embeddings; defaults are what a user should run."""
-
-    method: str = field(
-        default="leiden",
-        metadata={
-            "help": "Clusterer: 'leiden' (modularity communities of the sparse kNN graph, small ones merged; the "
-            "measured default), 'spectral' (the paper's: k-means on manifold coordinates of the kNN graph, K "
-            "from the eigengap), 'nmf' (the paper's NMF variant on the sparse affinity) or 'kmeans' (on the "
-            "features)."
-        },
-    )
-    manifold: str = field(
-        default="diffusion",
-        metadata={"help": "Coordinates for 'spectral': 'diffusion' (diffusion map) or 'umap'."},
-    )
-    n_clusters: int | None = field(
-        default=None,
-        metadata={"help": "Fixed number of clusters K; None: K from the communities ('leiden') or the eigengap."},
-    )
-    min_clusters: int = field(
-        default=5,
-        metadata={
-            "help": "Smallest automatic K. Real instruction corpora have a smoothly decaying spectrum whose "
-            "largest gap is often at K=2 (one outlying skill vs the rest: 2,000 Alpaca rows gave K=2 with a "
-            "floor of 2), which leaves the allocation nothing to work with; 5 keeps K useful. 'leiden' raises "
-            "its resolution until it finds this many communities."
-        },
-    )
-    max_clusters: int = field(
-        default=30,
-        metadata={"help": "Largest automatic K; 'leiden' merges its smallest communities down to it."},
-    )
-    resolution: float = field(
-        default=0.3,
-        metadata={
-            "help": "'leiden': modularity resolution; lower gives fewer, larger communities. 0.3 was measured on "
-            "labelled task pools (bench/cluster_quality.py): 1.0 split task categories into 20-25 communities."
-        },
-    )
-    min_cluster_fraction: float = field(
-        default=0.02,
-        metadata={
-            "help": "'leiden': a community with fewer rows than this share of the fitted rows is merged into "
-            "the community it has the most kNN edges to (near-duplicate groups form such crumbs)."
-        },
-    )
-    n_init: int = field(default=4, metadata={"help": "k-means restarts (k-means++ seeds) wherever k-means runs."})
-    response_weight: float = field(
-        default=0.7,
-        metadata={
-            "help": "Weight of the response's sentence embedding beside the prompt's (features; 0 leaves it out). "
-            "The response carries what the capability produces (a label, a number, code, an essay)."
-        },
-    )
-    lexical_weight: float = field(
-        default=0.7,
-        metadata={
-            "help": "Weight of the prompt's lexical block (TF-IDF in an LSA basis: template wording such as "
-            "'summarize' or 'Choices:'), beside the prompt's embedding (0 leaves it out)."
-        },
-    )
-    lexical_dimensions: int = field(default=100, metadata={"help": "LSA dimensions of the lexical block."})
-    n_neighbors: int = field(default=20, metadata={"help": "Neighbours per row in the cosine kNN graph."})
-    diffusion_time: float = field(default=1.0, metadata={"help": "Diffusion time t: coordinates are ψ_i · λ_i^t."})
-    landmark_threshold: int = field(
-        default=200_000,
-        metadata={"help": "Above this many rows, fit on landmarks and assign the rest by nearest landmark."},
-    )
-    n_landmarks: int = field(
-        default=20_000,
-        metadata={"help": "Landmark sample size when the landmark path is used (seeded random rows)."},
-    )
-    seed: int | None = field(
-        default=None,
-        metadata={
-            "help": "Seed for landmarks, the graph search, Leiden, the eigensolver start, k-means and the lexical "
-            "basis. None: `paser select` and `paser run` use the selection seed (each seed re-clusters); the "
-            "library uses 0. A value set here is used as given (every seed then shares one clustering)."
-        },
-    )
 
 
 @dataclass

@@ -16,13 +16,13 @@ from sklearn.metrics import adjusted_rand_score
 from paser.selection import cluster, manifold
 from paser.selection.cluster import (
     CLUSTERERS,
-    ClusterConfig,
     ClusterResult,
     cluster_embeddings,
     eigengap_n_clusters,
     get_clusterer,
     kmeans_cluster,
 )
+from paser.selection.config import ClusterConfig
 from paser.selection.features import CombinedFeatures
 from tests.selection.test_manifold import gaussian_mixture
 
