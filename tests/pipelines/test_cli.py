@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -431,6 +432,40 @@ def test_every_help_prints_its_text_as_written(capsys):
         assert "%(" not in text and "{'option_strings'" not in text and "%%" not in text, argv
     assert "~30% slower" in " ".join(rendered["recover --help"].split())
     assert "sharegpt" in rendered["data --help"] and "gsm8k" in rendered["data --help"]
+
+
+# Libraries the `paser` command must not import before a command runs: each costs a second or more to import
+# (torch several), which --help and a refusal of the arguments would pay for nothing.
+HEAVY_LIBRARIES = (
+    "torch",
+    "transformers",
+    "sklearn",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "datasets",
+    "sentence_transformers",
+    "umap",
+    "igraph",
+    "trl",
+    "peft",
+    "lm_eval",
+    "ray",
+    "yake",
+    "matplotlib",
+)
+
+
+@pytest.mark.parametrize(
+    "argv", [*_every_help_argv(), ["select", "--corpus", "missing.jsonl", "--out", "out"]], ids=" ".join
+)
+def test_every_help_and_an_early_refusal_import_no_heavy_library(argv, tmp_path):
+    code = (
+        "import sys\nfrom paser.pipelines.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(set({HEAVY_LIBRARIES!r}) & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_a_percent_sign_in_a_config_fields_help_or_default_prints_as_written(capsys):
