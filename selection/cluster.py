@@ -32,6 +32,7 @@ import scipy.sparse
 from sklearn.cluster import KMeans
 from sklearn.decomposition import NMF
 
+from paser.common.registry import Registry, check_name
 from paser.selection.config import ClusterConfig
 from paser.selection.embed import embed_texts
 from paser.selection.features import CombinedFeatures, cluster_features
@@ -345,22 +346,20 @@ def _fit_leiden(embeddings: np.ndarray, config: ClusterConfig, timer: _StepTimer
 
 
 Clusterer = Callable[[np.ndarray, ClusterConfig, _StepTimer], _Fit]
-CLUSTERERS: dict[str, Clusterer] = {
-    "leiden": _fit_leiden,
-    "spectral": _fit_spectral,
-    "nmf": _fit_nmf,
-    "kmeans": _fit_kmeans,
-}
+CLUSTERERS: Registry[Clusterer] = Registry("clustering method")
+CLUSTERERS.register("leiden", _fit_leiden)
+CLUSTERERS.register("spectral", _fit_spectral)
+CLUSTERERS.register("nmf", _fit_nmf)
+CLUSTERERS.register("kmeans", _fit_kmeans)
 MANIFOLDS = ("diffusion", "umap")
 # The fewest rows clustering takes: the diffusion map's eigensolver needs 2 clusters below the row count.
 MIN_CLUSTER_ROWS = 3
 
 
 def get_clusterer(name: str) -> Clusterer:
-    """The clusterer registered under `name`; unknown names raise ValueError listing the known ones."""
-    if name not in CLUSTERERS:
-        raise ValueError(f"unknown clustering method {name!r}; known: {', '.join(sorted(CLUSTERERS))}")
-    return CLUSTERERS[name]
+    """The clusterer registered under `name`; unknown names raise `UnknownNameError` (a ValueError) listing the
+    known ones."""
+    return CLUSTERERS.get(name)
 
 
 def settings_for_rows(config: ClusterConfig, n_rows: int) -> tuple[ClusterConfig, dict[str, dict[str, int]]]:
@@ -392,8 +391,7 @@ def settings_for_rows(config: ClusterConfig, n_rows: int) -> tuple[ClusterConfig
 
 
 def _check_config(config: ClusterConfig, n_rows: int) -> None:
-    if config.manifold not in MANIFOLDS:
-        raise ValueError(f"unknown manifold {config.manifold!r}; known: {', '.join(MANIFOLDS)}")
+    check_name("manifold", config.manifold, MANIFOLDS)
     if config.manifold != "diffusion" and config.method != "spectral":
         raise ValueError(
             f"clustering.manifold={config.manifold} is used by clustering.method=spectral only (method is "

@@ -255,8 +255,10 @@ def test_eigengap_picks_the_largest_gap_within_bounds() -> None:
 
 
 def test_unknown_method_error_lists_known_names() -> None:
-    with pytest.raises(ValueError, match="known: kmeans, leiden, nmf, spectral"):
+    with pytest.raises(ValueError, match="^unknown clustering method 'dbscan'; known: kmeans, leiden, nmf, spectral$"):
         get_clusterer("dbscan")
+    with pytest.raises(ValueError, match=r"did you mean leiden\?$"):
+        get_clusterer("leidn")
     assert set(CLUSTERERS) == {"leiden", "spectral", "nmf", "kmeans"}
 
 
