@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from paser.common.registry import check_name
+from paser.common.registry import Registry
 from paser.selection.shards import ShardStore
 
 Concepts = tuple[str, ...]
@@ -399,9 +399,8 @@ def _paper_rule_is_consistent(graph: ConceptConsistencyGraph, concepts: tuple[st
     return all(b in graph.neighbours[a] for a, b in itertools.combinations(known, 2))
 
 
-CCG_RULES: dict[str, Callable[[ConceptConsistencyGraph, tuple[str, ...]], bool]] = {
-    "paper": _paper_rule_is_consistent,
-}
+CCG_RULES: Registry[Callable[[ConceptConsistencyGraph, tuple[str, ...]], bool]] = Registry("CCG rule")
+CCG_RULES.register("paper", _paper_rule_is_consistent)
 
 
 class ConceptConsistencyGraph:
@@ -414,9 +413,8 @@ class ConceptConsistencyGraph:
     """
 
     def __init__(self, rule: str = "paper"):
-        check_name("CCG rule", rule, sorted(CCG_RULES))
+        self._is_consistent = CCG_RULES.get(rule)
         self.rule = rule
-        self._is_consistent = CCG_RULES[rule]
         self.neighbours: dict[str, set[str]] = {}
         self.offered = 0
         self.accepted = 0
