@@ -9,15 +9,17 @@ import json
 import os
 import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from paser.common.console import show_progress_bars
-from paser.pipelines.config import SelectConfig, load_config
 from paser.pipelines.plugins import load_plugins
+
+if TYPE_CHECKING:
+    from paser.pipelines.config import SelectConfig
 
 # CLI flag -> dotted config key, for `paser select`
 SELECT_FLAGS = {
@@ -53,6 +55,8 @@ def budget_value(text: str) -> int | float | str:
 def select_config(args: argparse.Namespace) -> SelectConfig:
     """The `paser select` config: the YAML file, then the flags, verbatim (a path may hold '#', '@' or 'yes'),
     then the `--set` overrides, which alone are read as YAML."""
+    from paser.pipelines.config import SelectConfig, load_config
+
     values = {key: getattr(args, flag) for flag, key in SELECT_FLAGS.items() if getattr(args, flag) is not None}
     return load_config(SelectConfig, args.config, list(args.set), values=values)
 
@@ -220,18 +224,26 @@ def literal_help(text: str) -> str:
 DEVICE_HELP = "cpu or cuda (default: cuda when a GPU is visible, else cpu)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The `paser` parser: every command, with the arguments of `commands` (default: of every command).
+
+    `paser --help` lists the commands by name, one line each; a command's arguments read its registries and
+    defaults (the strategies for select, the pruning methods for prune, TrainConfig for recover), so `main` adds
+    only those of the command it was given."""
     parser = argparse.ArgumentParser(prog="paser", description="Select post-training data that repairs a pruned LLM.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_select_parser, _prune_parser, _eval_parser, _recover_parser, _run_parser, _report_parser):
-        command = add(commands)
-        command.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
-    _data_parser(commands)  # its arguments are its recipe's, taken as they come: no --plugin
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments) in COMMANDS.items():
+        command = subparsers.add_parser(name, help=help_text() if callable(help_text) else help_text)
+        if commands is None or name in commands:
+            add_arguments(command)
+            if name != "data":  # its arguments are its recipe's, taken as they come: no --plugin
+                command.add_argument(
+                    "--plugin", action="append", default=[], metavar="FILE_OR_MODULE", help=PLUGIN_HELP
+                )
     return parser
 
 
-def _select_parser(commands: Any) -> argparse.ArgumentParser:
-    select = commands.add_parser("select", help="score, cluster and select a subset of a corpus")
+def _select_arguments(select: argparse.ArgumentParser) -> None:
     select.add_argument("--config", help="YAML run config (flags and --set override it)")
     select.add_argument("--original", help="original model (path, hub id, or `smollm2`)")
     select.add_argument("--pruned", help="pruned model (path or hub id)")
@@ -252,16 +264,14 @@ def _select_parser(commands: Any) -> argparse.ArgumentParser:
     select.add_argument("--out", help="output directory")
     select.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
     select.set_defaults(run=select_command)
-    return select
 
 
-def _prune_parser(commands: Any) -> argparse.ArgumentParser:
+def _prune_arguments(prune: argparse.ArgumentParser) -> None:
     from paser.recovery.config import PruneSpec
     from paser.recovery.pruners import known_methods, needs_calibration
 
     defaults = PruneSpec()
     calibrated = literal_help(", ".join(name for name in known_methods() if needs_calibration(name)))
-    prune = commands.add_parser("prune", help="prune a model into a plain HF checkpoint")
     prune.add_argument("--model", required=True, help="model to prune (path, hub id, or `smollm2`)")
     prune.add_argument(
         "--method",
@@ -292,11 +302,9 @@ def _prune_parser(commands: Any) -> argparse.ArgumentParser:
     prune.add_argument("--device", help=DEVICE_HELP)
     prune.add_argument("--out", required=True, help="output directory")
     prune.set_defaults(run=prune_command)
-    return prune
 
 
-def _eval_parser(commands: Any) -> argparse.ArgumentParser:
-    evaluate = commands.add_parser("eval", help="perplexity and zero-shot accuracy (lm-eval, in-process, offline)")
+def _eval_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--model", required=True, help="model to evaluate (path, hub id, or `smollm2`)")
     evaluate.add_argument("--adapter", help="peft adapter folder to apply on top of the model")
     evaluate.add_argument(
@@ -317,13 +325,9 @@ def _eval_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for lm-eval")
     evaluate.add_argument("--out", help="folder for metrics.json and metrics.md (default: print only)")
     evaluate.set_defaults(run=eval_command)
-    return evaluate
 
 
-def _recover_parser(commands: Any) -> argparse.ArgumentParser:
-    recover = commands.add_parser(
-        "recover", help="LoRA fine-tune a pruned model on a subset, sparsity kept (objectives: see --objective)"
-    )
+def _recover_arguments(recover: argparse.ArgumentParser) -> None:
     recover.add_argument("--pruned", required=True, help="pruned model folder (or hub id)")
     recover.add_argument("--subset", required=True, help="rows to train on: a selection.jsonl or any corpus file")
     recover.add_argument("--original", help="original model: the teacher for distill (required there)")
@@ -336,39 +340,40 @@ def _recover_parser(commands: Any) -> argparse.ArgumentParser:
     add_dataclass_flags(recover, TrainConfig, skip=("report_to", "target_modules"), helps=names)
     _add_report_to(recover)
     recover.set_defaults(run=recover_command)
-    return recover
 
 
-def _run_parser(commands: Any) -> argparse.ArgumentParser:
-    run_parser = commands.add_parser(
-        "run", help="prune -> select (strategy x budget x seed) -> recover -> evaluate -> report, cached by stage"
-    )
+def _run_arguments(run_parser: argparse.ArgumentParser) -> None:
     run_parser.add_argument("config", nargs="?", help="run config (YAML); none: the built-in offline demo")
     run_parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     run_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, dotted")
     _add_report_to(run_parser)
     run_parser.set_defaults(run=run_command)
-    return run_parser
 
 
-def _report_parser(commands: Any) -> argparse.ArgumentParser:
-    report = commands.add_parser("report", help="write report.md and report.html for a run directory")
+def _report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument("run_dir", metavar="RUN", help="run directory written by `paser run`")
     report.add_argument("--out", help="folder for the report (default: the run directory)")
     report.set_defaults(run=report_command)
-    return report
 
 
-def _data_parser(commands: Any) -> argparse.ArgumentParser:
+def _data_names() -> tuple[str, str]:
+    """The corpus recipes and the held-out sets, each as a help text's list."""
     from paser.data.heldout import HELDOUT_BUILDERS
     from paser.data.recipes import RECIPES
 
-    recipes, heldout = literal_help(", ".join(RECIPES)), literal_help(", ".join(HELDOUT_BUILDERS))
-    data = commands.add_parser(
-        "data",
-        help=f"normalise a corpus ({recipes}) to JSONL, or build a held-out set ({heldout})",
-        description=f"Recipes: {recipes}. Held-out sets: {heldout}. `paser data RECIPE --help` and "
-        "`paser data heldout --help` describe each.",
+    return literal_help(", ".join(RECIPES)), literal_help(", ".join(HELDOUT_BUILDERS))
+
+
+def _data_help() -> str:
+    recipes, heldout = _data_names()
+    return f"normalise a corpus ({recipes}) to JSONL, or build a held-out set ({heldout})"
+
+
+def _data_arguments(data: argparse.ArgumentParser) -> None:
+    recipes, heldout = _data_names()
+    data.description = (
+        f"Recipes: {recipes}. Held-out sets: {heldout}. `paser data RECIPE --help` and `paser data heldout --help` "
+        "describe each."
     )
     data.add_argument(
         "recipe_args",
@@ -377,7 +382,25 @@ def _data_parser(commands: Any) -> argparse.ArgumentParser:
         f"[--limit] [--data-dir] (NAME: {heldout})",
     )
     data.set_defaults(run=data_command)
-    return data
+
+
+# The commands, in the order `paser --help` lists them: the one line it shows (or what makes it) and what adds
+# the command's arguments.
+COMMANDS: dict[str, tuple[str | Callable[[], str], Callable[[argparse.ArgumentParser], None]]] = {
+    "select": ("score, cluster and select a subset of a corpus", _select_arguments),
+    "prune": ("prune a model into a plain HF checkpoint", _prune_arguments),
+    "eval": ("perplexity and zero-shot accuracy (lm-eval, in-process, offline)", _eval_arguments),
+    "recover": (
+        "LoRA fine-tune a pruned model on a subset, sparsity kept (objectives: see --objective)",
+        _recover_arguments,
+    ),
+    "run": (
+        "prune -> select (strategy x budget x seed) -> recover -> evaluate -> report, cached by stage",
+        _run_arguments,
+    ),
+    "report": ("write report.md and report.html for a run directory", _report_arguments),
+    "data": (_data_help, _data_arguments),
+}
 
 
 def add_dataclass_flags(
@@ -536,7 +559,7 @@ def _run(argv: list[str]) -> int:
     except ValueError as error:
         print(f"paser: error: {error}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    args = build_parser(commands=argv[:1]).parse_args(argv)
     # Bars are a live display for a person at a terminal: piped or logged, stderr holds warnings and errors only.
     show_progress_bars(sys.stderr.isatty())
     hide_checkpoint_loading_bars()
