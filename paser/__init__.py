@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,8 @@ __all__ = ["__version__", "cluster_texts", "evaluate", "load_run", "prune", "rec
 
 def _version() -> str:
     """The installed distribution's version; from a source tree that was never installed, pyproject's."""
+    from importlib import metadata
+
     try:
         return metadata.version("paser")
     except metadata.PackageNotFoundError:
@@ -43,7 +44,12 @@ def _version() -> str:
         return found.group(1) if found else "unknown"
 
 
-__version__ = _version()
+def __getattr__(name: str) -> Any:
+    """`paser.__version__`, read on first use: importing importlib.metadata would add a tenth of a second to every
+    `paser` command, `paser --help` included."""
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module 'paser' has no attribute {name!r}")
 
 
 def select(
