@@ -126,7 +126,9 @@ def test_dead_channels_and_groups_are_the_ones_removed(llama, calibration, impor
     for kept in record["per_layer_kept"]:
         assert set(kept["mlp_channels"]) == set(range(64)) - dead_channels[kept["layer"]]
         assert set(kept["kv_groups"]) == set(range(4)) - dead_groups[kept["layer"]]
-    torch.testing.assert_close(_logits(llama, calibration), before, rtol=1e-5, atol=1e-5)
+    # the same function, summed over fewer inner channels: float32 rounding differs by the matmul's blocking, which
+    # depends on the CPU's kernels (3.7e-5 seen on an AMX machine), so the tolerance is float32 summation's, not 1e-5
+    torch.testing.assert_close(_logits(llama, calibration), before, rtol=1e-4, atol=1e-4)
 
 
 def test_random_importance_is_seeded(tiny_tokenizer, calibration):
