@@ -290,9 +290,9 @@ def test_report_without_random_has_intervals_and_no_paired_differences(tmp_path)
 def test_report_shows_training_cost_as_a_share_of_full(tmp_path):
     markdown_path, _ = write_report(build_fake_run(tmp_path / "run", full=True), tmp_path / "out")
     markdown = markdown_path.read_text()
-    # 5 of 54 rows; 4.5 of 29 seconds
-    assert "| paser-b0.1-s0 | 5 | 2 | 100 | 300 | 400 | 4.5 | 5.5 | 0.2 | 9.3% | 15.5% |" in markdown
-    assert "| full-b0.1-s0 | 54 | 2 | 1,080 | 3,240 | 4,320 | 29.0 | 30.0 | 0.2 | 100.0% | 100.0% |" in markdown
+    # 5 of 54 rows; 4.5 of 29 seconds; FLOPs scale with the tokens trained (same model, same objective)
+    assert "| paser-b0.1-s0 | 5 | 2 | 100 | 300 | 400 | 1.62e+06 | 4.5 | 5.5 | 0.2 | 9.3% | 15.5% | 9.3% |" in markdown
+    assert "| full-b0.1-s0 | 54 | 2 | 1,080 | 3,240 | 4,320 | 1.75e+07 | 29.0 | 30.0 | 0.2 | 100.0% | 100.0% | 100.0% |" in markdown
 
 
 def test_report_without_coordinates_says_so(tmp_path):
