@@ -65,7 +65,7 @@ def _locked(folder: Path, path: Path) -> Iterator[TextIO]:
     is let go and the file now there is locked instead."""
     while True:
         # Opened without truncating: a refused process must not erase the holder's pid before reading it.
-        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
+        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -54,3 +54,14 @@ def test_a_second_lock_in_the_same_process_is_refused_and_the_lock_is_released_o
         pass
     with folder_lock(tmp_path, "run"):
         pass
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_the_lock_file_gets_the_mode_an_ordinary_open_gives_under_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        with folder_lock(tmp_path, "run") as path:
+            mode = path.stat().st_mode & 0o777
+    finally:
+        os.umask(previous)
+    assert oct(mode) == oct(0o666 & ~umask)
