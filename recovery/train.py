@@ -55,13 +55,15 @@ TRAINING_PACKAGES = ("python", "paser", "torch", "transformers", "peft", "trl", 
 
 @dataclasses.dataclass
 class TrainingRows:
-    """The subset as training rows: samples and their token ids (same order), and what was skipped."""
+    """The subset as training rows: samples and their token ids (same order), and what was skipped; with token
+    weighting, each row's per-token JSD (`response_jsd`, aligned to its response tokens)."""
 
     samples: list[Sample]
     encoded: list[EncodedSample]
     stats: CorpusStats
     skipped: dict[str, int]
     truncated: int
+    response_jsd: list[Any] | None = None
 
     def token_counts(self) -> dict[str, int]:
         """Prompt, response (loss) and total tokens over the rows, per epoch."""
@@ -117,6 +119,25 @@ def load_training_rows(subset: str | Path, tokenizer: Any, config: TrainConfig) 
         skipped=skipped,
         truncated=sum(row.truncated for row in encoded),
     )
+
+
+def _attach_token_jsd(rows: TrainingRows, config: TrainConfig) -> dict[str, Any] | None:
+    """With token weighting, read the kept per-token JSD and align it to the rows (`response_jsd`); returns the
+    record's `token_weighting` block (None without weighting). Refuses what `align_token_jsd` refuses."""
+    if config.token_weighting == "none":
+        return None
+    from paser.recovery.token_weights import align_token_jsd
+    from paser.selection.token_jsd import read_token_jsd
+
+    rows.response_jsd = align_token_jsd(rows.encoded, read_token_jsd(config.token_jsd), str(config.token_jsd))
+    tokens = sum(len(values) for values in rows.response_jsd)
+    return {
+        "mode": config.token_weighting,
+        "fraction": config.token_weight_fraction if config.token_weighting == "top_fraction" else None,
+        "source": str(config.token_jsd),
+        "rows": len(rows.response_jsd),
+        "mean_jsd": float(sum(values.sum(dtype="float64") for values in rows.response_jsd) / max(tokens, 1)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- logging
@@ -418,6 +439,7 @@ def recover(
     started = time.perf_counter()
     loaded = load_pruned(pruned, dtype)
     rows = load_training_rows(subset, loaded.tokenizer, config)
+    weighting = _attach_token_jsd(rows, config)
     # Made once the inputs are known to be good, so that a refused recovery leaves no folder behind.
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds = {"load": time.perf_counter() - started}
@@ -428,6 +450,8 @@ def recover(
     )
     prepared, output, seconds["train"] = _prepare_and_train(objective, job)
     record: dict[str, Any] = {"objective": config.objective, **prepared.record}
+    if weighting is not None:
+        record["token_weighting"] = weighting
     paths: dict[str, Path] = {"train_log": out_dir / "train_log.jsonl", **prepared.paths}
     if not state.is_main_process:
         return RecoveryResult(out_dir, record, paths)

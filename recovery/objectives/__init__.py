@@ -72,6 +72,7 @@ class Objective:
     default_learning_rate: float
     default_sft_weight: float
     needs_original: bool
+    token_weighting: bool = False
 
 
 OBJECTIVES: Registry[Objective] = Registry(
@@ -86,19 +87,28 @@ OBJECTIVES: Registry[Objective] = Registry(
 
 
 def register_objective(
-    name: str, *, default_learning_rate: float, default_sft_weight: float = 0.0, needs_original: bool = False
+    name: str,
+    *,
+    default_learning_rate: float,
+    default_sft_weight: float = 0.0,
+    needs_original: bool = False,
+    token_weighting: bool = False,
 ) -> Callable[[Prepare], Prepare]:
     """Register `prepare(job) -> PreparedTrainer` as objective `name`.
 
     `default_learning_rate` applies when `TrainConfig.learning_rate` is unset, `default_sft_weight` (the weight
     of the response NLL added to the objective's loss) when `TrainConfig.sft_weight` is; with `needs_original`,
-    `recover` refuses to run without the original model. Refuses a name registered twice.
+    `recover` refuses to run without the original model; with `token_weighting`, the objective's loss honours
+    `TrainConfig.token_weighting` (the config refuses it for the others). Refuses a name registered twice.
     """
 
     def decorator(prepare: Prepare) -> Prepare:
         if default_learning_rate <= 0 or default_sft_weight < 0:
             raise ValueError(f"objective {name!r}: default_learning_rate must be > 0 and default_sft_weight >= 0")
-        OBJECTIVES.register(name, Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original))
+        OBJECTIVES.register(
+            name,
+            Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original, token_weighting),
+        )
         return prepare
 
     return decorator

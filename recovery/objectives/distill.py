@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from paser.recovery.models import describe_model, load_model
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
 from paser.recovery.objectives.response_loss import ChunkedResponseLoss, check_plain_head
-from paser.recovery.objectives.sft import sampling_args, sft_dataset
+from paser.recovery.objectives.sft import sampling_args, sft_dataset, token_weighting_args
 from paser.selection.formatting import check_same_tokenizer
 
 if TYPE_CHECKING:
@@ -52,17 +52,18 @@ def build_distill_trainer(
         model=model,
         teacher_model=teacher,
         args=args,
-        train_dataset=sft_dataset(rows.encoded),
+        train_dataset=sft_dataset(rows.encoded, rows.response_jsd),
         processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
         peft_config=config.lora_config(),
         position_chunk=config.position_chunk,
         nll_weight=config.sft_term,
         kl_weight=1.0,
+        **token_weighting_args(config),
     )
 
 
-@register_objective("distill", default_learning_rate=2e-4, needs_original=True)
+@register_objective("distill", default_learning_rate=2e-4, needs_original=True, token_weighting=True)
 def prepare_distill(job: TrainingJob) -> PreparedTrainer:
     """The distillation trainer, the original model loaded on the CPU as teacher; refuses a teacher whose
     tokenizer differs from the pruned model's."""
