@@ -160,6 +160,20 @@ def test_jsd_weighting_weighs_each_response_token_of_the_batch(tiny_model, tiny_
     torch.testing.assert_close(loss.detach(), (weights * token_nll[:, 0]).mean(), atol=1e-5, rtol=1e-5)
 
 
+def test_padding_free_batches_carry_the_same_weights_and_loss(tiny_model_dir, tiny_tokenizer, subset_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    losses = []
+    for padding_free in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        overrides = {"token_weighting": "jsd", "token_jsd": "kept", "padding_free": padding_free}
+        trainer, _ = _trainer(model, tiny_tokenizer, subset_file, tmp_path / str(padding_free), **overrides)
+        batch = next(iter(trainer.get_train_dataloader()))
+        assert batch[RESPONSE_JSD].shape == (int((batch["labels"][:, 1:] != -100).sum()),)
+        losses.append(trainer.compute_loss(trainer.model, batch).detach())
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ alignment
 
 
