@@ -106,7 +106,19 @@ class TrainConfig:
     # DPO
     dpo_beta: float = dataclasses.field(default=0.1, metadata={"help": "DPO beta (strength of the KL anchor)."})
     max_new_tokens: int = dataclasses.field(
-        default=256, metadata={"help": "DPO: longest greedy answer generated as the rejected response."}
+        default=256,
+        metadata={
+            "help": "DPO: longest greedy answer generated as the rejected response; on_policy: longest answer the "
+            "student samples."
+        },
+    )
+    on_policy_fraction: float = dataclasses.field(
+        default=1.0,
+        metadata={
+            "help": "on_policy: share of steps on which the student samples its own answers (GKD's lmbda), in "
+            "(0, 1]; the other steps distil on the rows' responses.",
+            "card": True,
+        },
     )
     generation_batch_size: int = dataclasses.field(
         default=16, metadata={"help": "DPO rejections and targets=original: prompts per generate call."}
@@ -202,6 +214,8 @@ class TrainConfig:
             raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0.0 < self.on_policy_fraction <= 1.0:
+            raise ValueError(f"on_policy_fraction must be in (0, 1], got {self.on_policy_fraction}")
         self._check_token_weighting()
         if self.targets not in TARGETS:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")

@@ -4,9 +4,10 @@ An objective is a function `prepare(job: TrainingJob) -> PreparedTrainer` regist
 which declares its default learning rate, the default weight of its response-NLL term (`TrainConfig.sft_weight`
 unset) and whether it needs the original model. `paser.recovery.train.recover` looks the objective up by
 `TrainConfig.objective` and runs the shared loop around its trainer: rows, LoRA, training, merge, re-masking,
-records. The built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py), declared
-in `OBJECTIVES` by module, so they are listed without importing them (or torch) and a module is imported on its
-first lookup; sft and distill take their loss from response_loss.py, which registers nothing.
+records. The built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py), `distill` (distill.py) and
+`on_policy` (on_policy.py), declared in `OBJECTIVES` by module, so they are listed without importing them (or
+torch) and a module is imported on its first lookup; sft, distill and on_policy take their loss from
+response_loss.py, which registers nothing.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ OBJECTIVES: Registry[Objective] = Registry(
         "dpo": f"{__name__}.dpo",
         "sft+dpo": f"{__name__}.dpo",
         "distill": f"{__name__}.distill",
+        "on_policy": f"{__name__}.on_policy",
     },
 )
 
