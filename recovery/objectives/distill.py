@@ -7,6 +7,7 @@ on the fly, chunk by chunk at the response positions only; `sft_weight > 0` adds
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from paser.recovery.models import describe_model, load_model
@@ -63,15 +64,21 @@ def build_distill_trainer(
     )
 
 
-@register_objective("distill", default_learning_rate=2e-4, needs_original=True, token_weighting=True)
-def prepare_distill(job: TrainingJob) -> PreparedTrainer:
-    """The distillation trainer, the original model loaded on the CPU as teacher; refuses a teacher whose
-    tokenizer differs from the pruned model's."""
+def prepare_with_teacher(job: TrainingJob, build: Callable[..., Any]) -> PreparedTrainer:
+    """The trainer `build(model, teacher, tokenizer, rows, config, trainer_args)` makes, the original model loaded
+    on the CPU as teacher (recorded as the record's `teacher`); refuses a teacher whose tokenizer differs from the
+    pruned model's."""
     teacher, teacher_tokenizer = load_model(job.original, dtype=job.dtype, device="cpu")
     check_same_tokenizer(job.tokenizer, teacher_tokenizer)
-    trainer = build_distill_trainer(job.model, teacher, job.tokenizer, job.rows, job.config, job.trainer_args)
+    trainer = build(job.model, teacher, job.tokenizer, job.rows, job.config, job.trainer_args)
     return PreparedTrainer(
         trainer,
         record={"teacher": describe_model(job.original, teacher).to_dict()},
         tokens=lambda: dict(trainer.forwarded),
     )
+
+
+@register_objective("distill", default_learning_rate=2e-4, needs_original=True, token_weighting=True)
+def prepare_distill(job: TrainingJob) -> PreparedTrainer:
+    """The distillation trainer with the original model as teacher (`prepare_with_teacher`)."""
+    return prepare_with_teacher(job, build_distill_trainer)

@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from paser.recovery.models import describe_model, load_model
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.recovery.objectives.distill import prepare_with_teacher
 from paser.recovery.objectives.response_loss import IGNORE_INDEX, ChunkedResponseLoss, check_plain_head
 from paser.recovery.objectives.sft import sampling_args, sft_dataset
-from paser.selection.formatting import check_same_tokenizer
 
 if TYPE_CHECKING:
     from paser.recovery.config import TrainConfig
@@ -143,15 +142,8 @@ def build_on_policy_trainer(
 
 @register_objective("on_policy", default_learning_rate=2e-4, needs_original=True)
 def prepare_on_policy(job: TrainingJob) -> PreparedTrainer:
-    """The on-policy distillation trainer, the original model loaded on the CPU as teacher; refuses a teacher
-    whose tokenizer differs from the pruned model's and a tokenizer without a pad token (generation left-pads)."""
+    """The on-policy distillation trainer with the original model as teacher (`prepare_with_teacher`); refuses a
+    tokenizer without a pad token (generation left-pads)."""
     if job.tokenizer.pad_token_id is None:
         raise ValueError("on_policy: the tokenizer has no pad_token_id; batched generation left-pads with it")
-    teacher, teacher_tokenizer = load_model(job.original, dtype=job.dtype, device="cpu")
-    check_same_tokenizer(job.tokenizer, teacher_tokenizer)
-    trainer = build_on_policy_trainer(job.model, teacher, job.tokenizer, job.rows, job.config, job.trainer_args)
-    return PreparedTrainer(
-        trainer,
-        record={"teacher": describe_model(job.original, teacher).to_dict()},
-        tokens=lambda: dict(trainer.forwarded),
-    )
+    return prepare_with_teacher(job, build_on_policy_trainer)
