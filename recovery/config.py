@@ -116,8 +116,7 @@ class TrainConfig:
         default=1.0,
         metadata={
             "help": "on_policy: share of steps on which the student samples its own answers (GKD's lmbda), in "
-            "(0, 1]; the other steps distil on the rows' responses.",
-            "card": True,
+            "(0, 1]; the other steps distil on the rows' responses."
         },
     )
     generation_batch_size: int = dataclasses.field(
@@ -140,7 +139,7 @@ class TrainConfig:
     )
     token_weight_fraction: float = dataclasses.field(
         default=0.6,
-        metadata={"help": "top_fraction: share of each batch's response tokens kept, in (0, 1].", "card": True},
+        metadata={"help": "top_fraction: share of each batch's response tokens kept, in (0, 1]."},
     )
     token_jsd: str | None = dataclasses.field(
         default=None,
@@ -158,9 +157,17 @@ class TrainConfig:
             "card": True,
         },
     )
+    targets_cache: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "targets=original: the answers' cache file (default OUT/targets.jsonl); one file shared by "
+            "runs over the same original model and template (budgets, seeds, objectives) generates each prompt's "
+            "answer once. One run at a time per file."
+        },
+    )
     target_max_new_tokens: int = dataclasses.field(
         default=256,
-        metadata={"help": "targets=original: longest answer the original model writes per prompt.", "card": True},
+        metadata={"help": "targets=original: longest answer the original model writes per prompt."},
     )
     # Sparsity
     remask_eval: str = dataclasses.field(

@@ -4,16 +4,16 @@ SFT responses, then the pruned model is fine-tuned on them).
 
 The original model answers every training row's prompt greedily (`paser.recovery.rejections.greedy_answers`: the
 prompt token ids exactly as the scorer built them, left-padded batches, up to `target_max_new_tokens` new tokens,
-stopping at EOS). The answers are cached in `OUT/targets.jsonl`, keyed by the original model's identity, the
-formatting and the generation settings (header) and each prompt's token ids (line), appended batch by batch, so a
-rerun, or a crashed run resumed, generates only what is missing. Each answer (decoded without special tokens,
-whitespace-stripped) replaces the row's response, and the rows are tokenised again exactly as training tokenises
-corpus rows (template, EOS, `max_length`); a row whose answer is empty is skipped and counted (`empty_target`).
-Greedy decoding makes the targets a function of the model and the prompt only: the same under every seed.
+stopping at EOS). The answers are cached in `OUT/targets.jsonl` (or a `targets_cache` file shared by runs), keyed
+by the original model's identity, the formatting and the generation settings (header) and each prompt's token ids
+(line), appended batch by batch, so a rerun, or a crashed run resumed, generates only what is missing. Each answer
+(decoded without special tokens, whitespace-stripped) replaces the row's response, and the rows are tokenised
+again exactly as training tokenises corpus rows (template, EOS, `max_length`); a row whose answer is empty is
+skipped and counted (`empty_target`). Greedy decoding makes the targets a function of the model and the prompt
+only: the same under every seed.
 
-Deviation from the paper: it prompts the original to rewrite the corpus answer (conditioned on it); here the
-original answers the prompt alone, the plain self-distillation baseline it compares against, which needs no
-rewriting prompt and keeps the prompt ids the scorer scored.
+Deviation from the paper: it has the original rewrite the corpus answer (its prompt shows that answer); here the
+original answers the prompt alone, which needs no rewriting prompt and keeps the prompt ids the scorer scored.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paser.recovery.identity import checkpoint_identity
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 TARGETS_FILE = "targets.jsonl"
 # Skip reason counted in recovery.json's rows.skipped.
 EMPTY_TARGET = "empty_target"
+
+
+def targets_cache_path(config: TrainConfig, out_dir: Path) -> Path:
+    """Where the answers are cached: `config.targets_cache`, else `out_dir/targets.jsonl`."""
+    return Path(config.targets_cache) if config.targets_cache else Path(out_dir) / TARGETS_FILE
 
 
 def target_fingerprint(original: str, config: TrainConfig) -> dict[str, Any]:
@@ -54,7 +60,7 @@ def generate_targets(
     rows: TrainingRows, tokenizer: Any, config: TrainConfig, original: str, job_device: Any, dtype: str, out_dir: Any
 ) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
     """The original model's greedy answer to every row's prompt, by id, read from or added to
-    `out_dir/targets.jsonl`; returns (answers, generation stats as `greedy_answers` gives them, the original's
+    the cache (`targets_cache_path`); returns (answers, generation stats as `greedy_answers` gives them, the original's
     `ModelInfo` dict). The model is loaded in `dtype` on the CPU, moved to `job_device` for generating, and released.
     Refuses an original whose tokenizer differs from the pruned model's."""
     model, original_tokenizer = load_model(original, dtype=dtype, device="cpu")
@@ -69,7 +75,7 @@ def generate_targets(
             prompts,
             max_new_tokens=config.target_max_new_tokens,
             batch_size=config.generation_batch_size,
-            cache_path=out_dir / TARGETS_FILE,
+            cache_path=targets_cache_path(config, out_dir),
             fingerprint=target_fingerprint(original, config),
             show_progress=config.show_progress,
         )
@@ -143,7 +149,7 @@ def original_targets(
         "empty": retargeted.skipped.get(EMPTY_TARGET, 0) - rows.skipped.get(EMPTY_TARGET, 0),
         "response_tokens": sum(row.response_length for row in retargeted.encoded),
         "corpus_response_tokens": sum(row.response_length for row in rows.encoded),
-        "file": str(out_dir / TARGETS_FILE),
+        "file": str(targets_cache_path(config, out_dir)),
     }
     tokens = {"target_prompt": round(prompt_tokens * generated_share), "target_generated": stats["tokens_generated"]}
     return retargeted, record, tokens

@@ -470,7 +470,7 @@ def recover(
         record["token_weighting"] = weighting
     paths: dict[str, Path] = {"train_log": out_dir / "train_log.jsonl", **prepared.paths}
     if config.targets == "original":
-        paths["targets"] = out_dir / "targets.jsonl"
+        paths["targets"] = Path(targets["file"])
     if not state.is_main_process:
         return RecoveryResult(out_dir, record, paths)
 

@@ -137,3 +137,18 @@ def test_targets_from_the_original_without_it_are_refused_in_one_line(pruned_dir
     assert main([*argv, "--targets", "teacher"]) == 2
     assert "targets must be one of corpus, original, got 'teacher'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_shared_targets_cache_serves_another_run_without_generating(
+    tiny_model_dir, pruned_dir, subset_file, tmp_path, monkeypatch
+):
+    shared = tmp_path / "cache" / "targets.jsonl"
+    first = recover(
+        str(pruned_dir), subset_file, tmp_path / "a", _config(targets_cache=str(shared)), original=str(tiny_model_dir)
+    )
+    assert shared.exists() and not (tmp_path / "a" / TARGETS_FILE).exists()
+    assert first.record["targets"]["file"] == str(shared) and first.paths["targets"] == shared
+    monkeypatch.setattr(rejections, "generate_batch", _refuse_to_generate)
+    config = _config(targets_cache=str(shared), seed=3)
+    second = recover(str(pruned_dir), subset_file, tmp_path / "b", config, original=str(tiny_model_dir))
+    assert second.record["targets"]["generation"]["from_cache"] == 12
