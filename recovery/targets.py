@@ -90,8 +90,6 @@ def rows_with_targets(rows: TrainingRows, answers: dict[str, str], tokenizer: An
     rows; rows with an empty answer are skipped under `empty_target`, those the encoder skips under its reasons,
     both added to the rows' skip counts. Refuses (ValueError) a row without an answer and rows of which none is
     left."""
-    from paser.recovery.train import TrainingRows
-
     samples, empty = [], 0
     for sample in rows.samples:
         if sample.id not in answers:
@@ -116,7 +114,8 @@ def rows_with_targets(rows: TrainingRows, answers: dict[str, str], tokenizer: An
     if not encoded:
         raise ValueError(f"no row left to train on after the original model's targets (skipped: {skipped})")
     kept = {row.id for row in encoded}
-    return TrainingRows(
+    return dataclasses.replace(
+        rows,
         samples=[sample for sample in samples if sample.id in kept],
         encoded=encoded,
         stats=rows.stats,
