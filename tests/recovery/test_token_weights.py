@@ -259,3 +259,24 @@ def test_recover_command_refuses_weighting_without_the_kept_jsd_in_one_line(prun
     )
     assert main([*argv, "--token-weighting", "jsd", "--token-jsd", str(tmp_path / "none.npz")]) == 2
     assert capsys.readouterr().err.strip() == f"paser recover: error: per-token JSD not found: {tmp_path / 'none.npz'}"
+
+
+def test_paser_selects_with_the_jsd_kept_and_recovers_weighted_on_its_selection(tiny_model_dir, pruned_dir, tmp_path):
+    import json
+
+    from paser.data.demo import demo_rows
+    from paser.pipelines.select import run_select
+    from tests.pipelines.test_select import select_config
+
+    corpus = tmp_path / "rows.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in demo_rows(rows_per_skill=12)))
+    out = tmp_path / "select"
+    run_select(select_config(corpus, tiny_model_dir, pruned_dir, out, "scoring.keep_token_jsd=true"))
+    assert sorted(path.name for path in (out / "score_shards").glob("*.npz")) == ["shard-00000.token_jsd.npz"]
+    config = fast_config(token_weighting="jsd", token_jsd=str(out / "score_shards"))
+    result = recover(str(pruned_dir), out / "selection.jsonl", tmp_path / "recovered", config)
+    rows = result.record["rows"]
+    # Scored at the models' length (2048), trained at 96: the rows training truncates take their first values.
+    assert rows["read"] == 15 and rows["truncated"] > 0
+    assert result.record["token_weighting"]["rows"] == rows["used"] == 15 - sum(rows["skipped"].values())
+    assert result.record["training"]["steps"] == 2
