@@ -276,7 +276,7 @@ def test_paser_selects_with_the_jsd_kept_and_recovers_weighted_on_its_selection(
     config = fast_config(token_weighting="jsd", token_jsd=str(out / "score_shards"))
     result = recover(str(pruned_dir), out / "selection.jsonl", tmp_path / "recovered", config)
     rows = result.record["rows"]
-    # Scored at the models' length (2048), trained at 96: the rows training truncates take their first values.
+    # Scored at the models' context (256 tokens), trained at 96: the rows training truncates take their first values.
     assert rows["read"] == 15 and rows["truncated"] > 0
     assert result.record["token_weighting"]["rows"] == rows["used"] == 15 - sum(rows["skipped"].values())
     assert result.record["training"]["steps"] == 2
