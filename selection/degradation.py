@@ -386,7 +386,7 @@ def _score_shard(
         frame[UNCONDITIONED_COLUMN] = _score_rows(None, pruned, alone, config)["nll_pruned"]
     frame["truncated"] = np.array([sample.truncated for sample in encoded], dtype=bool)
     if config.keep_token_jsd:
-        # Written to its own file by `_write_shard`, never into the scores table (`concat_scores` drops it).
+        # Written to its own file by `_write_shard`, never into the scores table (`score_degradation` drops it).
         frame[TOKEN_JSD_COLUMN] = scores["token_jsd"]
     return frame
 
