@@ -90,3 +90,14 @@ def test_token_jsd_file_round_trips_and_bad_paths_are_refused(tmp_path):
     np.savez(tmp_path / "bad.npz", ids=np.array(["a"]), offsets=np.array([0, 3]), values=np.zeros(2, np.float16))
     with pytest.raises(ValueError, match="offsets do not split"):
         read_token_jsd(tmp_path / "bad.npz")
+
+
+def test_the_ray_engine_refuses_to_keep_token_jsd_before_starting(encoded, tmp_path):
+    from paser.pipelines.config import RayConfig
+    from paser.pipelines.ray_engine import score_on_ray, score_topk_on_ray
+
+    config = DegradationConfig(keep_token_jsd=True, **QUIET)
+    with pytest.raises(ValueError, match="keep_token_jsd: the ray engine does not keep"):
+        score_on_ray("original", "pruned", "fp32", encoded, config, tmp_path, RayConfig())
+    with pytest.raises(ValueError, match="keep_token_jsd: top-k scoring"):
+        score_topk_on_ray("original", "pruned", "fp32", encoded, config, tmp_path / "c", tmp_path / "s", RayConfig())
