@@ -538,6 +538,12 @@ def format_summary(result: RecoveryResult) -> str:
         f"[paser] compute: {record['compute']['tokens']['trained']:,} tokens trained, "
         f"{record['compute']['flops']['total']:.3g} FLOPs (estimated)",
     ]
+    weighting = record.get("token_weighting")
+    if weighting:
+        lines.append(
+            f"[paser] token weighting: {weighting['mode']} by the per-token JSD of {weighting['rows']} rows "
+            f"(mean {weighting['mean_jsd']:.4f} nats) from {weighting['source']}"
+        )
     targets = record.get("targets") or {}
     if targets.get("source") == "original":
         generation = targets["generation"]

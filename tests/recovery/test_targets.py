@@ -10,7 +10,7 @@ import torch
 
 from paser.recovery import rejections
 from paser.recovery.targets import EMPTY_TARGET, TARGETS_FILE, rows_with_targets
-from paser.recovery.train import load_training_rows, recover
+from paser.recovery.train import format_summary, load_training_rows, recover
 from tests.recovery.test_train import _zero_positions
 from tests.recovery.tiny_training import fast_config
 
@@ -41,6 +41,7 @@ def test_sft_on_the_originals_answers_keeps_the_pruned_zeros_and_counts_the_gene
     assert record["tokens_per_epoch"]["response"] == targets["response_tokens"]
     answers = _answers(out)
     assert len(answers) == 12
+    assert "targets: the original's greedy answers (12 generated, 0 cached" in format_summary(result)
     compute = record["compute"]
     assert compute["tokens"]["target_generated"] == targets["generation"]["tokens_generated"] > 0
     assert compute["tokens"]["target_prompt"] > 0

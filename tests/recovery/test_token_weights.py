@@ -13,7 +13,7 @@ from paser.recovery.config import TrainConfig
 from paser.recovery.objectives.response_loss import causal_lm_of, response_hidden_states, response_totals
 from paser.recovery.objectives.sft import build_sft_trainer
 from paser.recovery.token_weights import RESPONSE_JSD, align_token_jsd, normalised_weights
-from paser.recovery.train import _trl_common_args, load_training_rows, recover
+from paser.recovery.train import _trl_common_args, format_summary, load_training_rows, recover
 from paser.selection.formatting import EncodedSample
 from tests.recovery.test_train import _zero_positions
 from tests.recovery.tiny_training import fast_config
@@ -228,6 +228,7 @@ def test_weighted_recovery_runs_and_keeps_the_pruned_zeros_through_merge(
     weighting_record = result.record["token_weighting"]
     assert weighting_record["mode"] == weighting and weighting_record["rows"] == 12
     assert 0 < weighting_record["mean_jsd"] < math.log(2)
+    assert f"token weighting: {weighting} by the per-token JSD of 12 rows" in format_summary(result)
     assert result.record["training"]["steps"] == 2 and math.isfinite(result.record["training"]["last_loss"])
     assert result.record["sparsity"]["total_after_remask"] == pytest.approx(0.5, abs=1e-3)
     pruned_zeros, merged_zeros = _zero_positions(pruned_dir), _zero_positions(out / "merged")
