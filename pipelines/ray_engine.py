@@ -43,6 +43,7 @@ from paser.selection.degradation import (
     model_signature,
     open_score_shards,
     prepare_bodies,
+    refuse_token_jsd,
     scoring_fingerprint,
     shard_rows,
     write_score_shard,
@@ -353,6 +354,7 @@ def score_on_ray(
     The pair is first loaded once where the actors run, to fingerprint the weights exactly as the local engine
     does (so either engine resumes the other's shards) and to refuse a bad pair before any actor starts.
     """
+    refuse_token_jsd(config, "the ray engine")
     ray = connect(ray_config)
     resources = actor_resources(ray_config, ray)
     probe = ray.remote(**resources)(_probe_models)
@@ -481,6 +483,7 @@ def score_topk_on_ray(
     (scores, {"original": ModelInfo dict, "pruned": ...}). `cache_dir` must be on a filesystem every node sees.
     """
     check_topk_request(estimator, tail_samples)
+    refuse_token_jsd(config, "top-k scoring (an estimate of the JSD)")
     ray = connect(ray_config)
     probe = ray.remote(**actor_resources(ray_config, ray))(_probe_model)
     cpus = ray_config.cpus_per_actor

@@ -14,6 +14,10 @@ from paser.recovery.objectives import get_objective
 from paser.recovery.pruners import PruneTarget, default_target
 from paser.recovery.tracking import tracker_names
 
+# Kept in step with paser.recovery.token_weights.TOKEN_WEIGHTINGS and paser.recovery.targets (which import torch).
+TOKEN_WEIGHTINGS = ("none", "jsd", "top_fraction")
+TARGETS = ("corpus", "original")
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -102,13 +106,68 @@ class TrainConfig:
     # DPO
     dpo_beta: float = dataclasses.field(default=0.1, metadata={"help": "DPO beta (strength of the KL anchor)."})
     max_new_tokens: int = dataclasses.field(
-        default=256, metadata={"help": "DPO: longest greedy answer generated as the rejected response."}
+        default=256,
+        metadata={
+            "help": "DPO: longest greedy answer generated as the rejected response; on_policy: longest answer the "
+            "student samples."
+        },
     )
-    generation_batch_size: int = dataclasses.field(default=16, metadata={"help": "DPO: prompts per generate call."})
+    on_policy_fraction: float = dataclasses.field(
+        default=1.0,
+        metadata={
+            "help": "on_policy: share of steps on which the student samples its own answers (GKD's lmbda), in "
+            "(0, 1]; the other steps distil on the rows' responses."
+        },
+    )
+    generation_batch_size: int = dataclasses.field(
+        default=16, metadata={"help": "DPO rejections and targets=original: prompts per generate call."}
+    )
     # SFT term weight in sft+dpo and distill (default 1.0 for sft+dpo, 0.0 for distill when unset).
     sft_weight: float | None = dataclasses.field(
         default=None,
         metadata={"help": "Weight of the response NLL added to the dpo (sft+dpo, default 1) or KL (distill, 0) loss."},
+    )
+    # Token-level weighting by damage (recovery.token_weights)
+    token_weighting: str = dataclasses.field(
+        default="none",
+        metadata={
+            "help": "sft/distill: weight each response token's loss by the pruning damage there, from the scorer's "
+            "kept per-token JSD (--token-jsd): none, jsd (weight proportional to the JSD) or top_fraction (only "
+            "the batch's top token_weight_fraction of tokens by JSD, after Rho-1); weights have mean 1 per batch.",
+            "card": True,
+        },
+    )
+    token_weight_fraction: float = dataclasses.field(
+        default=0.6,
+        metadata={"help": "top_fraction: share of each batch's response tokens kept, in (0, 1]."},
+    )
+    token_jsd: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "The per-token JSD kept by scoring with scoring.keep_token_jsd=true: a score shard folder "
+            "(paser select's OUT/score_shards) or one .npz file; needed by token_weighting."
+        },
+    )
+    # Self-distillation targets (recovery.targets)
+    targets: str = dataclasses.field(
+        default="corpus",
+        metadata={
+            "help": "What the responses trained on are: corpus (the rows' own) or original (the original model's "
+            "greedy answers to the rows' prompts, generated once and cached in OUT/targets.jsonl; needs --original).",
+            "card": True,
+        },
+    )
+    targets_cache: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "targets=original: the answers' cache file (default OUT/targets.jsonl); one file shared by "
+            "runs over the same original model and template (budgets, seeds, objectives) generates each prompt's "
+            "answer once. One run at a time per file."
+        },
+    )
+    target_max_new_tokens: int = dataclasses.field(
+        default=256,
+        metadata={"help": "targets=original: longest answer the original model writes per prompt."},
     )
     # Sparsity
     remask_eval: str = dataclasses.field(
@@ -147,6 +206,7 @@ class TrainConfig:
             "logging_steps": self.logging_steps,
             "epochs": self.epochs,
             "position_chunk": self.position_chunk,
+            "target_max_new_tokens": self.target_max_new_tokens,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -161,6 +221,29 @@ class TrainConfig:
             raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if not 0.0 < self.on_policy_fraction <= 1.0:
+            raise ValueError(f"on_policy_fraction must be in (0, 1], got {self.on_policy_fraction}")
+        self._check_token_weighting()
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
+
+    def _check_token_weighting(self) -> None:
+        if self.token_weighting not in TOKEN_WEIGHTINGS:
+            known = ", ".join(TOKEN_WEIGHTINGS)
+            raise ValueError(f"token_weighting must be one of {known}, got {self.token_weighting!r}")
+        if not 0.0 < self.token_weight_fraction <= 1.0:
+            raise ValueError(f"token_weight_fraction must be in (0, 1], got {self.token_weight_fraction}")
+        if self.token_weighting == "none":
+            return
+        if not self.token_jsd:
+            raise ValueError(
+                f"token_weighting={self.token_weighting} needs token_jsd: the per-token JSD kept by scoring with "
+                "scoring.keep_token_jsd=true"
+            )
+        if self.targets != "corpus":
+            raise ValueError("token_weighting needs targets=corpus: the kept JSD is per token of the corpus responses")
+        if not get_objective(self.objective).token_weighting:
+            raise ValueError(f"objective {self.objective!r} does not weight tokens (token_weighting: sft, distill)")
 
     @property
     def lr(self) -> float:

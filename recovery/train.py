@@ -9,7 +9,8 @@ write the records.
 transformers checkpoint, with its model card), `OUT/train_log.jsonl` (one line per logged step),
 `OUT/sparsity.json` and `OUT/recovery.json` (what ran, on what, how long, with which versions, and its `compute`:
 tokens forwarded and estimated FLOPs, `paser.recovery.flops`), plus what the objective writes (DPO:
-`OUT/rejections.jsonl`).
+`OUT/rejections.jsonl`) and, with `targets: original`, the original model's answers it trained on
+(`OUT/targets.jsonl`, `paser.recovery.targets`).
 """
 
 from __future__ import annotations
@@ -55,13 +56,15 @@ TRAINING_PACKAGES = ("python", "paser", "torch", "transformers", "peft", "trl", 
 
 @dataclasses.dataclass
 class TrainingRows:
-    """The subset as training rows: samples and their token ids (same order), and what was skipped."""
+    """The subset as training rows: samples and their token ids (same order), and what was skipped; with token
+    weighting, each row's per-token JSD (`response_jsd`, aligned to its response tokens)."""
 
     samples: list[Sample]
     encoded: list[EncodedSample]
     stats: CorpusStats
     skipped: dict[str, int]
     truncated: int
+    response_jsd: list[Any] | None = None
 
     def token_counts(self) -> dict[str, int]:
         """Prompt, response (loss) and total tokens over the rows, per epoch."""
@@ -117,6 +120,25 @@ def load_training_rows(subset: str | Path, tokenizer: Any, config: TrainConfig) 
         skipped=skipped,
         truncated=sum(row.truncated for row in encoded),
     )
+
+
+def _attach_token_jsd(rows: TrainingRows, config: TrainConfig) -> dict[str, Any] | None:
+    """With token weighting, read the kept per-token JSD and align it to the rows (`response_jsd`); returns the
+    record's `token_weighting` block (None without weighting). Refuses what `align_token_jsd` refuses."""
+    if config.token_weighting == "none":
+        return None
+    from paser.recovery.token_weights import align_token_jsd
+    from paser.selection.token_jsd import read_token_jsd
+
+    rows.response_jsd = align_token_jsd(rows.encoded, read_token_jsd(config.token_jsd), str(config.token_jsd))
+    tokens = sum(len(values) for values in rows.response_jsd)
+    return {
+        "mode": config.token_weighting,
+        "fraction": config.token_weight_fraction if config.token_weighting == "top_fraction" else None,
+        "source": str(config.token_jsd),
+        "rows": len(rows.response_jsd),
+        "mean_jsd": float(sum(values.sum(dtype="float64") for values in rows.response_jsd) / max(tokens, 1)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- logging
@@ -394,14 +416,17 @@ def recover(
 ) -> RecoveryResult:
     """Fine-tune the pruned model on the subset with `config.objective`; write adapter, merged model and records.
 
-    `original` is required by objectives that need it (`distill`: the teacher) and only recorded otherwise (DPO's
-    rejected answers come from the pruned model). Steps: load the pruned model, take its sparsity mask, tokenise
-    the subset, prepare the objective's trainer (DPO: generate or reuse the cached rejected answers), train the
+    `original` is required by objectives that need it (`distill`: the teacher) and by `targets: original` (it
+    writes the responses), and only recorded otherwise (DPO's rejected answers come from the pruned model). Steps:
+    load the pruned model, take its sparsity mask, tokenise the subset (with token weighting, align the kept
+    per-token JSD to it; with `targets: original`, have the original answer its prompts, cached, and train on
+    those answers), prepare the objective's trainer (DPO: generate or reuse the cached rejected answers), train the
     LoRA adapter with TRL, save the adapter, merge, restore the pruned zeros when the model is unstructured/N:M
     sparse, measure the perplexity effect of that, save the merged model. Refuses an unknown objective, `distill`
-    without `original`, a CUDA device this torch cannot use (before loading), a checkpoint that cannot be read
-    (`paser.recovery.models.ModelLoadError` naming the file), a teacher with a different tokenizer, and a subset
-    without usable rows; all but the teacher's tokenizer before the output folder is made. The trackers of
+    or `targets: original` without `original`, a CUDA device this torch cannot use (before loading), a
+    checkpoint that cannot be read (`paser.recovery.models.ModelLoadError` naming the file), a teacher with a
+    different tokenizer, kept JSD that does not match the rows, and a subset without usable rows; all but the
+    original's tokenizer and rows left without a target before the output folder is made. The trackers of
     `config.report_to` log under `run_name` (default: the output folder's name) into `OUT/logs`. Returns what was
     written.
     """
@@ -409,26 +434,43 @@ def recover(
     objective = get_objective(config.objective)
     if objective.needs_original and not original:
         raise ValueError(f"objective {config.objective!r} needs the original model as teacher (--original)")
+    if config.targets == "original" and not original:
+        raise ValueError("targets=original needs the original model, which writes the targets (--original)")
     out_dir = Path(out_dir)
     state = _distributed_state()
     device = resolve_device(config.device)
     dtype = choose_dtype(config.dtype, device)
-    if objective.needs_original:
+    if objective.needs_original or config.targets == "original":
         check_checkpoint(original)
     started = time.perf_counter()
     loaded = load_pruned(pruned, dtype)
     rows = load_training_rows(subset, loaded.tokenizer, config)
+    weighting = _attach_token_jsd(rows, config)
     # Made once the inputs are known to be good, so that a refused recovery leaves no folder behind.
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds = {"load": time.perf_counter() - started}
+    targets: dict[str, Any] = {"source": "corpus"}
+    target_tokens: dict[str, int] = {}
+    if config.targets == "original":
+        from paser.recovery.targets import original_targets
+
+        target_start = time.perf_counter()
+        rows, targets, target_tokens = original_targets(
+            rows, loaded.tokenizer, config, original, state, device, _dtype_name(dtype), out_dir
+        )
+        seconds["targets"] = time.perf_counter() - target_start
 
     common = _trl_common_args(config, out_dir, device, dtype, run_name)
     job = TrainingJob(
         loaded.model, loaded.tokenizer, rows, config, common, out_dir, original, state, device, _dtype_name(dtype)
     )
     prepared, output, seconds["train"] = _prepare_and_train(objective, job)
-    record: dict[str, Any] = {"objective": config.objective, **prepared.record}
+    record: dict[str, Any] = {"objective": config.objective, "targets": targets, **prepared.record}
+    if weighting is not None:
+        record["token_weighting"] = weighting
     paths: dict[str, Path] = {"train_log": out_dir / "train_log.jsonl", **prepared.paths}
+    if config.targets == "original":
+        paths["targets"] = Path(targets["file"])
     if not state.is_main_process:
         return RecoveryResult(out_dir, record, paths)
 
@@ -436,10 +478,11 @@ def recover(
     peft_model.eval()
     training = _training_record(prepared.trainer, output, state.num_processes)  # before merging removes the adapter
     compute = recovery_compute(
-        prepared.tokens(),
+        {**prepared.tokens(), **target_tokens},
         base_parameters=loaded.info["parameters"],
         lora_parameters=training["trainable_parameters"],
         teacher_parameters=(record.get("teacher") or {}).get("parameters"),
+        original_parameters=(targets.get("model") or {}).get("parameters"),
     )
     # PeftModel.save_pretrained writes only the adapter (adapter_config.json + adapter_model.safetensors).
     paths["adapter"] = save_checkpoint(peft_model, loaded.tokenizer, out_dir / "adapter")
@@ -495,6 +538,19 @@ def format_summary(result: RecoveryResult) -> str:
         f"[paser] compute: {record['compute']['tokens']['trained']:,} tokens trained, "
         f"{record['compute']['flops']['total']:.3g} FLOPs (estimated)",
     ]
+    weighting = record.get("token_weighting")
+    if weighting:
+        lines.append(
+            f"[paser] token weighting: {weighting['mode']} by the per-token JSD of {weighting['rows']} rows "
+            f"(mean {weighting['mean_jsd']:.4f} nats) from {weighting['source']}"
+        )
+    targets = record.get("targets") or {}
+    if targets.get("source") == "original":
+        generation = targets["generation"]
+        lines.append(
+            f"[paser] targets: the original's greedy answers ({generation['generated']} generated, "
+            f"{generation['from_cache']} cached, {targets['empty']} empty and skipped)"
+        )
     if "pairs" in record:
         pairs = record["pairs"]
         lines.append(f"[paser] DPO pairs: {pairs['used']} used, dropped {pairs['dropped'] or 'none'}")

@@ -76,6 +76,14 @@ class DegradationConfig:
             "nll_pruned_unconditioned; needed by the `ifd` strategy."
         },
     )
+    keep_token_jsd: bool = field(
+        default=False,
+        metadata={
+            "help": "Also keep the JSD of every response token (float16, ~2 bytes a token: ~400 MB for 1M rows of "
+            "200-token responses) in shard-*.token_jsd.npz beside the score shards, for recovery's "
+            "token_weighting (paser.selection.token_jsd). Exact scoring on the local engine only."
+        },
+    )
     show_progress: bool = field(default=True, metadata={"help": "Show a progress bar (rows/s and ETA)."})
 
     def __post_init__(self) -> None:
@@ -89,9 +97,10 @@ class DegradationConfig:
             raise ValueError(f"DegradationConfig.max_padding must be in [0, 1), got {self.max_padding}")
 
     def numerics(self) -> dict[str, object]:
-        """The fields that decide which rows share a batch or chunk, and so the exact bits of the results."""
+        """The fields that decide which rows share a batch or chunk, and so the exact bits of the results
+        (`keep_token_jsd` does not: it keeps more of them)."""
         fields = asdict(self)
-        del fields["show_progress"]
+        del fields["show_progress"], fields["keep_token_jsd"]
         return fields
 
 

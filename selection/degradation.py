@@ -38,11 +38,15 @@ from paser.common.console import progress_bar
 from paser.selection.config import DegradationConfig
 from paser.selection.formatting import EncodedSample
 from paser.selection.shards import ShardStore, shard_bounds
+from paser.selection.token_jsd import token_jsd_path, write_token_jsd
 
 LN2 = math.log(2.0)
 SHARD_FORMAT_VERSION = 1
 COLUMNS = ("id", "cds", "prompt_tokens", "response_tokens", "nll_original", "nll_pruned", "truncated")
 UNCONDITIONED_COLUMN = "nll_pruned_unconditioned"
+# The per-token JSD of each row while a shard is in memory (`DegradationConfig.keep_token_jsd`); never stored in
+# the scores table.
+TOKEN_JSD_COLUMN = "token_jsd"
 
 
 def jensen_shannon(logprobs_a: Tensor, logprobs_b: Tensor) -> Tensor:
@@ -272,12 +276,15 @@ def _score_rows(
     rows: _Rows,
     config: DegradationConfig,
     on_batch: Callable[[int], object] | None = None,
-) -> dict[str, np.ndarray]:
-    """Per row, in the order of `rows`: mean JSD ("cds") and mean response NLL under each model, float64 nats.
+    keep_tokens: bool = False,
+) -> dict[str, Any]:
+    """Per row, in the order of `rows`: mean JSD ("cds") and mean response NLL under each model, float64 nats;
+    with `keep_tokens` also "token_jsd": per row, the JSD at each response token (float16 numpy array, in token
+    order; `paser.selection.token_jsd`).
 
     With `original` None only "nll_pruned" is computed (the unconditioned pass). `on_batch(rows)` is called
-    after each batch (progress reporting). Sums accumulate on the models' devices and come back to the host
-    once, at the end, so a GPU is never made to wait for the host between batches.
+    after each batch (progress reporting). Sums (and kept tokens) accumulate on the models' devices and come back
+    to the host once, at the end, so a GPU is never made to wait for the host between batches.
     """
     count = len(rows.input_ids)
     prefix_length = prefix_to_share(rows, config)
@@ -289,6 +296,8 @@ def _score_rows(
     sum_devices = {"cds": models[0].device, **{f"nll_{parts.role}": parts.device for parts in models}}
     sums = {name: torch.zeros(count, dtype=torch.float64, device=device) for name, device in sum_devices.items()}
     token_counts = torch.zeros(count, dtype=torch.float64)
+    # Per batch: (row indices, response token counts, the batch's per-token JSD in row-major order).
+    kept_batches: list[tuple[list[int], Tensor, Tensor]] = []
     prefix_caches = [
         parts.prefix_cache(rows.input_ids[0][:prefix_length]) if prefix_length else None for parts in models
     ]
@@ -303,6 +312,7 @@ def _score_rows(
             for device in {parts.device for parts in models}
         }
         # Only the hidden states that predict response tokens go on to the output head.
+        batch_divergences: list[Tensor] = []
         suffix_positions = positions - prefix_length
         hidden = [
             parts.hidden_states(input_ids[:, prefix_length:], cache)[
@@ -319,6 +329,8 @@ def _score_rows(
                     original.head(hidden[0][chunk]), pruned.head(hidden[1][chunk]).to(original.device), targets_here
                 )
                 sums["cds"].index_add_(0, rows_here, divergence.double())
+                if keep_tokens:
+                    batch_divergences.append(divergence.to(torch.float16))
                 sums["nll_original"].index_add_(0, rows_here, nll_original.double())
                 sums["nll_pruned"].index_add_(
                     0, on_device[pruned.device][0][chunk], nll_pruned.double().to(pruned.device)
@@ -329,11 +341,19 @@ def _score_rows(
                 chunk_rows, chunk_targets = (values[chunk] for values in on_device[parts.device])
                 target_logprobs = chunk_logprobs.gather(1, chunk_targets[:, None])[:, 0]
                 sums[f"nll_{parts.role}"].index_add_(0, chunk_rows, target_logprobs.double().neg_())
+        if batch_divergences:
+            kept_batches.append((indices, counts, torch.cat(batch_divergences)))
         if on_batch is not None:
             on_batch(len(indices))
-    result = {name: (total.cpu() / token_counts).numpy() for name, total in sums.items()}
+    result: dict[str, Any] = {name: (total.cpu() / token_counts).numpy() for name, total in sums.items()}
     if original is None:
         del result["cds"]
+    elif keep_tokens:
+        token_jsd: list[np.ndarray] = [np.zeros(0, dtype=np.float16)] * count
+        for indices, counts, divergences in kept_batches:
+            for index, values in zip(indices, divergences.cpu().split(counts.tolist()), strict=True):
+                token_jsd[index] = values.numpy()
+        result["token_jsd"] = token_jsd
     return result
 
 
@@ -347,7 +367,7 @@ def _score_shard(
 ) -> pd.DataFrame:
     """Scores of one shard's rows, in their input order; `on_batch(rows)` reports progress per batch."""
     rows = _Rows([sample.input_ids for sample in encoded], [sample.prompt_length for sample in encoded])
-    scores = _score_rows(original, pruned, rows, config, on_batch)
+    scores = _score_rows(original, pruned, rows, config, on_batch, keep_tokens=config.keep_token_jsd)
     frame = pd.DataFrame(
         {
             "id": [sample.id for sample in encoded],
@@ -365,6 +385,9 @@ def _score_shard(
         )
         frame[UNCONDITIONED_COLUMN] = _score_rows(None, pruned, alone, config)["nll_pruned"]
     frame["truncated"] = np.array([sample.truncated for sample in encoded], dtype=bool)
+    if config.keep_token_jsd:
+        # Written to its own file by `_write_shard`, never into the scores table (`score_degradation` drops it).
+        frame[TOKEN_JSD_COLUMN] = scores["token_jsd"]
     return frame
 
 
@@ -407,16 +430,24 @@ def shard_rows(encoded: Sequence[EncodedSample], config: DegradationConfig) -> l
 
 
 def _write_shard(store: ShardStore, index: int, frame: pd.DataFrame) -> None:
-    """Write shard `index`, then its completion marker; a crash in between leaves no marker (recomputed)."""
-    store.write(index, frame["id"].tolist(), lambda path: frame.to_parquet(path, index=False))
+    """Write shard `index` (and first, when the frame carries them, its rows' per-token JSD beside it), then its
+    completion marker; a crash before the marker leaves none (recomputed)."""
+    ids = frame["id"].tolist()
+    if TOKEN_JSD_COLUMN in frame.columns:
+        write_token_jsd(token_jsd_path(store.data_path(index)), ids, frame[TOKEN_JSD_COLUMN].tolist())
+        frame = frame.drop(columns=TOKEN_JSD_COLUMN)
+    store.write(index, ids, lambda path: frame.to_parquet(path, index=False))
 
 
 write_score_shard = _write_shard
 
 
-def load_score_shard(store: ShardStore, index: int, ids: list[str]) -> pd.DataFrame | None:
-    """The finished shard `index` when its marker exists (verified against the expected ids), else None."""
+def load_score_shard(store: ShardStore, index: int, ids: list[str], *, token_jsd: bool = False) -> pd.DataFrame | None:
+    """The finished shard `index` when its marker exists (verified against the expected ids), else None; with
+    `token_jsd`, also None when the shard's per-token JSD file is missing (scored before it was asked for)."""
     if not store.is_done(index, ids):
+        return None
+    if token_jsd and not token_jsd_path(store.data_path(index)).exists():
         return None
     frame = pd.read_parquet(store.data_path(index))
     if frame["id"].tolist() != ids:
@@ -438,6 +469,15 @@ def _validate(encoded: Sequence[EncodedSample], vocab_size: int) -> None:
         ids = sample.input_ids
         if min(ids) < 0 or max(ids) >= vocab_size:
             raise ValueError(f"sample {sample.id!r}: token ids outside the models' vocabulary of {vocab_size}")
+
+
+def refuse_token_jsd(config: DegradationConfig, path: str) -> None:
+    """Refuse (ValueError) `config.keep_token_jsd` on a scoring path that does not keep the per-token JSD."""
+    if config.keep_token_jsd:
+        raise ValueError(
+            f"scoring.keep_token_jsd: {path} does not keep the per-token JSD; only exact scoring on the local engine "
+            "does"
+        )
 
 
 def bos_token_id_for(pruned: nn.Module) -> int:
@@ -469,6 +509,9 @@ def score_degradation(
     JSD(p_original,t || p_pruned,t) over the full vocabulary, nats, in [0, ln 2]); prompt_tokens;
     response_tokens; nll_original and nll_pruned (mean negative log-likelihood of the response tokens, nats);
     nll_pruned_unconditioned (with `config.unconditioned_nll`: the same tokens after BOS alone); truncated.
+    With `config.keep_token_jsd` and a `shard_dir`, each shard's per-token JSD is also written beside it
+    (`paser.selection.token_jsd`; a finished shard without that file is scored again); without a `shard_dir`
+    it is refused (there is nowhere to keep it).
 
     With `shard_dir`, results are written in shards of `config.shard_size` rows, each with a completion
     marker, and a rerun over the same inputs (models' weights, encoded rows, numeric config) loads finished
@@ -478,6 +521,8 @@ def score_degradation(
     response tokens; token ids outside the vocabulary. Models run in eval mode (restored afterwards) on their
     own devices.
     """
+    if config.keep_token_jsd and shard_dir is None:
+        raise ValueError("scoring.keep_token_jsd needs a shard_dir: the per-token JSD is written beside the shards")
     original_parts, pruned_parts = check_model_pair(original, pruned)
     _validate(encoded, original_parts.vocab_size)
     prepare_bodies((original_parts, pruned_parts), config)
@@ -491,7 +536,9 @@ def score_degradation(
             encoded, config, bos_token_id, model_signature(original_parts), model_signature(pruned_parts)
         )
         store = open_score_shards(Path(shard_dir), fingerprint, overwrite=overwrite)
-        frames = [load_score_shard(store, index, ids) for index, ids in enumerate(shard_ids)]
+        frames = [
+            load_score_shard(store, index, ids, token_jsd=config.keep_token_jsd) for index, ids in enumerate(shard_ids)
+        ]
     pending = [index for index, frame in enumerate(frames) if frame is None]
     finished_rows = len(encoded) - sum(len(shard_ids[index]) for index in pending)
     training_modes = [original.training, pruned.training]
@@ -508,7 +555,7 @@ def score_degradation(
                 frame = _score_shard(original_parts, pruned_parts, shards[index], config, bos_token_id, progress.update)
                 if store is not None:
                     _write_shard(store, index, frame)
-                frames[index] = frame
+                frames[index] = frame.drop(columns=TOKEN_JSD_COLUMN, errors="ignore")
     finally:
         progress.close()
         original.train(training_modes[0])

@@ -77,6 +77,7 @@ from paser.selection.degradation import (
     open_score_shards,
     prefix_to_share,
     prepare_bodies,
+    refuse_token_jsd,
     scoring_fingerprint,
     shard_rows,
     write_score_shard,
@@ -537,6 +538,7 @@ def score_from_topk(
     folder of other inputs (unless `overwrite`); what `score_degradation` refuses of a model or rows.
     """
     _check_estimator(estimator)
+    refuse_token_jsd(config, "top-k scoring (an estimate of the JSD)")
     parts = _ModelParts(pruned, "pruned")
     cache = open_topk_cache(Path(folder), encoded, config)
     check_pruned_against_cache(estimator, cache.fingerprint, parts.vocab_size, Path(folder))
@@ -586,6 +588,7 @@ def score_degradation_topk(
     an unknown estimator and "sampled_tail" with tail_samples=0 before any model is loaded.
     """
     check_topk_request(estimator, tail_samples)
+    refuse_token_jsd(config, "top-k scoring (an estimate of the JSD)")
     original = load_original()
     cache_original_topk(original, encoded, config, folder, k=k, tail_samples=tail_samples, overwrite=overwrite)
     del original

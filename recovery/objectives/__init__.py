@@ -4,9 +4,10 @@ An objective is a function `prepare(job: TrainingJob) -> PreparedTrainer` regist
 which declares its default learning rate, the default weight of its response-NLL term (`TrainConfig.sft_weight`
 unset) and whether it needs the original model. `paser.recovery.train.recover` looks the objective up by
 `TrainConfig.objective` and runs the shared loop around its trainer: rows, LoRA, training, merge, re-masking,
-records. The built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py) and `distill` (distill.py), declared
-in `OBJECTIVES` by module, so they are listed without importing them (or torch) and a module is imported on its
-first lookup; sft and distill take their loss from response_loss.py, which registers nothing.
+records. The built-in ones are `sft` (sft.py), `dpo` and `sft+dpo` (dpo.py), `distill` (distill.py) and
+`on_policy` (on_policy.py), declared in `OBJECTIVES` by module, so they are listed without importing them (or
+torch) and a module is imported on its first lookup; sft, distill and on_policy take their loss from
+response_loss.py, which registers nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Objective:
     default_learning_rate: float
     default_sft_weight: float
     needs_original: bool
+    token_weighting: bool = False
 
 
 OBJECTIVES: Registry[Objective] = Registry(
@@ -81,24 +83,34 @@ OBJECTIVES: Registry[Objective] = Registry(
         "dpo": f"{__name__}.dpo",
         "sft+dpo": f"{__name__}.dpo",
         "distill": f"{__name__}.distill",
+        "on_policy": f"{__name__}.on_policy",
     },
 )
 
 
 def register_objective(
-    name: str, *, default_learning_rate: float, default_sft_weight: float = 0.0, needs_original: bool = False
+    name: str,
+    *,
+    default_learning_rate: float,
+    default_sft_weight: float = 0.0,
+    needs_original: bool = False,
+    token_weighting: bool = False,
 ) -> Callable[[Prepare], Prepare]:
     """Register `prepare(job) -> PreparedTrainer` as objective `name`.
 
     `default_learning_rate` applies when `TrainConfig.learning_rate` is unset, `default_sft_weight` (the weight
     of the response NLL added to the objective's loss) when `TrainConfig.sft_weight` is; with `needs_original`,
-    `recover` refuses to run without the original model. Refuses a name registered twice.
+    `recover` refuses to run without the original model; with `token_weighting`, the objective's loss honours
+    `TrainConfig.token_weighting` (the config refuses it for the others). Refuses a name registered twice.
     """
 
     def decorator(prepare: Prepare) -> Prepare:
         if default_learning_rate <= 0 or default_sft_weight < 0:
             raise ValueError(f"objective {name!r}: default_learning_rate must be > 0 and default_sft_weight >= 0")
-        OBJECTIVES.register(name, Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original))
+        OBJECTIVES.register(
+            name,
+            Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original, token_weighting),
+        )
         return prepare
 
     return decorator

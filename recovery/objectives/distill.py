@@ -7,12 +7,13 @@ on the fly, chunk by chunk at the response positions only; `sft_weight > 0` adds
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from paser.recovery.models import describe_model, load_model
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
 from paser.recovery.objectives.response_loss import ChunkedResponseLoss, check_plain_head
-from paser.recovery.objectives.sft import sampling_args, sft_dataset
+from paser.recovery.objectives.sft import sampling_args, sft_dataset, token_weighting_args
 from paser.selection.formatting import check_same_tokenizer
 
 if TYPE_CHECKING:
@@ -52,25 +53,32 @@ def build_distill_trainer(
         model=model,
         teacher_model=teacher,
         args=args,
-        train_dataset=sft_dataset(rows.encoded),
+        train_dataset=sft_dataset(rows.encoded, rows.response_jsd),
         processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
         peft_config=config.lora_config(),
         position_chunk=config.position_chunk,
         nll_weight=config.sft_term,
         kl_weight=1.0,
+        **token_weighting_args(config),
     )
 
 
-@register_objective("distill", default_learning_rate=2e-4, needs_original=True)
-def prepare_distill(job: TrainingJob) -> PreparedTrainer:
-    """The distillation trainer, the original model loaded on the CPU as teacher; refuses a teacher whose
-    tokenizer differs from the pruned model's."""
+def prepare_with_teacher(job: TrainingJob, build: Callable[..., Any]) -> PreparedTrainer:
+    """The trainer `build(model, teacher, tokenizer, rows, config, trainer_args)` makes, the original model loaded
+    on the CPU as teacher (recorded as the record's `teacher`); refuses a teacher whose tokenizer differs from the
+    pruned model's."""
     teacher, teacher_tokenizer = load_model(job.original, dtype=job.dtype, device="cpu")
     check_same_tokenizer(job.tokenizer, teacher_tokenizer)
-    trainer = build_distill_trainer(job.model, teacher, job.tokenizer, job.rows, job.config, job.trainer_args)
+    trainer = build(job.model, teacher, job.tokenizer, job.rows, job.config, job.trainer_args)
     return PreparedTrainer(
         trainer,
         record={"teacher": describe_model(job.original, teacher).to_dict()},
         tokens=lambda: dict(trainer.forwarded),
     )
+
+
+@register_objective("distill", default_learning_rate=2e-4, needs_original=True, token_weighting=True)
+def prepare_distill(job: TrainingJob) -> PreparedTrainer:
+    """The distillation trainer with the original model as teacher (`prepare_with_teacher`)."""
+    return prepare_with_teacher(job, build_distill_trainer)

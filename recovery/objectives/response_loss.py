@@ -26,6 +26,8 @@ import torch.nn.functional as functional
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from paser.recovery.token_weights import RESPONSE_JSD, ResponseJsdCollator, normalised_weights
+
 IGNORE_INDEX = -100
 # Config fields through which some architectures transform the logits after the output head (scale, soft-cap):
 # the chunked head does not apply them, so such a model is refused rather than trained on another loss.
@@ -95,18 +97,25 @@ def _chunk_totals(
     targets: Tensor,
     teacher_head: torch.nn.Module | None,
     teacher_hidden: Tensor | None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(nll, kl, entropy, correct) summed over one chunk of positions; kl is 0 without a teacher."""
+    """(nll, kl, entropy, correct) summed over one chunk of positions, nll and kl weighted per position by
+    `weights` when given; kl is 0 without a teacher."""
     logits = head(hidden).float()
     log_probs = logits.log_softmax(dim=-1)
-    nll = -log_probs.gather(1, targets.unsqueeze(1)).sum()
+    target_log_probs = log_probs.gather(1, targets.unsqueeze(1))
+    nll = -target_log_probs.sum() if weights is None else -(target_log_probs.squeeze(1) * weights).sum()
     if teacher_head is None:
         kl = nll.new_zeros(())
     else:
         with torch.no_grad():
             teacher_log_probs = teacher_head(teacher_hidden).float().log_softmax(dim=-1)
         # sum_v p_teacher(v) (log p_teacher(v) - log p_student(v)): TRL GKD's generalised JSD at beta = 0.
-        kl = functional.kl_div(log_probs, teacher_log_probs, reduction="sum", log_target=True)
+        if weights is None:
+            kl = functional.kl_div(log_probs, teacher_log_probs, reduction="sum", log_target=True)
+        else:
+            per_position = functional.kl_div(log_probs, teacher_log_probs, reduction="none", log_target=True)
+            kl = (per_position.sum(dim=-1) * weights).sum()
     with torch.no_grad():
         probabilities = log_probs.exp()
         entropy = -probabilities.mul_(log_probs).sum()
@@ -122,14 +131,22 @@ def response_totals(
     position_chunk: int,
     teacher_head: torch.nn.Module | None = None,
     teacher_hidden: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> ResponseTotals:
     """The batch's `ResponseTotals` from the hidden states at its response positions, `position_chunk` positions
     at a time through `head` (and, for the KL, the teacher's hidden states at the same positions through
-    `teacher_head`). Refuses a `position_chunk` below 1 and teacher hidden states of another position count."""
+    `teacher_head`); with `weights` (one per position, `paser.recovery.token_weights`), `nll` and `kl` are the
+    weighted sums, and a position of weight 0 adds nothing to them nor to their gradient. Refuses a
+    `position_chunk` below 1 and teacher hidden states or weights of another position count."""
     if position_chunk < 1:
         raise ValueError(f"position_chunk must be >= 1, got {position_chunk}")
     if teacher_head is not None and (teacher_hidden is None or teacher_hidden.shape[0] != hidden.shape[0]):
         raise ValueError("the teacher's hidden states must cover the same response positions as the student's")
+    if weights is not None and weights.shape != (hidden.shape[0],):
+        raise ValueError(
+            f"{tuple(weights.shape)} token weights for {hidden.shape[0]} response positions; the per-token JSD is "
+            "not aligned with the batch"
+        )
     # A batch without response tokens still gives a loss connected to the model, so backward() works on it.
     nll = hidden.sum() * 0.0
     kl = nll.clone() if teacher_head is not None else None
@@ -144,6 +161,7 @@ def response_totals(
             targets[chunk],
             teacher_head,
             None if teacher_hidden is None else teacher_hidden[chunk],
+            *(() if weights is None else (weights[chunk],)),
             use_reentrant=False,
         )
         nll = nll + chunk_nll
@@ -170,24 +188,45 @@ class ChunkedResponseLoss:
     (response tokens over the accumulated batch and every process) when given, else this batch's response tokens;
     as in `SFTTrainer.compute_loss`, it is multiplied by the process count when the Trainer averages tokens across
     devices. With a `loss_teacher()`, the teacher's hidden states at the same positions come from its own body,
-    without gradient. Logs `mean_token_accuracy` and `entropy` (with a teacher also `kl` and `nll`), each per
-    response token, and the running `num_tokens`; counts in `forwarded` what training forwarded, summed over
-    processes, as `paser.recovery.flops.recovery_compute` takes it: `trained` (real tokens), `padding`,
-    `loss_tokens` (response tokens) and `teacher_forward` (the tokens the teacher forwarded, 0 without one).
+    without gradient. With `token_weighting` `jsd` or `top_fraction`, the rows carry their per-token JSD
+    (`response_jsd`, `paser.recovery.token_weights`), and NLL and KL are sums weighted per response token by
+    `normalised_weights` (mean 1 over the batch's response tokens, so the loss keeps its scale); with `none` the
+    loss is computed exactly as without weighting. Logs `mean_token_accuracy` and `entropy` (with a teacher also
+    `kl` and `nll`), each per response token, and the running `num_tokens`; counts in `forwarded` what training
+    forwarded, summed over processes, as `paser.recovery.flops.recovery_compute` takes it: `trained` (real
+    tokens), `padding`, `loss_tokens` (response tokens) and `teacher_forward` (the tokens the teacher forwarded, 0
+    without one).
     """
 
     def __init__(
-        self, *args: Any, position_chunk: int, nll_weight: float = 1.0, kl_weight: float = 0.0, **kwargs: Any
+        self,
+        *args: Any,
+        position_chunk: int,
+        nll_weight: float = 1.0,
+        kl_weight: float = 0.0,
+        token_weighting: str = "none",
+        token_weight_fraction: float = 1.0,
+        **kwargs: Any,
     ) -> None:
         self.position_chunk, self.nll_weight, self.kl_weight = position_chunk, nll_weight, kl_weight
+        self.token_weighting, self.token_weight_fraction = token_weighting, token_weight_fraction
         self.forwarded = {"trained": 0, "padding": 0, "loss_tokens": 0, "teacher_forward": 0}
         super().__init__(*args, **kwargs)
+        if token_weighting != "none":
+            self.data_collator = ResponseJsdCollator(self.data_collator)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self.token_weighting != "none" and RESPONSE_JSD not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, RESPONSE_JSD]
 
     def loss_teacher(self) -> Any:
         """The teacher whose distribution the KL term matches, or None (no KL term)."""
         return None
 
-    def _student_totals(self, unwrapped: Any, inputs: dict[str, Any], teacher: tuple | None) -> tuple:
+    def _student_totals(
+        self, unwrapped: Any, inputs: dict[str, Any], teacher: tuple | None, weights: Tensor | None = None
+    ) -> tuple:
         causal_lm = causal_lm_of(unwrapped)
         hidden, targets = response_hidden_states(causal_lm, inputs)
         totals = response_totals(
@@ -197,6 +236,7 @@ class ChunkedResponseLoss:
             position_chunk=self.position_chunk,
             teacher_head=None if teacher is None else teacher[0],
             teacher_hidden=None if teacher is None else teacher[1],
+            weights=weights,
         )
         # A tuple of tensors, not the dataclass: what a DDP wrapper's forward knows how to pass back.
         return totals.nll, totals.kl, totals.entropy, totals.correct, totals.tokens
@@ -204,6 +244,13 @@ class ChunkedResponseLoss:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         from trl.models.utils import _ForwardRedirection
 
+        inputs = dict(inputs)
+        response_jsd = inputs.pop(RESPONSE_JSD, None)
+        weights = None
+        if self.token_weighting != "none":
+            if response_jsd is None:
+                raise ValueError(f"token_weighting={self.token_weighting} but the batch carries no per-token JSD")
+            weights = normalised_weights(response_jsd, self.token_weighting, self.token_weight_fraction)
         teacher_model = self.loss_teacher()
         teacher = None
         if teacher_model is not None:
@@ -214,7 +261,7 @@ class ChunkedResponseLoss:
         unwrapped = self.accelerator.unwrap_model(model)
         # Through the (DDP) wrapper's forward, so it prepares the gradient reduction as for a plain forward.
         totals = ResponseTotals(
-            *_ForwardRedirection()(model, unwrapped, self._student_totals, unwrapped, inputs, teacher)
+            *_ForwardRedirection()(model, unwrapped, self._student_totals, unwrapped, inputs, teacher, weights)
         )
         count = totals.tokens if num_items_in_batch is None else num_items_in_batch
         summed = self.nll_weight * totals.nll

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
 from paser.recovery.objectives.response_loss import ChunkedResponseLoss, check_plain_head
+from paser.recovery.token_weights import RESPONSE_JSD
 from paser.selection.formatting import EncodedSample
 
 if TYPE_CHECKING:
@@ -21,16 +22,24 @@ if TYPE_CHECKING:
     from paser.recovery.train import TrainingRows
 
 
-def sft_dataset(encoded: Sequence[EncodedSample]) -> Any:
-    """A pre-tokenised `datasets.Dataset`: `input_ids`, and `labels` = -100 on the prompt, the ids on the response."""
+def sft_dataset(encoded: Sequence[EncodedSample], response_jsd: Sequence[Any] | None = None) -> Any:
+    """A pre-tokenised `datasets.Dataset`: `input_ids`, and `labels` = -100 on the prompt, the ids on the response;
+    with `response_jsd` (per row, one value per response token: `paser.recovery.token_weights.align_token_jsd`)
+    also that column."""
     from datasets import Dataset
 
-    return Dataset.from_dict(
-        {
-            "input_ids": [row.input_ids for row in encoded],
-            "labels": [[-100] * row.prompt_length + row.input_ids[row.prompt_length :] for row in encoded],
-        }
-    )
+    columns = {
+        "input_ids": [row.input_ids for row in encoded],
+        "labels": [[-100] * row.prompt_length + row.input_ids[row.prompt_length :] for row in encoded],
+    }
+    if response_jsd is not None:
+        columns[RESPONSE_JSD] = [list(map(float, values)) for values in response_jsd]
+    return Dataset.from_dict(columns)
+
+
+def token_weighting_args(config: TrainConfig) -> dict[str, Any]:
+    """`ChunkedResponseLoss`'s token weighting settings from the config."""
+    return {"token_weighting": config.token_weighting, "token_weight_fraction": config.token_weight_fraction}
 
 
 def sampling_args(config: TrainConfig) -> dict[str, str]:
@@ -60,15 +69,16 @@ def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: Tr
     return ResponseSFTTrainer(
         model=model,
         args=args,
-        train_dataset=sft_dataset(rows.encoded),
+        train_dataset=sft_dataset(rows.encoded, rows.response_jsd),
         processing_class=tokenizer,
         peft_config=config.lora_config(),
         position_chunk=config.position_chunk,
+        **token_weighting_args(config),
     )
 
 
 # The usual LoRA SFT learning rate.
-@register_objective("sft", default_learning_rate=2e-4)
+@register_objective("sft", default_learning_rate=2e-4, token_weighting=True)
 def prepare_sft(job: TrainingJob) -> PreparedTrainer:
     """The SFT trainer over the job's rows."""
     trainer = build_sft_trainer(job.model, job.tokenizer, job.rows, job.config, job.trainer_args)

@@ -31,9 +31,20 @@ def test_the_compute_block_adds_teacher_reference_and_generation_forwards():
         "teacher": 2 * 100 * 2000,
         "reference": 2 * 50 * 1000,
         "generation": 2 * 30 * 1000,
+        "targets": 0,
         "total": 4 * 100 * 1000 + 6 * 100 * 10 + 2 * 100 * 2000 + 2 * 50 * 1000 + 2 * 30 * 1000,
     }
     assert compute["tokens"]["padding"] == 0 and "4·N·P_base + 6·N·P_lora" in compute["convention"]
+
+
+def test_the_original_writing_targets_is_counted_at_the_originals_size():
+    tokens = {"trained": 100, "target_prompt": 40, "target_generated": 60}
+    compute = recovery_compute(tokens, base_parameters=1000, lora_parameters=10, original_parameters=3000)
+    assert compute["flops"]["targets"] == 2 * 100 * 3000
+    assert compute["flops"]["total"] == 4 * 100 * 1000 + 6 * 100 * 10 + 2 * 100 * 3000
+    assert compute["parameters"]["original"] == 3000
+    with pytest.raises(ValueError, match="original model's parameter count"):
+        recovery_compute(tokens, base_parameters=1000, lora_parameters=10)
 
 
 def test_teacher_tokens_without_the_teacher_size_are_refused():

@@ -1,5 +1,6 @@
-"""Recovery and evaluation on a CUDA device: SFT, DPO and distillation on the tiny pruned model in bf16, so the
-first real GPU run of a user is not the first ever.
+"""Recovery and evaluation on a CUDA device: SFT, DPO and distillation on the tiny pruned model in bf16 (and
+on-policy distillation, self-distillation targets and token weighting), so the first real GPU run of a user is not
+the first ever.
 
 Each objective trains (the loss falls over repeated steps on a small set), merges, and re-masks to the exact zeros
 of the pruned model; `paser eval` then runs on the merged model on the GPU. Marked `gpu` and skipped where no CUDA
@@ -61,6 +62,39 @@ def test_each_objective_trains_in_bf16_on_cuda_and_keeps_the_exact_zeros(
     pruned, merged = _zeros(pruned_dir), _zeros(out / "merged")
     assert pruned and all(torch.equal(pruned[name], merged[name]) for name in pruned)
     assert result.record["sparsity"]["total_after_remask"] == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"objective": "on_policy", "max_new_tokens": 8},
+        {"objective": "sft", "targets": "original", "target_max_new_tokens": 8},
+        {"objective": "distill", "token_weighting": "top_fraction"},
+    ],
+    ids=["on_policy", "self_distilled_targets", "token_weighting"],
+)
+def test_generation_and_weighting_options_train_in_bf16_on_cuda_and_keep_the_exact_zeros(
+    options, pruned_dir, tiny_model_dir, subset_file, tmp_path
+):
+    if "token_weighting" in options:
+        from paser.recovery.models import load_model
+        from paser.recovery.train import load_training_rows
+        from paser.selection.config import DegradationConfig
+        from paser.selection.degradation import score_degradation
+
+        original, tokenizer = load_model(str(tiny_model_dir), dtype="bf16", device=DEVICE)
+        pruned, _ = load_model(str(pruned_dir), dtype="bf16", device=DEVICE)
+        rows = load_training_rows(subset_file, tokenizer, _on_cuda())
+        scoring = DegradationConfig(keep_token_jsd=True, show_progress=False)
+        score_degradation(original, pruned, rows.encoded, scoring, shard_dir=tmp_path / "scores")
+        options = {**options, "token_jsd": str(tmp_path / "scores")}
+    out = tmp_path / "out"
+    result = recover(str(pruned_dir), subset_file, out, _on_cuda(max_steps=3, **options), original=str(tiny_model_dir))
+    losses = _losses(out)
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert result.record["device"].startswith(DEVICE)
+    pruned_zeros, merged = _zeros(pruned_dir), _zeros(out / "merged")
+    assert pruned_zeros and all(torch.equal(pruned_zeros[name], merged[name]) for name in pruned_zeros)
 
 
 def test_paser_eval_runs_on_the_merged_model_on_cuda(pruned_dir, subset_file, tmp_path, capsys):
