@@ -15,7 +15,7 @@ from paser.recovery.models import load_model, prunable_linears
 from paser.recovery.prune import prune_model, save_pruned
 from paser.recovery.pruners import PruneTarget
 from paser.recovery.sparsity import capture_mask
-from paser.recovery.train import recover
+from paser.recovery.train import format_summary, recover
 from tests.recovery.tiny_training import fast_config
 
 
@@ -57,6 +57,15 @@ def test_full_fine_tuning_counts_six_flops_per_parameter_per_token(pruned_dir, s
     compute = result.record["compute"]
     assert compute["flops"]["train"] == 6 * compute["tokens"]["trained"] * result.record["pruned"]["parameters"]
     assert compute["parameters"]["lora"] is None
+
+
+def test_the_card_and_the_summary_say_every_weight_was_trained(pruned_dir, subset_file, tmp_path):
+    result = recover(str(pruned_dir), subset_file, tmp_path / "full", fast_config(adapter="full", max_steps=1))
+    card = (tmp_path / "full" / "merged" / "README.md").read_text()
+    assert "masked full fine-tuning (every weight trained" in card and "full-fine-tuning" in card
+    assert "held at zero through every training step" in card and "| adapter | full |" in card
+    assert f"| learning_rate_effective | {FULL_FINE_TUNING_LEARNING_RATE} |" in card
+    assert "masked full fine-tuning, no adapter" in format_summary(result)
 
 
 @pytest.mark.parametrize("objective", ["distill", "on_policy"])
