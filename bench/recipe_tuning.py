@@ -24,54 +24,43 @@ import gzip
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
+# Run as a script from a checkout: make the repository's packages (and bench/'s helpers) importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.recovery_bench import (  # noqa: E402
+    cached_json,
+    draw_alpaca_rows,
+    gap_closed,
+    load_scoring_model,
+    parse_setting,
+    peak_rss_gb,
+    response_nlls,
+    write_json,
+    write_rows,
+)
+
 T0_FILE = "recovery/t0_labelled_dev.jsonl.gz"
 GSM8K_FILE = "eval/gsm8k_test.jsonl"
 SETS = ("dev", "test", "t0", "gsm8k")
 
 
-def parse_setting(text: str) -> tuple[str, dict]:
-    """`NAME:key=value,...` -> (NAME, {key: value}); values are read as JSON where they parse, else strings."""
-    name, _, body = text.partition(":")
-    if not name or not body:
-        raise SystemExit(f"--setting {text!r}: expected NAME:key=value[,key=value]")
-    values = {}
-    for pair in body.split(","):
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--setting {text!r}: {pair!r} is not key=value")
-        try:
-            values[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key.strip()] = raw.strip()
-    return name, values
-
-
 def draw_rows(args: argparse.Namespace, out: Path) -> None:
     """Write train/dev/test/t0/gsm8k row files (Alpaca fields + id) under `out/rows/`, once."""
     from paser.data.paths import data_file
-    from paser.selection.corpus import CorpusConfig, load_corpus
 
     folder = out / "rows"
     if (folder / "done").exists():
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    alpaca = list(load_corpus(CorpusConfig(path=str(data_file(ALPACA_FILE)))).samples)
-    random.Random(args.seed).shuffle(alpaca)
-    cuts = [args.train_rows, args.train_rows + args.dev_rows, args.train_rows + args.dev_rows + args.test_rows]
-    parts = {"train": alpaca[: cuts[0]], "dev": alpaca[cuts[0] : cuts[1]], "test": alpaca[cuts[1] : cuts[2]]}
-    for name, samples in parts.items():
-        _write(folder / f"{name}.jsonl", ({**sample.raw, "id": sample.id} for sample in samples))
+    draw_alpaca_rows(folder, args.seed, {"train": args.train_rows, "dev": args.dev_rows, "test": args.test_rows})
     with gzip.open(data_file(T0_FILE), "rt", encoding="utf-8") as stream:
         t0 = [json.loads(line) for line in stream]
     random.Random(args.seed).shuffle(t0)
-    _write(folder / "t0.jsonl", t0[: args.t0_rows])
+    write_rows(folder / "t0.jsonl", t0[: args.t0_rows])
     with open(data_file(GSM8K_FILE), encoding="utf-8") as stream:
         gsm8k = [json.loads(line) for line in stream]
     random.Random(args.seed).shuffle(gsm8k)
@@ -79,42 +68,18 @@ def draw_rows(args: argparse.Namespace, out: Path) -> None:
         {"id": f"gsm8k-{i}", "instruction": r["question"], "input": "", "output": r["answer"]}
         for i, r in enumerate(gsm8k[: args.gsm8k_rows])
     )
-    _write(folder / "gsm8k.jsonl", rows)
+    write_rows(folder / "gsm8k.jsonl", rows)
     (folder / "done").write_text("ok\n")
-
-
-def _write(path: Path, rows) -> None:
-    with path.open("w", encoding="utf-8") as stream:
-        for row in rows:
-            stream.write(json.dumps(row) + "\n")
 
 
 def score(model_path: str, out: Path, dtype: str) -> dict:
     """Response NLL of `model_path` on every set (rows encoded as training encodes them), in `dtype`."""
-    from paser.recovery.config import TrainConfig
-    from paser.recovery.evaluate import response_nll
-    from paser.recovery.models import load_model, load_tokenizer
-    from paser.recovery.train import load_training_rows
-
-    tokenizer = load_tokenizer(model_path)
-    model, _ = load_model(model_path, dtype=dtype, device="cpu")
-    config = TrainConfig(show_progress=False)
-    scores = {}
-    for name in SETS:
-        rows = load_training_rows(out / "rows" / f"{name}.jsonl", tokenizer, config)
-        result = response_nll(model, rows.encoded, batch_size=8)
-        scores[name] = {"nll": result["nll"], "tokens": result["tokens"], "rows": result["rows"]}
-    return scores
+    model, tokenizer = load_scoring_model(model_path, dtype)
+    return response_nlls(model, tokenizer, out / "rows", SETS)
 
 
 def run_baseline(name: str, model: str, out: Path, dtype: str) -> dict:
-    path = out / "baselines" / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result = score(model, out, dtype)
-    path.write_text(json.dumps(result, indent=2))
-    return result
+    return cached_json(out / "baselines" / f"{name}.json", lambda: score(model, out, dtype))
 
 
 def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) -> None:
@@ -138,19 +103,15 @@ def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) ->
         "train_seconds": record["seconds"]["train"],
         "steps": record["training"]["steps"],
         "compute": record.get("compute"),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_gb(),
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
     }
-    path = out / "settings" / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps(payload, indent=2, default=str))
-    staging.replace(path)
+    write_json(out / "settings" / f"{name}.json", payload)
 
 
-def gap_closed(scores: dict, original: dict, pruned: dict, name: str) -> float:
-    gap = pruned[name]["nll"] - original[name]["nll"]
-    return (pruned[name]["nll"] - scores[name]["nll"]) / gap
+def closed_on(scores: dict, original: dict, pruned: dict, name: str) -> float:
+    """Share of set `name`'s NLL gap closed by `scores`."""
+    return gap_closed(scores[name]["nll"], original[name]["nll"], pruned[name]["nll"])
 
 
 def main() -> None:
@@ -196,7 +157,7 @@ def report(out: Path, original: dict, pruned: dict, names: list[str]) -> None:
     rows = []
     for name in names:
         payload = json.loads((out / "settings" / f"{name}.json").read_text())
-        closed = {set_name: gap_closed(payload["scores"], original, pruned, set_name) for set_name in SETS}
+        closed = {set_name: closed_on(payload["scores"], original, pruned, set_name) for set_name in SETS}
         rows.append({"name": name, **payload, "closed": closed})
     print("original NLL: " + ", ".join(f"{s} {original[s]['nll']:.4f}" for s in SETS))
     print("pruned NLL:   " + ", ".join(f"{s} {pruned[s]['nll']:.4f}" for s in SETS))

@@ -43,12 +43,19 @@ def _percent(value: Any) -> str:
 def model_card(record: dict[str, Any], pruned: str, subset: str | Path) -> str:
     """The merged model's card from `recover`'s record (before its outputs are added), the pruned model's
     name or folder and the subset's path: a YAML header (base_model, library_name, tags), then the base model,
-    its pruning record when it has one, the subset and its card, the LoRA and training settings and the
-    sparsity kept."""
+    its pruning record when it has one, the subset and its card, the LoRA (or full fine-tuning) and training
+    settings and the sparsity kept."""
     pruning = read_pruning_record(pruned)
     card = subset_card(subset)
     original = (record.get("original") or {}).get("name") or (pruning or {}).get("model")
-    header = {"base_model": str(pruned), "library_name": "transformers", "tags": ["paser", "pruned", "lora"]}
+    full = record["hyperparameters"].get("adapter") == "full"
+    tags = ["paser", "pruned", "full-fine-tuning" if full else "lora"]
+    header = {"base_model": str(pruned), "library_name": "transformers", "tags": tags}
+    how = (
+        "masked full fine-tuning (every weight trained, the pruned ones held at zero)"
+        if full
+        else "LoRA, with the adapter merged into the weights"
+    )
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False).strip(),
@@ -56,8 +63,7 @@ def model_card(record: dict[str, Any], pruned: str, subset: str | Path) -> str:
         "",
         f"# {Path(pruned).name or pruned}, recovered with paser ({record['objective']})",
         "",
-        f"The pruned model `{pruned}` after LoRA {record['objective']} on the rows of `{subset}`, with the adapter "
-        "merged into the weights.",
+        f"The pruned model `{pruned}` after {record['objective']} on the rows of `{subset}`: {how}.",
         "",
         "## Base model",
         "",
@@ -103,8 +109,9 @@ def model_card(record: dict[str, Any], pruned: str, subset: str | Path) -> str:
     ]
     kept = record["sparsity"]
     if kept["masked"]:
+        kept_how = "held at zero through every training step" if full else "set back to zero after merging"
         lines.append(
-            f"The pruned weights were set back to zero after merging ({kept['reason']}): sparsity "
+            f"The pruned weights were {kept_how} ({kept['reason']}): sparsity "
             f"{_percent(kept['total_before'])} before training, {_percent(kept['total_after_remask'])} in "
             "these weights. `sparsity.json` in the folder above has it per layer."
         )

@@ -17,6 +17,10 @@ from paser.recovery.tracking import tracker_names
 # Kept in step with paser.recovery.token_weights.TOKEN_WEIGHTINGS and paser.recovery.targets (which import torch).
 TOKEN_WEIGHTINGS = ("none", "jsd", "top_fraction")
 TARGETS = ("corpus", "original")
+# What trains (`TrainConfig.adapter`): a LoRA adapter on the frozen base, or every weight (masked full fine-tuning).
+ADAPTERS = ("lora", "full")
+# Full fine-tuning's default peak learning rate: the usual full-SFT order of magnitude, 10x below LoRA's; untuned.
+FULL_FINE_TUNING_LEARNING_RATE = 2e-5
 
 
 @dataclasses.dataclass
@@ -33,6 +37,15 @@ class TrainConfig:
             "card": True,
         },
     )
+    adapter: str = dataclasses.field(
+        default="lora",
+        metadata={
+            "help": "What trains: lora (an adapter on the frozen base, merged after training) or full (masked full "
+            "fine-tuning: every weight, the pruned ones held at exactly zero through every step; sft, distill, "
+            "on_policy; fp32 weights, gradients and AdamW moments, about 16 bytes a parameter; writes merged/ only).",
+            "card": True,
+        },
+    )
     # LoRA: the paper's and peft's usual small adapter on every linear layer of the decoder.
     lora_r: int = dataclasses.field(default=8, metadata={"help": "LoRA rank.", "card": True})
     lora_alpha: int = dataclasses.field(
@@ -45,7 +58,11 @@ class TrainConfig:
     )
     learning_rate: float | None = dataclasses.field(
         default=None,
-        metadata={"help": "Peak learning rate; default 2e-4 for sft/distill, 5e-5 for dpo/sft+dpo.", "card": True},
+        metadata={
+            "help": "Peak learning rate; default 2e-4 for sft/distill, 5e-5 for dpo/sft+dpo, 2e-5 with "
+            "adapter=full (untuned).",
+            "card": True,
+        },
     )
     epochs: float = dataclasses.field(default=1.0, metadata={"help": "Passes over the subset.", "card": True})
     max_steps: int = dataclasses.field(
@@ -224,6 +241,12 @@ class TrainConfig:
         if not 0.0 < self.on_policy_fraction <= 1.0:
             raise ValueError(f"on_policy_fraction must be in (0, 1], got {self.on_policy_fraction}")
         self._check_token_weighting()
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, got {self.adapter!r}")
+        if self.adapter == "full" and not get_objective(self.objective).full_fine_tuning:
+            raise ValueError(
+                f"objective {self.objective!r} trains a LoRA adapter only (adapter=full: sft, distill, on_policy)"
+            )
         if self.targets not in TARGETS:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
 
@@ -247,9 +270,12 @@ class TrainConfig:
 
     @property
     def lr(self) -> float:
-        """The learning rate in effect: the configured one, else the objective's default."""
+        """The learning rate in effect: the configured one, else full fine-tuning's default (adapter=full), else the
+        objective's default."""
         if self.learning_rate is not None:
             return self.learning_rate
+        if self.adapter == "full":
+            return FULL_FINE_TUNING_LEARNING_RATE
         return get_objective(self.objective).default_learning_rate
 
     @property
@@ -271,6 +297,11 @@ class TrainConfig:
             target_modules=self.target_modules,
             task_type="CAUSAL_LM",
         )
+
+    def peft_config(self) -> Any:
+        """What an objective's TRL trainer takes as `peft_config`: the `LoraConfig` (`lora_config`), or None with
+        adapter=full (the trainer then trains the model's own weights)."""
+        return None if self.adapter == "full" else self.lora_config()
 
     def to_dict(self) -> dict[str, Any]:
         """Every field plus the learning rate and SFT weight in effect."""

@@ -1,11 +1,13 @@
-"""Recovery training: LoRA fine-tuning of a pruned model on the selected subset, with TRL and peft.
+"""Recovery training: LoRA (or masked full) fine-tuning of a pruned model on the selected subset, with TRL and peft.
 
 This module is the loop every objective shares: read and tokenise the subset (`load_training_rows`), build the
 objective's trainer (`paser.recovery.objectives`: `sft`, `dpo`, `sft+dpo`, `distill`, registered by name) with the
 LoRA adapter and the common TrainingArguments, train, save the adapter, merge it, restore the pruned zeros and
-write the records.
+write the records. With `adapter: full` every weight trains instead, the pruned ones held at zero through every
+step (`paser.recovery.masked_training`), in fp32 master weights (autocast to bf16/fp16 where that is the training
+dtype), and the trained model is cast back to the training dtype and saved as `merged/`, with no `adapter/`.
 
-`recover()` writes `OUT/adapter/` (peft), `OUT/merged/` (adapter merged, pruning zeros restored, plain
+`recover()` writes `OUT/adapter/` (peft; LoRA only), `OUT/merged/` (adapter merged, pruning zeros restored, plain
 transformers checkpoint, with its model card), `OUT/train_log.jsonl` (one line per logged step),
 `OUT/sparsity.json` and `OUT/recovery.json` (what ran, on what, how long, with which versions, and its `compute`:
 tokens forwarded and estimated FLOPs, `paser.recovery.flops`), plus what the objective writes (DPO:
@@ -270,19 +272,27 @@ def load_pruned(pruned: str, dtype: torch.dtype) -> PrunedModel:
     return PrunedModel(model, tokenizer, info, mask, mask_reason, layer_sparsity(model))
 
 
-def _merge_keeping_zeros(
-    peft_model: Any, pruned: PrunedModel, config: TrainConfig, data_dir: str | Path | None
+def _trained_weights(model: Any, config: TrainConfig, dtype: torch.dtype) -> Any:
+    """The trained model as a plain transformers model on the CPU: LoRA's adapter merged into the base weights, or
+    full fine-tuning's fp32 master weights cast to the training dtype."""
+    if config.adapter == "full":
+        return model.to(device="cpu", dtype=dtype)
+    return model.merge_and_unload().to("cpu")
+
+
+def _keep_zeros(
+    merged: Any, pruned: PrunedModel, config: TrainConfig, data_dir: str | Path | None
 ) -> tuple[Any, dict[str, Any]]:
-    """Merge the adapter into the base weights; re-apply the pruned model's mask when it has one; return
-    (model, sparsity.json).
+    """Re-apply the pruned model's mask to the trained weights (`_trained_weights`) when it has one; return (model,
+    sparsity.json), its `after_merge` stage the trained weights as they came out of training.
 
     With a mask, the merged model's perplexity is measured before and after re-masking on the configured
-    held-out text (or the skip reason is recorded), and every pruned position is checked to be zero again.
+    held-out text (or the skip reason is recorded), and every pruned position is checked to be zero again. Masked
+    full fine-tuning kept the zeros through every step, so its re-masking changes no weight (`weights_rezeroed` 0).
     """
     from paser.recovery import sparsity
 
     tokenizer, mask = pruned.tokenizer, pruned.mask
-    merged = peft_model.merge_and_unload().to("cpu")
     after_merge = layer_sparsity(merged)
     after_remask = changed = ppl = None
     if mask is not None:
@@ -347,15 +357,22 @@ def keep_a_step_after_warmup(trainer: Any) -> None:
     trainer.create_scheduler = create_with_a_step_after_warmup
 
 
-def _prepare_and_train(objective: Objective, job: TrainingJob) -> tuple[PreparedTrainer, Any, float]:
+def _prepare_and_train(
+    objective: Objective, job: TrainingJob, mask: dict[str, torch.Tensor] | None
+) -> tuple[PreparedTrainer, Any, float]:
     """Build the objective's trainer and train it, with the loss log written to `OUT/train_log.jsonl`, at least one
-    step after the warm-up, the trackers' environment set and, on the CPU with `trim_cpu_memory`, freed memory
-    returned after each decoder layer of the trained and frozen models (`paser.recovery.cpu_memory`); returns
-    (prepared trainer, the Trainer's `TrainOutput`, seconds spent training)."""
+    step after the warm-up, the trackers' environment set, with `adapter: full` and a `mask` the pruned weights held
+    at zero through every step (`paser.recovery.masked_training`) and, on the CPU with `trim_cpu_memory`, freed
+    memory returned after each decoder layer of the trained and frozen models (`paser.recovery.cpu_memory`);
+    returns (prepared trainer, the Trainer's `TrainOutput`, seconds spent training)."""
     with tracking_environment(job.config.report_to, logging_dir(job.out_dir)):  # read as the trainer is built
         prepared = objective.prepare(job)
         trainer = prepared.trainer
         trainer.add_callback(make_log_callback(job.out_dir / "train_log.jsonl"))
+        if job.config.adapter == "full" and mask is not None:
+            from paser.recovery.masked_training import KeepPrunedZeros
+
+            trainer.add_callback(KeepPrunedZeros(mask))
         keep_a_step_after_warmup(trainer)
         trimmed = job.device == "cpu" and job.config.trim_cpu_memory
         frozen = [getattr(trainer, name, None) for name in ("teacher_model", "ref_model")]
@@ -421,8 +438,9 @@ def recover(
     load the pruned model, take its sparsity mask, tokenise the subset (with token weighting, align the kept
     per-token JSD to it; with `targets: original`, have the original answer its prompts, cached, and train on
     those answers), prepare the objective's trainer (DPO: generate or reuse the cached rejected answers), train the
-    LoRA adapter with TRL, save the adapter, merge, restore the pruned zeros when the model is unstructured/N:M
-    sparse, measure the perplexity effect of that, save the merged model. Refuses an unknown objective, `distill`
+    LoRA adapter with TRL (with `adapter: full`: every weight, the pruned ones held at zero, and no adapter to save),
+    save the adapter, merge, restore the pruned zeros when the model is unstructured/N:M sparse, measure the
+    perplexity effect of that, save the merged model. Refuses an unknown objective, `distill`
     or `targets: original` without `original`, a CUDA device this torch cannot use (before loading), a
     checkpoint that cannot be read (`paser.recovery.models.ModelLoadError` naming the file), a teacher with a
     different tokenizer, kept JSD that does not match the rows, and a subset without usable rows; all but the
@@ -443,7 +461,9 @@ def recover(
     if objective.needs_original or config.targets == "original":
         check_checkpoint(original)
     started = time.perf_counter()
-    loaded = load_pruned(pruned, dtype)
+    # Full fine-tuning keeps fp32 master weights (AdamW's updates are below bf16's resolution); the Trainer
+    # autocasts to the training dtype.
+    loaded = load_pruned(pruned, torch.float32 if config.adapter == "full" else dtype)
     rows = load_training_rows(subset, loaded.tokenizer, config)
     weighting = _attach_token_jsd(rows, config)
     # Made once the inputs are known to be good, so that a refused recovery leaves no folder behind.
@@ -464,7 +484,7 @@ def recover(
     job = TrainingJob(
         loaded.model, loaded.tokenizer, rows, config, common, out_dir, original, state, device, _dtype_name(dtype)
     )
-    prepared, output, seconds["train"] = _prepare_and_train(objective, job)
+    prepared, output, seconds["train"] = _prepare_and_train(objective, job, loaded.mask)
     record: dict[str, Any] = {"objective": config.objective, "targets": targets, **prepared.record}
     if weighting is not None:
         record["token_weighting"] = weighting
@@ -474,20 +494,21 @@ def recover(
     if not state.is_main_process:
         return RecoveryResult(out_dir, record, paths)
 
-    peft_model = prepared.trainer.model
-    peft_model.eval()
+    trained = prepared.trainer.model
+    trained.eval()
     training = _training_record(prepared.trainer, output, state.num_processes)  # before merging removes the adapter
     compute = recovery_compute(
         {**prepared.tokens(), **target_tokens},
         base_parameters=loaded.info["parameters"],
-        lora_parameters=training["trainable_parameters"],
+        lora_parameters=None if config.adapter == "full" else training["trainable_parameters"],
         teacher_parameters=(record.get("teacher") or {}).get("parameters"),
         original_parameters=(targets.get("model") or {}).get("parameters"),
     )
-    # PeftModel.save_pretrained writes only the adapter (adapter_config.json + adapter_model.safetensors).
-    paths["adapter"] = save_checkpoint(peft_model, loaded.tokenizer, out_dir / "adapter")
+    if config.adapter == "lora":
+        # PeftModel.save_pretrained writes only the adapter (adapter_config.json + adapter_model.safetensors).
+        paths["adapter"] = save_checkpoint(trained, loaded.tokenizer, out_dir / "adapter")
     merge_start = time.perf_counter()
-    merged, sparsity_record = _merge_keeping_zeros(peft_model, loaded, config, data_dir)
+    merged, sparsity_record = _keep_zeros(_trained_weights(trained, config, dtype), loaded, config, data_dir)
     paths["sparsity"] = write_json(out_dir / "sparsity.json", sparsity_record)
     seconds["merge"] = time.perf_counter() - merge_start
     seconds["total"] = time.perf_counter() - started
@@ -554,6 +575,8 @@ def format_summary(result: RecoveryResult) -> str:
     if "pairs" in record:
         pairs = record["pairs"]
         lines.append(f"[paser] DPO pairs: {pairs['used']} used, dropped {pairs['dropped'] or 'none'}")
-    lines.append(f"[paser] adapter: {result.paths['adapter']}  merged: {result.paths['merged']}")
+    adapter = result.paths.get("adapter")
+    adapter_text = f"adapter: {adapter}" if adapter else "masked full fine-tuning, no adapter"
+    lines.append(f"[paser] {adapter_text}  merged: {result.paths['merged']}")
     lines.append(f"[paser] record: {result.paths['record']}  loss log: {result.paths['train_log']}")
     return "\n".join(lines)

@@ -74,6 +74,7 @@ class Objective:
     default_sft_weight: float
     needs_original: bool
     token_weighting: bool = False
+    full_fine_tuning: bool = False
 
 
 OBJECTIVES: Registry[Objective] = Registry(
@@ -95,13 +96,16 @@ def register_objective(
     default_sft_weight: float = 0.0,
     needs_original: bool = False,
     token_weighting: bool = False,
+    full_fine_tuning: bool = False,
 ) -> Callable[[Prepare], Prepare]:
     """Register `prepare(job) -> PreparedTrainer` as objective `name`.
 
     `default_learning_rate` applies when `TrainConfig.learning_rate` is unset, `default_sft_weight` (the weight
     of the response NLL added to the objective's loss) when `TrainConfig.sft_weight` is; with `needs_original`,
     `recover` refuses to run without the original model; with `token_weighting`, the objective's loss honours
-    `TrainConfig.token_weighting` (the config refuses it for the others). Refuses a name registered twice.
+    `TrainConfig.token_weighting` (the config refuses it for the others); with `full_fine_tuning`, its trainer takes
+    `TrainConfig.peft_config()` (None with `adapter: full`: every weight trains) and keeps no state of its own in
+    the adapter (the config refuses `adapter: full` for the others). Refuses a name registered twice.
     """
 
     def decorator(prepare: Prepare) -> Prepare:
@@ -109,7 +113,15 @@ def register_objective(
             raise ValueError(f"objective {name!r}: default_learning_rate must be > 0 and default_sft_weight >= 0")
         OBJECTIVES.register(
             name,
-            Objective(name, prepare, default_learning_rate, default_sft_weight, needs_original, token_weighting),
+            Objective(
+                name,
+                prepare,
+                default_learning_rate,
+                default_sft_weight,
+                needs_original,
+                token_weighting,
+                full_fine_tuning,
+            ),
         )
         return prepare
 

@@ -56,7 +56,7 @@ def build_distill_trainer(
         train_dataset=sft_dataset(rows.encoded, rows.response_jsd),
         processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
-        peft_config=config.lora_config(),
+        peft_config=config.peft_config(),
         position_chunk=config.position_chunk,
         nll_weight=config.sft_term,
         kl_weight=1.0,
@@ -78,7 +78,9 @@ def prepare_with_teacher(job: TrainingJob, build: Callable[..., Any]) -> Prepare
     )
 
 
-@register_objective("distill", default_learning_rate=2e-4, needs_original=True, token_weighting=True)
+@register_objective(
+    "distill", default_learning_rate=2e-4, needs_original=True, token_weighting=True, full_fine_tuning=True
+)
 def prepare_distill(job: TrainingJob) -> PreparedTrainer:
     """The distillation trainer with the original model as teacher (`prepare_with_teacher`)."""
     return prepare_with_teacher(job, build_distill_trainer)

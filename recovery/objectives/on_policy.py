@@ -133,14 +133,14 @@ def build_on_policy_trainer(
         train_dataset=sft_dataset(rows.encoded),
         processing_class=tokenizer,
         data_collator=PromptCollator(DataCollatorForLanguageModeling(pad_token_id=pad_token_id), pad_token_id),
-        peft_config=config.lora_config(),
+        peft_config=config.peft_config(),
         position_chunk=config.position_chunk,
         nll_weight=config.sft_term,
         kl_weight=1.0,
     )
 
 
-@register_objective("on_policy", default_learning_rate=2e-4, needs_original=True)
+@register_objective("on_policy", default_learning_rate=2e-4, needs_original=True, full_fine_tuning=True)
 def prepare_on_policy(job: TrainingJob) -> PreparedTrainer:
     """The on-policy distillation trainer with the original model as teacher (`prepare_with_teacher`); refuses a
     tokenizer without a pad token (generation left-pads)."""

@@ -71,14 +71,14 @@ def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: Tr
         args=args,
         train_dataset=sft_dataset(rows.encoded, rows.response_jsd),
         processing_class=tokenizer,
-        peft_config=config.lora_config(),
+        peft_config=config.peft_config(),
         position_chunk=config.position_chunk,
         **token_weighting_args(config),
     )
 
 
 # The usual LoRA SFT learning rate.
-@register_objective("sft", default_learning_rate=2e-4, token_weighting=True)
+@register_objective("sft", default_learning_rate=2e-4, token_weighting=True, full_fine_tuning=True)
 def prepare_sft(job: TrainingJob) -> PreparedTrainer:
     """The SFT trainer over the job's rows."""
     trainer = build_sft_trainer(job.model, job.tokenizer, job.rows, job.config, job.trainer_args)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from paser.recovery.flops import forward_flops, lora_training_flops, recovery_compute
+from paser.recovery.flops import forward_flops, full_training_flops, lora_training_flops, recovery_compute
 from paser.recovery.train import recover
 from tests.recovery.tiny_training import fast_config
 
@@ -17,6 +17,13 @@ def test_lora_training_spares_the_frozen_base_its_weight_gradients():
     full_fine_tuning = 6 * 1000 * 135e6
     assert lora_training_flops(1000, 135e6, 0) == pytest.approx(full_fine_tuning * 2 / 3)
     assert lora_training_flops(1000, 135e6, 1e6) == 4 * 1000 * 135e6 + 6 * 1000 * 1e6
+
+
+def test_full_fine_tuning_costs_six_flops_per_parameter_per_token():
+    assert full_training_flops(1000, 135e6) == 6 * 1000 * 135e6
+    compute = recovery_compute({"trained": 100}, base_parameters=1000, lora_parameters=None)
+    assert compute["flops"]["train"] == compute["flops"]["total"] == 6 * 100 * 1000
+    assert compute["parameters"]["lora"] is None and "full fine-tuning 6·N·P" in compute["convention"]
 
 
 def test_the_compute_block_adds_teacher_reference_and_generation_forwards():

@@ -125,3 +125,19 @@ def test_paser_eval_runs_on_the_merged_model_on_cuda(pruned_dir, subset_file, tm
     assert status == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["tasks"]["wikitext2"]["metrics"]["ppl"] > 1
+
+
+def test_masked_full_fine_tuning_trains_fp32_weights_under_bf16_autocast_and_keeps_the_exact_zeros(
+    pruned_dir, subset_file, tmp_path
+):
+    out = tmp_path / "full"
+    result = recover(str(pruned_dir), subset_file, out, _on_cuda(adapter="full", max_steps=3, learning_rate=1e-3))
+    losses = _losses(out)
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert result.record["sparsity"]["masked"] is True and result.record["dtype"] == "bfloat16"
+    sparsity = json.loads((out / "sparsity.json").read_text())
+    assert sparsity["weights_rezeroed"]["total"] == 0  # the zeros held through every step on the device
+    weights = load_file(out / "merged" / "model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.bfloat16}  # saved in the training dtype
+    pruned_zeros, merged = _zeros(pruned_dir), _zeros(out / "merged")
+    assert pruned_zeros and all(torch.equal(pruned_zeros[name], merged[name]) for name in pruned_zeros)
