@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/paser run --out runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
