@@ -112,6 +112,7 @@ def format_pruning(record: dict, out: str) -> str:
 
 
 def eval_command(args: argparse.Namespace) -> int:
+    from paser.pipelines.layout import EvalFolder
     from paser.recovery.evaluate import format_summary, run_eval
 
     record = run_eval(
@@ -130,7 +131,8 @@ def eval_command(args: argparse.Namespace) -> int:
     )
     print(format_summary(record))
     if args.out:
-        print(f"metrics: {Path(args.out) / 'metrics.json'}, table: {Path(args.out) / 'metrics.md'}")
+        folder = EvalFolder(Path(args.out))
+        print(f"metrics: {folder.metrics}, table: {folder.table}")
     return 0
 
 

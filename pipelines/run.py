@@ -1,6 +1,6 @@
 """`paser run`: one config from pruning to report, every (strategy, budget, seed) combination, cached by stage.
 
-Stages and what each writes under the run directory (layout in the README, "Run directory"):
+Stages and what each writes under the run directory (every path from `paser.pipelines.layout.RunLayout`):
 
     prune             pruned/                       (only when the config gives a pruning spec)
     score             shared/corpus.parquet, score_shards/, scores.parquet, corpus.json
@@ -59,6 +59,7 @@ from paser.pipelines.heldout import (
     parse_heldout,
     split_metric_names,
 )
+from paser.pipelines.layout import RunLayout, pruning_record
 from paser.pipelines.lock import output_folder
 from paser.pipelines.results import LABEL_FIELDS, combo_name, gap_recovered
 from paser.pipelines.run_stages import (
@@ -317,7 +318,8 @@ class Run:
     def __init__(self, config: RunConfig, run_dir: str | Path) -> None:
         self.config = config
         self.dir = Path(run_dir)
-        self.shared = self.dir / "shared"
+        self.layout = RunLayout(self.dir)
+        self.shared = self.layout.shared.root
         self.executor = Executor(self.dir)
 
     @property
@@ -337,20 +339,20 @@ class Run:
     # -- paths and configs
 
     def combo_dir(self, combo: Combo) -> Path:
-        return self.dir / "combos" / combo.name
+        return self.layout.combo(combo.name).root
 
     @property
     def corpus_path(self) -> str:
         path = self.config.corpus.path
         if path == BUILTIN_DEMO_CORPUS:
-            return str(self.dir / "demo_corpus.jsonl")
+            return str(self.layout.demo_corpus)
         if self.config.recipe is not None:
-            return str(self.shared / "recipe_corpus.jsonl")
+            return str(self.layout.shared.recipe_corpus)
         return path
 
     @property
     def pruned_path(self) -> str:
-        return str(self.dir / "pruned") if self.config.models.prune is not None else str(self.config.models.pruned)
+        return str(self.layout.pruned) if self.config.models.prune is not None else str(self.config.models.pruned)
 
     def select_config(self, combo: Combo | None = None, out: Path | None = None) -> SelectConfig:
         """The `paser select` config of one combination (or, without one, of the shared scoring)."""
@@ -431,7 +433,7 @@ class Run:
             spec.apply(self.config.models.original, Path(self.pruned_path))
 
         inputs = lambda: {"original": self.original_identity, "spec": spec.hash_inputs()}  # noqa: E731
-        return Stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
+        return Stage("prune", inputs, [pruning_record(self.pruned_path)], compute)
 
     def prune(self) -> str:
         """Run the prune stage where there is one; returns the pruned model's identity (`pruned_identity`)."""
@@ -465,7 +467,7 @@ class Run:
 
     def baseline_stage(self, name: str) -> Stage:
         """Stage `eval/original` or `eval/pruned`: a model of the pair evaluated as it is."""
-        out = self.dir / "baselines" / name / "eval"
+        out = self.layout.baseline(name)
         if name == "original":
             return eval_stage(self, self.stages, name, self.config.models.original, out, lambda: self.original_identity)
         model_hash = lambda: self.pruned_identity  # noqa: E731
@@ -474,15 +476,15 @@ class Run:
     def combo_stage(self, combo: Combo) -> Stage:
         """Stage `eval/{combo}`, after the combination's select and recover stages."""
         recover = recover_stage(self, select_stage(self, self.stages, combo), combo)
-        merged = str(self.combo_dir(combo) / "recover" / "merged")
-        out = self.combo_dir(combo) / "eval"
-        return eval_stage(self, self.stages, combo.name, merged, out, lambda: recover.digest, recover)
+        folder = self.layout.combo(combo.name)
+        merged = str(folder.recover.merged)
+        return eval_stage(self, self.stages, combo.name, merged, folder.eval, lambda: recover.digest, recover)
 
     def execute(self) -> dict[str, Any]:
         """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""
         self.check()
         write_atomic(
-            self.dir / "config.yaml",
+            self.layout.config,
             lambda path: path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False)),
         )
         started = time.perf_counter()
@@ -494,11 +496,12 @@ class Run:
         for index, combo in enumerate(all_combos, 1):
             log(f"combination {index}/{len(all_combos)}: {combo.name}")
             self.executor.ensure(self.combo_stage(combo))
-            metrics = _read_metrics(self.combo_dir(combo) / "eval" / "metrics.json")
-            log_eval_metrics(self.config.recovery.report_to, self.combo_dir(combo) / "recover", combo.name, metrics)
+            folder = self.layout.combo(combo.name)
+            metrics = _read_metrics(folder.eval.metrics)
+            log_eval_metrics(self.config.recovery.report_to, folder.recover.root, combo.name, metrics)
         results = collect_results(self.dir, self.config)
         results.update(statistics_blocks(results, self.dir))
-        write_json(self.dir / "results.json", results)
+        write_json(self.layout.results, results)
         log(
             f"{len(self.ran)} stage(s) ran, {len(self.cached)} cached, "
             f"{time.perf_counter() - started:.1f} s (invocation {self.manifest.invocation})"
@@ -542,14 +545,13 @@ def _read_metrics(path: Path) -> dict[str, float] | None:
 
 def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     """The `results.json` payload: baselines and every combination's metrics (None where missing)."""
-    baselines = {
-        name: _read_metrics(run_dir / "baselines" / name / "eval" / "metrics.json") for name in ("original", "pruned")
-    }
+    layout = RunLayout(run_dir)
+    baselines = {name: _read_metrics(layout.baseline(name).metrics) for name in ("original", "pruned")}
     rows = []
     for combo in combos(config):
-        folder = run_dir / "combos" / combo.name
-        stats_path = folder / "select" / "stats.json"
-        recovery_path = folder / "recover" / "recovery.json"
+        folder = layout.combo(combo.name)
+        stats_path = folder.select.stats
+        recovery_path = folder.recover.record
         stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else {}
         recovery = json.loads(recovery_path.read_text(encoding="utf-8")) if recovery_path.exists() else {}
         rows.append(
@@ -559,7 +561,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
                 "budget": combo.budget,
                 "budget_rows": stats.get("totals", {}).get("budget"),
                 "seed": combo.seed,
-                "metrics": _read_metrics(folder / "eval" / "metrics.json"),
+                "metrics": _read_metrics(folder.eval.metrics),
                 "train_seconds": recovery.get("seconds", {}).get("train"),
                 "train_tokens": recovery.get("tokens_per_epoch", {}).get("total"),
             }
@@ -592,7 +594,7 @@ def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The blocks of `results.json` computed from a `collect_results` payload and the run folder: `summary` (mean,
     sd and t-interval over seeds) and `versus_random` (paired differences with bootstrap intervals) from
     `paser.pipelines.uncertainty`; `compute` (per combination) and `shared_cost` from `paser.pipelines.accounting`."""
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = RunLayout(run_dir).manifest
     stages = json.loads(manifest_path.read_text(encoding="utf-8"))["stages"] if manifest_path.exists() else {}
     return {
         "summary": metric_summary(results),
@@ -620,9 +622,10 @@ def run(config: RunConfig, run_dir: str | Path) -> Run:
 def holds_finished_work(run_dir: Path) -> bool:
     """Whether a run folder holds work a rerun resumes: a stage done in its manifest, or scores in `shared/`
     (`paser.pipelines.select.holds_scores`). A manifest that cannot be read counts as work, to be safe."""
-    if holds_scores(run_dir / "shared"):
+    layout = RunLayout(run_dir)
+    if holds_scores(layout.shared.root):
         return True
-    manifest = run_dir / "manifest.json"
+    manifest = layout.manifest
     if not manifest.is_file():
         return False
     try:

@@ -25,8 +25,8 @@ from paser.common.io import file_sha256, write_atomic, write_json, write_jsonl, 
 from paser.data.heldout import get_heldout_builder, heldout_source, prompt_key, write_heldout
 from paser.pipelines.config import config_to_dict
 from paser.pipelines.heldout import DEV_SHARE, SPLIT_SALT, HeldoutSet, copy_rows, heldout_nll
+from paser.pipelines.layout import EvalFolder, SharedFolder, pruning_record
 from paser.pipelines.select import (
-    RESPONSE_SHARDS,
     ScoredCorpus,
     cluster_table,
     clustering_features,
@@ -96,7 +96,7 @@ def calibration_rows_path(run: Run) -> str | None:
             "corpus.exclude_rows is set and the calibration rows of the corpus file are excluded too: give one "
             "(set models.exclude_calibration_rows: false to use corpus.exclude_rows alone)"
         )
-    return str(run.shared / "calibration_rows.txt")
+    return str(run.layout.shared.calibration_rows)
 
 
 def write_calibration_rows(run: Run) -> None:
@@ -107,7 +107,7 @@ def write_calibration_rows(run: Run) -> None:
     if path is None:
         return
     run.prune()
-    record_path = Path(run.pruned_path) / "pruning.json"
+    record_path = pruning_record(run.pruned_path)
     calibration = json.loads(record_path.read_text(encoding="utf-8")).get("calibration") or {}
     positions = calibration.get("rows_used_positions")
     if positions is None:
@@ -139,8 +139,8 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
     """Stage `score`: the corpus validated into `shared/corpus.parquet` and scored with the model pair; its value
     is the `ScoredCorpus`. Keyed by the corpus's content (or the recipe stage's hash), not its path, and by
     `calibration_rows.txt` where there is one (`write_calibration_rows` writes it first)."""
-    shared = run.shared
-    artifacts = [shared / name for name in ("corpus.parquet", "scores.parquet", "corpus.json")]
+    shared = run.layout.shared
+    artifacts = [shared.corpus, shared.scores, shared.corpus_record, shared.score_shards]
 
     def inputs() -> dict[str, Any]:
         config = run.select_config()
@@ -165,22 +165,22 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
         }
 
     def compute() -> ScoredCorpus:
-        (shared / "score_shards").mkdir(exist_ok=True)
-        scored = read_and_score_corpus(run.select_config(), shared)
-        write_parquet(shared / "scores.parquet", scored.scores)
+        shared.score_shards.mkdir(exist_ok=True)
+        scored = read_and_score_corpus(run.select_config(), shared.root)
+        write_parquet(shared.scores, scored.scores)
         write_json(
-            shared / "corpus.json",
+            shared.corpus_record,
             {"source": scored.corpus.source, "stats": scored.corpus.stats.to_dict(), "models": scored.model_info},
         )
         return scored
 
     needs = tuple(stage for stage in (recipe, run.prune_stage) if stage is not None)
-    return Stage("score", inputs, [*artifacts, shared / "score_shards"], compute, lambda: load_scored(shared), needs)
+    return Stage("score", inputs, artifacts, compute, lambda: load_scored(shared), needs)
 
 
-def load_scored(shared: Path) -> ScoredCorpus:
+def load_scored(shared: SharedFolder) -> ScoredCorpus:
     """The scored corpus read back from `shared/` (the score stage's artifacts)."""
-    record = json.loads((shared / "corpus.json").read_text(encoding="utf-8"))
+    record = json.loads(shared.corpus_record.read_text(encoding="utf-8"))
     stats = record["stats"]
     corpus_stats = CorpusStats(
         rows_read=stats["rows_read"],
@@ -188,8 +188,8 @@ def load_scored(shared: Path) -> ScoredCorpus:
         flagged=dict(stats["flagged"]),
         examples={reason: list(places) for reason, places in stats["examples"].items()},
     )
-    store = CorpusStore(shared / "corpus.parquet")
-    scores = pd.read_parquet(shared / "scores.parquet")
+    store = CorpusStore(shared.corpus)
+    scores = pd.read_parquet(shared.scores)
     corpus = Corpus(StoredSamples(store), corpus_stats, record["source"])
     return ScoredCorpus(corpus, store, scores, record["models"])
 
@@ -201,7 +201,7 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
     """Stage `heldout`: the rows kept out of every selection (`shared/heldout.json`, their rows in
     `shared/heldout.jsonl`). Its value is the pool: the scored corpus minus those rows, what every strategy
     selects from."""
-    evaluation, shared = run.config.evaluation, run.shared
+    evaluation, shared = run.config.evaluation, run.layout.shared
 
     def inputs() -> dict[str, Any]:
         return {
@@ -212,7 +212,7 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
 
     def pool() -> ScoredCorpus:
         scored = run.executor.value(score)
-        held = set(json.loads((shared / "heldout.json").read_text(encoding="utf-8"))["ids"])
+        held = set(json.loads(shared.heldout_ids.read_text(encoding="utf-8"))["ids"])
         scores = scored.scores[~scored.scores["id"].astype(str).isin(held)].reset_index(drop=True)
         return dataclasses.replace(scored, scores=scores)
 
@@ -220,15 +220,15 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
         write_heldout_rows(run, run.executor.value(score))
         return pool()
 
-    return Stage("heldout", inputs, [shared / "heldout.json"], compute, pool, (score,))
+    return Stage("heldout", inputs, [shared.heldout_ids], compute, pool, (score,))
 
 
 def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
     """Choose the held-out rows (seeded, spread over the corpus) and write them; an empty split is allowed."""
-    evaluation, shared = run.config.evaluation, run.shared
+    evaluation, shared = run.config.evaluation, run.layout.shared
     ids: list[str] = []
     if evaluation.heldout_file is not None:
-        copy_rows(evaluation.heldout_file, shared / "heldout.jsonl")
+        copy_rows(evaluation.heldout_file, shared.heldout_rows)
         source = evaluation.heldout_file
     else:
         scored_ids = scored.scores["id"].astype(str).tolist()
@@ -240,19 +240,15 @@ def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
         ids = [scored_ids[position] for position in positions]
         rows = [{**raw, "id": row_id} for row_id, raw in zip(ids, scored.store.raw_rows(ids), strict=True)]
         if rows:
-            write_jsonl(shared / "heldout.jsonl", rows)
+            write_jsonl(shared.heldout_rows, rows)
         source = "corpus"
-    write_json(shared / "heldout.json", {"ids": ids, "source": source})
-
-
-def heldout_set_path(run: Run, spec: HeldoutSet) -> Path:
-    return run.shared / "heldout" / f"{spec.name}.jsonl"
+    write_json(shared.heldout_ids, {"ids": ids, "source": source})
 
 
 def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
     """Stage `heldout/{name}`: a named file or built-in set's rows as `shared/heldout/{name}.jsonl`, keyed by
     the file's content, or by the built-in set's name, row limit and data file's content."""
-    path = heldout_set_path(run, spec)
+    path = run.layout.shared.heldout_set(spec.name)
     if spec.file is not None:
         inputs = lambda: {"file": source_identity(spec.file)}  # noqa: E731
         return Stage(f"heldout/{spec.name}", inputs, [path], lambda: copy_rows(spec.file, path))
@@ -284,9 +280,10 @@ def embed_stage(run: Run, heldout: Stage) -> Stage:
 
     def embeddings() -> np.ndarray:
         pool = run.executor.value(heldout)
-        return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared / "embed_shards")
+        shards = run.layout.shared.embed_shards
+        return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shards)
 
-    return Stage("embed", inputs, [run.shared / "embed_shards"], embeddings, embeddings, (heldout,))
+    return Stage("embed", inputs, [run.layout.shared.embed_shards], embeddings, embeddings, (heldout,))
 
 
 def embed_response_stage(run: Run, heldout: Stage) -> Stage:
@@ -298,7 +295,8 @@ def embed_response_stage(run: Run, heldout: Stage) -> Stage:
         return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared)
 
     inputs = lambda: {"heldout": heldout.digest, "embedding": embedding}  # noqa: E731
-    return Stage("embed_response", inputs, [run.shared / RESPONSE_SHARDS], embeddings, embeddings, (heldout,))
+    shards = run.layout.shared.response_embed_shards
+    return Stage("embed_response", inputs, [shards], embeddings, embeddings, (heldout,))
 
 
 def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_response: Stage | None) -> Stage:
@@ -306,8 +304,8 @@ def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_respo
     `shared/clusters-s{seed}.parquet` (with the 2-D map) and `shared/clustering-s{seed}.json`. Its value is the
     `ClusterResult`."""
     cluster_seed = seed if run.config.clustering.seed is None else run.config.clustering.seed
-    table_path = run.shared / f"clusters-s{seed}.parquet"
-    record_path = run.shared / f"clustering-s{seed}.json"
+    table_path = run.layout.shared.cluster_table(seed)
+    record_path = run.layout.shared.cluster_record(seed)
 
     def inputs() -> dict[str, Any]:
         inputs = {"embed": embed.digest, "clustering": config_to_dict(run.config.clustering), "seed": cluster_seed}
@@ -371,7 +369,8 @@ def load_clusters(table_path: Path, record_path: Path, pool_ids: Callable[[], li
 def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
     """Stage `select/{combo}`: the combination's selection (`combos/{combo}/select/`: selection.jsonl,
     stats.json) from the pool, its embeddings and its seed's clustering."""
-    out = run.combo_dir(combo) / "select"
+    folder = run.layout.combo(combo.name).select
+    out = folder.root
     config = run.select_config(combo, out)
     cluster = shared.clusters[combo.seed]
 
@@ -392,19 +391,20 @@ def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
             embeddings,
             run.executor.value(cluster),
             out,
-            concept_cache_dir=run.shared / "concept_cache",
-            embedding_summary=read_embedding_summary(run.shared / "embed_shards"),
+            concept_cache_dir=run.layout.shared.concept_cache,
+            embedding_summary=read_embedding_summary(run.layout.shared.embed_shards),
             write_tables=False,
         )
 
-    artifacts = [out / "selection.jsonl", out / "stats.json"]
+    artifacts = [folder.selection, folder.stats]
     return Stage(f"select/{combo.name}", inputs, artifacts, compute, needs=(cluster,))
 
 
 def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
     """Stage `recover/{combo}`: the pruned model trained on the combination's selection and merged
     (`combos/{combo}/recover/`: adapter/, merged/, recovery.json, ...)."""
-    out = run.combo_dir(combo) / "recover"
+    folder = run.layout.combo(combo.name)
+    out = folder.recover.root
     training = dataclasses.replace(run.config.recovery, seed=combo.seed)
     settings = {**config_to_dict(training), "show_progress": None}
     settings.pop("report_to")  # trackers only watch: a run keeps its hashes whatever it reports to
@@ -419,7 +419,7 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
 
         recover(
             run.pruned_path,
-            run.combo_dir(combo) / "select" / "selection.jsonl",
+            folder.select.selection,
             out,
             training,
             original=run.config.models.original,
@@ -429,7 +429,8 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
         gc.collect()
 
     needs = (select,) if run.prune_stage is None else (select, run.prune_stage)
-    return Stage(f"recover/{combo.name}", inputs, [out / "recovery.json", out / "merged"], compute, needs=needs)
+    artifacts = [folder.recover.record, folder.recover.merged]
+    return Stage(f"recover/{combo.name}", inputs, artifacts, compute, needs=needs)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -440,11 +441,11 @@ def eval_stage(
     shared: SharedStages,
     name: str,
     model: str,
-    out: Path,
+    out: EvalFolder,
     model_hash: Callable[[], str],
     after: Stage | None = None,
 ) -> Stage:
-    """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out/metrics.json`), keyed by
+    """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out.metrics`), keyed by
     `model_hash()`: its checkpoint's identity, or the hash of the stage that wrote it (`after`, run first)."""
     evaluation = run.config.evaluation
     settings = config_to_dict(evaluation)
@@ -476,17 +477,17 @@ def eval_stage(
         return inputs
 
     needs = (*([] if after is None else [after]), shared.heldout, *shared.heldout_sets.values())
-    return Stage(f"eval/{name}", inputs, [out / "metrics.json"], lambda: evaluate(run, shared, model, out), needs=needs)
+    return Stage(f"eval/{name}", inputs, [out.metrics], lambda: evaluate(run, shared, model, out), needs=needs)
 
 
 def heldout_files(run: Run, shared: SharedStages) -> list[tuple[HeldoutSet, Path]]:
     """Every held-out set with the file of its rows: `shared/heldout.jsonl` for the split off the corpus
     (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
     files = []
-    split = run.shared / "heldout.jsonl"
+    split = run.layout.shared.heldout_rows
     for spec in run.config.evaluation.heldout_sets():
         if spec.name in shared.heldout_sets:
-            files.append((spec, heldout_set_path(run, spec)))
+            files.append((spec, run.layout.shared.heldout_set(spec.name)))
         elif split.exists():
             files.append((spec, split))
     return files
@@ -500,12 +501,12 @@ def pool_prompts(run: Run, shared: SharedStages) -> frozenset[str]:
     return frozenset(prompt_key(sample.instruction, sample.input) for sample in pool.corpus.samples if sample.id in ids)
 
 
-def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None:
+def evaluate(run: Run, shared: SharedStages, model_name: str, out: EvalFolder) -> None:
     """Evaluate `model_name` on the tasks and the held-out sets' response NLL into `out` (the eval stage's
     compute): the in-distribution set also as its dev and test halves (`heldout_<name>_dev`, `_test`), the
     generation tasks on prompts outside the selection pool, formatted as training formats them, their answers
     cached in `out/generations/`."""
-    from paser.recovery.evaluate import GENERATION_TASK_NAMES, GENERATIONS_DIR, evaluate_model, write_results
+    from paser.recovery.evaluate import GENERATION_TASK_NAMES, evaluate_model, write_results
     from paser.recovery.models import load_model
 
     evaluation = run.config.evaluation
@@ -526,7 +527,7 @@ def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None
             seqlen=evaluation.seqlen,
             template=run.config.recovery.template,
             exclude_prompts=pool_prompts(run, shared) if generating else (),
-            generation_cache=out / GENERATIONS_DIR,
+            generation_cache=out.generations,
         ),
     }
     for spec, heldout in heldout_files(run, shared):
@@ -544,6 +545,6 @@ def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None
         for split, part in splits.items():
             record[f"{spec.metric_prefix}_{split}"] = part
         log(f"{spec.metric_prefix}: response NLL {result['nll']:.4f} on {result['rows']} rows")
-    write_results(record, out)
+    write_results(record, out.root)
     del model
     gc.collect()

@@ -22,6 +22,7 @@ from typing import Any
 
 from paser.common.console import say
 from paser.common.io import file_sha256, write_json
+from paser.pipelines.layout import RunLayout
 
 MANIFEST_VERSION = 1
 
@@ -73,8 +74,8 @@ class Manifest:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.path = run_dir / "manifest.json"
-        self.events_path = run_dir / "events.jsonl"
+        self.path = RunLayout(run_dir).manifest
+        self.events_path = RunLayout(run_dir).events
         self.stages: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             data = json.loads(self.path.read_text(encoding="utf-8"))

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from paser.common.io import write_atomic
+from paser.pipelines.layout import RunLayout
 from paser.pipelines.stats import (
     CONFIDENCE,
     RESAMPLES,
@@ -167,7 +168,7 @@ def run_items(results: dict[str, Any], run_dir: str | Path) -> dict[str, dict[st
     items = {}
     for record in results["combos"]:
         if record.get("metrics"):
-            arrays = read_items(Path(run_dir) / "combos" / record["combo"] / "eval")
+            arrays = read_items(RunLayout(run_dir).combo(record["combo"]).eval.root)
             if arrays:
                 items[record["combo"]] = arrays
     return items

@@ -424,10 +424,11 @@ def test_generation_tasks_in_a_run_leave_out_the_pool_and_only_evaluations_rerun
 
     root, _, first = tiny_run
     run_dir = shutil.copytree(first.dir, tmp_path / "run")
+    from paser.pipelines.layout import RunLayout
     from paser.pipelines.run_stages import load_scored
 
     held = [json.loads(line) for line in (run_dir / "shared" / "heldout.jsonl").read_text().splitlines()]
-    scored = load_scored(run_dir / "shared")
+    scored = load_scored(RunLayout(run_dir).shared)
     pool_ids = set(scored.scores["id"].astype(str)) - {row["id"] for row in held}
     pooled = [{"instruction": s.instruction, "input": s.input} for s in scored.corpus.samples if s.id in pool_ids]
     long_answer = "A long answer. " * 50
