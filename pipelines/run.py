@@ -13,8 +13,9 @@ Stages and what each writes under the run directory (every path from `paser.pipe
     eval/{combo}      combos/{combo}/eval/          metrics.json (tasks + held-out response NLL)
     eval/original, eval/pruned   baselines/{name}/eval/metrics.json
 
-Every stage has a hash of its inputs: its own config section, the identity of the files it reads (corpus
-content, checkpoint fingerprints) and the hashes of the stages it builds on. `manifest.json` records, per
+Every stage has a hash of what it declares it reads (`paser.pipelines.stages.stage_key`): its config sections
+and fields, the identity of the files it reads (corpus content, checkpoint fingerprints) and the hashes of the
+stages it builds on. `manifest.json` records, per
 stage, the hash it last finished with; a stage whose hash is unchanged and whose artifacts exist is skipped
 (and not even its inputs are loaded), so a second invocation recomputes nothing and a budget added to the
 config runs only its own select, recover and eval stages. A stage that starts with a different hash than
@@ -66,6 +67,7 @@ from paser.pipelines.run_stages import (
     SharedStages,
     calibration_rows_path,
     eval_stage,
+    pruned_model,
     recover_stage,
     select_stage,
     shared_stages,
@@ -432,8 +434,8 @@ class Run:
         def compute() -> None:
             spec.apply(self.config.models.original, Path(self.pruned_path))
 
-        inputs = lambda: {"original": self.original_identity, "spec": spec.hash_inputs()}  # noqa: E731
-        return Stage("prune", inputs, [pruning_record(self.pruned_path)], compute)
+        sources = {"original": lambda: self.original_identity}
+        return Stage("prune", compute, [pruning_record(self.pruned_path)], settings={"spec": spec}, sources=sources)
 
     def prune(self) -> str:
         """Run the prune stage where there is one; returns the pruned model's identity (`pruned_identity`)."""
@@ -469,16 +471,16 @@ class Run:
         """Stage `eval/original` or `eval/pruned`: a model of the pair evaluated as it is."""
         out = self.layout.baseline(name)
         if name == "original":
-            return eval_stage(self, self.stages, name, self.config.models.original, out, lambda: self.original_identity)
-        model_hash = lambda: self.pruned_identity  # noqa: E731
-        return eval_stage(self, self.stages, name, self.pruned_path, out, model_hash, self.prune_stage)
+            sources = {"model": lambda: self.original_identity}
+            return eval_stage(self, self.stages, name, self.config.models.original, out, {}, sources)
+        return eval_stage(self, self.stages, name, self.pruned_path, out, *pruned_model(self, "model"))
 
     def combo_stage(self, combo: Combo) -> Stage:
         """Stage `eval/{combo}`, after the combination's select and recover stages."""
         recover = recover_stage(self, select_stage(self, self.stages, combo), combo)
         folder = self.layout.combo(combo.name)
         merged = str(folder.recover.merged)
-        return eval_stage(self, self.stages, combo.name, merged, folder.eval, lambda: recover.digest, recover)
+        return eval_stage(self, self.stages, combo.name, merged, folder.eval, {"model": recover}, {})
 
     def execute(self) -> dict[str, Any]:
         """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""

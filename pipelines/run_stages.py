@@ -4,8 +4,10 @@ nothing; `Run` composes them and its executor runs them. Two steps come before t
 stage hashes what they write: the demo corpus (`Run.write_demo_corpus`) and the calibration rows
 (`write_calibration_rows`).
 
-Each stage's inputs are exactly what earlier versions hashed, key for key: keys added after runs were cached
-are left out while unset, so those runs stay cached.
+Each builder declares what its stage reads (`Stage.inputs`, `settings`, `sources`); its cache key is derived
+from those declarations alone (`paser.pipelines.stages.stage_key`). A path a stage reads is declared as a source,
+by content, not by name (so no key holds a path of the run's own folder), but for the evaluation data folder
+(`evaluation.data_dir`: fixed public test files), named by its path.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import pandas as pd
 
 from paser.common.io import file_sha256, write_atomic, write_json, write_jsonl, write_parquet
 from paser.data.heldout import get_heldout_builder, heldout_source, prompt_key, write_heldout
-from paser.pipelines.config import config_to_dict
 from paser.pipelines.heldout import DEV_SHARE, SPLIT_SALT, HeldoutSet, copy_rows, heldout_nll
 from paser.pipelines.layout import EvalFolder, SharedFolder, pruning_record
 from paser.pipelines.select import (
@@ -35,11 +36,12 @@ from paser.pipelines.select import (
     select_from,
 )
 from paser.pipelines.select import score_stage as read_and_score_corpus
-from paser.pipelines.stages import Stage, log, source_identity
+from paser.pipelines.stages import Stage, log, settings_except, source_identity
 from paser.selection.cluster import ClusterResult, cluster_embeddings
 from paser.selection.corpus import Corpus, CorpusStats
 from paser.selection.embed import read_embedding_summary
 from paser.selection.store import CorpusStore, StoredSamples
+from paser.selection.strategies import get_strategy
 
 if TYPE_CHECKING:
     from paser.pipelines.run import Combo, Run
@@ -123,16 +125,19 @@ def recipe_stage(run: Run) -> Stage:
     """Stage `recipe`: `corpus.path` normalised by the config's data recipe into `shared/recipe_corpus.jsonl`."""
     corpus, recipe, out = run.config.corpus, run.config.recipe, Path(run.corpus_path)
 
-    def inputs() -> dict[str, Any]:
-        return {"source": source_identity(corpus.path), "recipe": recipe, "split": corpus.split, "limit": corpus.limit}
-
     def compute() -> None:
         from paser.data.recipes import prepare_corpus
 
         stats = prepare_corpus(recipe, corpus.path, out, split=corpus.split, limit=corpus.limit)
         log(stats.summary())
 
-    return Stage("recipe", inputs, [out], compute)
+    return Stage(
+        "recipe",
+        compute,
+        [out],
+        settings={"recipe": recipe, "split": corpus.split, "limit": corpus.limit},
+        sources={"source": lambda: source_identity(corpus.path)},
+    )
 
 
 def score_stage(run: Run, recipe: Stage | None) -> Stage:
@@ -142,27 +147,22 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
     shared = run.layout.shared
     artifacts = [shared.corpus, shared.scores, shared.corpus_record, shared.score_shards]
 
-    def inputs() -> dict[str, Any]:
-        config = run.select_config()
-        corpus_config = {**config_to_dict(config.corpus), "path": None}
-        # Keys added after runs were cached are hashed only when set, so older runs keep their hashes.
-        for key in ("exclude_rows", "sample"):
-            if corpus_config[key] is None:
-                del corpus_config[key]
-        if "sample" not in corpus_config:
-            del corpus_config["sample_seed"]
-        if "exclude_rows" in corpus_config:
-            corpus_config["exclude_rows"] = file_sha256(Path(config.corpus.exclude_rows))
-        return {
-            "corpus": source_identity(run.corpus_path) if recipe is None else "recipe:" + recipe.digest,
-            "corpus_config": corpus_config,
-            "original": run.original_identity,
-            "pruned": run.pruned_identity,
-            "models": {"dtype": config.models.dtype, "device": config.models.device},
-            "formatting": config_to_dict(config.formatting),
-            "scoring": {**config_to_dict(config.scoring), "show_progress": None},
-            "topk": config_to_dict(config.topk),
-        }
+    config = run.select_config()
+    inputs, sources = pruned_model(run, "pruned")
+    sources["original"] = lambda: run.original_identity
+    if recipe is None:
+        sources["corpus"] = lambda: source_identity(run.corpus_path)
+    else:
+        inputs["recipe"] = recipe
+    if config.corpus.exclude_rows is not None:
+        sources["exclude_rows"] = lambda: file_sha256(Path(config.corpus.exclude_rows))
+    settings = {
+        "corpus": settings_except(config.corpus, "path", "exclude_rows"),  # both read as sources, by content
+        "models": {"dtype": config.models.dtype, "device": config.models.device},
+        "formatting": config.formatting,
+        "scoring": settings_except(config.scoring, "show_progress"),
+        "topk": config.topk,
+    }
 
     def compute() -> ScoredCorpus:
         shared.score_shards.mkdir(exist_ok=True)
@@ -174,8 +174,8 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
         )
         return scored
 
-    needs = tuple(stage for stage in (recipe, run.prune_stage) if stage is not None)
-    return Stage("score", inputs, artifacts, compute, lambda: load_scored(shared), needs)
+    load = lambda: load_scored(shared)  # noqa: E731
+    return Stage("score", compute, artifacts, inputs, settings, sources, load)
 
 
 def load_scored(shared: SharedFolder) -> ScoredCorpus:
@@ -203,12 +203,9 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
     selects from."""
     evaluation, shared = run.config.evaluation, run.layout.shared
 
-    def inputs() -> dict[str, Any]:
-        return {
-            "score": score.digest,
-            "rows": evaluation.split_rows(),
-            "file": None if evaluation.heldout_file is None else source_identity(evaluation.heldout_file),
-        }
+    sources = {}
+    if evaluation.heldout_file is not None:
+        sources["file"] = lambda: source_identity(evaluation.heldout_file)
 
     def pool() -> ScoredCorpus:
         scored = run.executor.value(score)
@@ -220,7 +217,8 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
         write_heldout_rows(run, run.executor.value(score))
         return pool()
 
-    return Stage("heldout", inputs, [shared.heldout_ids], compute, pool, (score,))
+    settings = {"rows": evaluation.split_rows()}
+    return Stage("heldout", compute, [shared.heldout_ids], {"score": score}, settings, sources, pool)
 
 
 def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
@@ -250,19 +248,18 @@ def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
     the file's content, or by the built-in set's name, row limit and data file's content."""
     path = run.layout.shared.heldout_set(spec.name)
     if spec.file is not None:
-        inputs = lambda: {"file": source_identity(spec.file)}  # noqa: E731
-        return Stage(f"heldout/{spec.name}", inputs, [path], lambda: copy_rows(spec.file, path))
+        sources = {"file": lambda: source_identity(spec.file)}
+        return Stage(f"heldout/{spec.name}", lambda: copy_rows(spec.file, path), [path], sources=sources)
     data_dir = run.config.evaluation.data_dir
     limit = spec.limit or get_heldout_builder(spec.builtin).default_limit
-
-    def inputs() -> dict[str, Any]:
-        source = heldout_source(spec.builtin, data_dir)
-        return {"builtin": spec.builtin, "limit": limit, "data": source_identity(str(source))}
 
     def compute() -> None:
         log(f"held-out set {spec.name}: {write_heldout(spec.builtin, path, limit, data_dir)} rows")
 
-    return Stage(f"heldout/{spec.name}", inputs, [path], compute)
+    sources = {"data": lambda: source_identity(str(heldout_source(spec.builtin, data_dir)))}
+    return Stage(
+        f"heldout/{spec.name}", compute, [path], settings={"builtin": spec.builtin, "limit": limit}, sources=sources
+    )
 
 
 # ------------------------------------------------------------------------------------------------ embed, cluster
@@ -270,33 +267,30 @@ def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
 
 def embed_stage(run: Run, heldout: Stage) -> Stage:
     """Stage `embed`: the pool's embeddings in `shared/embed_shards/` (finished shards kept on a resume)."""
-    embedding = {**config_to_dict(run.config.embedding), "batch_size": None}
-    if embedding["long_text"] == "truncate":
-        # What runs embedded before the option existed did: their embed stage stays cached.
-        del embedding["long_text"]
-
-    def inputs() -> dict[str, Any]:
-        return {"heldout": heldout.digest, "embedding": embedding, "embed_fields": list(run.config.corpus.embed_fields)}
+    settings = {
+        "embedding": settings_except(run.config.embedding, "batch_size"),
+        "embed_fields": list(run.config.corpus.embed_fields),
+    }
 
     def embeddings() -> np.ndarray:
         pool = run.executor.value(heldout)
         shards = run.layout.shared.embed_shards
         return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shards)
 
-    return Stage("embed", inputs, [run.layout.shared.embed_shards], embeddings, embeddings, (heldout,))
+    artifacts = [run.layout.shared.embed_shards]
+    return Stage("embed", embeddings, artifacts, {"pool": heldout}, settings, load=embeddings)
 
 
 def embed_response_stage(run: Run, heldout: Stage) -> Stage:
     """Stage `embed_response`: the pool's responses embedded, for a clustering that weighs them."""
-    embedding = {**config_to_dict(run.config.embedding), "batch_size": None}
 
     def embeddings() -> np.ndarray | None:
         pool = run.executor.value(heldout)
         return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared)
 
-    inputs = lambda: {"heldout": heldout.digest, "embedding": embedding}  # noqa: E731
-    shards = run.layout.shared.response_embed_shards
-    return Stage("embed_response", inputs, [shards], embeddings, embeddings, (heldout,))
+    settings = {"embedding": settings_except(run.config.embedding, "batch_size")}
+    artifacts = [run.layout.shared.response_embed_shards]
+    return Stage("embed_response", embeddings, artifacts, {"pool": heldout}, settings, load=embeddings)
 
 
 def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_response: Stage | None) -> Stage:
@@ -307,23 +301,22 @@ def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_respo
     table_path = run.layout.shared.cluster_table(seed)
     record_path = run.layout.shared.cluster_record(seed)
 
-    def inputs() -> dict[str, Any]:
-        inputs = {"embed": embed.digest, "clustering": config_to_dict(run.config.clustering), "seed": cluster_seed}
-        if embed_response is not None:
-            inputs["embed_response"] = embed_response.digest
-        return inputs
+    clustering = dataclasses.replace(run.config.clustering, seed=cluster_seed)
+    inputs = {"pool": heldout, "embed": embed}
+    if embed_response is not None:
+        inputs["embed_response"] = embed_response
+    settings = {"clustering": clustering, "embed_fields": list(run.config.corpus.embed_fields)}
 
     def pool_ids() -> list[str]:
         return run.executor.value(heldout).scores["id"].astype(str).tolist()
 
     def compute() -> ClusterResult:
-        config = dataclasses.replace(run.config.clustering, seed=cluster_seed)
         pool = run.executor.value(heldout)
         ids = pool.scores["id"].astype(str).tolist()
         embeddings = run.executor.value(embed)
         responses = None if embed_response is None else run.executor.value(embed_response)
-        features = clustering_features(run.config, pool.store, ids, embeddings, responses, config)
-        result = cluster_embeddings(features, config)
+        features = clustering_features(run.config, pool.store, ids, embeddings, responses, clustering)
+        result = cluster_embeddings(features, clustering)
         write_parquet(table_path, cluster_table(ids, result, embeddings, seed))
         eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
         record = {
@@ -339,8 +332,7 @@ def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_respo
     def load() -> ClusterResult:
         return load_clusters(table_path, record_path, pool_ids)
 
-    needs = (embed,) if embed_response is None else (embed, embed_response)
-    return Stage(f"cluster/s{seed}", inputs, [table_path, record_path], compute, load, needs)
+    return Stage(f"cluster/s{seed}", compute, [table_path, record_path], inputs, settings, load=load)
 
 
 def load_clusters(table_path: Path, record_path: Path, pool_ids: Callable[[], list[str]]) -> ClusterResult:
@@ -374,13 +366,13 @@ def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
     config = run.select_config(combo, out)
     cluster = shared.clusters[combo.seed]
 
-    def inputs() -> dict[str, Any]:
-        return {
-            "cluster": cluster.digest,
-            "strategy": combo.strategy,
-            "budget": combo.budget,
-            "options": config.selection.options,
-        }
+    selection = config.selection
+    settings = {
+        "strategy": selection.strategy,
+        "options": strategy_options(selection.strategy, selection.options),
+        "budget": selection.budget,
+        "seed": selection.seed,
+    }
 
     def compute() -> None:
         pool = run.executor.value(shared.heldout)
@@ -396,8 +388,8 @@ def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
             write_tables=False,
         )
 
-    artifacts = [folder.selection, folder.stats]
-    return Stage(f"select/{combo.name}", inputs, artifacts, compute, needs=(cluster,))
+    inputs = {"pool": shared.heldout, "embed": shared.embed, "cluster": cluster}
+    return Stage(f"select/{combo.name}", compute, [folder.selection, folder.stats], inputs, settings)
 
 
 def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
@@ -406,13 +398,12 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
     folder = run.layout.combo(combo.name)
     out = folder.recover.root
     training = dataclasses.replace(run.config.recovery, seed=combo.seed)
-    settings = {**config_to_dict(training), "show_progress": None}
-    settings.pop("report_to")  # trackers only watch: a run keeps its hashes whatever it reports to
-    if not settings["padding_free"]:
-        del settings["padding_free"]  # added after runs were cached: hashed only when set
-
-    def inputs() -> dict[str, Any]:
-        return {"select": select.digest, "pruned": run.pruned_identity, "recovery": settings}
+    inputs, sources = pruned_model(run, "pruned")
+    inputs["select"] = select
+    sources["original"] = lambda: run.original_identity  # the teacher of the objectives that learn from it
+    settings = {"recovery": settings_except(training, "show_progress", "report_to")}  # trackers only watch
+    if training.remask_eval == "wikitext2":  # the re-masking check reads its text from the data folder
+        settings["data_dir"] = run.config.evaluation.data_dir
 
     def compute() -> None:
         from paser.recovery.train import recover
@@ -428,9 +419,8 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
         )
         gc.collect()
 
-    needs = (select,) if run.prune_stage is None else (select, run.prune_stage)
     artifacts = [folder.recover.record, folder.recover.merged]
-    return Stage(f"recover/{combo.name}", inputs, artifacts, compute, needs=needs)
+    return Stage(f"recover/{combo.name}", compute, artifacts, inputs, settings, sources)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -442,42 +432,43 @@ def eval_stage(
     name: str,
     model: str,
     out: EvalFolder,
-    model_hash: Callable[[], str],
-    after: Stage | None = None,
+    model_inputs: dict[str, Stage],
+    model_sources: dict[str, Callable[[], str]],
 ) -> Stage:
-    """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out.metrics`), keyed by
-    `model_hash()`: its checkpoint's identity, or the hash of the stage that wrote it (`after`, run first)."""
-    evaluation = run.config.evaluation
-    settings = config_to_dict(evaluation)
-    for key in ("heldout_rows", "heldout_file", "heldout"):
-        settings.pop(key)
+    """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out.metrics`). The model is
+    declared by role `model`: the stage that wrote it (`model_inputs`) or its checkpoint's identity
+    (`model_sources`)."""
+    evaluation, recovery = run.config.evaluation, run.config.recovery
+    inputs = {**model_inputs, "pool": shared.heldout}
+    inputs |= {f"heldout/{set_name}": stage for set_name, stage in shared.heldout_sets.items()}
+    settings = {
+        # The held-out rows are read through the held-out stages, by content; here only what each set is called.
+        "evaluation": settings_except(evaluation, "heldout_rows", "heldout_file", "heldout"),
+        "heldout_sets": {spec.metric_prefix: spec.in_distribution for spec in evaluation.heldout_sets()},
+        "heldout_tokens": {
+            "max_length": recovery.max_length,
+            "template": recovery.template,
+            "overflow": recovery.overflow,
+        },
+        "models": {"dtype": run.config.models.dtype, "device": run.config.models.device},
+        "dev_test": {"dev_share": DEV_SHARE, "salt": SPLIT_SALT},  # how the in-distribution set splits in halves
+    }
+    compute = lambda: evaluate(run, shared, model, out)  # noqa: E731
+    return Stage(f"eval/{name}", compute, [out.metrics], inputs, settings, model_sources)
 
-    def inputs() -> dict[str, Any]:
-        inputs = {
-            "model": model_hash(),
-            "evaluation": settings,
-            "heldout": shared.heldout.digest,
-            "heldout_tokens": {
-                "max_length": run.config.recovery.max_length,
-                "template": run.config.recovery.template,
-                "overflow": run.config.recovery.overflow,
-            },
-            "dtype": run.config.models.dtype,
-            "device": run.config.models.device,
-        }
-        if evaluation.heldout is not None:
-            # Only named sets add this key: runs with the older keys keep their eval hashes.
-            inputs["heldout_sets"] = {
-                spec.name: "split" if spec.rows else shared.heldout_sets[spec.name].digest
-                for spec in evaluation.heldout_sets()
-            }
-        if any(spec.in_distribution for spec in evaluation.heldout_sets()):
-            # The dev/test halves are new metrics of the same rows: evaluations from before them rerun once.
-            inputs["dev_test"] = {"dev_share": DEV_SHARE, "salt": SPLIT_SALT}
-        return inputs
 
-    needs = (*([] if after is None else [after]), shared.heldout, *shared.heldout_sets.values())
-    return Stage(f"eval/{name}", inputs, [out.metrics], lambda: evaluate(run, shared, model, out), needs=needs)
+def pruned_model(run: Run, role: str) -> tuple[dict[str, Stage], dict[str, Callable[[], str]]]:
+    """The pruned model as a stage declares it under `role`, as (inputs, sources): the prune stage where the run
+    prunes, else the checkpoint's identity."""
+    if run.prune_stage is not None:
+        return {role: run.prune_stage}, {}
+    return {}, {role: lambda: run.pruned_identity}
+
+
+def strategy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every option the registered strategy `name` selects with under `options`: those given over its defaults."""
+    strategy = get_strategy(name, **options)
+    return {field.name: getattr(strategy, field.name) for field in dataclasses.fields(strategy) if field.init}
 
 
 def heldout_files(run: Run, shared: SharedStages) -> list[tuple[HeldoutSet, Path]]:
