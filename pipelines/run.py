@@ -45,9 +45,6 @@ from paser.pipelines.accounting import combo_compute, shared_cost
 from paser.pipelines.config import (
     ConfigError,
     CorpusSections,
-    ModelPairConfig,
-    SelectConfig,
-    SelectionConfig,
     config_to_dict,
     load_config,
 )
@@ -65,23 +62,24 @@ from paser.pipelines.lock import output_folder
 from paser.pipelines.results import LABEL_FIELDS, combo_name, gap_recovered
 from paser.pipelines.run_stages import (
     SharedStages,
-    calibration_rows_path,
     eval_stage,
     pruned_model,
     recover_stage,
+    select_config,
     select_stage,
     shared_stages,
+    write_builtin_demo,
     write_calibration_rows,
 )
-from paser.pipelines.select import check_before_scoring, effective_config, holds_scores
-from paser.pipelines.stages import Executor, Manifest, Stage, log, model_identity
+from paser.pipelines.select import check_before_scoring, holds_scores
+from paser.pipelines.stages import Executor, InputValues, Manifest, Stage, log, model_identity
 from paser.pipelines.uncertainty import metric_summary, versus_random
 from paser.recovery.config import PruneSpec, TrainConfig
 from paser.recovery.models import check_checkpoint
 from paser.recovery.tracking import log_eval_metrics
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.corpus import check_corpus
-from paser.selection.strategies import get_strategy, strategy_class
+from paser.selection.strategies import get_strategy
 
 BUILTIN_DEMO_CORPUS = "builtin:demo"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "run" / "demo.yaml"
@@ -321,7 +319,6 @@ class Run:
         self.config = config
         self.dir = Path(run_dir)
         self.layout = RunLayout(self.dir)
-        self.shared = self.layout.shared.root
         self.executor = Executor(self.dir)
 
     @property
@@ -340,9 +337,6 @@ class Run:
 
     # -- paths and configs
 
-    def combo_dir(self, combo: Combo) -> Path:
-        return self.layout.combo(combo.name).root
-
     @property
     def corpus_path(self) -> str:
         path = self.config.corpus.path
@@ -356,52 +350,12 @@ class Run:
     def pruned_path(self) -> str:
         return str(self.layout.pruned) if self.config.models.prune is not None else str(self.config.models.pruned)
 
-    def select_config(self, combo: Combo | None = None, out: Path | None = None) -> SelectConfig:
-        """The `paser select` config of one combination (or, without one, of the shared scoring)."""
-        config = self.config
-        sweep = config.selection
-        options = {} if combo is None else sweep.strategy_options(combo.strategy)
-        strategies = [sweep.base_strategy(name) for name in sweep.strategies]
-        # Every combination scores once, so one strategy that needs the unconditioned NLL makes all score it.
-        needs_unconditioned = any(strategy_class(name).needs_unconditioned_nll for name in strategies)
-        scoring = dataclasses.replace(
-            config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or needs_unconditioned
-        )
-        select = SelectConfig(
-            corpus=dataclasses.replace(
-                config.corpus,
-                path=self.corpus_path,
-                exclude_rows=calibration_rows_path(self) or config.corpus.exclude_rows,
-            ),
-            models=ModelPairConfig(
-                original=config.models.original,
-                pruned=self.pruned_path,
-                dtype=config.models.dtype,
-                device=config.models.device,
-            ),
-            formatting=config.formatting,
-            scoring=scoring,
-            topk=config.topk,
-            embedding=config.embedding,
-            clustering=config.clustering,
-            selection=SelectionConfig(
-                strategy=sweep.base_strategy(combo.strategy) if combo else strategies[0],
-                budget=combo.budget if combo else config.selection.budgets[0],
-                seed=combo.seed if combo else config.selection.seeds[0],
-                options=options,
-            ),
-            engine=config.engine,
-            ray=config.ray,
-            out=str(out or self.shared),
-        )
-        return effective_config(select)
-
     def check(self) -> None:
         """Refuse, before anything loads, unknown strategies/tasks, malformed budgets and missing files."""
         from paser.recovery.evaluate import parse_tasks, required_files
 
         for combo in combos(self.config):
-            config = self.select_config(combo)
+            config = select_config(self, combo)
             get_strategy(config.selection.strategy, **config.selection.options)
             check_before_scoring(config)
         evaluation = self.config.evaluation
@@ -412,16 +366,6 @@ class Run:
             if spec.builtin is not None:
                 heldout_source(spec.builtin, evaluation.data_dir)
 
-    def check_inputs(self) -> None:
-        """Refuse, before the run folder is made, inputs the run cannot read: a corpus source that does not exist
-        or has an unsupported format (`paser.selection.corpus.check_corpus`) and a checkpoint of the model pair
-        that cannot be read (`paser.recovery.models.check_checkpoint`, naming the file)."""
-        if self.config.corpus.path != BUILTIN_DEMO_CORPUS:
-            check_corpus(self.config.corpus)
-        check_checkpoint(self.config.models.original)
-        if self.config.models.prune is None:
-            check_checkpoint(str(self.config.models.pruned))
-
     # -- the model pair
 
     @functools.cached_property
@@ -431,7 +375,7 @@ class Run:
         if spec is None:
             return None
 
-        def compute() -> None:
+        def compute(values: InputValues) -> None:
             spec.apply(self.config.models.original, Path(self.pruned_path))
 
         sources = {"original": lambda: self.original_identity}
@@ -451,14 +395,6 @@ class Run:
     def pruned_identity(self) -> str:
         """The pruned model's identity for later hashes: the prune stage's hash, or the checkpoint fingerprint."""
         return model_identity(self.pruned_path) if self.prune_stage is None else self.prune_stage.digest
-
-    def write_demo_corpus(self) -> None:
-        """Write the built-in demo corpus into the run folder when the config names it (once)."""
-        if self.config.corpus.path != BUILTIN_DEMO_CORPUS or Path(self.corpus_path).exists():
-            return
-        from paser.data.demo import write_demo_corpus
-
-        write_demo_corpus(Path(self.corpus_path))
 
     # -- the whole run
 
@@ -490,7 +426,7 @@ class Run:
             lambda path: path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False)),
         )
         started = time.perf_counter()
-        self.write_demo_corpus()  # the score stage hashes what these two write
+        write_builtin_demo(self)  # the score stage hashes what these two write
         write_calibration_rows(self)
         self.executor.ensure(self.baseline_stage("original"))
         self.executor.ensure(self.baseline_stage("pruned"))
@@ -606,17 +542,28 @@ def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     }
 
 
+def check_inputs(config: RunConfig) -> None:
+    """Refuse, before the run folder is made, inputs the run cannot read: a corpus source that does not exist or
+    has an unsupported format (`paser.selection.corpus.check_corpus`) and a checkpoint of the model pair that
+    cannot be read (`paser.recovery.models.check_checkpoint`, naming the file)."""
+    if config.corpus.path != BUILTIN_DEMO_CORPUS:
+        check_corpus(config.corpus)
+    check_checkpoint(config.models.original)
+    if config.models.prune is None:
+        check_checkpoint(str(config.models.pruned))
+
+
 def run(config: RunConfig, run_dir: str | Path) -> Run:
     """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`.
 
-    The settings (`Run.check`) and the inputs (`Run.check_inputs`) are checked before `run_dir` is made, and a
+    The settings (`Run.check`) and the inputs (`check_inputs`) are checked before `run_dir` is made, and a
     run refused before it finished a stage leaves `run_dir` as it was found (`paser.pipelines.lock.output_folder`).
     """
     runner = Run(config, run_dir)
     runner.check()
-    runner.check_inputs()
+    check_inputs(config)
     with output_folder(runner.dir, "run", keeps_work=holds_finished_work):
-        runner.shared.mkdir(exist_ok=True)
+        runner.layout.shared.root.mkdir(exist_ok=True)
         runner.execute()
     return runner
 

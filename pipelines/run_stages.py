@@ -1,7 +1,7 @@
 """The stages of `paser run` (what each writes: pipelines/run.py), one builder each: a function of the run and
 the stages it builds on that returns a `paser.pipelines.stages.Stage`. Building a stage runs, hashes and writes
 nothing; `Run` composes them and its executor runs them. Two steps come before the stages because the score
-stage hashes what they write: the demo corpus (`Run.write_demo_corpus`) and the calibration rows
+stage hashes what they write: the demo corpus (`write_builtin_demo`) and the calibration rows
 (`write_calibration_rows`).
 
 Each builder declares what its stage reads (`Stage.inputs`, `settings`, `sources`); its cache key is derived
@@ -25,23 +25,25 @@ import pandas as pd
 
 from paser.common.io import file_sha256, write_atomic, write_json, write_jsonl, write_parquet
 from paser.data.heldout import get_heldout_builder, heldout_source, prompt_key, write_heldout
+from paser.pipelines.config import ModelPairConfig, SelectConfig, SelectionConfig
 from paser.pipelines.heldout import DEV_SHARE, SPLIT_SALT, HeldoutSet, copy_rows, heldout_nll
 from paser.pipelines.layout import EvalFolder, SharedFolder, pruning_record
 from paser.pipelines.select import (
     ScoredCorpus,
     cluster_table,
     clustering_features,
+    effective_config,
     embed_rows,
     response_embeddings,
     select_from,
 )
 from paser.pipelines.select import score_stage as read_and_score_corpus
-from paser.pipelines.stages import Stage, log, settings_except, source_identity
+from paser.pipelines.stages import InputValues, Stage, log, settings_except, source_identity
 from paser.selection.cluster import ClusterResult, cluster_embeddings
 from paser.selection.corpus import Corpus, CorpusStats
 from paser.selection.embed import read_embedding_summary
 from paser.selection.store import CorpusStore, StoredSamples
-from paser.selection.strategies import get_strategy
+from paser.selection.strategies import get_strategy, strategy_class
 
 if TYPE_CHECKING:
     from paser.pipelines.run import Combo, Run
@@ -68,9 +70,7 @@ def shared_stages(run: Run) -> SharedStages:
     score = score_stage(run, recipe)
     heldout = heldout_stage(run, score)
     heldout_sets = {
-        spec.name: heldout_set_stage(run, spec)
-        for spec in run.config.evaluation.heldout_sets()
-        if spec.name is not None and spec.rows is None
+        spec.name: heldout_set_stage(run, spec) for spec in run.config.evaluation.heldout_sets() if has_own_rows(spec)
     }
     embed = embed_stage(run, heldout)
     embed_response = embed_response_stage(run, heldout) if run.config.clustering.response_weight > 0 else None
@@ -81,6 +81,57 @@ def shared_stages(run: Run) -> SharedStages:
 
 
 # ------------------------------------------------------------------------------------------------ the corpus
+
+
+def select_config(run: Run, combo: Combo | None = None, out: Path | None = None) -> SelectConfig:
+    """The `paser select` config of one combination of `run` (or, without one, of the shared scoring)."""
+    config = run.config
+    sweep = config.selection
+    options = {} if combo is None else sweep.strategy_options(combo.strategy)
+    strategies = [sweep.base_strategy(name) for name in sweep.strategies]
+    # Every combination scores once, so one strategy that needs the unconditioned NLL makes all score it.
+    needs_unconditioned = any(strategy_class(name).needs_unconditioned_nll for name in strategies)
+    scoring = dataclasses.replace(
+        config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or needs_unconditioned
+    )
+    select = SelectConfig(
+        corpus=dataclasses.replace(
+            config.corpus,
+            path=run.corpus_path,
+            exclude_rows=calibration_rows_path(run) or config.corpus.exclude_rows,
+        ),
+        models=ModelPairConfig(
+            original=config.models.original,
+            pruned=run.pruned_path,
+            dtype=config.models.dtype,
+            device=config.models.device,
+        ),
+        formatting=config.formatting,
+        scoring=scoring,
+        topk=config.topk,
+        embedding=config.embedding,
+        clustering=config.clustering,
+        selection=SelectionConfig(
+            strategy=sweep.base_strategy(combo.strategy) if combo else strategies[0],
+            budget=combo.budget if combo else config.selection.budgets[0],
+            seed=combo.seed if combo else config.selection.seeds[0],
+            options=options,
+        ),
+        engine=config.engine,
+        ray=config.ray,
+        out=str(out or run.layout.shared.root),
+    )
+    return effective_config(select)
+
+
+def write_builtin_demo(run: Run) -> None:
+    """Write the built-in demo corpus into the run folder when the config names it (once)."""
+    path = Path(run.corpus_path)
+    if path != run.layout.demo_corpus or path.exists():
+        return
+    from paser.data.demo import write_demo_corpus
+
+    write_demo_corpus(path)
 
 
 def calibration_rows_path(run: Run) -> str | None:
@@ -125,7 +176,7 @@ def recipe_stage(run: Run) -> Stage:
     """Stage `recipe`: `corpus.path` normalised by the config's data recipe into `shared/recipe_corpus.jsonl`."""
     corpus, recipe, out = run.config.corpus, run.config.recipe, Path(run.corpus_path)
 
-    def compute() -> None:
+    def compute(values: InputValues) -> None:
         from paser.data.recipes import prepare_corpus
 
         stats = prepare_corpus(recipe, corpus.path, out, split=corpus.split, limit=corpus.limit)
@@ -147,7 +198,7 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
     shared = run.layout.shared
     artifacts = [shared.corpus, shared.scores, shared.corpus_record, shared.score_shards]
 
-    config = run.select_config()
+    config = select_config(run)
     inputs, sources = pruned_model(run, "pruned")
     sources["original"] = lambda: run.original_identity
     if recipe is None:
@@ -164,9 +215,9 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
         "topk": config.topk,
     }
 
-    def compute() -> ScoredCorpus:
+    def compute(values: InputValues) -> ScoredCorpus:
         shared.score_shards.mkdir(exist_ok=True)
-        scored = read_and_score_corpus(run.select_config(), shared.root)
+        scored = read_and_score_corpus(select_config(run), shared.root)
         write_parquet(shared.scores, scored.scores)
         write_json(
             shared.corpus_record,
@@ -174,7 +225,7 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
         )
         return scored
 
-    load = lambda: load_scored(shared)  # noqa: E731
+    load = lambda values: load_scored(shared)  # noqa: E731
     return Stage("score", compute, artifacts, inputs, settings, sources, load)
 
 
@@ -207,15 +258,15 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
     if evaluation.heldout_file is not None:
         sources["file"] = lambda: source_identity(evaluation.heldout_file)
 
-    def pool() -> ScoredCorpus:
-        scored = run.executor.value(score)
+    def pool(values: InputValues) -> ScoredCorpus:
+        scored = values["score"]
         held = set(json.loads(shared.heldout_ids.read_text(encoding="utf-8"))["ids"])
         scores = scored.scores[~scored.scores["id"].astype(str).isin(held)].reset_index(drop=True)
         return dataclasses.replace(scored, scores=scores)
 
-    def compute() -> ScoredCorpus:
-        write_heldout_rows(run, run.executor.value(score))
-        return pool()
+    def compute(values: InputValues) -> ScoredCorpus:
+        write_heldout_rows(run, values["score"])
+        return pool(values)
 
     settings = {"rows": evaluation.split_rows()}
     return Stage("heldout", compute, [shared.heldout_ids], {"score": score}, settings, sources, pool)
@@ -249,11 +300,11 @@ def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
     path = run.layout.shared.heldout_set(spec.name)
     if spec.file is not None:
         sources = {"file": lambda: source_identity(spec.file)}
-        return Stage(f"heldout/{spec.name}", lambda: copy_rows(spec.file, path), [path], sources=sources)
+        return Stage(f"heldout/{spec.name}", lambda values: copy_rows(spec.file, path), [path], sources=sources)
     data_dir = run.config.evaluation.data_dir
     limit = spec.limit or get_heldout_builder(spec.builtin).default_limit
 
-    def compute() -> None:
+    def compute(values: InputValues) -> None:
         log(f"held-out set {spec.name}: {write_heldout(spec.builtin, path, limit, data_dir)} rows")
 
     sources = {"data": lambda: source_identity(str(heldout_source(spec.builtin, data_dir)))}
@@ -272,8 +323,8 @@ def embed_stage(run: Run, heldout: Stage) -> Stage:
         "embed_fields": list(run.config.corpus.embed_fields),
     }
 
-    def embeddings() -> np.ndarray:
-        pool = run.executor.value(heldout)
+    def embeddings(values: InputValues) -> np.ndarray:
+        pool = values["pool"]
         shards = run.layout.shared.embed_shards
         return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shards)
 
@@ -283,13 +334,14 @@ def embed_stage(run: Run, heldout: Stage) -> Stage:
 
 def embed_response_stage(run: Run, heldout: Stage) -> Stage:
     """Stage `embed_response`: the pool's responses embedded, for a clustering that weighs them."""
+    shared = run.layout.shared
 
-    def embeddings() -> np.ndarray | None:
-        pool = run.executor.value(heldout)
-        return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared)
+    def embeddings(values: InputValues) -> np.ndarray | None:
+        pool = values["pool"]
+        return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shared.root)
 
     settings = {"embedding": settings_except(run.config.embedding, "batch_size")}
-    artifacts = [run.layout.shared.response_embed_shards]
+    artifacts = [shared.response_embed_shards]
     return Stage("embed_response", embeddings, artifacts, {"pool": heldout}, settings, load=embeddings)
 
 
@@ -307,14 +359,11 @@ def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_respo
         inputs["embed_response"] = embed_response
     settings = {"clustering": clustering, "embed_fields": list(run.config.corpus.embed_fields)}
 
-    def pool_ids() -> list[str]:
-        return run.executor.value(heldout).scores["id"].astype(str).tolist()
-
-    def compute() -> ClusterResult:
-        pool = run.executor.value(heldout)
+    def compute(values: InputValues) -> ClusterResult:
+        pool = values["pool"]
         ids = pool.scores["id"].astype(str).tolist()
-        embeddings = run.executor.value(embed)
-        responses = None if embed_response is None else run.executor.value(embed_response)
+        embeddings = values["embed"]
+        responses = values.get("embed_response")
         features = clustering_features(run.config, pool.store, ids, embeddings, responses, clustering)
         result = cluster_embeddings(features, clustering)
         write_parquet(table_path, cluster_table(ids, result, embeddings, seed))
@@ -329,8 +378,8 @@ def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_respo
         write_json(record_path, record)
         return result
 
-    def load() -> ClusterResult:
-        return load_clusters(table_path, record_path, pool_ids)
+    def load(values: InputValues) -> ClusterResult:
+        return load_clusters(table_path, record_path, lambda: values["pool"].scores["id"].astype(str).tolist())
 
     return Stage(f"cluster/s{seed}", compute, [table_path, record_path], inputs, settings, load=load)
 
@@ -363,7 +412,7 @@ def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
     stats.json) from the pool, its embeddings and its seed's clustering."""
     folder = run.layout.combo(combo.name).select
     out = folder.root
-    config = run.select_config(combo, out)
+    config = select_config(run, combo, out)
     cluster = shared.clusters[combo.seed]
 
     selection = config.selection
@@ -374,14 +423,14 @@ def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
         "seed": selection.seed,
     }
 
-    def compute() -> None:
-        pool = run.executor.value(shared.heldout)
-        embeddings = run.executor.value(shared.embed)  # first: embedding (re)writes the summary read below
+    def compute(values: InputValues) -> None:
+        pool = values["pool"]
+        embeddings = values["embed"]  # first: embedding (re)writes the summary read below
         select_from(
             config,
             pool,
             embeddings,
-            run.executor.value(cluster),
+            values["cluster"],
             out,
             concept_cache_dir=run.layout.shared.concept_cache,
             embedding_summary=read_embedding_summary(run.layout.shared.embed_shards),
@@ -405,7 +454,7 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
     if training.remask_eval == "wikitext2":  # the re-masking check reads its text from the data folder
         settings["data_dir"] = run.config.evaluation.data_dir
 
-    def compute() -> None:
+    def compute(values: InputValues) -> None:
         from paser.recovery.train import recover
 
         recover(
@@ -453,7 +502,7 @@ def eval_stage(
         "models": {"dtype": run.config.models.dtype, "device": run.config.models.device},
         "dev_test": {"dev_share": DEV_SHARE, "salt": SPLIT_SALT},  # how the in-distribution set splits in halves
     }
-    compute = lambda: evaluate(run, shared, model, out)  # noqa: E731
+    compute = lambda values: evaluate(run, model, out, values["pool"])  # noqa: E731
     return Stage(f"eval/{name}", compute, [out.metrics], inputs, settings, model_sources)
 
 
@@ -471,28 +520,33 @@ def strategy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return {field.name: getattr(strategy, field.name) for field in dataclasses.fields(strategy) if field.init}
 
 
-def heldout_files(run: Run, shared: SharedStages) -> list[tuple[HeldoutSet, Path]]:
+def heldout_files(run: Run) -> list[tuple[HeldoutSet, Path]]:
     """Every held-out set with the file of its rows: `shared/heldout.jsonl` for the split off the corpus
     (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
     files = []
-    split = run.layout.shared.heldout_rows
+    shared = run.layout.shared
     for spec in run.config.evaluation.heldout_sets():
-        if spec.name in shared.heldout_sets:
-            files.append((spec, run.layout.shared.heldout_set(spec.name)))
-        elif split.exists():
-            files.append((spec, split))
+        if has_own_rows(spec):
+            files.append((spec, shared.heldout_set(spec.name)))
+        elif shared.heldout_rows.exists():
+            files.append((spec, shared.heldout_rows))
     return files
 
 
-def pool_prompts(run: Run, shared: SharedStages) -> frozenset[str]:
+def has_own_rows(spec: HeldoutSet) -> bool:
+    """Whether a held-out set has rows of its own (a named file or built-in set, stage `heldout/{name}`) rather
+    than the split off the corpus."""
+    return spec.name is not None and spec.rows is None
+
+
+def pool_prompts(pool: ScoredCorpus) -> frozenset[str]:
     """The prompts (`paser.data.heldout.prompt_key`) of every row a combination may train on (the selection pool):
     what the generation tasks leave out of their prompts."""
-    pool = run.executor.value(shared.heldout)
     ids = set(pool.scores["id"].astype(str))
     return frozenset(prompt_key(sample.instruction, sample.input) for sample in pool.corpus.samples if sample.id in ids)
 
 
-def evaluate(run: Run, shared: SharedStages, model_name: str, out: EvalFolder) -> None:
+def evaluate(run: Run, model_name: str, out: EvalFolder, pool: ScoredCorpus) -> None:
     """Evaluate `model_name` on the tasks and the held-out sets' response NLL into `out` (the eval stage's
     compute): the in-distribution set also as its dev and test halves (`heldout_<name>_dev`, `_test`), the
     generation tasks on prompts outside the selection pool, formatted as training formats them, their answers
@@ -517,11 +571,11 @@ def evaluate(run: Run, shared: SharedStages, model_name: str, out: EvalFolder) -
             batch_size=evaluation.batch_size,
             seqlen=evaluation.seqlen,
             template=run.config.recovery.template,
-            exclude_prompts=pool_prompts(run, shared) if generating else (),
+            exclude_prompts=pool_prompts(pool) if generating else (),
             generation_cache=out.generations,
         ),
     }
-    for spec, heldout in heldout_files(run, shared):
+    for spec, heldout in heldout_files(run):
         result = heldout_nll(
             model,
             tokenizer,

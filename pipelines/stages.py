@@ -17,7 +17,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,21 +140,21 @@ class Manifest:
 
 @dataclasses.dataclass(eq=False)
 class Stage:
-    """One cached step, declared: `name` (its manifest key), `compute` (writes the artifacts; returns the stage's
-    value where it has one), `artifacts` (what it leaves; it counts as done only while all exist), `inputs` (the
-    stages whose outputs it reads, by role: they run first), `settings` (the config sections and fields it reads,
-    by name: a config dataclass, whole, or plain values), `sources` (what it reads from outside the run folder, by
-    role: a function that gives the file's or checkpoint's identity) and `load` (for a stage whose value later
-    stages use: that value read back from the artifacts). Its cache key comes from these declarations alone
-    (`stage_key`)."""
+    """One cached step, declared: `name` (its manifest key), `compute` (writes the artifacts from its inputs'
+    values, an `InputValues`; returns the stage's value where it has one), `artifacts` (what it leaves; it counts
+    as done only while all exist), `inputs` (the stages whose outputs it reads, by role: they run first),
+    `settings` (the config sections and fields it reads, by name: a config dataclass, whole, or plain values),
+    `sources` (what it reads from outside the run folder, by role: a function that gives the file's or
+    checkpoint's identity) and `load` (for a stage whose value later stages use: that value read back from the
+    artifacts, given its inputs' values too). Its cache key comes from these declarations alone (`stage_key`)."""
 
     name: str
-    compute: Callable[[], Any]
+    compute: Callable[[InputValues], Any]
     artifacts: list[Path]
     inputs: dict[str, Stage] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     sources: dict[str, Callable[[], str]] = dataclasses.field(default_factory=dict)
-    load: Callable[[], Any] | None = None
+    load: Callable[[InputValues], Any] | None = None
 
     @property
     def needs(self) -> tuple[Stage, ...]:
@@ -205,6 +205,23 @@ def _plain(value: Any) -> Any:
     return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
+class InputValues(Mapping[str, Any]):
+    """What a stage receives: the values of its inputs by role (`Stage.inputs`), each computed or read back by the
+    executor when first asked for, so a stage that reads only one of its inputs loads only that one."""
+
+    def __init__(self, executor: Executor, stage: Stage) -> None:
+        self._executor, self._stage = executor, stage
+
+    def __getitem__(self, role: str) -> Any:
+        return self._executor.value(self._stage.inputs[role])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stage.inputs)
+
+    def __len__(self) -> int:
+        return len(self._stage.inputs)
+
+
 class Executor:
     """Runs each stage at most once per invocation: skipped when the manifest has it done with the same hash
     and its artifacts exist, else run (its old artifacts cleared first when the hash changed); either way an
@@ -234,19 +251,20 @@ class Executor:
         return digest
 
     def value(self, stage: Stage) -> Any:
-        """`stage`'s value (after `ensure`): what its compute returned in this invocation, else its `load()`."""
+        """`stage`'s value (after `ensure`): what its compute returned in this invocation, else what its `load`
+        reads back."""
         self.ensure(stage)
         if stage.name not in self._values:
             if stage.load is None:
                 raise RuntimeError(f"stage {stage.name} has no value to read back")
-            self._values[stage.name] = stage.load()
+            self._values[stage.name] = stage.load(InputValues(self, stage))
         return self._values[stage.name]
 
     def _run(self, stage: Stage, digest: str) -> None:
         log(f"{stage.name}: running")
         self.manifest.start(stage.name, digest, stage.artifacts)
         started = time.perf_counter()
-        value = stage.compute()
+        value = stage.compute(InputValues(self, stage))
         seconds = time.perf_counter() - started
         missing = [str(path) for path in stage.artifacts if not path.exists()]
         if missing:

@@ -12,6 +12,7 @@ import pytest
 from paser.data.demo import write_demo_corpus
 from paser.pipelines.config import ConfigError, load_config
 from paser.pipelines.run import Combo, RunConfig, combos, gap_recovered, load_run_config, run
+from paser.pipelines.run_stages import select_config
 from paser.recovery.items import read_items
 from tests.pipelines.conftest import execute_notebook
 
@@ -489,11 +490,11 @@ def test_variants_of_a_strategy_run_in_one_sweep_under_their_own_names(tmp_path)
         "paser_cds-b0.1-s0",
     ]
     runner = Run(config, tmp_path / "run")
-    by_name = {combo.strategy: runner.select_config(combo).selection for combo in combos(config)}
+    by_name = {combo.strategy: select_config(runner, combo).selection for combo in combos(config)}
     assert by_name["paser_no_ccg"].strategy == "paser" and by_name["paser_no_ccg"].options == {"ccg": False}
     assert by_name["paser_cds"].options == {"ranking": "cds", "ccg": False}
     assert by_name["paser"].options == {}
-    assert runner.select_config(combos(config)[0]).scoring.unconditioned_nll  # ifd is in the sweep
+    assert select_config(runner, combos(config)[0]).scoring.unconditioned_nll  # ifd is in the sweep
 
 
 @pytest.mark.parametrize(
@@ -522,8 +523,8 @@ def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_c
     overrides = [f"corpus.path={corpus}", f"models.prune={{method: wanda, calibration: {corpus}}}"]
     runner = Run(load_config(RunConfig, None, overrides), tmp_path / "run")
     listed = calibration_rows_path(runner)
-    assert listed == str(runner.shared / "calibration_rows.txt")
-    assert runner.select_config().corpus.exclude_rows == listed
+    assert listed == str(runner.layout.shared.calibration_rows)
+    assert select_config(runner).corpus.exclude_rows == listed
     pruned = Path(runner.pruned_path)
     pruned.mkdir(parents=True)
     (pruned / "pruning.json").write_text(json.dumps({"calibration": {"rows_used_positions": [4, 1]}}))
@@ -537,4 +538,4 @@ def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_c
     other = load_config(RunConfig, None, [*overrides[:1], "models.prune={method: wanda, calibration: demo}"])
     assert calibration_rows_path(Run(other, tmp_path / "other")) is None
     off = load_config(RunConfig, None, [*overrides, "models.exclude_calibration_rows=false"])
-    assert Run(off, tmp_path / "off").select_config().corpus.exclude_rows is None
+    assert select_config(Run(off, tmp_path / "off")).corpus.exclude_rows is None
