@@ -161,7 +161,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _print_report(run_dir: Path) -> int:
-    from paser.pipelines.report import format_results, write_report
+    from paser.pipelines.analysis.report import format_results, write_report
 
     markdown, html = write_report(run_dir)
     print(format_results(run_dir))
@@ -170,7 +170,7 @@ def _print_report(run_dir: Path) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from paser.pipelines.report import write_report
+    from paser.pipelines.analysis.report import write_report
 
     markdown, html = write_report(args.run_dir, args.out)
     print(f"[paser] report: {markdown}  (self-contained: {html})")

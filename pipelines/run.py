@@ -41,7 +41,9 @@ import yaml
 
 from paser.common.io import write_atomic, write_json
 from paser.data.heldout import heldout_source
-from paser.pipelines.accounting import combo_compute, shared_cost
+from paser.pipelines.analysis.accounting import combo_compute, shared_cost
+from paser.pipelines.analysis.results import LABEL_FIELDS, combo_name, gap_recovered
+from paser.pipelines.analysis.uncertainty import metric_summary, versus_random
 from paser.pipelines.config import (
     ConfigError,
     CorpusSections,
@@ -59,7 +61,6 @@ from paser.pipelines.heldout import (
 )
 from paser.pipelines.layout import RunLayout, pruning_record
 from paser.pipelines.lock import output_folder
-from paser.pipelines.results import LABEL_FIELDS, combo_name, gap_recovered
 from paser.pipelines.run_stages import (
     SharedStages,
     eval_stage,
@@ -73,7 +74,6 @@ from paser.pipelines.run_stages import (
 )
 from paser.pipelines.select import check_before_scoring, holds_scores
 from paser.pipelines.stages import Executor, InputValues, Manifest, Stage, log, model_identity
-from paser.pipelines.uncertainty import metric_summary, versus_random
 from paser.recovery.config import PruneSpec, TrainConfig
 from paser.recovery.models import check_checkpoint
 from paser.recovery.tracking import log_eval_metrics
@@ -531,7 +531,8 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
 def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The blocks of `results.json` computed from a `collect_results` payload and the run folder: `summary` (mean,
     sd and t-interval over seeds) and `versus_random` (paired differences with bootstrap intervals) from
-    `paser.pipelines.uncertainty`; `compute` (per combination) and `shared_cost` from `paser.pipelines.accounting`."""
+    `paser.pipelines.analysis.uncertainty`; `compute` (per combination) and `shared_cost` from
+    `paser.pipelines.analysis.accounting`."""
     manifest_path = RunLayout(run_dir).manifest
     stages = json.loads(manifest_path.read_text(encoding="utf-8"))["stages"] if manifest_path.exists() else {}
     return {

@@ -1,6 +1,6 @@
 """A small run directory laid out as `paser run` writes it (every path from `paser.pipelines.layout.RunLayout`),
-built without models: for tests of the readers of a run (pipelines/results.py, pipelines/report.py, the
-notebook).
+built without models: for tests of the readers of a run (pipelines/analysis/results.py,
+pipelines/analysis/report.py, the notebook).
 
 60 corpus rows `row00`..`row59`; rows 54-59 are held out, the other 54 form the pool, in 3 clusters
 (cluster = row % 3, 18 rows each). A row's CDS is 0.1 · (cluster + 1) + 0.001 · row. Strategies paser and
@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from paser.pipelines.analysis.results import combo_name
 from paser.pipelines.layout import RunLayout, SelectFolder
-from paser.pipelines.results import combo_name
 from paser.recovery.flops import recovery_compute
 from paser.selection.corpus import Sample
 from paser.selection.store import write_corpus_store

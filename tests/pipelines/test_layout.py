@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from paser.pipelines.analysis.results import load_run
 from paser.pipelines.layout import RunLayout, pruning_record
-from paser.pipelines.results import load_run
 from tests.pipelines.fake_run import build_fake_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -133,7 +133,7 @@ def test_a_sweep_mixes_row_and_token_budgets_and_names_token_combos_by_tokens():
 
 
 def test_a_sweep_keeps_the_row_count_1_apart_from_the_fraction_1_0():
-    from paser.pipelines.results import format_budget
+    from paser.pipelines.analysis.results import format_budget
 
     chosen = []
     for budgets in ("[1, 30]", "[1.0]"):
@@ -284,7 +284,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, tiny_model_dir, pert
 
 
 def test_report_and_notebook_on_the_tiny_run(tiny_run, tmp_path, monkeypatch, python3_kernel):
-    from paser.pipelines.report import format_results, write_report
+    from paser.pipelines.analysis.report import format_results, write_report
 
     _, config, runner = tiny_run
     markdown, html = write_report(runner.dir)
@@ -372,7 +372,7 @@ def test_a_recipe_normalises_the_corpus_inside_the_run(tmp_path, tiny_model_dir,
 def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
     tiny_run, tmp_path, tiny_model_dir, perturbed_model_dir
 ):
-    from paser.pipelines.report import write_report
+    from paser.pipelines.analysis.report import write_report
 
     _, _, first = tiny_run
     run_dir = shutil.copytree(first.dir, tmp_path / "run")

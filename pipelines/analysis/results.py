@@ -30,9 +30,9 @@ import pandas as pd
 import pyarrow.compute as pc
 import yaml
 
-from paser.pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
+from paser.pipelines.analysis.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
+from paser.pipelines.analysis.uncertainty import metric_summary, versus_random
 from paser.pipelines.layout import RunLayout
-from paser.pipelines.uncertainty import metric_summary, versus_random
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.store import CorpusStore
 from paser.selection.strategies import strategy_with_role
@@ -303,8 +303,8 @@ class RunResults:
         return pd.concat([top[["id", "cluster", "cds"]].reset_index(drop=True), text], axis=1)
 
     def label_field(self) -> str | None:
-        """The raw-row field the clusters are compared with (`paser.pipelines.purity.cluster_purity`): config.yaml's
-        `report.label_field` where set (any field, whether or not the rows carry it), else the first of
+        """The raw-row field the clusters are compared with (`paser.pipelines.analysis.purity.cluster_purity`):
+        config.yaml's `report.label_field` where set (any field, whether or not the rows carry it), else the first of
         `LABEL_FIELDS` whose values in shared/corpus.parquet's rows are categorical (`is_categorical`); None
         where none is set or found, or the corpus store is missing."""
         configured = (self.config.get("report") or {}).get("label_field")
@@ -600,7 +600,7 @@ class RunResults:
     def summary(self) -> pd.DataFrame:
         """Per strategy × budget × metric: seeds (with a value), mean, sd (ddof=1) and the 95% t-interval [lo, hi]
         of the mean over seeds (NaN where undefined). results.json's `summary`; computed from the combos'
-        metrics for a run written before it had one (`paser.pipelines.uncertainty.metric_summary`)."""
+        metrics for a run written before it had one (`paser.pipelines.analysis.uncertainty.metric_summary`)."""
         block = self.results.get("summary") or metric_summary(self.results)
         numeric = ("mean", "sd", "lo", "hi")
         return _table(block["rows"], ("strategy", "budget", "metric", "seeds", *numeric), numeric)
@@ -611,9 +611,9 @@ class RunResults:
         two-sided p-values over seeds; permutation: "exact" or "monte carlo", sign_flips: the sign patterns
         counted), the secondary bootstrap interval [lo, hi], bootstrap (what it resampled: seeds+items, items,
         seeds or none), items, lower_is_better and verdict (better, worse, unclear, too few seeds, or None
-        with fewer than two pairs; the rule is `paser.pipelines.uncertainty.VERDICT_RULE`). results.json's
+        with fewer than two pairs; the rule is `paser.pipelines.analysis.uncertainty.VERDICT_RULE`). results.json's
         `versus_random`; computed from the run folder for a run written before it had one, or before its
-        verdicts rested on the seed-level tests (`paser.pipelines.uncertainty.versus_random`). Empty without a
+        verdicts rested on the seed-level tests (`paser.pipelines.analysis.uncertainty.versus_random`). Empty without a
         random strategy."""
         block = self.results.get("versus_random") or {}
         if "rule" not in block:
@@ -625,15 +625,15 @@ class RunResults:
     def compute(self) -> pd.DataFrame:
         """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, teacher
         and generated tokens, estimated FLOPs, and the tokens, seconds and FLOPs as a fraction of the `full`
-        combos' (NaN without one); see `paser.pipelines.accounting`. results.json's `compute`, else read from the
-        recovery records and the manifest."""
+        combos' (NaN without one); see `paser.pipelines.analysis.accounting`. results.json's `compute`, else read
+        from the recovery records and the manifest."""
         block = self.results.get("compute") or combo_compute(self.results, self.manifest.get("stages", {}), self.path)
         return _table(block["rows"], ("combo", "strategy", "budget", "seed", *COMPUTE_FIELDS), COMPUTE_FIELDS)
 
     def shared_cost(self) -> dict[str, Any]:
         """{"stages": seconds of each shared stage, "selection_seconds": scoring + embedding + clustering,
         "scoring_tokens", "scoring_flops"}: results.json's `shared_cost`, else from the manifest and the run folder
-        (`paser.pipelines.accounting.shared_cost`)."""
+        (`paser.pipelines.analysis.accounting.shared_cost`)."""
         return self.results.get("shared_cost") or shared_cost(self.manifest.get("stages", {}), self.path)
 
 

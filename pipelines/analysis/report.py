@@ -31,12 +31,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from paser.common.io import write_atomic
-from paser.pipelines.accounting import REFERENCE_STRATEGY
+from paser.pipelines.analysis.accounting import REFERENCE_STRATEGY
+from paser.pipelines.analysis.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
+from paser.pipelines.analysis.results import RunError, RunResults, format_budget, load_run
+from paser.pipelines.analysis.stats import EXACT_SIGN_FLIPS, RESAMPLES
+from paser.pipelines.analysis.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
 from paser.pipelines.layout import RunLayout
-from paser.pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
-from paser.pipelines.results import RunError, RunResults, format_budget, load_run
-from paser.pipelines.stats import EXACT_SIGN_FLIPS, RESAMPLES
-from paser.pipelines.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
 
 REPORT_FILES = RunLayout(".").report_files.name  # linked from report.md, relative to it
 MISSING = "–"
