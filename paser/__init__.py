@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from paser.pipelines.analysis.results import RunResults
     from paser.pipelines.config import SelectConfig
-    from paser.pipelines.results import RunResults
     from paser.pipelines.run import Run
     from paser.pipelines.select import SelectOutput
     from paser.recovery.config import TrainConfig
@@ -152,9 +152,9 @@ def run(config: str | os.PathLike[str] | None, out: str | os.PathLike[str], over
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
-    """The results of a `paser run` folder as tables (`paser.pipelines.results.RunResults`); refuses
-    (`paser.pipelines.results.RunError`) a folder `paser run` did not finish writing."""
-    from paser.pipelines.results import load_run as load_results
+    """The results of a `paser run` folder as tables (`paser.pipelines.analysis.results.RunResults`); refuses
+    (`paser.pipelines.analysis.results.RunError`) a folder `paser run` did not finish writing."""
+    from paser.pipelines.analysis.results import load_run as load_results
 
     return load_results(run_dir)
 

@@ -112,6 +112,7 @@ def format_pruning(record: dict, out: str) -> str:
 
 
 def eval_command(args: argparse.Namespace) -> int:
+    from paser.pipelines.layout import EvalFolder
     from paser.recovery.evaluate import format_summary, run_eval
 
     record = run_eval(
@@ -130,7 +131,8 @@ def eval_command(args: argparse.Namespace) -> int:
     )
     print(format_summary(record))
     if args.out:
-        print(f"metrics: {Path(args.out) / 'metrics.json'}, table: {Path(args.out) / 'metrics.md'}")
+        folder = EvalFolder(Path(args.out))
+        print(f"metrics: {folder.metrics}, table: {folder.table}")
     return 0
 
 
@@ -159,7 +161,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _print_report(run_dir: Path) -> int:
-    from paser.pipelines.report import format_results, write_report
+    from paser.pipelines.analysis.report import format_results, write_report
 
     markdown, html = write_report(run_dir)
     print(format_results(run_dir))
@@ -168,7 +170,7 @@ def _print_report(run_dir: Path) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from paser.pipelines.report import write_report
+    from paser.pipelines.analysis.report import write_report
 
     markdown, html = write_report(args.run_dir, args.out)
     print(f"[paser] report: {markdown}  (self-contained: {html})")

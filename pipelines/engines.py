@@ -19,6 +19,7 @@ import pandas as pd
 
 from paser.common.console import say
 from paser.pipelines.config import ENGINES, ModelPairConfig, RayConfig, TopkConfig
+from paser.pipelines.layout import SelectFolder
 from paser.pipelines.ray_engine import embed_on_ray, require_ray, score_on_ray, score_topk_on_ray
 from paser.recovery.models import describe_model, load_model
 from paser.selection.config import DegradationConfig
@@ -65,7 +66,7 @@ class LocalEngine:
         info: dict[str, Any] = {}
         load = _loader(models, info)
         original, pruned = load("original"), load("pruned")
-        scores = score_degradation(original, pruned, encoded, scoring, shard_dir=out_dir / "score_shards")
+        scores = score_degradation(original, pruned, encoded, scoring, shard_dir=SelectFolder(out_dir).score_shards)
         del original, pruned
         gc.collect()
         return scores, info
@@ -85,11 +86,11 @@ class LocalEngine:
             lambda: load("pruned"),
             encoded,
             scoring,
-            out_dir / "topk_cache",
+            SelectFolder(out_dir).topk_cache,
             k=topk.k,
             tail_samples=topk.tail_samples,
             estimator=topk.estimator,
-            shard_dir=out_dir / "topk_score_shards",
+            shard_dir=SelectFolder(out_dir).topk_score_shards,
         )
         return scores, info
 
@@ -110,7 +111,7 @@ class RayEngine:
         self, models: ModelPairConfig, encoded: Sequence[EncodedSample], scoring: DegradationConfig, out_dir: Path
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         return score_on_ray(
-            models.original, models.pruned, models.dtype, encoded, scoring, out_dir / "score_shards", self.ray
+            models.original, models.pruned, models.dtype, encoded, scoring, SelectFolder(out_dir).score_shards, self.ray
         )
 
     def score_topk(
@@ -127,8 +128,8 @@ class RayEngine:
             models.dtype,
             encoded,
             scoring,
-            out_dir / "topk_cache",
-            out_dir / "topk_score_shards",
+            SelectFolder(out_dir).topk_cache,
+            SelectFolder(out_dir).topk_score_shards,
             self.ray,
             k=topk.k,
             tail_samples=topk.tail_samples,

@@ -1,6 +1,6 @@
 """`paser run`: one config from pruning to report, every (strategy, budget, seed) combination, cached by stage.
 
-Stages and what each writes under the run directory (layout in the README, "Run directory"):
+Stages and what each writes under the run directory (every path from `paser.pipelines.layout.RunLayout`):
 
     prune             pruned/                       (only when the config gives a pruning spec)
     score             shared/corpus.parquet, score_shards/, scores.parquet, corpus.json
@@ -13,8 +13,9 @@ Stages and what each writes under the run directory (layout in the README, "Run 
     eval/{combo}      combos/{combo}/eval/          metrics.json (tasks + held-out response NLL)
     eval/original, eval/pruned   baselines/{name}/eval/metrics.json
 
-Every stage has a hash of its inputs: its own config section, the identity of the files it reads (corpus
-content, checkpoint fingerprints) and the hashes of the stages it builds on. `manifest.json` records, per
+Every stage has a hash of what it declares it reads (`paser.pipelines.stages.stage_key`): its config sections
+and fields, the identity of the files it reads (corpus content, checkpoint fingerprints) and the hashes of the
+stages it builds on. `manifest.json` records, per
 stage, the hash it last finished with; a stage whose hash is unchanged and whose artifacts exist is skipped
 (and not even its inputs are loaded), so a second invocation recomputes nothing and a budget added to the
 config runs only its own select, recover and eval stages. A stage that starts with a different hash than
@@ -40,13 +41,12 @@ import yaml
 
 from paser.common.io import write_atomic, write_json
 from paser.data.heldout import heldout_source
-from paser.pipelines.accounting import combo_compute, shared_cost
+from paser.pipelines.analysis.accounting import combo_compute, shared_cost
+from paser.pipelines.analysis.results import LABEL_FIELDS, combo_name, gap_recovered
+from paser.pipelines.analysis.uncertainty import metric_summary, versus_random
 from paser.pipelines.config import (
     ConfigError,
     CorpusSections,
-    ModelPairConfig,
-    SelectConfig,
-    SelectionConfig,
     config_to_dict,
     load_config,
 )
@@ -59,26 +59,27 @@ from paser.pipelines.heldout import (
     parse_heldout,
     split_metric_names,
 )
+from paser.pipelines.layout import RunLayout, pruning_record
 from paser.pipelines.lock import output_folder
-from paser.pipelines.results import LABEL_FIELDS, combo_name, gap_recovered
 from paser.pipelines.run_stages import (
     SharedStages,
-    calibration_rows_path,
     eval_stage,
+    pruned_model,
     recover_stage,
+    select_config,
     select_stage,
     shared_stages,
+    write_builtin_demo,
     write_calibration_rows,
 )
-from paser.pipelines.select import check_before_scoring, effective_config, holds_scores
-from paser.pipelines.stages import Executor, Manifest, Stage, log, model_identity
-from paser.pipelines.uncertainty import metric_summary, versus_random
+from paser.pipelines.select import check_before_scoring, holds_scores
+from paser.pipelines.stages import Executor, InputValues, Manifest, Stage, log, model_identity
 from paser.recovery.config import PruneSpec, TrainConfig
 from paser.recovery.models import check_checkpoint
 from paser.recovery.tracking import log_eval_metrics
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.corpus import check_corpus
-from paser.selection.strategies import get_strategy, strategy_class
+from paser.selection.strategies import get_strategy
 
 BUILTIN_DEMO_CORPUS = "builtin:demo"
 DEMO_CONFIG = Path(__file__).parent / "configs" / "run" / "demo.yaml"
@@ -317,7 +318,7 @@ class Run:
     def __init__(self, config: RunConfig, run_dir: str | Path) -> None:
         self.config = config
         self.dir = Path(run_dir)
-        self.shared = self.dir / "shared"
+        self.layout = RunLayout(self.dir)
         self.executor = Executor(self.dir)
 
     @property
@@ -336,68 +337,25 @@ class Run:
 
     # -- paths and configs
 
-    def combo_dir(self, combo: Combo) -> Path:
-        return self.dir / "combos" / combo.name
-
     @property
     def corpus_path(self) -> str:
         path = self.config.corpus.path
         if path == BUILTIN_DEMO_CORPUS:
-            return str(self.dir / "demo_corpus.jsonl")
+            return str(self.layout.demo_corpus)
         if self.config.recipe is not None:
-            return str(self.shared / "recipe_corpus.jsonl")
+            return str(self.layout.shared.recipe_corpus)
         return path
 
     @property
     def pruned_path(self) -> str:
-        return str(self.dir / "pruned") if self.config.models.prune is not None else str(self.config.models.pruned)
-
-    def select_config(self, combo: Combo | None = None, out: Path | None = None) -> SelectConfig:
-        """The `paser select` config of one combination (or, without one, of the shared scoring)."""
-        config = self.config
-        sweep = config.selection
-        options = {} if combo is None else sweep.strategy_options(combo.strategy)
-        strategies = [sweep.base_strategy(name) for name in sweep.strategies]
-        # Every combination scores once, so one strategy that needs the unconditioned NLL makes all score it.
-        needs_unconditioned = any(strategy_class(name).needs_unconditioned_nll for name in strategies)
-        scoring = dataclasses.replace(
-            config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or needs_unconditioned
-        )
-        select = SelectConfig(
-            corpus=dataclasses.replace(
-                config.corpus,
-                path=self.corpus_path,
-                exclude_rows=calibration_rows_path(self) or config.corpus.exclude_rows,
-            ),
-            models=ModelPairConfig(
-                original=config.models.original,
-                pruned=self.pruned_path,
-                dtype=config.models.dtype,
-                device=config.models.device,
-            ),
-            formatting=config.formatting,
-            scoring=scoring,
-            topk=config.topk,
-            embedding=config.embedding,
-            clustering=config.clustering,
-            selection=SelectionConfig(
-                strategy=sweep.base_strategy(combo.strategy) if combo else strategies[0],
-                budget=combo.budget if combo else config.selection.budgets[0],
-                seed=combo.seed if combo else config.selection.seeds[0],
-                options=options,
-            ),
-            engine=config.engine,
-            ray=config.ray,
-            out=str(out or self.shared),
-        )
-        return effective_config(select)
+        return str(self.layout.pruned) if self.config.models.prune is not None else str(self.config.models.pruned)
 
     def check(self) -> None:
         """Refuse, before anything loads, unknown strategies/tasks, malformed budgets and missing files."""
         from paser.recovery.evaluate import parse_tasks, required_files
 
         for combo in combos(self.config):
-            config = self.select_config(combo)
+            config = select_config(self, combo)
             get_strategy(config.selection.strategy, **config.selection.options)
             check_before_scoring(config)
         evaluation = self.config.evaluation
@@ -408,16 +366,6 @@ class Run:
             if spec.builtin is not None:
                 heldout_source(spec.builtin, evaluation.data_dir)
 
-    def check_inputs(self) -> None:
-        """Refuse, before the run folder is made, inputs the run cannot read: a corpus source that does not exist
-        or has an unsupported format (`paser.selection.corpus.check_corpus`) and a checkpoint of the model pair
-        that cannot be read (`paser.recovery.models.check_checkpoint`, naming the file)."""
-        if self.config.corpus.path != BUILTIN_DEMO_CORPUS:
-            check_corpus(self.config.corpus)
-        check_checkpoint(self.config.models.original)
-        if self.config.models.prune is None:
-            check_checkpoint(str(self.config.models.pruned))
-
     # -- the model pair
 
     @functools.cached_property
@@ -427,11 +375,11 @@ class Run:
         if spec is None:
             return None
 
-        def compute() -> None:
+        def compute(values: InputValues) -> None:
             spec.apply(self.config.models.original, Path(self.pruned_path))
 
-        inputs = lambda: {"original": self.original_identity, "spec": spec.hash_inputs()}  # noqa: E731
-        return Stage("prune", inputs, [Path(self.pruned_path) / "pruning.json"], compute)
+        sources = {"original": lambda: self.original_identity}
+        return Stage("prune", compute, [pruning_record(self.pruned_path)], settings={"spec": spec}, sources=sources)
 
     def prune(self) -> str:
         """Run the prune stage where there is one; returns the pruned model's identity (`pruned_identity`)."""
@@ -448,14 +396,6 @@ class Run:
         """The pruned model's identity for later hashes: the prune stage's hash, or the checkpoint fingerprint."""
         return model_identity(self.pruned_path) if self.prune_stage is None else self.prune_stage.digest
 
-    def write_demo_corpus(self) -> None:
-        """Write the built-in demo corpus into the run folder when the config names it (once)."""
-        if self.config.corpus.path != BUILTIN_DEMO_CORPUS or Path(self.corpus_path).exists():
-            return
-        from paser.data.demo import write_demo_corpus
-
-        write_demo_corpus(Path(self.corpus_path))
-
     # -- the whole run
 
     @functools.cached_property
@@ -465,28 +405,28 @@ class Run:
 
     def baseline_stage(self, name: str) -> Stage:
         """Stage `eval/original` or `eval/pruned`: a model of the pair evaluated as it is."""
-        out = self.dir / "baselines" / name / "eval"
+        out = self.layout.baseline(name)
         if name == "original":
-            return eval_stage(self, self.stages, name, self.config.models.original, out, lambda: self.original_identity)
-        model_hash = lambda: self.pruned_identity  # noqa: E731
-        return eval_stage(self, self.stages, name, self.pruned_path, out, model_hash, self.prune_stage)
+            sources = {"model": lambda: self.original_identity}
+            return eval_stage(self, self.stages, name, self.config.models.original, out, {}, sources)
+        return eval_stage(self, self.stages, name, self.pruned_path, out, *pruned_model(self, "model"))
 
     def combo_stage(self, combo: Combo) -> Stage:
         """Stage `eval/{combo}`, after the combination's select and recover stages."""
         recover = recover_stage(self, select_stage(self, self.stages, combo), combo)
-        merged = str(self.combo_dir(combo) / "recover" / "merged")
-        out = self.combo_dir(combo) / "eval"
-        return eval_stage(self, self.stages, combo.name, merged, out, lambda: recover.digest, recover)
+        folder = self.layout.combo(combo.name)
+        merged = str(folder.recover.merged)
+        return eval_stage(self, self.stages, combo.name, merged, folder.eval, {"model": recover}, {})
 
     def execute(self) -> dict[str, Any]:
         """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""
         self.check()
         write_atomic(
-            self.dir / "config.yaml",
+            self.layout.config,
             lambda path: path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False)),
         )
         started = time.perf_counter()
-        self.write_demo_corpus()  # the score stage hashes what these two write
+        write_builtin_demo(self)  # the score stage hashes what these two write
         write_calibration_rows(self)
         self.executor.ensure(self.baseline_stage("original"))
         self.executor.ensure(self.baseline_stage("pruned"))
@@ -494,11 +434,12 @@ class Run:
         for index, combo in enumerate(all_combos, 1):
             log(f"combination {index}/{len(all_combos)}: {combo.name}")
             self.executor.ensure(self.combo_stage(combo))
-            metrics = _read_metrics(self.combo_dir(combo) / "eval" / "metrics.json")
-            log_eval_metrics(self.config.recovery.report_to, self.combo_dir(combo) / "recover", combo.name, metrics)
+            folder = self.layout.combo(combo.name)
+            metrics = _read_metrics(folder.eval.metrics)
+            log_eval_metrics(self.config.recovery.report_to, folder.recover.root, combo.name, metrics)
         results = collect_results(self.dir, self.config)
         results.update(statistics_blocks(results, self.dir))
-        write_json(self.dir / "results.json", results)
+        write_json(self.layout.results, results)
         log(
             f"{len(self.ran)} stage(s) ran, {len(self.cached)} cached, "
             f"{time.perf_counter() - started:.1f} s (invocation {self.manifest.invocation})"
@@ -542,14 +483,13 @@ def _read_metrics(path: Path) -> dict[str, float] | None:
 
 def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     """The `results.json` payload: baselines and every combination's metrics (None where missing)."""
-    baselines = {
-        name: _read_metrics(run_dir / "baselines" / name / "eval" / "metrics.json") for name in ("original", "pruned")
-    }
+    layout = RunLayout(run_dir)
+    baselines = {name: _read_metrics(layout.baseline(name).metrics) for name in ("original", "pruned")}
     rows = []
     for combo in combos(config):
-        folder = run_dir / "combos" / combo.name
-        stats_path = folder / "select" / "stats.json"
-        recovery_path = folder / "recover" / "recovery.json"
+        folder = layout.combo(combo.name)
+        stats_path = folder.select.stats
+        recovery_path = folder.recover.record
         stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else {}
         recovery = json.loads(recovery_path.read_text(encoding="utf-8")) if recovery_path.exists() else {}
         rows.append(
@@ -559,7 +499,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
                 "budget": combo.budget,
                 "budget_rows": stats.get("totals", {}).get("budget"),
                 "seed": combo.seed,
-                "metrics": _read_metrics(folder / "eval" / "metrics.json"),
+                "metrics": _read_metrics(folder.eval.metrics),
                 "train_seconds": recovery.get("seconds", {}).get("train"),
                 "train_tokens": recovery.get("tokens_per_epoch", {}).get("total"),
             }
@@ -591,8 +531,9 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
 def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The blocks of `results.json` computed from a `collect_results` payload and the run folder: `summary` (mean,
     sd and t-interval over seeds) and `versus_random` (paired differences with bootstrap intervals) from
-    `paser.pipelines.uncertainty`; `compute` (per combination) and `shared_cost` from `paser.pipelines.accounting`."""
-    manifest_path = run_dir / "manifest.json"
+    `paser.pipelines.analysis.uncertainty`; `compute` (per combination) and `shared_cost` from
+    `paser.pipelines.analysis.accounting`."""
+    manifest_path = RunLayout(run_dir).manifest
     stages = json.loads(manifest_path.read_text(encoding="utf-8"))["stages"] if manifest_path.exists() else {}
     return {
         "summary": metric_summary(results),
@@ -602,17 +543,28 @@ def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     }
 
 
+def check_inputs(config: RunConfig) -> None:
+    """Refuse, before the run folder is made, inputs the run cannot read: a corpus source that does not exist or
+    has an unsupported format (`paser.selection.corpus.check_corpus`) and a checkpoint of the model pair that
+    cannot be read (`paser.recovery.models.check_checkpoint`, naming the file)."""
+    if config.corpus.path != BUILTIN_DEMO_CORPUS:
+        check_corpus(config.corpus)
+    check_checkpoint(config.models.original)
+    if config.models.prune is None:
+        check_checkpoint(str(config.models.pruned))
+
+
 def run(config: RunConfig, run_dir: str | Path) -> Run:
     """Execute `config` into `run_dir` (stages cached across invocations); returns the finished `Run`.
 
-    The settings (`Run.check`) and the inputs (`Run.check_inputs`) are checked before `run_dir` is made, and a
+    The settings (`Run.check`) and the inputs (`check_inputs`) are checked before `run_dir` is made, and a
     run refused before it finished a stage leaves `run_dir` as it was found (`paser.pipelines.lock.output_folder`).
     """
     runner = Run(config, run_dir)
     runner.check()
-    runner.check_inputs()
+    check_inputs(config)
     with output_folder(runner.dir, "run", keeps_work=holds_finished_work):
-        runner.shared.mkdir(exist_ok=True)
+        runner.layout.shared.root.mkdir(exist_ok=True)
         runner.execute()
     return runner
 
@@ -620,9 +572,10 @@ def run(config: RunConfig, run_dir: str | Path) -> Run:
 def holds_finished_work(run_dir: Path) -> bool:
     """Whether a run folder holds work a rerun resumes: a stage done in its manifest, or scores in `shared/`
     (`paser.pipelines.select.holds_scores`). A manifest that cannot be read counts as work, to be safe."""
-    if holds_scores(run_dir / "shared"):
+    layout = RunLayout(run_dir)
+    if holds_scores(layout.shared.root):
         return True
-    manifest = run_dir / "manifest.json"
+    manifest = layout.manifest
     if not manifest.is_file():
         return False
     try:

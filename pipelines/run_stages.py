@@ -1,11 +1,13 @@
 """The stages of `paser run` (what each writes: pipelines/run.py), one builder each: a function of the run and
 the stages it builds on that returns a `paser.pipelines.stages.Stage`. Building a stage runs, hashes and writes
 nothing; `Run` composes them and its executor runs them. Two steps come before the stages because the score
-stage hashes what they write: the demo corpus (`Run.write_demo_corpus`) and the calibration rows
+stage hashes what they write: the demo corpus (`write_builtin_demo`) and the calibration rows
 (`write_calibration_rows`).
 
-Each stage's inputs are exactly what earlier versions hashed, key for key: keys added after runs were cached
-are left out while unset, so those runs stay cached.
+Each builder declares what its stage reads (`Stage.inputs`, `settings`, `sources`); its cache key is derived
+from those declarations alone (`paser.pipelines.stages.stage_key`). A path a stage reads is declared as a source,
+by content, not by name (so no key holds a path of the run's own folder), but for the evaluation data folder
+(`evaluation.data_dir`: fixed public test files), named by its path.
 """
 
 from __future__ import annotations
@@ -23,23 +25,25 @@ import pandas as pd
 
 from paser.common.io import file_sha256, write_atomic, write_json, write_jsonl, write_parquet
 from paser.data.heldout import get_heldout_builder, heldout_source, prompt_key, write_heldout
-from paser.pipelines.config import config_to_dict
+from paser.pipelines.config import ModelPairConfig, SelectConfig, SelectionConfig
 from paser.pipelines.heldout import DEV_SHARE, SPLIT_SALT, HeldoutSet, copy_rows, heldout_nll
+from paser.pipelines.layout import EvalFolder, SharedFolder, pruning_record
 from paser.pipelines.select import (
-    RESPONSE_SHARDS,
     ScoredCorpus,
     cluster_table,
     clustering_features,
+    effective_config,
     embed_rows,
     response_embeddings,
     select_from,
 )
 from paser.pipelines.select import score_stage as read_and_score_corpus
-from paser.pipelines.stages import Stage, log, source_identity
+from paser.pipelines.stages import InputValues, Stage, log, settings_except, source_identity
 from paser.selection.cluster import ClusterResult, cluster_embeddings
 from paser.selection.corpus import Corpus, CorpusStats
 from paser.selection.embed import read_embedding_summary
 from paser.selection.store import CorpusStore, StoredSamples
+from paser.selection.strategies import get_strategy, strategy_class
 
 if TYPE_CHECKING:
     from paser.pipelines.run import Combo, Run
@@ -66,9 +70,7 @@ def shared_stages(run: Run) -> SharedStages:
     score = score_stage(run, recipe)
     heldout = heldout_stage(run, score)
     heldout_sets = {
-        spec.name: heldout_set_stage(run, spec)
-        for spec in run.config.evaluation.heldout_sets()
-        if spec.name is not None and spec.rows is None
+        spec.name: heldout_set_stage(run, spec) for spec in run.config.evaluation.heldout_sets() if has_own_rows(spec)
     }
     embed = embed_stage(run, heldout)
     embed_response = embed_response_stage(run, heldout) if run.config.clustering.response_weight > 0 else None
@@ -79,6 +81,57 @@ def shared_stages(run: Run) -> SharedStages:
 
 
 # ------------------------------------------------------------------------------------------------ the corpus
+
+
+def select_config(run: Run, combo: Combo | None = None, out: Path | None = None) -> SelectConfig:
+    """The `paser select` config of one combination of `run` (or, without one, of the shared scoring)."""
+    config = run.config
+    sweep = config.selection
+    options = {} if combo is None else sweep.strategy_options(combo.strategy)
+    strategies = [sweep.base_strategy(name) for name in sweep.strategies]
+    # Every combination scores once, so one strategy that needs the unconditioned NLL makes all score it.
+    needs_unconditioned = any(strategy_class(name).needs_unconditioned_nll for name in strategies)
+    scoring = dataclasses.replace(
+        config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or needs_unconditioned
+    )
+    select = SelectConfig(
+        corpus=dataclasses.replace(
+            config.corpus,
+            path=run.corpus_path,
+            exclude_rows=calibration_rows_path(run) or config.corpus.exclude_rows,
+        ),
+        models=ModelPairConfig(
+            original=config.models.original,
+            pruned=run.pruned_path,
+            dtype=config.models.dtype,
+            device=config.models.device,
+        ),
+        formatting=config.formatting,
+        scoring=scoring,
+        topk=config.topk,
+        embedding=config.embedding,
+        clustering=config.clustering,
+        selection=SelectionConfig(
+            strategy=sweep.base_strategy(combo.strategy) if combo else strategies[0],
+            budget=combo.budget if combo else config.selection.budgets[0],
+            seed=combo.seed if combo else config.selection.seeds[0],
+            options=options,
+        ),
+        engine=config.engine,
+        ray=config.ray,
+        out=str(out or run.layout.shared.root),
+    )
+    return effective_config(select)
+
+
+def write_builtin_demo(run: Run) -> None:
+    """Write the built-in demo corpus into the run folder when the config names it (once)."""
+    path = Path(run.corpus_path)
+    if path != run.layout.demo_corpus or path.exists():
+        return
+    from paser.data.demo import write_demo_corpus
+
+    write_demo_corpus(path)
 
 
 def calibration_rows_path(run: Run) -> str | None:
@@ -96,7 +149,7 @@ def calibration_rows_path(run: Run) -> str | None:
             "corpus.exclude_rows is set and the calibration rows of the corpus file are excluded too: give one "
             "(set models.exclude_calibration_rows: false to use corpus.exclude_rows alone)"
         )
-    return str(run.shared / "calibration_rows.txt")
+    return str(run.layout.shared.calibration_rows)
 
 
 def write_calibration_rows(run: Run) -> None:
@@ -107,7 +160,7 @@ def write_calibration_rows(run: Run) -> None:
     if path is None:
         return
     run.prune()
-    record_path = Path(run.pruned_path) / "pruning.json"
+    record_path = pruning_record(run.pruned_path)
     calibration = json.loads(record_path.read_text(encoding="utf-8")).get("calibration") or {}
     positions = calibration.get("rows_used_positions")
     if positions is None:
@@ -123,64 +176,62 @@ def recipe_stage(run: Run) -> Stage:
     """Stage `recipe`: `corpus.path` normalised by the config's data recipe into `shared/recipe_corpus.jsonl`."""
     corpus, recipe, out = run.config.corpus, run.config.recipe, Path(run.corpus_path)
 
-    def inputs() -> dict[str, Any]:
-        return {"source": source_identity(corpus.path), "recipe": recipe, "split": corpus.split, "limit": corpus.limit}
-
-    def compute() -> None:
+    def compute(values: InputValues) -> None:
         from paser.data.recipes import prepare_corpus
 
         stats = prepare_corpus(recipe, corpus.path, out, split=corpus.split, limit=corpus.limit)
         log(stats.summary())
 
-    return Stage("recipe", inputs, [out], compute)
+    return Stage(
+        "recipe",
+        compute,
+        [out],
+        settings={"recipe": recipe, "split": corpus.split, "limit": corpus.limit},
+        sources={"source": lambda: source_identity(corpus.path)},
+    )
 
 
 def score_stage(run: Run, recipe: Stage | None) -> Stage:
     """Stage `score`: the corpus validated into `shared/corpus.parquet` and scored with the model pair; its value
     is the `ScoredCorpus`. Keyed by the corpus's content (or the recipe stage's hash), not its path, and by
     `calibration_rows.txt` where there is one (`write_calibration_rows` writes it first)."""
-    shared = run.shared
-    artifacts = [shared / name for name in ("corpus.parquet", "scores.parquet", "corpus.json")]
+    shared = run.layout.shared
+    artifacts = [shared.corpus, shared.scores, shared.corpus_record, shared.score_shards]
 
-    def inputs() -> dict[str, Any]:
-        config = run.select_config()
-        corpus_config = {**config_to_dict(config.corpus), "path": None}
-        # Keys added after runs were cached are hashed only when set, so older runs keep their hashes.
-        for key in ("exclude_rows", "sample"):
-            if corpus_config[key] is None:
-                del corpus_config[key]
-        if "sample" not in corpus_config:
-            del corpus_config["sample_seed"]
-        if "exclude_rows" in corpus_config:
-            corpus_config["exclude_rows"] = file_sha256(Path(config.corpus.exclude_rows))
-        return {
-            "corpus": source_identity(run.corpus_path) if recipe is None else "recipe:" + recipe.digest,
-            "corpus_config": corpus_config,
-            "original": run.original_identity,
-            "pruned": run.pruned_identity,
-            "models": {"dtype": config.models.dtype, "device": config.models.device},
-            "formatting": config_to_dict(config.formatting),
-            "scoring": {**config_to_dict(config.scoring), "show_progress": None},
-            "topk": config_to_dict(config.topk),
-        }
+    config = select_config(run)
+    inputs, sources = pruned_model(run, "pruned")
+    sources["original"] = lambda: run.original_identity
+    if recipe is None:
+        sources["corpus"] = lambda: source_identity(run.corpus_path)
+    else:
+        inputs["recipe"] = recipe
+    if config.corpus.exclude_rows is not None:
+        sources["exclude_rows"] = lambda: file_sha256(Path(config.corpus.exclude_rows))
+    settings = {
+        "corpus": settings_except(config.corpus, "path", "exclude_rows"),  # both read as sources, by content
+        "models": {"dtype": config.models.dtype, "device": config.models.device},
+        "formatting": config.formatting,
+        "scoring": settings_except(config.scoring, "show_progress"),
+        "topk": config.topk,
+    }
 
-    def compute() -> ScoredCorpus:
-        (shared / "score_shards").mkdir(exist_ok=True)
-        scored = read_and_score_corpus(run.select_config(), shared)
-        write_parquet(shared / "scores.parquet", scored.scores)
+    def compute(values: InputValues) -> ScoredCorpus:
+        shared.score_shards.mkdir(exist_ok=True)
+        scored = read_and_score_corpus(select_config(run), shared.root)
+        write_parquet(shared.scores, scored.scores)
         write_json(
-            shared / "corpus.json",
+            shared.corpus_record,
             {"source": scored.corpus.source, "stats": scored.corpus.stats.to_dict(), "models": scored.model_info},
         )
         return scored
 
-    needs = tuple(stage for stage in (recipe, run.prune_stage) if stage is not None)
-    return Stage("score", inputs, [*artifacts, shared / "score_shards"], compute, lambda: load_scored(shared), needs)
+    load = lambda values: load_scored(shared)  # noqa: E731
+    return Stage("score", compute, artifacts, inputs, settings, sources, load)
 
 
-def load_scored(shared: Path) -> ScoredCorpus:
+def load_scored(shared: SharedFolder) -> ScoredCorpus:
     """The scored corpus read back from `shared/` (the score stage's artifacts)."""
-    record = json.loads((shared / "corpus.json").read_text(encoding="utf-8"))
+    record = json.loads(shared.corpus_record.read_text(encoding="utf-8"))
     stats = record["stats"]
     corpus_stats = CorpusStats(
         rows_read=stats["rows_read"],
@@ -188,8 +239,8 @@ def load_scored(shared: Path) -> ScoredCorpus:
         flagged=dict(stats["flagged"]),
         examples={reason: list(places) for reason, places in stats["examples"].items()},
     )
-    store = CorpusStore(shared / "corpus.parquet")
-    scores = pd.read_parquet(shared / "scores.parquet")
+    store = CorpusStore(shared.corpus)
+    scores = pd.read_parquet(shared.scores)
     corpus = Corpus(StoredSamples(store), corpus_stats, record["source"])
     return ScoredCorpus(corpus, store, scores, record["models"])
 
@@ -201,34 +252,32 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
     """Stage `heldout`: the rows kept out of every selection (`shared/heldout.json`, their rows in
     `shared/heldout.jsonl`). Its value is the pool: the scored corpus minus those rows, what every strategy
     selects from."""
-    evaluation, shared = run.config.evaluation, run.shared
+    evaluation, shared = run.config.evaluation, run.layout.shared
 
-    def inputs() -> dict[str, Any]:
-        return {
-            "score": score.digest,
-            "rows": evaluation.split_rows(),
-            "file": None if evaluation.heldout_file is None else source_identity(evaluation.heldout_file),
-        }
+    sources = {}
+    if evaluation.heldout_file is not None:
+        sources["file"] = lambda: source_identity(evaluation.heldout_file)
 
-    def pool() -> ScoredCorpus:
-        scored = run.executor.value(score)
-        held = set(json.loads((shared / "heldout.json").read_text(encoding="utf-8"))["ids"])
+    def pool(values: InputValues) -> ScoredCorpus:
+        scored = values["score"]
+        held = set(json.loads(shared.heldout_ids.read_text(encoding="utf-8"))["ids"])
         scores = scored.scores[~scored.scores["id"].astype(str).isin(held)].reset_index(drop=True)
         return dataclasses.replace(scored, scores=scores)
 
-    def compute() -> ScoredCorpus:
-        write_heldout_rows(run, run.executor.value(score))
-        return pool()
+    def compute(values: InputValues) -> ScoredCorpus:
+        write_heldout_rows(run, values["score"])
+        return pool(values)
 
-    return Stage("heldout", inputs, [shared / "heldout.json"], compute, pool, (score,))
+    settings = {"rows": evaluation.split_rows()}
+    return Stage("heldout", compute, [shared.heldout_ids], {"score": score}, settings, sources, pool)
 
 
 def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
     """Choose the held-out rows (seeded, spread over the corpus) and write them; an empty split is allowed."""
-    evaluation, shared = run.config.evaluation, run.shared
+    evaluation, shared = run.config.evaluation, run.layout.shared
     ids: list[str] = []
     if evaluation.heldout_file is not None:
-        copy_rows(evaluation.heldout_file, shared / "heldout.jsonl")
+        copy_rows(evaluation.heldout_file, shared.heldout_rows)
         source = evaluation.heldout_file
     else:
         scored_ids = scored.scores["id"].astype(str).tolist()
@@ -240,33 +289,28 @@ def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
         ids = [scored_ids[position] for position in positions]
         rows = [{**raw, "id": row_id} for row_id, raw in zip(ids, scored.store.raw_rows(ids), strict=True)]
         if rows:
-            write_jsonl(shared / "heldout.jsonl", rows)
+            write_jsonl(shared.heldout_rows, rows)
         source = "corpus"
-    write_json(shared / "heldout.json", {"ids": ids, "source": source})
-
-
-def heldout_set_path(run: Run, spec: HeldoutSet) -> Path:
-    return run.shared / "heldout" / f"{spec.name}.jsonl"
+    write_json(shared.heldout_ids, {"ids": ids, "source": source})
 
 
 def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
     """Stage `heldout/{name}`: a named file or built-in set's rows as `shared/heldout/{name}.jsonl`, keyed by
     the file's content, or by the built-in set's name, row limit and data file's content."""
-    path = heldout_set_path(run, spec)
+    path = run.layout.shared.heldout_set(spec.name)
     if spec.file is not None:
-        inputs = lambda: {"file": source_identity(spec.file)}  # noqa: E731
-        return Stage(f"heldout/{spec.name}", inputs, [path], lambda: copy_rows(spec.file, path))
+        sources = {"file": lambda: source_identity(spec.file)}
+        return Stage(f"heldout/{spec.name}", lambda values: copy_rows(spec.file, path), [path], sources=sources)
     data_dir = run.config.evaluation.data_dir
     limit = spec.limit or get_heldout_builder(spec.builtin).default_limit
 
-    def inputs() -> dict[str, Any]:
-        source = heldout_source(spec.builtin, data_dir)
-        return {"builtin": spec.builtin, "limit": limit, "data": source_identity(str(source))}
-
-    def compute() -> None:
+    def compute(values: InputValues) -> None:
         log(f"held-out set {spec.name}: {write_heldout(spec.builtin, path, limit, data_dir)} rows")
 
-    return Stage(f"heldout/{spec.name}", inputs, [path], compute)
+    sources = {"data": lambda: source_identity(str(heldout_source(spec.builtin, data_dir)))}
+    return Stage(
+        f"heldout/{spec.name}", compute, [path], settings={"builtin": spec.builtin, "limit": limit}, sources=sources
+    )
 
 
 # ------------------------------------------------------------------------------------------------ embed, cluster
@@ -274,31 +318,31 @@ def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
 
 def embed_stage(run: Run, heldout: Stage) -> Stage:
     """Stage `embed`: the pool's embeddings in `shared/embed_shards/` (finished shards kept on a resume)."""
-    embedding = {**config_to_dict(run.config.embedding), "batch_size": None}
-    if embedding["long_text"] == "truncate":
-        # What runs embedded before the option existed did: their embed stage stays cached.
-        del embedding["long_text"]
+    settings = {
+        "embedding": settings_except(run.config.embedding, "batch_size"),
+        "embed_fields": list(run.config.corpus.embed_fields),
+    }
 
-    def inputs() -> dict[str, Any]:
-        return {"heldout": heldout.digest, "embedding": embedding, "embed_fields": list(run.config.corpus.embed_fields)}
+    def embeddings(values: InputValues) -> np.ndarray:
+        pool = values["pool"]
+        shards = run.layout.shared.embed_shards
+        return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shards)
 
-    def embeddings() -> np.ndarray:
-        pool = run.executor.value(heldout)
-        return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared / "embed_shards")
-
-    return Stage("embed", inputs, [run.shared / "embed_shards"], embeddings, embeddings, (heldout,))
+    artifacts = [run.layout.shared.embed_shards]
+    return Stage("embed", embeddings, artifacts, {"pool": heldout}, settings, load=embeddings)
 
 
 def embed_response_stage(run: Run, heldout: Stage) -> Stage:
     """Stage `embed_response`: the pool's responses embedded, for a clustering that weighs them."""
-    embedding = {**config_to_dict(run.config.embedding), "batch_size": None}
+    shared = run.layout.shared
 
-    def embeddings() -> np.ndarray | None:
-        pool = run.executor.value(heldout)
-        return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), run.shared)
+    def embeddings(values: InputValues) -> np.ndarray | None:
+        pool = values["pool"]
+        return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shared.root)
 
-    inputs = lambda: {"heldout": heldout.digest, "embedding": embedding}  # noqa: E731
-    return Stage("embed_response", inputs, [run.shared / RESPONSE_SHARDS], embeddings, embeddings, (heldout,))
+    settings = {"embedding": settings_except(run.config.embedding, "batch_size")}
+    artifacts = [shared.response_embed_shards]
+    return Stage("embed_response", embeddings, artifacts, {"pool": heldout}, settings, load=embeddings)
 
 
 def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_response: Stage | None) -> Stage:
@@ -306,26 +350,22 @@ def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_respo
     `shared/clusters-s{seed}.parquet` (with the 2-D map) and `shared/clustering-s{seed}.json`. Its value is the
     `ClusterResult`."""
     cluster_seed = seed if run.config.clustering.seed is None else run.config.clustering.seed
-    table_path = run.shared / f"clusters-s{seed}.parquet"
-    record_path = run.shared / f"clustering-s{seed}.json"
+    table_path = run.layout.shared.cluster_table(seed)
+    record_path = run.layout.shared.cluster_record(seed)
 
-    def inputs() -> dict[str, Any]:
-        inputs = {"embed": embed.digest, "clustering": config_to_dict(run.config.clustering), "seed": cluster_seed}
-        if embed_response is not None:
-            inputs["embed_response"] = embed_response.digest
-        return inputs
+    clustering = dataclasses.replace(run.config.clustering, seed=cluster_seed)
+    inputs = {"pool": heldout, "embed": embed}
+    if embed_response is not None:
+        inputs["embed_response"] = embed_response
+    settings = {"clustering": clustering, "embed_fields": list(run.config.corpus.embed_fields)}
 
-    def pool_ids() -> list[str]:
-        return run.executor.value(heldout).scores["id"].astype(str).tolist()
-
-    def compute() -> ClusterResult:
-        config = dataclasses.replace(run.config.clustering, seed=cluster_seed)
-        pool = run.executor.value(heldout)
+    def compute(values: InputValues) -> ClusterResult:
+        pool = values["pool"]
         ids = pool.scores["id"].astype(str).tolist()
-        embeddings = run.executor.value(embed)
-        responses = None if embed_response is None else run.executor.value(embed_response)
-        features = clustering_features(run.config, pool.store, ids, embeddings, responses, config)
-        result = cluster_embeddings(features, config)
+        embeddings = values["embed"]
+        responses = values.get("embed_response")
+        features = clustering_features(run.config, pool.store, ids, embeddings, responses, clustering)
+        result = cluster_embeddings(features, clustering)
         write_parquet(table_path, cluster_table(ids, result, embeddings, seed))
         eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
         record = {
@@ -338,11 +378,10 @@ def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_respo
         write_json(record_path, record)
         return result
 
-    def load() -> ClusterResult:
-        return load_clusters(table_path, record_path, pool_ids)
+    def load(values: InputValues) -> ClusterResult:
+        return load_clusters(table_path, record_path, lambda: values["pool"].scores["id"].astype(str).tolist())
 
-    needs = (embed,) if embed_response is None else (embed, embed_response)
-    return Stage(f"cluster/s{seed}", inputs, [table_path, record_path], compute, load, needs)
+    return Stage(f"cluster/s{seed}", compute, [table_path, record_path], inputs, settings, load=load)
 
 
 def load_clusters(table_path: Path, record_path: Path, pool_ids: Callable[[], list[str]]) -> ClusterResult:
@@ -371,55 +410,56 @@ def load_clusters(table_path: Path, record_path: Path, pool_ids: Callable[[], li
 def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
     """Stage `select/{combo}`: the combination's selection (`combos/{combo}/select/`: selection.jsonl,
     stats.json) from the pool, its embeddings and its seed's clustering."""
-    out = run.combo_dir(combo) / "select"
-    config = run.select_config(combo, out)
+    folder = run.layout.combo(combo.name).select
+    out = folder.root
+    config = select_config(run, combo, out)
     cluster = shared.clusters[combo.seed]
 
-    def inputs() -> dict[str, Any]:
-        return {
-            "cluster": cluster.digest,
-            "strategy": combo.strategy,
-            "budget": combo.budget,
-            "options": config.selection.options,
-        }
+    selection = config.selection
+    settings = {
+        "strategy": selection.strategy,
+        "options": strategy_options(selection.strategy, selection.options),
+        "budget": selection.budget,
+        "seed": selection.seed,
+    }
 
-    def compute() -> None:
-        pool = run.executor.value(shared.heldout)
-        embeddings = run.executor.value(shared.embed)  # first: embedding (re)writes the summary read below
+    def compute(values: InputValues) -> None:
+        pool = values["pool"]
+        embeddings = values["embed"]  # first: embedding (re)writes the summary read below
         select_from(
             config,
             pool,
             embeddings,
-            run.executor.value(cluster),
+            values["cluster"],
             out,
-            concept_cache_dir=run.shared / "concept_cache",
-            embedding_summary=read_embedding_summary(run.shared / "embed_shards"),
+            concept_cache_dir=run.layout.shared.concept_cache,
+            embedding_summary=read_embedding_summary(run.layout.shared.embed_shards),
             write_tables=False,
         )
 
-    artifacts = [out / "selection.jsonl", out / "stats.json"]
-    return Stage(f"select/{combo.name}", inputs, artifacts, compute, needs=(cluster,))
+    inputs = {"pool": shared.heldout, "embed": shared.embed, "cluster": cluster}
+    return Stage(f"select/{combo.name}", compute, [folder.selection, folder.stats], inputs, settings)
 
 
 def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
     """Stage `recover/{combo}`: the pruned model trained on the combination's selection and merged
     (`combos/{combo}/recover/`: adapter/, merged/, recovery.json, ...)."""
-    out = run.combo_dir(combo) / "recover"
+    folder = run.layout.combo(combo.name)
+    out = folder.recover.root
     training = dataclasses.replace(run.config.recovery, seed=combo.seed)
-    settings = {**config_to_dict(training), "show_progress": None}
-    settings.pop("report_to")  # trackers only watch: a run keeps its hashes whatever it reports to
-    if not settings["padding_free"]:
-        del settings["padding_free"]  # added after runs were cached: hashed only when set
+    inputs, sources = pruned_model(run, "pruned")
+    inputs["select"] = select
+    sources["original"] = lambda: run.original_identity  # the teacher of the objectives that learn from it
+    settings = {"recovery": settings_except(training, "show_progress", "report_to")}  # trackers only watch
+    if training.remask_eval == "wikitext2":  # the re-masking check reads its text from the data folder
+        settings["data_dir"] = run.config.evaluation.data_dir
 
-    def inputs() -> dict[str, Any]:
-        return {"select": select.digest, "pruned": run.pruned_identity, "recovery": settings}
-
-    def compute() -> None:
+    def compute(values: InputValues) -> None:
         from paser.recovery.train import recover
 
         recover(
             run.pruned_path,
-            run.combo_dir(combo) / "select" / "selection.jsonl",
+            folder.select.selection,
             out,
             training,
             original=run.config.models.original,
@@ -428,8 +468,8 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
         )
         gc.collect()
 
-    needs = (select,) if run.prune_stage is None else (select, run.prune_stage)
-    return Stage(f"recover/{combo.name}", inputs, [out / "recovery.json", out / "merged"], compute, needs=needs)
+    artifacts = [folder.recover.record, folder.recover.merged]
+    return Stage(f"recover/{combo.name}", compute, artifacts, inputs, settings, sources)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -440,72 +480,78 @@ def eval_stage(
     shared: SharedStages,
     name: str,
     model: str,
-    out: Path,
-    model_hash: Callable[[], str],
-    after: Stage | None = None,
+    out: EvalFolder,
+    model_inputs: dict[str, Stage],
+    model_sources: dict[str, Callable[[], str]],
 ) -> Stage:
-    """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out/metrics.json`), keyed by
-    `model_hash()`: its checkpoint's identity, or the hash of the stage that wrote it (`after`, run first)."""
-    evaluation = run.config.evaluation
-    settings = config_to_dict(evaluation)
-    for key in ("heldout_rows", "heldout_file", "heldout"):
-        settings.pop(key)
-
-    def inputs() -> dict[str, Any]:
-        inputs = {
-            "model": model_hash(),
-            "evaluation": settings,
-            "heldout": shared.heldout.digest,
-            "heldout_tokens": {
-                "max_length": run.config.recovery.max_length,
-                "template": run.config.recovery.template,
-                "overflow": run.config.recovery.overflow,
-            },
-            "dtype": run.config.models.dtype,
-            "device": run.config.models.device,
-        }
-        if evaluation.heldout is not None:
-            # Only named sets add this key: runs with the older keys keep their eval hashes.
-            inputs["heldout_sets"] = {
-                spec.name: "split" if spec.rows else shared.heldout_sets[spec.name].digest
-                for spec in evaluation.heldout_sets()
-            }
-        if any(spec.in_distribution for spec in evaluation.heldout_sets()):
-            # The dev/test halves are new metrics of the same rows: evaluations from before them rerun once.
-            inputs["dev_test"] = {"dev_share": DEV_SHARE, "salt": SPLIT_SALT}
-        return inputs
-
-    needs = (*([] if after is None else [after]), shared.heldout, *shared.heldout_sets.values())
-    return Stage(f"eval/{name}", inputs, [out / "metrics.json"], lambda: evaluate(run, shared, model, out), needs=needs)
+    """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out.metrics`). The model is
+    declared by role `model`: the stage that wrote it (`model_inputs`) or its checkpoint's identity
+    (`model_sources`)."""
+    evaluation, recovery = run.config.evaluation, run.config.recovery
+    inputs = {**model_inputs, "pool": shared.heldout}
+    inputs |= {f"heldout/{set_name}": stage for set_name, stage in shared.heldout_sets.items()}
+    settings = {
+        # The held-out rows are read through the held-out stages, by content; here only what each set is called.
+        "evaluation": settings_except(evaluation, "heldout_rows", "heldout_file", "heldout"),
+        "heldout_sets": {spec.metric_prefix: spec.in_distribution for spec in evaluation.heldout_sets()},
+        "heldout_tokens": {
+            "max_length": recovery.max_length,
+            "template": recovery.template,
+            "overflow": recovery.overflow,
+        },
+        "models": {"dtype": run.config.models.dtype, "device": run.config.models.device},
+        "dev_test": {"dev_share": DEV_SHARE, "salt": SPLIT_SALT},  # how the in-distribution set splits in halves
+    }
+    compute = lambda values: evaluate(run, model, out, values["pool"])  # noqa: E731
+    return Stage(f"eval/{name}", compute, [out.metrics], inputs, settings, model_sources)
 
 
-def heldout_files(run: Run, shared: SharedStages) -> list[tuple[HeldoutSet, Path]]:
+def pruned_model(run: Run, role: str) -> tuple[dict[str, Stage], dict[str, Callable[[], str]]]:
+    """The pruned model as a stage declares it under `role`, as (inputs, sources): the prune stage where the run
+    prunes, else the checkpoint's identity."""
+    if run.prune_stage is not None:
+        return {role: run.prune_stage}, {}
+    return {}, {role: lambda: run.pruned_identity}
+
+
+def strategy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every option the registered strategy `name` selects with under `options`: those given over its defaults."""
+    strategy = get_strategy(name, **options)
+    return {field.name: getattr(strategy, field.name) for field in dataclasses.fields(strategy) if field.init}
+
+
+def heldout_files(run: Run) -> list[tuple[HeldoutSet, Path]]:
     """Every held-out set with the file of its rows: `shared/heldout.jsonl` for the split off the corpus
     (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
     files = []
-    split = run.shared / "heldout.jsonl"
+    shared = run.layout.shared
     for spec in run.config.evaluation.heldout_sets():
-        if spec.name in shared.heldout_sets:
-            files.append((spec, heldout_set_path(run, spec)))
-        elif split.exists():
-            files.append((spec, split))
+        if has_own_rows(spec):
+            files.append((spec, shared.heldout_set(spec.name)))
+        elif shared.heldout_rows.exists():
+            files.append((spec, shared.heldout_rows))
     return files
 
 
-def pool_prompts(run: Run, shared: SharedStages) -> frozenset[str]:
+def has_own_rows(spec: HeldoutSet) -> bool:
+    """Whether a held-out set has rows of its own (a named file or built-in set, stage `heldout/{name}`) rather
+    than the split off the corpus."""
+    return spec.name is not None and spec.rows is None
+
+
+def pool_prompts(pool: ScoredCorpus) -> frozenset[str]:
     """The prompts (`paser.data.heldout.prompt_key`) of every row a combination may train on (the selection pool):
     what the generation tasks leave out of their prompts."""
-    pool = run.executor.value(shared.heldout)
     ids = set(pool.scores["id"].astype(str))
     return frozenset(prompt_key(sample.instruction, sample.input) for sample in pool.corpus.samples if sample.id in ids)
 
 
-def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None:
+def evaluate(run: Run, model_name: str, out: EvalFolder, pool: ScoredCorpus) -> None:
     """Evaluate `model_name` on the tasks and the held-out sets' response NLL into `out` (the eval stage's
     compute): the in-distribution set also as its dev and test halves (`heldout_<name>_dev`, `_test`), the
     generation tasks on prompts outside the selection pool, formatted as training formats them, their answers
     cached in `out/generations/`."""
-    from paser.recovery.evaluate import GENERATION_TASK_NAMES, GENERATIONS_DIR, evaluate_model, write_results
+    from paser.recovery.evaluate import GENERATION_TASK_NAMES, evaluate_model, write_results
     from paser.recovery.models import load_model
 
     evaluation = run.config.evaluation
@@ -525,11 +571,11 @@ def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None
             batch_size=evaluation.batch_size,
             seqlen=evaluation.seqlen,
             template=run.config.recovery.template,
-            exclude_prompts=pool_prompts(run, shared) if generating else (),
-            generation_cache=out / GENERATIONS_DIR,
+            exclude_prompts=pool_prompts(pool) if generating else (),
+            generation_cache=out.generations,
         ),
     }
-    for spec, heldout in heldout_files(run, shared):
+    for spec, heldout in heldout_files(run):
         result = heldout_nll(
             model,
             tokenizer,
@@ -544,6 +590,6 @@ def evaluate(run: Run, shared: SharedStages, model_name: str, out: Path) -> None
         for split, part in splits.items():
             record[f"{spec.metric_prefix}_{split}"] = part
         log(f"{spec.metric_prefix}: response NLL {result['nll']:.4f} on {result['rows']} rows")
-    write_results(record, out)
+    write_results(record, out.root)
     del model
     gc.collect()

@@ -35,6 +35,7 @@ from paser.common.registry import check_name
 from paser.pipelines.cards import write_selection_dataset
 from paser.pipelines.config import ModelPairConfig, SelectConfig, config_to_dict
 from paser.pipelines.engines import get_engine
+from paser.pipelines.layout import SelectFolder
 from paser.pipelines.lock import output_folder
 from paser.recovery.models import (
     check_checkpoint,
@@ -113,7 +114,7 @@ def score_corpus(config: SelectConfig, corpus: Corpus, out_dir: Path) -> tuple[p
     check_same_tokenizer(tokenizer, load_tokenizer(models.pruned))
     context_length = max_positions(load_model_config(models.original)) or 2048
     max_length = config.formatting.max_length or min(2048, context_length)
-    encoded = encode_rows(config, corpus, tokenizer, max_length, cache_dir=out_dir / "token_cache")
+    encoded = encode_rows(config, corpus, tokenizer, max_length, cache_dir=SelectFolder(out_dir).token_cache)
     where = f" on ray ({config.ray.actors} actor(s))" if engine.name == "ray" else ""
     info: dict[str, Any] = {"max_length": max_length, "engine": engine.name}
     if config.topk.k is not None:
@@ -182,15 +183,12 @@ def embed_rows(
     )
 
 
-RESPONSE_SHARDS = "embed_shards_response"
-
-
 def response_embeddings(config: SelectConfig, store: CorpusStore, ids: list[str], folder: Path) -> np.ndarray | None:
     """The responses' embeddings (in shards under `folder/embed_shards_response`) when the clustering weighs
     them (`clustering.response_weight > 0`), else None. `config` is a `SelectConfig` or a `RunConfig`."""
     if config.clustering.response_weight <= 0:
         return None
-    return embed_rows(config, store, ids, folder / RESPONSE_SHARDS, fields=("response",))
+    return embed_rows(config, store, ids, SelectFolder(folder).response_embed_shards, fields=("response",))
 
 
 def clustering_features(
@@ -216,7 +214,7 @@ def cluster_corpus(
     """Embed the scored rows' prompts (in shards under `out_dir/embed_shards`, on the configured engine) and,
     when the clustering weighs them, their responses (`out_dir/embed_shards_response`), and cluster them;
     returns (the prompt embeddings, memory-mapped, and the clusters)."""
-    embeddings = embed_rows(config, store, ids, out_dir / "embed_shards")
+    embeddings = embed_rows(config, store, ids, SelectFolder(out_dir).embed_shards)
     responses = response_embeddings(config, store, ids, out_dir)
     features = clustering_features(config, store, ids, embeddings, responses, config.clustering)
     _log(f"clustering ({describe_clustering(config.clustering)}, {features.shape[1]} features)")
@@ -395,12 +393,13 @@ def select_from(
         embedding_summary,
     )
     rows = selection_rows(selection, scored.store)
-    paths = {"selection": write_jsonl(out_dir / "selection.jsonl", rows)}
+    folder = SelectFolder(out_dir)
+    paths = {"selection": write_jsonl(folder.selection, rows)}
     if write_tables:
-        paths["scores"] = write_parquet(out_dir / "scores.parquet", scores)
-        paths["clusters"] = write_parquet(out_dir / "clusters.parquet", clusters)
-    paths["stats"] = write_json(out_dir / "stats.json", stats)
-    paths["dataset"] = write_selection_dataset(out_dir / "dataset", rows, stats)
+        paths["scores"] = write_parquet(folder.scores, scores)
+        paths["clusters"] = write_parquet(folder.clusters, clusters)
+    paths["stats"] = write_json(folder.stats, stats)
+    paths["dataset"] = write_selection_dataset(folder.dataset, rows, stats)
     return SelectOutput(out_dir, selection, scores, clusters, stats, paths)
 
 
@@ -462,8 +461,8 @@ def run_select(config: SelectConfig) -> SelectOutput:
             embeddings,
             clustering,
             out_dir,
-            concept_cache_dir=out_dir / "concept_cache",
-            embedding_summary=read_embedding_summary(out_dir / "embed_shards"),
+            concept_cache_dir=SelectFolder(out_dir).concept_cache,
+            embedding_summary=read_embedding_summary(SelectFolder(out_dir).embed_shards),
             timings=timings,
         )
 
@@ -474,10 +473,10 @@ def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStor
     (corpus, store). The raw rows stay on disk until `selection_rows` reads the chosen ones. Refuses what
     `paser.selection.corpus.load_corpus` refuses."""
     stats = CorpusStats()
-    target = out_dir / "corpus.parquet"
+    target = SelectFolder(out_dir).corpus
     # Written beside the folder's store first: a folder scored for another corpus is refused before its store
     # (which its selection.jsonl and scores name) is touched.
-    incoming = out_dir / ".corpus-incoming.parquet"
+    incoming = SelectFolder(out_dir).incoming_corpus
     write_corpus_store(iter_samples(config.corpus, stats), incoming, show_progress=config.scoring.show_progress)
     if target.exists() and holds_scores(out_dir) and not same_store(incoming, target):
         incoming.unlink()
@@ -492,8 +491,8 @@ def read_corpus(config: SelectConfig, out_dir: Path) -> tuple[Corpus, CorpusStor
 
 def holds_scores(folder: Path) -> bool:
     """Whether `folder` holds scores (whole or a scoring's shards): what a changed corpus would orphan."""
-    shard_dirs = (folder / "score_shards", folder / "topk_score_shards")
-    return (folder / "scores.parquet").exists() or any(d.is_dir() and any(d.iterdir()) for d in shard_dirs)
+    layout = SelectFolder(folder)
+    return layout.scores.exists() or any(d.is_dir() and any(d.iterdir()) for d in layout.score_folders())
 
 
 def same_store(first: Path, second: Path) -> bool:

@@ -2,9 +2,10 @@
 leaves, how it computes them and how its value is read back), and an `Executor` runs or skips each stage against
 the run directory's `manifest.json` and says which it did in `events.jsonl`.
 
-A stage's hash is `stable_hash(stage.inputs())`. Reading the inputs hashes configs and identifies files; it runs
-no stage and writes nothing. The hashes of the stages a stage builds on are among its inputs, and those stages
-(`needs`) run before it, so a change anywhere upstream reruns everything downstream of it.
+A stage declares what it reads: the stages whose outputs it takes (`inputs`), the config sections and fields
+(`settings`) and the files and checkpoints from outside the run (`sources`); its hash is derived from those
+declarations in one helper, `stage_key`. The keys of its input stages are part of its own, and those stages run
+before it, so a change anywhere upstream reruns everything downstream of it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from paser.common.console import say
 from paser.common.io import file_sha256, write_json
+from paser.pipelines.config import config_to_dict
+from paser.pipelines.layout import RunLayout
 
 MANIFEST_VERSION = 1
 
@@ -73,8 +76,8 @@ class Manifest:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.path = run_dir / "manifest.json"
-        self.events_path = run_dir / "events.jsonl"
+        self.path = RunLayout(run_dir).manifest
+        self.events_path = RunLayout(run_dir).events
         self.stages: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -137,22 +140,86 @@ class Manifest:
 
 @dataclasses.dataclass(eq=False)
 class Stage:
-    """One cached step: `name` (its manifest key), `inputs` (what its hash covers; returns a JSON-able dict),
-    `artifacts` (what it leaves; it counts as done only while all exist), `compute` (writes the artifacts), `load`
-    (for a stage whose value later stages use: that value read back from the artifacts; `compute` returns it
-    too) and `needs` (the stages to run before it, in order: those whose hashes are among its inputs)."""
+    """One cached step, declared: `name` (its manifest key), `compute` (writes the artifacts from its inputs'
+    values, an `InputValues`; returns the stage's value where it has one), `artifacts` (what it leaves; it counts
+    as done only while all exist), `inputs` (the stages whose outputs it reads, by role: they run first),
+    `settings` (the config sections and fields it reads, by name: a config dataclass, whole, or plain values),
+    `sources` (what it reads from outside the run folder, by role: a function that gives the file's or
+    checkpoint's identity) and `load` (for a stage whose value later stages use: that value read back from the
+    artifacts, given its inputs' values too). Its cache key comes from these declarations alone (`stage_key`)."""
 
     name: str
-    inputs: Callable[[], dict[str, Any]]
+    compute: Callable[[InputValues], Any]
     artifacts: list[Path]
-    compute: Callable[[], Any]
-    load: Callable[[], Any] | None = None
-    needs: tuple[Stage, ...] = ()
+    inputs: dict[str, Stage] = dataclasses.field(default_factory=dict)
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sources: dict[str, Callable[[], str]] = dataclasses.field(default_factory=dict)
+    load: Callable[[InputValues], Any] | None = None
+
+    @property
+    def needs(self) -> tuple[Stage, ...]:
+        """The stages to run before this one: its inputs."""
+        return tuple(self.inputs.values())
 
     @functools.cached_property
     def digest(self) -> str:
-        """The hash of the stage's inputs (`stable_hash`), read once."""
-        return stable_hash(self.inputs())
+        """The stage's cache key (`stage_key`), read once."""
+        return stage_key(self)
+
+
+def stage_key(stage: Stage) -> str:
+    """The cache key of `stage`: `stable_hash` of what it declares and nothing else: the keys of its input stages,
+    its settings in full (a config dataclass with every field, defaults included, so a changed default reruns
+    the stage) and the identities of its sources (content, not paths). Reading them runs no stage and writes
+    nothing."""
+    return stable_hash(
+        {
+            "inputs": {role: need.digest for role, need in stage.inputs.items()},
+            "settings": {name: _plain(value) for name, value in stage.settings.items()},
+            "sources": {role: identity() for role, identity in stage.sources.items()},
+        }
+    )
+
+
+def settings_except(config: Any, *fields: str) -> dict[str, Any]:
+    """A config section as a stage declares it when some of its fields do not change what the stage writes
+    (where progress is shown, who watches, how many rows go through at once): every other field."""
+    plain = config_to_dict(config)
+    unknown = [name for name in fields if name not in plain]
+    if unknown:
+        raise KeyError(f"{type(config).__name__} has no field(s) {unknown}")
+    return {name: value for name, value in plain.items() if name not in fields}
+
+
+def _plain(value: Any) -> Any:
+    """A setting as its key holds it: a config dataclass as its fields; an object no config can write (a concept
+    extractor handed to a strategy from Python) as its class, its parameters being settings of their own."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+class InputValues(Mapping[str, Any]):
+    """What a stage receives: the values of its inputs by role (`Stage.inputs`), each computed or read back by the
+    executor when first asked for, so a stage that reads only one of its inputs loads only that one."""
+
+    def __init__(self, executor: Executor, stage: Stage) -> None:
+        self._executor, self._stage = executor, stage
+
+    def __getitem__(self, role: str) -> Any:
+        return self._executor.value(self._stage.inputs[role])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stage.inputs)
+
+    def __len__(self) -> int:
+        return len(self._stage.inputs)
 
 
 class Executor:
@@ -184,19 +251,20 @@ class Executor:
         return digest
 
     def value(self, stage: Stage) -> Any:
-        """`stage`'s value (after `ensure`): what its compute returned in this invocation, else its `load()`."""
+        """`stage`'s value (after `ensure`): what its compute returned in this invocation, else what its `load`
+        reads back."""
         self.ensure(stage)
         if stage.name not in self._values:
             if stage.load is None:
                 raise RuntimeError(f"stage {stage.name} has no value to read back")
-            self._values[stage.name] = stage.load()
+            self._values[stage.name] = stage.load(InputValues(self, stage))
         return self._values[stage.name]
 
     def _run(self, stage: Stage, digest: str) -> None:
         log(f"{stage.name}: running")
         self.manifest.start(stage.name, digest, stage.artifacts)
         started = time.perf_counter()
-        value = stage.compute()
+        value = stage.compute(InputValues(self, stage))
         seconds = time.perf_counter() - started
         missing = [str(path) for path in stage.artifacts if not path.exists()]
         if missing:

@@ -308,10 +308,6 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "learning_rate_effective": self.lr, "sft_weight_effective": self.sft_term}
 
 
-# PruneSpec fields of width pruning, hashed only when set (`PruneSpec.hash_inputs`).
-WIDTH_FIELDS = ("ratio", "importance")
-
-
 @dataclasses.dataclass
 class PruneSpec:
     """What `paser prune` does and a run's `models.prune` says: a method, its target (or the method's default),
@@ -343,12 +339,6 @@ class PruneSpec:
         if unset and default_target(self.method) is not None:
             return default_target(self.method)
         return PruneTarget.from_args(sparsity=self.sparsity, pattern=self.pattern, drop=self.drop, ratio=self.ratio)
-
-    def hash_inputs(self) -> dict[str, Any]:
-        """The spec as the prune stage hashes it: `ratio` and `importance` (added after runs were cached) count
-        only when set, so those runs keep their hashes."""
-        fields = dataclasses.asdict(self)
-        return {name: value for name, value in fields.items() if value is not None or name not in WIDTH_FIELDS}
 
     def apply(self, model: str, out: Path) -> dict[str, Any]:
         """Prune `model` as this spec says into `out` (`paser.recovery.prune.prune_checkpoint`); returns its

@@ -1,5 +1,5 @@
 """Per-item evaluation values, kept beside `metrics.json` in `items.npz` so that intervals can resample the test
-items (`paser.pipelines.uncertainty`), not only the seeds.
+items (`paser.pipelines.analysis.uncertainty`), not only the seeds.
 
 An evaluation record carries them as an `items` dict of equally long lists next to the aggregate they add up to:
 

@@ -4,7 +4,7 @@ A 3M-row corpus as `Sample` objects (with their raw rows) takes tens of GB of Py
 in one Parquet file take a few GB of disk and nothing in memory until read. The flow at scale:
 
     stats = CorpusStats()
-    info = write_corpus_store(iter_samples(config, stats, keep_raw=True), run_dir / "corpus.parquet")
+    info = write_corpus_store(iter_samples(config, stats, keep_raw=True), store_path)
     store = CorpusStore(info.path)
     with EmbeddingWriter(run_dir / "embeddings.npy", len(store), 384) as writer:
         offset = 0

@@ -126,3 +126,16 @@ def test_no_module_imports_a_layer_above_its_own():
 def test_the_circle_finder_finds_a_planted_circle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _circles(graph) == [["a", "b", "c"]]
+
+
+def test_the_analysis_imports_no_part_of_the_run_engine():
+    # An analysis reads a finished run through its layout (paser.pipelines.layout), never through the engine.
+    engine = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        if module.startswith("paser.pipelines.analysis")
+        for target in targets
+        if target.startswith("paser.pipelines")
+        and not target.startswith(("paser.pipelines.analysis", "paser.pipelines.layout"))
+    )
+    assert engine == []

@@ -1,7 +1,7 @@
 """Copy what the study's run folder holds into this folder, for the repository: results.json, the run's
 config.yaml, report.md + report.html (with its plots), tables.md (the README's tables), the selected ids of every
 combination, the wall time of every stage and, where the evaluations kept them, every combination's per-item
-values in one compressed file (items.npz, `paser.pipelines.uncertainty.write_run_items`), so that the paired
+values in one compressed file (items.npz, `paser.pipelines.analysis.uncertainty.write_run_items`), so that the paired
 tests, verdicts and item-level intervals can be recomputed from the repository. Model weights, adapters and the
 corpus are not copied.
 
@@ -42,11 +42,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from paser.common.io import write_atomic, write_json  # noqa: E402
+from paser.pipelines.analysis.report import write_report  # noqa: E402
+from paser.pipelines.analysis.results import load_run  # noqa: E402
+from paser.pipelines.analysis.uncertainty import read_run_items, run_items, versus_random, write_run_items  # noqa: E402
 from paser.pipelines.config import config_to_dict  # noqa: E402
-from paser.pipelines.report import write_report  # noqa: E402
-from paser.pipelines.results import load_run  # noqa: E402
 from paser.pipelines.run import collect_results, load_run_config, statistics_blocks  # noqa: E402
-from paser.pipelines.uncertainty import read_run_items, run_items, versus_random, write_run_items  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # The study's metrics, the in-distribution one (where choices are made) first.

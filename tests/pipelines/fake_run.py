@@ -1,6 +1,6 @@
-"""A small run directory laid out as `paser run` writes it (docs: the run directory spec in pipelines/run.py),
-built without models: for tests of the readers of a run (pipelines/results.py, pipelines/report.py, the
-notebook).
+"""A small run directory laid out as `paser run` writes it (every path from `paser.pipelines.layout.RunLayout`),
+built without models: for tests of the readers of a run (pipelines/analysis/results.py,
+pipelines/analysis/report.py, the notebook).
 
 60 corpus rows `row00`..`row59`; rows 54-59 are held out, the other 54 form the pool, in 3 clusters
 (cluster = row % 3, 18 rows each). A row's CDS is 0.1 · (cluster + 1) + 0.001 · row. Strategies paser and
@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from paser.pipelines.results import combo_name
+from paser.pipelines.analysis.results import combo_name
+from paser.pipelines.layout import RunLayout, SelectFolder
 from paser.recovery.flops import recovery_compute
-from paser.recovery.items import ITEMS_FILE
 from paser.selection.corpus import Sample
 from paser.selection.store import write_corpus_store
 
@@ -143,11 +143,11 @@ def build_fake_run(
     evaluations before items were kept). `full`: add the `full` strategy.
     """
     strategies = (*STRATEGIES, "full") if full else STRATEGIES
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shared = run_dir / "shared"
-    shared.mkdir(exist_ok=True)
+    layout = RunLayout(run_dir)
+    shared = layout.shared
+    shared.root.mkdir(parents=True, exist_ok=True)
     samples = [_sample(row, labelled) for row in range(N_ROWS)]
-    write_corpus_store(samples, shared / "corpus.parquet", show_progress=False)
+    write_corpus_store(samples, shared.corpus, show_progress=False)
     pd.DataFrame(
         {
             "id": [row_id(row) for row in range(N_ROWS)],
@@ -157,9 +157,9 @@ def build_fake_run(
             "nll_original": [1.0 + 0.01 * row for row in range(N_ROWS)],
             "nll_pruned": [1.5 + 0.02 * row for row in range(N_ROWS)],
         }
-    ).to_parquet(shared / "scores.parquet")
+    ).to_parquet(shared.scores)
     _write_json(
-        shared / "corpus.json",
+        shared.corpus_record,
         {
             "source": "tests/fake/corpus.jsonl",
             "stats": {"rows_read": N_ROWS, "rows_valid": N_ROWS, "skipped": {}, "flagged": {}, "examples": {}},
@@ -169,15 +169,16 @@ def build_fake_run(
             },
         },
     )
-    _write_jsonl(shared / "heldout.jsonl", [{**samples[row].raw, "id": row_id(row)} for row in HELDOUT_ROWS])
+    _write_jsonl(shared.heldout_rows, [{**samples[row].raw, "id": row_id(row)} for row in HELDOUT_ROWS])
     stages: dict[str, dict[str, Any]] = {}
+    relative = lambda path: path.relative_to(run_dir).as_posix()  # noqa: E731
     for stage, artifact in (
-        ("prune", "pruned"),
-        ("score", "shared/scores.parquet"),
-        ("heldout", "shared/heldout.jsonl"),
-        ("embed", "shared/embeddings.npy"),
+        ("prune", layout.pruned),
+        ("score", shared.scores),
+        ("heldout", shared.heldout_rows),
+        ("embed", shared.embed_shards),
     ):
-        stages[stage] = _stage(artifact, STAGE_SECONDS[stage])
+        stages[stage] = _stage(relative(artifact), STAGE_SECONDS[stage])
     for seed in SEEDS:
         clusters = pd.DataFrame(
             {"id": [row_id(row) for row in pool_rows()], "cluster": [row_cluster(row) for row in pool_rows()]}
@@ -185,29 +186,30 @@ def build_fake_run(
         if coordinates:
             clusters["coordinate_0"] = [3.0 * row_cluster(row) + 0.01 * row for row in pool_rows()]
             clusters["coordinate_1"] = [3.0 * (row_cluster(row) % 2) - 0.02 * row + seed for row in pool_rows()]
-        clusters.to_parquet(shared / f"clusters-s{seed}.parquet")
+        clusters.to_parquet(shared.cluster_table(seed))
         _write_json(
-            shared / f"clustering-s{seed}.json",
+            shared.cluster_record(seed),
             {"n_clusters": N_CLUSTERS, "eigenvalues": [1.0, 0.9, 0.8, 0.2], "n_landmarks": 0, "seconds": {"fit": 0.1}},
         )
-        stages[f"cluster/s{seed}"] = _stage(f"shared/clusters-s{seed}.parquet", STAGE_SECONDS[f"cluster/s{seed}"])
+        stages[f"cluster/s{seed}"] = _stage(relative(shared.cluster_table(seed)), STAGE_SECONDS[f"cluster/s{seed}"])
     combos = []
     for strategy in strategies:
         for budget in BUDGETS:
             for seed in SEEDS:
                 combo = combo_name(strategy, budget, seed)
                 rows = len(_selected_ids(strategy, budget, seed))
-                _write_selection(run_dir / "combos" / combo / "select", strategy, budget, seed, labelled)
-                stages[f"select/{combo}"] = _stage(f"combos/{combo}/select/selection.jsonl", SELECT_SECONDS)
-                stages[f"recover/{combo}"] = _stage(f"combos/{combo}/recover", train_seconds(rows) + 1.0)
-                _write_json(run_dir / "combos" / combo / "recover" / "recovery.json", _recovery_record(rows))
+                folder = layout.combo(combo)
+                _write_selection(folder.select, strategy, budget, seed, labelled)
+                stages[f"select/{combo}"] = _stage(relative(folder.select.selection), SELECT_SECONDS)
+                stages[f"recover/{combo}"] = _stage(relative(folder.recover.root), train_seconds(rows) + 1.0)
+                _write_json(folder.recover.record, _recovery_record(rows))
                 finished = combo not in missing_evals and combo not in unrecorded
                 values = FULL_METRICS if strategy == "full" else COMBO_METRICS[combo]
                 if finished:
-                    _write_json(run_dir / "combos" / combo / "eval" / "metrics.json", _eval_record(values))
+                    _write_json(folder.eval.metrics, _eval_record(values))
                     if combo not in without_items:
-                        np.savez(run_dir / "combos" / combo / "eval" / ITEMS_FILE, **item_values(values))
-                    stages[f"eval/{combo}"] = _stage(f"combos/{combo}/eval/metrics.json")
+                        np.savez(folder.eval.items, **item_values(values))
+                    stages[f"eval/{combo}"] = _stage(relative(folder.eval.metrics))
                 if combo in unrecorded:
                     continue
                 combos.append(
@@ -223,16 +225,16 @@ def build_fake_run(
                     }
                 )
     for name, values in BASELINE_METRICS.items():
-        _write_json(run_dir / "baselines" / name / "eval" / "metrics.json", _eval_record(values))
-        stages[f"eval/{name}"] = _stage(f"baselines/{name}/eval/metrics.json")
-    _write_json(run_dir / "manifest.json", {"version": 1, "stages": stages})
-    (run_dir / "events.jsonl").write_text(
+        _write_json(layout.baseline(name).metrics, _eval_record(values))
+        stages[f"eval/{name}"] = _stage(relative(layout.baseline(name).metrics))
+    _write_json(layout.manifest, {"version": 1, "stages": stages})
+    layout.events.write_text(
         "".join(
             json.dumps({"invocation": 1, "stage": stage, "action": "ran", "seconds": 0.1}) + "\n" for stage in stages
         )
     )
     _write_json(
-        run_dir / "results.json",
+        layout.results,
         {
             "metrics": list(METRICS),
             "lower_is_better": LOWER_IS_BETTER,
@@ -243,7 +245,7 @@ def build_fake_run(
             "budgets": list(BUDGETS),
         },
     )
-    (run_dir / "config.yaml").write_text(
+    layout.config.write_text(
         yaml.safe_dump(
             {
                 "corpus": {"path": "tests/fake/corpus.jsonl"},
@@ -283,11 +285,11 @@ def _selected_ids(strategy: str, budget: float, seed: int) -> list[str]:
     return [row_id(int(row)) for row in rng.choice(pool_rows(), size=BUDGET_ROWS[budget], replace=False)]
 
 
-def _write_selection(folder: Path, strategy: str, budget: float, seed: int, labelled: bool) -> None:
+def _write_selection(folder: SelectFolder, strategy: str, budget: float, seed: int, labelled: bool) -> None:
     ids = _selected_ids(strategy, budget, seed)
     rows = [int(sample_id[3:]) for sample_id in ids]
     _write_jsonl(
-        folder / "selection.jsonl",
+        folder.selection,
         [
             {
                 **_sample(row, labelled).raw,
@@ -312,7 +314,7 @@ def _write_selection(folder: Path, strategy: str, budget: float, seed: int, labe
             entry |= {"budget": PASER_ALLOCATION[budget][cluster], "ccg_rejected": 0}
         clusters.append(entry)
     _write_json(
-        folder / "stats.json",
+        folder.stats,
         {
             "totals": {"rows_scored": len(pool_rows()), "budget": BUDGET_ROWS[budget], "selected": len(rows)},
             "clusters": clusters,

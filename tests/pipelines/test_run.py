@@ -12,6 +12,7 @@ import pytest
 from paser.data.demo import write_demo_corpus
 from paser.pipelines.config import ConfigError, load_config
 from paser.pipelines.run import Combo, RunConfig, combos, gap_recovered, load_run_config, run
+from paser.pipelines.run_stages import select_config
 from paser.recovery.items import read_items
 from tests.pipelines.conftest import execute_notebook
 
@@ -132,7 +133,7 @@ def test_a_sweep_mixes_row_and_token_budgets_and_names_token_combos_by_tokens():
 
 
 def test_a_sweep_keeps_the_row_count_1_apart_from_the_fraction_1_0():
-    from paser.pipelines.results import format_budget
+    from paser.pipelines.analysis.results import format_budget
 
     chosen = []
     for budgets in ("[1, 30]", "[1.0]"):
@@ -283,7 +284,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, tiny_model_dir, pert
 
 
 def test_report_and_notebook_on_the_tiny_run(tiny_run, tmp_path, monkeypatch, python3_kernel):
-    from paser.pipelines.report import format_results, write_report
+    from paser.pipelines.analysis.report import format_results, write_report
 
     _, config, runner = tiny_run
     markdown, html = write_report(runner.dir)
@@ -371,7 +372,7 @@ def test_a_recipe_normalises_the_corpus_inside_the_run(tmp_path, tiny_model_dir,
 def test_named_heldout_sets_are_each_reported_and_only_evaluations_rerun(
     tiny_run, tmp_path, tiny_model_dir, perturbed_model_dir
 ):
-    from paser.pipelines.report import write_report
+    from paser.pipelines.analysis.report import write_report
 
     _, _, first = tiny_run
     run_dir = shutil.copytree(first.dir, tmp_path / "run")
@@ -424,10 +425,11 @@ def test_generation_tasks_in_a_run_leave_out_the_pool_and_only_evaluations_rerun
 
     root, _, first = tiny_run
     run_dir = shutil.copytree(first.dir, tmp_path / "run")
+    from paser.pipelines.layout import RunLayout
     from paser.pipelines.run_stages import load_scored
 
     held = [json.loads(line) for line in (run_dir / "shared" / "heldout.jsonl").read_text().splitlines()]
-    scored = load_scored(run_dir / "shared")
+    scored = load_scored(RunLayout(run_dir).shared)
     pool_ids = set(scored.scores["id"].astype(str)) - {row["id"] for row in held}
     pooled = [{"instruction": s.instruction, "input": s.input} for s in scored.corpus.samples if s.id in pool_ids]
     long_answer = "A long answer. " * 50
@@ -488,11 +490,11 @@ def test_variants_of_a_strategy_run_in_one_sweep_under_their_own_names(tmp_path)
         "paser_cds-b0.1-s0",
     ]
     runner = Run(config, tmp_path / "run")
-    by_name = {combo.strategy: runner.select_config(combo).selection for combo in combos(config)}
+    by_name = {combo.strategy: select_config(runner, combo).selection for combo in combos(config)}
     assert by_name["paser_no_ccg"].strategy == "paser" and by_name["paser_no_ccg"].options == {"ccg": False}
     assert by_name["paser_cds"].options == {"ranking": "cds", "ccg": False}
     assert by_name["paser"].options == {}
-    assert runner.select_config(combos(config)[0]).scoring.unconditioned_nll  # ifd is in the sweep
+    assert select_config(runner, combos(config)[0]).scoring.unconditioned_nll  # ifd is in the sweep
 
 
 @pytest.mark.parametrize(
@@ -521,8 +523,8 @@ def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_c
     overrides = [f"corpus.path={corpus}", f"models.prune={{method: wanda, calibration: {corpus}}}"]
     runner = Run(load_config(RunConfig, None, overrides), tmp_path / "run")
     listed = calibration_rows_path(runner)
-    assert listed == str(runner.shared / "calibration_rows.txt")
-    assert runner.select_config().corpus.exclude_rows == listed
+    assert listed == str(runner.layout.shared.calibration_rows)
+    assert select_config(runner).corpus.exclude_rows == listed
     pruned = Path(runner.pruned_path)
     pruned.mkdir(parents=True)
     (pruned / "pruning.json").write_text(json.dumps({"calibration": {"rows_used_positions": [4, 1]}}))
@@ -536,4 +538,4 @@ def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_c
     other = load_config(RunConfig, None, [*overrides[:1], "models.prune={method: wanda, calibration: demo}"])
     assert calibration_rows_path(Run(other, tmp_path / "other")) is None
     off = load_config(RunConfig, None, [*overrides, "models.exclude_calibration_rows=false"])
-    assert Run(off, tmp_path / "off").select_config().corpus.exclude_rows is None
+    assert select_config(Run(off, tmp_path / "off")).corpus.exclude_rows is None

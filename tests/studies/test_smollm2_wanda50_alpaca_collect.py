@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from paser.pipelines.results import combo_name
-from paser.pipelines.uncertainty import versus_random
+from paser.pipelines.analysis.results import combo_name
+from paser.pipelines.analysis.uncertainty import versus_random
 from tests.pipelines.fake_run import BUDGETS, SEEDS, STRATEGIES, build_fake_run
 
 COLLECT = Path(__file__).resolve().parents[2] / "studies" / "smollm2-wanda50-alpaca" / "collect.py"

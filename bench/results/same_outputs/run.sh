@@ -8,12 +8,30 @@ REV=${1:?a revision to compare with}
 ROOT=$(pwd); OUT=${OUT:-/tmp/same-outputs}; BEFORE=$OUT/tree-$REV
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 [ -d "$BEFORE" ] || git worktree add -f "$BEFORE" "$REV" -q
+# A `paser` package made of a checkout's folders (paser/ and the folders it installs as paser.common, .selection,
+# .recovery, .pipelines, .data), first on PYTHONPATH: an editable install of paser maps those subpackages onto its
+# own checkout, so with PYTHONPATH=TREE alone `paser.pipelines` would still be the installed checkout's. Each side
+# prints the file it imports the run engine from.
+shim() {
+  local tree=$1 dir=$OUT/shim-$2
+  rm -rf "$dir"; mkdir -p "$dir/paser"
+  ln -s "$tree"/paser/* "$dir/paser/"
+  for package in common selection recovery pipelines data; do
+    [ -d "$tree/$package" ] && ln -s "$tree/$package" "$dir/paser/$package"
+  done
+  ln -s "$tree/pyproject.toml" "$dir/pyproject.toml"
+  echo "$dir"
+}
 for side in before after; do
   tree=$ROOT; [ $side = before ] && tree=$BEFORE
   mkdir -p "$OUT/$side"
+  path="$(shim "$tree" $side):$tree"
+  # From $OUT, and pytest appending the tests' folder to sys.path: a checkout's paser/ first on sys.path would
+  # bring the installed subpackages back.
+  (cd "$OUT" && PYTHONPATH="$path" python -c 'import paser.pipelines.run as run; print("imports", run.__file__)')
   cp bench/results/same_outputs/same_outputs_check.py "$tree/tests/test_same_outputs_tmp.py"
-  (cd "$tree" && PYTHONPATH="$tree" EQ_OUT="$OUT/$side" python -m pytest -q -p no:cacheprovider \
-      tests/test_same_outputs_tmp.py 2>&1 | tail -1)
+  (cd "$OUT" && PYTHONPATH="$path" EQ_OUT="$OUT/$side" python -m pytest -q -p no:cacheprovider --import-mode=append \
+      --rootdir "$tree" "$tree/tests/test_same_outputs_tmp.py" 2>&1 | tail -1)
   rm -f "$tree/tests/test_same_outputs_tmp.py"
 done
 for dump in "$OUT"/after/*.json; do

@@ -1,10 +1,11 @@
-"""results.json's `summary` and `versus_random` blocks: how sure a sweep's numbers are (`paser.pipelines.stats`).
+"""results.json's `summary` and `versus_random` blocks: how sure a sweep's numbers are
+(`paser.pipelines.analysis.stats`).
 
 - `metric_summary`: per (strategy, budget, metric), the mean, sample sd and 95% t-interval of the mean over the
   seeds with a value: run-to-run variation only, the test items held fixed.
 - `versus_random`: per strategy other than random, budget and metric, the mean over seeds of (strategy −
   random), each seed paired with random's same seed; the seed-level paired t-test and sign-flip permutation
-  test of that difference (`paser.pipelines.stats.paired_tests`), on which the verdict rests; and, as a
+  test of that difference (`paser.pipelines.analysis.stats.paired_tests`), on which the verdict rests; and, as a
   secondary interval, a seeded percentile bootstrap. Where both sides' evaluations kept per-item values
   (eval/items.npz, `paser.recovery.items`) the bootstrap resamples seeds and test items (`bootstrap`
   "seeds+items"; "items" with one seed); else seeds only ("seeds"; "none" with one seed and no items: no
@@ -15,7 +16,7 @@ seeds, the paired t-test's p < `ALPHA` and the sign-flip test at its exact level
 test cannot go that low (five seeds: its smallest two-sided p is 2/2^5 = 0.0625), p at its smallest, i.e.
 every seed's difference on the same side. Otherwise "unclear", or "too few seeds" with two to four pairs; None
 with fewer than two. Both p-values are in every row, whatever the verdict. What five seeds can and cannot show
-is in `paser.pipelines.stats`.
+is in `paser.pipelines.analysis.stats`.
 
 Per-item values come from the run folder (every evaluated combination's eval/items.npz) or from one committed
 file holding them all (`write_run_items` / `read_run_items`: what a study commits so that its verdicts and
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from paser.common.io import write_atomic
-from paser.pipelines.stats import (
+from paser.pipelines.analysis.stats import (
     CONFIDENCE,
     RESAMPLES,
     PairedTests,
@@ -50,6 +51,7 @@ from paser.pipelines.stats import (
     paired_tests,
     t_interval,
 )
+from paser.pipelines.layout import RunLayout
 from paser.recovery.items import read_items
 from paser.selection.strategies import strategy_with_role
 
@@ -101,8 +103,8 @@ def metric_formula(metric: str, metrics: list[str]) -> MetricFormula | None:
 
 class ItemResamples:
     """Evaluations' metrics recomputed from their per-item values, under bootstrap draws of the items shared by
-    every evaluation of the same source and item count (`paser.pipelines.stats.item_totals`, one call per source:
-    every evaluation a column). `items`: each evaluation's arrays (`paser.recovery.items` names) by its name."""
+    every evaluation of the same source and item count (`paser.pipelines.analysis.stats.item_totals`, one call per
+    source: every evaluation a column). `items`: each evaluation's arrays (`paser.recovery.items` names) by its name."""
 
     def __init__(self, items: dict[str, dict[str, np.ndarray]], metrics: list[str], resamples: int, seed: int) -> None:
         self.metrics = metrics
@@ -167,7 +169,7 @@ def run_items(results: dict[str, Any], run_dir: str | Path) -> dict[str, dict[st
     items = {}
     for record in results["combos"]:
         if record.get("metrics"):
-            arrays = read_items(Path(run_dir) / "combos" / record["combo"] / "eval")
+            arrays = read_items(RunLayout(run_dir).combo(record["combo"]).eval.root)
             if arrays:
                 items[record["combo"]] = arrays
     return items

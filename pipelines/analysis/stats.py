@@ -1,4 +1,5 @@
-"""Intervals for a sweep's numbers, as plain functions on arrays (`paser.pipelines.uncertainty` applies them to a run).
+"""Intervals for a sweep's numbers, as plain functions on arrays (`paser.pipelines.analysis.uncertainty` applies
+them to a run).
 
 A recovered model's score varies with the seed (which rows are selected, how the clusters fall, the LoRA
 initialisation and data order) and with the test set (a finite sample of items: questions, held-out rows,
@@ -13,7 +14,7 @@ perplexity windows). Three tools:
   it resamples seeds on top of those draws: a two-level (seeds, then items) bootstrap.
 - `paired_tests`: two seed-level tests of "mean over seeds of (a − b) is 0": Student's paired t and the
   sign-flip permutation test (exact over all 2^n sign patterns up to `EXACT_SIGN_FLIPS` seeds, seeded Monte
-  Carlo beyond). These are what a verdict rests on (`paser.pipelines.uncertainty.verdict`): the seeds are the
+  Carlo beyond). These are what a verdict rests on (`paser.pipelines.analysis.uncertainty.verdict`): the seeds are the
   units that were re-run, so they are what a claim about "this strategy, re-run" can be tested on. A
   bootstrap over two or three seeds spans roughly the spread of their differences, so its interval excludes
   0 whenever the seeds agree in sign, which a null dominated by seed noise does a quarter of the time with

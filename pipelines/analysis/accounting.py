@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from paser.pipelines.layout import RunLayout
 from paser.recovery.flops import forward_flops
 from paser.selection.strategies import strategy_with_role
 
@@ -77,7 +78,7 @@ def combo_compute(results: dict[str, Any], stages: dict[str, Any], run_dir: str 
     rows = []
     for record in results["combos"]:
         combo = record["combo"]
-        path = Path(run_dir) / "combos" / combo / "recover" / "recovery.json"
+        path = RunLayout(run_dir).combo(combo).recover.record
         recovery = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         epochs = (recovery.get("training") or {}).get("epochs")
         per_epoch = recovery.get("tokens_per_epoch") or {}
@@ -133,8 +134,8 @@ def scoring_cost(run_dir: str | Path) -> dict[str, float | None]:
     P_pruned) with the parameter counts of shared/corpus.json; None where a file or count is missing."""
     import pandas as pd
 
-    shared = Path(run_dir) / "shared"
-    scores_path, corpus_path = shared / "scores.parquet", shared / "corpus.json"
+    shared = RunLayout(run_dir).shared
+    scores_path, corpus_path = shared.scores, shared.corpus_record
     if not scores_path.is_file():
         return {"scoring_tokens": None, "scoring_flops": None}
     scores = pd.read_parquet(scores_path, columns=["prompt_tokens", "response_tokens"])

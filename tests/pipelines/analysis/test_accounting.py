@@ -1,4 +1,4 @@
-"""results.json's `compute` and `shared_cost` (pipelines/accounting.py) on the fake run of
+"""results.json's `compute` and `shared_cost` (pipelines/analysis/accounting.py) on the fake run of
 tests/pipelines/fake_run.py: 10 prompt + 30 response tokens a row, 2 epochs, 2 + 0.5 s a row of training."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from paser.pipelines.accounting import combo_compute, shared_cost
+from paser.pipelines.analysis.accounting import combo_compute, shared_cost
 from tests.pipelines.fake_run import LORA_PARAMETERS, ORIGINAL_PARAMETERS, PRUNED_PARAMETERS, build_fake_run
 
 

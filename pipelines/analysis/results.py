@@ -30,13 +30,13 @@ import pandas as pd
 import pyarrow.compute as pc
 import yaml
 
-from paser.pipelines.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
-from paser.pipelines.uncertainty import metric_summary, versus_random
+from paser.pipelines.analysis.accounting import COMPUTE_FIELDS, combo_compute, shared_cost
+from paser.pipelines.analysis.uncertainty import metric_summary, versus_random
+from paser.pipelines.layout import RunLayout
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.store import CorpusStore
 from paser.selection.strategies import strategy_with_role
 
-RUN_FILES = ("manifest.json", "results.json")
 RESULTS_KEYS = ("metrics", "lower_is_better", "baselines", "combos", "seeds", "strategies", "budgets")
 BASELINES = ("original", "pruned")
 TEXT_COLUMNS = ("instruction", "input", "response")
@@ -102,15 +102,16 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
     results.json missing one of `RESULTS_KEYS`, and unreadable JSON/YAML.
     """
     run_dir = Path(run_dir)
-    for name in RUN_FILES:
-        if not (run_dir / name).is_file():
-            raise RunError(f"{run_dir} is not a run directory written by `paser run`: no {run_dir / name}")
-    manifest = _read_json(run_dir / "manifest.json")
-    results = _read_json(run_dir / "results.json")
+    layout = RunLayout(run_dir)
+    for path in (layout.manifest, layout.results):
+        if not path.is_file():
+            raise RunError(f"{run_dir} is not a run directory written by `paser run`: no {path}")
+    manifest = _read_json(layout.manifest)
+    results = _read_json(layout.results)
     absent = [key for key in RESULTS_KEYS if key not in results]
     if absent:
-        raise RunError(f"{run_dir / 'results.json'}: missing key(s) {absent}; expected {list(RESULTS_KEYS)}")
-    config_path = run_dir / "config.yaml"
+        raise RunError(f"{layout.results}: missing key(s) {absent}; expected {list(RESULTS_KEYS)}")
+    config_path = layout.config
     if not config_path.is_file():
         raise RunError(f"{run_dir}: no {config_path} (the resolved run config)")
     try:
@@ -132,6 +133,7 @@ class RunResults:
 
     def __init__(self, path: Path, *, config: dict[str, Any], results: dict[str, Any], manifest: dict[str, Any]):
         self.path = path
+        self.layout = RunLayout(path)
         self.config = config
         self.results = results
         self.manifest = manifest
@@ -176,12 +178,9 @@ class RunResults:
         table["budget_rows"] = table["budget_rows"].astype("Int64")
         return table
 
-    def _combo_dir(self, combo: str) -> Path:
-        return self.path / "combos" / combo
-
     def selection_path(self, combo: str) -> Path:
         """Where combo's selection.jsonl is (whether or not it exists)."""
-        return self._combo_dir(combo) / "select" / "selection.jsonl"
+        return self.layout.combo(combo).select.selection
 
     def _check_combo(self, combo: str) -> None:
         known = self.combos()["combo"].tolist()
@@ -201,7 +200,7 @@ class RunResults:
         """shared/scores.parquet: one row per scored row (id as str, cds, token counts, NLLs). Refuses a
         missing file (RunError)."""
         if self._scores is None:
-            path = self.path / "shared" / "scores.parquet"
+            path = self.layout.shared.scores
             if not path.is_file():
                 raise RunError(f"{self.path}: no {path}")
             scores = pd.read_parquet(path)
@@ -215,7 +214,7 @@ class RunResults:
         missing clusters file (RunError)."""
         seed = self._seed(seed)
         if seed not in self._clusters:
-            path = self.path / "shared" / f"clusters-s{seed}.parquet"
+            path = self.layout.shared.cluster_table(seed)
             if not path.is_file():
                 raise RunError(f"{self.path}: no {path}")
             clusters = pd.read_parquet(path)
@@ -244,7 +243,7 @@ class RunResults:
         for budget in sorted(self.budgets, key=_budget_order):
             combo = combo_name(strategy, budget, seed)
             unit = "tokens" if isinstance(parse_budget(budget), TokenBudget) else "rows"
-            stats_path = self._combo_dir(combo) / "select" / "stats.json"
+            stats_path = self.layout.combo(combo).select.stats
             if stats_path.is_file():
                 stats = _read_json(stats_path)
                 frame = pd.DataFrame(stats["clusters"])
@@ -298,20 +297,20 @@ class RunResults:
             known = sorted(int(label) for label in clusters["cluster"].unique())
             raise RunError(f"{self.path}: no cluster {cluster} in seed {self._seed(seed)}'s clustering; known: {known}")
         top = members.sort_values(["cds", "id"], ascending=[False, True], kind="stable").head(n)
-        store = CorpusStore(self.path / "shared" / "corpus.parquet")
+        store = CorpusStore(self.layout.shared.corpus)
         samples = store.samples(top["id"].tolist(), with_raw=False)
         text = pd.DataFrame([{name: getattr(sample, name) for name in TEXT_COLUMNS} for sample in samples])
         return pd.concat([top[["id", "cluster", "cds"]].reset_index(drop=True), text], axis=1)
 
     def label_field(self) -> str | None:
-        """The raw-row field the clusters are compared with (`paser.pipelines.purity.cluster_purity`): config.yaml's
-        `report.label_field` where set (any field, whether or not the rows carry it), else the first of
+        """The raw-row field the clusters are compared with (`paser.pipelines.analysis.purity.cluster_purity`):
+        config.yaml's `report.label_field` where set (any field, whether or not the rows carry it), else the first of
         `LABEL_FIELDS` whose values in shared/corpus.parquet's rows are categorical (`is_categorical`); None
         where none is set or found, or the corpus store is missing."""
         configured = (self.config.get("report") or {}).get("label_field")
         if configured:
             return str(configured)
-        if not (self.path / "shared" / "corpus.parquet").is_file():
+        if not self.layout.shared.corpus.is_file():
             return None
         return next((field for field in LABEL_FIELDS if is_categorical(self.labels(field))), None)
 
@@ -320,7 +319,7 @@ class RunResults:
         value as its JSON), indexed by id; rows without the field, with a null value or stored without their
         raw row are absent. Refuses a missing corpus store (RunError)."""
         if field not in self._labels:
-            path = self.path / "shared" / "corpus.parquet"
+            path = self.layout.shared.corpus
             if not path.is_file():
                 raise RunError(f"{self.path}: no {path}")
             key = json.dumps(field, ensure_ascii=False)
@@ -396,7 +395,7 @@ class RunResults:
                 if not combo.has_selection:
                     continue
                 ids = self.selection(combo.combo)["id"].tolist()
-                stats_path = self._combo_dir(combo.combo) / "select" / "stats.json"
+                stats_path = self.layout.combo(combo.combo).select.stats
                 clusters = pd.DataFrame(_read_json(stats_path).get("clusters") or []) if stats_path.is_file() else None
                 rejected = np.nan
                 if clusters is not None and "ccg_rejected" in clusters:
@@ -432,7 +431,7 @@ class RunResults:
         per_cluster = strategy_with_role("per_cluster")
         rows = []
         for combo in self.combos().itertuples(index=False):
-            stats_path = self._combo_dir(combo.combo) / "select" / "stats.json"
+            stats_path = self.layout.combo(combo.combo).select.stats
             if not stats_path.is_file() or math.isnan(values.get(combo.combo, math.nan)):
                 continue
             strategy = _read_json(stats_path)["strategy"]
@@ -501,7 +500,7 @@ class RunResults:
                 known_rows = budget_rows[group["combo"]].dropna().unique()
                 if len(known_rows) > 1:
                     raise RunError(
-                        f"{self.path / 'results.json'}: {strategy} at budget {format_budget(budget)} has different "
+                        f"{self.layout.results}: {strategy} at budget {format_budget(budget)} has different "
                         f"budget_rows across seeds ({sorted(int(value) for value in known_rows)})"
                     )
                 row: dict[str, Any] = {
@@ -564,22 +563,22 @@ class RunResults:
         """Every artifact the run should have and does not, one line each naming the file (relative to the
         run) or the results.json entry: shared files, per-seed clusters, each combo's selection, stats and
         evaluation, each combo's and baseline's metric values. Empty for a complete run."""
-        missing = []
-        shared = ["shared/scores.parquet", "shared/corpus.parquet"]
-        shared += [f"shared/clusters-s{seed}.parquet" for seed in self.seeds]
-        missing += [f"{name} (file missing)" for name in shared if not (self.path / name).is_file()]
+        layout = self.layout
+        expected = [layout.shared.scores, layout.shared.corpus, *map(layout.shared.cluster_table, self.seeds)]
+        missing = [f"{self._relative(path)} (file missing)" for path in expected if not path.is_file()]
         for name in BASELINES:
-            relative = f"baselines/{name}/eval/metrics.json"
-            if not (self.path / relative).is_file():
-                missing.append(f"{relative} (file missing)")
+            path = layout.baseline(name).metrics
+            if not path.is_file():
+                missing.append(f"{self._relative(path)} (file missing)")
             values = self.results["baselines"].get(name) or {}
             absent = [metric for metric in self.metrics if math.isnan(_as_float(values.get(metric)))]
             if absent:
                 missing.append(f"results.json: baseline {name} has no {', '.join(absent)}")
         for combo in self.combos()["combo"]:
-            for artifact in ("select/selection.jsonl", "select/stats.json", "eval/metrics.json"):
-                if not (self._combo_dir(combo) / artifact).is_file():
-                    missing.append(f"combos/{combo}/{artifact} (file missing)")
+            folder = layout.combo(combo)
+            for path in (folder.select.selection, folder.select.stats, folder.eval.metrics):
+                if not path.is_file():
+                    missing.append(f"{self._relative(path)} (file missing)")
             record = self._combo_records.get(combo)
             if record is None:
                 missing.append(f"results.json: combo {combo} is not recorded")
@@ -593,12 +592,15 @@ class RunResults:
                 missing.append(f"results.json: combo {combo} has no {', '.join(absent)}")
         return missing
 
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.path).as_posix()
+
     # ---- uncertainty and compute --------------------------------------------------------------------------
 
     def summary(self) -> pd.DataFrame:
         """Per strategy × budget × metric: seeds (with a value), mean, sd (ddof=1) and the 95% t-interval [lo, hi]
         of the mean over seeds (NaN where undefined). results.json's `summary`; computed from the combos'
-        metrics for a run written before it had one (`paser.pipelines.uncertainty.metric_summary`)."""
+        metrics for a run written before it had one (`paser.pipelines.analysis.uncertainty.metric_summary`)."""
         block = self.results.get("summary") or metric_summary(self.results)
         numeric = ("mean", "sd", "lo", "hi")
         return _table(block["rows"], ("strategy", "budget", "metric", "seeds", *numeric), numeric)
@@ -609,9 +611,9 @@ class RunResults:
         two-sided p-values over seeds; permutation: "exact" or "monte carlo", sign_flips: the sign patterns
         counted), the secondary bootstrap interval [lo, hi], bootstrap (what it resampled: seeds+items, items,
         seeds or none), items, lower_is_better and verdict (better, worse, unclear, too few seeds, or None
-        with fewer than two pairs; the rule is `paser.pipelines.uncertainty.VERDICT_RULE`). results.json's
+        with fewer than two pairs; the rule is `paser.pipelines.analysis.uncertainty.VERDICT_RULE`). results.json's
         `versus_random`; computed from the run folder for a run written before it had one, or before its
-        verdicts rested on the seed-level tests (`paser.pipelines.uncertainty.versus_random`). Empty without a
+        verdicts rested on the seed-level tests (`paser.pipelines.analysis.uncertainty.versus_random`). Empty without a
         random strategy."""
         block = self.results.get("versus_random") or {}
         if "rule" not in block:
@@ -623,15 +625,15 @@ class RunResults:
     def compute(self) -> pd.DataFrame:
         """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, teacher
         and generated tokens, estimated FLOPs, and the tokens, seconds and FLOPs as a fraction of the `full`
-        combos' (NaN without one); see `paser.pipelines.accounting`. results.json's `compute`, else read from the
-        recovery records and the manifest."""
+        combos' (NaN without one); see `paser.pipelines.analysis.accounting`. results.json's `compute`, else read
+        from the recovery records and the manifest."""
         block = self.results.get("compute") or combo_compute(self.results, self.manifest.get("stages", {}), self.path)
         return _table(block["rows"], ("combo", "strategy", "budget", "seed", *COMPUTE_FIELDS), COMPUTE_FIELDS)
 
     def shared_cost(self) -> dict[str, Any]:
         """{"stages": seconds of each shared stage, "selection_seconds": scoring + embedding + clustering,
         "scoring_tokens", "scoring_flops"}: results.json's `shared_cost`, else from the manifest and the run folder
-        (`paser.pipelines.accounting.shared_cost`)."""
+        (`paser.pipelines.analysis.accounting.shared_cost`)."""
         return self.results.get("shared_cost") or shared_cost(self.manifest.get("stages", {}), self.path)
 
 

@@ -1,4 +1,4 @@
-"""results.json's `summary` and `versus_random` (pipelines/uncertainty.py) on the fake run of
+"""results.json's `summary` and `versus_random` (pipelines/analysis/uncertainty.py) on the fake run of
 tests/pipelines/fake_run.py, whose evaluations keep per-item values that give back their metrics (two seeds: too
 few for a verdict), and on results.json payloads of five seeds for the verdict rule."""
 
@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from paser.pipelines.results import load_run
-from paser.pipelines.stats import PairedTests
-from paser.pipelines.uncertainty import (
+from paser.pipelines.analysis.results import load_run
+from paser.pipelines.analysis.stats import PairedTests
+from paser.pipelines.analysis.uncertainty import (
     MIN_SEEDS,
     MetricFormula,
     metric_formula,

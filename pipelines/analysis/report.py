@@ -31,13 +31,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from paser.common.io import write_atomic
-from paser.pipelines.accounting import REFERENCE_STRATEGY
-from paser.pipelines.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
-from paser.pipelines.results import RunError, RunResults, format_budget, load_run
-from paser.pipelines.stats import EXACT_SIGN_FLIPS, RESAMPLES
-from paser.pipelines.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
+from paser.pipelines.analysis.accounting import REFERENCE_STRATEGY
+from paser.pipelines.analysis.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
+from paser.pipelines.analysis.results import RunError, RunResults, format_budget, load_run
+from paser.pipelines.analysis.stats import EXACT_SIGN_FLIPS, RESAMPLES
+from paser.pipelines.analysis.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
+from paser.pipelines.layout import RunLayout
 
-REPORT_FILES = "report_files"
+REPORT_FILES = RunLayout(".").report_files.name  # linked from report.md, relative to it
 MISSING = "–"
 MAX_MAP_POINTS = 20_000  # the corpus map draws a fixed random sample beyond this many rows
 # Config keys shown in the run summary (dotted paths into config.yaml), after the models (`_model_items`).
@@ -96,14 +97,14 @@ def write_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     report.html). Refuses (RunError) a folder that is not a run; missing artifacts are listed in the report.
     """
     run = load_run(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run.path
+    out = RunLayout(out_dir if out_dir is not None else run.path)
     blocks = build_report(run)
     for block in blocks:
         if isinstance(block, Figure):
-            write_atomic(out_dir / REPORT_FILES / block.name, lambda path, png=block.png: path.write_bytes(png))
-    markdown_path = write_atomic(out_dir / "report.md", lambda path: path.write_text(render_markdown(blocks)))
+            write_atomic(out.report_files / block.name, lambda path, png=block.png: path.write_bytes(png))
+    markdown_path = write_atomic(out.report_markdown, lambda path: path.write_text(render_markdown(blocks)))
     title = f"paser run report: {run.path.name}"
-    html_path = write_atomic(out_dir / "report.html", lambda path: path.write_text(render_html(blocks, title)))
+    html_path = write_atomic(out.report_html, lambda path: path.write_text(render_html(blocks, title)))
     return markdown_path, html_path
 
 
@@ -145,7 +146,7 @@ def _run_section(run: RunResults) -> list[Block]:
     items += [f"{label}: {_config_value(run.config, key)}" for label, key in CONFIG_SUMMARY_KEYS]
     if run.config.get("evaluation", {}).get("heldout"):
         items.append(f"held-out sets: {_config_value(run.config, 'evaluation.heldout')}")
-    corpus_json = run.path / "shared" / "corpus.json"
+    corpus_json = run.layout.shared.corpus_record
     if corpus_json.is_file():
         corpus = json.loads(corpus_json.read_text())
         stats = corpus.get("stats", {})

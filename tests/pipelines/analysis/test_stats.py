@@ -1,4 +1,4 @@
-"""The interval and test functions of pipelines/stats.py on planted data: t-intervals over seeds, item
+"""The interval and test functions of pipelines/analysis/stats.py on planted data: t-intervals over seeds, item
 resampling, the paired bootstrap over seeds alone and over seeds and items, and the seed-level paired t and
 sign-flip tests."""
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from paser.pipelines.stats import (
+from paser.pipelines.analysis.stats import (
     bootstrap_paired_difference,
     item_totals,
     paired_t_p,
@@ -18,7 +18,7 @@ from paser.pipelines.stats import (
     smallest_sign_flip_p,
     t_interval,
 )
-from paser.pipelines.uncertainty import verdict
+from paser.pipelines.analysis.uncertainty import verdict
 
 
 def scored_items(items: int, effect: float, seeds: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +215,7 @@ def test_a_planted_effect_over_five_seeds_is_detected_by_both_tests():
 
 def test_a_null_effect_over_five_seeds_is_rarely_called():
     # No difference: the rule (t p < 0.05 and all five seeds on one side) calls "better" or "worse" in about
-    # 3.6% of draws (simulated in pipelines/stats.py); 400 draws stay well under 8%.
+    # 3.6% of draws (simulated in pipelines/analysis/stats.py); 400 draws stay well under 8%.
     verdicts = [verdict(paired_tests(*per_seed(5, 0.0, seed)), True) for seed in range(400)]
     called = sum(v in ("better", "worse") for v in verdicts)
     assert called <= 32 and set(verdicts) <= {"better", "worse", "unclear"}

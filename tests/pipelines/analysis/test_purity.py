@@ -1,12 +1,12 @@
-"""Cluster purity against a label (pipelines/purity.py) on planted confusions; the golden NMI and ARI are worked
-out by hand from the confusion in each test's comment."""
+"""Cluster purity against a label (pipelines/analysis/purity.py) on planted confusions; the golden NMI and ARI are
+worked out by hand from the confusion in each test's comment."""
 
 from __future__ import annotations
 
 import pytest
 from matplotlib.figure import Figure
 
-from paser.pipelines.purity import MAX_HEATMAP_LABELS, cluster_purity, draw_confusion
+from paser.pipelines.analysis.purity import MAX_HEATMAP_LABELS, cluster_purity, draw_confusion
 
 # Cluster 0: 8 a + 2 b; cluster 1: 5 b + 5 c; cluster 2: 5 a (25 rows).
 PLANTED_CLUSTERS = [0] * 10 + [1] * 10 + [2] * 5

@@ -1,5 +1,5 @@
-"""The run reader (pipelines/results.py), the report (pipelines/report.py) and the cluster-budgets notebook,
-on the fake run of tests/pipelines/fake_run.py (its numbers are the golden values here)."""
+"""The run reader (pipelines/analysis/results.py), the report (pipelines/analysis/report.py) and the cluster-budgets
+notebook, on the fake run of tests/pipelines/fake_run.py (its numbers are the golden values here)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import nbformat
 import pytest
 import yaml
 
-from paser.pipelines.report import format_results, write_report
-from paser.pipelines.results import RunError, load_run
+from paser.pipelines.analysis.report import format_results, write_report
+from paser.pipelines.analysis.results import RunError, load_run
 from tests.pipelines.conftest import NOTEBOOK, execute_notebook
 from tests.pipelines.fake_run import build_fake_run, paser_selection
 
@@ -292,7 +292,10 @@ def test_report_shows_training_cost_as_a_share_of_full(tmp_path):
     markdown = markdown_path.read_text()
     # 5 of 54 rows; 4.5 of 29 seconds; FLOPs scale with the tokens trained (same model, same objective)
     assert "| paser-b0.1-s0 | 5 | 2 | 100 | 300 | 400 | 1.62e+06 | 4.5 | 5.5 | 0.2 | 9.3% | 15.5% | 9.3% |" in markdown
-    assert "| full-b0.1-s0 | 54 | 2 | 1,080 | 3,240 | 4,320 | 1.75e+07 | 29.0 | 30.0 | 0.2 | 100.0% | 100.0% | 100.0% |" in markdown
+    assert (
+        "| full-b0.1-s0 | 54 | 2 | 1,080 | 3,240 | 4,320 | 1.75e+07 | 29.0 | 30.0 | 0.2 | 100.0% | 100.0% | 100.0% |"
+        in markdown
+    )
 
 
 def test_report_without_coordinates_says_so(tmp_path):
@@ -442,8 +445,8 @@ def test_report_shows_what_each_strategy_picks(report):
 def test_a_comparison_without_a_verdict_is_shown_as_missing(run_dir, monkeypatch):
     # Per-category metrics have no per-item values to resample: their verdict is None in results.json, which
     # pandas turns into NaN beside the text verdicts of the other rows.
-    from paser.pipelines.report import MISSING, build_report
-    from paser.pipelines.results import RunResults
+    from paser.pipelines.analysis.report import MISSING, build_report
+    from paser.pipelines.analysis.results import RunResults
 
     real = RunResults.versus_random
 
