@@ -59,8 +59,8 @@ class TrainConfig:
     learning_rate: float | None = dataclasses.field(
         default=None,
         metadata={
-            "help": "Peak learning rate; default 2e-4 for sft/distill, 5e-5 for dpo/sft+dpo, 2e-5 with "
-            "adapter=full (untuned).",
+            "help": "Peak learning rate; default 3e-3 for sft and 1e-3 for distill (chosen on a dev split), 1e-3 "
+            "for on_policy, 5e-5 for dpo/sft+dpo, 2e-5 with adapter=full (untuned).",
             "card": True,
         },
     )

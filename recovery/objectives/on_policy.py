@@ -140,7 +140,8 @@ def build_on_policy_trainer(
     )
 
 
-@register_objective("on_policy", default_learning_rate=2e-4, needs_original=True, full_fine_tuning=True)
+# Untuned: distill's rate (the same loss on sampled answers).
+@register_objective("on_policy", default_learning_rate=1e-3, needs_original=True, full_fine_tuning=True)
 def prepare_on_policy(job: TrainingJob) -> PreparedTrainer:
     """The on-policy distillation trainer with the original model as teacher (`prepare_with_teacher`); refuses a
     tokenizer without a pad token (generation left-pads)."""
