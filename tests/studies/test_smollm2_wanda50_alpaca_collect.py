@@ -5,26 +5,20 @@ halves, so the tests add them)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from paser.pipelines.analysis.results import combo_name, load_run
 from paser.pipelines.analysis.uncertainty import versus_random
 from tests.pipelines.fake_run import BUDGETS, SEEDS, STRATEGIES, build_fake_run
-
-COLLECT = Path(__file__).resolve().parents[2] / "studies" / "smollm2-wanda50-alpaca" / "collect.py"
+from tests.studies.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def collect():
-    spec = importlib.util.spec_from_file_location("smollm2_collect", COLLECT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("smollm2-wanda50-alpaca", "collect.py")
 
 
 @pytest.fixture

@@ -4,22 +4,18 @@ rows (no shared data needed)."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BUILD_POOL = Path(__file__).resolve().parents[2] / "studies" / "smollm2-width20-mixed" / "build_pool.py"
+from tests.studies.scripts import load_script
+
 CATEGORIES = ("Sentiment", "Summarization", "Topic Classification")
 
 
 @pytest.fixture(scope="module")
 def build_pool():
-    spec = importlib.util.spec_from_file_location("width20_build_pool", BUILD_POOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("smollm2-width20-mixed", "build_pool.py")
 
 
 def alpaca_rows() -> list[dict]:
