@@ -19,7 +19,8 @@ Dev and test (issue 27). The in-distribution held-out rows are reported in two h
 the tables, verdicts and headline are on the test half (`heldout_alpaca_test_nll`), and every choice the study
 makes (the best strategy and budget, `choice_table`) reads the dev half only, through `paser.pipelines.choose`.
 Results collected before the split have neither half: their tables fall back to the whole set
-(`heldout_alpaca_nll`), say so in a note, and make no choice.
+(`heldout_alpaca_nll`), say so in a note, and make no choice. The out-of-distribution sets and the generation
+metrics (where the run evaluated `gen_labels` / `gen_longform`) are reported beside it, never chosen on.
 
 `--sweep CONFIG` (with `--set` overrides) first rewrites the run folder's config.yaml and results.json for that
 sweep from what the folder holds, training nothing: a combination not finished shows as missing. That is how a
@@ -61,6 +62,8 @@ HERE = Path(__file__).resolve().parent
 IN_DISTRIBUTION = "heldout_alpaca"
 # The out-of-distribution metrics, reported beside the in-distribution one and never chosen on.
 OUT_OF_DISTRIBUTION = ("wikitext2_ppl", "heldout_t0_nll", "heldout_gsm8k_nll")
+# The generation metrics (`paser.recovery.generation`), report-only too, where the run evaluated them.
+GENERATION = ("gen_labels_exact_match", "gen_longform_repeat_3", "gen_longform_distinct_2", "gen_longform_mean_length")
 BEFORE_SPLIT = (
     "collected before the dev/test split (issue 27): the in-distribution column is the whole held-out set, on which "
     "the earlier choices were also made; no choice is made from these results"
@@ -71,10 +74,12 @@ ITEMS_FILE = "items.npz"
 
 def reported_metrics(results: dict) -> tuple[str, ...]:
     """The metrics the tables report, the in-distribution one first: its test half where the results have it,
-    else (collected before the split, `BEFORE_SPLIT`) the whole set; then `OUT_OF_DISTRIBUTION`."""
+    else (collected before the split, `BEFORE_SPLIT`) the whole set; then `OUT_OF_DISTRIBUTION`, then the
+    `GENERATION` metrics the results have."""
     test = f"{IN_DISTRIBUTION}_test_nll"
     in_distribution = test if test in results["metrics"] else f"{IN_DISTRIBUTION}_nll"
-    return (in_distribution, *OUT_OF_DISTRIBUTION)
+    generation = [metric for metric in GENERATION if metric in results["metrics"]]
+    return (in_distribution, *OUT_OF_DISTRIBUTION, *generation)
 
 
 def choice_table(results: dict) -> list[str]:
@@ -167,7 +172,8 @@ def tables(run, items: dict) -> dict[str, list[str]]:
             cells.append(cell)
         lines.append(_row(cells))
         if not baseline:
-            gaps.append(_row([*cells[:2], *[f"{getattr(row, f'{metric}_gap_recovered'):.1%}" for metric in metrics]]))
+            recovered = [getattr(row, f"{metric}_gap_recovered", float("nan")) for metric in metrics]
+            gaps.append(_row([*cells[:2], *[f"{value:.1%}" for value in recovered]]))
     if not metrics[0].endswith("_test_nll"):
         lines += ["", f"{metrics[0]}: {BEFORE_SPLIT}."]
     out = {"results": lines, "gaps": gaps, **comparison_tables(run.results, items)}

@@ -141,3 +141,13 @@ def test_recompute_of_split_results_rewrites_the_choices(collect, collected, fak
     named = collect.recompute(here)
     assert named["choices"][2] == "| best setting | paser | 0.1 | 2 | 2.0000 | 2.6000 |"
     assert "| best setting | paser | 0.1 |" in (here / "tables.md").read_text()
+
+
+def test_the_generation_metrics_the_run_evaluated_are_reported_after_the_likelihoods(collect, fake_metrics):
+    results = {"metrics": ["heldout_test_nll", "wikitext2_ppl", "gen_longform_repeat_3", "gen_labels_exact_match"]}
+    assert collect.reported_metrics(results) == (
+        "heldout_test_nll",
+        "wikitext2_ppl",
+        "gen_labels_exact_match",
+        "gen_longform_repeat_3",
+    )
