@@ -353,8 +353,9 @@ def _uncertainty_section(run: RunResults) -> list[Block]:
         "two: "
         f"{VERDICT_RULE}. 95% bootstrap interval: a secondary interval, the percentile bootstrap "
         f"({RESAMPLES} seeded resamples) over seeds and the test items (questions, held-out rows, perplexity "
-        "windows, drawn alike for both sides) where both evaluations kept per-item values (eval/items.npz); "
-        "seeds alone otherwise, which with two or three seeds is crude and with one gives no interval."
+        "windows, generated answers, drawn alike for both sides) where both evaluations kept per-item values "
+        "(eval/items.npz); seeds alone otherwise, which with two or three seeds is crude and with one gives no "
+        "interval."
     )
     blocks: list[Block] = [Heading(2, "Uncertainty"), Table(header, tuple(rows)), Paragraph(legend)]
     if BASELINE_STRATEGY not in run.strategies:

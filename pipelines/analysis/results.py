@@ -95,6 +95,28 @@ def is_categorical(labels: pd.Series) -> bool:
     return 2 <= distinct <= len(labels) / 2
 
 
+def corpus_labels(corpus: Path, field: str) -> pd.Series:
+    """The value of `field` in each raw row of the corpus store `corpus` (`paser.selection.store.CorpusStore`) as
+    text (a non-string value as its JSON), indexed by id; rows without the field, with a null value or stored
+    without their raw row are absent."""
+    key = json.dumps(field, ensure_ascii=False)
+    ids: list[str] = []
+    values: list[str] = []
+    for batch in CorpusStore(corpus).iter_batches(["id", "raw"]):
+        # Parsing every raw row of a corpus of millions takes minutes: only a row whose JSON text holds the quoted
+        # key can have the field, and a corpus without it is passed over at Arrow speed.
+        holds = pc.fill_null(pc.match_substring(batch.column("raw"), key), False)
+        if not pc.any(holds).as_py():
+            continue
+        chosen = batch.filter(holds)
+        for sample_id, raw in zip(chosen.column("id").to_pylist(), chosen.column("raw").to_pylist(), strict=True):
+            value = json.loads(raw).get(field)
+            if value is not None:
+                ids.append(sample_id)
+                values.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return pd.Series(values, index=pd.Index(ids, name="id"), dtype=object, name=field)
+
+
 def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
     """The run at `run_dir` (config.yaml, manifest.json, results.json read eagerly; everything else on use).
 
@@ -322,24 +344,7 @@ class RunResults:
             path = self.layout.shared.corpus
             if not path.is_file():
                 raise RunError(f"{self.path}: no {path}")
-            key = json.dumps(field, ensure_ascii=False)
-            ids: list[str] = []
-            values: list[str] = []
-            for batch in CorpusStore(path).iter_batches(["id", "raw"]):
-                # Parsing every raw row of a corpus of millions takes minutes: only a row whose JSON text holds
-                # the quoted key can have the field, and a corpus without it is passed over at Arrow speed.
-                holds = pc.fill_null(pc.match_substring(batch.column("raw"), key), False)
-                if not pc.any(holds).as_py():
-                    continue
-                chosen = batch.filter(holds)
-                for sample_id, raw in zip(
-                    chosen.column("id").to_pylist(), chosen.column("raw").to_pylist(), strict=True
-                ):
-                    value = json.loads(raw).get(field)
-                    if value is not None:
-                        ids.append(sample_id)
-                        values.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
-            self._labels[field] = pd.Series(values, index=pd.Index(ids, name="id"), dtype=object, name=field)
+            self._labels[field] = corpus_labels(path, field)
         return self._labels[field]
 
     def overlap(self, budget: float | str, seed: int | None = None) -> pd.DataFrame:

@@ -26,7 +26,12 @@ A metric is recomputed from item sums by its name:
 - `{source}_nll`: Σ nll_sum / Σ tokens over the source's items (held-out rows: nats per response token);
 - `{source}_ppl`: exp of that (perplexity windows, or a held-out set's perplexity);
 - `{source}_acc`: Σ acc / questions;
-- `avg_acc`: the mean of the run's other `{task}_acc`, each task's questions resampled on their own.
+- `avg_acc`: the mean of the run's other `{task}_acc`, each task's questions resampled on their own;
+- the generation tasks' `{task}_{metric}` (`paser.recovery.generation`: items are the greedy answers):
+  `exact_match`, `mean_length` and `capped` are the mean of each answer's value (0/1 match, generated tokens,
+  0/1 capped): Σ value / answers; `repeat_<n>` is Σ repeated_<n> / Σ ngrams_<n> (repeated n-grams over all
+  n-grams, each answer counted within itself). `distinct_<n>` counts n-grams across all answers together, which
+  per-answer values cannot give back: seeds only.
 Items are used for a comparison only when every paired evaluation has them, they give back the recorded
 value (else they belong to another evaluation) and the item counts agree between the paired evaluations (the
 same test items); otherwise that row falls back to seeds only.
@@ -70,8 +75,18 @@ VERDICT_RULE = (
 # Item sums must give back the recorded metric this closely; the recorded value sums the same floats in
 # another order.
 _MATCH = 1e-6
-# A part's (numerator, denominator) item arrays; None: every item counts 1.
-_RATIO_COMPONENTS = {"nll": ("nll_sum", "tokens"), "ppl": ("nll_sum", "tokens"), "acc": ("acc", None)}
+# A part's (numerator, denominator) item arrays by the metric name's suffix; None: every item counts 1. The
+# generation tasks' names are `paser.recovery.generation`'s metrics and item arrays.
+_RATIO_COMPONENTS = {
+    "nll": ("nll_sum", "tokens"),
+    "ppl": ("nll_sum", "tokens"),
+    "acc": ("acc", None),
+    "exact_match": ("exact_match", None),
+    "mean_length": ("length", None),
+    "capped": ("capped", None),
+    "repeat_3": ("repeated_3", "ngrams_3"),
+    "repeat_4": ("repeated_4", "ngrams_4"),
+}
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,16 @@ corpus are not copied.
     python studies/smollm2-wanda50-alpaca/collect.py --recompute [--into equal-tokens]
 
 `--recompute` needs no run folder: it recomputes the comparisons (paired differences, their seed-level tests
-and verdicts, the bootstrap intervals: over the items where items.npz is here, else over the seeds) from the
-committed results.json and items.npz, and rewrites results.json's `versus_random` block and the comparison
-tables (in tables.md and the README).
+and verdicts, the bootstrap intervals: over the items where items.npz is here, else over the seeds) and the
+choices from the committed results.json and items.npz, and rewrites results.json's `versus_random` block and the
+comparison and choice tables (in tables.md and the README).
+
+Dev and test (issue 27). The in-distribution held-out rows are reported in two halves (`paser.pipelines.heldout`):
+the tables, verdicts and headline are on the test half (`heldout_alpaca_test_nll`), and every choice the study
+makes (the best strategy and budget, `choice_table`) reads the dev half only, through `paser.pipelines.choose`.
+Results collected before the split have neither half: their tables fall back to the whole set
+(`heldout_alpaca_nll`), say so in a note, and make no choice. The out-of-distribution sets and the generation
+metrics (where the run evaluated `gen_labels` / `gen_longform`) are reported beside it, never chosen on.
 
 `--sweep CONFIG` (with `--set` overrides) first rewrites the run folder's config.yaml and results.json for that
 sweep from what the folder holds, training nothing: a combination not finished shows as missing. That is how a
@@ -45,40 +52,98 @@ from paser.common.io import write_atomic, write_json  # noqa: E402
 from paser.pipelines.analysis.report import write_report  # noqa: E402
 from paser.pipelines.analysis.results import load_run  # noqa: E402
 from paser.pipelines.analysis.uncertainty import read_run_items, run_items, versus_random, write_run_items  # noqa: E402
+from paser.pipelines.choose import DevResults, best_setting, dev_view  # noqa: E402
 from paser.pipelines.config import config_to_dict  # noqa: E402
 from paser.pipelines.run import collect_results, load_run_config, statistics_blocks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-# The study's metrics, the in-distribution one (where choices are made) first.
-METRICS = ("heldout_alpaca_nll", "wikitext2_ppl", "heldout_t0_nll", "heldout_gsm8k_nll")
+# The in-distribution held-out set's metric prefix: its halves are `{prefix}_dev_nll` (choices) and
+# `{prefix}_test_nll` (reported), the whole set `{prefix}_nll` (results collected before the split).
+IN_DISTRIBUTION = "heldout_alpaca"
+# The out-of-distribution metrics, reported beside the in-distribution one and never chosen on.
+OUT_OF_DISTRIBUTION = ("wikitext2_ppl", "heldout_t0_nll", "heldout_gsm8k_nll")
+# The generation metrics (`paser.recovery.generation`), report-only too, where the run evaluated them.
+GENERATION = ("gen_labels_exact_match", "gen_longform_repeat_3", "gen_longform_distinct_2", "gen_longform_mean_length")
+BEFORE_SPLIT = (
+    "collected before the dev/test split (issue 27): the in-distribution column is the whole held-out set, on which "
+    "the earlier choices were also made; no choice is made from these results"
+)
 # Every combination's per-item values, committed beside results.json.
 ITEMS_FILE = "items.npz"
-COMPARISONS = ("versus_random", "versus_paser", "versus_length_matched")
+
+
+def reported_metrics(results: dict) -> tuple[str, ...]:
+    """The metrics the tables report, the in-distribution one first: its test half where the results have it,
+    else (collected before the split, `BEFORE_SPLIT`) the whole set; then `OUT_OF_DISTRIBUTION`, then the
+    `GENERATION` metrics the results have."""
+    test = f"{IN_DISTRIBUTION}_test_nll"
+    in_distribution = test if test in results["metrics"] else f"{IN_DISTRIBUTION}_nll"
+    generation = [metric for metric in GENERATION if metric in results["metrics"]]
+    return (in_distribution, *OUT_OF_DISTRIBUTION, *generation)
+
+
+def choice_table(results: dict) -> list[str]:
+    """The study's choices, made on the dev half only (`paser.pipelines.choose`), as markdown lines: the best
+    (strategy, budget) of the sweep on `{IN_DISTRIBUTION}_dev_nll`, then each strategy's best budget where the
+    sweep has more than one, each with its dev mean (what it was chosen on) and its test mean (reported, never
+    chosen on). Results without the dev metric (collected before the split) give one line saying so."""
+    view = dev_view(results)
+    dev, test = f"{IN_DISTRIBUTION}_dev_nll", f"{IN_DISTRIBUTION}_test_nll"
+    if dev not in view.metrics:
+        return [f"No choice: no `{dev}` in these results, {BEFORE_SPLIT}."]
+    recorded = {(combo["strategy"], combo["budget"]): [] for combo in results["combos"]}
+    for combo in results["combos"]:
+        value = (combo.get("metrics") or {}).get(test)
+        if value is not None and value == value:
+            recorded[(combo["strategy"], combo["budget"])].append(float(value))
+    header = ["choice (on dev)", "strategy", "budget", "seeds", f"{dev} (chosen on)", f"{test} (reported)"]
+    lines = [_row(header), "|---" * len(header) + "|"]
+    choices = [("best setting", view)]
+    if len(results["budgets"]) > 1:
+        for strategy in results["strategies"]:
+            settings = {setting: values for setting, values in view.values.items() if setting[0] == strategy}
+            choices.append((f"best budget of {strategy}", DevResults(view.metrics, view.lower_is_better, settings)))
+    for label, settings in choices:
+        if not any(values[dev] for values in settings.values.values()):
+            continue
+        choice = best_setting(settings, dev)
+        reported = recorded.get((choice.strategy, choice.budget), [])
+        test_cell = f"{sum(reported) / len(reported):.4f}" if reported else ""
+        cells = [label, choice.strategy, _budget(choice.budget), str(choice.seeds), f"{choice.mean:.4f}", test_cell]
+        lines.append(_row(cells))
+    return lines
 
 
 def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
-    """The paired-comparison tables as markdown lines, by name (`COMPARISONS`): `versus_random` (every strategy
+    """The paired-comparison tables as markdown lines, by name: `headline` (`paser` − `random` on the
+    in-distribution metric, a sentence per budget), `versus_random` (every strategy
     against random), `versus_paser` (the PASER ablations against `paser`) and `versus_length_matched` (`paser`
     against its length-matched control), each row the paired difference, its paired t and sign-flip p-values,
     its bootstrap interval and the verdict; from a results.json payload and the per-item values `items` (by
-    combination; empty: the bootstrap resamples seeds). A table the run has no rows for is absent."""
+    combination; empty: the bootstrap resamples seeds), on `reported_metrics`. A table the run has no rows for is
+    absent."""
     strategies = results["strategies"]
-    out = {"versus_random": _versus(pd.DataFrame(versus_random(results, items=items)["rows"]), "random")}
+    metrics = reported_metrics(results)
+    versus = pd.DataFrame(versus_random(results, items=items)["rows"])
+    out = {"headline": _headline(versus, metrics[0]), "versus_random": _versus(versus, "random", metrics)}
     ablations = [name for name in strategies if name.startswith("paser_")]
     if ablations and "paser" in strategies:
         versus = pd.DataFrame(versus_random(results, items=items, baseline="paser")["rows"])
-        out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser")
+        out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser", metrics)
     if "length_matched" in strategies and "paser" in strategies:
         versus = pd.DataFrame(versus_random(results, items=items, baseline="length_matched")["rows"])
-        out["versus_length_matched"] = _versus(versus[versus["strategy"] == "paser"], "length_matched")
+        out["versus_length_matched"] = _versus(versus[versus["strategy"] == "paser"], "length_matched", metrics)
     return {name: table for name, table in out.items() if table}
 
 
 def tables(run, items: dict) -> dict[str, list[str]]:
     """The study's tables as markdown lines, by name: `results` (per strategy and budget: seeds, tokens trained,
-    their share of full, train seconds, every metric as mean ± sd [95% t-interval]), `gaps` (gap recovered per
-    metric), the `comparison_tables` (with the per-item values `items`), `picks` (what each strategy picked) and
-    `cds_vs_gain` (where the run trained on single clusters); a table the run has no rows for is absent."""
+    their share of full, train seconds, every `reported_metrics` as mean ± sd [95% t-interval]), `gaps` (gap
+    recovered per metric), the `comparison_tables` (with the per-item values `items`), `choices` (`choice_table`:
+    on dev only), `picks` (what each strategy picked) and `cds_vs_gain` (where the run trained on single
+    clusters); a table the run has no rows for is absent. Results collected before the dev/test split carry a
+    note under `results` (`BEFORE_SPLIT`)."""
+    metrics = reported_metrics(run.results)
     results = run.results_table()
     results = results[results["strategy"].isin(["original", "pruned"]) | (results["seeds"] > 0)]
     summary = run.summary().set_index(["strategy", "budget", "metric"])
@@ -86,9 +151,9 @@ def tables(run, items: dict) -> dict[str, list[str]]:
     picks = run.picks()
     pool_tokens = float(picks.loc[picks["strategy"] == "pool", "tokens"].iloc[0])
     header = ["strategy", "budget", "seeds", "tokens trained (2 epochs)", "of full (pool, 2 epochs)", "train s"]
-    lines = [_row([*header, *METRICS]), "|---" * (len(header) + len(METRICS)) + "|"]
-    gaps = [_row(["strategy", "budget", *[f"gap recovered {metric}" for metric in METRICS]])]
-    gaps.append("|---" * (len(METRICS) + 2) + "|")
+    lines = [_row([*header, *metrics]), "|---" * (len(header) + len(metrics)) + "|"]
+    gaps = [_row(["strategy", "budget", *[f"gap recovered {metric}" for metric in metrics]])]
+    gaps.append("|---" * (len(metrics) + 2) + "|")
     for row in results.itertuples(index=False):
         baseline = row.strategy in ("original", "pruned")
         key = (row.strategy, row.budget)
@@ -98,7 +163,7 @@ def tables(run, items: dict) -> dict[str, list[str]]:
             cells += [f"{tokens:,.0f}", f"{tokens / (2 * pool_tokens):.1%}", f"{seconds:,.0f}"]
         else:
             cells += ["", "", ""]
-        for metric in METRICS:
+        for metric in metrics:
             mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
             cell = f"{mean:.4f}" + ("" if std != std else f" ± {std:.4f}")
             lo, hi = summary.loc[(*key, metric), ["lo", "hi"]] if (*key, metric) in summary.index else (None, None)
@@ -107,8 +172,12 @@ def tables(run, items: dict) -> dict[str, list[str]]:
             cells.append(cell)
         lines.append(_row(cells))
         if not baseline:
-            gaps.append(_row([*cells[:2], *[f"{getattr(row, f'{metric}_gap_recovered'):.1%}" for metric in METRICS]]))
+            recovered = [getattr(row, f"{metric}_gap_recovered", float("nan")) for metric in metrics]
+            gaps.append(_row([*cells[:2], *[f"{value:.1%}" for value in recovered]]))
+    if not metrics[0].endswith("_test_nll"):
+        lines += ["", f"{metrics[0]}: {BEFORE_SPLIT}."]
     out = {"results": lines, "gaps": gaps, **comparison_tables(run.results, items)}
+    out["choices"] = choice_table(run.results)
     numbers = ["tokens", "mean_response_tokens", "median_response_tokens", "mean_cds", "cds_rank", "cluster_shift"]
     mean = picks.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
     header = ["picked by", "budget", "tokens", "mean response tokens", "median response tokens", "mean CDS"]
@@ -118,7 +187,7 @@ def tables(run, items: dict) -> dict[str, list[str]]:
             f"| {strategy} | {_budget(budget)} | {row.tokens:,.0f} | {row.mean_response_tokens:.1f} "
             f"| {row.median_response_tokens:.1f} | {row.mean_cds:.4f} | {row.cds_rank:.2f} | {row.cluster_shift:.2f} |"
         )
-    gains = [(metric, *run.cds_vs_gain(metric)) for metric in METRICS]
+    gains = [(metric, *run.cds_vs_gain(metric)) for metric in metrics]
     if len(gains[0][1]):
         out["cds_vs_gain"] = _cds_vs_gain(gains)
     return {name: table for name, table in out.items() if table}
@@ -152,11 +221,12 @@ def _budget(budget) -> str:
     return f"{budget:g}" if budget < 1 else f"{budget:.0f} rows"
 
 
-def _versus(versus: pd.DataFrame, baseline: str) -> list[str]:
-    """The paired-difference table of `versus` (rows of a `versus_random` block) against `baseline`."""
+def _versus(versus: pd.DataFrame, baseline: str, metrics: tuple[str, ...]) -> list[str]:
+    """The paired-difference table of `versus` (rows of a `versus_random` block) against `baseline`, on
+    `metrics`."""
     header = ["strategy", "budget", "metric", "pairs", f"strategy − {baseline}", "paired t p", "sign-flip p"]
     lines = [_row([*header, "95% bootstrap interval", "resampled", "verdict"]), "|---" * 10 + "|"]
-    for row in versus[versus["metric"].isin(METRICS)].itertuples(index=False):
+    for row in versus[versus["metric"].isin(metrics)].itertuples(index=False):
         if row.pairs < 2:
             continue
         lines.append(
@@ -165,6 +235,23 @@ def _versus(versus: pd.DataFrame, baseline: str) -> list[str]:
             f"| {row.verdict} |"
         )
     return lines if len(lines) > 2 else []
+
+
+def _headline(versus: pd.DataFrame, metric: str) -> list[str]:
+    """The study's headline as markdown lines: per budget, `paser` − `random` on `metric` (the in-distribution
+    one of `reported_metrics`: the test half where there is one, else labelled as the whole set), its seed-level
+    p-values and verdict."""
+    label = metric if metric.endswith("_test_nll") else f"{metric} (whole held-out set, before the dev/test split)"
+    lines = []
+    rows = versus[(versus["strategy"] == "paser") & (versus["metric"] == metric)]
+    for row in rows.itertuples(index=False):
+        if row.pairs < 2:
+            continue
+        lines.append(
+            f"- {_budget(row.budget)}: paser − random on {label} {row.difference:+.4f} over {row.pairs} seeds "
+            f"(paired t p {row.t_p:.3f}, sign-flip p {row.permutation_p:.3f}): **{row.verdict}**"
+        )
+    return lines
 
 
 def _cds_vs_gain(gains: list[tuple[str, pd.DataFrame, float, float]]) -> list[str]:
@@ -216,14 +303,14 @@ def collect_items(run_dir: Path, results: dict, here: Path) -> dict:
 
 
 def recompute(here: Path) -> dict[str, list[str]]:
-    """Recompute the comparisons of the study folder `here` from its committed results.json and items.npz (where
-    there is one): rewrite results.json's `versus_random` block and the comparison sections of tables.md; returns
-    the comparison tables by name."""
+    """Recompute the comparisons and the choices of the study folder `here` from its committed results.json and
+    items.npz (where there is one): rewrite results.json's `versus_random` block and the comparison and choice
+    sections of tables.md; returns those tables by name."""
     results = json.loads((here / "results.json").read_text(encoding="utf-8"))
     items = read_run_items(here / ITEMS_FILE) if (here / ITEMS_FILE).is_file() else {}
     results["versus_random"] = versus_random(results, items=items)
     write_json(here / "results.json", results)
-    named = comparison_tables(results, items)
+    named = {**comparison_tables(results, items), "choices": choice_table(results)}
     tables_path = here / "tables.md"
     text = tables_path.read_text(encoding="utf-8") if tables_path.is_file() else ""
     for name, table in named.items():

@@ -49,6 +49,71 @@ def test_metric_formulas_follow_the_metric_names():
     assert metric_formula("heldout_t0_nll_sentiment", metrics) is None  # per category: seeds only
 
 
+def test_generation_metrics_have_item_formulas_except_distinct_n():
+    assert metric_formula("gen_labels_exact_match", []) == MetricFormula((("gen_labels", "exact_match"),), False)
+    assert metric_formula("gen_longform_repeat_3", []) == MetricFormula((("gen_longform", "repeat_3"),), False)
+    assert metric_formula("gen_longform_mean_length", []) == MetricFormula((("gen_longform", "mean_length"),), False)
+    assert metric_formula("gen_labels_capped", []) == MetricFormula((("gen_labels", "capped"),), False)
+    assert metric_formula("gen_longform_distinct_2", []) is None  # across answers: seeds only
+
+
+# Hand-made generation items of five seeds: paser's and random's greedy answers to the same 8 label prompts and
+# 6 long-form prompts; paser matches one label more than random on every seed.
+GENERATION_SEEDS = (0, 1, 2, 3, 4)
+
+
+def generation_items(strategy: str, seed: int) -> dict[str, np.ndarray]:
+    matches = np.zeros(8)
+    matches[: 3 + seed % 2 + (strategy == "paser")] = 1.0
+    repeated_3 = np.array([0.0, 1, 2, 0, 3, 1]) + (seed if strategy == "random" else 0)
+    return {
+        "gen_labels.exact_match": matches,
+        "gen_labels.length": np.array([2.0, 1, 1, 3, 2, 1, 4, 2]),
+        "gen_labels.capped": np.zeros(8),
+        "gen_longform.repeated_3": repeated_3,
+        "gen_longform.ngrams_3": np.full(6, 20.0),
+        "gen_longform.length": np.array([22.0, 22, 30, 22, 40, 22]),
+    }
+
+
+def generation_results() -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """A results.json payload recording the metrics the hand-made items give, and the items by combination."""
+    items, combos = {}, []
+    for strategy in ("paser", "random"):
+        for seed in GENERATION_SEEDS:
+            name = f"{strategy}-b0.1-s{seed}"
+            values = items[name] = generation_items(strategy, seed)
+            metrics = {
+                "gen_labels_exact_match": values["gen_labels.exact_match"].mean(),
+                "gen_labels_mean_length": values["gen_labels.length"].mean(),
+                "gen_longform_repeat_3": values["gen_longform.repeated_3"].sum()
+                / values["gen_longform.ngrams_3"].sum(),
+                "gen_longform_mean_length": values["gen_longform.length"].mean(),
+                "gen_longform_distinct_1": 0.5 + 0.01 * seed,
+            }
+            combos.append({"combo": name, "strategy": strategy, "budget": 0.1, "seed": seed, "metrics": metrics})
+    metrics = list(combos[0]["metrics"])
+    lower = {metric: not metric.endswith(("exact_match", "distinct_1")) for metric in metrics}
+    results = {"metrics": metrics, "lower_is_better": lower, "combos": combos, "seeds": list(GENERATION_SEEDS)}
+    return results | {"strategies": ["paser", "random"], "budgets": [0.1]}, items
+
+
+def test_generation_metrics_get_item_level_intervals_from_hand_made_answers():
+    results, items = generation_results()
+    block = versus_random(results, items=items)
+    match = row_of(block, "paser", 0.1, "gen_labels_exact_match")
+    # one more match of 8 on every seed: +0.125, every seed on the same side
+    assert match["difference"] == pytest.approx(0.125) and (match["bootstrap"], match["items"]) == ("seeds+items", 8)
+    assert match["lo"] <= 0.125 <= match["hi"] and match["verdict"] == "better"
+    repeat = row_of(block, "paser", 0.1, "gen_longform_repeat_3")
+    # random repeats `seed` more 3-grams per answer, of 20: −(0+1+2+3+4)/5 × 6/120
+    assert repeat["difference"] == pytest.approx(-0.1) and (repeat["bootstrap"], repeat["items"]) == ("seeds+items", 6)
+    assert repeat["lo"] < 0
+    length = row_of(block, "paser", 0.1, "gen_longform_mean_length")
+    assert (length["difference"], length["bootstrap"], length["items"]) == (0.0, "seeds+items", 6)
+    assert row_of(block, "paser", 0.1, "gen_longform_distinct_1")["bootstrap"] == "seeds"
+
+
 def test_summary_is_mean_sd_and_t_interval_over_seeds(complete_run):
     row = row_of(metric_summary(results_of(complete_run)), "paser", 0.1, "wikitext2_ppl")
     # 30 and 34: sd sqrt(8); t(0.975, 1 df) = 12.7062
