@@ -6,7 +6,9 @@ import pytest
 
 from paser.pipelines.run import Run, combos, load_run_config
 
-STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*/*.yaml"))
+ROOT = Path(__file__).resolve().parents[2] / "studies"
+# Every study's configs, and the planned settings kept inside a study folder (setting-b/config.yaml).
+STUDIES = sorted([*ROOT.glob("*/*.yaml"), *ROOT.glob("*/setting-*/*.yaml")])
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda path: f"{path.parent.name}/{path.stem}")

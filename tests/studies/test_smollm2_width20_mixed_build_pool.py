@@ -1,5 +1,5 @@
-"""studies/smollm2-width20-mixed/build_pool.py: setting B's pool of Alpaca rows and labelled T0 rows, on hand-made
-rows (no shared data needed)."""
+"""studies/smollm2-wanda50-alpaca/setting-b/build_pool.py: setting B's pool of Alpaca rows and labelled T0
+rows, on hand-made rows (no shared data needed)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ CATEGORIES = ("Sentiment", "Summarization", "Topic Classification")
 
 @pytest.fixture(scope="module")
 def build_pool():
-    return load_script("smollm2-width20-mixed", "build_pool.py")
+    return load_script("smollm2-wanda50-alpaca/setting-b", "build_pool.py")
 
 
 def alpaca_rows() -> list[dict]:

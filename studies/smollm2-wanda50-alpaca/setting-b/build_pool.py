@@ -3,7 +3,7 @@ pruning can damage one kind of row more than another. Reads the shared data (`$P
 `../shared/data` beside the checkout; `paser.data.paths`) and writes the pool outside the repository's tracked
 files (default `runs/data/alpaca-t0-mixed.jsonl.gz`, which config.yaml reads; `runs/` is ignored by git):
 
-    python studies/smollm2-width20-mixed/build_pool.py [--out runs/data/alpaca-t0-mixed.jsonl.gz]
+    python studies/smollm2-wanda50-alpaca/setting-b/build_pool.py [--out runs/data/alpaca-t0-mixed.jsonl.gz]
 
 The pool: a seeded uniform draw of `--alpaca` Alpaca-52K rows with a non-empty output (ids `alpaca/<0-based
 line>`, category `Alpaca`, dataset `alpaca`), and a seeded draw of `--t0-per-category` rows of each of the 8 T0
