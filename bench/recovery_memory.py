@@ -29,7 +29,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ALPACA_FILE = "recovery/alpaca_52k.jsonl.gz"
+sys.path.insert(0, str(REPO))
+
+from bench.recovery_bench import ALPACA_FILE, make_pruned, peak_rss_gb  # noqa: E402
+
 # What each run is: the code (this checkout, or --before's revision) and the TrainConfig fields it changes from that
 # code's defaults.
 VARIANTS = {
@@ -46,14 +49,6 @@ PACKAGE_FOLDERS = {
     "data": "data",
     "common": "common",
 }
-
-
-def peak_rss_gb() -> float:
-    """This process's peak resident set size so far (VmHWM), in GB (10^9 bytes)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def write_rows(path: Path, rows: int, long: int, seed: int) -> dict[str, int]:
@@ -218,16 +213,7 @@ def main() -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {machine()}; torch threads per run: {args.threads}")
     print(f"after: this checkout ({head.stdout.strip()}, working tree); before: {args.before or 'not run'}")
-    if not Path(args.pruned).exists():
-        from paser.data.paths import data_file
-
-        calibration = str(data_file(ALPACA_FILE))
-        subprocess.run(
-            [sys.executable, "-m", "paser.pipelines.cli", "prune", "--model", args.original, "--method", "wanda",
-             "--sparsity", "0.5", "--calibration", calibration, "--calibration-samples", "8", "--seqlen", "512",
-             "--out", args.pruned],
-            check=True,
-        )  # fmt: skip
+    make_pruned(args.pruned, args.original, calibration_samples=8, seqlen=512)
     rows_file = out / "rows.jsonl"
     print(f"rows: {write_rows(rows_file, args.rows, args.long, args.seed)} -> {rows_file}")
     before_path = before_tree(args.before, out) if args.before else None
