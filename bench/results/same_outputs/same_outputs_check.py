@@ -25,6 +25,8 @@ def test_dump(name, tmp_path, tiny_model_dir, perturbed_model_dir):
     overrides = tiny_overrides(tmp_path, tiny_model_dir, perturbed_model_dir)
     strategies, budgets, seeds = SWEEPS.get(name, SWEEPS["rows"])
     overrides += [f"selection.strategies={strategies}", f"selection.budgets={budgets}", f"selection.seeds={seeds}"]
+    # Extra overrides for both sides, e.g. EQ_OVERRIDES="recovery.learning_rate=2e-4" to pin a default one side changed.
+    overrides += os.environ.get("EQ_OVERRIDES", "").split()
     if name == "options":
         overrides += ["clustering.n_clusters=null", "recovery.max_steps=3"]
     if name == "magnitude":
