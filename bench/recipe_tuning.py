@@ -9,6 +9,11 @@ rows in its own subprocess (so peak memory is per setting) and is scored by the 
 (`paser.recovery.evaluate.response_nll`, the tokens and mask of training). Finished settings are cached as
 `--out/settings/NAME.json` and skipped on rerun (the run is resumable; delete a file to redo it).
 
+A setting may also name `train_rows=N` (not a `TrainConfig` field): it trains on the first N rows of the train
+rows followed by `--extra-rows` more seeded rows drawn after dev and test (so dev, test and the first
+`--train-rows` stay the rows of a run without extras, and the subsets are nested): the compute curve of issue 26
+is such settings at several N.
+
 Prints, per setting: the share of the pruning gap (pruned NLL - original NLL) closed on dev, test, T0 and GSM8K,
 training seconds, optimiser steps, trained tokens and FLOPs where the recovery record has them; then the setting
 with the most dev gap closed per objective. Writes `--out/results.json`.
@@ -33,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.recovery_bench import (  # noqa: E402
+    ALPACA_FILE,
     cached_json,
     draw_alpaca_rows,
     gap_closed,
@@ -40,6 +46,7 @@ from bench.recovery_bench import (  # noqa: E402
     parse_setting,
     peak_rss_gb,
     response_nlls,
+    split_rows,
     write_json,
     write_rows,
 )
@@ -72,6 +79,40 @@ def draw_rows(args: argparse.Namespace, out: Path) -> None:
     (folder / "done").write_text("ok\n")
 
 
+def draw_extra_rows(args: argparse.Namespace, out: Path) -> None:
+    """Write `rows/extra.jsonl`: `--extra-rows` Alpaca rows drawn after train, dev and test in the same seeded
+    shuffle (`split_rows`), so they are disjoint from all three and leave them as they are."""
+    from paser.data.paths import data_file
+    from paser.selection.corpus import CorpusConfig, load_corpus
+
+    path = out / "rows" / "extra.jsonl"
+    if args.extra_rows == 0 or (path.exists() and sum(1 for _ in path.open()) >= args.extra_rows):
+        return
+    alpaca = list(load_corpus(CorpusConfig(path=str(data_file(ALPACA_FILE)))).samples)
+    sizes = {"train": args.train_rows, "dev": args.dev_rows, "test": args.test_rows, "extra": args.extra_rows}
+    extra = split_rows(alpaca, args.seed, sizes)["extra"]
+    write_rows(path, ({**sample.raw, "id": sample.id} for sample in extra))
+
+
+def training_file(out: Path, train_rows: int | None) -> Path:
+    """The rows a setting trains on: `rows/train.jsonl`, or its first `train_rows` rows continued by
+    `rows/extra.jsonl` (written once as `rows/train-N.jsonl`); refuses more rows than the two hold."""
+    folder = out / "rows"
+    if train_rows is None:
+        return folder / "train.jsonl"
+    path = folder / f"train-{train_rows}.jsonl"
+    if path.exists():
+        return path
+    rows = []
+    for name in ("train", "extra"):
+        if (folder / f"{name}.jsonl").exists():
+            rows += [json.loads(line) for line in (folder / f"{name}.jsonl").open(encoding="utf-8")]
+    if len(rows) < train_rows:
+        raise SystemExit(f"train_rows={train_rows}: only {len(rows)} train + extra rows; raise --extra-rows")
+    write_rows(path, rows[:train_rows])
+    return path
+
+
 def score(model_path: str, out: Path, dtype: str) -> dict:
     """Response NLL of `model_path` on every set (rows encoded as training encodes them), in `dtype`."""
     model, tokenizer = load_scoring_model(model_path, dtype)
@@ -88,10 +129,12 @@ def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) ->
     from paser.recovery.train import recover
 
     defaults = {"epochs": args.epochs, "seed": args.seed, "show_progress": False, "remask_eval": "none"}
+    values = dict(values)
+    train_file = training_file(out, values.pop("train_rows", None))
     config = TrainConfig(**{**defaults, **values})
     folder = Path(args.work) / name
     started = time.perf_counter()
-    result = recover(args.pruned, out / "rows" / "train.jsonl", folder, config, original=args.original)
+    result = recover(args.pruned, train_file, folder, config, original=args.original)
     wall = time.perf_counter() - started
     scores = score(str(result.paths["merged"]), out, args.score_dtype)
     record = result.record
@@ -102,11 +145,18 @@ def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) ->
         "wall_seconds": wall,
         "train_seconds": record["seconds"]["train"],
         "steps": record["training"]["steps"],
+        "train_rows": sum(1 for _ in train_file.open(encoding="utf-8")),
         "compute": record.get("compute"),
         "peak_rss_gb": peak_rss_gb(),
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
     }
     write_json(out / "settings" / f"{name}.json", payload)
+
+
+def flops_total(row: dict) -> float:
+    """A setting's estimated training FLOPs (teacher and generation included), NaN where the record has none."""
+    compute = row.get("compute") or {}
+    return float(compute.get("flops", {}).get("total", float("nan")))
 
 
 def closed_on(scores: dict, original: dict, pruned: dict, name: str) -> float:
@@ -124,6 +174,7 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, default=160)
     parser.add_argument("--dev-rows", type=int, default=100)
     parser.add_argument("--test-rows", type=int, default=100)
+    parser.add_argument("--extra-rows", type=int, default=0, help="rows drawn after test for `train_rows` settings")
     parser.add_argument("--t0-rows", type=int, default=50)
     parser.add_argument("--gsm8k-rows", type=int, default=30)
     parser.add_argument(
@@ -142,6 +193,7 @@ def main() -> None:
         run_setting(args.one, settings[args.one], args, out)
         return
     draw_rows(args, out)
+    draw_extra_rows(args, out)
     original = run_baseline("original", args.original, out, args.score_dtype)
     pruned = run_baseline("pruned", args.pruned, out, args.score_dtype)
     for name in settings:
@@ -150,10 +202,12 @@ def main() -> None:
         print(f"training {name} ...", flush=True)
         command = [sys.executable, __file__, *sys.argv[1:], "--one", name]
         subprocess.run(command, check=True)
-    report(out, original, pruned, list(settings))
+    report(out, original, pruned, list(settings), args.train_rows)
 
 
-def report(out: Path, original: dict, pruned: dict, names: list[str]) -> None:
+def report(out: Path, original: dict, pruned: dict, names: list[str], train_rows: int) -> None:
+    """Print the table and write `out/results.json`; settings recorded before `train_rows` existed trained on the
+    `train_rows` rows of `rows/train.jsonl`."""
     rows = []
     for name in names:
         payload = json.loads((out / "settings" / f"{name}.json").read_text())
@@ -161,13 +215,17 @@ def report(out: Path, original: dict, pruned: dict, names: list[str]) -> None:
         rows.append({"name": name, **payload, "closed": closed})
     print("original NLL: " + ", ".join(f"{s} {original[s]['nll']:.4f}" for s in SETS))
     print("pruned NLL:   " + ", ".join(f"{s} {pruned[s]['nll']:.4f}" for s in SETS))
-    print(f"{'setting':<24} {'dev':>7} {'test':>7} {'t0':>7} {'gsm8k':>7} {'train s':>8} {'steps':>6} {'peak GB':>8}")
+    print(
+        f"{'setting':<24} {'dev':>7} {'test':>7} {'t0':>7} {'gsm8k':>7} {'train s':>8} {'rows':>6} {'steps':>6}"
+        f" {'FLOPs':>9} {'peak GB':>8}"
+    )
     for row in rows:
         closed = row["closed"]
         print(
             f"{row['name']:<24} "
             + " ".join(f"{closed[s]:>7.1%}" for s in SETS)
-            + f" {row['train_seconds']:>8.0f} {row['steps']:>6} {row['peak_rss_gb']:>8.2f}"
+            + f" {row['train_seconds']:>8.0f} {row.get('train_rows', train_rows):>6} {row['steps']:>6}"
+            + f" {flops_total(row):>9.2e} {row['peak_rss_gb']:>8.2f}"
         )
     best = {}
     for row in rows:
