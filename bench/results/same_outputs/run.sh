@@ -3,6 +3,7 @@
 # git worktree) and by this checkout, each dumping the sha256 of every combination's selection.jsonl and every
 # metric; then the dumps are compared. Usage, from the repository root:
 #   bash bench/results/same_outputs/run.sh 118ffab
+# EQ_SWEEPS picks the sweeps (e.g. EQ_SWEEPS=demo, the built-in demo); SIDES="after" reruns this checkout's side only.
 set -eu
 REV=${1:?a revision to compare with}
 ROOT=$(pwd); OUT=${OUT:-/tmp/same-outputs}; BEFORE=$OUT/tree-$REV
@@ -22,7 +23,7 @@ shim() {
   ln -s "$tree/pyproject.toml" "$dir/pyproject.toml"
   echo "$dir"
 }
-for side in before after; do
+for side in ${SIDES:-before after}; do
   tree=$ROOT; [ $side = before ] && tree=$BEFORE
   mkdir -p "$OUT/$side"
   path="$(shim "$tree" $side):$tree"
@@ -36,5 +37,6 @@ for side in before after; do
 done
 for dump in "$OUT"/after/*.json; do
   name=$(basename "$dump")
+  [ -e "$OUT/before/$name" ] || continue
   if cmp -s "$OUT/before/$name" "$dump"; then echo "$name: identical"; else echo "$name: DIFFERS"; fi
 done

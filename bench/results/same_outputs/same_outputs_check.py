@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from paser.pipelines.config import load_config
-from paser.pipelines.run import RunConfig, run
+from paser.pipelines.run import RunConfig, load_run_config, run
 from tests.pipelines.test_run import tiny_overrides
 
 OUT = Path(os.environ["EQ_OUT"])
@@ -20,8 +20,17 @@ SWEEPS = {
 }
 
 
-@pytest.mark.parametrize("name", [*SWEEPS, "magnitude"])
+# EQ_SWEEPS picks the sweeps (default the four tiny ones); `demo` is the built-in demo itself (`paser run` with no
+# config: SmolLM2-135M, Wanda 50%, the demo corpus), minutes of CPU a side.
+NAMES = os.environ.get("EQ_SWEEPS", " ".join([*SWEEPS, "magnitude"])).split()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_dump(name, tmp_path, tiny_model_dir, perturbed_model_dir):
+    if name == "demo":
+        run(load_run_config(None, os.environ.get("EQ_OVERRIDES", "").split()), tmp_path / "run")
+        write_dump(name, tmp_path / "run")
+        return
     overrides = tiny_overrides(tmp_path, tiny_model_dir, perturbed_model_dir)
     strategies, budgets, seeds = SWEEPS.get(name, SWEEPS["rows"])
     overrides += [f"selection.strategies={strategies}", f"selection.budgets={budgets}", f"selection.seeds={seeds}"]
@@ -34,10 +43,15 @@ def test_dump(name, tmp_path, tiny_model_dir, perturbed_model_dir):
         overrides += ["models.prune={method: magnitude, sparsity: 0.5}"]
     config = load_config(RunConfig, None, overrides)
     run(config, tmp_path / "run")
+    write_dump(name, tmp_path / "run")
+
+
+def write_dump(name, run_dir):
+    """The sha256 of every combination's selection.jsonl and every metric of the run in `run_dir`, as OUT/NAME.json."""
     dump = {}
-    for path in sorted((tmp_path / "run" / "combos").glob("*/select/selection.jsonl")):
+    for path in sorted((run_dir / "combos").glob("*/select/selection.jsonl")):
         dump[path.parts[-3]] = hashlib.sha256(path.read_bytes()).hexdigest()
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
     dump["metrics"] = {c["combo"]: c["metrics"] for c in results["combos"]}
     dump["baselines"] = results["baselines"]
     (OUT / f"{name}.json").write_text(json.dumps(dump, indent=1, sort_keys=True))
