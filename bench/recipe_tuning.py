@@ -88,7 +88,7 @@ def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) ->
     from paser.recovery.train import recover
 
     defaults = {"epochs": args.epochs, "seed": args.seed, "show_progress": False, "remask_eval": "none"}
-    config = TrainConfig(**{**defaults, **values})
+    config = TrainConfig.from_flat({**defaults, **values})
     folder = Path(args.work) / name
     started = time.perf_counter()
     result = recover(args.pruned, out / "rows" / "train.jsonl", folder, config, original=args.original)
