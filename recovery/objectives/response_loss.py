@@ -227,7 +227,8 @@ class ChunkedResponseLoss:
         **kwargs: Any,
     ) -> None:
         self.position_chunk, self.nll_weight, self.kl_weight = position_chunk, nll_weight, kl_weight
-        self.temperature = temperature
+        # Not `temperature`: GKDTrainer sets that attribute from its own config (its sampling temperature).
+        self.kl_temperature = temperature
         self.token_weighting, self.token_weight_fraction = token_weighting, token_weight_fraction
         self.forwarded = {"trained": 0, "padding": 0, "loss_tokens": 0, "teacher_forward": 0}
         super().__init__(*args, **kwargs)
@@ -256,7 +257,7 @@ class ChunkedResponseLoss:
             teacher_head=None if teacher is None else teacher[0],
             teacher_hidden=None if teacher is None else teacher[1],
             weights=weights,
-            temperature=self.temperature,
+            temperature=self.kl_temperature,
         )
         # A tuple of tensors, not the dataclass: what a DDP wrapper's forward knows how to pass back.
         return totals.nll, totals.kl, totals.entropy, totals.correct, totals.tokens
