@@ -30,20 +30,6 @@ TARGETS = ("corpus", "original")
 ADAPTERS = ("lora", "full")
 # Full fine-tuning's default peak learning rate: the usual full-SFT order of magnitude, 10x below LoRA's; untuned.
 FULL_FINE_TUNING_LEARNING_RATE = 2e-5
-# The objectives' settings TrainConfig held itself before the objective configs (issue 28), at the defaults it held
-# them at: `keyed_settings` gives them to every objective, so the cache keys `paser run` made then stay valid.
-FORMER_SHARED_SETTINGS = {
-    "padding_free": False,
-    "dpo_beta": 0.1,
-    "max_new_tokens": 256,
-    "on_policy_fraction": 1.0,
-    "sft_weight": None,
-    "token_weighting": "none",
-    "token_weight_fraction": 0.6,
-    "token_jsd": None,
-}
-
-
 @dataclasses.dataclass
 class TrainConfig:
     """How to fine-tune: the objective and its own settings (`objective_config`), and what every objective shares:
@@ -297,17 +283,6 @@ class TrainConfig:
         the shared fields, then the objective config's (`from_flat` reads it back)."""
         shared = {field.name: getattr(self, field.name) for field in _shared_fields()}
         return {**shared, **dataclasses.asdict(self.objective_config)}
-
-    def keyed_settings(self) -> dict[str, Any]:
-        """`flat_settings` as `paser run`'s recover stage hashes them, so that its keys made before the objective
-        configs (issue 28) stay valid: the objectives' former shared settings an objective lacks at the defaults
-        they had (`FORMER_SHARED_SETTINGS`), and a field marked `"key_when_set"` (added since) only when it is set
-        away from its default."""
-        flat = {**FORMER_SHARED_SETTINGS, **self.flat_settings()}
-        for field in dataclasses.fields(self.objective_config):
-            if field.metadata.get("key_when_set") and flat[field.name] == field.default:
-                del flat[field.name]
-        return flat
 
     def to_dict(self) -> dict[str, Any]:
         """`flat_settings` plus the learning rate and SFT weight in effect."""

@@ -15,14 +15,12 @@ class DistillObjectiveConfig(TokenWeightingConfig):
     sft_weight: float | None = dataclasses.field(
         default=None, metadata={"help": "Weight of the response NLL added to the KL loss (default 0)."}
     )
-    # Added after `paser run` keyed its recover stages: at its default it stays out of their keys (`key_when_set`).
     temperature: float = dataclasses.field(
         default=1.0,
         metadata={
             "help": "KD temperature: the KL is between the teacher's and the student's distributions softened by "
             "it, times its square (Hinton et al.); 1: plain forward KL. The NLL term stays at temperature 1.",
             "card": True,
-            "key_when_set": True,
         },
     )
 

@@ -1,11 +1,13 @@
-"""The recovery settings `paser run` hashes into its recover and eval stages' keys stay what they were for every
-committed config (the studies, their planned settings, the shipped run configs, the built-in demo): a run folder
-made by an earlier paser keeps its trained combinations when its recovery section is read by this one.
+"""The recovery settings `paser run` hashes into its recover and eval stages' keys stay what they are for every
+committed config (the studies, their planned settings, the shipped run configs, the built-in demo): a change to how
+the recovery settings are read that changes a key makes a run folder retrain its combinations, and must be a
+decision (this file re-recorded and the README's "Run directory and cache" saying so), never an accident.
 
 Only the stages' declared settings are compared, not their whole keys: a key is the hash of its settings, its
 inputs' keys and its sources' identities, and the inputs and sources (models, corpus files) do not depend on how
 the recovery settings are read. `RECORDED` holds, per config, the settings' hash of every recover and eval stage
-as paser computed it when the file was written (issue 28, before the objective configs)."""
+as paser computed it when the file was written (issue 28, with the objective configs: the shared settings and the
+chosen objective's, flat, every field with its default)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from paser.recovery.config import FORMER_SHARED_SETTINGS, TrainConfig, setting_owners
+from paser.recovery.config import TrainConfig, setting_owners
 from paser.recovery.objectives import objective_config_class, objective_names
 from paser.recovery.objectives.distill_config import DistillObjectiveConfig
 from paser.recovery.objectives.dpo_config import DpoObjectiveConfig
@@ -56,21 +56,6 @@ def test_the_flat_settings_read_back_into_the_same_config():
     flat = config.flat_settings()
     assert "objective_config" not in flat and flat["temperature"] == 2.0
     assert TrainConfig.from_flat(flat) == config
-
-
-def test_the_keyed_settings_are_the_settings_as_trainconfig_held_them_before_the_objective_configs():
-    keyed = TrainConfig().keyed_settings()
-    assert FORMER_SHARED_SETTINGS.items() <= keyed.items()
-    assert "temperature" not in TrainConfig(objective="distill").keyed_settings()  # added since, at its default
-    assert TrainConfig.from_flat({"objective": "distill", "temperature": 2.0}).keyed_settings()["temperature"] == 2.0
-
-
-def test_the_former_shared_settings_are_each_an_objectives_with_the_same_default():
-    owners = setting_owners()
-    for name, default in FORMER_SHARED_SETTINGS.items():
-        for objective in owners[name]:
-            field = {field.name: field for field in dataclasses.fields(objective_config_class(objective))}[name]
-            assert field.default == default, (name, objective)
 
 
 def test_the_record_holds_the_objectives_settings_and_the_values_in_effect():
