@@ -131,7 +131,7 @@ def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) ->
     defaults = {"epochs": args.epochs, "seed": args.seed, "show_progress": False, "remask_eval": "none"}
     values = dict(values)
     train_file = training_file(out, values.pop("train_rows", None))
-    config = TrainConfig(**{**defaults, **values})
+    config = TrainConfig.from_flat({**defaults, **values})
     folder = Path(args.work) / name
     started = time.perf_counter()
     result = recover(args.pruned, train_file, folder, config, original=args.original)
@@ -140,7 +140,7 @@ def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) ->
     record = result.record
     payload = {
         "setting": values,
-        "config": {key: value for key, value in vars(config).items() if not key.startswith("_")},
+        "config": config.flat_settings(),
         "scores": scores,
         "wall_seconds": wall,
         "train_seconds": record["seconds"]["train"],

@@ -136,7 +136,7 @@ def run_setting(name: str, values: dict, args: argparse.Namespace, out: Path) ->
     from paser.recovery.train import recover
 
     defaults = {"epochs": args.epochs, "seed": args.seed, "show_progress": False, "remask_eval": "none"}
-    config = TrainConfig(**{**defaults, **values})
+    config = TrainConfig.from_flat({**defaults, **values})
     started = time.perf_counter()
     result = recover(args.pruned, out / "rows" / "train.jsonl", out / "models" / name, config, original=args.original)
     wall = time.perf_counter() - started

@@ -174,7 +174,9 @@ def main() -> None:
             model = tiny_llama(tokenizer)
         else:
             model, _ = load_model(args.model, dtype=args.dtype, device="cpu")
-        free_config = dataclasses.replace(config, padding_free=True)
+        free_config = dataclasses.replace(
+            config, objective_config=dataclasses.replace(config.objective_config, padding_free=True)
+        )
         set_seed(args.seed)
         free_trainer = build_sft_trainer(
             model, tokenizer, rows, free_config, _trl_common_args(free_config, Path(scratch) / "free", "cpu", dtype)

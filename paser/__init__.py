@@ -106,16 +106,18 @@ def recover(
     """Run `paser recover`: LoRA-tune the `pruned` model on `subset` (a `selection.jsonl`) into `out`
     (adapter, merged model, records); returns `paser.recovery.train.RecoveryResult`.
 
-    The training settings are `config` or, without one, `TrainConfig(**settings)` (`objective`,
-    `learning_rate`, `epochs`, `lora_r`, ...); not both. `original` is the teacher for `objective="distill"`
-    and only recorded otherwise. Refuses what `paser.recovery.train.recover` refuses.
+    The training settings are `config` or, without one, `TrainConfig.from_flat(settings)` (`objective`,
+    `learning_rate`, `epochs`, `lora_r`, and the objective's own, e.g. `sft_weight` for distill); not both.
+    `original` is the teacher for `objective="distill"` and only recorded otherwise. Refuses what
+    `paser.recovery.train.recover` refuses.
     """
     from paser.recovery.config import TrainConfig
     from paser.recovery.train import recover as recover_model
 
     if config is not None and settings:
         raise TypeError(f"pass the training settings either as config or as keywords, not both: {sorted(settings)}")
-    return recover_model(pruned, subset, out, config or TrainConfig(**settings), original=original, data_dir=data_dir)
+    config = config or TrainConfig.from_flat(settings)
+    return recover_model(pruned, subset, out, config, original=original, data_dir=data_dir)
 
 
 def evaluate(

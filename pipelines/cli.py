@@ -137,12 +137,14 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def recover_command(args: argparse.Namespace) -> int:
-    from paser.recovery.config import TrainConfig
+    from paser.recovery.config import TrainConfig, setting_owners
     from paser.recovery.train import format_summary, recover
 
-    # A flag whose dest is a TrainConfig field sets that field; one not given keeps the config's default.
-    fields = [field.name for field in dataclasses.fields(TrainConfig)]
-    config = TrainConfig(**{name: getattr(args, name) for name in fields if getattr(args, name, None) is not None})
+    # A flag whose dest is a setting (shared or an objective's) sets it; one not given keeps the default. A flag of
+    # another objective than --objective is refused by from_flat, naming the objective it belongs to.
+    names = [*(field.name for field in dataclasses.fields(TrainConfig)), *setting_owners()]
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    config = TrainConfig.from_flat(given)
     result = recover(args.pruned, args.subset, args.out, config, original=args.original, data_dir=args.data_dir)
     if result.record.get("training"):
         print(format_summary(result))
@@ -337,9 +339,11 @@ def _recover_arguments(recover: argparse.ArgumentParser) -> None:
     recover.add_argument("--data-dir", dest="data_dir", help="offline data folder (default: $PASER_DATA_DIR)")
     from paser.recovery.config import TrainConfig
 
-    # One flag per TrainConfig field, its help and default read from the field (`recovery.<field>` in a run).
+    # One flag per TrainConfig field, its help and default read from the field (`recovery.<field>` in a run), then
+    # one per objective setting, its help naming the objective(s) it belongs to.
     names = {"objective": f"a registered objective: {registered('objective')}."}
-    add_dataclass_flags(recover, TrainConfig, skip=("report_to", "target_modules"), helps=names)
+    add_dataclass_flags(recover, TrainConfig, skip=("report_to", "target_modules", "objective_config"), helps=names)
+    _add_objective_flags(recover)
     _add_report_to(recover)
     recover.set_defaults(run=recover_command)
 
@@ -415,17 +419,41 @@ def add_dataclass_flags(
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
-        kind = next((t for t in typing.get_args(hints[field.name]) if t is not type(None)), hints[field.name])
-        default = field.default if field.default is not dataclasses.MISSING else None
         help_text = (helps or {}).get(field.name) or field.metadata.get("help", "")
-        if default is not None:
-            help_text = f"{help_text} (default {default})"
-        help_text = literal_help(help_text)
-        flag = "--" + field.name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
-        else:
-            parser.add_argument(flag, dest=field.name, type=kind, help=help_text)
+        _add_field_flag(parser, field.name, hints[field.name], _with_default(help_text, field))
+
+
+def _with_default(help_text: str, field: dataclasses.Field) -> str:
+    default = field.default if field.default is not dataclasses.MISSING else None
+    return help_text if default is None else f"{help_text} (default {default})"
+
+
+def _add_field_flag(parser: argparse.ArgumentParser, name: str, hint: Any, help_text: str) -> None:
+    """The flag `--name` setting `name` (default None): typed by `hint`, a bool as `--name` / `--no-name`."""
+    kind = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=literal_help(help_text))
+    else:
+        parser.add_argument(flag, dest=name, type=kind, help=literal_help(help_text))
+
+
+def _add_objective_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per objective setting (`recovery.<setting>` in a run), read from the objectives' configs: its help
+    says which objective(s) it belongs to, each with its own help and default where they differ."""
+    from paser.recovery.config import setting_owners
+    from paser.recovery.objectives import objective_config_class
+
+    for name, owners in setting_owners().items():
+        helps: dict[str, list[str]] = {}  # the help (with its default) -> the objectives that give it
+        hint = None
+        for objective in owners:
+            config_class = objective_config_class(objective)
+            field = next(field for field in dataclasses.fields(config_class) if field.name == name)
+            hint = hint or typing.get_type_hints(config_class)[name]
+            helps.setdefault(_with_default(field.metadata.get("help", ""), field), []).append(objective)
+        text = " ".join(f"[objective {', '.join(objectives)}] {help_text}" for help_text, objectives in helps.items())
+        _add_field_flag(parser, name, hint, text)
 
 
 PLUGIN_HELP = (

@@ -7,6 +7,7 @@ the nested dataclasses, refusing unknown keys with the list of known ones.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -253,8 +254,19 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 
 def build_config(cls: type[ConfigT], data: dict[str, Any], where: str = "config") -> ConfigT:
-    """Build dataclass `cls` from a nested mapping, refusing unknown keys and values of the wrong type."""
+    """Build dataclass `cls` from a nested mapping, refusing unknown keys and values of the wrong type.
+
+    A class whose section is written flat though it holds a config of its own (`TrainConfig`: the objective's
+    settings beside the shared ones) says how to nest it with `nest_flat_settings(data) -> (data, {field: class})`;
+    that field is then built as that class, its types checked like any other."""
     hints = typing.get_type_hints(cls)
+    nest = getattr(cls, "nest_flat_settings", None)
+    if nest is not None:
+        try:
+            data, nested = nest(data)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from error
+        hints = {**hints, **nested}
     fields = {field.name: field for field in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -346,13 +358,18 @@ def load_config_plugins(data: dict[str, Any], where: str) -> None:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A plain, YAML/JSON-serialisable mapping of a config (tuples become lists)."""
+    """A plain, YAML/JSON-serialisable mapping of a config (tuples become lists); a section written flat
+    (`flat_settings()`, e.g. `TrainConfig`) as that flat mapping, so `build_config` reads it back."""
 
     def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            flat = getattr(value, "flat_settings", None)
+            fields = flat() if flat is not None else {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return {key: plain(item) for key, item in fields.items()}
         if isinstance(value, (list, tuple)):
             return [plain(item) for item in value]
         if isinstance(value, dict):
             return {key: plain(item) for key, item in value.items()}
-        return value
+        return copy.deepcopy(value)
 
-    return plain(dataclasses.asdict(config))
+    return plain(config)

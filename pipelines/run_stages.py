@@ -450,7 +450,8 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
     inputs, sources = pruned_model(run, "pruned")
     inputs["select"] = select
     sources["original"] = lambda: run.original_identity  # the teacher of the objectives that learn from it
-    settings = {"recovery": settings_except(training, "show_progress", "report_to")}  # trackers only watch
+    # The shared settings and the objective's, flat (`TrainConfig.flat_settings`); trackers only watch.
+    settings = {"recovery": settings_except(training.flat_settings(), "show_progress", "report_to")}
     if training.remask_eval == "wikitext2":  # the re-masking check reads its text from the data folder
         settings["data_dir"] = run.config.evaluation.data_dir
 

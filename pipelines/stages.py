@@ -182,9 +182,10 @@ def stage_key(stage: Stage) -> str:
 
 
 def settings_except(config: Any, *fields: str) -> dict[str, Any]:
-    """A config section as a stage declares it when some of its fields do not change what the stage writes
-    (where progress is shown, who watches, how many rows go through at once): every other field."""
-    plain = config_to_dict(config)
+    """A config section (a config dataclass, or its settings as a mapping) as a stage declares it when some of its
+    fields do not change what the stage writes (where progress is shown, who watches, how many rows go through at
+    once): every other field."""
+    plain = dict(config) if isinstance(config, Mapping) else config_to_dict(config)
     unknown = [name for name in fields if name not in plain]
     if unknown:
         raise KeyError(f"{type(config).__name__} has no field(s) {unknown}")

@@ -1,8 +1,8 @@
 """The model card (README.md) of a recovered model: what it was pruned from, what it was tuned on, and how.
 
 `model_card` is written by `paser.recovery.train.recover` into `merged/` beside the weights, so the folder says
-where it came from to whoever loads it with transformers alone. The settings it lists are `TrainConfig`'s fields
-marked for the card.
+where it came from to whoever loads it with transformers alone. The settings it lists are the fields of
+`TrainConfig` and of the objective's config marked for the card.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from typing import Any
 import yaml
 
 from paser.recovery.config import TrainConfig
+from paser.recovery.objectives import objective_config_class
 
-# The training settings the card lists: TrainConfig's fields marked `"card": True`, in field order.
-CARD_SETTINGS = tuple(field.name for field in dataclasses.fields(TrainConfig) if field.metadata.get("card"))
+
+def card_settings(objective: str) -> tuple[str, ...]:
+    """The training settings the card lists for `objective`: the fields marked `"card": True` of TrainConfig,
+    then of the objective's config, in field order."""
+    fields = [*dataclasses.fields(TrainConfig), *dataclasses.fields(objective_config_class(objective))]
+    return tuple(field.name for field in fields if field.metadata.get("card"))
 
 
 def read_pruning_record(pruned: str) -> dict[str, Any] | None:
@@ -93,7 +98,8 @@ def model_card(record: dict[str, Any], pruned: str, subset: str | Path) -> str:
     ]
     settings = record["hyperparameters"]
     # A setting with a value in effect (learning_rate_effective: the objective's default when unset) shows that.
-    shown = [f"{name}_effective" if f"{name}_effective" in settings else name for name in CARD_SETTINGS]
+    names = card_settings(record["objective"])
+    shown = [f"{name}_effective" if f"{name}_effective" in settings else name for name in names]
     lines += [f"| {name} | {settings[name]} |" for name in shown if name in settings]
     training = record["training"]
     lines += [

@@ -2,20 +2,29 @@
 run's `models.prune`; done by `paser.recovery.prune`) and how to fine-tune (`TrainConfig`: `paser recover`, a
 run's `recovery` section, the model card; done by `paser.recovery.train`). This module imports no torch,
 transformers or TRL, so the command line and a run config read these fields without them.
+
+`TrainConfig` holds what every objective shares (adapter, LoRA, schedule, batch, lengths, self-distillation
+targets, re-masking, devices, trackers); what only some objectives read lives in the objective's own config
+beside it (`paser.recovery.objectives.*_config`: DPO's beta, the generation lengths, distillation's temperature,
+the NLL term's weight, token weighting), held as `TrainConfig.objective_config`. Users still write one flat
+section (`recovery: {objective: distill, learning_rate: 1e-3, sft_weight: 0.5}`, `paser recover --sft-weight`):
+`TrainConfig.from_flat` routes each key to the shared config or the chosen objective's, and refuses a key of
+another objective, naming the objective(s) it belongs to.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from paser.recovery.objectives import get_objective
+from paser.recovery.objectives import ObjectiveConfig, get_objective, objective_config_class, objective_names
+from paser.recovery.objectives.sft_config import TokenWeightingConfig
 from paser.recovery.pruners import PruneTarget, default_target
 from paser.recovery.tracking import tracker_names
 
-# Kept in step with paser.recovery.token_weights.TOKEN_WEIGHTINGS and paser.recovery.targets (which import torch).
-TOKEN_WEIGHTINGS = ("none", "jsd", "top_fraction")
+# Kept in step with paser.recovery.targets (which imports torch).
 TARGETS = ("corpus", "original")
 # What trains (`TrainConfig.adapter`): a LoRA adapter on the frozen base, or every weight (masked full fine-tuning).
 ADAPTERS = ("lora", "full")
@@ -25,9 +34,12 @@ FULL_FINE_TUNING_LEARNING_RATE = 2e-5
 
 @dataclasses.dataclass
 class TrainConfig:
-    """How to fine-tune: objective, LoRA shape, optimisation, formatting, DPO/distillation knobs, devices.
+    """How to fine-tune: the objective and its own settings (`objective_config`), and what every objective shares:
+    adapter and LoRA shape, optimisation, formatting, self-distillation targets, re-masking check, devices.
 
-    A field whose metadata has `"card": True` is listed in the recovered model's card (`paser.recovery.card`).
+    `objective_config` is an instance of the objective's config class (`objective_config_class`); None gives that
+    class's defaults. A field (here or in an objective's config) whose metadata has `"card": True` is listed in the
+    recovered model's card (`paser.recovery.card`). Build one from flat settings with `from_flat`.
     """
 
     objective: str = dataclasses.field(
@@ -36,6 +48,10 @@ class TrainConfig:
             "help": "A registered objective (recovery.objectives; `paser recover --help` lists them).",
             "card": True,
         },
+    )
+    objective_config: ObjectiveConfig | None = dataclasses.field(
+        default=None,
+        metadata={"help": "The objective's own settings (its config class); None: that class's defaults."},
     )
     adapter: str = dataclasses.field(
         default="lora",
@@ -87,13 +103,8 @@ class TrainConfig:
     )
     group_by_length: bool = dataclasses.field(
         default=True,
-        metadata={"help": "sft/distill: batch rows of similar length (less padding); dpo always samples randomly."},
-    )
-    padding_free: bool = dataclasses.field(
-        default=False,
         metadata={
-            "help": "sft: each batch's rows laid end to end in one sequence (TRL padding_free; attention kept "
-            "within each row by its position ids), so no compute goes to padding; the loss is the same."
+            "help": "sft/distill/on_policy: batch rows of similar length (less padding); dpo always samples randomly."
         },
     )
     gradient_checkpointing: bool = dataclasses.field(
@@ -113,57 +124,15 @@ class TrainConfig:
     position_chunk: int = dataclasses.field(
         default=1024,
         metadata={
-            "help": "sft/distill: response positions per output-head chunk of the loss; the largest tensors "
+            "help": "sft/distill/on_policy: response positions per output-head chunk of the loss; the largest tensors "
             "are a few × chunk × vocab float32 values, whatever the batch (the full logits are never built)."
         },
     )
     seed: int = dataclasses.field(
         default=0, metadata={"help": "Seed for LoRA init, shuffling and dropout.", "card": True}
     )
-    # DPO
-    dpo_beta: float = dataclasses.field(default=0.1, metadata={"help": "DPO beta (strength of the KL anchor)."})
-    max_new_tokens: int = dataclasses.field(
-        default=256,
-        metadata={
-            "help": "DPO: longest greedy answer generated as the rejected response; on_policy: longest answer the "
-            "student samples."
-        },
-    )
-    on_policy_fraction: float = dataclasses.field(
-        default=1.0,
-        metadata={
-            "help": "on_policy: share of steps on which the student samples its own answers (GKD's lmbda), in "
-            "(0, 1]; the other steps distil on the rows' responses."
-        },
-    )
     generation_batch_size: int = dataclasses.field(
-        default=16, metadata={"help": "DPO rejections and targets=original: prompts per generate call."}
-    )
-    # SFT term weight in sft+dpo and distill (default 1.0 for sft+dpo, 0.0 for distill when unset).
-    sft_weight: float | None = dataclasses.field(
-        default=None,
-        metadata={"help": "Weight of the response NLL added to the dpo (sft+dpo, default 1) or KL (distill, 0) loss."},
-    )
-    # Token-level weighting by damage (recovery.token_weights)
-    token_weighting: str = dataclasses.field(
-        default="none",
-        metadata={
-            "help": "sft/distill: weight each response token's loss by the pruning damage there, from the scorer's "
-            "kept per-token JSD (--token-jsd): none, jsd (weight proportional to the JSD) or top_fraction (only "
-            "the batch's top token_weight_fraction of tokens by JSD, after Rho-1); weights have mean 1 per batch.",
-            "card": True,
-        },
-    )
-    token_weight_fraction: float = dataclasses.field(
-        default=0.6,
-        metadata={"help": "top_fraction: share of each batch's response tokens kept, in (0, 1]."},
-    )
-    token_jsd: str | None = dataclasses.field(
-        default=None,
-        metadata={
-            "help": "The per-token JSD kept by scoring with scoring.keep_token_jsd=true: a score shard folder "
-            "(paser select's OUT/score_shards) or one .npz file; needed by token_weighting."
-        },
+        default=16, metadata={"help": "dpo rejections and targets=original: prompts per generate call."}
     )
     # Self-distillation targets (recovery.targets)
     targets: str = dataclasses.field(
@@ -211,6 +180,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_objective(self.objective)
+        config_class = objective_config_class(self.objective)
+        if self.objective_config is None:
+            self.objective_config = config_class()
+        elif type(self.objective_config) is not config_class:
+            raise ValueError(
+                f"objective {self.objective!r} takes a {config_class.__name__}, got a "
+                f"{type(self.objective_config).__name__}"
+            )
         tracker_names(self.report_to)
         positive = {
             "lora_r": self.lora_r,
@@ -218,7 +195,6 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "grad_accum": self.grad_accum,
             "max_length": self.max_length,
-            "max_new_tokens": self.max_new_tokens,
             "generation_batch_size": self.generation_batch_size,
             "logging_steps": self.logging_steps,
             "epochs": self.epochs,
@@ -234,13 +210,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (use epochs) or > 0, got {self.max_steps}")
-        if self.sft_weight is not None and self.sft_weight < 0:
-            raise ValueError(f"sft_weight must be >= 0, got {self.sft_weight}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if not 0.0 < self.on_policy_fraction <= 1.0:
-            raise ValueError(f"on_policy_fraction must be in (0, 1], got {self.on_policy_fraction}")
-        self._check_token_weighting()
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter must be one of {', '.join(ADAPTERS)}, got {self.adapter!r}")
         if self.adapter == "full" and not get_objective(self.objective).full_fine_tuning:
@@ -249,24 +220,31 @@ class TrainConfig:
             )
         if self.targets not in TARGETS:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
-
-    def _check_token_weighting(self) -> None:
-        if self.token_weighting not in TOKEN_WEIGHTINGS:
-            known = ", ".join(TOKEN_WEIGHTINGS)
-            raise ValueError(f"token_weighting must be one of {known}, got {self.token_weighting!r}")
-        if not 0.0 < self.token_weight_fraction <= 1.0:
-            raise ValueError(f"token_weight_fraction must be in (0, 1], got {self.token_weight_fraction}")
-        if self.token_weighting == "none":
-            return
-        if not self.token_jsd:
-            raise ValueError(
-                f"token_weighting={self.token_weighting} needs token_jsd: the per-token JSD kept by scoring with "
-                "scoring.keep_token_jsd=true"
-            )
-        if self.targets != "corpus":
+        if self.token_weighting is not None and self.targets != "corpus":
             raise ValueError("token_weighting needs targets=corpus: the kept JSD is per token of the corpus responses")
-        if not get_objective(self.objective).token_weighting:
-            raise ValueError(f"objective {self.objective!r} does not weight tokens (token_weighting: sft, distill)")
+
+    @classmethod
+    def from_flat(cls, settings: Mapping[str, Any]) -> TrainConfig:
+        """The config from one flat mapping of settings (a run's `recovery` section, `paser recover`'s flags,
+        `paser.recover(**settings)`), each key routed to the shared fields or the chosen objective's config
+        (`split_settings`, which says what it refuses)."""
+        shared, config_class, own = split_settings(settings)
+        return cls(**shared, objective_config=config_class(**own))
+
+    @classmethod
+    def nest_flat_settings(cls, settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, type]]:
+        """A flat section as this dataclass's fields, for a loader that checks each field's type
+        (`paser.pipelines.config.build_config`): (the shared settings plus `objective_config`: the objective's own
+        settings, {"objective_config": the objective's config class}). Refuses what `split_settings` refuses."""
+        shared, config_class, own = split_settings(settings)
+        return {**shared, "objective_config": own}, {"objective_config": config_class}
+
+    @property
+    def token_weighting(self) -> TokenWeightingConfig | None:
+        """The objective's token weighting settings when it weights tokens (its config derives from
+        `TokenWeightingConfig` and `token_weighting` is not `none`), else None."""
+        config = self.objective_config
+        return config if isinstance(config, TokenWeightingConfig) and config.weights_tokens else None
 
     @property
     def lr(self) -> float:
@@ -280,11 +258,10 @@ class TrainConfig:
 
     @property
     def sft_term(self) -> float:
-        """The weight of the response NLL term in effect: the configured one, else the objective's default (1 for
-        sft+dpo, 0 for the others)."""
-        if self.sft_weight is not None:
-            return self.sft_weight
-        return get_objective(self.objective).default_sft_weight
+        """The weight of the response NLL term in effect: the objective config's `sft_weight` where it has one set,
+        else the objective's default (1 for sft+dpo, 0 for the others)."""
+        weight = getattr(self.objective_config, "sft_weight", None)
+        return weight if weight is not None else get_objective(self.objective).default_sft_weight
 
     def lora_config(self) -> Any:
         """The peft `LoraConfig` for a causal LM: rank, alpha, dropout and target modules from this config."""
@@ -303,9 +280,65 @@ class TrainConfig:
         adapter=full (the trainer then trains the model's own weights)."""
         return None if self.adapter == "full" else self.lora_config()
 
+    def flat_settings(self) -> dict[str, Any]:
+        """Every setting in one flat mapping, as a run's `recovery` section and `paser recover`'s flags write them:
+        the shared fields, then the objective config's (`from_flat` reads it back)."""
+        shared = {field.name: getattr(self, field.name) for field in _shared_fields()}
+        return {**shared, **dataclasses.asdict(self.objective_config)}
+
     def to_dict(self) -> dict[str, Any]:
-        """Every field plus the learning rate and SFT weight in effect."""
-        return {**dataclasses.asdict(self), "learning_rate_effective": self.lr, "sft_weight_effective": self.sft_term}
+        """`flat_settings` plus the learning rate and SFT weight in effect."""
+        return {**self.flat_settings(), "learning_rate_effective": self.lr, "sft_weight_effective": self.sft_term}
+
+
+def _shared_fields() -> list[dataclasses.Field]:
+    """TrainConfig's fields but `objective_config`: the settings every objective shares."""
+    return [field for field in dataclasses.fields(TrainConfig) if field.name != "objective_config"]
+
+
+def setting_owners() -> dict[str, list[str]]:
+    """Each objective setting's name -> the objectives whose config has it (every registered objective, the
+    built-ins read without their trainers)."""
+    owners: dict[str, list[str]] = {}
+    for name in objective_names():
+        for field in dataclasses.fields(objective_config_class(name)):
+            owners.setdefault(field.name, []).append(name)
+    return owners
+
+
+def split_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], type[ObjectiveConfig], dict[str, Any]]:
+    """(the shared settings, the objective's config class, its settings) from one flat mapping.
+
+    The objective is `settings["objective"]` (default `sft`). A key of another objective's config is refused
+    (ValueError naming the key and the objective(s) it belongs to), unless its value is that setting's default,
+    as a resolved config written by a paser before the objective configs holds every objective's settings: there
+    it changes nothing and is dropped. Refuses an unknown objective and an unknown key (listing the known ones).
+    """
+    objective = settings.get("objective", TrainConfig.objective)
+    config_class = objective_config_class(objective)
+    shared_names = {field.name for field in _shared_fields()}
+    own = {field.name: field for field in dataclasses.fields(config_class)}
+    shared: dict[str, Any] = {}
+    objective_settings: dict[str, Any] = {}
+    owners = setting_owners()
+    for key, value in settings.items():
+        if key in shared_names:
+            shared[key] = value
+        elif key in own:
+            objective_settings[key] = value
+        elif key in owners:
+            if any(_is_default(name, key, value) for name in owners[key]):
+                continue
+            raise ValueError(f"{key} is a setting of objective {' and '.join(owners[key])}, not of {objective!r}")
+        else:
+            known = ", ".join([*sorted(shared_names), *own])
+            raise ValueError(f"unknown key {key!r} for objective {objective!r}; known: {known}")
+    return shared, config_class, objective_settings
+
+
+def _is_default(objective: str, name: str, value: Any) -> bool:
+    field = next(field for field in dataclasses.fields(objective_config_class(objective)) if field.name == name)
+    return field.default is not dataclasses.MISSING and value == field.default
 
 
 @dataclasses.dataclass

@@ -127,17 +127,18 @@ def load_training_rows(subset: str | Path, tokenizer: Any, config: TrainConfig) 
 def _attach_token_jsd(rows: TrainingRows, config: TrainConfig) -> dict[str, Any] | None:
     """With token weighting, read the kept per-token JSD and align it to the rows (`response_jsd`); returns the
     record's `token_weighting` block (None without weighting). Refuses what `align_token_jsd` refuses."""
-    if config.token_weighting == "none":
+    weighting = config.token_weighting
+    if weighting is None:
         return None
     from paser.recovery.token_weights import align_token_jsd
     from paser.selection.token_jsd import read_token_jsd
 
-    rows.response_jsd = align_token_jsd(rows.encoded, read_token_jsd(config.token_jsd), str(config.token_jsd))
+    rows.response_jsd = align_token_jsd(rows.encoded, read_token_jsd(weighting.token_jsd), str(weighting.token_jsd))
     tokens = sum(len(values) for values in rows.response_jsd)
     return {
-        "mode": config.token_weighting,
-        "fraction": config.token_weight_fraction if config.token_weighting == "top_fraction" else None,
-        "source": str(config.token_jsd),
+        "mode": weighting.token_weighting,
+        "fraction": weighting.token_weight_fraction if weighting.token_weighting == "top_fraction" else None,
+        "source": str(weighting.token_jsd),
         "rows": len(rows.response_jsd),
         "mean_jsd": float(sum(values.sum(dtype="float64") for values in rows.response_jsd) / max(tokens, 1)),
     }

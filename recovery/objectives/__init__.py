@@ -13,6 +13,7 @@ response_loss.py, which registers nothing.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,13 @@ from paser.common.registry import Registry
 if TYPE_CHECKING:
     from paser.recovery.config import TrainConfig
     from paser.recovery.train import TrainingRows
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+    """An objective's own settings, beside the shared ones of `TrainConfig`: a dataclass whose fields carry
+    `metadata={"help": ...}` (the `paser recover` flags and a run's `recovery` keys are read from them) and, for
+    the model card, `"card": True`. This base has no fields: the config of an objective that declares none."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +81,8 @@ class Objective:
     default_learning_rate: float
     default_sft_weight: float
     needs_original: bool
-    token_weighting: bool = False
     full_fine_tuning: bool = False
+    config: type[ObjectiveConfig] = ObjectiveConfig
 
 
 OBJECTIVES: Registry[Objective] = Registry(
@@ -87,6 +95,14 @@ OBJECTIVES: Registry[Objective] = Registry(
         "on_policy": f"{__name__}.on_policy",
     },
 )
+# The built-in objectives' configs, by where they live: modules without torch, read before (or without) the trainers.
+BUILTIN_CONFIGS = {
+    "sft": f"{__name__}.sft_config:SftObjectiveConfig",
+    "dpo": f"{__name__}.dpo_config:DpoObjectiveConfig",
+    "sft+dpo": f"{__name__}.dpo_config:DpoObjectiveConfig",
+    "distill": f"{__name__}.distill_config:DistillObjectiveConfig",
+    "on_policy": f"{__name__}.on_policy_config:OnPolicyObjectiveConfig",
+}
 
 
 def register_objective(
@@ -95,32 +111,30 @@ def register_objective(
     default_learning_rate: float,
     default_sft_weight: float = 0.0,
     needs_original: bool = False,
-    token_weighting: bool = False,
     full_fine_tuning: bool = False,
+    config: type[ObjectiveConfig] = ObjectiveConfig,
 ) -> Callable[[Prepare], Prepare]:
-    """Register `prepare(job) -> PreparedTrainer` as objective `name`.
+    """Register `prepare(job) -> PreparedTrainer` as objective `name`, its settings being `config`.
 
-    `default_learning_rate` applies when `TrainConfig.learning_rate` is unset, `default_sft_weight` (the weight
-    of the response NLL added to the objective's loss) when `TrainConfig.sft_weight` is; with `needs_original`,
-    `recover` refuses to run without the original model; with `token_weighting`, the objective's loss honours
-    `TrainConfig.token_weighting` (the config refuses it for the others); with `full_fine_tuning`, its trainer takes
-    `TrainConfig.peft_config()` (None with `adapter: full`: every weight trains) and keeps no state of its own in
-    the adapter (the config refuses `adapter: full` for the others). Refuses a name registered twice.
+    `config` is the objective's own settings, a dataclass deriving from `ObjectiveConfig` (the trainer reads it as
+    `job.config.objective_config`; one deriving from `sft_config.TokenWeightingConfig` offers token weighting);
+    `default_learning_rate` applies when `TrainConfig.learning_rate` is unset, `default_sft_weight` (the weight of
+    the response NLL added to the objective's loss) when its config has an `sft_weight` left unset; with
+    `needs_original`, `recover` refuses to run without the original model; with `full_fine_tuning`, its trainer
+    takes `TrainConfig.peft_config()` (None with `adapter: full`: every weight trains) and keeps no state of its own
+    in the adapter (the config refuses `adapter: full` for the others). Refuses a name registered twice and a
+    config that is no `ObjectiveConfig` dataclass. A built-in registers the config `BUILTIN_CONFIGS` declares for it.
     """
 
     def decorator(prepare: Prepare) -> Prepare:
         if default_learning_rate <= 0 or default_sft_weight < 0:
             raise ValueError(f"objective {name!r}: default_learning_rate must be > 0 and default_sft_weight >= 0")
+        if not (isinstance(config, type) and issubclass(config, ObjectiveConfig) and dataclasses.is_dataclass(config)):
+            raise ValueError(f"objective {name!r}: config must be a dataclass deriving from ObjectiveConfig")
         OBJECTIVES.register(
             name,
             Objective(
-                name,
-                prepare,
-                default_learning_rate,
-                default_sft_weight,
-                needs_original,
-                token_weighting,
-                full_fine_tuning,
+                name, prepare, default_learning_rate, default_sft_weight, needs_original, full_fine_tuning, config
             ),
         )
         return prepare
@@ -137,3 +151,17 @@ def get_objective(name: str) -> Objective:
     """The objective registered as `name`; refuses an unknown name (`UnknownNameError`, a ValueError, listing the
     known ones)."""
     return OBJECTIVES.get(name)
+
+
+def objective_config_class(name: str) -> type[ObjectiveConfig]:
+    """The config class of objective `name`: a built-in's read from its config module (its trainer, and torch, are
+    not imported), a plug-in's from its registration. Refuses an unknown name as `get_objective` does."""
+    OBJECTIVES.check(name)
+    if name in BUILTIN_CONFIGS:
+        return _builtin_config(name)
+    return get_objective(name).config
+
+
+def _builtin_config(name: str) -> type[ObjectiveConfig]:
+    module, _, attribute = BUILTIN_CONFIGS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)

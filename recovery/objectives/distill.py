@@ -2,7 +2,8 @@
 
 TRL's (experimental) GKD trainer with `lmbda=0` (no on-policy sampling: the selected rows' responses are used)
 and `beta=0`, which is the forward KL(original ‖ student) per response token, the teacher's distribution computed
-on the fly, chunk by chunk at the response positions only; `sft_weight > 0` adds the response cross-entropy.
+on the fly, chunk by chunk at the response positions only; `sft_weight > 0` adds the response cross-entropy, and
+`temperature` softens both distributions (`DistillObjectiveConfig`, distill_config.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from paser.recovery.models import describe_model, load_model
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.recovery.objectives.distill_config import DistillObjectiveConfig
 from paser.recovery.objectives.response_loss import ChunkedResponseLoss, check_plain_head
 from paser.recovery.objectives.sft import sampling_args, sft_dataset, token_weighting_args
 from paser.selection.formatting import check_same_tokenizer
@@ -27,7 +29,8 @@ def build_distill_trainer(
     """TRL's GKD trainer as plain forward-KL distillation on the rows' own responses, plus an optional NLL term.
 
     `lmbda=0` (never sample on-policy) and `beta=0` (generalised JSD = KL(teacher ‖ student)) make GKD's loss the
-    forward KL at temperature 1 summed over the response tokens; the loss here is that plus `sft_weight` × their
+    forward KL summed over the response tokens; the loss here is that KL at the config's `temperature` (T: both
+    distributions softened by T, the KL times T², `response_totals`; T = 1 is GKD's) plus `sft_weight` × their
     cross-entropy, over their count, computed from both models' hidden states at the response positions in chunks
     of `config.position_chunk` (`paser.recovery.objectives.response_loss`) instead of GKD's full logits. Refuses a
     student or teacher whose logits are transformed after the output head (`check_plain_head`).
@@ -60,6 +63,7 @@ def build_distill_trainer(
         position_chunk=config.position_chunk,
         nll_weight=config.sft_term,
         kl_weight=1.0,
+        temperature=config.objective_config.temperature,
         **token_weighting_args(config),
     )
 
@@ -81,7 +85,7 @@ def prepare_with_teacher(job: TrainingJob, build: Callable[..., Any]) -> Prepare
 # The best distillation rate measured (bench/results/recipe_tuning/: 1e-3 closed 39.5% of the dev gap; issue 26's
 # one-seed run: 2e-4 18.8%, 1e-3 35.9%); 3e-3 was not measured.
 @register_objective(
-    "distill", default_learning_rate=1e-3, needs_original=True, token_weighting=True, full_fine_tuning=True
+    "distill", default_learning_rate=1e-3, needs_original=True, full_fine_tuning=True, config=DistillObjectiveConfig
 )
 def prepare_distill(job: TrainingJob) -> PreparedTrainer:
     """The distillation trainer with the original model as teacher (`prepare_with_teacher`)."""

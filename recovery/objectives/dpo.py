@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from paser.recovery.identity import checkpoint_identity
 from paser.recovery.models import linear_sparsity
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
+from paser.recovery.objectives.dpo_config import DpoObjectiveConfig
 from paser.recovery.versions import package_versions
 from paser.selection.formatting import build_prompt
 
@@ -64,7 +65,7 @@ def build_dpo_trainer(model: Any, tokenizer: Any, pairs: list[dict[str, str]], c
         loss_weights.append(config.sft_term)
     args = DPOConfig(
         **common,
-        beta=config.dpo_beta,
+        beta=config.objective_config.dpo_beta,
         loss_type=loss_type,
         loss_weights=loss_weights,
         max_length=config.max_length,
@@ -88,12 +89,13 @@ def rejected_answers(job: TrainingJob) -> tuple[dict[str, str], dict[str, Any]]:
     from paser.recovery.rejections import greedy_answers
 
     model, config = job.model, job.config
+    max_new_tokens = config.objective_config.max_new_tokens
     prompts = [(row.id, row.input_ids[: row.prompt_length]) for row in job.rows.encoded]
     fingerprint = {
         "model": str(getattr(model, "name_or_path", "")),
         "checkpoint": checkpoint_identity(getattr(model, "name_or_path", "")),
         "linear_sparsity": round(linear_sparsity(model), 6),
-        "max_new_tokens": config.max_new_tokens,
+        "max_new_tokens": max_new_tokens,
         "template": config.template,
         "paser": package_versions(["paser"])["paser"],
     }
@@ -103,7 +105,7 @@ def rejected_answers(job: TrainingJob) -> tuple[dict[str, str], dict[str, Any]]:
             model,
             job.tokenizer,
             prompts,
-            max_new_tokens=config.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             batch_size=config.generation_batch_size,
             cache_path=job.out_dir / REJECTIONS_FILE,
             fingerprint=fingerprint,
@@ -114,8 +116,8 @@ def rejected_answers(job: TrainingJob) -> tuple[dict[str, str], dict[str, Any]]:
 
 
 # A smaller learning rate than SFT's: the preference loss moves the policy much faster per step.
-@register_objective("sft+dpo", default_learning_rate=5e-5, default_sft_weight=1.0)
-@register_objective("dpo", default_learning_rate=5e-5)
+@register_objective("sft+dpo", default_learning_rate=5e-5, default_sft_weight=1.0, config=DpoObjectiveConfig)
+@register_objective("dpo", default_learning_rate=5e-5, config=DpoObjectiveConfig)
 def prepare_dpo(job: TrainingJob) -> PreparedTrainer:
     """The DPO trainer over the rows' preference pairs; refuses a run whose every pair was dropped."""
     generation_start = time.perf_counter()

@@ -23,6 +23,7 @@ import torch
 
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
 from paser.recovery.objectives.distill import prepare_with_teacher
+from paser.recovery.objectives.on_policy_config import OnPolicyObjectiveConfig
 from paser.recovery.objectives.response_loss import IGNORE_INDEX, ChunkedResponseLoss, check_plain_head
 from paser.recovery.objectives.sft import sampling_args, sft_dataset
 
@@ -119,10 +120,10 @@ def build_on_policy_trainer(
     args = GKDConfig(
         **common,
         **sampling_args(config),
-        lmbda=config.on_policy_fraction,
+        lmbda=config.objective_config.on_policy_fraction,
         beta=0.0,
         temperature=1.0,
-        max_new_tokens=config.max_new_tokens,
+        max_new_tokens=config.objective_config.max_new_tokens,
         seq_kd=False,
         max_length=None,
     )
@@ -141,7 +142,9 @@ def build_on_policy_trainer(
 
 
 # Untuned: distill's rate (the same loss on sampled answers).
-@register_objective("on_policy", default_learning_rate=1e-3, needs_original=True, full_fine_tuning=True)
+@register_objective(
+    "on_policy", default_learning_rate=1e-3, needs_original=True, full_fine_tuning=True, config=OnPolicyObjectiveConfig
+)
 def prepare_on_policy(job: TrainingJob) -> PreparedTrainer:
     """The on-policy distillation trainer with the original model as teacher (`prepare_with_teacher`); refuses a
     tokenizer without a pad token (generation left-pads)."""

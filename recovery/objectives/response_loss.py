@@ -10,6 +10,11 @@ recomputed there, one chunk at a time: the largest vocabulary-sized tensors aliv
 (mean token accuracy, entropy) are read off the same chunks without gradient, so the vocabulary is projected once
 per response position in the forward pass, and once more in the backward.
 
+With a teacher and a temperature T other than 1, the KL is between both distributions softened by T (logits / T)
+and multiplied by T² (Hinton et al., arXiv 1503.02531): the softened KL's gradient with respect to the logits
+shrinks as 1/T², and the factor keeps its size, and its balance against the NLL term (always at temperature 1),
+about the same whatever T. T = 1 computes exactly what it did before the temperature existed.
+
 The loss equals the one computed from the full logits (cross-entropy summed over the response tokens, divided by
 their count or by the Trainer's `num_items_in_batch`); `tests/recovery/test_response_loss.py` checks the loss and
 the LoRA gradients against it. The scorer bounds its memory the same way (`paser.selection.degradation`,
@@ -98,9 +103,10 @@ def _chunk_totals(
     teacher_head: torch.nn.Module | None,
     teacher_hidden: Tensor | None,
     weights: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(nll, kl, entropy, correct) summed over one chunk of positions, nll and kl weighted per position by
-    `weights` when given; kl is 0 without a teacher."""
+    `weights` when given; kl is 0 without a teacher, else taken at `temperature` (times its square)."""
     logits = head(hidden).float()
     log_probs = logits.log_softmax(dim=-1)
     target_log_probs = log_probs.gather(1, targets.unsqueeze(1))
@@ -109,13 +115,18 @@ def _chunk_totals(
         kl = nll.new_zeros(())
     else:
         with torch.no_grad():
-            teacher_log_probs = teacher_head(teacher_hidden).float().log_softmax(dim=-1)
+            teacher_logits = teacher_head(teacher_hidden).float()
+        softened = temperature != 1.0
+        student = (logits / temperature).log_softmax(dim=-1) if softened else log_probs
+        teacher_log_probs = (teacher_logits / temperature if softened else teacher_logits).log_softmax(dim=-1)
         # sum_v p_teacher(v) (log p_teacher(v) - log p_student(v)): TRL GKD's generalised JSD at beta = 0.
         if weights is None:
-            kl = functional.kl_div(log_probs, teacher_log_probs, reduction="sum", log_target=True)
+            kl = functional.kl_div(student, teacher_log_probs, reduction="sum", log_target=True)
         else:
-            per_position = functional.kl_div(log_probs, teacher_log_probs, reduction="none", log_target=True)
+            per_position = functional.kl_div(student, teacher_log_probs, reduction="none", log_target=True)
             kl = (per_position.sum(dim=-1) * weights).sum()
+        if softened:
+            kl = kl * temperature**2
     with torch.no_grad():
         probabilities = log_probs.exp()
         entropy = -probabilities.mul_(log_probs).sum()
@@ -132,14 +143,18 @@ def response_totals(
     teacher_head: torch.nn.Module | None = None,
     teacher_hidden: Tensor | None = None,
     weights: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> ResponseTotals:
     """The batch's `ResponseTotals` from the hidden states at its response positions, `position_chunk` positions
     at a time through `head` (and, for the KL, the teacher's hidden states at the same positions through
-    `teacher_head`); with `weights` (one per position, `paser.recovery.token_weights`), `nll` and `kl` are the
-    weighted sums, and a position of weight 0 adds nothing to them nor to their gradient. Refuses a
-    `position_chunk` below 1 and teacher hidden states or weights of another position count."""
+    `teacher_head`, both distributions softened by `temperature` and the KL multiplied by its square); with
+    `weights` (one per position, `paser.recovery.token_weights`), `nll` and `kl` are the weighted sums, and a
+    position of weight 0 adds nothing to them nor to their gradient. Refuses a `position_chunk` below 1, a
+    `temperature` not above 0 and teacher hidden states or weights of another position count."""
     if position_chunk < 1:
         raise ValueError(f"position_chunk must be >= 1, got {position_chunk}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if teacher_head is not None and (teacher_hidden is None or teacher_hidden.shape[0] != hidden.shape[0]):
         raise ValueError("the teacher's hidden states must cover the same response positions as the student's")
     if weights is not None and weights.shape != (hidden.shape[0],):
@@ -161,7 +176,8 @@ def response_totals(
             targets[chunk],
             teacher_head,
             None if teacher_hidden is None else teacher_hidden[chunk],
-            *(() if weights is None else (weights[chunk],)),
+            None if weights is None else weights[chunk],
+            temperature,
             use_reentrant=False,
         )
         nll = nll + chunk_nll
@@ -188,7 +204,8 @@ class ChunkedResponseLoss:
     (response tokens over the accumulated batch and every process) when given, else this batch's response tokens;
     as in `SFTTrainer.compute_loss`, it is multiplied by the process count when the Trainer averages tokens across
     devices. With a `loss_teacher()`, the teacher's hidden states at the same positions come from its own body,
-    without gradient. With `token_weighting` `jsd` or `top_fraction`, the rows carry their per-token JSD
+    without gradient, and the KL is taken at `temperature` (`response_totals`). With `token_weighting` `jsd` or
+    `top_fraction`, the rows carry their per-token JSD
     (`response_jsd`, `paser.recovery.token_weights`), and NLL and KL are sums weighted per response token by
     `normalised_weights` (mean 1 over the batch's response tokens, so the loss keeps its scale); with `none` the
     loss is computed exactly as without weighting. Logs `mean_token_accuracy` and `entropy` (with a teacher also
@@ -206,9 +223,12 @@ class ChunkedResponseLoss:
         kl_weight: float = 0.0,
         token_weighting: str = "none",
         token_weight_fraction: float = 1.0,
+        temperature: float = 1.0,
         **kwargs: Any,
     ) -> None:
         self.position_chunk, self.nll_weight, self.kl_weight = position_chunk, nll_weight, kl_weight
+        # Not `temperature`: GKDTrainer sets that attribute from its own config (its sampling temperature).
+        self.kl_temperature = temperature
         self.token_weighting, self.token_weight_fraction = token_weighting, token_weight_fraction
         self.forwarded = {"trained": 0, "padding": 0, "loss_tokens": 0, "teacher_forward": 0}
         super().__init__(*args, **kwargs)
@@ -237,6 +257,7 @@ class ChunkedResponseLoss:
             teacher_head=None if teacher is None else teacher[0],
             teacher_hidden=None if teacher is None else teacher[1],
             weights=weights,
+            temperature=self.kl_temperature,
         )
         # A tuple of tensors, not the dataclass: what a DDP wrapper's forward knows how to pass back.
         return totals.nll, totals.kl, totals.entropy, totals.correct, totals.tokens

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from paser.recovery.objectives import PreparedTrainer, TrainingJob, register_objective
 from paser.recovery.objectives.response_loss import ChunkedResponseLoss, check_plain_head
+from paser.recovery.objectives.sft_config import SftObjectiveConfig
 from paser.recovery.token_weights import RESPONSE_JSD
 from paser.selection.formatting import EncodedSample
 
@@ -38,8 +39,12 @@ def sft_dataset(encoded: Sequence[EncodedSample], response_jsd: Sequence[Any] | 
 
 
 def token_weighting_args(config: TrainConfig) -> dict[str, Any]:
-    """`ChunkedResponseLoss`'s token weighting settings from the config."""
-    return {"token_weighting": config.token_weighting, "token_weight_fraction": config.token_weight_fraction}
+    """`ChunkedResponseLoss`'s token weighting settings from the config (none when the objective weights no
+    tokens)."""
+    weighting = config.token_weighting
+    if weighting is None:
+        return {"token_weighting": "none"}
+    return {"token_weighting": weighting.token_weighting, "token_weight_fraction": weighting.token_weight_fraction}
 
 
 def sampling_args(config: TrainConfig) -> dict[str, str]:
@@ -64,7 +69,8 @@ def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: Tr
         max_length=None,
         shuffle_dataset=True,
         remove_unused_columns=True,
-        padding_free=config.padding_free,
+        # A plug-in objective that reuses this trainer without sft's config trains with padding.
+        padding_free=getattr(config.objective_config, "padding_free", False),
     )
     return ResponseSFTTrainer(
         model=model,
@@ -80,7 +86,7 @@ def build_sft_trainer(model: Any, tokenizer: Any, rows: TrainingRows, config: Tr
 # Chosen on a dev split (bench/results/recipe_tuning/: SmolLM2-135M, Wanda 50%, 160 Alpaca rows, 2 epochs = 40
 # LoRA steps; dev gap closed: 2e-4 25.9%, 1e-3 49.8%, 3e-3 51.8%, one seed); 2e-4, the usual LoRA SFT rate, left
 # about half the recoverable gap unclaimed.
-@register_objective("sft", default_learning_rate=3e-3, token_weighting=True, full_fine_tuning=True)
+@register_objective("sft", default_learning_rate=3e-3, full_fine_tuning=True, config=SftObjectiveConfig)
 def prepare_sft(job: TrainingJob) -> PreparedTrainer:
     """The SFT trainer over the job's rows."""
     trainer = build_sft_trainer(job.model, job.tokenizer, job.rows, job.config, job.trainer_args)

@@ -352,7 +352,7 @@ def test_recover_flags_are_generated_from_the_train_config_fields():
     import dataclasses
 
     from paser.pipelines.cli import build_parser
-    from paser.recovery.config import TrainConfig
+    from paser.recovery.config import TrainConfig, setting_owners
 
     args = build_parser().parse_args(
         [
@@ -371,7 +371,24 @@ def test_recover_flags_are_generated_from_the_train_config_fields():
     )
     assert (args.padding_free, args.epochs, args.group_by_length, args.lora_r) == (True, 2.0, False, None)
     flags = {action.dest for action in build_parser()._subparsers._group_actions[0].choices["recover"]._actions}
-    assert {field.name for field in dataclasses.fields(TrainConfig)} - {"target_modules"} <= flags
+    assert {field.name for field in dataclasses.fields(TrainConfig)} - {"target_modules", "objective_config"} <= flags
+    assert set(setting_owners()) <= flags  # every objective's settings too
+
+
+def test_an_objective_flag_names_its_objectives_in_its_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["recover", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--dpo-beta DPO_BETA [objective dpo, sft+dpo] DPO beta" in help_text
+    assert "--temperature TEMPERATURE [objective distill] KD temperature" in help_text
+
+
+def test_recover_command_refuses_a_flag_of_another_objective_in_one_line(tiny_model_dir, tmp_path, capsys):
+    argv = ["recover", "--pruned", str(tiny_model_dir), "--subset", str(_subset(tmp_path)), "--out", str(tmp_path)]
+    assert main([*argv, "--objective", "sft", "--dpo-beta", "0.3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "paser recover: error: dpo_beta is a setting of objective dpo and sft+dpo, not of 'sft'"
+    )
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,40 @@ def test_set_overrides_win_over_flags():
 def test_an_unknown_engine_is_refused_listing_the_registered_ones():
     with pytest.raises(ValueError, match=r"unknown engine 'rey'; known: local, ray; did you mean ray\?"):
         load_config(SelectConfig, None, ["corpus.path=rows.jsonl", "engine=rey"])
+
+
+def test_a_flat_recovery_section_sets_the_shared_and_the_objectives_settings():
+    from paser.pipelines.run import DEMO_CONFIG, RunConfig
+    from paser.recovery.objectives.distill_config import DistillObjectiveConfig
+
+    section = {"objective": "distill", "learning_rate": 0.001, "sft_weight": 0.5}
+    config = load_config(RunConfig, DEMO_CONFIG, ["recovery.temperature=2"], values={"recovery": section})
+    assert config.recovery.learning_rate == 0.001
+    assert config.recovery.objective_config == DistillObjectiveConfig(sft_weight=0.5, temperature=2)
+
+
+def test_a_recovery_key_of_another_objective_is_one_error_naming_its_objective():
+    from paser.pipelines.run import RunConfig
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(RunConfig, None, ["recovery.objective=sft", "recovery.on_policy_fraction=0.5"])
+    assert str(refused.value) == "config.recovery: on_policy_fraction is a setting of objective on_policy, not of 'sft'"
+
+
+def test_an_objective_setting_of_the_wrong_type_names_the_key():
+    from paser.pipelines.run import RunConfig
+
+    with pytest.raises(ConfigError, match=r"recovery\.objective_config\.dpo_beta: expected float"):
+        load_config(RunConfig, None, ["recovery.objective=dpo", "recovery.dpo_beta=high"])
+
+
+def test_a_run_config_written_out_reads_back_with_a_flat_recovery_section():
+    import yaml
+
+    from paser.pipelines.config import build_config
+    from paser.pipelines.run import RunConfig, load_run_config
+
+    config = load_run_config(None, ["recovery.objective=distill", "recovery.sft_weight=0.25"])
+    written = yaml.safe_load(yaml.safe_dump(config_to_dict(config)))
+    assert written["recovery"]["sft_weight"] == 0.25 and "objective_config" not in written["recovery"]
+    assert build_config(RunConfig, written) == config

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from paser.recovery.config import TrainConfig
-from paser.recovery.objectives import OBJECTIVES, get_objective, objective_names, register_objective
+from paser.recovery.objectives import (
+    BUILTIN_CONFIGS,
+    OBJECTIVES,
+    ObjectiveConfig,
+    get_objective,
+    objective_config_class,
+    objective_names,
+    register_objective,
+)
 from paser.recovery.objectives.sft import prepare_sft
 from paser.recovery.train import recover
 from tests.recovery.tiny_training import fast_config
@@ -93,3 +101,26 @@ def test_a_new_objective_is_one_registration(objectives_as_they_were, pruned_dir
     result = recover(str(pruned_dir), subset_file, tmp_path / "slow", config)
     assert result.record["objective"] == "slow_sft"
     assert result.record["hyperparameters"]["learning_rate_effective"] == 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_CONFIGS))
+def test_a_builtin_objective_registers_the_config_declared_for_it(name):
+    assert get_objective(name).config is objective_config_class(name)
+
+
+def test_a_builtin_objectives_config_is_read_without_importing_its_trainer_or_torch():
+    code = (
+        "import sys; from paser.recovery.objectives import objective_config_class, objective_names; "
+        "[objective_config_class(name) for name in objective_names()]; "
+        "print('torch' in sys.modules, 'paser.recovery.objectives.sft' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == (
+        "False False\n"
+    )
+
+
+def test_a_plugin_objective_without_settings_has_an_empty_config(objectives_as_they_were):
+    register_objective("slow_sft", default_learning_rate=1e-5)(prepare_sft)
+    assert objective_config_class("slow_sft") is ObjectiveConfig
+    with pytest.raises(ValueError, match="config must be a dataclass deriving from ObjectiveConfig"):
+        register_objective("odd", default_learning_rate=1e-5, config=dict)(prepare_sft)

@@ -66,6 +66,6 @@ def test_on_policy_needs_the_original_and_a_fraction_in_range():
     from paser.recovery.config import TrainConfig
 
     with pytest.raises(ValueError, match=r"on_policy_fraction must be in \(0, 1\]"):
-        TrainConfig(objective="on_policy", on_policy_fraction=0.0)
-    with pytest.raises(ValueError, match="does not weight tokens"):
-        TrainConfig(objective="on_policy", token_weighting="jsd", token_jsd="x")
+        TrainConfig.from_flat({"objective": "on_policy", "on_policy_fraction": 0.0})
+    with pytest.raises(ValueError, match="token_weighting is a setting of objective distill and sft"):
+        TrainConfig.from_flat({"objective": "on_policy", "token_weighting": "jsd", "token_jsd": "x"})

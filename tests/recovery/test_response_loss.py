@@ -1,4 +1,5 @@
-"""The chunked response loss of sft and distill equals that of the full logits, value and LoRA gradients, in fp32."""
+"""The chunked response loss of sft and distill equals that of the full logits, value and LoRA gradients, in fp32;
+distillation's temperature softens the KL as GKD's does, times its square."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def _lora_gradients(model, loss) -> dict[str, torch.Tensor]:
     return {name: parameter.grad.clone() for name, parameter in model.named_parameters() if "lora_" in name}
 
 
-def _chunked(model, batch, chunk, teacher=None):
+def _chunked(model, batch, chunk, teacher=None, temperature=1.0):
     causal_lm = causal_lm_of(model)
     hidden, targets = response_hidden_states(causal_lm, batch)
     teacher_head = teacher_hidden = None
@@ -69,6 +70,7 @@ def _chunked(model, batch, chunk, teacher=None):
         position_chunk=chunk,
         teacher_head=teacher_head,
         teacher_hidden=teacher_hidden,
+        temperature=temperature,
     )
 
 
@@ -114,6 +116,76 @@ def test_the_chunked_kl_and_nll_equal_gkd_forward_kl_plus_cross_entropy_on_the_f
     assert float(totals.kl.detach()) > 0
     torch.testing.assert_close(chunked_loss.detach(), full_loss.detach(), atol=1e-5, rtol=1e-5)
     _assert_close(_lora_gradients(model, chunked_loss), full_gradients)
+
+
+def _teacher(perturbed_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(perturbed_model_dir, dtype=torch.float32).eval()
+
+
+def test_the_kl_at_temperature_1_is_exactly_the_forward_kl_of_the_plain_distributions(tiny_model, perturbed_model_dir):
+    teacher = _teacher(perturbed_model_dir)
+    batch = _batch(tiny_model.config.vocab_size)
+    with torch.no_grad():
+        totals = _chunked(tiny_model, batch, 1000, teacher=teacher, temperature=1.0)
+        hidden, _ = response_hidden_states(tiny_model, batch)
+        student = tiny_model.get_output_embeddings()(hidden).float().log_softmax(-1)
+        teacher_hidden, _ = response_hidden_states(teacher, batch)
+        teacher_log_probs = teacher.get_output_embeddings()(teacher_hidden).float().log_softmax(-1)
+    # What the loss computed before the temperature existed, operation for operation: equal to the bit.
+    assert torch.equal(totals.kl, functional.kl_div(student, teacher_log_probs, reduction="sum", log_target=True))
+
+
+def test_the_kl_at_another_temperature_is_gkd_softened_kl_times_its_square_and_the_nll_stays(
+    tiny_model, perturbed_model_dir
+):
+    from trl.experimental.gkd import GKDTrainer
+
+    teacher = _teacher(perturbed_model_dir)
+    batch = _batch(tiny_model.config.vocab_size)
+    with torch.no_grad():
+        logits, labels = _full_logits(tiny_model, batch)
+        teacher_logits, _ = _full_logits(teacher, batch)
+        plain = _chunked(tiny_model, batch, 4, teacher=teacher)
+        softened = _chunked(tiny_model, batch, 4, teacher=teacher, temperature=2.0)
+    # GKD's loss divides both logits by the temperature and averages over the response tokens, without the T².
+    gkd = GKDTrainer.generalized_jsd_loss(logits, teacher_logits, labels=labels, beta=0.0, temperature=2.0)
+    torch.testing.assert_close(softened.kl / 4.0 / softened.tokens, gkd, atol=1e-6, rtol=1e-5)
+    assert abs(float(softened.kl) - float(plain.kl)) > 1e-3
+    torch.testing.assert_close(softened.nll, plain.nll)
+
+
+def test_a_temperature_not_above_zero_is_refused(tiny_model):
+    hidden = torch.zeros(2, tiny_model.config.hidden_size)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        response_totals(
+            tiny_model.get_output_embeddings(),
+            hidden,
+            torch.zeros(2, dtype=torch.long),
+            position_chunk=4,
+            temperature=0.0,
+        )
+
+
+def test_the_distill_trainer_takes_its_temperature_from_the_objective_config(
+    tiny_model, tiny_tokenizer, perturbed_model_dir, subset_file, tmp_path
+):
+    from paser.recovery.objectives.distill import build_distill_trainer
+
+    teacher = _teacher(perturbed_model_dir)
+    losses = {}
+    for temperature in (1.0, 2.0):
+        config = fast_config(objective="distill", lora_dropout=0.0, group_by_length=False, temperature=temperature)
+        rows = load_training_rows(subset_file, tiny_tokenizer, config)
+        common = _trl_common_args(config, tmp_path, "cpu", torch.float32)
+        trainer = build_distill_trainer(tiny_model, teacher, tiny_tokenizer, rows, config, common)
+        assert trainer.kl_temperature == temperature
+        batch = next(iter(trainer.get_train_dataloader()))
+        with torch.no_grad():
+            losses[temperature] = float(trainer.compute_loss(trainer.model, batch))
+        tiny_model = trainer.model.unload()
+    assert losses[1.0] != pytest.approx(losses[2.0])
 
 
 def test_accuracy_and_entropy_are_those_of_the_full_logits(tiny_model):
