@@ -204,6 +204,10 @@ class SelectConfig(CorpusSections):
     out: str = dataclasses.field(default="runs/select", metadata={"help": "Output directory."})
 
 
+# A number in exponent form without a dot (1e-3, 5E4): YAML 1.1, as PyYAML reads it, makes it a string.
+EXPONENT_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
 def _is_dataclass_type(kind: Any) -> bool:
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
 
@@ -244,6 +248,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if kind is float and isinstance(value, str) and EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML reads 1e-3 (an exponent, no dot) as a string
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if kind in (int, float) and isinstance(value, bool):

@@ -163,3 +163,26 @@ def test_a_run_config_written_out_reads_back_with_a_flat_recovery_section():
     written = yaml.safe_load(yaml.safe_dump(config_to_dict(config)))
     assert written["recovery"]["sft_weight"] == 0.25 and "objective_config" not in written["recovery"]
     assert build_config(RunConfig, written) == config
+
+
+RUN_HEAD = "corpus: {path: builtin:demo}\nmodels: {original: smollm2, pruned: pruned}\n"
+
+
+def test_a_yaml_number_with_an_exponent_and_no_dot_is_read_as_the_float_it_is(tmp_path):
+    from paser.pipelines.run import RunConfig, load_run_config
+
+    # PyYAML (YAML 1.1) reads 1e-3 as the string "1e-3"; a float field takes it as 0.001.
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{RUN_HEAD}recovery: {{learning_rate: 1e-3, warmup: 5E-2}}\n")
+    config = load_run_config(path)
+    assert isinstance(config, RunConfig)
+    assert config.recovery.learning_rate == 0.001 and config.recovery.warmup == 0.05
+
+
+def test_a_string_that_is_not_a_number_is_still_refused_for_a_float_field(tmp_path):
+    from paser.pipelines.run import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{RUN_HEAD}recovery: {{learning_rate: fast}}\n")
+    with pytest.raises(ConfigError, match="recovery.learning_rate"):
+        load_run_config(path)
