@@ -42,7 +42,8 @@ import yaml
 from paser.common.io import write_atomic, write_json
 from paser.data.heldout import heldout_source
 from paser.pipelines.analysis.accounting import combo_compute, shared_cost
-from paser.pipelines.analysis.results import LABEL_FIELDS, combo_name, gap_recovered
+from paser.pipelines.analysis.metrics import gap_recovered
+from paser.pipelines.analysis.reader import LABEL_FIELDS, combo_name
 from paser.pipelines.analysis.uncertainty import metric_summary, versus_random
 from paser.pipelines.config import (
     ConfigError,
