@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from paser.pipelines.run import Run, combos, load_run_config
-from paser.pipelines.stages import Stage
+from tests.pipelines.test_stage_keys import walk
 
 ROOT = Path(__file__).resolve().parents[2]
 IDENTITIES = ("source_identity", "model_identity", "file_sha256")
@@ -39,24 +39,13 @@ def stub_identities() -> None:
                 setattr(module, function, lambda value, function=function: f"{function}:{value}")
 
 
-def walk(stages: list[Stage]) -> dict[str, str]:
-    """Every stage reachable from `stages` through their inputs, by name, with its key."""
-    found: dict[str, Stage] = {}
-    pending = list(stages)
-    while pending:
-        stage = pending.pop()
-        if stage.name not in found:
-            found[stage.name] = stage
-            pending += stage.inputs.values()
-    return {name: found[name].digest for name in sorted(found)}
-
-
 def config_keys(path: Path | None, run_dir: Path) -> dict[str, str]:
+    """Every stage of the config at `path` (None: the demo), by name, with its key."""
     config = load_run_config(path)
     runner = Run(config, run_dir)
     tops = [runner.baseline_stage("original"), runner.baseline_stage("pruned")]
     tops += [runner.combo_stage(combo) for combo in combos(config)]
-    return walk(tops)
+    return {stage.name: stage.digest for stage in sorted(walk(tops), key=lambda stage: stage.name)}
 
 
 def main() -> None:
