@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from paser.pipelines.analysis.results import RunResults
+    from paser.pipelines.analysis.reader import RunReader
     from paser.pipelines.config import SelectConfig
     from paser.pipelines.run import Run
     from paser.pipelines.select import SelectOutput
@@ -153,12 +153,13 @@ def run(config: str | os.PathLike[str] | None, out: str | os.PathLike[str], over
     return run_experiment(load_run_config(config, list(overrides)), out)
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> RunResults:
-    """The results of a `paser run` folder as tables (`paser.pipelines.analysis.results.RunResults`); refuses
-    (`paser.pipelines.analysis.results.RunError`) a folder `paser run` did not finish writing."""
-    from paser.pipelines.analysis.results import load_run as load_results
+def load_run(run_dir: str | os.PathLike[str]) -> RunReader:
+    """The reader of a `paser run` folder (`paser.pipelines.analysis.reader.RunReader`), which the analyses of
+    `paser.pipelines.analysis` (`metrics`, `selections`, `accounting`) take; refuses
+    (`paser.pipelines.analysis.reader.RunError`) a folder `paser run` did not finish writing."""
+    from paser.pipelines.analysis.reader import load_run as read_run
 
-    return load_results(run_dir)
+    return read_run(run_dir)
 
 
 def cluster_texts(

@@ -261,7 +261,7 @@ class RunLayout:
         return self.root / "combos"
 
     def combo(self, name: str) -> ComboFolder:
-        """The folder of the combination named `name` (`paser.pipelines.analysis.results.combo_name`)."""
+        """The folder of the combination named `name` (`paser.pipelines.analysis.reader.combo_name`)."""
         return ComboFolder(self.combos / name)
 
     def baseline(self, name: str) -> EvalFolder:

@@ -42,7 +42,8 @@ import yaml
 from paser.common.io import write_atomic, write_json
 from paser.data.heldout import heldout_source
 from paser.pipelines.analysis.accounting import combo_compute, shared_cost
-from paser.pipelines.analysis.results import LABEL_FIELDS, combo_name, gap_recovered
+from paser.pipelines.analysis.metrics import gap_recovered
+from paser.pipelines.analysis.reader import LABEL_FIELDS, combo_name
 from paser.pipelines.analysis.uncertainty import metric_summary, versus_random
 from paser.pipelines.config import (
     ConfigError,
@@ -62,9 +63,10 @@ from paser.pipelines.heldout import (
 from paser.pipelines.layout import RunLayout, pruning_record
 from paser.pipelines.lock import output_folder
 from paser.pipelines.run_stages import (
+    EvalSections,
+    ModelPair,
     SharedStages,
     eval_stage,
-    pruned_model,
     recover_stage,
     select_config,
     select_stage,
@@ -396,6 +398,12 @@ class Run:
         """The pruned model's identity for later hashes: the prune stage's hash, or the checkpoint fingerprint."""
         return model_identity(self.pruned_path) if self.prune_stage is None else self.prune_stage.digest
 
+    @functools.cached_property
+    def pair(self) -> ModelPair:
+        """The model pair as the stages that load it declare it (identities read on first hashing)."""
+        original, pruned = (lambda: self.original_identity), (lambda: self.pruned_identity)
+        return ModelPair(self.config.models.original, self.pruned_path, original, pruned, self.prune_stage)
+
     # -- the whole run
 
     @functools.cached_property
@@ -403,20 +411,29 @@ class Run:
         """The stages every combination builds on (building them reads nothing)."""
         return shared_stages(self)
 
+    @functools.cached_property
+    def eval_sections(self) -> EvalSections:
+        """What every evaluation stage reads: the evaluation, recovery and models sections, the shared folder."""
+        config = self.config
+        return EvalSections(config.evaluation, config.recovery, config.models, self.layout.shared)
+
     def baseline_stage(self, name: str) -> Stage:
         """Stage `eval/original` or `eval/pruned`: a model of the pair evaluated as it is."""
-        out = self.layout.baseline(name)
+        out, pair = self.layout.baseline(name), self.pair
         if name == "original":
-            sources = {"model": lambda: self.original_identity}
-            return eval_stage(self, self.stages, name, self.config.models.original, out, {}, sources)
-        return eval_stage(self, self.stages, name, self.pruned_path, out, *pruned_model(self, "model"))
+            sources = {"model": pair.original_identity}
+            return eval_stage(self.eval_sections, self.stages, name, pair.original, out, {}, sources)
+        return eval_stage(self.eval_sections, self.stages, name, pair.pruned, out, *pair.pruned_model("model"))
 
     def combo_stage(self, combo: Combo) -> Stage:
-        """Stage `eval/{combo}`, after the combination's select and recover stages."""
-        recover = recover_stage(self, select_stage(self, self.stages, combo), combo)
-        folder = self.layout.combo(combo.name)
-        merged = str(folder.recover.merged)
-        return eval_stage(self, self.stages, combo.name, merged, folder.eval, {"model": recover}, {})
+        """Stage `eval/{combo}`, after the combination's select and recover stages, each given its sections."""
+        folder, config = self.layout.combo(combo.name), self.config
+        select = select_stage(
+            select_config(self, combo, folder.select.root), self.layout.shared, self.stages, folder.select, combo
+        )
+        recover = recover_stage(config.recovery, config.evaluation.data_dir, self.pair, folder, select, combo)
+        merged, model = str(folder.recover.merged), {"model": recover}
+        return eval_stage(self.eval_sections, self.stages, combo.name, merged, folder.eval, model, {})
 
     def execute(self) -> dict[str, Any]:
         """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""

@@ -1,6 +1,9 @@
-"""The stages of `paser run` (what each writes: pipelines/run.py), one builder each: a function of the run and
-the stages it builds on that returns a `paser.pipelines.stages.Stage`. Building a stage runs, hashes and writes
-nothing; `Run` composes them and its executor runs them. Two steps come before the stages because the score
+"""The stages of `paser run` (what each writes: pipelines/run.py), one builder each: a function of the config
+section(s) the stage reads, the run-folder paths it writes, the model pair where it loads a model (`ModelPair`) and
+the stages it builds on, that returns a `paser.pipelines.stages.Stage`. No builder sees the whole run: the
+composers (`shared_stages` here, `Run` for each combination) hand each its sections, and the shared selection's
+sections as one `SelectConfig` (`select_config`: what `paser select` would read). Building a stage runs, hashes and
+writes nothing; `Run`'s executor runs them. Two steps come before the stages because the score
 stage hashes what they write: the demo corpus (`write_builtin_demo`) and the calibration rows
 (`write_calibration_rows`).
 
@@ -27,7 +30,7 @@ from paser.common.io import file_sha256, write_atomic, write_json, write_jsonl, 
 from paser.data.heldout import get_heldout_builder, heldout_source, prompt_key, write_heldout
 from paser.pipelines.config import ModelPairConfig, SelectConfig, SelectionConfig
 from paser.pipelines.heldout import DEV_SHARE, SPLIT_SALT, HeldoutSet, copy_rows, heldout_nll
-from paser.pipelines.layout import EvalFolder, SharedFolder, pruning_record
+from paser.pipelines.layout import ComboFolder, EvalFolder, SelectFolder, SharedFolder, pruning_record
 from paser.pipelines.select import (
     ScoredCorpus,
     cluster_table,
@@ -40,13 +43,35 @@ from paser.pipelines.select import (
 from paser.pipelines.select import score_stage as read_and_score_corpus
 from paser.pipelines.stages import InputValues, Stage, log, settings_except, source_identity
 from paser.selection.cluster import ClusterResult, cluster_embeddings
-from paser.selection.corpus import Corpus, CorpusStats
+from paser.selection.config import ClusterConfig
+from paser.selection.corpus import Corpus, CorpusConfig, CorpusStats
 from paser.selection.embed import read_embedding_summary
 from paser.selection.store import CorpusStore, StoredSamples
 from paser.selection.strategies import get_strategy, strategy_class
 
 if TYPE_CHECKING:
-    from paser.pipelines.run import Combo, Run
+    from paser.pipelines.run import Combo, EvaluationConfig, Run, RunModelsConfig
+    from paser.recovery.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPair:
+    """The model pair as the stages that load it declare it: the original's name and the pruned model's path, each
+    model's identity (read on first hashing, `paser.pipelines.stages.model_identity`) and the prune stage where the
+    run prunes."""
+
+    original: str
+    pruned: str
+    original_identity: Callable[[], str]
+    pruned_identity: Callable[[], str]
+    prune: Stage | None
+
+    def pruned_model(self, role: str) -> tuple[dict[str, Stage], dict[str, Callable[[], str]]]:
+        """The pruned model declared under `role`, as (inputs, sources): the prune stage where the run prunes, else
+        the checkpoint's identity."""
+        if self.prune is not None:
+            return {role: self.prune}, {}
+        return {}, {role: self.pruned_identity}
 
 
 @dataclasses.dataclass
@@ -65,17 +90,22 @@ class SharedStages:
 
 
 def shared_stages(run: Run) -> SharedStages:
-    """Every shared stage of `run`, each wired to the stages it builds on."""
-    recipe = recipe_stage(run) if run.config.recipe is not None else None
-    score = score_stage(run, recipe)
-    heldout = heldout_stage(run, score)
+    """Every shared stage of `run`, each given its config sections and wired to the stages it builds on."""
+    config, shared, select = run.config, run.layout.shared, select_config(run)
+    evaluation = config.evaluation
+    recipe = recipe_stage(config.recipe, config.corpus, Path(run.corpus_path)) if config.recipe is not None else None
+    score = score_stage(select, shared, run.pair, recipe)
+    heldout = heldout_stage(evaluation, shared, score)
     heldout_sets = {
-        spec.name: heldout_set_stage(run, spec) for spec in run.config.evaluation.heldout_sets() if has_own_rows(spec)
+        spec.name: heldout_set_stage(spec, evaluation.data_dir, shared)
+        for spec in evaluation.heldout_sets()
+        if has_own_rows(spec)
     }
-    embed = embed_stage(run, heldout)
-    embed_response = embed_response_stage(run, heldout) if run.config.clustering.response_weight > 0 else None
+    embed = embed_stage(select, shared, heldout)
+    embed_response = embed_response_stage(select, shared, heldout) if config.clustering.response_weight > 0 else None
     clusters = {
-        int(seed): cluster_stage(run, int(seed), heldout, embed, embed_response) for seed in run.config.selection.seeds
+        int(seed): cluster_stage(config.clustering, select, int(seed), shared, heldout, embed, embed_response)
+        for seed in config.selection.seeds
     }
     return SharedStages(score, heldout, heldout_sets, embed, embed_response, clusters)
 
@@ -172,9 +202,9 @@ def write_calibration_rows(run: Run) -> None:
     write_atomic(Path(path), lambda staging: staging.write_text(text, encoding="utf-8"))
 
 
-def recipe_stage(run: Run) -> Stage:
-    """Stage `recipe`: `corpus.path` normalised by the config's data recipe into `shared/recipe_corpus.jsonl`."""
-    corpus, recipe, out = run.config.corpus, run.config.recipe, Path(run.corpus_path)
+def recipe_stage(recipe: str, corpus: CorpusConfig, out: Path) -> Stage:
+    """Stage `recipe`: `corpus.path` normalised by the data recipe `recipe` into `out`
+    (`shared/recipe_corpus.jsonl`)."""
 
     def compute(values: InputValues) -> None:
         from paser.data.recipes import prepare_corpus
@@ -191,18 +221,17 @@ def recipe_stage(run: Run) -> Stage:
     )
 
 
-def score_stage(run: Run, recipe: Stage | None) -> Stage:
-    """Stage `score`: the corpus validated into `shared/corpus.parquet` and scored with the model pair; its value
-    is the `ScoredCorpus`. Keyed by the corpus's content (or the recipe stage's hash), not its path, and by
-    `calibration_rows.txt` where there is one (`write_calibration_rows` writes it first)."""
-    shared = run.layout.shared
+def score_stage(config: SelectConfig, shared: SharedFolder, pair: ModelPair, recipe: Stage | None) -> Stage:
+    """Stage `score`: the corpus of the shared selection config `config` validated into `shared/corpus.parquet` and
+    scored with the model pair; its value is the `ScoredCorpus`. Keyed by the corpus's content (or the recipe
+    stage's hash), not its path, and by `calibration_rows.txt` where there is one (`write_calibration_rows` writes
+    it first)."""
     artifacts = [shared.corpus, shared.scores, shared.corpus_record, shared.score_shards]
 
-    config = select_config(run)
-    inputs, sources = pruned_model(run, "pruned")
-    sources["original"] = lambda: run.original_identity
+    inputs, sources = pair.pruned_model("pruned")
+    sources["original"] = pair.original_identity
     if recipe is None:
-        sources["corpus"] = lambda: source_identity(run.corpus_path)
+        sources["corpus"] = lambda: source_identity(config.corpus.path)
     else:
         inputs["recipe"] = recipe
     if config.corpus.exclude_rows is not None:
@@ -217,7 +246,7 @@ def score_stage(run: Run, recipe: Stage | None) -> Stage:
 
     def compute(values: InputValues) -> ScoredCorpus:
         shared.score_shards.mkdir(exist_ok=True)
-        scored = read_and_score_corpus(select_config(run), shared.root)
+        scored = read_and_score_corpus(config, shared.root)
         write_parquet(shared.scores, scored.scores)
         write_json(
             shared.corpus_record,
@@ -248,11 +277,10 @@ def load_scored(shared: SharedFolder) -> ScoredCorpus:
 # ------------------------------------------------------------------------------------------------ held-out rows
 
 
-def heldout_stage(run: Run, score: Stage) -> Stage:
+def heldout_stage(evaluation: EvaluationConfig, shared: SharedFolder, score: Stage) -> Stage:
     """Stage `heldout`: the rows kept out of every selection (`shared/heldout.json`, their rows in
     `shared/heldout.jsonl`). Its value is the pool: the scored corpus minus those rows, what every strategy
     selects from."""
-    evaluation, shared = run.config.evaluation, run.layout.shared
 
     sources = {}
     if evaluation.heldout_file is not None:
@@ -265,16 +293,15 @@ def heldout_stage(run: Run, score: Stage) -> Stage:
         return dataclasses.replace(scored, scores=scores)
 
     def compute(values: InputValues) -> ScoredCorpus:
-        write_heldout_rows(run, values["score"])
+        write_heldout_rows(evaluation, shared, values["score"])
         return pool(values)
 
     settings = {"rows": evaluation.split_rows()}
     return Stage("heldout", compute, [shared.heldout_ids], {"score": score}, settings, sources, pool)
 
 
-def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
+def write_heldout_rows(evaluation: EvaluationConfig, shared: SharedFolder, scored: ScoredCorpus) -> None:
     """Choose the held-out rows (seeded, spread over the corpus) and write them; an empty split is allowed."""
-    evaluation, shared = run.config.evaluation, run.layout.shared
     ids: list[str] = []
     if evaluation.heldout_file is not None:
         copy_rows(evaluation.heldout_file, shared.heldout_rows)
@@ -294,14 +321,14 @@ def write_heldout_rows(run: Run, scored: ScoredCorpus) -> None:
     write_json(shared.heldout_ids, {"ids": ids, "source": source})
 
 
-def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
+def heldout_set_stage(spec: HeldoutSet, data_dir: str | None, shared: SharedFolder) -> Stage:
     """Stage `heldout/{name}`: a named file or built-in set's rows as `shared/heldout/{name}.jsonl`, keyed by
-    the file's content, or by the built-in set's name, row limit and data file's content."""
-    path = run.layout.shared.heldout_set(spec.name)
+    the file's content, or by the built-in set's name, row limit and data file's content (in `data_dir`,
+    `evaluation.data_dir`)."""
+    path = shared.heldout_set(spec.name)
     if spec.file is not None:
         sources = {"file": lambda: source_identity(spec.file)}
         return Stage(f"heldout/{spec.name}", lambda values: copy_rows(spec.file, path), [path], sources=sources)
-    data_dir = run.config.evaluation.data_dir
     limit = spec.limit or get_heldout_builder(spec.builtin).default_limit
 
     def compute(values: InputValues) -> None:
@@ -316,55 +343,63 @@ def heldout_set_stage(run: Run, spec: HeldoutSet) -> Stage:
 # ------------------------------------------------------------------------------------------------ embed, cluster
 
 
-def embed_stage(run: Run, heldout: Stage) -> Stage:
-    """Stage `embed`: the pool's embeddings in `shared/embed_shards/` (finished shards kept on a resume)."""
+def embed_stage(config: SelectConfig, shared: SharedFolder, heldout: Stage) -> Stage:
+    """Stage `embed`: the pool's embeddings in `shared/embed_shards/` (finished shards kept on a resume), with the
+    embedding, corpus fields and engine of the shared selection config `config`."""
     settings = {
-        "embedding": settings_except(run.config.embedding, "batch_size"),
-        "embed_fields": list(run.config.corpus.embed_fields),
+        "embedding": settings_except(config.embedding, "batch_size"),
+        "embed_fields": list(config.corpus.embed_fields),
     }
 
     def embeddings(values: InputValues) -> np.ndarray:
         pool = values["pool"]
-        shards = run.layout.shared.embed_shards
-        return embed_rows(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shards)
+        return embed_rows(config, pool.store, pool.scores["id"].astype(str).tolist(), shared.embed_shards)
 
-    artifacts = [run.layout.shared.embed_shards]
+    artifacts = [shared.embed_shards]
     return Stage("embed", embeddings, artifacts, {"pool": heldout}, settings, load=embeddings)
 
 
-def embed_response_stage(run: Run, heldout: Stage) -> Stage:
+def embed_response_stage(config: SelectConfig, shared: SharedFolder, heldout: Stage) -> Stage:
     """Stage `embed_response`: the pool's responses embedded, for a clustering that weighs them."""
-    shared = run.layout.shared
 
     def embeddings(values: InputValues) -> np.ndarray | None:
         pool = values["pool"]
-        return response_embeddings(run.config, pool.store, pool.scores["id"].astype(str).tolist(), shared.root)
+        return response_embeddings(config, pool.store, pool.scores["id"].astype(str).tolist(), shared.root)
 
-    settings = {"embedding": settings_except(run.config.embedding, "batch_size")}
+    settings = {"embedding": settings_except(config.embedding, "batch_size")}
     artifacts = [shared.response_embed_shards]
     return Stage("embed_response", embeddings, artifacts, {"pool": heldout}, settings, load=embeddings)
 
 
-def cluster_stage(run: Run, seed: int, heldout: Stage, embed: Stage, embed_response: Stage | None) -> Stage:
-    """Stage `cluster/s{seed}`: the pool clustered under run seed `seed` (`clustering.seed` where one is set):
+def cluster_stage(
+    clustering: ClusterConfig,
+    config: SelectConfig,
+    seed: int,
+    shared: SharedFolder,
+    heldout: Stage,
+    embed: Stage,
+    embed_response: Stage | None,
+) -> Stage:
+    """Stage `cluster/s{seed}`: the pool clustered by the run's `clustering` section under run seed `seed`
+    (`clustering.seed` where one is set), on the features the shared selection config `config` builds:
     `shared/clusters-s{seed}.parquet` (with the 2-D map) and `shared/clustering-s{seed}.json`. Its value is the
     `ClusterResult`."""
-    cluster_seed = seed if run.config.clustering.seed is None else run.config.clustering.seed
-    table_path = run.layout.shared.cluster_table(seed)
-    record_path = run.layout.shared.cluster_record(seed)
+    cluster_seed = seed if clustering.seed is None else clustering.seed
+    table_path = shared.cluster_table(seed)
+    record_path = shared.cluster_record(seed)
 
-    clustering = dataclasses.replace(run.config.clustering, seed=cluster_seed)
+    clustering = dataclasses.replace(clustering, seed=cluster_seed)
     inputs = {"pool": heldout, "embed": embed}
     if embed_response is not None:
         inputs["embed_response"] = embed_response
-    settings = {"clustering": clustering, "embed_fields": list(run.config.corpus.embed_fields)}
+    settings = {"clustering": clustering, "embed_fields": list(config.corpus.embed_fields)}
 
     def compute(values: InputValues) -> ClusterResult:
         pool = values["pool"]
         ids = pool.scores["id"].astype(str).tolist()
         embeddings = values["embed"]
         responses = values.get("embed_response")
-        features = clustering_features(run.config, pool.store, ids, embeddings, responses, clustering)
+        features = clustering_features(config, pool.store, ids, embeddings, responses, clustering)
         result = cluster_embeddings(features, clustering)
         write_parquet(table_path, cluster_table(ids, result, embeddings, seed))
         eigenvalues = None if result.eigenvalues is None else [float(v) for v in result.eigenvalues]
@@ -407,13 +442,14 @@ def load_clusters(table_path: Path, record_path: Path, pool_ids: Callable[[], li
 # ------------------------------------------------------------------------------------------------ per combination
 
 
-def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
-    """Stage `select/{combo}`: the combination's selection (`combos/{combo}/select/`: selection.jsonl,
-    stats.json) from the pool, its embeddings and its seed's clustering."""
-    folder = run.layout.combo(combo.name).select
+def select_stage(
+    config: SelectConfig, shared: SharedFolder, stages: SharedStages, folder: SelectFolder, combo: Combo
+) -> Stage:
+    """Stage `select/{combo}`: the combination's selection by its select config `config` (`select_config`) into
+    `folder` (`combos/{combo}/select/`: selection.jsonl, stats.json) from the pool, its embeddings and its seed's
+    clustering."""
     out = folder.root
-    config = select_config(run, combo, out)
-    cluster = shared.clusters[combo.seed]
+    cluster = stages.clusters[combo.seed]
 
     selection = config.selection
     settings = {
@@ -432,39 +468,41 @@ def select_stage(run: Run, shared: SharedStages, combo: Combo) -> Stage:
             embeddings,
             values["cluster"],
             out,
-            concept_cache_dir=run.layout.shared.concept_cache,
-            embedding_summary=read_embedding_summary(run.layout.shared.embed_shards),
+            concept_cache_dir=shared.concept_cache,
+            embedding_summary=read_embedding_summary(shared.embed_shards),
             write_tables=False,
         )
 
-    inputs = {"pool": shared.heldout, "embed": shared.embed, "cluster": cluster}
+    inputs = {"pool": stages.heldout, "embed": stages.embed, "cluster": cluster}
     return Stage(f"select/{combo.name}", compute, [folder.selection, folder.stats], inputs, settings)
 
 
-def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
-    """Stage `recover/{combo}`: the pruned model trained on the combination's selection and merged
-    (`combos/{combo}/recover/`: adapter/, merged/, recovery.json, ...)."""
-    folder = run.layout.combo(combo.name)
+def recover_stage(
+    recovery: TrainConfig, data_dir: str | None, pair: ModelPair, folder: ComboFolder, select: Stage, combo: Combo
+) -> Stage:
+    """Stage `recover/{combo}`: the pruned model of `pair` trained by the `recovery` section on the combination's
+    selection and merged (`folder.recover`, `combos/{combo}/recover/`: adapter/, merged/, recovery.json, ...);
+    `data_dir` is `evaluation.data_dir`, where the re-masking check reads its text."""
     out = folder.recover.root
-    training = dataclasses.replace(run.config.recovery, seed=combo.seed)
-    inputs, sources = pruned_model(run, "pruned")
+    training = dataclasses.replace(recovery, seed=combo.seed)
+    inputs, sources = pair.pruned_model("pruned")
     inputs["select"] = select
-    sources["original"] = lambda: run.original_identity  # the teacher of the objectives that learn from it
+    sources["original"] = pair.original_identity  # the teacher of the objectives that learn from it
     # The shared settings and the objective's, flat (`TrainConfig.flat_settings`); trackers only watch.
     settings = {"recovery": settings_except(training.flat_settings(), "show_progress", "report_to")}
     if training.remask_eval == "wikitext2":  # the re-masking check reads its text from the data folder
-        settings["data_dir"] = run.config.evaluation.data_dir
+        settings["data_dir"] = data_dir
 
     def compute(values: InputValues) -> None:
         from paser.recovery.train import recover
 
         recover(
-            run.pruned_path,
+            pair.pruned,
             folder.select.selection,
             out,
             training,
-            original=run.config.models.original,
-            data_dir=run.config.evaluation.data_dir,
+            original=pair.original,
+            data_dir=data_dir,
             run_name=combo.name,
         )
         gc.collect()
@@ -476,9 +514,20 @@ def recover_stage(run: Run, select: Stage, combo: Combo) -> Stage:
 # ------------------------------------------------------------------------------------------------ evaluation
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalSections:
+    """The config sections an evaluation reads: `evaluation` (tasks, held-out sets), `recovery` (how a held-out row
+    is tokenised: as training does), `models` (dtype and device), and the folder of the held-out rows (`shared`)."""
+
+    evaluation: EvaluationConfig
+    recovery: TrainConfig
+    models: RunModelsConfig
+    shared: SharedFolder
+
+
 def eval_stage(
-    run: Run,
-    shared: SharedStages,
+    sections: EvalSections,
+    stages: SharedStages,
     name: str,
     model: str,
     out: EvalFolder,
@@ -488,9 +537,9 @@ def eval_stage(
     """Stage `eval/{name}`: `model` evaluated on the tasks and every held-out set (`out.metrics`). The model is
     declared by role `model`: the stage that wrote it (`model_inputs`) or its checkpoint's identity
     (`model_sources`)."""
-    evaluation, recovery = run.config.evaluation, run.config.recovery
-    inputs = {**model_inputs, "pool": shared.heldout}
-    inputs |= {f"heldout/{set_name}": stage for set_name, stage in shared.heldout_sets.items()}
+    evaluation, recovery, models = sections.evaluation, sections.recovery, sections.models
+    inputs = {**model_inputs, "pool": stages.heldout}
+    inputs |= {f"heldout/{set_name}": stage for set_name, stage in stages.heldout_sets.items()}
     settings = {
         # The held-out rows are read through the held-out stages, by content; here only what each set is called.
         "evaluation": settings_except(evaluation, "heldout_rows", "heldout_file", "heldout"),
@@ -500,19 +549,11 @@ def eval_stage(
             "template": recovery.template,
             "overflow": recovery.overflow,
         },
-        "models": {"dtype": run.config.models.dtype, "device": run.config.models.device},
+        "models": {"dtype": models.dtype, "device": models.device},
         "dev_test": {"dev_share": DEV_SHARE, "salt": SPLIT_SALT},  # how the in-distribution set splits in halves
     }
-    compute = lambda values: evaluate(run, model, out, values["pool"])  # noqa: E731
+    compute = lambda values: evaluate(sections, model, out, values["pool"])  # noqa: E731
     return Stage(f"eval/{name}", compute, [out.metrics], inputs, settings, model_sources)
-
-
-def pruned_model(run: Run, role: str) -> tuple[dict[str, Stage], dict[str, Callable[[], str]]]:
-    """The pruned model as a stage declares it under `role`, as (inputs, sources): the prune stage where the run
-    prunes, else the checkpoint's identity."""
-    if run.prune_stage is not None:
-        return {role: run.prune_stage}, {}
-    return {}, {role: lambda: run.pruned_identity}
 
 
 def strategy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -521,12 +562,11 @@ def strategy_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return {field.name: getattr(strategy, field.name) for field in dataclasses.fields(strategy) if field.init}
 
 
-def heldout_files(run: Run) -> list[tuple[HeldoutSet, Path]]:
-    """Every held-out set with the file of its rows: `shared/heldout.jsonl` for the split off the corpus
-    (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
+def heldout_files(evaluation: EvaluationConfig, shared: SharedFolder) -> list[tuple[HeldoutSet, Path]]:
+    """Every held-out set of `evaluation` with the file of its rows: `shared/heldout.jsonl` for the split off the
+    corpus (and the older keys' set), `shared/heldout/{name}.jsonl` for a named file or built-in set."""
     files = []
-    shared = run.layout.shared
-    for spec in run.config.evaluation.heldout_sets():
+    for spec in evaluation.heldout_sets():
         if has_own_rows(spec):
             files.append((spec, shared.heldout_set(spec.name)))
         elif shared.heldout_rows.exists():
@@ -547,7 +587,7 @@ def pool_prompts(pool: ScoredCorpus) -> frozenset[str]:
     return frozenset(prompt_key(sample.instruction, sample.input) for sample in pool.corpus.samples if sample.id in ids)
 
 
-def evaluate(run: Run, model_name: str, out: EvalFolder, pool: ScoredCorpus) -> None:
+def evaluate(sections: EvalSections, model_name: str, out: EvalFolder, pool: ScoredCorpus) -> None:
     """Evaluate `model_name` on the tasks and the held-out sets' response NLL into `out` (the eval stage's
     compute): the in-distribution set also as its dev and test halves (`heldout_<name>_dev`, `_test`), the
     generation tasks on prompts outside the selection pool, formatted as training formats them, their answers
@@ -555,9 +595,9 @@ def evaluate(run: Run, model_name: str, out: EvalFolder, pool: ScoredCorpus) -> 
     from paser.recovery.evaluate import GENERATION_TASK_NAMES, evaluate_model, write_results
     from paser.recovery.models import load_model
 
-    evaluation = run.config.evaluation
+    evaluation, recovery = sections.evaluation, sections.recovery
     generating = any(task in GENERATION_TASK_NAMES for task in evaluation.tasks)
-    model, tokenizer = load_model(model_name, dtype=run.config.models.dtype, device=run.config.models.device)
+    model, tokenizer = load_model(model_name, dtype=sections.models.dtype, device=sections.models.device)
     model.eval()
     record = {
         "model": model_name,
@@ -571,17 +611,17 @@ def evaluate(run: Run, model_name: str, out: EvalFolder, pool: ScoredCorpus) -> 
             source=evaluation.source,
             batch_size=evaluation.batch_size,
             seqlen=evaluation.seqlen,
-            template=run.config.recovery.template,
+            template=recovery.template,
             exclude_prompts=pool_prompts(pool) if generating else (),
             generation_cache=out.generations,
         ),
     }
-    for spec, heldout in heldout_files(run):
+    for spec, heldout in heldout_files(evaluation, sections.shared):
         result = heldout_nll(
             model,
             tokenizer,
             heldout,
-            run.config.recovery,
+            recovery,
             batch_size=evaluation.batch_size,
             split=spec.in_distribution,
         )

@@ -87,8 +87,8 @@ def test_select_takes_a_config_object_and_a_rerun_replaces_the_dataset(selected)
 
 
 def test_load_run_reads_a_run_folder(tmp_path):
-    results = paser.load_run(build_fake_run(tmp_path / "run"))
-    assert set(results.combos()["strategy"]) == {"paser", "random"}
+    run = paser.load_run(build_fake_run(tmp_path / "run"))
+    assert set(run.combos()["strategy"]) == {"paser", "random"}
 
 
 def test_unknown_select_key_is_refused_naming_it(tmp_path):

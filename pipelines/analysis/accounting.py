@@ -1,5 +1,5 @@
 """results.json's `compute` and `shared_cost` blocks: what each combination trained on and for how long, and what
-the selection cost once for all of them.
+the selection cost once for all of them; read from a run folder as `compute_table` and `run_shared_cost`.
 
 Per combination, from combos/{combo}/recover/recovery.json and the manifest's stage timings:
 - `rows_trained`: the subset's rows training used; `epochs`: the passes made (the trainer's count, fractional
@@ -30,6 +30,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from paser.pipelines.analysis.reader import RunReader, block_table
 from paser.pipelines.layout import RunLayout
 from paser.recovery.flops import forward_flops
 from paser.selection.strategies import strategy_with_role
@@ -132,7 +135,6 @@ def scoring_cost(run_dir: str | Path) -> dict[str, float | None]:
     """{"scoring_tokens", "scoring_flops"} of the run's score stage: the tokens of every scored row
     (shared/scores.parquet) and the estimated FLOPs of forwarding them through both models, 2·N·(P_original +
     P_pruned) with the parameter counts of shared/corpus.json; None where a file or count is missing."""
-    import pandas as pd
 
     shared = RunLayout(run_dir).shared
     scores_path, corpus_path = shared.scores, shared.corpus_record
@@ -162,3 +164,19 @@ def shared_cost(stages: dict[str, Any], run_dir: str | Path | None = None) -> di
     ]
     cost = {"stages": seconds, "selection_seconds": sum(selection) if selection else None}
     return cost | scoring_cost(run_dir) if run_dir is not None else cost
+
+
+def compute_table(run: RunReader) -> pd.DataFrame:
+    """Per combo of results.json: rows, epochs and tokens trained, train, recover and select seconds, teacher
+    and generated tokens, estimated FLOPs, and the tokens, seconds and FLOPs as a fraction of the `full`
+    combos' (NaN without one); see this module's docstring. results.json's `compute`, else read from the recovery
+    records and the manifest (`combo_compute`)."""
+    block = run.results.get("compute") or combo_compute(run.results, run.manifest.get("stages", {}), run.path)
+    return block_table(block["rows"], ("combo", "strategy", "budget", "seed", *COMPUTE_FIELDS), COMPUTE_FIELDS)
+
+
+def run_shared_cost(run: RunReader) -> dict[str, Any]:
+    """{"stages": seconds of each shared stage, "selection_seconds": scoring + embedding + clustering,
+    "scoring_tokens", "scoring_flops"}: results.json's `shared_cost`, else from the manifest and the run folder
+    (`shared_cost`)."""
+    return run.results.get("shared_cost") or shared_cost(run.manifest.get("stages", {}), run.path)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paser.pipelines.analysis.results import corpus_labels
+from paser.pipelines.analysis.reader import corpus_labels
 from paser.pipelines.layout import SelectFolder, SharedFolder
 
 

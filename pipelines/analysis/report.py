@@ -9,7 +9,7 @@ difference from random with a bootstrap interval over seeds and test items, and 
 combo and its state, compute per combo (rows, tokens and seconds trained, as a share of `full`'s) and the
 shared stages' cost, the corpus map by cluster and by CDS, allocated vs
 selected rows per cluster, CDS per cluster, cluster purity against a label the pool's rows carry (where they
-carry one: `RunResults.label_field`), and the overlap between the strategies' subsets. Plots use
+carry one: `RunReader.label_field`), and the overlap between the strategies' subsets. Plots use
 matplotlib's Agg canvas directly (no pyplot state, no display needed).
 """
 
@@ -31,9 +31,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 from paser.common.io import write_atomic
-from paser.pipelines.analysis.accounting import REFERENCE_STRATEGY
+from paser.pipelines.analysis.accounting import REFERENCE_STRATEGY, compute_table, run_shared_cost
+from paser.pipelines.analysis.metrics import gap_metrics, gap_notes, results_table, summary_table, versus_random_table
 from paser.pipelines.analysis.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
-from paser.pipelines.analysis.results import RunError, RunResults, format_budget, load_run
+from paser.pipelines.analysis.reader import RunError, RunReader, format_budget, load_run
+from paser.pipelines.analysis.selections import cds_vs_gain, cluster_budgets, overlap, picks
 from paser.pipelines.analysis.stats import EXACT_SIGN_FLIPS, RESAMPLES
 from paser.pipelines.analysis.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
 from paser.pipelines.layout import RunLayout
@@ -108,7 +110,7 @@ def write_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return markdown_path, html_path
 
 
-def build_report(run: RunResults) -> list[Block]:
+def build_report(run: RunReader) -> list[Block]:
     """The report's content as blocks, in order."""
     blocks: list[Block] = [Heading(1, f"paser run report: {run.path.name}"), Paragraph(f"Run directory: {run.path}")]
     blocks += _run_section(run)
@@ -141,7 +143,7 @@ def _model_items(config: dict[str, Any]) -> list[str]:
     return [*items, f"pruned model: {_config_value(config, 'models.pruned')}"]
 
 
-def _run_section(run: RunResults) -> list[Block]:
+def _run_section(run: RunReader) -> list[Block]:
     items = _model_items(run.config)
     items += [f"{label}: {_config_value(run.config, key)}" for label, key in CONFIG_SUMMARY_KEYS]
     if run.config.get("evaluation", {}).get("heldout"):
@@ -171,18 +173,18 @@ def _run_section(run: RunResults) -> list[Block]:
     return [Heading(2, "Run"), Bullets(tuple(items))]
 
 
-def _results_section(run: RunResults) -> list[Block]:
-    table = run.results_table()
+def _results_section(run: RunReader) -> list[Block]:
+    table = results_table(run)
     per_category = run.results.get("category_metrics", [])
     metrics = [metric for metric in run.metrics if metric not in per_category]
-    gap_metrics = [metric for metric in run.gap_metrics() if metric not in per_category]
+    with_gap = [metric for metric in gap_metrics(run) if metric not in per_category]
     header = (
         "strategy",
         "budget",
         "rows",
         "seeds",
         *metrics,
-        *(f"{metric} gap recovered" for metric in gap_metrics),
+        *(f"{metric} gap recovered" for metric in with_gap),
     )
     rows = []
     category_rows = []
@@ -191,7 +193,7 @@ def _results_section(run: RunResults) -> list[Block]:
         cells = [row["strategy"], budget, _format_count(row["budget_rows"]), _format_count(row["seeds"])]
         category_rows.append(tuple(cells + [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in per_category]))
         cells += [_mean_std(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in metrics]
-        cells += [_percent(row[f"{metric}_gap_recovered"]) for metric in gap_metrics]
+        cells += [_percent(row[f"{metric}_gap_recovered"]) for metric in with_gap]
         rows.append(tuple(cells))
     lower = [metric for metric in metrics if run.results["lower_is_better"].get(metric)]
     legend = (
@@ -207,7 +209,7 @@ def _results_section(run: RunResults) -> list[Block]:
             "column are reported, never chosen on (paser.pipelines.choose)."
         )
     blocks: list[Block] = [Heading(2, "Results"), Table(header, tuple(rows)), Paragraph(legend)]
-    notes = run.notes()
+    notes = gap_notes(run)
     if notes:
         blocks.append(Bullets(tuple(notes)))
     if per_category:
@@ -222,7 +224,7 @@ def _results_section(run: RunResults) -> list[Block]:
     return blocks
 
 
-def _combos_section(run: RunResults) -> list[Block]:
+def _combos_section(run: RunReader) -> list[Block]:
     records = {record["combo"]: record for record in run.results["combos"]}
     rows = []
     for combo in run.combos().to_dict("records"):
@@ -248,7 +250,7 @@ def _combos_section(run: RunResults) -> list[Block]:
     return [Heading(2, "Combos"), Table(header, tuple(rows))]
 
 
-def _clusters_section(run: RunResults) -> list[Block]:
+def _clusters_section(run: RunReader) -> list[Block]:
     seed = run.seeds[0]
     blocks: list[Block] = [Heading(2, f"Clusters (seed {seed})")]
     try:
@@ -268,7 +270,7 @@ def _clusters_section(run: RunResults) -> list[Block]:
     blocks.append(Heading(3, "Budget per cluster"))
     allocating = False
     for strategy in run.strategies:
-        budgets = run.cluster_budgets(strategy, seed)
+        budgets = cluster_budgets(run, strategy, seed)
         if budgets["budget_allocated"].notna().any():
             allocating = True
             blocks.append(_budget_bars(budgets, strategy, seed))
@@ -279,8 +281,8 @@ def _clusters_section(run: RunResults) -> list[Block]:
     return blocks
 
 
-def _purity_blocks(run: RunResults, clusters: pd.DataFrame, seed: int) -> list[Block]:
-    """Cluster purity against the run's label field (`RunResults.label_field`); nothing without one."""
+def _purity_blocks(run: RunReader, clusters: pd.DataFrame, seed: int) -> list[Block]:
+    """Cluster purity against the run's label field (`RunReader.label_field`); nothing without one."""
     field = run.label_field()
     if field is None:
         return []
@@ -304,21 +306,21 @@ def _purity_blocks(run: RunResults, clusters: pd.DataFrame, seed: int) -> list[B
     return [heading, Paragraph(summary), _purity_heatmap(purity, field, seed), table]
 
 
-def _overlap_section(run: RunResults) -> list[Block]:
+def _overlap_section(run: RunReader) -> list[Block]:
     seed = run.seeds[0]
     heading = Heading(2, f"Overlap between strategies (seed {seed})")
     if len(run.strategies) < 2:
         return [heading, Paragraph("One strategy only: no overlap to show.")]
-    overlaps = {budget: run.overlap(budget, seed) for budget in run.budgets}
+    overlaps = {budget: overlap(run, budget, seed) for budget in run.budgets}
     return [heading, _overlap_heatmaps(overlaps, seed)]
 
 
-def _uncertainty_section(run: RunResults) -> list[Block]:
+def _uncertainty_section(run: RunReader) -> list[Block]:
     """Per strategy × budget × metric: mean ± sd and the t-interval over seeds, then the paired difference from
     random with its seed-level p-values (paired t, sign-flip) and its bootstrap interval; a forest plot of those
     differences."""
-    summary = run.summary()
-    versus = run.versus_random()
+    summary = summary_table(run)
+    versus = versus_random_table(run)
     compared = {(row["strategy"], row["budget"], row["metric"]): row for row in versus.to_dict("records")}
     rows = []
     for row in summary.to_dict("records"):
@@ -371,9 +373,9 @@ def _uncertainty_section(run: RunResults) -> list[Block]:
     return blocks
 
 
-def _compute_section(run: RunResults) -> list[Block]:
+def _compute_section(run: RunReader) -> list[Block]:
     """Per combo: rows, tokens and seconds of training, as a fraction of `full`'s; the shared stages once."""
-    compute = run.compute()
+    compute = compute_table(run)
     rows = []
     for row in compute.to_dict("records"):
         rows.append(
@@ -404,7 +406,7 @@ def _compute_section(run: RunResults) -> list[Block]:
         "forwards; `paser.recovery.flops`). Train s: the trainer's wall time; recover stage s: the whole stage "
         f"(load, train, merge, save); select s: the combo's own selection. {reference}"
     )
-    shared = run.shared_cost()
+    shared = run_shared_cost(run)
     stages = [f"{name}: {_seconds(seconds)} s" for name, seconds in shared["stages"].items()]
     selection = shared["selection_seconds"]
     stages.append(
@@ -424,15 +426,15 @@ def _compute_section(run: RunResults) -> list[Block]:
     ]
 
 
-def _picks_section(run: RunResults) -> list[Block]:
+def _picks_section(run: RunReader) -> list[Block]:
     """What each strategy's subsets are made of against the pool, averaged over seeds, and their response lengths."""
-    picks = run.picks()
-    if picks.empty:
+    chosen = picks(run)
+    if chosen.empty:
         return []
     numbers = ["rows", "tokens", "mean_prompt_tokens", "mean_response_tokens", "mean_cds", "cds_rank"]
     numbers += ["clusters_covered", "cluster_shift", "ccg_rejected"]
-    budgets = picks["budget"].map(lambda budget: "" if _is_missing(budget) else format_budget(budget))
-    grouped = picks.assign(budget=budgets).groupby(["strategy", "budget"], sort=False, dropna=False)
+    budgets = chosen["budget"].map(lambda budget: "" if _is_missing(budget) else format_budget(budget))
+    grouped = chosen.assign(budget=budgets).groupby(["strategy", "budget"], sort=False, dropna=False)
     rows = []
     for (strategy, budget), group in grouped:
         means = group[numbers].mean()
@@ -462,15 +464,15 @@ def _picks_section(run: RunResults) -> list[Block]:
         Heading(2, "What each strategy picks"),
         Table(header, tuple(rows)),
         Paragraph(legend),
-        _response_lengths(run, picks),
+        _response_lengths(run, chosen),
     ]
 
 
-def _gain_section(run: RunResults) -> list[Block]:
+def _gain_section(run: RunReader) -> list[Block]:
     """CDS vs recovery gain per cluster, where the run trained on single clusters (strategy single_cluster)."""
     blocks: list[Block] = []
     for metric in main_metrics(run.metrics):
-        table, rho, p_value = run.cds_vs_gain(metric)
+        table, rho, p_value = cds_vs_gain(run, metric)
         if table.empty:
             return []
         if not blocks:
@@ -569,11 +571,11 @@ def _cds_boxes(clusters: pd.DataFrame, seed: int) -> Figure:
     return Figure("cds_per_cluster.png", _png(figure), caption)
 
 
-def _response_lengths(run: RunResults, picks: pd.DataFrame) -> Figure:
+def _response_lengths(run: RunReader, chosen: pd.DataFrame) -> Figure:
     """Response tokens of the rows each strategy picked (all seeds pooled), beside the pool's."""
     scores = run.scores().set_index("id")["response_tokens"]
     groups: dict[str, list[float]] = {}
-    for row in picks.itertuples(index=False):
+    for row in chosen.itertuples(index=False):
         ids = run.clusters(row.seed)["id"] if row.strategy == "pool" else run.selection(row.combo)["id"]
         label = "pool" if row.strategy == "pool" else f"{row.strategy} {format_budget(row.budget)}"
         groups.setdefault(label, []).extend(scores.loc[ids].tolist())
@@ -731,10 +733,10 @@ def format_results(run_dir: str | os.PathLike[str]) -> str:
     baseline (strategy, budget, rows, seeds, the main metrics as mean ± std, their gap recovered), then the
     count of missing artifacts and the notes. Refuses (RunError) a folder that is not a run."""
     run = load_run(run_dir)
-    table = run.results_table()
+    table = results_table(run)
     per_category = run.results.get("category_metrics", [])
     shown = main_metrics([metric for metric in run.metrics if metric not in per_category])
-    gaps = [metric for metric in shown if metric in run.gap_metrics()]
+    gaps = [metric for metric in shown if metric in gap_metrics(run)]
     header = ["strategy", "budget", "rows", "seeds", *shown, *(f"{metric} gap" for metric in gaps)]
     lines = []
     for row in table.to_dict("records"):
@@ -757,7 +759,7 @@ def format_results(run_dir: str | os.PathLike[str]) -> str:
     missing = run.missing()
     if missing:
         text.append(f"{len(missing)} missing artifact(s), e.g. {missing[0]} (all listed in report.md)")
-    text += run.notes()
+    text += gap_notes(run)
     return "\n".join(text)
 
 

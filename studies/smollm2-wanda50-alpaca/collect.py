@@ -49,8 +49,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from paser.common.io import write_atomic, write_json  # noqa: E402
+from paser.pipelines.analysis.accounting import compute_table  # noqa: E402
+from paser.pipelines.analysis.metrics import results_table, summary_table  # noqa: E402
+from paser.pipelines.analysis.reader import RunReader, load_run  # noqa: E402
 from paser.pipelines.analysis.report import write_report  # noqa: E402
-from paser.pipelines.analysis.results import load_run  # noqa: E402
+from paser.pipelines.analysis.selections import cds_vs_gain, picks  # noqa: E402
 from paser.pipelines.analysis.uncertainty import read_run_items, run_items, versus_random, write_run_items  # noqa: E402
 from paser.pipelines.choose import DevResults, best_setting, dev_view  # noqa: E402
 from paser.pipelines.config import config_to_dict  # noqa: E402
@@ -136,7 +139,7 @@ def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
     return {name: table for name, table in out.items() if table}
 
 
-def tables(run, items: dict) -> dict[str, list[str]]:
+def tables(run: RunReader, items: dict) -> dict[str, list[str]]:
     """The study's tables as markdown lines, by name: `results` (per strategy and budget: seeds, tokens trained,
     their share of full, train seconds, every `reported_metrics` as mean ± sd [95% t-interval]), `gaps` (gap
     recovered per metric), the `comparison_tables` (with the per-item values `items`), `choices` (`choice_table`:
@@ -144,12 +147,12 @@ def tables(run, items: dict) -> dict[str, list[str]]:
     clusters); a table the run has no rows for is absent. Results collected before the dev/test split carry a
     note under `results` (`BEFORE_SPLIT`)."""
     metrics = reported_metrics(run.results)
-    results = run.results_table()
+    results = results_table(run)
     results = results[results["strategy"].isin(["original", "pruned"]) | (results["seeds"] > 0)]
-    summary = run.summary().set_index(["strategy", "budget", "metric"])
-    compute = run.compute().groupby(["strategy", "budget"])[["train_tokens", "train_seconds"]].mean()
-    picks = run.picks()
-    pool_tokens = float(picks.loc[picks["strategy"] == "pool", "tokens"].iloc[0])
+    summary = summary_table(run).set_index(["strategy", "budget", "metric"])
+    compute = compute_table(run).groupby(["strategy", "budget"])[["train_tokens", "train_seconds"]].mean()
+    picked = picks(run)
+    pool_tokens = float(picked.loc[picked["strategy"] == "pool", "tokens"].iloc[0])
     header = ["strategy", "budget", "seeds", "tokens trained (2 epochs)", "of full (pool, 2 epochs)", "train s"]
     lines = [_row([*header, *metrics]), "|---" * (len(header) + len(metrics)) + "|"]
     gaps = [_row(["strategy", "budget", *[f"gap recovered {metric}" for metric in metrics]])]
@@ -179,7 +182,7 @@ def tables(run, items: dict) -> dict[str, list[str]]:
     out = {"results": lines, "gaps": gaps, **comparison_tables(run.results, items)}
     out["choices"] = choice_table(run.results)
     numbers = ["tokens", "mean_response_tokens", "median_response_tokens", "mean_cds", "cds_rank", "cluster_shift"]
-    mean = picks.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
+    mean = picked.groupby(["strategy", "budget"], sort=False, dropna=False)[numbers].mean()
     header = ["picked by", "budget", "tokens", "mean response tokens", "median response tokens", "mean CDS"]
     out["picks"] = [_row([*header, "CDS rank", "cluster shift"]), "|---" * 8 + "|"]
     for (strategy, budget), row in mean.iterrows():
@@ -187,7 +190,7 @@ def tables(run, items: dict) -> dict[str, list[str]]:
             f"| {strategy} | {_budget(budget)} | {row.tokens:,.0f} | {row.mean_response_tokens:.1f} "
             f"| {row.median_response_tokens:.1f} | {row.mean_cds:.4f} | {row.cds_rank:.2f} | {row.cluster_shift:.2f} |"
         )
-    gains = [(metric, *run.cds_vs_gain(metric)) for metric in metrics]
+    gains = [(metric, *cds_vs_gain(run, metric)) for metric in metrics]
     if len(gains[0][1]):
         out["cds_vs_gain"] = _cds_vs_gain(gains)
     return {name: table for name, table in out.items() if table}

@@ -1,5 +1,5 @@
 """A small run directory laid out as `paser run` writes it (every path from `paser.pipelines.layout.RunLayout`),
-built without models: for tests of the readers of a run (pipelines/analysis/results.py,
+built without models: for tests of the readers of a run (pipelines/analysis/reader.py and the analyses,
 pipelines/analysis/report.py, the notebook).
 
 60 corpus rows `row00`..`row59`; rows 54-59 are held out, the other 54 form the pool, in 3 clusters
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from paser.pipelines.analysis.results import combo_name
+from paser.pipelines.analysis.reader import combo_name
 from paser.pipelines.layout import RunLayout, SelectFolder
 from paser.recovery.flops import recovery_compute
 from paser.selection.corpus import Sample

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from paser.pipelines.analysis.results import load_run
+from paser.pipelines.analysis.reader import load_run
 from paser.pipelines.layout import RunLayout, pruning_record
 from tests.pipelines.fake_run import build_fake_run
 

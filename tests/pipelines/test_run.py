@@ -133,7 +133,7 @@ def test_a_sweep_mixes_row_and_token_budgets_and_names_token_combos_by_tokens():
 
 
 def test_a_sweep_keeps_the_row_count_1_apart_from_the_fraction_1_0():
-    from paser.pipelines.analysis.results import format_budget
+    from paser.pipelines.analysis.reader import format_budget
 
     chosen = []
     for budgets in ("[1, 30]", "[1.0]"):

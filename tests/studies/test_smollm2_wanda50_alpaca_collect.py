@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from paser.pipelines.analysis.results import combo_name, load_run
+from paser.pipelines.analysis.reader import combo_name, load_run
 from paser.pipelines.analysis.uncertainty import versus_random
 from tests.pipelines.fake_run import BUDGETS, SEEDS, STRATEGIES, build_fake_run
 from tests.studies.scripts import load_script

@@ -1,5 +1,6 @@
-"""The run reader (pipelines/analysis/results.py), the report (pipelines/analysis/report.py) and the cluster-budgets
-notebook, on the fake run of tests/pipelines/fake_run.py (its numbers are the golden values here)."""
+"""The run reader (pipelines/analysis/reader.py), the analyses that take it (metrics.py, selections.py), the report
+(pipelines/analysis/report.py) and the cluster-budgets notebook, on the fake run of tests/pipelines/fake_run.py (its
+numbers are the golden values here)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import nbformat
 import pytest
 import yaml
 
+from paser.pipelines.analysis.metrics import combo_metrics, gap_notes, results_table
+from paser.pipelines.analysis.reader import RunError, load_run
 from paser.pipelines.analysis.report import format_results, write_report
-from paser.pipelines.analysis.results import RunError, load_run
+from paser.pipelines.analysis.selections import cds_vs_gain, cluster_budgets, overlap, picks, sample_rows
 from tests.pipelines.conftest import NOTEBOOK, execute_notebook
 from tests.pipelines.fake_run import build_fake_run, paser_selection
 
@@ -65,7 +68,7 @@ def test_a_folder_without_results_is_refused_naming_the_file(tmp_path):
 
 
 def test_results_table_has_mean_and_sample_std_over_seeds(run_dir):
-    table = load_run(run_dir).results_table()
+    table = results_table(load_run(run_dir))
     paser = row_of(table, "paser", 0.1)
     # wikitext2_ppl 30 and 34: mean 32, std sqrt(((30-32)^2 + (34-32)^2) / 1) = sqrt(8)
     assert paser["seeds"] == 2 and paser["budget_rows"] == 5
@@ -77,7 +80,7 @@ def test_results_table_has_mean_and_sample_std_over_seeds(run_dir):
 
 
 def test_gap_recovered_is_the_same_formula_whatever_the_direction(run_dir):
-    table = load_run(run_dir).results_table()
+    table = results_table(load_run(run_dir))
     paser = row_of(table, "paser", 0.1)
     # ppl (lower is better): (32 - 40) / (20 - 40); accuracy: (0.62 - 0.50) / (0.70 - 0.50); NLL: (2.6 - 3) / (2 - 3)
     assert paser["wikitext2_ppl_gap_recovered"] == pytest.approx(0.4)
@@ -90,13 +93,13 @@ def test_gap_recovered_is_the_same_formula_whatever_the_direction(run_dir):
 
 def test_gap_is_nan_and_stated_when_original_equals_pruned(run_dir):
     run = load_run(run_dir)
-    table = run.results_table()
+    table = results_table(run)
     assert table["boolq_acc_gap_recovered"].isna().all()
-    assert any(note.startswith("boolq_acc: gap recovered undefined") for note in run.notes())
+    assert any(note.startswith("boolq_acc: gap recovered undefined") for note in gap_notes(run))
 
 
 def test_baselines_are_rows_of_the_results_table(run_dir):
-    table = load_run(run_dir).results_table()
+    table = results_table(load_run(run_dir))
     assert row_of(table, "original")["piqa_acc_mean"] == 0.70
     assert row_of(table, "pruned")["heldout_nll_mean"] == 3.0
     assert math.isnan(row_of(table, "pruned")["heldout_nll_std"])
@@ -104,7 +107,7 @@ def test_baselines_are_rows_of_the_results_table(run_dir):
 
 def test_a_missing_eval_is_missing_and_listed(run_dir):
     run = load_run(run_dir)
-    random = row_of(run.results_table(), "random", 0.2)
+    random = row_of(results_table(run), "random", 0.2)
     # only seed 0 (ppl 33) is evaluated: the mean is its value, the std undefined
     assert random["seeds"] == 1
     assert random["wikitext2_ppl_mean"] == 33.0
@@ -112,7 +115,7 @@ def test_a_missing_eval_is_missing_and_listed(run_dir):
     combos = run.combos().set_index("combo")
     assert not combos.loc["random-b0.2-s1", "has_metrics"]
     assert combos["has_metrics"].sum() == 7
-    assert math.isnan(run.combo_metrics().set_index("combo").loc["random-b0.2-s1", "piqa_acc"])
+    assert math.isnan(combo_metrics(run).set_index("combo").loc["random-b0.2-s1", "piqa_acc"])
     assert run.missing() == [
         "combos/random-b0.2-s1/eval/metrics.json (file missing)",
         "results.json: combo random-b0.2-s1 has no metrics (evaluation not finished)",
@@ -123,7 +126,7 @@ def test_a_combo_absent_from_results_json_is_listed_not_dropped(tmp_path):
     run = load_run(build_fake_run(tmp_path / "run", unrecorded=("paser-b0.1-s1",)))
     assert "paser-b0.1-s1" in run.combos()["combo"].tolist()
     assert "results.json: combo paser-b0.1-s1 is not recorded" in run.missing()
-    paser = row_of(run.results_table(), "paser", 0.1)
+    paser = row_of(results_table(run), "paser", 0.1)
     assert paser["seeds"] == 1 and paser["wikitext2_ppl_mean"] == 30.0
 
 
@@ -132,20 +135,20 @@ def test_a_complete_run_has_nothing_missing(tmp_path):
 
 
 def test_overlap_of_identical_sets_is_one_and_of_others_their_jaccard(run_dir):
-    overlap = load_run(run_dir).overlap(0.1, 0)
-    assert overlap.loc["paser", "paser"] == 1.0 and overlap.loc["random", "random"] == 1.0
+    jaccard = overlap(load_run(run_dir), 0.1, 0)
+    assert jaccard.loc["paser", "paser"] == 1.0 and jaccard.loc["random", "random"] == 1.0
     # random-b0.1-s0 shares 3 of its 5 rows with paser-b0.1-s0: 3 / (5 + 5 - 3)
-    assert overlap.loc["paser", "random"] == pytest.approx(3 / 7)
-    assert overlap.loc["random", "paser"] == pytest.approx(3 / 7)
+    assert jaccard.loc["paser", "random"] == pytest.approx(3 / 7)
+    assert jaccard.loc["random", "paser"] == pytest.approx(3 / 7)
 
 
 def test_overlap_with_a_missing_selection_is_nan(tmp_path):
     run_dir = build_fake_run(tmp_path / "run")
     (run_dir / "combos" / "random-b0.2-s0" / "select" / "selection.jsonl").unlink()
     run = load_run(run_dir)
-    overlap = run.overlap(0.2, 0)
-    assert overlap.loc["paser", "paser"] == 1.0
-    assert overlap["random"].isna().all()
+    jaccard = overlap(run, 0.2, 0)
+    assert jaccard.loc["paser", "paser"] == 1.0
+    assert jaccard["random"].isna().all()
     assert "combos/random-b0.2-s0/select/selection.jsonl (file missing)" in run.missing()
     with pytest.raises(RunError, match="random-b0.2-s0 has no selection"):
         run.selection("random-b0.2-s0")
@@ -153,21 +156,21 @@ def test_overlap_with_a_missing_selection_is_nan(tmp_path):
 
 def test_cluster_budgets_per_budget_from_the_selection_stats(run_dir):
     run = load_run(run_dir)
-    paser = run.cluster_budgets("paser")
+    paser = cluster_budgets(run, "paser")
     allocated = paser.pivot(index="cluster", columns="budget", values="budget_allocated")
     assert allocated[0.1].tolist() == [1, 2, 2] and allocated[0.2].tolist() == [3, 4, 4]
     assert paser.groupby("budget")["selected"].sum().tolist() == [5, 11]
     assert paser["size"].tolist() == [18] * 6
     # cluster 0 holds rows 0, 3, ..., 51: CDS 0.1 + 0.001 * row, mean row 25.5
     assert paser.loc[0, "mean_cds"] == pytest.approx(0.1255)
-    random = run.cluster_budgets("random")
+    random = cluster_budgets(run, "random")
     assert random["budget_allocated"].isna().all() and random.groupby("budget")["selected"].sum().tolist() == [5, 11]
 
 
 def test_unknown_names_are_refused_listing_the_known_ones(run_dir):
     run = load_run(run_dir)
     with pytest.raises(RunError, match="unknown strategy 'ifd'"):
-        run.cluster_budgets("ifd")
+        cluster_budgets(run, "ifd")
     with pytest.raises(RunError, match="seed 7 is not one of the run's seeds"):
         run.clusters(7)
     with pytest.raises(RunError, match="unknown combo 'paser-b0.5-s0'; known: paser-b0.1-s0"):
@@ -186,7 +189,7 @@ def test_clusters_join_each_rows_cds(run_dir):
 
 
 def test_sample_rows_are_the_most_degraded_rows_of_the_cluster_with_their_text(run_dir):
-    rows = load_run(run_dir).sample_rows(2, n=3)
+    rows = sample_rows(load_run(run_dir), 2, n=3)
     assert rows["id"].tolist() == ["row53", "row50", "row47"]
     assert rows.loc[0, "instruction"] == "Explain topic 2 case 53."
     assert rows.loc[0, "response"] == "Case 53 of topic 2 is explained here."
@@ -396,12 +399,12 @@ def test_report_on_one_budget_and_one_seed_shows_means_alone(tmp_path):
 
 
 def test_picks_describe_each_selection_against_its_pool(run_dir):
-    picks = load_run(run_dir).picks().set_index("combo")
-    pool = picks.loc["pool-s0"]
+    picked = picks(load_run(run_dir)).set_index("combo")
+    pool = picked.loc["pool-s0"]
     assert (pool["rows"], pool["clusters_covered"], pool["cluster_shift"]) == (54, 3, 0.0)
     assert pool["cds_rank"] == pytest.approx(55 / 108)  # the mean percentile rank of 54 distinct values
     assert math.isnan(pool["ccg_rejected"])
-    paser = picks.loc["paser-b0.1-s0"]
+    paser = picked.loc["paser-b0.1-s0"]
     assert paser["rows"] == 5 and paser["clusters_covered"] == 3 and paser["ccg_rejected"] == 0
     # paser's mix is 1, 2, 2 rows of three equal clusters: total variation 1/2 (|1/5 - 1/3| + 2 |2/5 - 1/3|)
     assert paser["cluster_shift"] == pytest.approx(2 / 15)
@@ -409,8 +412,8 @@ def test_picks_describe_each_selection_against_its_pool(run_dir):
     assert (
         paser["tokens"] == paser["rows"] * paser["mean_prompt_tokens"] + paser["rows"] * paser["mean_response_tokens"]
     )
-    assert math.isnan(picks.loc["random-b0.1-s0", "ccg_rejected"])
-    assert set(picks["strategy"]) == {"pool", "paser", "random"}
+    assert math.isnan(picked.loc["random-b0.1-s0", "ccg_rejected"])
+    assert set(picked["strategy"]) == {"pool", "paser", "random"}
 
 
 def test_cds_vs_gain_over_single_cluster_combos(tmp_path):
@@ -421,7 +424,7 @@ def test_cds_vs_gain_over_single_cluster_combos(tmp_path):
         stats = json.loads(path.read_text())
         stats["strategy"] = {"name": "single_cluster", "cluster": cluster}
         path.write_text(json.dumps(stats))
-    table, rho, p_value = load_run(run_dir).cds_vs_gain("wikitext2_ppl")
+    table, rho, p_value = cds_vs_gain(load_run(run_dir), "wikitext2_ppl")
     # wikitext2_ppl 38, 36, 33 and 31 against the pruned model's 40: gains 2, 4, 7 and 9, one row per seed and
     # cluster (each seed's clustering is its own).
     assert table[["seed", "cluster"]].values.tolist() == [[0, 0], [0, 2], [1, 1], [1, 2]]
@@ -432,7 +435,7 @@ def test_cds_vs_gain_over_single_cluster_combos(tmp_path):
     assert rho == pytest.approx(0.9486833) and 0 < p_value < 0.1
     assert "Does the degradation signal point where recovery pays?" in write_report(run_dir)[0].read_text()
     with pytest.raises(RunError, match="unknown metric"):
-        load_run(run_dir).cds_vs_gain("bleu")
+        cds_vs_gain(load_run(run_dir), "bleu")
 
 
 def test_report_shows_what_each_strategy_picks(report):
@@ -445,17 +448,17 @@ def test_report_shows_what_each_strategy_picks(report):
 def test_a_comparison_without_a_verdict_is_shown_as_missing(run_dir, monkeypatch):
     # Per-category metrics have no per-item values to resample: their verdict is None in results.json, which
     # pandas turns into NaN beside the text verdicts of the other rows.
+    from paser.pipelines.analysis import report
     from paser.pipelines.analysis.report import MISSING, build_report
-    from paser.pipelines.analysis.results import RunResults
 
-    real = RunResults.versus_random
+    real = report.versus_random_table
 
-    def without_verdicts(self):
-        table = real(self)
+    def without_verdicts(run):
+        table = real(run)
         table.loc[table.index[:2], "verdict"] = None
         return table
 
-    monkeypatch.setattr(RunResults, "versus_random", without_verdicts)
+    monkeypatch.setattr(report, "versus_random_table", without_verdicts)
     tables = [block for block in build_report(load_run(run_dir)) if getattr(block, "header", None)]
     cells = [cell for table in tables for row in table.rows for cell in row]
     assert all(isinstance(cell, str) for cell in cells) and MISSING in cells

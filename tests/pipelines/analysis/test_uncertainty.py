@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from paser.pipelines.analysis.results import load_run
+from paser.pipelines.analysis.metrics import summary_table, versus_random_table
+from paser.pipelines.analysis.reader import load_run
 from paser.pipelines.analysis.stats import PairedTests
 from paser.pipelines.analysis.uncertainty import (
     MIN_SEEDS,
@@ -276,9 +277,9 @@ def test_a_run_without_items_writes_an_items_file_of_what_it_has(tmp_path):
     assert "random-b0.1-s1" not in items and "paser-b0.2-s1" not in items and len(items) == 6
 
 
-def test_run_results_reads_the_blocks_results_json_has(tmp_path):
+def test_the_tables_read_the_blocks_results_json_has(tmp_path):
     run = load_run(build_fake_run(tmp_path / "run"))
-    computed = run.versus_random()
+    computed = versus_random_table(run)
     assert computed.loc[0, "bootstrap"] == "seeds+items" and computed.loc[0, "verdict"] == "too few seeds"
     assert {"t_p", "permutation_p", "permutation", "sign_flips"} <= set(computed.columns)
     path = run.path / "results.json"
@@ -286,7 +287,7 @@ def test_run_results_reads_the_blocks_results_json_has(tmp_path):
     results["summary"] = metric_summary(results)
     results["summary"]["rows"][0]["mean"] = 99.0
     path.write_text(json.dumps(results))
-    assert load_run(run.path).summary().loc[0, "mean"] == 99.0
+    assert summary_table(load_run(run.path)).loc[0, "mean"] == 99.0
 
 
 def test_a_results_json_from_before_the_seed_level_tests_is_recomputed(tmp_path):
@@ -296,5 +297,5 @@ def test_a_results_json_from_before_the_seed_level_tests_is_recomputed(tmp_path)
     # The older block: verdicts from the bootstrap interval, no p-values, no rule.
     results["versus_random"] = {"baseline": "random", "rows": [{"strategy": "paser", "verdict": "better"}]}
     path.write_text(json.dumps(results))
-    table = load_run(run_dir).versus_random()
+    table = versus_random_table(load_run(run_dir))
     assert len(table) == 12 and set(table["verdict"]) == {"too few seeds"} and table["t_p"].notna().all()
