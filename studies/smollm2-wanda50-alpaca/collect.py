@@ -128,7 +128,9 @@ def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
     strategies = results["strategies"]
     metrics = reported_metrics(results)
     versus = pd.DataFrame(versus_random(results, items=items)["rows"])
-    out = {"headline": _headline(versus, metrics[0]), "versus_random": _versus(versus, "random", metrics)}
+    out = {}
+    if not versus.empty:  # a sweep without random (by-cluster) has no rows, and no columns to select on
+        out = {"headline": _headline(versus, metrics[0]), "versus_random": _versus(versus, "random", metrics)}
     ablations = [name for name in strategies if name.startswith("paser_")]
     if ablations and "paser" in strategies:
         versus = pd.DataFrame(versus_random(results, items=items, baseline="paser")["rows"])

@@ -99,6 +99,17 @@ def test_recompute_gives_back_the_run_folders_comparisons_from_the_committed_fil
     assert "## choices\n\nNo choice: no `heldout_dev_nll`" in text
 
 
+def test_a_sweep_without_random_has_no_comparison_with_it_and_recomputes(collect, collected, fake_metrics):
+    _, here, _ = collected
+    results = json.loads((here / "results.json").read_text())
+    results["strategies"] = ["paser"]
+    results["combos"] = [combo for combo in results["combos"] if combo["strategy"] == "paser"]
+    (here / "results.json").write_text(json.dumps(results))
+    named = collect.recompute(here)
+    assert "headline" not in named and "versus_random" not in named
+    assert json.loads((here / "results.json").read_text())["versus_random"]["rows"] == []
+
+
 def test_results_from_before_the_split_report_the_whole_set_and_say_so(collect, fake_metrics, tmp_path):
     run = load_run(build_fake_run(tmp_path / "run"))
     named = collect.tables(run, {})
