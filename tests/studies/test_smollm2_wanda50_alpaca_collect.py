@@ -93,8 +93,9 @@ def test_recompute_gives_back_the_run_folders_comparisons_from_the_committed_fil
     assert "| paser | 0.1 | heldout_nll | 2 | -0.2500 | 0.344 | 0.500 | [" in "\n".join(named["versus_random"])
     text = (here / "tables.md").read_text()
     assert "stale" not in text and text.startswith("## results\n\n| a |") and "## picks\n\n| b |\n\n" in text
-    # sections the file did not have are appended
-    assert text.index("## picks") < text.index("## headline") < text.index("## choices")
+    # sections the file did not have go where a fresh collection writes them
+    assert text.index("## results") < text.index("## headline") < text.index("## versus_random")
+    assert text.index("## versus_random") < text.index("## choices") < text.index("## picks")
     assert "| too few seeds |" in text
     assert "## choices\n\nNo choice: no `heldout_dev_nll`" in text
 
