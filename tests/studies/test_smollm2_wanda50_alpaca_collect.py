@@ -1,7 +1,8 @@
 """studies/smollm2-wanda50-alpaca/collect.py's per-item file, its recomputation of the comparisons, and its dev/test
 reading (tables and verdicts on test, choices on dev, results from before the split labelled as such), on the fake
 run of tests/pipelines/fake_run.py (eval/items.npz in every finished evaluation; its unnamed held-out set has no
-halves, so the tests add them)."""
+halves, so the tests add them); and that recomputing every committed folder of the study gives back its committed
+files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from paser.pipelines.analysis.reader import combo_name, load_run
 from paser.pipelines.analysis.uncertainty import versus_random
 from tests.pipelines.fake_run import BUDGETS, SEEDS, STRATEGIES, build_fake_run
-from tests.studies.scripts import load_script
+from tests.studies.scripts import STUDIES, load_script
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +164,24 @@ def test_the_generation_metrics_the_run_evaluated_are_reported_after_the_likelih
         "gen_labels_exact_match",
         "gen_longform_repeat_3",
     )
+
+
+STUDY = STUDIES / "smollm2-wanda50-alpaca"
+# Every committed folder of the study, as `--recompute --into` names it ("" the study folder itself).
+COMMITTED = sorted(
+    "" if path.parent == STUDY else path.parent.relative_to(STUDY).as_posix() for path in STUDY.glob("**/results.json")
+)
+
+
+@pytest.mark.parametrize("into", COMMITTED, ids=lambda into: into or "main")
+def test_recompute_of_every_committed_folder_gives_back_its_committed_files_byte_for_byte(collect, into, tmp_path):
+    committed = STUDY / into
+    for name in ("results.json", "tables.md", collect.ITEMS_FILE):
+        if (committed / name).is_file():
+            shutil.copyfile(committed / name, tmp_path / name)
+    shutil.copyfile(STUDY / "README.md", tmp_path / "README.md")
+    named = collect.recompute(tmp_path)
+    collect.splice(tmp_path / "README.md", into or "main", named)
+    for name in ("results.json", "tables.md"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), f"{into or 'main'}/{name}"
+    assert (tmp_path / "README.md").read_bytes() == (STUDY / "README.md").read_bytes()
