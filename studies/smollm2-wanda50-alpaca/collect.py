@@ -73,6 +73,19 @@ BEFORE_SPLIT = (
 )
 # Every combination's per-item values, committed beside results.json.
 ITEMS_FILE = "items.npz"
+# The sections of tables.md (`tables`' names), in the order the file has them; `recompute` puts a section the
+# committed file lacks where a fresh collection would have written it.
+SECTIONS = (
+    "results",
+    "gaps",
+    "headline",
+    "versus_random",
+    "versus_paser",
+    "versus_length_matched",
+    "choices",
+    "picks",
+    "cds_vs_gain",
+)
 
 
 def reported_metrics(results: dict) -> tuple[str, ...]:
@@ -128,7 +141,9 @@ def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
     strategies = results["strategies"]
     metrics = reported_metrics(results)
     versus = pd.DataFrame(versus_random(results, items=items)["rows"])
-    out = {"headline": _headline(versus, metrics[0]), "versus_random": _versus(versus, "random", metrics)}
+    out = {}
+    if not versus.empty:  # a sweep without random (by-cluster) has no rows, and no columns to select on
+        out = {"headline": _headline(versus, metrics[0]), "versus_random": _versus(versus, "random", metrics)}
     ablations = [name for name in strategies if name.startswith("paser_")]
     if ablations and "paser" in strategies:
         versus = pd.DataFrame(versus_random(results, items=items, baseline="paser")["rows"])
@@ -193,7 +208,7 @@ def tables(run: RunReader, items: dict) -> dict[str, list[str]]:
     gains = [(metric, *cds_vs_gain(run, metric)) for metric in metrics]
     if len(gains[0][1]):
         out["cds_vs_gain"] = _cds_vs_gain(gains)
-    return {name: table for name, table in out.items() if table}
+    return {name: out[name] for name in SECTIONS if out.get(name)}
 
 
 def splice(readme: Path, into: str, named: dict[str, list[str]]) -> int:
@@ -308,7 +323,8 @@ def collect_items(run_dir: Path, results: dict, here: Path) -> dict:
 def recompute(here: Path) -> dict[str, list[str]]:
     """Recompute the comparisons and the choices of the study folder `here` from its committed results.json and
     items.npz (where there is one): rewrite results.json's `versus_random` block and the comparison and choice
-    sections of tables.md; returns those tables by name."""
+    sections of tables.md, a section the file lacks going where `tables` puts it (`SECTIONS`), so that the file
+    is the one a fresh collection would write; returns those tables by name."""
     results = json.loads((here / "results.json").read_text(encoding="utf-8"))
     items = read_run_items(here / ITEMS_FILE) if (here / ITEMS_FILE).is_file() else {}
     results["versus_random"] = versus_random(results, items=items)
@@ -321,7 +337,11 @@ def recompute(here: Path) -> dict[str, list[str]]:
         pattern = re.compile(rf"^## {name}\n\n.*?\n\n(?=## |\Z)", flags=re.DOTALL | re.MULTILINE)
         text, replaced = pattern.subn(lambda _, section=section: section, text)
         if not replaced:
-            text += section
+            later = [f"## {after}\n" for after in SECTIONS[SECTIONS.index(name) + 1 :]]
+            starts = [match.start() for match in re.finditer(r"^## \S+\n", text, flags=re.MULTILINE)]
+            starts = [start for start in starts if text.startswith(tuple(later), start)]
+            at = starts[0] if starts else len(text)
+            text = text[:at] + section + text[at:]
     write_atomic(tables_path, lambda path: path.write_text(text, encoding="utf-8"))
     return named
 

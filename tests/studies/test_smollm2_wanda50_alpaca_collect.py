@@ -1,7 +1,8 @@
 """studies/smollm2-wanda50-alpaca/collect.py's per-item file, its recomputation of the comparisons, and its dev/test
 reading (tables and verdicts on test, choices on dev, results from before the split labelled as such), on the fake
 run of tests/pipelines/fake_run.py (eval/items.npz in every finished evaluation; its unnamed held-out set has no
-halves, so the tests add them)."""
+halves, so the tests add them); and that recomputing every committed folder of the study gives back its committed
+files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from paser.pipelines.analysis.reader import combo_name, load_run
 from paser.pipelines.analysis.uncertainty import versus_random
 from tests.pipelines.fake_run import BUDGETS, SEEDS, STRATEGIES, build_fake_run
-from tests.studies.scripts import load_script
+from tests.studies.scripts import STUDIES, load_script
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +94,22 @@ def test_recompute_gives_back_the_run_folders_comparisons_from_the_committed_fil
     assert "| paser | 0.1 | heldout_nll | 2 | -0.2500 | 0.344 | 0.500 | [" in "\n".join(named["versus_random"])
     text = (here / "tables.md").read_text()
     assert "stale" not in text and text.startswith("## results\n\n| a |") and "## picks\n\n| b |\n\n" in text
-    # sections the file did not have are appended
-    assert text.index("## picks") < text.index("## headline") < text.index("## choices")
+    # sections the file did not have go where a fresh collection writes them
+    assert text.index("## results") < text.index("## headline") < text.index("## versus_random")
+    assert text.index("## versus_random") < text.index("## choices") < text.index("## picks")
     assert "| too few seeds |" in text
     assert "## choices\n\nNo choice: no `heldout_dev_nll`" in text
+
+
+def test_a_sweep_without_random_has_no_comparison_with_it_and_recomputes(collect, collected, fake_metrics):
+    _, here, _ = collected
+    results = json.loads((here / "results.json").read_text())
+    results["strategies"] = ["paser"]
+    results["combos"] = [combo for combo in results["combos"] if combo["strategy"] == "paser"]
+    (here / "results.json").write_text(json.dumps(results))
+    named = collect.recompute(here)
+    assert "headline" not in named and "versus_random" not in named
+    assert json.loads((here / "results.json").read_text())["versus_random"]["rows"] == []
 
 
 def test_results_from_before_the_split_report_the_whole_set_and_say_so(collect, fake_metrics, tmp_path):
@@ -151,3 +164,24 @@ def test_the_generation_metrics_the_run_evaluated_are_reported_after_the_likelih
         "gen_labels_exact_match",
         "gen_longform_repeat_3",
     )
+
+
+STUDY = STUDIES / "smollm2-wanda50-alpaca"
+# Every committed folder of the study, as `--recompute --into` names it ("" the study folder itself).
+COMMITTED = sorted(
+    "" if path.parent == STUDY else path.parent.relative_to(STUDY).as_posix() for path in STUDY.glob("**/results.json")
+)
+
+
+@pytest.mark.parametrize("into", COMMITTED, ids=lambda into: into or "main")
+def test_recompute_of_every_committed_folder_gives_back_its_committed_files_byte_for_byte(collect, into, tmp_path):
+    committed = STUDY / into
+    for name in ("results.json", "tables.md", collect.ITEMS_FILE):
+        if (committed / name).is_file():
+            shutil.copyfile(committed / name, tmp_path / name)
+    shutil.copyfile(STUDY / "README.md", tmp_path / "README.md")
+    named = collect.recompute(tmp_path)
+    collect.splice(tmp_path / "README.md", into or "main", named)
+    for name in ("results.json", "tables.md"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), f"{into or 'main'}/{name}"
+    assert (tmp_path / "README.md").read_bytes() == (STUDY / "README.md").read_bytes()
