@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import yaml
 
-from paser.pipelines.layout import RunLayout
+from paser.pipelines.layout import RECOVERY_SEPARATOR, RunLayout
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.store import CorpusStore
 
@@ -49,16 +49,18 @@ class RunError(ValueError):
     seed or budget, a missing artifact asked for by name. The message names the file (and the key)."""
 
 
-def combo_name(strategy: str, budget: float | str, seed: int) -> str:
+def combo_name(strategy: str, budget: float | str, seed: int, recovery: str | None = None) -> str:
     """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1", "paser-b1-s0"
     for the fraction 1.0 (every row), "paser-b1row-s0" for the int 1 (one row), and for a token budget
-    "paser-t200000-s0"."""
+    "paser-t200000-s0"; with a recovery variant (`recovery.variants`) its name after `RECOVERY_SEPARATOR`:
+    "paser-b0.1-s0@kd"."""
     parsed = parse_budget(budget)
     if isinstance(parsed, TokenBudget):
         label = f"t{parsed.tokens}"
     else:
         label = "b1row" if is_one_row(parsed) else f"b{parsed:g}"
-    return f"{strategy}-{label}-s{seed}"
+    name = f"{strategy}-{label}-s{seed}"
+    return name if recovery is None else f"{name}{RECOVERY_SEPARATOR}{recovery}"
 
 
 def format_budget(budget: float | str) -> str:
