@@ -614,7 +614,8 @@ def _read_metrics(path: Path) -> dict[str, float] | None:
 
 
 def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """The `results.json` payload: baselines and every combination's metrics (None where missing)."""
+    """The `results.json` payload: baselines and every combination's metrics (None where missing). With
+    `recovery.variants`, each combination names its variant (`recovery`) and `recoveries` lists them."""
     layout = RunLayout(run_dir)
     baselines = {name: _read_metrics(layout.baseline(name).metrics) for name in ("original", "pruned")}
     rows = []
@@ -624,18 +625,17 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
         recovery_path = folder.recover.record
         stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else {}
         recovery = json.loads(recovery_path.read_text(encoding="utf-8")) if recovery_path.exists() else {}
-        rows.append(
-            {
-                "combo": combo.name,
-                "strategy": combo.strategy,
-                "budget": combo.budget,
-                "budget_rows": stats.get("totals", {}).get("budget"),
-                "seed": combo.seed,
-                "metrics": _read_metrics(folder.eval.metrics),
-                "train_seconds": recovery.get("seconds", {}).get("train"),
-                "train_tokens": recovery.get("tokens_per_epoch", {}).get("total"),
-            }
-        )
+        row = {
+            "combo": combo.name,
+            "strategy": combo.strategy,
+            "budget": combo.budget,
+            "budget_rows": stats.get("totals", {}).get("budget"),
+            "seed": combo.seed,
+            "metrics": _read_metrics(folder.eval.metrics),
+            "train_seconds": recovery.get("seconds", {}).get("train"),
+            "train_tokens": recovery.get("tokens_per_epoch", {}).get("total"),
+        }
+        rows.append(row if combo.recovery is None else {**row, "recovery": combo.recovery})
     names: list[str] = []
     for metrics in [*baselines.values(), *(row["metrics"] for row in rows)]:
         for name in metrics or {}:
@@ -645,6 +645,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
 
     sets = config.evaluation.heldout_sets()
     named_sets = [spec.name for spec in sets if spec.name is not None]
+    variants = {"recoveries": list(config.recovery.variants)} if config.recovery.variants else {}
     return {
         "metrics": names,
         "category_metrics": category_metric_names(names, named_sets),
@@ -657,6 +658,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
         "seeds": list(config.selection.seeds),
         "strategies": list(config.selection.strategies),
         "budgets": [sweep_budget(budget) for budget in config.selection.budgets],
+        **variants,
     }
 
 

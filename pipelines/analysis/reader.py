@@ -157,6 +157,8 @@ class RunReader:
         self.strategies: list[str] = list(results["strategies"])
         self.budgets: list[float | str] = list(results["budgets"])
         self.seeds: list[int] = list(results["seeds"])
+        # The recovery variants (`recovery.variants`): each (strategy, budget, seed) is trained once per variant.
+        self.recoveries: list[str | None] = list(results.get("recoveries") or [None])
         self._combo_records = {record["combo"]: record for record in results["combos"]}
         self._scores: pd.DataFrame | None = None
         self._clusters: dict[int, pd.DataFrame] = {}
@@ -167,27 +169,35 @@ class RunReader:
             f"RunReader({str(self.path)!r}, strategies={self.strategies}, budgets={self.budgets}, seeds={self.seeds})"
         )
 
+    @property
+    def recovery_columns(self) -> tuple[str, ...]:
+        """("recovery",) where the run has recovery variants: the column the tables carry them in; else ()."""
+        return ("recovery",) if self.recoveries != [None] else ()
+
     def combos(self) -> pd.DataFrame:
-        """Every expected combo (strategies × budgets × seeds, in that order): combo, strategy, budget,
-        budget_rows (from results.json; NA where the combo is not recorded there), seed, and whether its
-        selection and its evaluation metrics are present (has_selection, has_metrics)."""
+        """Every expected combo (strategies × budgets × seeds × recovery variants, in that order): combo,
+        strategy, recovery (the variant, only where the run has `recoveries`), budget, budget_rows (from
+        results.json; NA where the combo is not recorded there), seed, and whether its selection and its
+        evaluation metrics are present (has_selection, has_metrics)."""
         rows = []
         for strategy in self.strategies:
             for budget in self.budgets:
                 for seed in self.seeds:
-                    combo = combo_name(strategy, budget, seed)
-                    record = self.combo_record(combo)
-                    rows.append(
-                        {
-                            "combo": combo,
-                            "strategy": strategy,
-                            "budget": budget,
-                            "budget_rows": record.get("budget_rows"),
-                            "seed": seed,
-                            "has_selection": self.selection_path(combo).is_file(),
-                            "has_metrics": bool(record.get("metrics")),
-                        }
-                    )
+                    for recovery in self.recoveries:
+                        combo = combo_name(strategy, budget, seed, recovery)
+                        record = self.combo_record(combo)
+                        rows.append(
+                            {
+                                "combo": combo,
+                                "strategy": strategy,
+                                **({} if recovery is None else {"recovery": recovery}),
+                                "budget": budget,
+                                "budget_rows": record.get("budget_rows"),
+                                "seed": seed,
+                                "has_selection": self.selection_path(combo).is_file(),
+                                "has_metrics": bool(record.get("metrics")),
+                            }
+                        )
         table = pd.DataFrame(rows)
         table["budget_rows"] = table["budget_rows"].astype("Int64")
         return table
