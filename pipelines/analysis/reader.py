@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import yaml
 
-from paser.pipelines.layout import RECOVERY_SEPARATOR, RunLayout
+from paser.pipelines.layout import RECOVERY_SEPARATOR, RunLayout, split_recovery
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.store import CorpusStore
 
@@ -218,7 +218,8 @@ class RunReader:
 
     def _check_combo(self, combo: str) -> None:
         known = self.combos()["combo"].tolist()
-        if combo not in known:
+        # A recovery variant's combination selects in its combination's folder: that name reads its selection.
+        if combo not in known and combo not in {split_recovery(name)[0] for name in known}:
             raise RunError(f"{self.path}: unknown combo {combo!r}; known: {', '.join(known)}")
 
     def resolve_seed(self, seed: int | None) -> int:
