@@ -100,8 +100,7 @@ def test_the_weighted_variant_trains_on_the_runs_own_token_jsd(variant_run):
     weighting = json.loads(layout.combo("paser-b10-s0@weighted").recover.record.read_text())["token_weighting"]
     assert weighting["mode"] == "jsd" and weighting["source"] == str(layout.shared.score_shards)
     assert weighting["rows"] == 10
-    unweighted = json.loads(layout.combo("paser-b10-s0@plain").recover.record.read_text())["token_weighting"]
-    assert not unweighted
+    assert "token_weighting" not in json.loads(layout.combo("paser-b10-s0@plain").recover.record.read_text())
 
 
 def test_results_and_tables_carry_the_variant_and_compare_within_it(variant_run):
