@@ -10,6 +10,8 @@
         combos/{combo}/select/              selection.jsonl, stats.json (`SelectFolder`)
         combos/{combo}/recover/             adapter/, merged/, recovery.json (`RecoverFolder`)
         combos/{combo}/eval/                metrics.json, items.npz, generations/ (`EvalFolder`)
+        combos/{combo}@{variant}/recover/   with `recovery.variants`: each variant's training of the selection
+        combos/{combo}@{variant}/eval/      in combos/{combo}/select/, and its evaluation
         baselines/{original,pruned}/eval/   the model pair evaluated as it is (`EvalFolder`)
 
 `paser select`'s output folder is a `SelectFolder`: the run's `shared/` is one (it scores, embeds and caches
@@ -21,6 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
+# Between a combination's name and its recovery variant's (`recovery.variants`): "paser-b0.1-s0@kd". No strategy,
+# budget or variant name holds it (the run config refuses one that does), so the name parses back.
+RECOVERY_SEPARATOR = "@"
+
+
+def split_recovery(name: str) -> tuple[str, str | None]:
+    """(the selection's combination name, the recovery variant or None) of a combination name."""
+    selection, separator, variant = name.rpartition(RECOVERY_SEPARATOR)
+    return (selection, variant) if separator else (name, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,13 +196,16 @@ class EvalFolder:
 
 @dataclasses.dataclass(frozen=True)
 class ComboFolder:
-    """`combos/{combo}/`: one (strategy, budget, seed) combination's select, recover and eval stages."""
+    """`combos/{combo}/`: one (strategy, budget, seed) combination's select, recover and eval stages. A recovery
+    variant's combination (`combos/{combo}@{variant}/`) trains and evaluates in its own folder and reads the
+    selection of `combos/{combo}/` (`selection_root`), shared by every variant."""
 
     root: Path
+    selection_root: Path
 
     @property
     def select(self) -> SelectFolder:
-        return SelectFolder(self.root / "select")
+        return SelectFolder(self.selection_root / "select")
 
     @property
     def recover(self) -> RecoverFolder:
@@ -261,8 +276,9 @@ class RunLayout:
         return self.root / "combos"
 
     def combo(self, name: str) -> ComboFolder:
-        """The folder of the combination named `name` (`paser.pipelines.analysis.reader.combo_name`)."""
-        return ComboFolder(self.combos / name)
+        """The folder of the combination named `name` (`paser.pipelines.analysis.reader.combo_name`); a recovery
+        variant's (`{combo}@{variant}`) selects in its combination's folder."""
+        return ComboFolder(self.combos / name, self.combos / split_recovery(name)[0])
 
     def baseline(self, name: str) -> EvalFolder:
         """The evaluation of the model pair's `name` ("original" or "pruned") as it is."""

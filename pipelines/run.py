@@ -11,6 +11,8 @@ Stages and what each writes under the run directory (every path from `paser.pipe
     select/{combo}    combos/{combo}/select/        selection.jsonl, stats.json
     recover/{combo}   combos/{combo}/recover/       adapter/, merged/, recovery.json, ...
     eval/{combo}      combos/{combo}/eval/          metrics.json (tasks + held-out response NLL)
+    recover/{combo}@{variant}, eval/{combo}@{variant}    with `recovery.variants`: the selection of
+                      combos/{combo}/select/ trained and evaluated once per variant, in combos/{combo}@{variant}/
     eval/original, eval/pruned   baselines/{name}/eval/metrics.json
 
 Every stage has a hash of what it declares it reads (`paser.pipelines.stages.stage_key`): its config sections
@@ -32,7 +34,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +64,15 @@ from paser.pipelines.heldout import (
     parse_heldout,
     split_metric_names,
 )
-from paser.pipelines.layout import RunLayout, pruning_record
+from paser.pipelines.layout import RECOVERY_SEPARATOR, RunLayout, pruning_record
 from paser.pipelines.lock import output_folder
 from paser.pipelines.run_stages import (
+    RUN_TOKEN_JSD,
     EvalSections,
     ModelPair,
     SharedStages,
     eval_stage,
+    reads_run_token_jsd,
     recover_stage,
     select_config,
     select_stage,
@@ -76,7 +82,7 @@ from paser.pipelines.run_stages import (
 )
 from paser.pipelines.select import check_before_scoring, holds_scores
 from paser.pipelines.stages import Executor, InputValues, Manifest, Stage, log, model_identity
-from paser.recovery.config import PruneSpec, TrainConfig
+from paser.recovery.config import PruneSpec, TrainConfig, setting_owners, split_settings
 from paser.recovery.models import check_checkpoint
 from paser.recovery.tracking import log_eval_metrics
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
@@ -155,6 +161,11 @@ class SweepConfig:
                 raise ValueError(f"selection.{name} is empty")
             if len(set(values)) != len(values):
                 raise ValueError(f"selection.{name} repeats a value: {values}")
+        for name in self.strategies:
+            if RECOVERY_SEPARATOR in name:
+                raise ValueError(
+                    f"selection.strategies: {name!r} holds {RECOVERY_SEPARATOR!r}, which names recovery variants"
+                )
         unknown = sorted(set(self.options) - set(self.strategies))
         if unknown:
             raise ValueError(f"selection.options names strategies not in selection.strategies: {unknown}")
@@ -172,6 +183,89 @@ class SweepConfig:
         """The options `name` selects with: a variant's own, then `options[name]` over them."""
         variant = {key: value for key, value in self.variants.get(name, {}).items() if key != "strategy"}
         return {**variant, **self.options.get(name, {})}
+
+
+# What a recovery variant may be called: its name ends the combination's folder name and stage names.
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+@dataclasses.dataclass
+class RunRecoveryConfig(TrainConfig):
+    """A run's `recovery` section: how every combination is trained (`TrainConfig`, written flat), and named
+    variants of it, each trained and evaluated on the same selections (`variants`).
+
+    Token weighting (`token_weighting: jsd | top_fraction`, here or in a variant) reads the run's own per-token
+    JSD where `token_jsd` is left out: it is then `RUN_TOKEN_JSD`, the score stage keeps the JSD and the recover
+    stage points the training at `shared/score_shards/`."""
+
+    variants: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=dict,
+        metadata={
+            "help": "Named variants of this section, compared in one sweep on the same selections (each "
+            "(strategy, budget, seed) selected once, trained and evaluated once per variant): {sft: {}, kd: "
+            "{objective: distill}, kd_t2: {objective: distill, temperature: 2.0}}; each is this section with its "
+            "keys over it. None: one training per combination, as before."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in self.variants:
+            self.variant(name)
+
+    @classmethod
+    def nest_flat_settings(cls, settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, type]]:
+        """`TrainConfig.nest_flat_settings` of the section but its `variants` (with the run's `token_jsd`)."""
+        settings = dict(settings)
+        variants = settings.pop("variants", {})
+        nested, types = TrainConfig.nest_flat_settings(with_run_token_jsd(settings))
+        return {**nested, "variants": variants}, types
+
+    def flat_settings(self) -> dict[str, Any]:
+        """`TrainConfig.flat_settings`, then `variants` where there are any (what config.yaml holds)."""
+        flat = TrainConfig.flat_settings(self)
+        return {**flat, "variants": self.variants} if self.variants else flat
+
+    def training(self, variant: str | None = None) -> TrainConfig:
+        """How a combination trains: the section itself (`variant` None) or the variant named `variant`, as a
+        `TrainConfig` (what the recover stage hashes)."""
+        if variant is not None:
+            return self.variant(variant)
+        return TrainConfig.from_flat(TrainConfig.flat_settings(self))
+
+    def variant(self, name: str) -> TrainConfig:
+        """The variant `name`: the section's settings with the variant's over them, routed by
+        `TrainConfig.from_flat`. Refuses (ValueError naming `recovery.variants.<name>.<key>`) a name that cannot
+        end a folder name, a key no objective has, one of another objective and a value the config refuses."""
+        where = f"recovery.variants.{name}"
+        overrides = self.variants[name]
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+            raise ValueError(f"{where}: a variant's name is letters, digits and _ . + - only")
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{where}: expected a mapping of recovery settings, got {overrides!r}")
+        base = TrainConfig.flat_settings(self)
+        if base.get("token_jsd") == RUN_TOKEN_JSD:
+            del base["token_jsd"]
+        merged = with_run_token_jsd({**base, **overrides})
+        known = {field.name for field in dataclasses.fields(TrainConfig)} - {"objective_config"} | set(setting_owners())
+        for key, value in merged.items():
+            if key not in known:
+                raise ValueError(f"{where}.{key}: unknown recovery setting; known: {', '.join(sorted(known))}")
+            try:
+                split_settings({"objective": merged.get("objective", TrainConfig.objective), key: value})
+            except ValueError as error:
+                raise ValueError(f"{where}.{key}: {error}") from None
+        from paser.pipelines.config import build_config
+
+        return build_config(TrainConfig, merged, where)
+
+
+def with_run_token_jsd(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` (a flat recovery section) with `token_jsd: RUN_TOKEN_JSD` where it weights tokens and names no
+    per-token JSD of its own (a file or shard folder scored elsewhere, read as given)."""
+    if settings.get("token_weighting", "none") != "none" and settings.get("token_jsd") is None:
+        return {**settings, "token_jsd": RUN_TOKEN_JSD}
+    return settings
 
 
 @dataclasses.dataclass
@@ -256,7 +350,7 @@ class RunConfig(CorpusSections):
 
     models: RunModelsConfig
     selection: SweepConfig = dataclasses.field(default_factory=SweepConfig)
-    recovery: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    recovery: RunRecoveryConfig = dataclasses.field(default_factory=RunRecoveryConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     recipe: str | None = dataclasses.field(
         default=None,
@@ -282,20 +376,33 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
 
 @dataclasses.dataclass(frozen=True)
 class Combo:
+    """One (strategy, budget, seed) of the sweep, and the recovery variant it trains with (None: the section)."""
+
     strategy: str
     budget: float | str
     seed: int
+    recovery: str | None = None
 
     @property
     def name(self) -> str:
-        return combo_name(self.strategy, self.budget, self.seed)
+        return combo_name(self.strategy, self.budget, self.seed, self.recovery)
+
+    @property
+    def selection(self) -> Combo:
+        """The combination whose selection this one trains on: itself without the recovery variant."""
+        return dataclasses.replace(self, recovery=None)
 
 
 def combos(config: RunConfig) -> list[Combo]:
-    """Every (strategy, budget, seed) of the sweep, seeds innermost."""
+    """Every (strategy, budget, seed) of the sweep, seeds innermost, then each recovery variant of it."""
     sweep = config.selection
+    recoveries = list(config.recovery.variants) or [None]
     return [
-        Combo(s, sweep_budget(b), int(seed)) for s in sweep.strategies for b in sweep.budgets for seed in sweep.seeds
+        Combo(s, sweep_budget(b), int(seed), recovery)
+        for s in sweep.strategies
+        for b in sweep.budgets
+        for seed in sweep.seeds
+        for recovery in recoveries
     ]
 
 
@@ -360,6 +467,8 @@ class Run:
             config = select_config(self, combo)
             get_strategy(config.selection.strategy, **config.selection.options)
             check_before_scoring(config)
+        if reads_run_token_jsd(self.config.recovery):
+            check_keeps_token_jsd(self.config)
         evaluation = self.config.evaluation
         required_files(parse_tasks(evaluation.tasks), evaluation.data_dir, evaluation.source)
         if evaluation.heldout_file is not None and not Path(evaluation.heldout_file).is_file():
@@ -431,9 +540,15 @@ class Run:
         select = select_stage(
             select_config(self, combo, folder.select.root), self.layout.shared, self.stages, folder.select, combo
         )
-        recover = recover_stage(config.recovery, config.evaluation.data_dir, self.pair, folder, select, combo)
+        training = config.recovery.training(combo.recovery)
+        token_jsd = (self.stages.score, self.layout.shared.score_shards)
+        recover = recover_stage(training, config.evaluation.data_dir, self.pair, folder, select, combo, token_jsd)
         merged, model = str(folder.recover.merged), {"model": recover}
-        return eval_stage(self.eval_sections, self.stages, combo.name, merged, folder.eval, model, {})
+        # A variant's evaluation tokenises the held-out rows as its training did.
+        sections = self.eval_sections
+        if combo.recovery is not None:
+            sections = dataclasses.replace(sections, recovery=training)
+        return eval_stage(sections, self.stages, combo.name, merged, folder.eval, model, {})
 
     def execute(self) -> dict[str, Any]:
         """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""
@@ -499,7 +614,8 @@ def _read_metrics(path: Path) -> dict[str, float] | None:
 
 
 def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """The `results.json` payload: baselines and every combination's metrics (None where missing)."""
+    """The `results.json` payload: baselines and every combination's metrics (None where missing). With
+    `recovery.variants`, each combination names its variant (`recovery`) and `recoveries` lists them."""
     layout = RunLayout(run_dir)
     baselines = {name: _read_metrics(layout.baseline(name).metrics) for name in ("original", "pruned")}
     rows = []
@@ -509,18 +625,17 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
         recovery_path = folder.recover.record
         stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.exists() else {}
         recovery = json.loads(recovery_path.read_text(encoding="utf-8")) if recovery_path.exists() else {}
-        rows.append(
-            {
-                "combo": combo.name,
-                "strategy": combo.strategy,
-                "budget": combo.budget,
-                "budget_rows": stats.get("totals", {}).get("budget"),
-                "seed": combo.seed,
-                "metrics": _read_metrics(folder.eval.metrics),
-                "train_seconds": recovery.get("seconds", {}).get("train"),
-                "train_tokens": recovery.get("tokens_per_epoch", {}).get("total"),
-            }
-        )
+        row = {
+            "combo": combo.name,
+            "strategy": combo.strategy,
+            "budget": combo.budget,
+            "budget_rows": stats.get("totals", {}).get("budget"),
+            "seed": combo.seed,
+            "metrics": _read_metrics(folder.eval.metrics),
+            "train_seconds": recovery.get("seconds", {}).get("train"),
+            "train_tokens": recovery.get("tokens_per_epoch", {}).get("total"),
+        }
+        rows.append(row if combo.recovery is None else {**row, "recovery": combo.recovery})
     names: list[str] = []
     for metrics in [*baselines.values(), *(row["metrics"] for row in rows)]:
         for name in metrics or {}:
@@ -530,6 +645,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
 
     sets = config.evaluation.heldout_sets()
     named_sets = [spec.name for spec in sets if spec.name is not None]
+    variants = {"recoveries": list(config.recovery.variants)} if config.recovery.variants else {}
     return {
         "metrics": names,
         "category_metrics": category_metric_names(names, named_sets),
@@ -542,6 +658,7 @@ def collect_results(run_dir: Path, config: RunConfig) -> dict[str, Any]:
         "seeds": list(config.selection.seeds),
         "strategies": list(config.selection.strategies),
         "budgets": [sweep_budget(budget) for budget in config.selection.budgets],
+        **variants,
     }
 
 
@@ -558,6 +675,21 @@ def statistics_blocks(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "compute": combo_compute(results, stages, run_dir),
         "shared_cost": shared_cost(stages, run_dir),
     }
+
+
+def check_keeps_token_jsd(config: RunConfig) -> None:
+    """Refuse (ValueError, one line) a recovery that weights tokens where the scoring cannot keep the per-token
+    JSD (`paser.selection.degradation.refuse_token_jsd`): the ray engine and top-k scoring do not."""
+    if config.engine == "ray":
+        path = "the ray engine (engine: ray)"
+    elif config.topk.k is not None:
+        path = "top-k scoring (topk.k)"
+    else:
+        return
+    raise ValueError(
+        f"recovery.token_weighting needs the per-token JSD, which {path} does not keep: score exactly on the local "
+        "engine, or train without token weighting"
+    )
 
 
 def check_inputs(config: RunConfig) -> None:
@@ -611,6 +743,7 @@ __all__ = [
     "Run",
     "RunConfig",
     "RunModelsConfig",
+    "RunRecoveryConfig",
     "SweepConfig",
     "collect_results",
     "combos",

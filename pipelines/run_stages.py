@@ -50,8 +50,13 @@ from paser.selection.store import CorpusStore, StoredSamples
 from paser.selection.strategies import get_strategy, strategy_class
 
 if TYPE_CHECKING:
-    from paser.pipelines.run import Combo, EvaluationConfig, Run, RunModelsConfig
+    from paser.pipelines.run import Combo, EvaluationConfig, Run, RunModelsConfig, RunRecoveryConfig
     from paser.recovery.config import TrainConfig
+
+
+# `token_jsd` of a run's recovery section that weights tokens and names no file: the run's own score shards
+# (`shared/score_shards/`), which the recover stage reads through the score stage, by content, never by this path.
+RUN_TOKEN_JSD = "run:score_shards"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +127,10 @@ def select_config(run: Run, combo: Combo | None = None, out: Path | None = None)
     # Every combination scores once, so one strategy that needs the unconditioned NLL makes all score it.
     needs_unconditioned = any(strategy_class(name).needs_unconditioned_nll for name in strategies)
     scoring = dataclasses.replace(
-        config.scoring, unconditioned_nll=config.scoring.unconditioned_nll or needs_unconditioned
+        config.scoring,
+        unconditioned_nll=config.scoring.unconditioned_nll or needs_unconditioned,
+        # A training that weights tokens reads the per-token JSD the score stage keeps (`recover_stage`).
+        keep_token_jsd=config.scoring.keep_token_jsd or reads_run_token_jsd(config.recovery),
     )
     select = SelectConfig(
         corpus=dataclasses.replace(
@@ -152,6 +160,13 @@ def select_config(run: Run, combo: Combo | None = None, out: Path | None = None)
         out=str(out or run.layout.shared.root),
     )
     return effective_config(select)
+
+
+def reads_run_token_jsd(recovery: RunRecoveryConfig) -> bool:
+    """Whether the recovery section or one of its variants weights tokens by the run's own per-token JSD
+    (`token_jsd` left out: `RUN_TOKEN_JSD`), which the score stage then keeps."""
+    trainings = [recovery.training(name) for name in recovery.variants] or [recovery]
+    return any(getattr(training.token_weighting, "token_jsd", None) == RUN_TOKEN_JSD for training in trainings)
 
 
 def write_builtin_demo(run: Run) -> None:
@@ -447,7 +462,7 @@ def select_stage(
 ) -> Stage:
     """Stage `select/{combo}`: the combination's selection by its select config `config` (`select_config`) into
     `folder` (`combos/{combo}/select/`: selection.jsonl, stats.json) from the pool, its embeddings and its seed's
-    clustering."""
+    clustering; one per (strategy, budget, seed), whatever recovery variant trains on it."""
     out = folder.root
     cluster = stages.clusters[combo.seed]
 
@@ -474,15 +489,24 @@ def select_stage(
         )
 
     inputs = {"pool": stages.heldout, "embed": stages.embed, "cluster": cluster}
-    return Stage(f"select/{combo.name}", compute, [folder.selection, folder.stats], inputs, settings)
+    return Stage(f"select/{combo.selection.name}", compute, [folder.selection, folder.stats], inputs, settings)
 
 
 def recover_stage(
-    recovery: TrainConfig, data_dir: str | None, pair: ModelPair, folder: ComboFolder, select: Stage, combo: Combo
+    recovery: TrainConfig,
+    data_dir: str | None,
+    pair: ModelPair,
+    folder: ComboFolder,
+    select: Stage,
+    combo: Combo,
+    token_jsd: tuple[Stage, Path] | None = None,
 ) -> Stage:
-    """Stage `recover/{combo}`: the pruned model of `pair` trained by the `recovery` section on the combination's
-    selection and merged (`folder.recover`, `combos/{combo}/recover/`: adapter/, merged/, recovery.json, ...);
-    `data_dir` is `evaluation.data_dir`, where the re-masking check reads its text."""
+    """Stage `recover/{combo}`: the pruned model of `pair` trained by `recovery` (the run's section or one of its
+    variants) on the combination's selection and merged (`folder.recover`, `combos/{combo}/recover/`: adapter/,
+    merged/, recovery.json, targets.jsonl with `targets: original`, ...); `data_dir` is `evaluation.data_dir`,
+    where the re-masking check reads its text. A training that weights tokens by the run's own per-token JSD
+    (`token_jsd` is `RUN_TOKEN_JSD`) reads it from `token_jsd` (the score stage, its shard
+    folder), declared by the score stage: the hashed setting stays that marker, never a path."""
     out = folder.recover.root
     training = dataclasses.replace(recovery, seed=combo.seed)
     inputs, sources = pair.pruned_model("pruned")
@@ -492,6 +516,13 @@ def recover_stage(
     settings = {"recovery": settings_except(training.flat_settings(), "show_progress", "report_to")}
     if training.remask_eval == "wikitext2":  # the re-masking check reads its text from the data folder
         settings["data_dir"] = data_dir
+    if training.token_weighting is not None and training.token_weighting.token_jsd == RUN_TOKEN_JSD:
+        if token_jsd is None:
+            raise ValueError(f"recover/{combo.name}: token weighting needs the score stage's per-token JSD")
+        score, shards = token_jsd
+        inputs["score"] = score
+        weighted = dataclasses.replace(training.objective_config, token_jsd=str(shards))
+        training = dataclasses.replace(training, objective_config=weighted)
 
     def compute(values: InputValues) -> None:
         from paser.recovery.train import recover

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from paser.pipelines.analysis.reader import RunReader, block_table
-from paser.pipelines.layout import RunLayout
+from paser.pipelines.layout import RunLayout, split_recovery
 from paser.recovery.flops import forward_flops
 from paser.selection.strategies import strategy_with_role
 
@@ -77,7 +77,8 @@ def _fraction(value: float | None, reference: float | None) -> float | None:
 def combo_compute(results: dict[str, Any], stages: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """The `compute` block: {"reference": "full" or None (no full combination trained), "reference_combos":
     the full combinations averaged, "rows": one per combination of results.json, in its order, with the
-    fields of the module docstring}. `stages` is manifest.json's "stages"."""
+    fields of the module docstring (and its `recovery` variant where it has one: the fractions are then of the
+    full combinations of that variant)}. `stages` is manifest.json's "stages"."""
     rows = []
     for record in results["combos"]:
         combo = record["combo"]
@@ -87,10 +88,12 @@ def combo_compute(results: dict[str, Any], stages: dict[str, Any], run_dir: str 
         per_epoch = recovery.get("tokens_per_epoch") or {}
         forwarded = (recovery.get("compute") or {}).get("tokens") or {}
         flops = ((recovery.get("compute") or {}).get("flops") or {}).get("total")
+        recovery_variant = {"recovery": record["recovery"]} if "recovery" in record else {}
         rows.append(
             {
                 "combo": combo,
                 "strategy": record["strategy"],
+                **recovery_variant,
                 "budget": record["budget"],
                 "seed": record["seed"],
                 "rows_trained": (recovery.get("rows") or {}).get("used"),
@@ -100,20 +103,19 @@ def combo_compute(results: dict[str, Any], stages: dict[str, Any], run_dir: str 
                 "train_tokens": _times(per_epoch.get("total"), epochs),
                 "train_seconds": (recovery.get("seconds") or {}).get("train"),
                 "recover_seconds": _stage_seconds(stages, f"recover/{combo}"),
-                "select_seconds": _stage_seconds(stages, f"select/{combo}"),
+                "select_seconds": _stage_seconds(stages, f"select/{split_recovery(combo)[0]}"),
                 "teacher_tokens": _sum_known(forwarded, ("teacher_forward", "reference_forward")),
                 "generated_tokens": forwarded.get("generated"),
                 "flops": flops,
             }
         )
     reference = [row for row in rows if row["strategy"] == REFERENCE_STRATEGY and row["train_tokens"] is not None]
-    reference_tokens = _mean([row["train_tokens"] for row in reference])
-    reference_seconds = _mean([row["train_seconds"] for row in reference])
-    reference_flops = _mean([row["flops"] for row in reference])
     for row in rows:
-        row["tokens_fraction"] = _fraction(row["train_tokens"], reference_tokens)
-        row["seconds_fraction"] = _fraction(row["train_seconds"], reference_seconds)
-        row["flops_fraction"] = _fraction(row["flops"], reference_flops)
+        # Within a recovery variant: the reference trained the same way.
+        same = [other for other in reference if other.get("recovery") == row.get("recovery")]
+        row["tokens_fraction"] = _fraction(row["train_tokens"], _mean([other["train_tokens"] for other in same]))
+        row["seconds_fraction"] = _fraction(row["train_seconds"], _mean([other["train_seconds"] for other in same]))
+        row["flops_fraction"] = _fraction(row["flops"], _mean([other["flops"] for other in same]))
     return {
         "reference": REFERENCE_STRATEGY if reference else None,
         "reference_combos": [row["combo"] for row in reference],
@@ -172,7 +174,8 @@ def compute_table(run: RunReader) -> pd.DataFrame:
     combos' (NaN without one); see this module's docstring. results.json's `compute`, else read from the recovery
     records and the manifest (`combo_compute`)."""
     block = run.results.get("compute") or combo_compute(run.results, run.manifest.get("stages", {}), run.path)
-    return block_table(block["rows"], ("combo", "strategy", "budget", "seed", *COMPUTE_FIELDS), COMPUTE_FIELDS)
+    labels = ("combo", "strategy", *run.recovery_columns, "budget", "seed")
+    return block_table(block["rows"], (*labels, *COMPUTE_FIELDS), COMPUTE_FIELDS)
 
 
 def run_shared_cost(run: RunReader) -> dict[str, Any]:

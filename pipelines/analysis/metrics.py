@@ -22,8 +22,8 @@ def gap_recovered(recovered: Any, pruned: float, original: float) -> Any:
 
 
 def combo_metrics(run: RunReader) -> pd.DataFrame:
-    """One row per expected combo: combo, strategy, budget, seed, evaluated and every metric (NaN where
-    missing)."""
+    """One row per expected combo: combo, strategy, recovery (where the run has variants), budget, seed,
+    evaluated and every metric (NaN where missing)."""
     rows = []
     for combo in run.combos().itertuples(index=False):
         metrics = run.combo_record(combo.combo).get("metrics") or {}
@@ -31,6 +31,7 @@ def combo_metrics(run: RunReader) -> pd.DataFrame:
             {
                 "combo": combo.combo,
                 "strategy": combo.strategy,
+                **{column: getattr(combo, column) for column in run.recovery_columns},
                 "budget": combo.budget,
                 "seed": combo.seed,
                 "evaluated": bool(metrics),
@@ -41,9 +42,11 @@ def combo_metrics(run: RunReader) -> pd.DataFrame:
 
 
 def results_table(run: RunReader) -> pd.DataFrame:
-    """One row per (strategy, budget), then the baselines as rows "original" and "pruned".
+    """One row per (strategy, budget) (per (strategy, recovery variant, budget) where the run has variants), then
+    the baselines as rows "original" and "pruned".
 
-    Columns: strategy, budget, budget_rows, seeds (combos of the row with metrics), then for each metric
+    Columns: strategy, recovery (the variant, where the run has any; None on the baselines), budget,
+    budget_rows, seeds (combos of the row with metrics), then for each metric
     `{metric}_mean` and `{metric}_std` (sample standard deviation over seeds, ddof=1: NaN with one seed),
     then `{metric}_gap_recovered` for each metric both baselines have (`gap_metrics`): (mean − pruned) /
     (original − pruned), a fraction (1 = the original's value, 0 = no better than the pruned model), the same
@@ -55,30 +58,33 @@ def results_table(run: RunReader) -> pd.DataFrame:
     per_combo = combo_metrics(run)
     budget_rows = run.combos().set_index("combo")["budget_rows"]
     rows = []
-    for strategy in run.strategies:
-        for budget in run.budgets:
-            group = per_combo[(per_combo["strategy"] == strategy) & (per_combo["budget"] == budget)]
-            known_rows = budget_rows[group["combo"]].dropna().unique()
-            if len(known_rows) > 1:
-                raise RunError(
-                    f"{run.layout.results}: {strategy} at budget {format_budget(budget)} has different "
-                    f"budget_rows across seeds ({sorted(int(value) for value in known_rows)})"
-                )
-            row: dict[str, Any] = {
-                "strategy": strategy,
-                "budget": budget,
-                "budget_rows": known_rows[0] if len(known_rows) else pd.NA,
-                "seeds": int(group["evaluated"].sum()),
-            }
-            for metric in run.metrics:
-                values = group[metric].dropna()
-                row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
-                row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-            rows.append(row)
+    for strategy, recovery, budget in _groups(run):
+        group = per_combo[(per_combo["strategy"] == strategy) & (per_combo["budget"] == budget)]
+        if recovery is not None:
+            group = group[group["recovery"] == recovery]
+        known_rows = budget_rows[group["combo"]].dropna().unique()
+        if len(known_rows) > 1:
+            raise RunError(
+                f"{run.layout.results}: {strategy} at budget {format_budget(budget)} has different "
+                f"budget_rows across seeds ({sorted(int(value) for value in known_rows)})"
+            )
+        row: dict[str, Any] = {
+            "strategy": strategy,
+            **{column: recovery for column in run.recovery_columns},
+            "budget": budget,
+            "budget_rows": known_rows[0] if len(known_rows) else pd.NA,
+            "seeds": int(group["evaluated"].sum()),
+        }
+        for metric in run.metrics:
+            values = group[metric].dropna()
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        rows.append(row)
     baselines = run.results["baselines"]
     for name in BASELINES:
         values = baselines.get(name) or {}
-        row = {"strategy": name, "budget": math.nan, "budget_rows": pd.NA, "seeds": pd.NA}
+        row = {"strategy": name, **dict.fromkeys(run.recovery_columns), "budget": math.nan}
+        row |= {"budget_rows": pd.NA, "seeds": pd.NA}
         for metric in run.metrics:
             row[f"{metric}_mean"] = as_float(values.get(metric))
             row[f"{metric}_std"] = math.nan
@@ -91,6 +97,16 @@ def results_table(run: RunReader) -> pd.DataFrame:
     table["budget_rows"] = table["budget_rows"].astype("Int64")
     table["seeds"] = table["seeds"].astype("Int64")
     return table
+
+
+def _groups(run: RunReader) -> list[tuple[str, str | None, float | str]]:
+    """The (strategy, recovery variant or None, budget) of each row of the results table, in its order."""
+    return [
+        (strategy, recovery, budget)
+        for strategy in run.strategies
+        for recovery in run.recoveries
+        for budget in run.budgets
+    ]
 
 
 def gap_metrics(run: RunReader) -> list[str]:
@@ -124,16 +140,19 @@ def gap_notes(run: RunReader) -> list[str]:
 
 
 def summary_table(run: RunReader) -> pd.DataFrame:
-    """Per strategy × budget × metric: seeds (with a value), mean, sd (ddof=1) and the 95% t-interval [lo, hi]
+    """Per strategy × budget × metric (× recovery variant, column `recovery`, where the run has variants): seeds
+    (with a value), mean, sd (ddof=1) and the 95% t-interval [lo, hi]
     of the mean over seeds (NaN where undefined). results.json's `summary`; computed from the combos'
     metrics for a run written before it had one (`paser.pipelines.analysis.uncertainty.metric_summary`)."""
     block = run.results.get("summary") or metric_summary(run.results)
     numeric = ("mean", "sd", "lo", "hi")
-    return block_table(block["rows"], ("strategy", "budget", "metric", "seeds", *numeric), numeric)
+    labels = ("strategy", *run.recovery_columns, "budget", "metric", "seeds")
+    return block_table(block["rows"], (*labels, *numeric), numeric)
 
 
 def versus_random_table(run: RunReader) -> pd.DataFrame:
-    """Per strategy other than random × budget × metric: pairs (seeds both have), difference (mean over
+    """Per strategy other than random × budget × metric (× recovery variant, column `recovery`, where the run
+    has variants: each compared with random trained the same way): pairs (seeds both have), difference (mean over
     pairs of strategy − random), t_p and permutation_p (the paired t-test's and the sign-flip test's
     two-sided p-values over seeds; permutation: "exact" or "monte carlo", sign_flips: the sign patterns
     counted), the secondary bootstrap interval [lo, hi], bootstrap (what it resampled: seeds+items, items,
@@ -146,5 +165,6 @@ def versus_random_table(run: RunReader) -> pd.DataFrame:
     if "rule" not in block:
         block = versus_random(run.results, run.path)
     numeric = ("difference", "t_p", "permutation_p", "sign_flips", "lo", "hi", "items")
-    columns = ("strategy", "budget", "metric", "pairs", *numeric, "permutation", "bootstrap", "lower_is_better")
+    labels = ("strategy", *run.recovery_columns, "budget", "metric", "pairs")
+    columns = (*labels, *numeric, "permutation", "bootstrap", "lower_is_better")
     return block_table(block["rows"], (*columns, "verdict"), numeric)

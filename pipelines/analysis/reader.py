@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import yaml
 
-from paser.pipelines.layout import RunLayout
+from paser.pipelines.layout import RECOVERY_SEPARATOR, RunLayout, split_recovery
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.store import CorpusStore
 
@@ -49,16 +49,18 @@ class RunError(ValueError):
     seed or budget, a missing artifact asked for by name. The message names the file (and the key)."""
 
 
-def combo_name(strategy: str, budget: float | str, seed: int) -> str:
+def combo_name(strategy: str, budget: float | str, seed: int, recovery: str | None = None) -> str:
     """The combo folder name of one (strategy, budget, seed): e.g. "paser-b0.1-s0", "random-b30-s1", "paser-b1-s0"
     for the fraction 1.0 (every row), "paser-b1row-s0" for the int 1 (one row), and for a token budget
-    "paser-t200000-s0"."""
+    "paser-t200000-s0"; with a recovery variant (`recovery.variants`) its name after `RECOVERY_SEPARATOR`:
+    "paser-b0.1-s0@kd"."""
     parsed = parse_budget(budget)
     if isinstance(parsed, TokenBudget):
         label = f"t{parsed.tokens}"
     else:
         label = "b1row" if is_one_row(parsed) else f"b{parsed:g}"
-    return f"{strategy}-{label}-s{seed}"
+    name = f"{strategy}-{label}-s{seed}"
+    return name if recovery is None else f"{name}{RECOVERY_SEPARATOR}{recovery}"
 
 
 def format_budget(budget: float | str) -> str:
@@ -155,6 +157,8 @@ class RunReader:
         self.strategies: list[str] = list(results["strategies"])
         self.budgets: list[float | str] = list(results["budgets"])
         self.seeds: list[int] = list(results["seeds"])
+        # The recovery variants (`recovery.variants`): each (strategy, budget, seed) is trained once per variant.
+        self.recoveries: list[str | None] = list(results.get("recoveries") or [None])
         self._combo_records = {record["combo"]: record for record in results["combos"]}
         self._scores: pd.DataFrame | None = None
         self._clusters: dict[int, pd.DataFrame] = {}
@@ -165,27 +169,35 @@ class RunReader:
             f"RunReader({str(self.path)!r}, strategies={self.strategies}, budgets={self.budgets}, seeds={self.seeds})"
         )
 
+    @property
+    def recovery_columns(self) -> tuple[str, ...]:
+        """("recovery",) where the run has recovery variants: the column the tables carry them in; else ()."""
+        return ("recovery",) if self.recoveries != [None] else ()
+
     def combos(self) -> pd.DataFrame:
-        """Every expected combo (strategies × budgets × seeds, in that order): combo, strategy, budget,
-        budget_rows (from results.json; NA where the combo is not recorded there), seed, and whether its
-        selection and its evaluation metrics are present (has_selection, has_metrics)."""
+        """Every expected combo (strategies × budgets × seeds × recovery variants, in that order): combo,
+        strategy, recovery (the variant, only where the run has `recoveries`), budget, budget_rows (from
+        results.json; NA where the combo is not recorded there), seed, and whether its selection and its
+        evaluation metrics are present (has_selection, has_metrics)."""
         rows = []
         for strategy in self.strategies:
             for budget in self.budgets:
                 for seed in self.seeds:
-                    combo = combo_name(strategy, budget, seed)
-                    record = self.combo_record(combo)
-                    rows.append(
-                        {
-                            "combo": combo,
-                            "strategy": strategy,
-                            "budget": budget,
-                            "budget_rows": record.get("budget_rows"),
-                            "seed": seed,
-                            "has_selection": self.selection_path(combo).is_file(),
-                            "has_metrics": bool(record.get("metrics")),
-                        }
-                    )
+                    for recovery in self.recoveries:
+                        combo = combo_name(strategy, budget, seed, recovery)
+                        record = self.combo_record(combo)
+                        rows.append(
+                            {
+                                "combo": combo,
+                                "strategy": strategy,
+                                **({} if recovery is None else {"recovery": recovery}),
+                                "budget": budget,
+                                "budget_rows": record.get("budget_rows"),
+                                "seed": seed,
+                                "has_selection": self.selection_path(combo).is_file(),
+                                "has_metrics": bool(record.get("metrics")),
+                            }
+                        )
         table = pd.DataFrame(rows)
         table["budget_rows"] = table["budget_rows"].astype("Int64")
         return table
@@ -206,7 +218,8 @@ class RunReader:
 
     def _check_combo(self, combo: str) -> None:
         known = self.combos()["combo"].tolist()
-        if combo not in known:
+        # A recovery variant's combination selects in its combination's folder: that name reads its selection.
+        if combo not in known and combo not in {split_recovery(name)[0] for name in known}:
             raise RunError(f"{self.path}: unknown combo {combo!r}; known: {', '.join(known)}")
 
     def resolve_seed(self, seed: int | None) -> int:

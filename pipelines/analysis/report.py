@@ -38,7 +38,7 @@ from paser.pipelines.analysis.reader import RunError, RunReader, format_budget, 
 from paser.pipelines.analysis.selections import cds_vs_gain, cluster_budgets, overlap, picks
 from paser.pipelines.analysis.stats import EXACT_SIGN_FLIPS, RESAMPLES
 from paser.pipelines.analysis.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
-from paser.pipelines.layout import RunLayout
+from paser.pipelines.layout import RECOVERY_SEPARATOR, RunLayout
 
 REPORT_FILES = RunLayout(".").report_files.name  # linked from report.md, relative to it
 MISSING = "–"
@@ -167,14 +167,30 @@ def _run_section(run: RunReader) -> list[Block]:
         f"strategies: {', '.join(run.strategies)}",
         f"budgets: {budgets}",
         f"seeds: {', '.join(str(seed) for seed in run.seeds)}",
+        *_variant_items(run),
         f"metrics: {', '.join(run.metrics)}",
         f"combos: {len(combos)} ({int(combos['has_metrics'].sum())} evaluated)",
     ]
     return [Heading(2, "Run"), Bullets(tuple(items))]
 
 
+def _variant_items(run: RunReader) -> list[str]:
+    """The run section's line on the recovery variants (config.yaml's `recovery.variants`); none without."""
+    variants = (run.config.get("recovery") or {}).get("variants") or {}
+    if not variants:
+        return []
+    described = [
+        f"{name} ({', '.join(f'{key}={value}' for key, value in settings.items()) or 'the section as it is'})"
+        for name, settings in variants.items()
+    ]
+    return [
+        f"recovery variants, each trained on the same selections and compared within itself ({RECOVERY_SEPARATOR} "
+        f"after the strategy): {'; '.join(described)}"
+    ]
+
+
 def _results_section(run: RunReader) -> list[Block]:
-    table = results_table(run)
+    table = _with_variant(results_table(run))
     per_category = run.results.get("category_metrics", [])
     metrics = [metric for metric in run.metrics if metric not in per_category]
     with_gap = [metric for metric in gap_metrics(run) if metric not in per_category]
@@ -319,8 +335,8 @@ def _uncertainty_section(run: RunReader) -> list[Block]:
     """Per strategy × budget × metric: mean ± sd and the t-interval over seeds, then the paired difference from
     random with its seed-level p-values (paired t, sign-flip) and its bootstrap interval; a forest plot of those
     differences."""
-    summary = summary_table(run)
-    versus = versus_random_table(run)
+    summary = _with_variant(summary_table(run))
+    versus = _with_variant(versus_random_table(run))
     compared = {(row["strategy"], row["budget"], row["metric"]): row for row in versus.to_dict("records")}
     rows = []
     for row in summary.to_dict("records"):
@@ -733,7 +749,7 @@ def format_results(run_dir: str | os.PathLike[str]) -> str:
     baseline (strategy, budget, rows, seeds, the main metrics as mean ± std, their gap recovered), then the
     count of missing artifacts and the notes. Refuses (RunError) a folder that is not a run."""
     run = load_run(run_dir)
-    table = results_table(run)
+    table = _with_variant(results_table(run))
     per_category = run.results.get("category_metrics", [])
     shown = main_metrics([metric for metric in run.metrics if metric not in per_category])
     gaps = [metric for metric in shown if metric in gap_metrics(run)]
@@ -778,6 +794,15 @@ def _config_value(config: dict[str, Any], dotted: str) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{key}={item}" for key, item in value.items())
     return "none" if value is None else str(value)
+
+
+def _with_variant(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with each row's recovery variant (column `recovery`, where the run has variants) folded into its
+    strategy, "paser@kd", so the report's tables and plots tell the variants apart; `table` itself without."""
+    if "recovery" not in table:
+        return table
+    variant = table["recovery"].map(lambda name: "" if _is_missing(name) else f"{RECOVERY_SEPARATOR}{name}")
+    return table.assign(strategy=table["strategy"] + variant)
 
 
 def _is_missing(value: Any) -> bool:

@@ -121,6 +121,8 @@ def picks(run: RunReader) -> pd.DataFrame:
     strategy without one)."""
     scores = run.scores().set_index("id")
     combos = run.combos()
+    if run.recovery_columns:  # the variants of a combination train on one selection: count it once
+        combos = combos[combos["recovery"] == run.recoveries[0]]
     rows = []
     for seed in run.seeds:
         pool = run.clusters(seed).set_index("id")

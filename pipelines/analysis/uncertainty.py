@@ -217,9 +217,22 @@ def read_run_items(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     return items
 
 
-def _recorded(results: dict[str, Any]) -> dict[tuple[str, Any, int], dict[str, Any]]:
-    """results.json's combo records by (strategy, budget, seed)."""
-    return {(record["strategy"], record["budget"], int(record["seed"])): record for record in results["combos"]}
+def _recorded(results: dict[str, Any]) -> dict[tuple[str, Any, int, str | None], dict[str, Any]]:
+    """results.json's combo records by (strategy, budget, seed, recovery variant or None)."""
+    return {
+        (record["strategy"], record["budget"], int(record["seed"]), record.get("recovery")): record
+        for record in results["combos"]
+    }
+
+
+def recoveries(results: dict[str, Any]) -> list[str | None]:
+    """The run's recovery variants (`recovery.variants`, results.json's `recoveries`); [None] for a run without."""
+    return list(results.get("recoveries") or [None])
+
+
+def _with_recovery(recovery: str | None) -> dict[str, str]:
+    """A block row's `recovery` entry: the variant, or nothing for a run without variants (its rows as before)."""
+    return {} if recovery is None else {"recovery": recovery}
 
 
 def _metric(record: dict[str, Any] | None, metric: str) -> float | None:
@@ -235,27 +248,32 @@ def _number(value: float) -> float | None:
 
 def metric_summary(results: dict[str, Any], confidence: float = CONFIDENCE) -> dict[str, Any]:
     """The `summary` block of a results.json payload (`paser.pipelines.run.collect_results`): {"confidence",
-    "interval", "rows": one per strategy × budget × metric, in that order, each {"strategy", "budget", "metric",
+    "interval", "rows": one per strategy × budget × metric (× recovery variant, after the strategy, where the run
+    has `recoveries`), in that order, each {"strategy", ("recovery",) "budget", "metric",
     "seeds" (seeds with a value), "mean", "sd", "lo", "hi"}} (None where undefined: sd, lo and hi with one seed)."""
     recorded = _recorded(results)
     rows = []
     for strategy in results["strategies"]:
-        for budget in results["budgets"]:
-            for metric in results["metrics"]:
-                values = [_metric(recorded.get((strategy, budget, seed)), metric) for seed in results["seeds"]]
-                summary = t_interval([value for value in values if value is not None], confidence)
-                rows.append(
-                    {
-                        "strategy": strategy,
-                        "budget": budget,
-                        "metric": metric,
-                        "seeds": summary.n,
-                        "mean": _number(summary.mean),
-                        "sd": _number(summary.sd),
-                        "lo": _number(summary.lo),
-                        "hi": _number(summary.hi),
-                    }
-                )
+        for recovery in recoveries(results):
+            for budget in results["budgets"]:
+                for metric in results["metrics"]:
+                    values = [
+                        _metric(recorded.get((strategy, budget, seed, recovery)), metric) for seed in results["seeds"]
+                    ]
+                    summary = t_interval([value for value in values if value is not None], confidence)
+                    rows.append(
+                        {
+                            "strategy": strategy,
+                            **_with_recovery(recovery),
+                            "budget": budget,
+                            "metric": metric,
+                            "seeds": summary.n,
+                            "mean": _number(summary.mean),
+                            "sd": _number(summary.sd),
+                            "lo": _number(summary.lo),
+                            "hi": _number(summary.hi),
+                        }
+                    )
     return {"confidence": confidence, "interval": "Student t over seeds: mean ± t·sd/√n", "rows": rows}
 
 
@@ -290,8 +308,9 @@ def versus_random(
 ) -> dict[str, Any]:
     """The `versus_random` block of a results.json payload: {"baseline", "confidence", "resamples", "seed",
     "alpha", "min_seeds", "rule" (`VERDICT_RULE`), "rows": one per strategy (other than the baseline) × budget
-    × metric, each {"strategy", "budget", "metric", "pairs" (seeds both sides have), "difference" (mean over
-    pairs of strategy − baseline), "t_p" (paired t-test), "permutation_p" (sign-flip test), "permutation"
+    × metric (× recovery variant where the run has `recoveries`: "recovery", each compared with the baseline
+    trained the same way), each {"strategy", "budget", "metric", "pairs" (seeds both sides have), "difference"
+    (mean over pairs of strategy − baseline), "t_p" (paired t-test), "permutation_p" (sign-flip test), "permutation"
     ("exact" or "monte carlo"), "sign_flips" (sign patterns counted), "lo", "hi" (the bootstrap interval),
     "bootstrap" ("seeds+items", "items", "seeds" or "none"), "items" (test items resampled, None without),
     "lower_is_better", "verdict" (`verdict`)}}; p-values are None with fewer than two pairs.
@@ -312,26 +331,29 @@ def versus_random(
     for strategy in results["strategies"]:
         if strategy == baseline:
             continue
-        for budget in results["budgets"]:
-            for metric in results["metrics"]:
-                pairs = [
-                    (recorded[(strategy, budget, run_seed)], recorded[(baseline, budget, run_seed)])
-                    for run_seed in results["seeds"]
-                    if _metric(recorded.get((strategy, budget, run_seed)), metric) is not None
-                    and _metric(recorded.get((baseline, budget, run_seed)), metric) is not None
-                ]
-                row, tests = _comparison(pairs, metric, resampled_items, resamples, seed, confidence)
-                lower = bool(lower_is_better.get(metric, not metric.endswith("_acc")))
-                rows.append(
-                    {
-                        "strategy": strategy,
-                        "budget": budget,
-                        "metric": metric,
-                        **row,
-                        "lower_is_better": lower,
-                        "verdict": verdict(tests, lower),
-                    }
-                )
+        for recovery in recoveries(results):  # within a variant: random trained the same way
+            for budget in results["budgets"]:
+                for metric in results["metrics"]:
+                    ours = [(strategy, budget, run_seed, recovery) for run_seed in results["seeds"]]
+                    pairs = [
+                        (recorded[key], recorded[(baseline, *key[1:])])
+                        for key in ours
+                        if _metric(recorded.get(key), metric) is not None
+                        and _metric(recorded.get((baseline, *key[1:])), metric) is not None
+                    ]
+                    row, tests = _comparison(pairs, metric, resampled_items, resamples, seed, confidence)
+                    lower = bool(lower_is_better.get(metric, not metric.endswith("_acc")))
+                    rows.append(
+                        {
+                            "strategy": strategy,
+                            **_with_recovery(recovery),
+                            "budget": budget,
+                            "metric": metric,
+                            **row,
+                            "lower_is_better": lower,
+                            "verdict": verdict(tests, lower),
+                        }
+                    )
     return {**block, "rows": rows}
 
 
