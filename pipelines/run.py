@@ -84,6 +84,7 @@ from paser.pipelines.select import check_before_scoring, holds_scores
 from paser.pipelines.stages import Executor, InputValues, Manifest, Stage, log, model_identity
 from paser.recovery.config import PruneSpec, TrainConfig, setting_owners, split_settings
 from paser.recovery.models import check_checkpoint
+from paser.recovery.objectives import objective_config_class
 from paser.recovery.tracking import log_eval_metrics
 from paser.selection.allocate import TokenBudget, is_one_row, parse_budget
 from paser.selection.corpus import check_corpus
@@ -204,7 +205,8 @@ class RunRecoveryConfig(TrainConfig):
             "help": "Named variants of this section, compared in one sweep on the same selections (each "
             "(strategy, budget, seed) selected once, trained and evaluated once per variant): {sft: {}, kd: "
             "{objective: distill}, kd_t2: {objective: distill, temperature: 2.0}}; each is this section with its "
-            "keys over it. None: one training per combination, as before."
+            "keys over it (a variant of another objective takes none of the section's objective settings its "
+            "objective lacks). None: one training per combination, as before."
         },
     )
 
@@ -246,6 +248,16 @@ class RunRecoveryConfig(TrainConfig):
         base = TrainConfig.flat_settings(self)
         if base.get("token_jsd") == RUN_TOKEN_JSD:
             del base["token_jsd"]
+        objective = overrides.get("objective", self.objective)
+        if objective != self.objective:
+            # A variant of another objective takes the section's shared settings and those of the section's
+            # objective that its own has too (sft_weight, token weighting), not one it lacks (sft's padding_free).
+            try:
+                own = {field.name for field in dataclasses.fields(objective_config_class(objective))}
+            except ValueError as error:
+                raise ValueError(f"{where}.objective: {error}") from None
+            lacks = {field.name for field in dataclasses.fields(self.objective_config)} - own
+            base = {key: value for key, value in base.items() if key not in lacks}
         merged = with_run_token_jsd({**base, **overrides})
         known = {field.name for field in dataclasses.fields(TrainConfig)} - {"objective_config"} | set(setting_owners())
         for key, value in merged.items():

@@ -58,6 +58,20 @@ def test_each_variant_is_the_section_with_its_keys_over_it():
     assert config.recovery.training("sft").flat_settings() == config.recovery.training().flat_settings()
 
 
+def test_a_variant_of_another_objective_leaves_the_sections_objective_settings_its_own_lacks():
+    overrides = [
+        "recovery.padding_free=true",
+        "recovery.token_weighting=top_fraction",
+        "recovery.token_jsd=scores/token_jsd.npz",
+        "recovery.variants={sft: {}, kd: {objective: distill}}",
+    ]
+    config = load_config(RunConfig, None, BASE + overrides)
+    kd = config.recovery.training("kd")
+    assert kd.objective == "distill" and "padding_free" not in kd.flat_settings()
+    assert kd.objective_config.token_weighting == "top_fraction"  # distill has token weighting too: inherited
+    assert config.recovery.training("sft").objective_config.padding_free
+
+
 @pytest.mark.parametrize(
     "variant, named",
     [
@@ -65,6 +79,7 @@ def test_each_variant_is_the_section_with_its_keys_over_it():
         ("{kd: {temperature: 2}}", "recovery.variants.kd.temperature"),
         ("{kd: {variants: {}}}", "recovery.variants.kd.variants"),
         ("{'a@b': {}}", "recovery.variants.a@b"),
+        ("{kd: {objective: distil}}", "recovery.variants.kd.objective"),
     ],
 )
 def test_a_bad_variant_is_refused_naming_it(variant, named):
