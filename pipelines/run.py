@@ -471,24 +471,6 @@ class Run:
     def pruned_path(self) -> str:
         return str(self.layout.pruned) if self.config.models.prune is not None else str(self.config.models.pruned)
 
-    def check(self) -> None:
-        """Refuse, before anything loads, unknown strategies/tasks, malformed budgets and missing files."""
-        from paser.recovery.evaluate import parse_tasks, required_files
-
-        for combo in combos(self.config):
-            config = select_config(self, combo)
-            get_strategy(config.selection.strategy, **config.selection.options)
-            check_before_scoring(config)
-        if reads_run_token_jsd(self.config.recovery):
-            check_keeps_token_jsd(self.config)
-        evaluation = self.config.evaluation
-        required_files(parse_tasks(evaluation.tasks), evaluation.data_dir, evaluation.source)
-        if evaluation.heldout_file is not None and not Path(evaluation.heldout_file).is_file():
-            raise FileNotFoundError(f"evaluation.heldout_file {evaluation.heldout_file} does not exist")
-        for spec in evaluation.heldout_sets():
-            if spec.builtin is not None:
-                heldout_source(spec.builtin, evaluation.data_dir)
-
     # -- the model pair
 
     @functools.cached_property
@@ -564,7 +546,7 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         """Run (or skip) every stage of every combination, then write `results.json`; returns its content."""
-        self.check()
+        check_run(self)
         write_atomic(
             self.layout.config,
             lambda path: path.write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False)),
@@ -589,6 +571,25 @@ class Run:
             f"{time.perf_counter() - started:.1f} s (invocation {self.manifest.invocation})"
         )
         return results
+
+
+def check_run(run: Run) -> None:
+    """Refuse, before anything loads, unknown strategies/tasks, malformed budgets and missing files."""
+    from paser.recovery.evaluate import parse_tasks, required_files
+
+    for combo in combos(run.config):
+        config = select_config(run, combo)
+        get_strategy(config.selection.strategy, **config.selection.options)
+        check_before_scoring(config)
+    if reads_run_token_jsd(run.config.recovery):
+        check_keeps_token_jsd(run.config)
+    evaluation = run.config.evaluation
+    required_files(parse_tasks(evaluation.tasks), evaluation.data_dir, evaluation.source)
+    if evaluation.heldout_file is not None and not Path(evaluation.heldout_file).is_file():
+        raise FileNotFoundError(f"evaluation.heldout_file {evaluation.heldout_file} does not exist")
+    for spec in evaluation.heldout_sets():
+        if spec.builtin is not None:
+            heldout_source(spec.builtin, evaluation.data_dir)
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -722,7 +723,7 @@ def run(config: RunConfig, run_dir: str | Path) -> Run:
     run refused before it finished a stage leaves `run_dir` as it was found (`paser.pipelines.lock.output_folder`).
     """
     runner = Run(config, run_dir)
-    runner.check()
+    check_run(runner)
     check_inputs(config)
     with output_folder(runner.dir, "run", keeps_work=holds_finished_work):
         runner.layout.shared.root.mkdir(exist_ok=True)

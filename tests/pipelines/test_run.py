@@ -545,3 +545,11 @@ def test_the_pool_leaves_out_the_rows_the_pruning_calibrated_on_when_it_is_the_c
     assert calibration_rows_path(Run(other, tmp_path / "other")) is None
     off = load_config(RunConfig, None, [*overrides, "models.exclude_calibration_rows=false"])
     assert select_config(Run(off, tmp_path / "off")).corpus.exclude_rows is None
+
+
+def test_the_run_class_only_composes_stages_and_stays_under_150_lines():
+    import inspect
+
+    from paser.pipelines.run import Run
+
+    assert len(inspect.getsource(Run).splitlines()) < 150

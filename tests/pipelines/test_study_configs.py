@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from paser.pipelines.run import Run, combos, load_run_config
+from paser.pipelines.run import Run, check_run, combos, load_run_config
 
 ROOT = Path(__file__).resolve().parents[2] / "studies"
 # Every study's configs, and the planned settings kept inside a study folder (setting-b/config.yaml).
@@ -17,7 +17,7 @@ def test_a_study_config_loads_and_its_sweep_checks(path, tmp_path):
     assert combos(config)
     if not Path(config.corpus.path).exists():
         pytest.skip(f"shared data {config.corpus.path} is absent")
-    Run(config, tmp_path / "run").check()
+    check_run(Run(config, tmp_path / "run"))
 
 
 def test_there_is_a_study():
