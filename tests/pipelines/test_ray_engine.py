@@ -183,6 +183,7 @@ run_select(load_config(SelectConfig, None, sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # 70 s and more; test_ray_resumes_a_local_run_without_recomputing keeps resumption in CI
 def test_killed_ray_job_resumes_from_its_finished_shards(
     ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp_path
 ):

@@ -222,6 +222,7 @@ def test_compile_jsd_is_checked():
     assert degradation.use_compiled_jsd(DegradationConfig(compile_jsd="on"), torch.device("cpu"))
 
 
+@pytest.mark.slow  # torch.compile of the bodies: 25 s; test_compiled_chunk_path_matches_eager keeps compile in CI
 def test_compiled_bodies_score_as_eager_ones(original, perturbed, tiny_samples, tiny_tokenizer):
     """compile_body=True compiles each decoder body in place (so on copies here) and gives the eager scores, also
     through the shared-prefix path (the Alpaca preamble is a long common prefix) and the unconditioned pass."""
