@@ -253,6 +253,7 @@ def topk_runs(ray_cluster, corpus_file, tiny_model_dir, perturbed_model_dir, tmp
     return run_on_both_engines(corpus_file, tiny_model_dir, perturbed_model_dir, root, "topk.k=16")
 
 
+@pytest.mark.slow  # with its fixture (both engines' top-k runs): 80-90 s of CI; local top-k stays in CI
 def test_ray_topk_matches_the_local_topk_path(topk_runs):
     """One model per actor pool: the cache shards (tail samples seeded per shard) and the scores are those of
     the local top-k path, and so is the selection."""
@@ -277,5 +278,6 @@ def test_ray_topk_matches_the_local_topk_path(topk_runs):
             np.testing.assert_allclose(mine["topk_logprobs"], theirs["topk_logprobs"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # with its fixture (both engines' top-k runs): 80-90 s of CI; local top-k stays in CI
 def test_ray_topk_resumes_a_local_topk_run(topk_runs, corpus_file, tiny_model_dir, perturbed_model_dir):
     ray_rerun_sends_nothing(topk_runs["local"], corpus_file, tiny_model_dir, perturbed_model_dir, "topk.k=16")
