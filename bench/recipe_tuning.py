@@ -38,7 +38,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.recovery_bench import (  # noqa: E402
-    ALPACA_FILE,
     cached_json,
     draw_alpaca_rows,
     gap_closed,
@@ -46,7 +45,6 @@ from bench.recovery_bench import (  # noqa: E402
     parse_setting,
     peak_rss_gb,
     response_nlls,
-    split_rows,
     write_json,
     write_rows,
 )
@@ -82,16 +80,11 @@ def draw_rows(args: argparse.Namespace, out: Path) -> None:
 def draw_extra_rows(args: argparse.Namespace, out: Path) -> None:
     """Write `rows/extra.jsonl`: `--extra-rows` Alpaca rows drawn after train, dev and test in the same seeded
     shuffle (`split_rows`), so they are disjoint from all three and leave them as they are."""
-    from paser.data.paths import data_file
-    from paser.selection.corpus import CorpusConfig, load_corpus
-
     path = out / "rows" / "extra.jsonl"
     if args.extra_rows == 0 or (path.exists() and sum(1 for _ in path.open()) >= args.extra_rows):
         return
-    alpaca = list(load_corpus(CorpusConfig(path=str(data_file(ALPACA_FILE)))).samples)
     sizes = {"train": args.train_rows, "dev": args.dev_rows, "test": args.test_rows, "extra": args.extra_rows}
-    extra = split_rows(alpaca, args.seed, sizes)["extra"]
-    write_rows(path, ({**sample.raw, "id": sample.id} for sample in extra))
+    draw_alpaca_rows(out / "rows", args.seed, sizes, only=["extra"])
 
 
 def training_file(out: Path, train_rows: int | None) -> Path:

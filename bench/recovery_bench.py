@@ -57,14 +57,17 @@ def split_rows(rows: list, seed: int, sizes: dict[str, int]) -> dict[str, list]:
     return parts
 
 
-def draw_alpaca_rows(folder: Path, seed: int, sizes: dict[str, int]) -> None:
-    """Write disjoint seeded parts of Alpaca-52K (`split_rows`) as `folder/NAME.jsonl`, Alpaca fields + id."""
+def draw_alpaca_rows(folder: Path, seed: int, sizes: dict[str, int], only: Iterable[str] | None = None) -> None:
+    """Write disjoint seeded parts of Alpaca-52K (`split_rows`) as `folder/NAME.jsonl`, Alpaca fields + id; with
+    `only`, just those parts (the others drawn, so the parts are the same, but not written)."""
     from paser.data.paths import data_file
     from paser.selection.corpus import CorpusConfig, load_corpus
 
     folder.mkdir(parents=True, exist_ok=True)
     alpaca = list(load_corpus(CorpusConfig(path=str(data_file(ALPACA_FILE)))).samples)
     for name, samples in split_rows(alpaca, seed, sizes).items():
+        if only is not None and name not in only:
+            continue
         write_rows(folder / f"{name}.jsonl", ({**sample.raw, "id": sample.id} for sample in samples))
 
 
