@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from paser.data.paths import data_dir
 from paser.pipelines.run import Run, combos, load_run_config
 from tests.pipelines.test_stage_keys import walk
 
@@ -57,15 +58,27 @@ def cases() -> dict[str, tuple[Path | None, list[str]]]:
     return found
 
 
+def portable(value: object) -> str:
+    """`value` with the data directory's own location replaced by `$DATA`: a built-in set's file is found
+    wherever the checkout's data lives (a clean clone's `../shared/data` is not this machine's), and the key the
+    executor computes hashes the file's content, never its path."""
+    text = str(value)
+    try:
+        root = str(data_dir())
+    except FileNotFoundError:
+        return text
+    return "$DATA" + text[len(root) :] if text.startswith(root) else text
+
+
 def identity_stubs() -> list[tuple[object, str, object]]:
     """(module, name, stub) for each identity function wherever the pipelines imported it: one naming its
-    argument."""
+    argument (`portable`)."""
     stubs = []
     for name, module in list(sys.modules.items()):
         if name.startswith("paser.pipelines"):
             for function in IDENTITIES:
                 if hasattr(module, function):
-                    stubs.append((module, function, lambda value, function=function: f"{function}:{value}"))
+                    stubs.append((module, function, lambda value, function=function: f"{function}:{portable(value)}"))
     return stubs
 
 
