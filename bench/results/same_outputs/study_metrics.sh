@@ -14,12 +14,15 @@ OVERRIDES=${OVERRIDES:-recovery.learning_rate=2e-4}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 [ -d "$BEFORE" ] || git worktree add -f "$BEFORE" "$REV" -q
 source "$(dirname "$0")/shim.sh"
+# The committed configs name their files relative to the repository root (../shared/data/...): each side runs from
+# $OUT/cwd, outside the checkouts, beside a link $OUT/shared to the data's parent.
+mkdir -p "$OUT/cwd"; ln -sfn "$(cd "${PASER_DATA_DIR:-$ROOT/../shared/data}/.." && pwd)" "$OUT/shared"
 sets=(); for item in $OVERRIDES; do sets+=(--set "$item"); done
 for side in ${SIDES:-before after}; do
   tree=$ROOT; [ $side = before ] && tree=$BEFORE
   path="$(shim "$tree" $side):$tree"
   start=$(date +%s)
-  (cd "$OUT" && PYTHONPATH="$path" python "$ROOT/bench/results/same_outputs/study_metrics.py" --config "$CONFIG" \
+  (cd "$OUT/cwd" && PYTHONPATH="$path" python "$ROOT/bench/results/same_outputs/study_metrics.py" --config "$CONFIG" \
       --combo "$COMBO" --out "$OUT/run-$side" --dump "$OUT/$side.json" ${SEED:+--seed-from "$SEED"} "${sets[@]}" \
       2>&1 | grep -v "^{'loss\|it/s\]\|s/it\]" | tail -5)
   echo "$side: $(( $(date +%s) - start )) s"
