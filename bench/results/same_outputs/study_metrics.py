@@ -12,18 +12,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
-
-def seed_folder(source: Path, target: Path) -> None:
-    """Copy `source`'s pruned model, shared stages and manifest into `target` (once)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("pruned", "shared"):
-        if (source / name).exists() and not (target / name).exists():
-            shutil.copytree(source / name, target / name, symlinks=True)
-    if (source / "manifest.json").exists() and not (target / "manifest.json").exists():
-        shutil.copy2(source / "manifest.json", target / "manifest.json")
+from committed_study import seed_folder  # this script's folder is first on sys.path
 
 
 def main() -> None:
