@@ -21,34 +21,39 @@ from typing import Any
 @dataclass(frozen=True)
 class DevResults:
     """A sweep's results reduced to its dev metrics: `metrics` (names), `lower_is_better` for each, and `values`,
-    each (strategy, budget)'s values of each dev metric, one per seed with a value."""
+    each (strategy, budget, recovery variant)'s values of each dev metric, one per seed with a value (the variant
+    is None in a run without `recovery.variants`)."""
 
     metrics: tuple[str, ...]
     lower_is_better: dict[str, bool]
-    values: dict[tuple[str, Any], dict[str, list[float]]]
+    values: dict[tuple[str, Any, str | None], dict[str, list[float]]]
 
 
 @dataclass(frozen=True)
 class Choice:
-    """The setting `best_setting` picks: its strategy and budget, the metric's mean over `seeds` seeds."""
+    """The setting `best_setting` picks: its strategy, budget and recovery variant (None: the run has none), the
+    metric's mean over `seeds` seeds."""
 
     strategy: str
     budget: Any
     metric: str
     mean: float
     seeds: int
+    recovery: str | None = None
 
 
 def dev_view(results: dict[str, Any]) -> DevResults:
-    """The dev metrics of a `results.json` payload (`paser.pipelines.run.collect_results`), per strategy and budget,
-    and nothing else: baselines, test metrics and every other metric are left out. NaN and missing values are
-    dropped. A payload without `dev_metrics` (a run without an in-distribution held-out set, or collected before
-    the split) gives a view with no metric."""
+    """The dev metrics of a `results.json` payload (`paser.pipelines.run.collect_results`), per strategy, budget and
+    recovery variant (a combination's `recovery`: each variant trains with its own objective or settings, so two
+    variants are two settings, never one), and nothing else: baselines, test metrics and every other metric are
+    left out. NaN and missing values are dropped. A payload without `dev_metrics` (a run without an
+    in-distribution held-out set, or collected before the split) gives a view with no metric."""
     metrics = tuple(results.get("dev_metrics", []))
-    values: dict[tuple[str, Any], dict[str, list[float]]] = {}
+    values: dict[tuple[str, Any, str | None], dict[str, list[float]]] = {}
     for combo in results["combos"]:
         recorded = combo.get("metrics") or {}
-        setting = values.setdefault((combo["strategy"], combo["budget"]), {metric: [] for metric in metrics})
+        key = (combo["strategy"], combo["budget"], combo.get("recovery"))
+        setting = values.setdefault(key, {metric: [] for metric in metrics})
         for metric in metrics:
             value = recorded.get(metric)
             if value is not None and not math.isnan(float(value)):
@@ -57,8 +62,8 @@ def dev_view(results: dict[str, Any]) -> DevResults:
 
 
 def best_setting(view: DevResults, metric: str) -> Choice:
-    """The (strategy, budget) with the best mean over seeds of dev metric `metric` (lowest where lower is better);
-    the first in the sweep's order on a tie. Settings without a value are passed over.
+    """The (strategy, budget, recovery variant) with the best mean over seeds of dev metric `metric` (lowest where
+    lower is better); the first in the sweep's order on a tie. Settings without a value are passed over.
 
     Refuses: anything but a `DevResults` (TypeError: build one with `dev_view`, so no test metric is in reach), a
     metric that is not one of the view's dev metrics (ValueError naming them: test metrics, out-of-distribution
@@ -80,5 +85,5 @@ def best_setting(view: DevResults, metric: str) -> Choice:
     if not means:
         raise ValueError(f"no setting has a value of {metric}")
     sign = 1.0 if view.lower_is_better[metric] else -1.0
-    (strategy, budget), (mean, seeds) = min(means.items(), key=lambda item: sign * item[1][0])
-    return Choice(strategy, budget, metric, mean, seeds)
+    (strategy, budget, recovery), (mean, seeds) = min(means.items(), key=lambda item: sign * item[1][0])
+    return Choice(strategy, budget, metric, mean, seeds, recovery)

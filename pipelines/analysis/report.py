@@ -488,25 +488,35 @@ def _gain_section(run: RunReader) -> list[Block]:
     """CDS vs recovery gain per cluster, where the run trained on single clusters (strategy single_cluster)."""
     blocks: list[Block] = []
     for metric in main_metrics(run.metrics):
-        table, rho, p_value = cds_vs_gain(run, metric)
-        if table.empty:
-            return []
-        if not blocks:
-            blocks.append(Heading(2, "Does the degradation signal point where recovery pays?"))
-        rows = tuple(
-            (
-                str(row.seed),
-                str(row.cluster),
-                str(row.size),
-                f"{row.mean_cds:.4f}",
-                f"{getattr(row, metric):.4f}",
-                f"{row.gain:+.4f}",
-            )
-            for row in table.itertuples(index=False)
+        for recovery in run.recoveries:
+            blocks += _gain_blocks(run, metric, recovery, first=not blocks)
+    return blocks
+
+
+def _gain_blocks(run: RunReader, metric: str, recovery: str | None, *, first: bool) -> list[Block]:
+    """One metric's (and recovery variant's) CDS-vs-gain table and verdict; nothing where no combo trained on a
+    single cluster."""
+    table, rho, p_value = cds_vs_gain(run, metric, recovery)
+    if table.empty:
+        return []
+    blocks: list[Block] = [Heading(2, "Does the degradation signal point where recovery pays?")] if first else []
+    rows = tuple(
+        (
+            str(row.seed),
+            str(row.cluster),
+            str(row.size),
+            f"{row.mean_cds:.4f}",
+            f"{getattr(row, metric):.4f}",
+            f"{row.gain:+.4f}",
         )
-        blocks.append(Table(("seed", "cluster", "size", "mean CDS", metric, "gain"), rows))
-        verdict = "fewer than three clusters" if math.isnan(rho) else f"Spearman rho = {rho:+.2f} (p = {p_value:.2f})"
-        blocks.append(Paragraph(f"{metric}: gain = improvement over the pruned model; mean CDS vs gain: {verdict}."))
+        for row in table.itertuples(index=False)
+    )
+    blocks.append(Table(("seed", "cluster", "size", "mean CDS", metric, "gain"), rows))
+    verdict = "fewer than three clusters" if math.isnan(rho) else f"Spearman rho = {rho:+.2f} (p = {p_value:.2f})"
+    trained = "" if recovery is None else f" (recovery variant {recovery})"
+    blocks.append(
+        Paragraph(f"{metric}{trained}: gain = improvement over the pruned model; mean CDS vs gain: {verdict}.")
+    )
     return blocks
 
 

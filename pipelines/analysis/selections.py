@@ -177,7 +177,7 @@ def _pick_stats(
     }
 
 
-def cds_vs_gain(run: RunReader, metric: str) -> tuple[pd.DataFrame, float, float]:
+def cds_vs_gain(run: RunReader, metric: str, recovery: str | None = None) -> tuple[pd.DataFrame, float, float]:
     """Does the degradation signal point where recovery pays? Over the combos that trained on one cluster's
     rows (the strategy with role "per_cluster", `single_cluster`, e.g. variants `cluster_0`, `cluster_1`, ...
     of a sweep), one row per (seed, cluster) (each seed has its own clustering, so a label names different
@@ -185,9 +185,15 @@ def cds_vs_gain(run: RunReader, metric: str) -> tuple[pd.DataFrame, float, float
     (train_tokens), its `metric` and gain (the improvement over the pruned model, positive when better).
     Returns (that table, Spearman's rho of mean_cds vs gain over its rows, the two-sided p-value); rho and p
     are NaN with fewer than three rows.
-    Refuses an unknown metric (RunError)."""
+    In a run with `recovery.variants`, `recovery` names the variant whose combos count (each variant trains with
+    its own objective or settings, so pooling them would mix recoveries); elsewhere it stays None.
+    Refuses an unknown metric and a missing or unknown variant (RunError)."""
     if metric not in run.metrics:
         raise RunError(f"{run.path}: unknown metric {metric!r}; the run has {run.metrics}")
+    if recovery not in run.recoveries:
+        known = [name for name in run.recoveries if name is not None]
+        wanted = "compares recovery variants" if known else "has no recovery variants"
+        raise RunError(f"{run.path}: recovery variant {recovery!r}: the run {wanted} {known}")
     pruned = as_float((run.results["baselines"].get("pruned") or {}).get(metric))
     sign = -1.0 if run.results["lower_is_better"].get(metric, True) else 1.0
     values = combo_metrics(run).set_index("combo")[metric]
@@ -195,6 +201,8 @@ def cds_vs_gain(run: RunReader, metric: str) -> tuple[pd.DataFrame, float, float
     per_cluster = strategy_with_role("per_cluster")
     rows = []
     for combo in run.combos().itertuples(index=False):
+        if getattr(combo, "recovery", None) != recovery:
+            continue
         stats = run.select_stats(combo.combo)
         if stats is None or math.isnan(values.get(combo.combo, math.nan)):
             continue

@@ -98,34 +98,43 @@ def reported_metrics(results: dict) -> tuple[str, ...]:
     return (in_distribution, *OUT_OF_DISTRIBUTION, *generation)
 
 
+def _setting(combo: dict) -> tuple:
+    """A combination's setting: (strategy, budget, recovery variant or None), as `paser.pipelines.choose` keys it."""
+    return combo["strategy"], combo["budget"], combo.get("recovery")
+
+
 def choice_table(results: dict) -> list[str]:
     """The study's choices, made on the dev half only (`paser.pipelines.choose`), as markdown lines: the best
-    (strategy, budget) of the sweep on `{IN_DISTRIBUTION}_dev_nll`, then each strategy's best budget where the
-    sweep has more than one, each with its dev mean (what it was chosen on) and its test mean (reported, never
-    chosen on). Results without the dev metric (collected before the split) give one line saying so."""
+    (strategy, budget, and recovery variant where the run compares them) of the sweep on
+    `{IN_DISTRIBUTION}_dev_nll`, then each strategy's best budget where the sweep has more than one, each with its
+    dev mean (what it was chosen on) and its test mean (reported, never chosen on). Results without the dev metric
+    (collected before the split) give one line saying so."""
     view = dev_view(results)
     dev, test = f"{IN_DISTRIBUTION}_dev_nll", f"{IN_DISTRIBUTION}_test_nll"
     if dev not in view.metrics:
         return [f"No choice: no `{dev}` in these results, {BEFORE_SPLIT}."]
-    recorded = {(combo["strategy"], combo["budget"]): [] for combo in results["combos"]}
+    recorded = {_setting(combo): [] for combo in results["combos"]}
     for combo in results["combos"]:
         value = (combo.get("metrics") or {}).get(test)
         if value is not None and value == value:
-            recorded[(combo["strategy"], combo["budget"])].append(float(value))
-    header = ["choice (on dev)", "strategy", "budget", "seeds", f"{dev} (chosen on)", f"{test} (reported)"]
+            recorded[_setting(combo)].append(float(value))
+    variants = bool(results.get("recoveries"))  # a recovery column where the run compares recovery variants
+    header = ["choice (on dev)", "strategy", *(["recovery"] if variants else []), "budget", "seeds"]
+    header += [f"{dev} (chosen on)", f"{test} (reported)"]
     lines = [_row(header), "|---" * len(header) + "|"]
     choices = [("best setting", view)]
     if len(results["budgets"]) > 1:
         for strategy in results["strategies"]:
-            settings = {setting: values for setting, values in view.values.items() if setting[0] == strategy}
+            settings = {key: values for key, values in view.values.items() if key[0] == strategy}
             choices.append((f"best budget of {strategy}", DevResults(view.metrics, view.lower_is_better, settings)))
     for label, settings in choices:
         if not any(values[dev] for values in settings.values.values()):
             continue
         choice = best_setting(settings, dev)
-        reported = recorded.get((choice.strategy, choice.budget), [])
+        reported = recorded.get((choice.strategy, choice.budget, choice.recovery), [])
         test_cell = f"{sum(reported) / len(reported):.4f}" if reported else ""
-        cells = [label, choice.strategy, _budget(choice.budget), str(choice.seeds), f"{choice.mean:.4f}", test_cell]
+        cells = [label, choice.strategy, *([str(choice.recovery)] if variants else []), _budget(choice.budget)]
+        cells += [str(choice.seeds), f"{choice.mean:.4f}", test_cell]
         lines.append(_row(cells))
     return lines
 

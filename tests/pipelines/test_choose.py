@@ -54,7 +54,7 @@ def test_a_test_or_report_only_metric_is_refused(metric):
 def test_the_view_holds_dev_values_only():
     view = dev_view(_results())
     assert view.metrics == tuple(DEV_METRICS)
-    assert set(view.values) == {("paser", 0.1), ("random", 0.1)}  # no baseline
+    assert set(view.values) == {("paser", 0.1, None), ("random", 0.1, None)}  # no baseline
     for values in view.values.values():
         assert set(values) == set(DEV_METRICS)
     test_values = {1.0, 3.0}
@@ -76,6 +76,22 @@ def test_missing_values_are_passed_over_and_higher_is_better_is_respected():
     results = _results()
     results["combos"][0]["metrics"]["heldout_alpaca_dev_nll"] = math.nan
     view = dev_view(results)
-    assert view.values[("paser", 0.1)]["heldout_alpaca_dev_nll"] == [2.2]
+    assert view.values[("paser", 0.1, None)]["heldout_alpaca_dev_nll"] == [2.2]
     flipped = DevResults(view.metrics, {metric: False for metric in view.metrics}, view.values)
     assert best_setting(flipped, "heldout_alpaca_dev_nll").strategy == "random"
+
+
+def test_recovery_variants_are_settings_of_their_own():
+    """With `recovery.variants` each combination names its variant: the same selections trained two ways are two
+    settings (pooling them would average objectives), and the choice names its variant."""
+    results = _results()
+    combos = []
+    for combo in results["combos"]:
+        for recovery, shift in (("sft", 0.0), ("kd", -0.5 if combo["strategy"] == "random" else 0.3)):
+            metrics = {**combo["metrics"], "heldout_alpaca_dev_nll": combo["metrics"]["heldout_alpaca_dev_nll"] + shift}
+            combos.append({**combo, "recovery": recovery, "metrics": metrics})
+    view = dev_view({**results, "combos": combos})
+    assert set(view.values) == {(s, 0.1, r) for s in ("paser", "random") for r in ("sft", "kd")}
+    assert best_setting(view, "heldout_alpaca_dev_nll") == Choice(
+        "random", 0.1, "heldout_alpaca_dev_nll", pytest.approx(2.0), 2, "kd"
+    )

@@ -147,6 +147,20 @@ def test_choices_read_the_dev_half_only(collect, fake_metrics, tmp_path):
     assert collect.choice_table(results)[2] == "| best setting | paser | 0.2 | 2 | 2.3500 | 2.3500 |"
 
 
+def test_choices_keep_recovery_variants_apart(collect, fake_metrics, tmp_path):
+    """Each combination trained two ways (`recovery.variants`): the choice names its variant, and its test mean
+    is that variant's alone."""
+    results = with_split(json.loads((build_fake_run(tmp_path / "run") / "results.json").read_text()))
+    combos = []
+    for combo in results["combos"]:
+        for recovery, shift in (("sft", 0.0), ("kd", 1.0)):
+            metrics = {key: value + shift for key, value in combo["metrics"].items()}
+            combos.append({**combo, "combo": f"{combo['combo']}@{recovery}", "recovery": recovery, "metrics": metrics})
+    lines = collect.choice_table({**results, "combos": combos, "recoveries": ["sft", "kd"]})
+    assert lines[0].startswith("| choice (on dev) | strategy | recovery | budget |")
+    assert lines[2] == "| best setting | paser | sft | 0.1 | 2 | 2.0000 | 2.6000 |"
+
+
 def test_recompute_of_split_results_rewrites_the_choices(collect, collected, fake_metrics):
     _, here, _ = collected
     results = with_split(json.loads((here / "results.json").read_text()))

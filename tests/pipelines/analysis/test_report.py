@@ -436,6 +436,15 @@ def test_cds_vs_gain_over_single_cluster_combos(tmp_path):
     assert "Does the degradation signal point where recovery pays?" in write_report(run_dir)[0].read_text()
     with pytest.raises(RunError, match="unknown metric"):
         cds_vs_gain(load_run(run_dir), "bleu")
+    with pytest.raises(RunError, match="recovery variant 'kd': the run has no recovery variants"):
+        cds_vs_gain(load_run(run_dir), "wikitext2_ppl", "kd")
+    # A run comparing recovery variants names the one whose combos count: pooling them would mix objectives.
+    results = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps({**results, "recoveries": ["sft", "kd"]}))
+    with pytest.raises(RunError, match=r"recovery variant None: the run compares recovery variants \['sft', 'kd'\]"):
+        cds_vs_gain(load_run(run_dir), "wikitext2_ppl")
+    table, _, _ = cds_vs_gain(load_run(run_dir), "wikitext2_ppl", "kd")
+    assert table.empty  # this fake run's folders hold no `@kd` combos
 
 
 def test_report_shows_what_each_strategy_picks(report):
