@@ -7,10 +7,11 @@ tasks), missing artifacts, the results table per strategy × budget with the bas
 pruning gap recovered, its uncertainty (mean ± sd and t-intervals over seeds; each strategy's paired
 difference from random with a bootstrap interval over seeds and test items, and a forest plot of them), every
 combo and its state, compute per combo (rows, tokens and seconds trained, as a share of `full`'s) and the
-shared stages' cost, the corpus map by cluster and by CDS, allocated vs
-selected rows per cluster, CDS per cluster, cluster purity against a label the pool's rows carry (where they
-carry one: `RunReader.label_field`), and the overlap between the strategies' subsets. Plots use
-matplotlib's Agg canvas directly (no pyplot state, no display needed).
+shared stages' cost, a budget sweep's gap closed against compute (where the run has several budgets), the
+corpus map by cluster and by CDS, allocated vs selected rows per cluster, CDS per cluster, cluster purity
+against a label the pool's rows carry (where they carry one: `RunReader.label_field`), and the overlap
+between the strategies' subsets. Plots use matplotlib's Agg canvas directly (no pyplot state, no display
+needed).
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ from matplotlib.figure import Figure as MplFigure
 
 from paser.common.io import write_atomic
 from paser.pipelines.analysis.accounting import REFERENCE_STRATEGY, compute_table, run_shared_cost
-from paser.pipelines.analysis.metrics import gap_metrics, gap_notes, results_table, summary_table, versus_random_table
+from paser.pipelines.analysis.metrics import (
+    combo_metrics,
+    gap_metrics,
+    gap_notes,
+    gap_recovered,
+    results_table,
+    summary_table,
+    versus_random_table,
+)
 from paser.pipelines.analysis.purity import MAX_HEATMAP_LABELS, ClusterPurity, cluster_purity, draw_confusion
-from paser.pipelines.analysis.reader import RunError, RunReader, format_budget, load_run
+from paser.pipelines.analysis.reader import RunError, RunReader, as_float, format_budget, load_run
 from paser.pipelines.analysis.selections import cds_vs_gain, cluster_budgets, overlap, picks
 from paser.pipelines.analysis.stats import EXACT_SIGN_FLIPS, RESAMPLES
 from paser.pipelines.analysis.uncertainty import BASELINE_STRATEGY, VERDICT_RULE
@@ -121,6 +130,7 @@ def build_report(run: RunReader) -> list[Block]:
     blocks += _uncertainty_section(run)
     blocks += _combos_section(run)
     blocks += _compute_section(run)
+    blocks += _sweep_section(run)
     blocks += _picks_section(run)
     blocks += _gain_section(run)
     blocks += _clusters_section(run)
@@ -442,6 +452,74 @@ def _compute_section(run: RunReader) -> list[Block]:
     ]
 
 
+def _sweep_table(run: RunReader) -> tuple[pd.DataFrame, list[str], str]:
+    """Per (strategy, recovery variant, budget) of a budget sweep: seeds, the mean FLOPs and tokens trained, and
+    each main metric's mean and sd over seeds, as the share of the pruning gap closed where both baselines have
+    the metric (a fraction; the metric itself otherwise). Returns (table, its metrics, the x column: `flops`, or
+    `train_tokens` where no combo recorded FLOPs)."""
+    per_combo = combo_metrics(run).merge(
+        compute_table(run)[["combo", "flops", "train_tokens"]], on="combo", how="left", validate="one_to_one"
+    )
+    baselines = run.results["baselines"]
+    with_gap = gap_metrics(run)
+    metrics = main_metrics(run.metrics)
+    for metric in metrics:
+        if metric in with_gap:
+            original, pruned = (as_float(baselines[name][metric]) for name in ("original", "pruned"))
+            per_combo[metric] = gap_recovered(per_combo[metric], pruned, original)
+    x = "flops" if per_combo["flops"].notna().any() else "train_tokens"
+    rows = []
+    for strategy, recovery, budget in [(s, r, b) for s in run.strategies for r in run.recoveries for b in run.budgets]:
+        group = per_combo[(per_combo["strategy"] == strategy) & (per_combo["budget"] == budget)]
+        if recovery is not None:
+            group = group[group["recovery"] == recovery]
+        row: dict[str, Any] = {"strategy": strategy, "recovery": recovery, "budget": budget}
+        row["seeds"] = int(group["evaluated"].sum())
+        row["flops"], row["train_tokens"] = group["flops"].mean(), group["train_tokens"].mean()
+        for metric in metrics:
+            values = group[metric].dropna()
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows), [metric for metric in metrics if metric in with_gap] or metrics, x
+
+
+def _sweep_section(run: RunReader) -> list[Block]:
+    """Where the run sweeps budgets: each strategy's (and recovery variant's) main metrics against the compute
+    spent, as a table and a plot (mean ± sd over seeds)."""
+    if len(run.budgets) < 2:
+        return []
+    table, metrics, x = _sweep_table(run)
+    gaps = set(metrics) & set(gap_metrics(run))
+    header = ("strategy", *(("recovery",) if run.recovery_columns else ()), "budget", "seeds", "FLOPs", "tokens")
+    header += tuple(f"{metric} {'gap closed' if metric in gaps else ''}".strip() for metric in metrics)
+    rows = []
+    for row in table.to_dict("records"):
+        cells = (row["strategy"], *((str(row["recovery"]),) if run.recovery_columns else ()))
+        cells += (format_budget(row["budget"]), str(row["seeds"]), _flops(row["flops"]))
+        cells += (_thousands(row["train_tokens"]),)
+        for metric in metrics:
+            mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
+            if metric in gaps:
+                cells += (_percent(mean) if _is_missing(std) else f"{_percent(mean)} ± {100 * std:.1f}",)
+            else:
+                cells += (_mean_std(mean, std),)
+        rows.append(cells)
+    legend = (
+        "Each budget's mean over seeds (± the sample sd); FLOPs and tokens: the mean estimated recovery compute "
+        "and tokens trained of its combos (see Compute). Gap closed: (pruned − recovered) / (pruned − original) "
+        "of each seed's value. The plot draws the same points against "
+        + ("FLOPs" if x == "flops" else "tokens trained (no combo recorded FLOPs)")
+        + ", log scale."
+    )
+    return [
+        Heading(2, "Budget sweep"),
+        Table(header, tuple(rows)),
+        Paragraph(legend),
+        _sweep_plot(table, metrics, gaps, x),
+    ]
+
+
 def _picks_section(run: RunReader) -> list[Block]:
     """What each strategy's subsets are made of against the pool, averaged over seeds, and their response lengths."""
     chosen = picks(run)
@@ -681,6 +759,35 @@ def _forest_plot(versus: pd.DataFrame, metrics: list[str]) -> Figure:
         "table only."
     )
     return Figure(f"versus_{BASELINE_STRATEGY}.png", _png(figure), caption)
+
+
+def _sweep_plot(table: pd.DataFrame, metrics: list[str], gaps: set[str], x: str) -> Figure:
+    columns = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    figure = _new_figure(4.5 * columns, 3.4 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    lines = list(dict.fromkeys(zip(table["strategy"], table["recovery"], strict=True)))
+    for axis, metric in zip(axes, metrics, strict=False):
+        scale = 100.0 if metric in gaps else 1.0
+        for strategy, recovery in lines:
+            same = table["recovery"].isna() if recovery is None else table["recovery"] == recovery
+            chosen = table[(table["strategy"] == strategy) & same]
+            chosen = chosen[chosen[x].notna() & chosen[f"{metric}_mean"].notna()].sort_values(x)
+            if chosen.empty:
+                continue
+            label = strategy if recovery is None else f"{strategy} ({recovery})"
+            errors = chosen[f"{metric}_std"].fillna(0.0) * scale
+            axis.errorbar(chosen[x], chosen[f"{metric}_mean"] * scale, yerr=errors, marker="o", capsize=3, label=label)
+        axis.set_xscale("log")
+        axis.set_xlabel("recovery FLOPs" if x == "flops" else "tokens trained")
+        axis.set_ylabel("% of the pruning gap closed" if metric in gaps else metric)
+        axis.set_title(metric, fontsize="small")
+        if axis.lines:
+            axis.legend(fontsize="x-small")
+    for axis in axes[len(metrics) :]:
+        axis.set_visible(False)
+    caption = "Budget sweep: each strategy's mean over seeds (± sd) at each budget against the compute it trained with."
+    return Figure("budget_sweep.png", _png(figure), caption)
 
 
 # ---- rendering --------------------------------------------------------------------------------------------

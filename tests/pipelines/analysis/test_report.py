@@ -16,7 +16,7 @@ import yaml
 
 from paser.pipelines.analysis.metrics import combo_metrics, gap_notes, results_table
 from paser.pipelines.analysis.reader import RunError, load_run
-from paser.pipelines.analysis.report import format_results, write_report
+from paser.pipelines.analysis.report import _sweep_table, format_results, write_report
 from paser.pipelines.analysis.selections import cds_vs_gain, cluster_budgets, overlap, picks, sample_rows
 from tests.pipelines.conftest import NOTEBOOK, execute_notebook
 from tests.pipelines.fake_run import build_fake_run, paser_selection
@@ -396,6 +396,26 @@ def test_report_on_one_budget_and_one_seed_shows_means_alone(tmp_path):
     markdown = markdown_path.read_text()
     assert "| paser | 0.1 | 5 | 1 | 30.00 | 0.6000 |" in markdown
     assert "paser-b0.2-s1" not in markdown
+    assert "## Budget sweep" not in markdown  # one budget: nothing to sweep
+
+
+def test_the_budget_sweep_shows_each_budgets_gap_closed_against_compute(run_dir, report):
+    markdown = report[0].read_text()
+    assert "## Budget sweep" in markdown and "report_files/budget_sweep.png" in markdown
+    assert (run_dir / "report_files" / "budget_sweep.png").stat().st_size > 0
+    table, metrics, x = _sweep_table(load_run(run_dir))
+    assert x == "flops" and "wikitext2_ppl" in metrics
+    # The gap closed of each seed, averaged, is the gap closed of the mean (the formula is linear): the results
+    # table's number, per strategy and budget.
+    results = results_table(load_run(run_dir)).set_index(["strategy", "budget"])
+    for row in table.to_dict("records"):
+        expected = results.loc[(row["strategy"], row["budget"]), "wikitext2_ppl_gap_recovered"]
+        assert row["wikitext2_ppl_mean"] == pytest.approx(expected)
+        assert row["seeds"] == results.loc[(row["strategy"], row["budget"]), "seeds"]
+    assert (
+        table["flops"].notna().all()
+        and (table.groupby("strategy")["flops"].apply(lambda f: f.is_monotonic_increasing)).all()
+    )
 
 
 def test_picks_describe_each_selection_against_its_pool(run_dir):
