@@ -13,7 +13,7 @@ scored once with the scorer's `keep_token_jsd`, into `--out/token_jsd`) · sft-s
 answers, `targets: original`) · on_policy · full (masked full fine-tuning, `adapter: full`) · sft-r64 (LoRA rank 64,
 alpha 128: the default alpha / r of 2 kept). Each trains at its learning rate: `--lr NAME=VALUE`, else with
 `--tuned FILE` (`bench/recipe_tuning.py`'s results.json) the learning rate of the setting there that closed the
-most dev gap among those of the same objective, adapter, targets and token weighting, else the default
+most dev gap among those of the same objective, adapter, targets, token weighting and LoRA rank, else the default
 (`TrainConfig.lr`).
 
 Each setting trains (`paser.recovery.train.recover`, `--epochs`) and is scored in its own subprocess, whose peak
@@ -66,17 +66,28 @@ SETTINGS = {
     "sft-r64": {"objective": "sft", "lora_r": 64, "lora_alpha": 128},
 }
 # The fields a tuned learning rate must share with the setting it is taken for, and their defaults.
-LEARNING_RATE_KEYS = {"objective": "sft", "adapter": "lora", "targets": "corpus", "token_weighting": "none"}
+# The LoRA rank among them: the update scales with alpha/r × r, so rank 64 at rank 8's rate overshoots
+# (bench/results/recovery_curve/).
+LEARNING_RATE_KEYS = {
+    "objective": "sft",
+    "adapter": "lora",
+    "targets": "corpus",
+    "token_weighting": "none",
+    "lora_r": 8,
+}
 
 
 def tuned_learning_rate(results: dict, values: dict) -> float | None:
     """From `bench/recipe_tuning.py`'s results.json: the learning rate of the setting that closed the most dev gap
-    among those whose objective, adapter, targets and token weighting are `values`'s; None when none is."""
+    among those whose objective, adapter, targets, token weighting and LoRA rank are `values`'s, trained on the
+    tuning's own rows (a curve point with other `train_rows` is another budget, not a candidate); None when none
+    is."""
     wanted = {key: values.get(key, default) for key, default in LEARNING_RATE_KEYS.items()}
     matching = [
         row
         for row in results["settings"]
-        if all(row["config"].get(key, default) == wanted[key] for key, default in LEARNING_RATE_KEYS.items())
+        if row.get("train_rows") is None
+        and all(row["config"].get(key, default) == wanted[key] for key, default in LEARNING_RATE_KEYS.items())
     ]
     if not matching:
         return None

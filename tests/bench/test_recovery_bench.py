@@ -48,9 +48,13 @@ def test_a_tuned_learning_rate_is_the_best_on_dev_of_the_same_objective_and_adap
             _tuned_row(0.4, objective="sft", adapter="lora", learning_rate=1e-3),
             _tuned_row(0.9, objective="sft", adapter="full", learning_rate=5e-5),
             _tuned_row(0.5, objective="distill", learning_rate=5e-4, token_weighting="jsd"),
+            _tuned_row(0.3, objective="sft", adapter="lora", lora_r=64, learning_rate=3e-3),
+            _tuned_row(0.35, objective="sft", adapter="lora", lora_r=64, learning_rate=1e-3),
+            {**_tuned_row(0.95, objective="sft", adapter="lora", learning_rate=1e-2), "train_rows": 640},
         ]
     }
-    assert tuned_learning_rate(tuned, SETTINGS["sft"]) == 1e-3
+    assert tuned_learning_rate(tuned, SETTINGS["sft"]) == 1e-3  # rank 8, at the tuning's own rows
+    assert tuned_learning_rate(tuned, SETTINGS["sft-r64"]) == 1e-3  # rank 64's own best, not rank 8's
     assert tuned_learning_rate(tuned, SETTINGS["full"]) == 5e-5
     assert tuned_learning_rate(tuned, SETTINGS["distill-jsd"]) == 5e-4
     assert tuned_learning_rate(tuned, SETTINGS["distill"]) is None
