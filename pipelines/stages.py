@@ -45,7 +45,14 @@ def stable_hash(payload: Any) -> str:
 
 def source_identity(source: str) -> str:
     """What a corpus source is, for a hash: a file's content digest, a folder's file names/sizes/times, or the
-    hub id itself (a hub dataset is identified by its name; pin a revision by saving it locally)."""
+    hub id itself (a hub dataset is identified by its name; pin a revision by saving it locally).
+
+    Refuses (FileNotFoundError naming it and the working directory) a source that is neither a local path nor
+    shaped like a hub id (`paser.selection.corpus.is_hub_id`): a relative path resolved from another working
+    directory would otherwise become another "hub" key, and the executor clears a stage's artifacts (hours of
+    scoring) before it reruns a stage whose key changed."""
+    from paser.selection.corpus import is_hub_id
+
     path = Path(source).expanduser()
     if path.is_file():
         return "file:" + file_sha256(path)
@@ -55,12 +62,14 @@ def source_identity(source: str) -> str:
             status = file.stat()
             digest.update(f"{file.relative_to(path)}:{status.st_size}:{status.st_mtime_ns}".encode())
         return "dir:" + digest.hexdigest()
+    if not is_hub_id(source):
+        raise FileNotFoundError(f"{source}: no such file or directory (relative to {Path.cwd()})")
     return "hub:" + source
 
 
 def model_identity(name: str) -> str:
     """A checkpoint's fingerprint (config, pruning record, weight files) for a local folder or alias; the hub id
-    otherwise."""
+    otherwise (a local-looking path that does not exist is refused by `resolve_model`)."""
     from paser.recovery.identity import checkpoint_identity
     from paser.recovery.models import resolve_model
 

@@ -390,6 +390,12 @@ def read_rows(path: str | os.PathLike[str], split: str = "train") -> Iterator[tu
     return _read_hub_dataset(source, split)
 
 
+def is_hub_id(source: str) -> bool:
+    """Whether `source` has a hub dataset id's shape (`name` or `org/name`, no file suffix): what a corpus source
+    that is no local path must be."""
+    return bool(_HUB_ID.match(source)) and not source.lower().endswith(FILE_SUFFIXES)
+
+
 def source_kind(path: str | os.PathLike[str]) -> str:
     """How `read_rows` reads `path`, decided without reading it: "datasets" (a folder), "jsonl", "json",
     "parquet", or "hub" (no such local path, but a hub id's shape). Refuses (CorpusError naming the path) a path
@@ -404,7 +410,7 @@ def source_kind(path: str | os.PathLike[str]) -> str:
         if kind is not None:
             return kind
         raise CorpusError(f"{source}: unsupported file format; supported: {', '.join(SUPPORTED_FORMATS)}")
-    if _HUB_ID.match(source) and not source.lower().endswith(FILE_SUFFIXES):
+    if is_hub_id(source):
         return "hub"
     raise CorpusError(f"{source}: no such file or directory")
 

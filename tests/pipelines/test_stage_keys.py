@@ -9,7 +9,8 @@ import pytest
 
 from paser.pipelines.config import load_config
 from paser.pipelines.run import Run, RunConfig, combos
-from paser.pipelines.stages import Stage
+from paser.pipelines.stages import Executor, Stage, model_identity, source_identity
+from paser.recovery.models import ModelLoadError
 from tests.pipelines.test_run import tiny_overrides
 
 SHARED = {"score", "heldout", "embed", "eval/original", "eval/pruned"}
@@ -105,3 +106,47 @@ def test_each_combination_has_its_own_select_key(stage_keys):
 
 def test_the_run_folder_is_not_part_of_any_key(stage_keys, tmp_path):
     assert stage_keys(run_dir=tmp_path / "elsewhere") == stage_keys()
+
+
+def test_a_relative_source_not_found_from_another_directory_is_refused_and_the_cache_kept(tmp_path, monkeypatch):
+    """A run config names its corpus relative to where it is run from. From another directory that path does not
+    exist: it is refused, naming it, before the stage's key is taken. Keyed as a hub id it would change the
+    key, and the executor clears a stage's artifacts (hours of scoring) before it reruns a stage whose key
+    changed."""
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "corpus.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
+    run_dir = tmp_path / "run"
+    scores = run_dir / "shared" / "scores.parquet"
+
+    def stage() -> Stage:
+        def compute(values) -> None:
+            scores.parent.mkdir(parents=True, exist_ok=True)
+            scores.write_text("hours of scoring")
+
+        return Stage("score", compute, [scores], sources={"corpus": lambda: source_identity("data/corpus.jsonl")})
+
+    monkeypatch.chdir(home)
+    Executor(run_dir).ensure(stage())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(
+        FileNotFoundError, match=r"data/corpus.jsonl: no such file or directory \(relative to .*elsewhere"
+    ):
+        Executor(run_dir).ensure(stage())
+    assert scores.read_text() == "hours of scoring"
+    monkeypatch.chdir(home)
+    executor = Executor(run_dir)
+    executor.ensure(stage())
+    assert executor.cached == ["score"]
+
+
+def test_a_hub_id_is_keyed_by_its_name_and_a_missing_local_source_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert source_identity("tatsu-lab/alpaca") == "hub:tatsu-lab/alpaca"
+    for missing in ("../data/alpaca.jsonl.gz", "corpus.parquet", "/nowhere/rows", "~/rows.jsonl"):
+        with pytest.raises(FileNotFoundError, match="no such file or directory"):
+            source_identity(missing)
+    with pytest.raises(ModelLoadError, match=r"model path does not exist: \.\./runs/pruned"):
+        model_identity("../runs/pruned")  # a checkpoint's path, likewise (resolve_model)
