@@ -37,12 +37,13 @@ def seed_folder(source: Path, target: Path) -> None:
 
 def check_study(config_path: Path, out: Path, metrics: list[str], overrides: list[str]) -> dict:
     """Select every combination of the config at `config_path` into `out`; compare with the committed ids."""
-    from paser.pipelines.run import Run, check_run, combos, flat_metrics, load_run_config
+    from paser.pipelines.run import Run, check_inputs, check_run, combos, flat_metrics, load_run_config
     from paser.pipelines.run_stages import write_builtin_demo, write_calibration_rows
 
     config = load_run_config(config_path, overrides)
     run = Run(config, out)
     check_run(run)
+    check_inputs(config)  # as paser run does: a corpus path not found is refused before any stage's key is taken
     write_builtin_demo(run)  # as Run.execute does first: the score stage hashes what these two write
     write_calibration_rows(run)
     committed = config_path.parent / "selections"

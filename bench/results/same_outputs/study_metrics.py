@@ -34,10 +34,12 @@ def main() -> None:
         seed_folder(Path(args.seed_from), out)
     config = engine.load_run_config(args.config, args.set)
     runner = engine.Run(config, out)
-    if hasattr(engine, "check_run"):  # after: a function beside Run
+    if hasattr(engine, "check_run"):  # after: functions beside Run
         engine.check_run(runner)
-    else:  # before: a method
+        engine.check_inputs(config)
+    else:  # before: methods
         runner.check()
+        runner.check_inputs()
     # As Run.execute does first: the score stage hashes what these two write.
     if hasattr(run_stages, "write_builtin_demo"):
         run_stages.write_builtin_demo(runner)
