@@ -50,7 +50,7 @@ class CdsSpread:
         lines += [
             "",
             f"spread of the {self.grouping} means: {self.spread:.4f} nats ({self.relative_spread:.1%} of the pool's "
-            f"mean CDS); share of the CDS variance between {self.grouping}s: {self.between_share:.1%}",
+            f"mean CDS); share of the CDS variance between the groups: {self.between_share:.1%}",
         ]
         return lines
 
