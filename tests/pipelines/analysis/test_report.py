@@ -232,6 +232,7 @@ def test_report_markdown_links_plots_that_exist(report):
     links = re.findall(r"\]\((report_files/[^)]+\.png)\)", markdown_path.read_text())
     assert sorted(links) == [
         "report_files/budget_per_cluster_paser.png",
+        "report_files/budget_sweep.png",
         "report_files/cds_per_cluster.png",
         "report_files/cluster_purity.png",
         "report_files/corpus_map.png",
@@ -246,7 +247,7 @@ def test_report_markdown_links_plots_that_exist(report):
 def test_report_html_is_self_contained(report):
     page = report[1].read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 7 and all(source.startswith("data:image/png;base64,") for source in sources)
+    assert len(sources) == 8 and all(source.startswith("data:image/png;base64,") for source in sources)
     # base64 can spell "http" by chance: look for external references outside the data URIs only
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     assert "http" not in text and "<link" not in text and "<script" not in text and "url(" not in text
