@@ -16,7 +16,10 @@ is such settings at several N.
 
 Prints, per setting: the share of the pruning gap (pruned NLL - original NLL) closed on dev, test, T0 and GSM8K,
 training seconds, optimiser steps, trained tokens and FLOPs where the recovery record has them; then the setting
-with the most dev gap closed per objective. Writes `--out/results.json`.
+with the most dev gap closed per objective, among the settings trained on the tuning's own rows (curve points
+with `train_rows` are other budgets). Writes `--out/results.json` over the settings named, or with `--all` over
+every finished one in `--out/settings` (nothing is trained for those: the input `bench/recovery_objectives.py
+--tuned` reads).
 
     python bench/recipe_tuning.py --pruned /tmp/smollm2-wanda50 --out /tmp/tune \\
         --setting sft-2e-4:objective=sft,learning_rate=2e-4 --setting sft-1e-3:objective=sft,learning_rate=1e-3
@@ -177,6 +180,11 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=float, default=2.0, help="default epochs of every setting")
     parser.add_argument("--seed", type=int, default=0, help="seed of the row draws and the training")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="report (and write results.json over) every finished setting in OUT/settings, not only those named",
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = Path(args.out)
@@ -195,7 +203,10 @@ def main() -> None:
         print(f"training {name} ...", flush=True)
         command = [sys.executable, __file__, *sys.argv[1:], "--one", name]
         subprocess.run(command, check=True)
-    report(out, original, pruned, list(settings), args.train_rows)
+    names = list(settings)
+    if args.all:
+        names += sorted(path.stem for path in (out / "settings").glob("*.json") if path.stem not in settings)
+    report(out, original, pruned, names, args.train_rows)
 
 
 def report(out: Path, original: dict, pruned: dict, names: list[str], train_rows: int) -> None:
@@ -222,6 +233,8 @@ def report(out: Path, original: dict, pruned: dict, names: list[str], train_rows
         )
     best = {}
     for row in rows:
+        if row.get("train_rows") is not None:
+            continue  # a curve point at another budget: not a candidate for the recipe chosen on these rows
         objective = row["config"]["objective"]
         if objective not in best or row["closed"]["dev"] > best[objective]["closed"]["dev"]:
             best[objective] = row
