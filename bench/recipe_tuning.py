@@ -45,6 +45,7 @@ from bench.recovery_bench import (  # noqa: E402
     draw_alpaca_rows,
     gap_closed,
     load_scoring_model,
+    on_tuning_rows,
     parse_setting,
     peak_rss_gb,
     response_nlls,
@@ -233,8 +234,8 @@ def report(out: Path, original: dict, pruned: dict, names: list[str], train_rows
         )
     best = {}
     for row in rows:
-        if row.get("train_rows") is not None:
-            continue  # a curve point at another budget: not a candidate for the recipe chosen on these rows
+        if not on_tuning_rows(row):
+            continue
         objective = row["config"]["objective"]
         if objective not in best or row["closed"]["dev"] > best[objective]["closed"]["dev"]:
             best[objective] = row

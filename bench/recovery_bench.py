@@ -57,6 +57,12 @@ def split_rows(rows: list, seed: int, sizes: dict[str, int]) -> dict[str, list]:
     return parts
 
 
+def on_tuning_rows(setting: dict) -> bool:
+    """Whether a `recipe_tuning.py` setting trained on the tuning's own rows: a curve point with `train_rows` is
+    another budget, never a candidate for the recipe chosen on dev."""
+    return setting.get("train_rows") is None
+
+
 def draw_alpaca_rows(folder: Path, seed: int, sizes: dict[str, int], only: Iterable[str] | None = None) -> None:
     """Write disjoint seeded parts of Alpaca-52K (`split_rows`) as `folder/NAME.jsonl`, Alpaca fields + id; with
     `only`, just those parts (the others drawn, so the parts are the same, but not written)."""

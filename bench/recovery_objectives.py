@@ -48,6 +48,7 @@ from bench.recovery_bench import (  # noqa: E402
     gap_closed,
     load_scoring_model,
     make_pruned,
+    on_tuning_rows,
     parse_setting,
     peak_rss_gb,
     response_nlls,
@@ -86,7 +87,7 @@ def tuned_learning_rate(results: dict, values: dict) -> float | None:
     matching = [
         row
         for row in results["settings"]
-        if row.get("train_rows") is None
+        if on_tuning_rows(row)
         and all(row["config"].get(key, default) == wanted[key] for key, default in LEARNING_RATE_KEYS.items())
     ]
     if not matching:

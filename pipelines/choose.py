@@ -42,6 +42,12 @@ class Choice:
     recovery: str | None = None
 
 
+def setting_of(combo: dict[str, Any]) -> tuple[str, Any, str | None]:
+    """A `results.json` combination's setting: (strategy, budget, recovery variant or None), the key of
+    `DevResults.values`."""
+    return combo["strategy"], combo["budget"], combo.get("recovery")
+
+
 def dev_view(results: dict[str, Any]) -> DevResults:
     """The dev metrics of a `results.json` payload (`paser.pipelines.run.collect_results`), per strategy, budget and
     recovery variant (a combination's `recovery`: each variant trains with its own objective or settings, so two
@@ -52,8 +58,7 @@ def dev_view(results: dict[str, Any]) -> DevResults:
     values: dict[tuple[str, Any, str | None], dict[str, list[float]]] = {}
     for combo in results["combos"]:
         recorded = combo.get("metrics") or {}
-        key = (combo["strategy"], combo["budget"], combo.get("recovery"))
-        setting = values.setdefault(key, {metric: [] for metric in metrics})
+        setting = values.setdefault(setting_of(combo), {metric: [] for metric in metrics})
         for metric in metrics:
             value = recorded.get(metric)
             if value is not None and not math.isnan(float(value)):

@@ -55,7 +55,7 @@ from paser.pipelines.analysis.reader import RunReader, load_run  # noqa: E402
 from paser.pipelines.analysis.report import write_report  # noqa: E402
 from paser.pipelines.analysis.selections import cds_vs_gain, picks  # noqa: E402
 from paser.pipelines.analysis.uncertainty import read_run_items, run_items, versus_random, write_run_items  # noqa: E402
-from paser.pipelines.choose import DevResults, best_setting, dev_view  # noqa: E402
+from paser.pipelines.choose import DevResults, best_setting, dev_view, setting_of  # noqa: E402
 from paser.pipelines.config import config_to_dict  # noqa: E402
 from paser.pipelines.run import collect_results, load_run_config, statistics_blocks  # noqa: E402
 
@@ -98,11 +98,6 @@ def reported_metrics(results: dict) -> tuple[str, ...]:
     return (in_distribution, *OUT_OF_DISTRIBUTION, *generation)
 
 
-def _setting(combo: dict) -> tuple:
-    """A combination's setting: (strategy, budget, recovery variant or None), as `paser.pipelines.choose` keys it."""
-    return combo["strategy"], combo["budget"], combo.get("recovery")
-
-
 def choice_table(results: dict) -> list[str]:
     """The study's choices, made on the dev half only (`paser.pipelines.choose`), as markdown lines: the best
     (strategy, budget, and recovery variant where the run compares them) of the sweep on
@@ -113,11 +108,11 @@ def choice_table(results: dict) -> list[str]:
     dev, test = f"{IN_DISTRIBUTION}_dev_nll", f"{IN_DISTRIBUTION}_test_nll"
     if dev not in view.metrics:
         return [f"No choice: no `{dev}` in these results, {BEFORE_SPLIT}."]
-    recorded = {_setting(combo): [] for combo in results["combos"]}
+    recorded = {setting_of(combo): [] for combo in results["combos"]}
     for combo in results["combos"]:
         value = (combo.get("metrics") or {}).get(test)
         if value is not None and value == value:
-            recorded[_setting(combo)].append(float(value))
+            recorded[setting_of(combo)].append(float(value))
     variants = bool(results.get("recoveries"))  # a recovery column where the run compares recovery variants
     header = ["choice (on dev)", "strategy", *(["recovery"] if variants else []), "budget", "seeds"]
     header += [f"{dev} (chosen on)", f"{test} (reported)"]
