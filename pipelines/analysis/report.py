@@ -34,10 +34,8 @@ from matplotlib.figure import Figure as MplFigure
 from paser.common.io import write_atomic
 from paser.pipelines.analysis.accounting import REFERENCE_STRATEGY, compute_table, run_shared_cost
 from paser.pipelines.analysis.metrics import (
-    combo_metrics,
     gap_metrics,
     gap_notes,
-    gap_recovered,
     results_table,
     summary_table,
     versus_random_table,
@@ -453,35 +451,29 @@ def _compute_section(run: RunReader) -> list[Block]:
 
 
 def _sweep_table(run: RunReader) -> tuple[pd.DataFrame, list[str], str]:
-    """Per (strategy, recovery variant, budget) of a budget sweep: seeds, the mean FLOPs and tokens trained, and
-    each main metric's mean and sd over seeds, as the share of the pruning gap closed where both baselines have
-    the metric (a fraction; the metric itself otherwise). Returns (table, its metrics, the x column: `flops`, or
-    `train_tokens` where no combo recorded FLOPs)."""
-    per_combo = combo_metrics(run).merge(
-        compute_table(run)[["combo", "flops", "train_tokens"]], on="combo", how="left", validate="one_to_one"
-    )
+    """Per (strategy, recovery variant, budget) of a budget sweep, from the results table: seeds, the mean FLOPs
+    and tokens trained (the compute table's), and each main metric's mean and sd over seeds, as the share of the
+    pruning gap closed where both baselines have the metric (a fraction: the gap is linear in the metric, so the
+    sd is the metric's over the gap's size; the metric itself otherwise). Returns (table, its metrics, the x
+    column: `flops`, or `train_tokens` where no combo recorded FLOPs)."""
+    keys = ["strategy", *run.recovery_columns, "budget"]
+    results = results_table(run)
+    table = results[results["strategy"].isin(run.strategies)][[*keys, "seeds"]].copy()
+    compute = compute_table(run).groupby(keys, sort=False, dropna=False)[["flops", "train_tokens"]].mean()
+    table = table.merge(compute, left_on=keys, right_index=True, how="left")
+    if not run.recovery_columns:
+        table["recovery"] = None
     baselines = run.results["baselines"]
     with_gap = gap_metrics(run)
     metrics = main_metrics(run.metrics)
     for metric in metrics:
+        mean, std = results[f"{metric}_mean"], results[f"{metric}_std"]
         if metric in with_gap:
             original, pruned = (as_float(baselines[name][metric]) for name in ("original", "pruned"))
-            per_combo[metric] = gap_recovered(per_combo[metric], pruned, original)
-    x = "flops" if per_combo["flops"].notna().any() else "train_tokens"
-    rows = []
-    for strategy, recovery, budget in [(s, r, b) for s in run.strategies for r in run.recoveries for b in run.budgets]:
-        group = per_combo[(per_combo["strategy"] == strategy) & (per_combo["budget"] == budget)]
-        if recovery is not None:
-            group = group[group["recovery"] == recovery]
-        row: dict[str, Any] = {"strategy": strategy, "recovery": recovery, "budget": budget}
-        row["seeds"] = int(group["evaluated"].sum())
-        row["flops"], row["train_tokens"] = group["flops"].mean(), group["train_tokens"].mean()
-        for metric in metrics:
-            values = group[metric].dropna()
-            row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
-            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        rows.append(row)
-    return pd.DataFrame(rows), [metric for metric in metrics if metric in with_gap] or metrics, x
+            mean, std = results[f"{metric}_gap_recovered"], std / abs(original - pruned)
+        table[f"{metric}_mean"], table[f"{metric}_std"] = mean, std
+    x = "flops" if table["flops"].notna().any() else "train_tokens"
+    return table.reset_index(drop=True), [metric for metric in metrics if metric in with_gap] or metrics, x
 
 
 def _sweep_section(run: RunReader) -> list[Block]:
