@@ -58,7 +58,11 @@ def build_distill_trainer(
         args=args,
         train_dataset=sft_dataset(rows.encoded, rows.response_jsd),
         processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
+        # Padding-free: the batch is one sequence with each row's position ids, which the teacher's forward reads
+        # too (`ChunkedResponseLoss.compute_loss`), so both keep attention within each row.
+        data_collator=DataCollatorForLanguageModeling(
+            pad_token_id=tokenizer.pad_token_id, padding_free=config.objective_config.padding_free
+        ),
         peft_config=config.peft_config(),
         position_chunk=config.position_chunk,
         nll_weight=config.sft_term,

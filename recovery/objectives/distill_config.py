@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from paser.recovery.objectives.sft_config import TokenWeightingConfig
+from paser.recovery.objectives.sft_config import ResponseLossConfig
 
 
 @dataclasses.dataclass
-class DistillObjectiveConfig(TokenWeightingConfig):
-    """`distill`: the KL's temperature, the NLL term's weight, and token weighting (`TokenWeightingConfig`)."""
+class DistillObjectiveConfig(ResponseLossConfig):
+    """`distill`: the KL's temperature, the NLL term's weight, token weighting and padding-free batches
+    (`ResponseLossConfig`)."""
 
     sft_weight: float | None = dataclasses.field(
         default=None, metadata={"help": "Weight of the response NLL added to the KL loss (default 0)."}

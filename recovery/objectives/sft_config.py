@@ -1,5 +1,6 @@
-"""`sft`'s settings (`SftObjectiveConfig`), and the token weighting it shares with `distill`
-(`TokenWeightingConfig`). Imports no torch, so the command line and a run config read them without it."""
+"""`sft`'s settings (`SftObjectiveConfig`), and the token weighting and padding-free batches it shares with
+`distill` (`TokenWeightingConfig`, `ResponseLossConfig`). Imports no torch, so the command line and a run config
+read them without it."""
 
 from __future__ import annotations
 
@@ -57,8 +58,10 @@ class TokenWeightingConfig(ObjectiveConfig):
 
 
 @dataclasses.dataclass
-class SftObjectiveConfig(TokenWeightingConfig):
-    """`sft`: the response NLL, optionally weighted per token, optionally with the rows laid end to end."""
+class ResponseLossConfig(TokenWeightingConfig):
+    """The settings of an objective trained on the rows' own responses by the chunked response loss (`sft`,
+    `distill`): token weighting (`TokenWeightingConfig`) and padding-free batches, which both models of a
+    distillation forward alike (the teacher reads the same position ids)."""
 
     padding_free: bool = dataclasses.field(
         default=False,
@@ -67,3 +70,8 @@ class SftObjectiveConfig(TokenWeightingConfig):
             "each row by its position ids), so no compute goes to padding; the loss is the same."
         },
     )
+
+
+@dataclasses.dataclass
+class SftObjectiveConfig(ResponseLossConfig):
+    """`sft`: the response NLL, optionally weighted per token, optionally with the rows laid end to end."""

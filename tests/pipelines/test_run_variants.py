@@ -63,12 +63,13 @@ def test_a_variant_of_another_objective_leaves_the_sections_objective_settings_i
         "recovery.padding_free=true",
         "recovery.token_weighting=top_fraction",
         "recovery.token_jsd=scores/token_jsd.npz",
-        "recovery.variants={sft: {}, kd: {objective: distill}}",
+        "recovery.variants={sft: {}, kd: {objective: distill}, op: {objective: on_policy}}",
     ]
     config = load_config(RunConfig, None, BASE + overrides)
-    kd = config.recovery.training("kd")
-    assert kd.objective == "distill" and "padding_free" not in kd.flat_settings()
-    assert kd.objective_config.token_weighting == "top_fraction"  # distill has token weighting too: inherited
+    kd, op = config.recovery.training("kd"), config.recovery.training("op")
+    # distill has token weighting and padding-free batches too: inherited; on_policy has neither: left out.
+    assert kd.objective_config.token_weighting == "top_fraction" and kd.objective_config.padding_free
+    assert op.objective == "on_policy" and not {"padding_free", "token_weighting"} & set(op.flat_settings())
     assert config.recovery.training("sft").objective_config.padding_free
 
 
