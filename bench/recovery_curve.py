@@ -71,6 +71,7 @@ def load_points(out: Path, default_rows: int, patterns: list[str]) -> tuple[list
 def plot(points: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     figure = Figure(figsize=(10, 4.2))
     FigureCanvasAgg(figure)
@@ -87,6 +88,8 @@ def plot(points: list[dict], path: Path) -> None:
             for point in members:
                 axes.annotate(f"{point['rows']}", (point["flops"], 100 * point["closed"][name]), fontsize=7)
         axes.set_xscale("log")
+        # Only the decades are labelled: the minor ticks' labels (2e13, 3e13, ...) overlap on a short axis.
+        axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel("estimated training FLOPs (teacher included)")
         axes.set_ylabel(f"% of the pruning gap closed ({name})")
         axes.set_title(f"{name} (labels: training rows)")
