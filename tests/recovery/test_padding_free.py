@@ -9,15 +9,17 @@ from paser.recovery.train import recover
 from tests.recovery.tiny_training import fast_config
 
 
+def losses(out):
+    """The logged training losses of the recovery in `out`."""
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [entry["loss"] for entry in log if "loss" in entry]
+
+
 def test_padding_free_sft_gives_the_padded_losses(pruned_dir, subset_file, tmp_path):
     padded = recover(str(pruned_dir), subset_file, tmp_path / "padded", fast_config(max_steps=3, learning_rate=1e-2))
     free = recover(
         str(pruned_dir), subset_file, tmp_path / "free", fast_config(max_steps=3, learning_rate=1e-2, padding_free=True)
     )
-
-    def losses(out):
-        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-        return [entry["loss"] for entry in log if "loss" in entry]
 
     # The same batches: the first loss equal to float rounding (a row attending to its neighbours would move it far
     # more), the next ones within the rounding that two updates at a high rate accumulate.
@@ -32,10 +34,6 @@ def test_padding_free_distillation_gives_the_padded_losses(pruned_dir, tiny_mode
         return recover(str(pruned_dir), subset_file, tmp_path / name, config, original=str(tiny_model_dir))
 
     padded, free = run("padded"), run("free", padding_free=True)
-
-    def losses(out):
-        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-        return [entry["loss"] for entry in log if "loss" in entry]
 
     # A student or teacher row attending to its neighbours in the packed sequence would move the KL far more.
     assert losses(tmp_path / "free") == pytest.approx(losses(tmp_path / "padded"), rel=1e-3)
