@@ -3,6 +3,12 @@
 PASER ranks a cluster's rows by `IES_i = CDS_i / log(cost_i)`, where `cost_i` is the training cost of the
 row. The paper takes `cost_i = (prompt tokens + response tokens)²` (attention is quadratic in length), so
 long rows need proportionally more degradation to be worth their compute.
+
+`damage_density` is an alternative ranking: a row's summed response-token JSD (`CDS_i · response_i`, the damage
+its loss tokens cover) per training token (`prompt_i + response_i`). Taking rows in this order is the greedy
+(fractional-knapsack) answer to "cover the most measured damage within a token budget"; IES instead divides a
+per-token mean by a log cost, so it prefers short, prompt-heavy rows whose few loss tokens carry the budget's
+compute with little supervision.
 """
 
 from __future__ import annotations
@@ -53,6 +59,25 @@ def efficiency_score(
             f"first at position {too_cheap[0]} (prompt + response tokens must be >= 2)"
         )
     return cds / np.log(costs)
+
+
+def damage_density(cds: np.ndarray, prompt_tokens: np.ndarray, response_tokens: np.ndarray) -> np.ndarray:
+    """`cds_i · response_i / (prompt_i + response_i)`: each row's summed response JSD per training token.
+
+    `cds` is the per-row mean response-token JSD (nats), so `cds · response` is the row's total. Returns a float64
+    array (nats per training token). Refuses non-finite `cds`, shape mismatches, and rows with no tokens.
+    """
+    cds = np.asarray(cds, dtype=np.float64)
+    if not np.all(np.isfinite(cds)):
+        raise ValueError("cds must be finite")
+    response = _token_counts(response_tokens, "response_tokens")
+    total = sample_cost(prompt_tokens, response_tokens, kind="linear")
+    if total.shape != cds.shape:
+        raise ValueError(f"cds and token counts differ in shape: {cds.shape} vs {total.shape}")
+    empty = np.flatnonzero(total == 0)
+    if empty.size:
+        raise ValueError(f"{empty.size} row(s) have no tokens; first at position {empty[0]}")
+    return cds * response / total
 
 
 def rank_within_cluster(scores: np.ndarray, ids: Sequence[str]) -> np.ndarray:

@@ -29,7 +29,13 @@ from paser.selection.consistency import (
     PrefetchedConcepts,
     SerialConcepts,
 )
-from paser.selection.prioritize import COST_KINDS, efficiency_score, rank_within_cluster, sample_cost
+from paser.selection.prioritize import (
+    COST_KINDS,
+    damage_density,
+    efficiency_score,
+    rank_within_cluster,
+    sample_cost,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,7 +177,9 @@ class PaserStrategy:
 
     Options (each switch is one of the paper's ablations): `manifold` (False: k-means clusters on the
     embeddings, K = the number of clusters in the table, in place of the manifold clusters);
-    `degradation_allocation` (False: budget ∝ cluster size); `ranking` ("ies", "cds" = IES off, "random");
+    `degradation_allocation` (False: budget ∝ cluster size); `ranking` ("ies", "cds" = IES off, "random", or
+    "damage_density": the row's summed response JSD per training token, `cds · response / (prompt + response)`,
+    which covers the most measured damage per token of a token budget; not the paper's);
     `ccg` (False: no consistency filter); `cost` ("squared" or "linear", for IES; both give the same order,
     since log((p + r)²) = 2 log(p + r), and differ only in the reported scores); `max_concepts` and
     `concept_max_ngram` for the YAKE concepts, or `concept_extractor` (text -> concepts) to replace YAKE.
@@ -233,7 +241,7 @@ class PaserStrategy:
     concept_prefetch_rows: int = 1024
     ccg_max_offers_per_slot: float | None = None
 
-    RANKINGS: ClassVar[tuple[str, ...]] = ("ies", "cds", "random")
+    RANKINGS: ClassVar[tuple[str, ...]] = ("ies", "cds", "random", "damage_density")
 
     def __post_init__(self) -> None:
         check_name("ranking", self.ranking, self.RANKINGS)
@@ -362,6 +370,10 @@ class PaserStrategy:
             )
         if self.ranking == "cds":
             return table["cds"].to_numpy(dtype=np.float64)
+        if self.ranking == "damage_density":
+            return damage_density(
+                table["cds"].to_numpy(), table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy()
+            )
         return np.random.default_rng(seed).random(len(table))
 
 

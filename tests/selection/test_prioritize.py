@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from paser.selection.prioritize import efficiency_score, rank_within_cluster, sample_cost
+from paser.selection.prioritize import damage_density, efficiency_score, rank_within_cluster, sample_cost
 
 
 def test_squared_cost_is_the_square_of_the_total_token_count():
@@ -32,6 +32,19 @@ def test_ies_golden_values():
     ies = efficiency_score(np.array([0.2, 0.6, 0.1]), np.array([3, 10, 1]), np.array([7, 90, 1]))
     np.testing.assert_allclose(ies, [0.2 / math.log(100), 0.6 / math.log(10_000), 0.1 / math.log(4)], rtol=1e-12)
     np.testing.assert_allclose(ies, [0.0434294482, 0.0651441723, 0.0721347520], rtol=1e-9)
+
+
+def test_damage_density_golden_values():
+    # cds * r / (p + r): 0.2 * 7 / 10 = 0.14, 0.6 * 90 / 100 = 0.54, 0.5 * 1 / 9 = 0.0555...
+    density = damage_density(np.array([0.2, 0.6, 0.5]), np.array([3, 10, 8]), np.array([7, 90, 1]))
+    np.testing.assert_allclose(density, [0.14, 0.54, 0.5 / 9], rtol=1e-12)
+
+
+def test_damage_density_refuses_rows_without_tokens_and_non_finite_cds():
+    with pytest.raises(ValueError, match="no tokens; first at position 1"):
+        damage_density(np.array([0.2, 0.3]), np.array([3, 0]), np.array([7, 0]))
+    with pytest.raises(ValueError, match="finite"):
+        damage_density(np.array([np.nan]), np.array([3]), np.array([7]))
 
 
 def test_ies_with_linear_cost_divides_by_log_of_the_token_count():

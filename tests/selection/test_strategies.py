@@ -286,6 +286,17 @@ def test_paser_ies_ranking_prefers_short_rows_that_cds_ranking_would_pass_over()
     assert ies.scores.name == "ies" and cds.scores.name == "cds"
 
 
+def test_paser_damage_density_ranking_prefers_the_rows_whose_loss_tokens_carry_the_damage():
+    # r000: short, prompt-heavy, high mean JSD (IES 0.40/ln(60^2) = 0.049; density 0.40 * 10/60 = 0.067);
+    # r001: long answer to a short prompt, lower mean JSD (IES 0.30/ln(200^2) = 0.028; density 0.30 * 190/200 = 0.285).
+    table = make_table([0, 0], [0.40, 0.30], prompt_tokens=[50, 10], response_tokens=[10, 190])
+    ies = get_strategy("paser", ccg=False).select(SelectionInputs(table), 1)
+    density = get_strategy("paser", ccg=False, ranking="damage_density").select(SelectionInputs(table), 1)
+    assert ies.ids == ["r000"] and density.ids == ["r001"]
+    assert density.scores.name == "damage_density"
+    np.testing.assert_allclose(density.scores.to_numpy(), [0.40 * 10 / 60, 0.30 * 190 / 200])
+
+
 def test_paser_random_ranking_depends_on_the_seed(random_inputs):
     strategy = get_strategy("paser", ccg=False, ranking="random")
     other = SelectionInputs(table=random_inputs.table, seed=random_inputs.seed + 1)
