@@ -22,7 +22,9 @@ skips finished settings (delete a file to redo it); a setting that fails is repo
 
 Prints, per setting: its learning rate, the share of the pruning gap closed on held-out response NLL (dev and
 test) and on WikiText-2 perplexity, the estimated training FLOPs (`recovery.json`'s `compute` block), the recovery's
-wall seconds and its peak RSS; writes `--out/results.json`.
+wall seconds and its peak RSS, and, for self-distillation whose targets came from a cache (a rerun), what
+generating those targets cost (`+ cached targets`: recovery.json counts only what the run generated); writes
+`--out/results.json`.
 
     python bench/recovery_objectives.py --pruned /tmp/smollm2-wanda50 --out /tmp/objectives
     python bench/recovery_objectives.py --pruned /tmp/smollm2-wanda50 --out /tmp/objectives \\
@@ -175,6 +177,26 @@ def closed(scores: dict, original: dict, pruned: dict) -> dict[str, float]:
     return {**shares, "wikitext2": gap_closed(*ppl)}
 
 
+def cached_targets_flops(out: Path, name: str, payload: dict) -> float:
+    """What the original's answers that `name` read from a targets cache (`targets: original`) cost to generate,
+    in FLOPs (forward 2·N·P over their prompts and answers): recovery.json counts only what a run generated itself
+    (the marginal cost), so a setting rerun on a cache would look cheaper than the recipe is. 0 without cached
+    targets. The rows' prompt tokens are what each epoch trained less the answers' tokens (every row trains once
+    per epoch: whole epochs)."""
+    from paser.recovery.flops import forward_flops
+
+    path = out / "models" / name / "recovery.json"
+    if not path.exists():
+        return 0.0
+    targets = json.loads(path.read_text()).get("targets")
+    if not targets or not targets["generation"].get("from_cache"):
+        return 0.0
+    generation = targets["generation"]
+    per_epoch = payload["compute"]["tokens"]["trained"] / payload["config"]["epochs"]
+    cached_share = generation["from_cache"] / generation["rows"]
+    return forward_flops(per_epoch * cached_share, targets["model"]["parameters"])
+
+
 def report(out: Path, original: dict, pruned: dict, names: list[str], failed: dict[str, str]) -> None:
     print("original: " + ", ".join(f"{s} NLL {original[s]['nll']:.4f}" for s in HELD_OUT), end="")
     print(f", WikiText-2 ppl {original['wikitext2']['ppl']:.2f}")
@@ -182,7 +204,7 @@ def report(out: Path, original: dict, pruned: dict, names: list[str], failed: di
     print(f", WikiText-2 ppl {pruned['wikitext2']['ppl']:.2f}")
     print("share of the pruning gap closed (NLL on dev/test, perplexity on WikiText-2):")
     header = f"{'setting':<14} {'lr':>8} {'dev':>7} {'test':>7} {'wiki2':>7} {'FLOPs':>9} {'wall s':>7} {'peak GB':>8}"
-    print(header)
+    print(header + f" {'+ cached targets':>16}")
     rows = []
     for name in names:
         if name in failed:
@@ -190,12 +212,14 @@ def report(out: Path, original: dict, pruned: dict, names: list[str], failed: di
             continue
         payload = json.loads((out / "settings" / f"{name}.json").read_text())
         shares = closed(payload["scores"], original, pruned)
-        rows.append({"name": name, **payload, "closed": shares})
+        cached = cached_targets_flops(out, name, payload)
+        rows.append({"name": name, **payload, "closed": shares, "cached_targets_flops": cached})
         print(
             f"{name:<14} {payload['config']['learning_rate_effective']:>8.1e} "
             + " ".join(f"{shares[s]:>7.1%}" for s in (*HELD_OUT, "wikitext2"))
             + f" {payload['compute']['flops']['total']:>9.3g} {payload['wall_seconds']:>7.0f}"
             + f" {payload['peak_rss_gb']:>8.2f}"
+            + (f" {cached:>16.3g}" if cached else "")
         )
     summary = {"original": original, "pruned": pruned, "settings": rows, "failed": failed}
     write_json(out / "results.json", summary)

@@ -3,10 +3,12 @@ closed, settings and learning rates. The benchmarks themselves are not run here.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bench.recovery_bench import gap_closed, parse_setting, split_rows
-from bench.recovery_objectives import SETTINGS, learning_rates, tuned_learning_rate
+from bench.recovery_objectives import SETTINGS, cached_targets_flops, learning_rates, tuned_learning_rate
 
 
 def test_row_draws_are_disjoint_seeded_and_in_the_order_asked():
@@ -61,3 +63,17 @@ def test_a_tuned_learning_rate_is_the_best_on_dev_of_the_same_objective_and_adap
     rates = learning_rates(["sft", "distill", "full"], SETTINGS, {"full": 1e-4}, tuned)
     assert rates == {"sft": 1e-3, "distill": None, "full": 1e-4}
     assert learning_rates(["sft"], SETTINGS, {}, None) == {"sft": None}
+
+
+def test_cached_targets_are_charged_what_generating_them_cost(tmp_path):
+    # 2 epochs over rows of 30 prompt + 70 answer tokens in all: 200 trained tokens; 3 of 4 rows from the cache.
+    payload = {"compute": {"tokens": {"trained": 200}}, "config": {"epochs": 2.0}}
+    folder = tmp_path / "models" / "sft-self"
+    folder.mkdir(parents=True)
+    targets = {"model": {"parameters": 1_000}, "generation": {"rows": 4, "from_cache": 3}, "response_tokens": 70}
+    (folder / "recovery.json").write_text(json.dumps({"targets": targets}))
+    assert cached_targets_flops(tmp_path, "sft-self", payload) == pytest.approx(2 * 100 * 0.75 * 1_000)
+    targets["generation"]["from_cache"] = 0
+    (folder / "recovery.json").write_text(json.dumps({"targets": targets}))
+    assert cached_targets_flops(tmp_path, "sft-self", payload) == 0.0
+    assert cached_targets_flops(tmp_path, "sft", payload) == 0.0  # no record, no targets
