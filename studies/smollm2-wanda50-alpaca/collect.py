@@ -82,6 +82,7 @@ SECTIONS = (
     "versus_random",
     "versus_paser",
     "versus_length_matched",
+    "versus_length_matched_density",
     "choices",
     "picks",
     "cds_vs_gain",
@@ -136,12 +137,12 @@ def choice_table(results: dict) -> list[str]:
 
 def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
     """The paired-comparison tables as markdown lines, by name: `headline` (`paser` − `random` on the
-    in-distribution metric, a sentence per budget), `versus_random` (every strategy
-    against random), `versus_paser` (the PASER ablations against `paser`) and `versus_length_matched` (`paser`
-    against its length-matched control), each row the paired difference, its paired t and sign-flip p-values,
-    its bootstrap interval and the verdict; from a results.json payload and the per-item values `items` (by
-    combination; empty: the bootstrap resamples seeds), on `reported_metrics`. A table the run has no rows for is
-    absent."""
+    in-distribution metric, a sentence per budget), `versus_random` (every strategy against random),
+    `versus_paser` (the PASER ablations against `paser`) and `versus_length_matched` (`paser` against its
+    length-matched control; `versus_length_matched_X`: `paser_X` against `length_matched_X`), each row the paired
+    difference, its paired t and sign-flip p-values, its bootstrap interval and the verdict; from a results.json
+    payload and the per-item values `items` (by combination; empty: the bootstrap resamples seeds), on
+    `reported_metrics`. A table the run has no rows for is absent."""
     strategies = results["strategies"]
     metrics = reported_metrics(results)
     versus = pd.DataFrame(versus_random(results, items=items)["rows"])
@@ -152,9 +153,12 @@ def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
     if ablations and "paser" in strategies:
         versus = pd.DataFrame(versus_random(results, items=items, baseline="paser")["rows"])
         out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser", metrics)
-    if "length_matched" in strategies and "paser" in strategies:
-        versus = pd.DataFrame(versus_random(results, items=items, baseline="length_matched")["rows"])
-        out["versus_length_matched"] = _versus(versus[versus["strategy"] == "paser"], "length_matched", metrics)
+    # Each length control against its reference: length_matched against paser, length_matched_X against paser_X.
+    for control in (name for name in strategies if name.startswith("length_matched")):
+        reference = "paser" + control.removeprefix("length_matched")
+        if reference in strategies:
+            versus = pd.DataFrame(versus_random(results, items=items, baseline=control)["rows"])
+            out[f"versus_{control}"] = _versus(versus[versus["strategy"] == reference], control, metrics)
     return {name: table for name, table in out.items() if table}
 
 

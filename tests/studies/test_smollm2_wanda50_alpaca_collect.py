@@ -199,3 +199,28 @@ def test_recompute_of_every_committed_folder_gives_back_its_committed_files_byte
     for name in ("results.json", "tables.md"):
         assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), f"{into or 'main'}/{name}"
     assert (tmp_path / "README.md").read_bytes() == (STUDY / "README.md").read_bytes()
+
+
+def test_each_length_control_is_compared_with_its_own_reference(collect, fake_metrics, tmp_path):
+    # paser_density's control is length_matched_density (and paser's length_matched): planted as copies of the
+    # fake run's paser and random combinations, so the density pair has the paser − random differences.
+    results = json.loads((build_fake_run(tmp_path / "run") / "results.json").read_text())
+    renamed = {"paser": "paser_density", "random": "length_matched_density"}
+    copies = []
+    for combo in results["combos"]:
+        if combo["strategy"] in renamed:
+            name = renamed[combo["strategy"]]
+            copies.append(combo | {"strategy": name, "combo": name + combo["combo"][len(combo["strategy"]) :]})
+    results["combos"] += copies
+    results["strategies"] = [*results["strategies"], "paser_density", "length_matched_density"]
+    named = collect.comparison_tables(results, {})
+    assert "versus_length_matched" not in named  # no length_matched for paser here
+    table = named["versus_length_matched_density"]
+    assert table[0].startswith("| strategy | budget | metric | pairs | strategy − length_matched_density |")
+    rows = table[2:]
+    assert rows and all(row.startswith("| paser_density |") for row in rows)
+    versus = "\n".join(named["versus_random"])
+    paser_row = next(row for row in named["versus_random"] if row.startswith("| paser | 0.1 | heldout_nll |"))
+    density_row = next(row for row in rows if row.startswith("| paser_density | 0.1 | heldout_nll |"))
+    assert paser_row.split("|")[5] == density_row.split("|")[5]  # the same planted difference
+    assert "paser_density" in versus
