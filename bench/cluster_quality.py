@@ -195,9 +195,10 @@ def methods(with_umap: bool) -> dict[str, Method]:
     return table
 
 
-def cluster_contents(texts: list[str], labels: np.ndarray, terms: int = 6) -> list[dict]:
+def cluster_contents(texts: list[str], labels: np.ndarray, rows: np.ndarray, terms: int = 6) -> list[dict]:
     """Per cluster (largest first): size, its most distinctive words (mean TF-IDF in the cluster minus the
-    pool's) and its first prompt, shortened."""
+    pool's) and where its first prompt is (`example_row`: its position in the pool, `rows[i]` for `texts[i]`), not
+    the prompt's text: the data's contents stay in the data directory."""
     vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=3, stop_words="english")
     matrix = vectorizer.fit_transform(texts)
     vocabulary = np.array(vectorizer.get_feature_names_out())
@@ -206,9 +207,12 @@ def cluster_contents(texts: list[str], labels: np.ndarray, terms: int = 6) -> li
     for cluster in np.argsort(-np.bincount(labels)):
         members = np.flatnonzero(labels == cluster)
         lift = np.asarray(matrix[members].mean(axis=0)).ravel() - overall
-        example = " ".join(texts[members[0]].split())[:90]
         contents.append(
-            {"size": len(members), "terms": vocabulary[np.argsort(-lift)[:terms]].tolist(), "example": example}
+            {
+                "size": len(members),
+                "terms": vocabulary[np.argsort(-lift)[:terms]].tolist(),
+                "example_row": int(rows[members[0]]),
+            }
         )
     return contents
 
@@ -268,7 +272,7 @@ def main() -> None:
                 record["nmi"] = float(normalized_mutual_info_score(truth, labels))
                 record["ari"] = float(adjusted_rand_score(truth, labels))
             elif name == "default":
-                record["contents"] = cluster_contents(texts, labels)
+                record["contents"] = cluster_contents(texts, labels, draw)
             results[name].append(record)
             print(
                 f"draw {seed} {name:22s} " + " ".join(f"{k}={v}" for k, v in record.items() if k != "contents"),
@@ -300,7 +304,7 @@ def main() -> None:
     if pool.labels is None:
         print("\nwhat the default's clusters hold (draw 0, largest first):")
         for cluster in results["default"][0]["contents"]:
-            print(f"  {cluster['size']:5d}  {', '.join(cluster['terms']):60s}  e.g. {cluster['example']}")
+            print(f"  {cluster['size']:5d}  {', '.join(cluster['terms']):60s}  e.g. pool row {cluster['example_row']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         threads = os.environ.get("OMP_NUM_THREADS", "unset")
