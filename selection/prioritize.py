@@ -46,12 +46,8 @@ def efficiency_score(
     array in nats per log-cost unit. Refuses non-finite `cds`, shape mismatches, and rows whose cost is
     <= 1 (a log-cost <= 0 would flip or blow up the ranking), naming how many and the first offender.
     """
-    cds = np.asarray(cds, dtype=np.float64)
-    if not np.all(np.isfinite(cds)):
-        raise ValueError("cds must be finite")
     costs = sample_cost(prompt_tokens, response_tokens, kind=cost)
-    if costs.shape != cds.shape:
-        raise ValueError(f"cds and token counts differ in shape: {cds.shape} vs {costs.shape}")
+    cds = _checked_cds(cds, costs.shape)
     too_cheap = np.flatnonzero(costs <= 1)
     if too_cheap.size:
         raise ValueError(
@@ -67,13 +63,9 @@ def damage_density(cds: np.ndarray, prompt_tokens: np.ndarray, response_tokens: 
     `cds` is the per-row mean response-token JSD (nats), so `cds · response` is the row's total. Returns a float64
     array (nats per training token). Refuses non-finite `cds`, shape mismatches, and rows with no tokens.
     """
-    cds = np.asarray(cds, dtype=np.float64)
-    if not np.all(np.isfinite(cds)):
-        raise ValueError("cds must be finite")
-    response = _token_counts(response_tokens, "response_tokens")
     total = sample_cost(prompt_tokens, response_tokens, kind="linear")
-    if total.shape != cds.shape:
-        raise ValueError(f"cds and token counts differ in shape: {cds.shape} vs {total.shape}")
+    cds = _checked_cds(cds, total.shape)
+    response = np.asarray(response_tokens, dtype=np.float64)  # validated by sample_cost
     empty = np.flatnonzero(total == 0)
     if empty.size:
         raise ValueError(f"{empty.size} row(s) have no tokens; first at position {empty[0]}")
@@ -93,6 +85,16 @@ def rank_within_cluster(scores: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         raise ValueError("scores must not be NaN")
     # lexsort sorts by the last key first: descending score, then id.
     return np.lexsort((id_array, -scores)).astype(np.int64)
+
+
+def _checked_cds(cds: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`cds` as float64, refused when not finite or not of the token counts' `shape`."""
+    cds = np.asarray(cds, dtype=np.float64)
+    if not np.all(np.isfinite(cds)):
+        raise ValueError("cds must be finite")
+    if cds.shape != shape:
+        raise ValueError(f"cds and token counts differ in shape: {cds.shape} vs {shape}")
+    return cds
 
 
 def _token_counts(values: np.ndarray, name: str) -> np.ndarray:

@@ -361,19 +361,13 @@ class PaserStrategy:
         )
 
     def _scores(self, table: pd.DataFrame, seed: int) -> np.ndarray:
+        columns = (table["cds"].to_numpy(), table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy())
         if self.ranking == "ies":
-            return efficiency_score(
-                table["cds"].to_numpy(),
-                table["prompt_tokens"].to_numpy(),
-                table["response_tokens"].to_numpy(),
-                self.cost,
-            )
+            return efficiency_score(*columns, self.cost)
         if self.ranking == "cds":
             return table["cds"].to_numpy(dtype=np.float64)
         if self.ranking == "damage_density":
-            return damage_density(
-                table["cds"].to_numpy(), table["prompt_tokens"].to_numpy(), table["response_tokens"].to_numpy()
-            )
+            return damage_density(*columns)
         return np.random.default_rng(seed).random(len(table))
 
 
