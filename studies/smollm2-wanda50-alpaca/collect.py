@@ -75,14 +75,15 @@ BEFORE_SPLIT = (
 ITEMS_FILE = "items.npz"
 # The sections of tables.md (`tables`' names), in the order the file has them; `recompute` puts a section the
 # committed file lacks where a fresh collection would have written it.
+# Each length control of the grid and the strategy whose lengths it matches.
+LENGTH_CONTROLS = {"length_matched": "paser", "length_matched_density": "paser_density"}
 SECTIONS = (
     "results",
     "gaps",
     "headline",
     "versus_random",
     "versus_paser",
-    "versus_length_matched",
-    "versus_length_matched_density",
+    *(f"versus_{control}" for control in LENGTH_CONTROLS),
     "choices",
     "picks",
     "cds_vs_gain",
@@ -139,7 +140,7 @@ def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
     """The paired-comparison tables as markdown lines, by name: `headline` (`paser` − `random` on the
     in-distribution metric, a sentence per budget), `versus_random` (every strategy against random),
     `versus_paser` (the PASER ablations against `paser`) and `versus_length_matched` (`paser` against its
-    length-matched control; `versus_length_matched_X`: `paser_X` against `length_matched_X`), each row the paired
+    length-matched control; `versus_length_matched_density` likewise, `LENGTH_CONTROLS`), each row the paired
     difference, its paired t and sign-flip p-values, its bootstrap interval and the verdict; from a results.json
     payload and the per-item values `items` (by combination; empty: the bootstrap resamples seeds), on
     `reported_metrics`. A table the run has no rows for is absent."""
@@ -153,10 +154,8 @@ def comparison_tables(results: dict, items: dict) -> dict[str, list[str]]:
     if ablations and "paser" in strategies:
         versus = pd.DataFrame(versus_random(results, items=items, baseline="paser")["rows"])
         out["versus_paser"] = _versus(versus[versus["strategy"].isin(ablations)], "paser", metrics)
-    # Each length control against its reference: length_matched against paser, length_matched_X against paser_X.
-    for control in (name for name in strategies if name.startswith("length_matched")):
-        reference = "paser" + control.removeprefix("length_matched")
-        if reference in strategies:
+    for control, reference in LENGTH_CONTROLS.items():
+        if control in strategies and reference in strategies:
             versus = pd.DataFrame(versus_random(results, items=items, baseline=control)["rows"])
             out[f"versus_{control}"] = _versus(versus[versus["strategy"] == reference], control, metrics)
     return {name: table for name, table in out.items() if table}
