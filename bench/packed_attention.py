@@ -31,15 +31,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _seconds(fn, repeats: int) -> float:
-    """The fastest of `repeats` timed calls of `fn` (after one warm-up call)."""
-    fn()
-    best = float("inf")
+def _fastest(fn, repeats: int, warm_up: bool) -> tuple[float, object]:
+    """(the fastest of `repeats` timed calls of `fn`, the last call's result); one untimed call first if
+    `warm_up`."""
+    if warm_up:
+        fn()
+    best, result = float("inf"), None
     for _ in range(repeats):
         started = time.perf_counter()
-        fn()
+        result = fn()
         best = min(best, time.perf_counter() - started)
-    return best
+    return best, result
 
 
 def attention_seconds(rows: int, length: int, heads: int, head_dim: int, repeats: int) -> tuple[float, float]:
@@ -51,8 +53,8 @@ def attention_seconds(rows: int, length: int, heads: int, head_dim: int, repeats
     position = torch.arange(rows * length)
     mask = (segment[:, None] == segment[None, :]) & (position[:, None] >= position[None, :])
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    padded_s = _seconds(lambda: sdpa(q, q, q, is_causal=True), repeats)
-    packed_s = _seconds(lambda: sdpa(packed, packed, packed, attn_mask=mask[None, None]), repeats)
+    padded_s, _ = _fastest(lambda: sdpa(q, q, q, is_causal=True), repeats, warm_up=True)
+    packed_s, _ = _fastest(lambda: sdpa(packed, packed, packed, attn_mask=mask[None, None]), repeats, warm_up=True)
     return padded_s, packed_s
 
 
@@ -63,20 +65,16 @@ def model_seconds(model, rows: int, length: int, vocab: int, repeats: int) -> tu
     ids = torch.randint(0, vocab, (rows, length), generator=generator)
     packed_ids = ids.reshape(1, rows * length)
     position_ids = torch.arange(length).repeat(rows)[None, :]
-    outputs = {}
 
-    def timed(name: str, **inputs) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            with torch.no_grad():
-                outputs[name] = model(**inputs, use_cache=False).logits
-            best = min(best, time.perf_counter() - started)
-        return best
+    def forward(**inputs):
+        with torch.no_grad():
+            return model(**inputs, use_cache=False).logits
 
-    padded_s = timed("padded", input_ids=ids)
-    packed_s = timed("packed", input_ids=packed_ids, position_ids=position_ids)
-    difference = (outputs["padded"].reshape(1, rows * length, -1) - outputs["packed"]).abs().max().item()
+    padded_s, padded = _fastest(lambda: forward(input_ids=ids), repeats, warm_up=False)
+    packed_s, packed = _fastest(
+        lambda: forward(input_ids=packed_ids, position_ids=position_ids), repeats, warm_up=False
+    )
+    difference = (padded.reshape(1, rows * length, -1) - packed).abs().max().item()
     return padded_s, packed_s, difference
 
 
